@@ -1,0 +1,5 @@
+import sys
+
+from refit.cli import main
+
+sys.exit(main())

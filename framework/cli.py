@@ -1,0 +1,109 @@
+"""`refit <recipe> [--config FILE] [--key value ...]`, `refit configs`.
+
+Recipes are imported only when run, so `refit --help` stays instant. User mistakes (RefitError) are
+printed as one message with exit code 2; programming errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from refit.errors import RefitError
+
+__all__ = ["main", "RECIPES", "shipped_configs"]
+
+# name -> (module, one-line description). Adding a recipe is one file and one line here.
+RECIPES: dict[str, tuple[str, str]] = {
+    "finetune": ("refit.recipes.finetune", "fine-tune a pre-trained transformer and write a model version"),
+}
+
+
+def shipped_configs() -> list[Path]:
+    root = Path(str(resources.files("refit.configs")))
+    return sorted(root.rglob("*.yaml"))
+
+
+def _configs_root() -> Path:
+    return Path(str(resources.files("refit.configs")))
+
+
+def _resolve_config_args(argv: list[str]) -> list[str]:
+    """`--config finetune/demo.yaml` also finds the shipped config when no such file is here."""
+    out = list(argv)
+    for i, tok in enumerate(out[:-1]):
+        if tok == "--config" and not Path(out[i + 1]).exists():
+            name = out[i + 1].removeprefix("configs/")
+            candidate = _configs_root() / name
+            if candidate.is_file():
+                out[i + 1] = str(candidate)
+    return out
+
+
+def _usage() -> str:
+    width = max(len(n) for n in RECIPES)
+    lines = [
+        "usage: refit <command> [--config FILE] [--section.key VALUE ...] [--print_config] [--help]",
+        "",
+        "Keep transformer models good after they ship.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {desc}" for name, (_, desc) in RECIPES.items()),
+        f"  {'configs':<{width}}  list the shipped configs and the command that runs each",
+        "",
+        "`refit <command> --help` lists every key of that command with its default and meaning.",
+    ]
+    return "\n".join(lines)
+
+
+def _list_configs() -> int:
+    root = _configs_root()
+    for path in shipped_configs():
+        first = path.read_text().splitlines()[0].lstrip("# ").strip() if path.stat().st_size else ""
+        print(f"{str(path.relative_to(root)):<32} {first}")
+    return 0
+
+
+def run_recipe(name: str, argv: Sequence[str]):
+    """Parse argv for recipe `name` and run it; returns whatever the recipe returns."""
+    from refit.config import build_parser, parse_config
+
+    module = importlib.import_module(RECIPES[name][0])
+    parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
+    cfg = parse_config(parser, module.Config, _resolve_config_args(list(argv)))
+    return module.run(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "configs":
+        return _list_configs()
+    if command not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(command, [*RECIPES, "configs"], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"refit: unknown command '{command}'.{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        result = run_recipe(command, rest)
+    except RefitError as e:
+        print(f"refit {command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"refit {command}: interrupted.", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

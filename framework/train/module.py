@@ -1,0 +1,80 @@
+"""The LightningModule: a Hugging Face sequence classifier, its optimiser and its metrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from refit.train.metrics import classification_metrics
+from refit.train.optim import adamw_param_groups, linear_warmup_decay
+
+__all__ = ["SequenceClassifier"]
+
+
+class SequenceClassifier(L.LightningModule):
+    """Wraps any `AutoModelForSequenceClassification`; the HF model stays the thing that gets saved."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        num_labels: int,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.06,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        # transformers 5 returns from_pretrained models in eval mode and Lightning keeps submodule modes
+        # as it finds them, so dropout would silently stay off during training without this.
+        self.model = model.train()
+        self.train_metrics = classification_metrics(num_labels, "train/")
+        self.val_metrics = classification_metrics(num_labels, "val/")
+        self.test_metrics = classification_metrics(num_labels, "test/")
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def _step(self, batch: dict, metrics, stage: str) -> torch.Tensor:
+        logits = self(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        metrics.update(logits.detach().float(), batch["labels"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
+                 batch_size=batch["labels"].shape[0], sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, self.test_metrics, "test")
+
+    def _log_epoch(self, metrics) -> None:
+        self.log_dict(metrics.compute())  # torchmetrics already synced across ranks
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values)
+        self.log("val/acc", values["val/accuracy"], prog_bar=True, logger=False)
+        self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            adamw_param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = linear_warmup_decay(optimizer, int(hp.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

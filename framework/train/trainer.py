@@ -1,0 +1,100 @@
+"""Building the Lightning Trainer: precision, devices, strategy, checkpoints, early stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+__all__ = ["build_trainer", "ResumeCheckpoint", "LAST_CKPT"]
+
+LAST_CKPT = "last.ckpt"
+
+
+class ResumeCheckpoint(Callback):
+    """Keeps checkpoints/last.ckpt current so `--resume` loses little work.
+
+    Lightning's ModelCheckpoint saves only on its own schedule; this also saves every N steps, after
+    every validation, at the end of training and when the run is interrupted (Ctrl-C, an exception).
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
+        self.path = Path(dirpath) / LAST_CKPT
+        self.every_n_steps = every_n_steps
+        self._saved_at = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step != self._saved_at:
+            trainer.save_checkpoint(self.path)
+            self._saved_at = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and trainer.global_step:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+
+
+def build_trainer(
+    output_dir: str | Path,
+    loggers: list,
+    has_validation: bool,
+    max_epochs: int = 3,
+    max_steps: int = -1,
+    precision: str = "32",
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    gradient_clip_val: float = 1.0,
+    accumulate_grad_batches: int = 1,
+    val_check_interval: int | float = 1.0,
+    log_every_n_steps: int = 10,
+    monitor: str = "val/accuracy",
+    mode: str = "max",
+    early_stopping_patience: int = 3,
+    checkpoint_every_n_steps: int = 0,
+    deterministic: bool = False,
+    extra_callbacks: list[Callback] | None = None,
+) -> L.Trainer:
+    """A Trainer whose best checkpoint (on `monitor`) ends up in output_dir/checkpoints."""
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    callbacks: list[Callback] = [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps)]
+    if has_validation:
+        callbacks.append(
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                            enable_version_counter=False, auto_insert_metric_name=False)
+        )
+        if early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience))
+    callbacks += extra_callbacks or []
+    return L.Trainer(
+        default_root_dir=str(output_dir),
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        precision=precision,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        gradient_clip_val=gradient_clip_val or None,
+        accumulate_grad_batches=accumulate_grad_batches,
+        val_check_interval=val_check_interval if has_validation else None,
+        limit_val_batches=None if has_validation else 0,
+        log_every_n_steps=log_every_n_steps,
+        deterministic=deterministic,
+        logger=loggers or False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
