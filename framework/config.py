@@ -133,7 +133,7 @@ def _explain(error: Exception, config_cls: type) -> ConfigError:
     if match and match.group(1) != "config":
         key = match.group(1)
         ftype = dotted_keys(config_cls).get(key)
-        got = re.search(r"Got value: (.*)", text)
+        got = re.search(r"Got value: (.*)", text) or re.search(r"(?:literal|value)[^']*('.*')", text)
         got_s = f"; got {got.group(1).strip()}" if got else ""
         allowed = _allowed(ftype) if ftype is not None else "a valid value"
         return ConfigError(f"Invalid value for '{key}': expected {allowed}{got_s}.")
@@ -142,21 +142,48 @@ def _explain(error: Exception, config_cls: type) -> ConfigError:
     return ConfigError(" ".join(text.split()))
 
 
+def _expand_bool_flags(argv: Sequence[str], keys: dict[str, Any]) -> list[str]:
+    """Let a boolean key stand alone as a flag (`--resume` means `--resume true`)."""
+    out: list[str] = []
+    args = list(argv)
+    for i, tok in enumerate(args):
+        out.append(tok)
+        key = tok[2:] if tok.startswith("--") else None
+        is_flag = key is not None and keys.get(key) in (bool, bool | None)
+        if is_flag and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
 def parse_config(parser, config_cls: type[C], argv: Sequence[str]) -> C:
     """Parse argv (with --config files) into an instance of `config_cls`, or raise a ConfigError."""
     from jsonargparse import ArgumentError
 
     _check_unknown_keys(config_cls, argv)
+    argv = _expand_bool_flags(argv, dotted_keys(config_cls))
     try:
-        namespace = parser.parse_args(list(argv))
+        namespace = parser.parse_args(argv)
         namespace.pop("config", None)
         cfg = parser.instantiate(namespace)
+        # Rebuild the top-level dataclass so its own cross-section checks (__post_init__) run too.
+        return _plain(config_cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls)}))
     except ArgumentError as e:
         raise _explain(e, config_cls) from None
     except ValueError as e:  # cross-field checks in __post_init__ raise ValueError naming their keys
         raise ConfigError(str(e)) from None
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls)}
-    return config_cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """Restricted types (PositiveInt, ...) back to int/float/str, so that configs pickle, dump and
+    compare as plain values everywhere (checkpoints, W&B, YAML)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    for base in (bool, int, float, str):
+        if isinstance(value, base) and type(value) is not base:
+            return base(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def config_to_dict(cfg: Any) -> dict:

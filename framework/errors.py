@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RefitError", "ConfigError", "DataError", "ModelError", "VersionError"]
+__all__ = ["RefitError", "ConfigError", "DataError", "ModelError", "VersionError", "RunInterrupted"]
 
 
 class RefitError(Exception):
@@ -25,3 +25,9 @@ class ModelError(RefitError):
 
 class VersionError(RefitError):
     """A model version folder is missing, incomplete or corrupt."""
+
+
+class RunInterrupted(RefitError):
+    """The user stopped a long job; its state was saved so that it can be resumed."""
+
+    exit_code = 130

@@ -83,11 +83,16 @@ class LengthGroupedSampler(Sampler[int]):
         for start in range(0, len(order), size):
             chunk = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
-        # Keep the longest batch first so an out-of-memory error shows up at step 1, not hours in.
-        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
-        rest = [b for i, b in enumerate(batches) if i != longest]
-        perm = torch.randperm(len(rest), generator=g).tolist()
-        ordered = [batches[longest]] + [rest[p] for p in perm]
-        return iter([i for batch in ordered for i in batch])
+        # The DataLoader cuts this stream every batch_size indices, so short batches go last (one in the
+        # middle would misalign every batch after it), and the longest batch goes first so that an
+        # out-of-memory error shows up at step 1, not hours in.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [i for b in batches if len(b) < self.batch_size for i in b]
+        if full:
+            longest = max(range(len(full)), key=lambda b: self.lengths[full[b][0]])
+            full.insert(0, full.pop(longest))
+            perm = [0] + [p + 1 for p in torch.randperm(len(full) - 1, generator=g).tolist()]
+            full = [full[p] for p in perm]
+        return iter([i for batch in full for i in batch] + short)
 
 

