@@ -20,6 +20,7 @@ __all__ = ["main", "RECIPES", "shipped_configs"]
 # name -> (module, one-line description). Adding a recipe is one file and one line here.
 RECIPES: dict[str, tuple[str, str]] = {
     "finetune": ("refit.recipes.finetune", "fine-tune a pre-trained transformer and write a model version"),
+    "registry": ("refit.recipes.registry", "register, list, promote, roll back and audit model versions"),
 }
 
 
@@ -74,7 +75,12 @@ def run_recipe(name: str, argv: Sequence[str]):
 
     module = importlib.import_module(RECIPES[name][0])
     parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
-    cfg = parse_config(parser, module.Config, _resolve_config_args(list(argv)))
+    args = list(argv)
+    # Recipes with sub-actions (`refit registry promote ...`) take them as leading positional words.
+    for key in getattr(module, "POSITIONAL", ()):
+        if args and not args[0].startswith("-"):
+            args = [f"--{key}", args[0], *args[1:]]
+    cfg = parse_config(parser, module.Config, _resolve_config_args(args))
     return module.run(cfg)
 
 

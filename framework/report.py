@@ -4,6 +4,9 @@ from __future__ import annotations
 
 __all__ = ["print_metrics"]
 
+# Column headers short enough for an 80-column terminal.
+_SHORT = {"f1_macro": "F1 (macro)", "precision_macro": "precision", "recall_macro": "recall"}
+
 
 def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     """One row per split, one column per metric."""
@@ -17,7 +20,7 @@ def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     table = Table(title=title)
     table.add_column("split")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(_SHORT.get(name, name), justify="right")
     for split, values in metrics.items():
         if values:
             table.add_row(split, *(f"{values[n]:.4f}" if n in values else "-" for n in names))

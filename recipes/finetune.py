@@ -17,7 +17,6 @@ from refit.settings import FinetuneConfig
 from refit.train import run_finetune
 
 Config = FinetuneConfig
-DESCRIPTION = "Fine-tune a pre-trained transformer on labelled text and write a model version."
 
 
 def run(cfg: FinetuneConfig) -> Path | None:
