@@ -40,10 +40,16 @@ _TYPE_WORDS = {
 
 def build_parser(config_cls: type, prog: str, description: str):
     """A jsonargparse parser for one recipe's config dataclass, with `--config FILE` and `--print_config`."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    import argparse
+
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Keeps the recipe docstring's example commands on their own lines."""
 
     parser = ArgumentParser(
-        prog=prog, description=description, exit_on_error=False, allow_abbrev=False, default_env=False
+        prog=prog, description=description, exit_on_error=False, allow_abbrev=False, default_env=False,
+        formatter_class=Formatter,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it).")
     parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)

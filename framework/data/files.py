@@ -9,7 +9,7 @@ from pathlib import Path
 
 from refit.errors import DataError
 
-__all__ = ["read_table", "file_fingerprint", "SUFFIXES"]
+__all__ = ["read_rows", "read_table", "file_fingerprint", "SUFFIXES"]
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -51,20 +51,25 @@ def _read_parquet(path: Path) -> list[dict]:
         raise DataError(f"{path}: cannot read as Parquet ({e}).") from None
 
 
-def read_table(path: str | Path, text_column: str, label_column: str | None) -> tuple[list[str], list]:
-    """Texts and raw labels (None where the label column is absent) of one file."""
+def read_rows(path: str | Path) -> list[dict]:
+    """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        rows = _read_csv(path)
-    elif suffix == ".parquet":
-        rows = _read_parquet(path)
-    else:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+        return _read_jsonl(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+
+
+def read_table(path: str | Path, text_column: str, label_column: str | None) -> tuple[list[str], list]:
+    """Texts and raw labels of one file (labels are None when `label_column` is None)."""
+    path = Path(path)
+    rows = read_rows(path)
     if not rows:
         raise DataError(f"{path} holds no rows.")
     columns = list(rows[0])

@@ -47,10 +47,12 @@ def weights_file(version_dir: str | Path) -> Path:
     return Path(version_dir) / "model" / WEIGHTS
 
 
-def write_reference(folder: Path, embeddings: torch.Tensor, texts: list[str], meta: dict) -> None:
-    """Drift reference: embeddings of held-out inputs, the texts, and how they were made."""
+def write_reference(folder: Path, embeddings: torch.Tensor, probs: torch.Tensor, texts: list[str],
+                    meta: dict) -> None:
+    """Drift reference: embeddings and class probabilities of held-out inputs, the texts, how they were made."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"embeddings": embeddings.contiguous().float()}, str(folder / "embeddings.safetensors"))
+    save_file({"embeddings": embeddings.contiguous().float(), "probs": probs.contiguous().float()},
+              str(folder / "embeddings.safetensors"))
     with (folder / "texts.jsonl").open("w", encoding="utf-8") as f:
         for t in texts:
             f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
@@ -62,7 +64,7 @@ def write_version(
     model,
     tokenizer,
     meta: dict,
-    reference: tuple[torch.Tensor, list[str], dict] | None = None,
+    reference: tuple[torch.Tensor, torch.Tensor, list[str], dict] | None = None,
 ) -> Path:
     """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json."""
     dest = Path(dest)

@@ -17,7 +17,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import TextDataModule, load_splits
 from refit.errors import ConfigError, RunInterrupted
-from refit.models import embed_texts, load_classifier, new_version_id, write_version
+from refit.models import encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
 from refit.train.module import SequenceClassifier
@@ -118,8 +118,8 @@ def run_finetune(
         texts = splits.texts[ref_split]
         sample = sorted(random.Random(t.seed).sample(range(len(texts)), min(d.reference_size, len(texts))))
         ref_texts = [texts[i] for i in sample]
-        embeddings = embed_texts(module.model, tokenizer, ref_texts, d.eval_batch_size, d.max_length)
-        reference = (embeddings, ref_texts,
+        encoded = encode_texts(module.model, tokenizer, ref_texts, d.eval_batch_size, d.max_length)
+        reference = (encoded.embeddings, encoded.probs, ref_texts,
                      {"split": ref_split, "pooling": "mean", "layer": -1, "max_length": d.max_length})
     version_id = new_version_id()
     meta = {

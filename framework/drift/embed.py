@@ -1,0 +1,68 @@
+"""Embedding production inputs the same way a version's drift reference was embedded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from refit.errors import VersionError
+from refit.models import Encoded, Pooling, encode_texts, load_version
+
+__all__ = ["Reference", "VersionEncoder", "embed", "load_reference"]
+
+
+@dataclass
+class Reference:
+    embeddings: torch.Tensor
+    probs: torch.Tensor | None
+    texts: list[str]
+    meta: dict
+
+
+def load_reference(version_dir: str | Path) -> Reference:
+    """The reference stored in a version's reference/ folder (written by finetune or --refresh-reference)."""
+    from safetensors.torch import load_file
+
+    folder = Path(version_dir) / "reference"
+    tensors_file = folder / "embeddings.safetensors"
+    if not tensors_file.is_file():
+        raise VersionError(
+            f"{version_dir} has no drift reference ({tensors_file} is missing). Create one with "
+            "`refit drift --version DIR --refresh_reference --reference_data FILE`."
+        )
+    tensors = load_file(str(tensors_file))
+    meta_file, texts_file = folder / "reference.json", folder / "texts.jsonl"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    texts = [json.loads(line)["text"] for line in texts_file.read_text().splitlines()] if texts_file.is_file() else []
+    return Reference(tensors["embeddings"], tensors.get("probs"), texts, meta)
+
+
+class VersionEncoder:
+    """Loads a version once (its weights hash checked) and encodes texts with its own tokenizer."""
+
+    def __init__(self, version_dir: str | Path, pooling: Pooling = "mean", layer: int = -1,
+                 max_length: int = 128, batch_size: int = 64, device: str | None = None) -> None:
+        self.model, self.tokenizer, self.meta = load_version(version_dir)
+        self.pooling, self.layer, self.max_length = pooling, layer, max_length
+        self.batch_size, self.device = batch_size, device
+
+    @classmethod
+    def like_reference(cls, version_dir: str | Path, reference_meta: dict, **kwargs) -> VersionEncoder:
+        """An encoder with the pooling, layer and max length the reference was made with."""
+        return cls(version_dir, pooling=reference_meta.get("pooling", "mean"),
+                   layer=reference_meta.get("layer", -1), max_length=reference_meta.get("max_length", 128),
+                   **kwargs)
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        return encode_texts(self.model, self.tokenizer, texts, self.batch_size, self.max_length, self.pooling,
+                            self.layer, self.device)
+
+
+def embed(version_dir: str | Path, texts: Sequence[str], pooling: Pooling = "mean", layer: int = -1,
+          max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """float32 [n, hidden] embeddings of `texts` by a version (mean-pooled last hidden state by default)."""
+    return VersionEncoder(version_dir, pooling, layer, max_length, batch_size).encode(texts).embeddings

@@ -1,0 +1,110 @@
+"""Cutting production inputs into windows: one per file of a folder, every N rows, or per time period."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from refit.data import SUFFIXES, read_rows
+from refit.errors import DataError
+
+__all__ = ["Window", "read_windows", "Period"]
+
+Period = Literal["hour", "day", "week", "month"]
+_FORMATS = {"hour": "%Y-%m-%dT%H:00", "day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+@dataclass
+class Window:
+    """A batch of production texts checked together; labels where they have already arrived."""
+
+    name: str
+    texts: list[str]
+    labels: list | None = None
+    source: str = ""
+    skipped: str | None = None  # why this window was not tested (too small, ...)
+    meta: dict = field(default_factory=dict)
+
+
+def _parse_time(value, where: str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise DataError(f"{where}: cannot read time {value!r}; use ISO 8601 (2026-11-22T10:00:00).") from None
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"{path} holds no data files ({', '.join(SUFFIXES)}).")
+        return files
+    raise DataError(f"Data not found: {path}")
+
+
+def _from_rows(rows: list[dict], source: Path, text_column: str, label_column: str | None) -> tuple[list, list]:
+    texts, labels = [], []
+    for i, row in enumerate(rows, 1):
+        text = row.get(text_column)
+        if not isinstance(text, str):
+            raise DataError(f"{source}, row {i}: no text in column '{text_column}' (columns: {', '.join(row)}).")
+        texts.append(text)
+        labels.append(row.get(label_column) if label_column else None)
+    return texts, labels
+
+
+def read_windows(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    window: int = 0,
+    by_time: Period | None = None,
+    time_column: str = "timestamp",
+    min_size: int = 20,
+) -> list[Window]:
+    """Windows in order. A folder gives one window per file unless `window`/`by_time` regroup the rows.
+
+    Windows under `min_size`, and files that cannot be read, are kept but marked skipped with the reason,
+    so a report shows them and one bad file does not stop the check of the rest.
+    Labels are kept only for windows where every row has one.
+    """
+    path = Path(path)
+    groups: dict[str, list[tuple[str, object]]] = {}
+    broken: list[Window] = []
+    for file in _files(path):
+        try:
+            rows = read_rows(file)
+            texts, labels = _from_rows(rows, file, text_column, label_column)
+        except DataError as e:  # one bad file must not stop the check of all the others
+            broken.append(Window(file.stem, [], None, str(file), skipped=str(e)))
+            continue
+        if by_time:
+            for i, (row, text, label) in enumerate(zip(rows, texts, labels), 1):
+                if time_column not in row:
+                    raise DataError(f"{file}, row {i}: no time column '{time_column}' for --by_time.")
+                key = _parse_time(row[time_column], f"{file}, row {i}").strftime(_FORMATS[by_time])
+                groups.setdefault(key, []).append((text, label))
+        elif window:
+            pairs = list(zip(texts, labels))
+            for start in range(0, len(pairs), window):
+                groups[f"{file.stem}[{start}:{start + len(pairs[start:start + window])}]"] = pairs[start:start + window]
+        else:
+            groups[file.stem] = list(zip(texts, labels))
+    windows = []
+    for name in sorted(groups) if by_time else groups:
+        pairs = groups[name]
+        labels = [lab for _, lab in pairs]
+        w = Window(name, [t for t, _ in pairs], labels if all(lab is not None for lab in labels) else None,
+                   str(path))
+        if len(w.texts) < min_size:
+            w.skipped = f"{len(w.texts)} inputs, fewer than the minimum of {min_size}"
+        windows.append(w)
+    return windows + broken
