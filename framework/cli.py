@@ -20,7 +20,12 @@ __all__ = ["main", "RECIPES", "shipped_configs"]
 # name -> (module, one-line description). Adding a recipe is one file and one line here.
 RECIPES: dict[str, tuple[str, str]] = {
     "finetune": ("refit.recipes.finetune", "fine-tune a pre-trained transformer and write a model version"),
+    "drift": ("refit.recipes.drift", "test production inputs for drift against a version's reference"),
+    "maintain": ("refit.recipes.maintain", "retrain on drift or schedule; promote only a better challenger"),
     "registry": ("refit.recipes.registry", "register, list, promote, roll back and audit model versions"),
+    "compress": ("refit.recipes.compress", "prune or cast a version into a gated child version"),
+    "export": ("refit.recipes.export", "export a version to ONNX, int8 ONNX, TensorRT or an edge bundle, gated"),
+    "benchmark": ("refit.recipes.benchmark", "size, accuracy, latency and throughput of a version per format"),
 }
 
 

@@ -18,7 +18,10 @@ from jsonargparse.typing import (
     restricted_number_type,
 )
 
-__all__ = ["DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig"]
+__all__ = [
+    "DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig", "RegistryConfig",
+    "InboxConfig", "PolicyConfig", "GateConfig",
+]
 
 StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
 Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64"]
@@ -175,3 +178,76 @@ class FinetuneConfig:
             raise ValueError(
                 f"'trainer.monitor' must be a validation metric like 'val/accuracy', got '{self.trainer.monitor}'."
             )
+
+
+@dataclass
+class RegistryConfig:
+    """Where versions and the registry database live.
+
+    Args:
+        root: Registry folder (versions/, registry.db, maintenance runs).
+        db: SQLite database path (default ROOT/registry.db).
+    """
+
+    root: str = "registry"
+    db: str | None = None
+
+
+@dataclass
+class InboxConfig:
+    """The production data a maintenance cycle reads.
+
+    Args:
+        windows: Folder of JSONL/CSV/Parquet files with new inputs; each file is read once.
+        text_column: Column holding the text.
+        label_column: Column with labels where they have arrived (rows without one are unlabelled).
+        golden: A fixed labelled file the challenger must not get worse on.
+        replay_size: Rows of the champion's own training data mixed into every retrain (0 = none).
+        holdout_fraction: Share of the new labelled rows kept out of training to compare champion and
+            challenger on recent data (offline A/B).
+        max_drift_sample: At most this many new inputs are embedded for the drift test.
+    """
+
+    windows: str = "production"
+    text_column: str = "text"
+    label_column: str = "label"
+    golden: str | None = None
+    replay_size: NonNegativeInt = 500
+    holdout_fraction: ClosedUnitInterval = 0.3
+    max_drift_sample: PositiveInt = 1000
+
+
+@dataclass
+class PolicyConfig:
+    """When a cycle retrains.
+
+    Args:
+        tests: Drift tests on the new inputs against the champion's reference.
+        alpha: Family-wise false-alarm rate of the drift decision (Bonferroni across tests).
+        permutations: Permutations of the MMD test.
+        min_accuracy: Retrain when the champion's accuracy on new labelled rows falls below this.
+        max_age_days: Retrain when the champion is older than this.
+        always_retrain: Retrain on every cycle that has new labelled data (a plain schedule).
+        min_new_labels: Do not retrain with fewer new labelled rows than this.
+    """
+
+    tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
+    alpha: ClosedUnitInterval = 0.05
+    permutations: PositiveInt = 500
+    min_accuracy: ClosedUnitInterval | None = None
+    max_age_days: PositiveFloat | None = None
+    always_retrain: bool = False
+    min_new_labels: NonNegativeInt = 20
+
+
+@dataclass
+class GateConfig:
+    """What a challenger must show before it replaces the champion.
+
+    Args:
+        golden_tolerance: Largest allowed accuracy drop on the golden set, in points.
+        recent_margin: Least accuracy gain on the held-out recent labelled rows, in points.
+    """
+
+    golden_tolerance: NonNegativeFloat = 1.0
+    recent_margin: float = 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish"]
+__all__ = ["resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish", "log_drift_run"]
 
 
 def resolve_wandb_mode(enabled: bool, mode: str | None) -> str:
@@ -23,8 +23,8 @@ def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mod
     loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
     if wandb_mode != "disabled":
         try:
-            from lightning.pytorch.loggers import WandbLogger
             import wandb  # noqa: F401
+            from lightning.pytorch.loggers import WandbLogger
         except ImportError:
             from refit.errors import ConfigError
 
@@ -65,3 +65,26 @@ def finish(loggers: list) -> str | None:
     run_dir = logger.experiment.dir
     logger.experiment.finish()
     return str(Path(run_dir).parent)
+
+
+def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: str) -> str | None:
+    """One W&B run per drift check: p-values per window and test, the decision, the HTML report."""
+    if wandb_mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(project=project, dir=str(out_dir), mode=wandb_mode, job_type="drift",
+                     name=f"drift-{report['version']['id']}", config=report["config"])
+    tests = report["tests"]
+    table = wandb.Table(columns=["window", "n", "drift", *[f"{t}_p" for t in tests]])
+    for step, w in enumerate(report["windows"]):
+        res = w.get("results", {})
+        table.add_data(w["name"], w["size"], w["drift"], *[res.get(t, {}).get("p_value") for t in tests])
+        if res:
+            run.log({**{f"drift/{t}_p_value": r["p_value"] for t, r in res.items()},
+                     "drift/any": int(w["drift"])}, step=step)
+    run.log({"drift/windows": table, "drift/report": wandb.Html(str(Path(out_dir) / "report.html"))})
+    run.summary["drift"] = report["drift"]
+    run_dir = str(Path(run.dir).parent)
+    run.finish()
+    return run_dir

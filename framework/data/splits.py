@@ -11,7 +11,7 @@ from pathlib import Path
 from refit.data.files import file_fingerprint, read_table
 from refit.errors import DataError
 
-__all__ = ["Splits", "load_splits", "demo_dir", "DEMO_NAME"]
+__all__ = ["Splits", "load_splits", "demo_dir", "to_label_ids", "DEMO_NAME"]
 
 DEMO_NAME = "refit-demo"
 SPLITS = ("train", "validation", "test")
@@ -145,3 +145,17 @@ def load_splits(
     if len(label_names) < 2:
         raise DataError(f"{sources['train']}: only one label ({label_names[0]}); need at least two classes.")
     return Splits(texts=texts, labels=labels, label_names=label_names, fingerprints=fingerprints)
+
+
+def to_label_ids(values: list, label_names: list[str]) -> list[int]:
+    """Labels given as names ('positive') or ids (1, '1') -> ids of a model's label set."""
+    ids = []
+    for v in values:
+        key = str(v)
+        if key in label_names:
+            ids.append(label_names.index(key))
+        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
+            ids.append(int(key))
+        else:
+            raise DataError(f"label {v!r} is not one of the model's labels {label_names}.")
+    return ids

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from refit.data import SUFFIXES, read_rows
+from refit.data import DEMO_NAME, SUFFIXES, demo_dir, read_rows
 from refit.errors import DataError
 
 __all__ = ["Window", "read_windows", "Period"]
@@ -40,6 +40,8 @@ def _parse_time(value, where: str) -> datetime:
 
 
 def _files(path: Path) -> list[Path]:
+    if str(path) == DEMO_NAME:  # the bundled demo: in-style test reviews, then the shifted chat messages
+        return [demo_dir() / "test.jsonl", demo_dir() / "shifted.jsonl"]
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -70,7 +72,8 @@ def read_windows(
     time_column: str = "timestamp",
     min_size: int = 20,
 ) -> list[Window]:
-    """Windows in order. A folder gives one window per file unless `window`/`by_time` regroup the rows.
+    """Windows in order. A folder gives one window per file unless `window`/`by_time` regroup the rows;
+    'refit-demo' gives the bundled demo's test reviews and its shifted chat messages.
 
     Windows under `min_size`, and files that cannot be read, are kept but marked skipped with the reason,
     so a report shows them and one bad file does not stop the check of the rest.

@@ -3,7 +3,13 @@
 from refit.models.embed import Encoded, Pooling, encode_texts
 from refit.models.pretrained import MINILM, load_classifier, resolve_model
 from refit.models.version import (
-    REFIT_JSON, load_version, new_version_id, package_versions, read_version, weights_file, write_reference,
+    REFIT_JSON,
+    load_version,
+    new_version_id,
+    package_versions,
+    read_version,
+    weights_file,
+    write_reference,
     write_version,
 )
 

@@ -1,0 +1,78 @@
+"""The accuracy gate: every compressed or exported artefact is scored on the validation split with the
+same metrics as training, and refused when its accuracy falls more than `max_accuracy_drop` points below
+the parent's, scored the same way (not the figure recorded at training time, so that tokenisation and
+batching are identical on both sides)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from refit.errors import DataError, RefitError
+from refit.train.metrics import METRIC_NAMES, classification_metrics
+
+__all__ = ["AccuracyGateError", "evaluation_texts", "score", "check_gate"]
+
+
+class AccuracyGateError(RefitError):
+    """A compressed or exported artefact lost more accuracy than allowed; nothing was written.
+
+    `report` holds the numbers, so that a recipe can keep them beside the run.
+    """
+
+    def __init__(self, message: str, report: dict) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def evaluation_texts(meta: dict, split: str = "validation", override: str | None = None
+                     ) -> tuple[list[str], list[int]] | None:
+    """(texts, label ids) of a version's `split`, from the data its fine-tune config names (or `override`).
+
+    Returns None when the config names no such split. Labels are encoded exactly as at training time and
+    checked against the version's label list.
+    """
+    from refit.data import load_splits
+
+    d = (meta.get("config") or {}).get("data") or {}
+    files = {"train": d.get("train"), "validation": d.get("validation"), "test": d.get("test")}
+    if override:
+        files[split] = override
+    if not d.get("dataset") and not files[split]:
+        return None
+    try:
+        splits = load_splits(files["train"], files["validation"], files["test"], d.get("dataset"),
+                             d.get("dataset_config"), d.get("text_column", "text"), d.get("label_column", "label"))
+    except DataError as e:
+        raise DataError(f"{e} (the {split} data comes from the version's refit.json config; point to a file "
+                        f"with --validation)") from None
+    if meta.get("labels") and splits.label_names != meta["labels"]:
+        raise DataError(f"The data's labels {splits.label_names} differ from the version's {meta['labels']}.")
+    if split not in splits.texts:
+        return None
+    return splits.texts[split], splits.labels[split]
+
+
+def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float]:
+    """The training metric set (accuracy, macro F1/precision/recall, AUROC, ECE) on logits."""
+    metrics = classification_metrics(num_classes, "")
+    metrics.update(torch.from_numpy(np.asarray(logits, dtype=np.float32)), torch.as_tensor(np.asarray(labels)))
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, float], max_drop: float,
+               hint: str = "") -> dict:
+    """The gate report; raises AccuracyGateError (with the report in its message) when the drop is too big."""
+    drop = 100.0 * (baseline["accuracy"] - candidate["accuracy"])
+    report = {"artefact": artefact, "accuracy_drop_points": round(drop, 4), "max_accuracy_drop": max_drop,
+              "passed": drop <= max_drop + 1e-9, "baseline": baseline, "candidate": candidate}
+    if not report["passed"]:
+        rows = "\n".join(f"    {n:<16} {baseline[n]:.4f} -> {candidate[n]:.4f}" for n in METRIC_NAMES
+                         if n in baseline and n in candidate)
+        raise AccuracyGateError(
+            f"accuracy gate failed for {artefact}: validation accuracy fell {drop:.2f} points, more than "
+            f"max_accuracy_drop={max_drop}. Nothing was written.\n  parent -> candidate:\n{rows}\n"
+            + (f"  {hint}" if hint else "  Compress less, or raise max_accuracy_drop if the loss is acceptable."),
+            report,
+        )
+    return report

@@ -1,0 +1,179 @@
+"""Format benchmark (in the spirit of Ultralytics' export benchmark): one row per format with its file
+size, validation accuracy, latency at batch 1, throughput at a larger batch and speed-up over eager fp32.
+
+Every row is driven through the same Predictor interface on the same inputs (real validation texts,
+padded or truncated to a fixed length so every format does the same work).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refit.export.runtimes import Batch, OrtPredictor, Predictor, TorchPredictor, predict_logits
+
+__all__ = ["FORMATS", "Skip", "Row", "latency_ms", "throughput", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
+           "machine"]
+
+
+@dataclass
+class Row:
+    format: str
+    file: str | None
+    size_mb: float | None
+    accuracy: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    throughput: float | None  # samples/s at the throughput batch size
+    speedup: float | None = None  # eager fp32 p50 / this p50
+    note: str = ""
+
+
+def latency_ms(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> tuple[float, float]:
+    """p50 and p95 of single-call wall time."""
+    for _ in range(warmup):
+        predictor(batch.input_ids, batch.attention_mask)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        predictor(batch.input_ids, batch.attention_mask)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), float(np.percentile(times, 95))
+
+
+def throughput(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> float:
+    """Samples per second over `iters` calls on one batch."""
+    for _ in range(warmup):
+        predictor(batch.input_ids, batch.attention_mask)
+    start = time.perf_counter()
+    for _ in range(iters):
+        predictor(batch.input_ids, batch.attention_mask)
+    return iters * len(batch.input_ids) / (time.perf_counter() - start)
+
+
+def _size_mb(files: Sequence[Path]) -> float:
+    return round(sum(f.stat().st_size for f in files if f.is_file()) / 1e6, 2)
+
+
+def benchmark_row(fmt: str, predictor: Predictor, files: Sequence[Path], eval_batches: Sequence[Batch],
+                  labels: np.ndarray, latency_batch: Batch, throughput_batch: Batch, iters: int,
+                  note: str = "") -> Row:
+    logits = predict_logits(predictor, eval_batches)
+    p50, p95 = latency_ms(predictor, latency_batch, warmup=max(3, iters // 10), iters=iters)
+    thr = throughput(predictor, throughput_batch, warmup=2, iters=max(3, iters // 10))
+    return Row(fmt, files[0].name if files else None, _size_mb(files) if files else None,
+               float((logits.argmax(-1) == labels).mean()), round(p50, 3), round(p95, 3), round(thr, 1), note=note)
+
+
+def skipped_row(fmt: str, reason: str) -> Row:
+    return Row(fmt, None, None, None, None, None, None, note=f"skipped: {reason}")
+
+
+def add_speedups(rows: list[Row], baseline: str = "pytorch") -> list[Row]:
+    base = next((r.p50_ms for r in rows if r.format == baseline and r.p50_ms), None)
+    for r in rows:
+        r.speedup = round(base / r.p50_ms, 2) if base and r.p50_ms else None
+    return rows
+
+
+def machine() -> dict:
+    """What the numbers were measured on (they mean nothing without it)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def to_markdown(rows: Sequence[Row], title: str, settings: dict, host: dict) -> str:
+    lines = [f"# {title}", "",
+             f"Machine: {host['cpu']}, {host['cores']} cores ({host['torch_threads']} threads), "
+             f"{'GPU ' + host['gpu'] if host['gpu'] else 'no GPU'}; torch {host['torch']}.",
+             "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".", "",
+             "| format | file | size (MB) | val accuracy | p50 ms (b1) | p95 ms (b1) | samples/s | speed-up | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.format} | {_cell(r.file)} | {_cell(r.size_mb, '{:.1f}')} | {_cell(r.accuracy, '{:.4f}')} | "
+                     f"{_cell(r.p50_ms, '{:.2f}')} | {_cell(r.p95_ms, '{:.2f}')} | {_cell(r.throughput, '{:.1f}')} | "
+                     f"{_cell(r.speedup, '{:.2f}x')} | {r.note} |")
+    lines += ["", "Unstructured (magnitude) sparsity stores and multiplies its zeros: it does not shrink the file or "
+              "speed up dense kernels; only removed structure (heads, FFN neurons) or int8/fp16 kernels do."]
+    return "\n".join(lines) + "\n"
+
+
+def rows_to_json(rows: Sequence[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+class Skip(Exception):
+    """A format that cannot be measured here; its row says why."""
+
+
+def _pytorch(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
+    from refit.models import weights_file
+
+    return TorchPredictor(_inference_copy(model)), [weights_file(version_dir)], "eager fp32"
+
+
+def _pytorch_int8(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
+    from refit.compress.quantize import torch_dynamic_int8
+
+    return TorchPredictor(torch_dynamic_int8(_inference_copy(model)), name="pytorch-int8"), [], \
+        "torch.ao dynamic int8, in memory"
+
+
+def _onnx_file(name: str, target: str):
+    def make(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
+        from refit.export.onnx import onnx_files
+        from refit.export.targets import TARGETS, ExportOptions
+
+        path, note = Path(version_dir) / "exports" / name, "from exports/"
+        if not path.is_file():
+            artefact = next(a for a in TARGETS[target](model, staging, ExportOptions()) if a.name == name)
+            path, note = artefact.files[0], "built for this run (not in exports/)"
+        return OrtPredictor(path, name=target), onnx_files(path), note
+    return make
+
+
+def _tensorrt(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
+    from refit.export.errors import ExportError
+    from refit.export.tensorrt import TensorRTPredictor
+
+    plan = Path(version_dir) / "exports" / "model.plan"
+    if not plan.is_file():
+        raise Skip("no exports/model.plan (run `refit export --format tensorrt` on a GPU machine)")
+    try:
+        return TensorRTPredictor(plan), [plan], "TensorRT engine"
+    except ExportError as e:
+        raise Skip(str(e)) from None
+
+
+def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy with pruned heads physically removed (what a deployment would run)."""
+    import copy
+
+    from refit.compress.prune import shrink_pruned_heads
+
+    return shrink_pruned_heads(copy.deepcopy(model).float().eval())
+
+
+# format name -> maker(model, version_dir, staging) -> (predictor, files, note). One line per format.
+FORMATS = {
+    "pytorch": _pytorch, "pytorch-int8": _pytorch_int8, "onnx": _onnx_file("model.onnx", "onnx"),
+    "onnx-int8": _onnx_file("model.int8.onnx", "onnx-int8"), "tensorrt": _tensorrt,
+}

@@ -1,0 +1,102 @@
+"""PyTorch classifier -> ONNX with dynamic batch and sequence axes, checked, optionally graph-optimised.
+
+The default exporter is TorchScript (`dynamo=False`) with eager attention because ONNX Runtime's BERT
+optimizer only recognises that attention pattern: on MiniLM it fuses 6 Attention, EmbedLayerNormalization,
+12 SkipLayerNormalization and 6 BiasGelu nodes, while on the dynamo export (and on SDPA attention) it fuses
+no attention at all. The dynamo exporter stays selectable; its weights go to a separate `.onnx.data` file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from refit.compress.prune import shrink_pruned_heads
+from refit.export.errors import ExportError, missing_extra
+
+__all__ = ["Exporter", "INPUT_NAMES", "export_onnx", "optimize_transformer", "check_onnx", "onnx_files"]
+
+Exporter = Literal["torchscript", "dynamo"]
+INPUT_NAMES = ("input_ids", "attention_mask")
+_AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+         "logits": {0: "batch"}}
+# transformers model_type -> the onnxruntime.transformers optimizer's model type (the BERT family).
+_ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
+                    "distilbert": "bert", "camembert": "bert", "deberta-v2": "bert"}
+
+
+class _Logits(torch.nn.Module):
+    """Positional (input_ids, attention_mask) -> logits: the graph's whole interface."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def onnx_files(path: str | Path) -> list[Path]:
+    """The model file and its external-data file, when the exporter wrote one."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    return [path, data] if data.exists() else [path]
+
+
+def check_onnx(path: str | Path) -> None:
+    """onnx.checker on the file path (so external data and >2 GB models are handled)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"The exported graph {path} fails onnx.checker: {e}") from None
+
+
+def export_onnx(model: torch.nn.Module, dest: str | Path, opset: int = 17,
+                exporter: Exporter = "torchscript") -> Path:
+    """Export a sequence classifier to `dest` (float32, dynamic batch/sequence) and check it.
+
+    The model is copied first: export switches attention to eager and physically drops pruned heads, and
+    the caller's model must not change under it.
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise missing_extra("onnx", "export") from None
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = shrink_pruned_heads(copy.deepcopy(model).float().cpu().eval())
+    if exporter == "torchscript" and hasattr(work, "set_attn_implementation"):
+        work.set_attn_implementation("eager")
+    wrapper = _Logits(work).eval()
+    sample = (torch.tensor([[101, 2023, 2003, 102], [101, 2204, 102, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(wrapper, sample, str(dest), input_names=list(INPUT_NAMES), output_names=["logits"],
+                          dynamic_axes=_AXES, opset_version=opset, dynamo=exporter == "dynamo")
+    check_onnx(dest)
+    return dest
+
+
+def optimize_transformer(src: str | Path, dest: str | Path, model_config) -> dict[str, int] | None:
+    """ONNX Runtime's transformer optimizer (fused attention, LayerNorm, GELU) for BERT-family graphs.
+
+    Returns the fused operator counts, or None (nothing written) for an architecture outside the BERT
+    family. Head count and width are passed only when every layer keeps all its heads: after head pruning
+    they differ per layer, so the optimizer detects them from the graph instead.
+    """
+    from onnxruntime.transformers import optimizer
+
+    model_type = _ORT_MODEL_TYPES.get(getattr(model_config, "model_type", ""))
+    if model_type is None:
+        return None
+    pruned = bool(getattr(model_config, "refit_pruned_heads", None))
+    heads = 0 if pruned else model_config.num_attention_heads
+    hidden = 0 if pruned else model_config.hidden_size
+    opt = optimizer.optimize_model(str(src), model_type=model_type, num_heads=heads, hidden_size=hidden)
+    opt.save_model_to_file(str(dest), use_external_data_format=len(onnx_files(src)) > 1)
+    check_onnx(dest)
+    return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}

@@ -1,0 +1,146 @@
+"""Export targets, one table: each builds its artefacts into a staging folder and says how to run them.
+
+The export recipe gates every artefact (accuracy and parity on the validation split) before `install`
+moves it into the version's exports/ folder, so a failed export leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refit.compress.quantize import ONNX_QUANTIZERS
+from refit.export.edge import write_bundle
+from refit.export.onnx import Exporter, export_onnx, onnx_files, optimize_transformer
+from refit.export.runtimes import Batch, OrtPredictor, Predictor
+from refit.export.tensorrt import Profile, build_engine, onnx_for_precision
+
+__all__ = ["ExportOptions", "Artefact", "TARGETS", "install"]
+
+
+@dataclass
+class ExportOptions:
+    """Flat settings shared by the targets (each uses the ones it needs)."""
+
+    opset: int = 17
+    exporter: Exporter = "torchscript"
+    optimize: bool = True
+    quantize: str = "dynamic-int8"  # a key of ONNX_QUANTIZERS, for onnx-int8
+    calibration: Sequence[Batch] = ()
+    precision: str = "fp16"  # tensorrt and edge
+    profile: Profile = field(default_factory=Profile)
+    workspace_gb: float = 4.0
+    timing_cache: Path | None = None  # an earlier build's cache, reused to build faster
+    device: str = "cpu"  # ONNX Runtime device the ONNX artefacts are checked on
+    reference: Sequence[Batch] = ()  # edge: inputs whose PyTorch logits ship with the bundle
+    reference_logits: np.ndarray | None = None
+    version_id: str = ""
+
+
+@dataclass
+class Artefact:
+    """One gated output: its name in exports/, the paths to install, how to run it, facts for parity.json."""
+
+    name: str
+    files: list[Path]
+    predictor: Callable[[], Predictor]
+    info: dict = field(default_factory=dict)
+
+
+def _raw(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> Path:
+    """The plain float32 export (standard ONNX ops only: what TensorRT and the quantisers start from)."""
+    raw = staging / "raw" / "model.onnx"
+    return raw if raw.exists() else export_onnx(model, raw, opts.opset, opts.exporter)
+
+
+def _ort(path: Path, opts: ExportOptions, name: str) -> Callable[[], Predictor]:
+    return lambda: OrtPredictor(path, opts.device, name=name)
+
+
+def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
+    """model.onnx: float32, dynamic axes, graph-optimised for BERT-family models when `optimize`."""
+    raw = _raw(model, staging, opts)
+    out = staging / "model.onnx"
+    fused = optimize_transformer(raw, out, model.config) if opts.optimize else None
+    if fused is None:
+        for f in onnx_files(raw):
+            shutil.copy(f, staging / f.name)
+    info = {"opset": opts.opset, "exporter": opts.exporter, "optimized": fused is not None, "fused_ops": fused or {}}
+    return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
+
+
+def onnx_int8_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
+    """model.int8.onnx (plus model.onnx): dynamic int8 from the optimised graph (fastest on CPU); static
+    Q/DQ from the plain graph, whose MatMuls the quantiser can see (fused Attention hides them)."""
+    fp32 = onnx_target(model, staging, opts)
+    src = fp32[0].files[0] if opts.quantize == "dynamic-int8" else _raw(model, staging, opts)
+    out = ONNX_QUANTIZERS[opts.quantize](src, staging / "model.int8.onnx", opts.calibration)
+    info = {"quantization": opts.quantize, "calibration_inputs": sum(len(b.input_ids) for b in opts.calibration)
+            if opts.quantize != "dynamic-int8" else 0}
+    return [*fp32, Artefact("model.int8.onnx", [out], _ort(out, opts, "onnx-int8"), info)]
+
+
+def _graph_for(kind: str, raw: Path, staging: Path, opts: ExportOptions) -> Path:
+    """The float32, float16 or Q/DQ int8 graph a TensorRT build of that kind parses."""
+    if kind == "fp32":
+        return raw
+    quantizer = {"fp16": "fp16", "qdq": "qdq-tensorrt"}[kind]
+    return ONNX_QUANTIZERS[quantizer](raw, staging / f"model.{kind}.onnx", opts.calibration)
+
+
+def tensorrt_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
+    """model.plan (+ model.plan.json metadata, timing.cache), built here with the TensorRT Python API."""
+    from refit.export.tensorrt import TensorRTPredictor, _trt, tensorrt_major
+
+    major = tensorrt_major(_trt().__version__)  # fails first, with the extra to install, when TensorRT is missing
+    graph = _graph_for(onnx_for_precision(opts.precision, major), _raw(model, staging, opts), staging, opts)
+    cache = staging / "timing.cache"
+    if opts.timing_cache and opts.timing_cache.is_file():
+        shutil.copy(opts.timing_cache, cache)
+    plan = staging / "model.plan"
+    meta = build_engine(graph, plan, opts.precision, opts.profile, opts.workspace_gb, cache)
+    files = [plan, plan.with_name("model.plan.json"), cache]
+    return [Artefact("model.plan", files, lambda: TensorRTPredictor(plan), meta)]
+
+
+def edge_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
+    """edge/: a bundle that builds and checks the engine on the device. The graph that will be built is
+    checked here on ONNX Runtime (the engine itself is checked on the device by build_engine.py)."""
+    raw = _raw(model, staging, opts)
+    kinds = {onnx_for_precision(opts.precision, major) for major in (10, 11)} | {"fp32"}
+    graphs = {kind: _graph_for(kind, raw, staging, opts) for kind in sorted(kinds)}
+    folder = write_bundle(staging / "edge", graphs, opts.precision, opts.profile, opts.workspace_gb,
+                          opts.calibration, opts.reference, opts.reference_logits, opts.version_id)
+    checked = graphs[onnx_for_precision(opts.precision, 11)]
+    info = {"precision": opts.precision, "checked_graph": checked.name, "profile": opts.profile.__dict__}
+    return [Artefact("edge", [folder], _ort(checked, opts, f"edge-{opts.precision}"), info)]
+
+
+# format name -> target. Adding a format is one function and one line here.
+TARGETS: dict[str, Callable[[torch.nn.Module, Path, ExportOptions], list[Artefact]]] = {
+    "onnx": onnx_target, "onnx-int8": onnx_int8_target, "tensorrt": tensorrt_target, "edge": edge_target,
+}
+
+
+def install(artefacts: Sequence[Artefact], exports: Path) -> list[Path]:
+    """Move gated artefacts into exports/, each file or folder by rename (a folder replaces the old one)."""
+    placed = []
+    for artefact in artefacts:
+        for src in artefact.files:
+            dest = exports / src.name
+            old = None
+            if dest.is_dir():
+                old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(dest, old)
+            os.replace(src, dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            placed.append(dest)
+    return placed

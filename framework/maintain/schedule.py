@@ -1,0 +1,65 @@
+"""Running maintenance cycles in the foreground: every N hours or on a cron expression, one at a time."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from refit.errors import ConfigError
+
+__all__ = ["parse_every", "next_run", "cycle_lock", "run_forever"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_every(text: str) -> float:
+    """'90s', '15m', '6h', '1d' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not match:
+        raise ConfigError(f"'every' must look like 30m, 6h or 1d; got {text!r}.")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def next_run(now: datetime, every_s: float | None, cron: str | None) -> datetime:
+    if cron:
+        from croniter import croniter
+
+        if not croniter.is_valid(cron):
+            raise ConfigError(f"'cron' is not a valid cron expression: {cron!r} (e.g. '0 */6 * * *').")
+        return croniter(cron, now).get_next(datetime)
+    return datetime.fromtimestamp(now.timestamp() + (every_s or 0))
+
+
+def cycle_lock(path: str | Path):
+    """An exclusive file lock: two cycles (two processes, or a cron job and a loop) never overlap."""
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def run_forever(cycle: Callable[[], object], every_s: float | None, cron: str | None,
+                log: Callable[[str], None] = print) -> int:
+    """Run `cycle` now and then on schedule until SIGTERM/SIGINT; a signal lets the current cycle finish."""
+    stop = threading.Event()
+
+    def _stop(signum, frame) -> None:
+        log(f"received {signal.Signals(signum).name}: stopping after the current cycle")
+        stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.is_set():
+            cycle()
+            when = next_run(datetime.now(), every_s, cron)
+            log(f"next cycle at {when:%Y-%m-%d %H:%M:%S}")
+            stop.wait(max(0.0, when.timestamp() - time.time()))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

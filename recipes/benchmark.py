@@ -1,0 +1,132 @@
+"""refit benchmark: size, accuracy, latency and throughput of a model version in every format.
+
+    refit benchmark --config configs/benchmark/cpu.yaml --version runs/demo/version
+    refit benchmark --version runs/demo/version --formats '[pytorch, onnx-int8]' --seq_len 128
+
+One row per format (PyTorch eager fp32, PyTorch dynamic int8, ONNX Runtime fp32 and int8, TensorRT):
+file size, validation accuracy, p50/p95 latency at batch 1, throughput at batch 32 and speed-up over
+eager fp32. A format that cannot run here gets a row saying why. Results go to VERSION/exports/
+benchmark.{json,md} and, when tracking is on, to a W&B run (offline by default) in OUTPUT_DIR.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from rich.console import Console
+from rich.markdown import Markdown
+
+from refit.compress import evaluation_texts
+from refit.config import config_to_dict
+from refit.errors import ConfigError
+from refit.export.benchmark import (
+    FORMATS,
+    Skip,
+    add_speedups,
+    benchmark_row,
+    machine,
+    rows_to_json,
+    skipped_row,
+    to_markdown,
+)
+from refit.export.runtimes import encode
+from refit.io import atomic_write_text, write_json
+from refit.models import load_version
+from refit.settings import TrackingConfig
+from refit.tracking import build_loggers, finish, resolve_wandb_mode
+
+
+@dataclass
+class Config:
+    """Benchmark a model version across formats.
+
+    Args:
+        version: The model version folder (required).
+        formats: Rows to measure: pytorch, pytorch-int8, onnx, onnx-int8, tensorrt. ONNX files missing from
+            exports/ are built for the run only.
+        seq_len: Tokens per input for latency and throughput (validation texts padded or cut to this).
+        latency_batch: Batch size of the latency measurement.
+        throughput_batch: Batch size of the throughput measurement.
+        iters: Timed calls per latency measurement (a tenth of that, at least 3, for throughput).
+        max_samples: Validation inputs scored for accuracy (0 = all).
+        validation: Validation file (default: the one in the version's refit.json config).
+        tracking: W&B logging of the table (offline by default).
+        output_dir: Folder for the W&B run and CSV logs.
+    """
+
+    version: str | None = None
+    formats: list[str] = field(default_factory=lambda: ["pytorch", "pytorch-int8", "onnx", "onnx-int8", "tensorrt"])
+    seq_len: PositiveInt = 64
+    latency_batch: PositiveInt = 1
+    throughput_batch: PositiveInt = 32
+    iters: PositiveInt = 50
+    max_samples: NonNegativeInt = 0
+    validation: str | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str = "runs/benchmark"
+
+
+def _log_wandb(cfg: Config, rows: list[dict]) -> str | None:
+    mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    loggers = build_loggers(Path(cfg.output_dir), cfg.tracking.name or "benchmark", config_to_dict(cfg), mode,
+                            cfg.tracking.project)
+    run = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger").experiment
+    columns = list(rows[0])
+    run.log({"benchmark": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+    return finish(loggers)
+
+
+def run(cfg: Config) -> Path:
+    # setup
+    if not cfg.version:
+        raise ConfigError("refit benchmark needs --version DIR (the model version to measure).")
+    unknown = [f for f in cfg.formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(FORMATS)}.")
+    version = Path(cfg.version)
+    model, tokenizer, meta = load_version(version)
+    data = (meta.get("config") or {}).get("data") or {}
+    val = evaluation_texts(meta, "validation", cfg.validation)
+    if val is None:
+        raise ConfigError("The version's config names no validation data: pass --validation FILE.")
+    texts, labels = val if not cfg.max_samples else (val[0][: cfg.max_samples], val[1][: cfg.max_samples])
+    eval_batches = encode(tokenizer, texts, data.get("max_length", 128), data.get("eval_batch_size", 64))
+    fixed = encode(tokenizer, (texts * cfg.throughput_batch)[: cfg.throughput_batch], cfg.seq_len,
+                   cfg.throughput_batch, pad_to_max=True)[0]
+    lat = encode(tokenizer, texts[: cfg.latency_batch], cfg.seq_len, cfg.latency_batch, pad_to_max=True)[0]
+
+    # run
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="refit-bench-") as staging:
+        for fmt in cfg.formats:
+            try:
+                predictor, files, note = FORMATS[fmt](model, version, Path(staging) / fmt)
+            except Skip as e:
+                rows.append(skipped_row(fmt, str(e)))
+                continue
+            rows.append(benchmark_row(fmt, predictor, files, eval_batches, np.asarray(labels), lat, fixed,
+                                      cfg.iters, note))
+    rows = add_speedups(rows)
+    settings = {"seq_len": cfg.seq_len, "latency batch": cfg.latency_batch, "throughput batch": cfg.throughput_batch,
+                "iters": cfg.iters, "validation inputs": len(texts)}
+    host = machine()
+    exports = version / "exports"
+    write_json(exports / "benchmark.json", {"version_id": meta.get("version_id"), "machine": host,
+                                            "settings": settings, "rows": rows_to_json(rows)})
+    markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
+    atomic_write_text(exports / "benchmark.md", markdown)
+    wandb_dir = _log_wandb(cfg, rows_to_json(rows))
+
+    # report
+    Console().print(Markdown(markdown))
+    print(f"Wrote {exports / 'benchmark.json'} and {exports / 'benchmark.md'}"
+          + (f"; W&B run: {wandb_dir}" if wandb_dir else ""))
+    return exports / "benchmark.json"

@@ -1,0 +1,157 @@
+"""refit drift: is production text still like what the model was validated on?
+
+    refit drift --version runs/demo/version --data production/ --window 200
+    refit drift --version runs/demo/version --data events.jsonl --by_time day --tests [mmd,ks,bbsd]
+    refit drift --version runs/demo/version --refresh_reference --reference_data holdout.jsonl
+
+Each window of inputs is embedded by the version (or a fixed --encoder version) and tested against the
+version's reference (reference/ in the version). Writes drift.json and report.html to --output_dir.
+Exit code: 0 no window drifted, 3 at least one drifted, 2 a mistake in the input (nothing else is run).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
+
+from refit.config import config_to_dict
+from refit.data import read_table
+from refit.drift import DETECTORS
+from refit.drift.check import fit_reference_state, run_window
+from refit.drift.embed import VersionEncoder, load_reference
+from refit.drift.html import render_report
+from refit.drift.windows import Period, read_windows
+from refit.errors import ConfigError
+from refit.io import atomic_write_text, write_json
+from refit.models import read_version, write_reference
+from refit.settings import TrackingConfig
+from refit.tracking import log_drift_run, resolve_wandb_mode
+
+DRIFT_EXIT = 3
+
+
+@dataclass
+class Config:
+    """Drift check of production windows against a version's reference.
+
+    Args:
+        version: The model version folder whose reference is the baseline.
+        data: Production inputs: a JSONL/CSV/Parquet file or a folder of them (one window per file).
+        window: Cut the inputs into windows of this many rows (0 = one window per file).
+        by_time: Instead, one window per 'hour', 'day', 'week' or 'month' of `time_column`.
+        time_column: Column with ISO 8601 times, for by_time.
+        text_column: Column holding the text.
+        label_column: Column with labels, where they have arrived (accuracy per window is then reported).
+        tests: Which tests to run: mmd, ks, classifier, bbsd.
+        alpha: Family-wise false-alarm rate per window (split evenly across the tests: Bonferroni).
+        permutations: Permutations for the MMD test.
+        min_window: Windows smaller than this are skipped, with the reason in the report.
+        encoder: Embed with this other version instead (a fixed encoder across retrains).
+        refresh_reference: Re-embed the reference with the version (and refit the detectors), then stop
+            unless data is given too.
+        reference_data: With refresh_reference: a file of held-out inputs to build the reference from
+            (default: the reference's own texts).
+        reference_size: Inputs sampled from reference_data for a refreshed reference.
+        output_dir: Where drift.json and report.html go (default VERSION/drift/<time>).
+        seed: Seed for permutations and sampling.
+    """
+
+    version: str | None = None
+    data: str | None = None
+    window: NonNegativeInt = 0
+    by_time: Period | None = None
+    time_column: str = "timestamp"
+    text_column: str = "text"
+    label_column: str | None = "label"
+    tests: list[str] = field(default_factory=lambda: ["mmd", "ks", "bbsd"])
+    alpha: OpenUnitInterval = 0.05
+    permutations: PositiveInt = 500
+    min_window: PositiveInt = 20
+    encoder: str | None = None
+    refresh_reference: bool = False
+    reference_data: str | None = None
+    reference_size: PositiveInt = 512
+    output_dir: str | None = None
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tests if t not in DETECTORS]
+        if unknown:
+            raise ValueError(f"Unknown drift test(s) {unknown} in 'tests'; allowed: {', '.join(DETECTORS)}.")
+        if self.window and self.by_time:
+            raise ValueError("Give either 'window' or 'by_time', not both.")
+
+
+def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> None:
+    """Re-embed held-out inputs with the version and store them, with refitted detector state."""
+    if cfg.reference_data:
+        texts, _ = read_table(cfg.reference_data, cfg.text_column, None)
+        rng = random.Random(cfg.seed)
+        texts = [texts[i] for i in sorted(rng.sample(range(len(texts)), min(cfg.reference_size, len(texts))))]
+    else:
+        texts = load_reference(version).texts
+        if not texts:
+            raise ConfigError(f"{version}/reference has no texts: pass --reference_data FILE.")
+    encoded = encoder.encode(texts)
+    meta = {"split": cfg.reference_data or "previous reference texts", "pooling": encoder.pooling,
+            "layer": encoder.layer, "max_length": encoder.max_length,
+            "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_reference(version / "reference", encoded.embeddings, encoded.probs, texts, meta)
+    fit_reference_state(version, cfg.seed)
+    print(f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}")
+
+
+def run(cfg: Config) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    if not cfg.version:
+        raise ConfigError("refit drift needs --version (a model version folder).")
+    version = Path(cfg.version)
+    meta = read_version(version)
+    if not cfg.data and not cfg.refresh_reference:
+        raise ConfigError("refit drift needs --data (a file or folder of production inputs).")
+    windows = read_windows(cfg.data, cfg.text_column, cfg.label_column, cfg.window, cfg.by_time,
+                           cfg.time_column, cfg.min_window) if cfg.data else []
+    if cfg.refresh_reference:
+        _refresh_reference(cfg, VersionEncoder.like_reference(version, load_reference(version).meta), version)
+        if not cfg.data:
+            return 0
+    reference = load_reference(version)
+    encoder = VersionEncoder.like_reference(Path(cfg.encoder) if cfg.encoder else version, reference.meta)
+    out = Path(cfg.output_dir or version / "drift" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+    # --- run ---------------------------------------------------------------------------------------
+    results = [run_window(w, reference, encoder, meta.get("labels", []), cfg.tests, cfg.alpha,
+                          cfg.permutations, cfg.seed, version) for w in windows]
+
+    # --- report ------------------------------------------------------------------------------------
+    from refit.drift.explain import class_shares, pca_2d
+
+    ref_points, _ = pca_2d(reference.embeddings, seed=cfg.seed)
+    report = {
+        "version": {"id": meta["version_id"], "path": str(version.resolve())},
+        "encoder": str(cfg.encoder or version),
+        "config": config_to_dict(cfg),
+        "tests": cfg.tests,
+        "alpha": cfg.alpha,
+        "labels": meta.get("labels", []),
+        "reference": {"size": len(reference.embeddings), "meta": reference.meta,
+                      "class_shares": class_shares(reference.probs) if reference.probs is not None else []},
+        "reference_projection": ref_points,
+        "windows": results,
+        "drift": any(w["drift"] for w in results),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(out / "drift.json", report)
+    atomic_write_text(out / "report.html", render_report(report))
+    log_drift_run(report, out, resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project)
+    for w in results:
+        status = f"skipped ({w['skipped']})" if w["skipped"] else ("DRIFT" if w["drift"] else "no drift")
+        pvals = "  ".join(f"{t}={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
+        print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}")
+    print(f"Report: {out / 'report.html'}   Data: {out / 'drift.json'}")
+    return DRIFT_EXIT if report["drift"] else 0

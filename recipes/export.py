@@ -1,0 +1,176 @@
+"""refit export: turn a model version into deployable artefacts in its exports/ folder, each gated.
+
+    refit export --config configs/export/onnx.yaml --version runs/demo/version
+    refit export --version runs/demo/version --format onnx-int8 --quantize.mode static
+    refit export --version runs/demo/version --format tensorrt --tensorrt.precision fp16   # on a GPU machine
+    refit export --version runs/demo/version --format edge --tensorrt.precision int8      # build on the device
+
+Formats: onnx (model.onnx), onnx-int8 (model.int8.onnx + model.onnx), tensorrt (model.plan + metadata),
+edge (edge/: ONNX, calibration and reference data, build script). Every artefact is scored on the
+validation split against the PyTorch model; parity (max-abs logit diff, argmax agreement) goes to
+exports/parity.json, and an artefact more than `max_accuracy_drop` points less accurate is not written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+from refit.compress import check_gate, evaluation_texts, score
+from refit.config import config_to_dict
+from refit.errors import ConfigError
+from refit.export.parity import parity
+from refit.export.runtimes import TorchPredictor, encode, predict_logits
+from refit.export.targets import TARGETS, ExportOptions, install
+from refit.export.tensorrt import Profile
+from refit.io import write_json
+from refit.models import load_version
+from refit.report import print_metrics
+
+_QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
+
+
+@dataclass
+class OnnxConfig:
+    """ONNX graph settings.
+
+    Args:
+        opset: ONNX opset version.
+        exporter: 'torchscript' (ONNX Runtime fuses its attention) or 'dynamo' (torch.export based).
+        optimize: Run ONNX Runtime's transformer optimizer (fused attention, LayerNorm, GELU) on model.onnx.
+    """
+
+    opset: PositiveInt = 17
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    optimize: bool = True
+
+
+@dataclass
+class QuantizeConfig:
+    """int8 settings for onnx-int8 (and the calibration inputs of tensorrt/edge int8).
+
+    Args:
+        mode: 'dynamic' (weights int8, activations at run time: fastest on CPU) or 'static' (Q/DQ,
+            activation ranges calibrated on validation inputs).
+        calibration_size: Validation inputs used for calibration.
+    """
+
+    mode: Literal["dynamic", "static"] = "dynamic"
+    calibration_size: PositiveInt = 128
+
+
+@dataclass
+class TensorRTConfig:
+    """TensorRT engine settings (tensorrt and edge formats).
+
+    Args:
+        precision: fp32, fp16 or int8 (int8 from a Q/DQ graph calibrated on validation inputs).
+        min_batch: Smallest batch the engine accepts.
+        opt_batch: Batch the engine is tuned for.
+        max_batch: Largest batch the engine accepts.
+        min_seq: Shortest sequence.
+        opt_seq: Sequence length the engine is tuned for.
+        max_seq: Longest sequence (0 = the version's max_length).
+        workspace_gb: Builder workspace memory limit.
+    """
+
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    min_batch: PositiveInt = 1
+    opt_batch: PositiveInt = 8
+    max_batch: PositiveInt = 32
+    min_seq: PositiveInt = 1
+    opt_seq: PositiveInt = 64
+    max_seq: NonNegativeInt = 0
+    workspace_gb: PositiveFloat = 4.0
+
+
+@dataclass
+class Config:
+    """Export a model version; artefacts go to VERSION/exports/.
+
+    Args:
+        version: The model version folder (required).
+        format: onnx, onnx-int8, tensorrt or edge.
+        max_accuracy_drop: Largest allowed fall in validation accuracy vs the PyTorch model, in points.
+        validation: Validation file (default: the one in the version's refit.json config).
+        device: Where ONNX artefacts are checked: 'cpu' or 'cuda' (needs onnxruntime-gpu).
+        reference_size: Validation inputs (with PyTorch logits) shipped in the edge bundle.
+        onnx: ONNX graph settings.
+        quantize: int8 settings.
+        tensorrt: TensorRT engine settings.
+    """
+
+    version: str | None = None
+    format: Literal[tuple(TARGETS)] = "onnx"  # type: ignore[valid-type]
+    max_accuracy_drop: NonNegativeFloat = 1.0
+    validation: str | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    reference_size: PositiveInt = 64
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+
+
+def run(cfg: Config) -> Path:
+    # setup
+    if not cfg.version:
+        raise ConfigError("refit export needs --version DIR (the model version to export).")
+    version = Path(cfg.version)
+    model, tokenizer, meta = load_version(version)
+    data = (meta.get("config") or {}).get("data") or {}
+    max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
+    val = evaluation_texts(meta, "validation", cfg.validation)
+    if val is None:
+        raise ConfigError("The version's config names no validation data to check exports on: pass --validation FILE.")
+    texts, labels = val
+    batches = encode(tokenizer, texts, max_length, eval_bs, labels)
+    reference = predict_logits(TorchPredictor(model), batches)
+    baseline = score(reference, labels, len(meta["labels"]))
+    t = cfg.tensorrt
+    profile = Profile(t.min_batch, t.opt_batch, t.max_batch, t.min_seq, t.opt_seq, t.max_seq or max_length)
+    ref_batches = encode(tokenizer, texts[: cfg.reference_size], max_length, 8)
+    exports = version / "exports"
+    exports.mkdir(exist_ok=True)
+    opts = ExportOptions(
+        opset=cfg.onnx.opset, exporter=cfg.onnx.exporter, optimize=cfg.onnx.optimize,
+        quantize=_QUANTIZER[cfg.quantize.mode], calibration=encode(tokenizer, texts[: cfg.quantize.calibration_size],
+                                                                  max_length, 8),
+        precision=t.precision, profile=profile, workspace_gb=t.workspace_gb, timing_cache=exports / "timing.cache",
+        device=cfg.device, reference=ref_batches, reference_logits=predict_logits(TorchPredictor(model), ref_batches),
+        version_id=meta.get("version_id", ""),
+    )
+
+    # run: build in a staging folder inside exports/, gate every artefact, then move them in
+    records, scores = {}, {"pytorch": baseline}
+    with tempfile.TemporaryDirectory(dir=exports, prefix=".staging-") as staging:
+        artefacts = TARGETS[cfg.format](model, Path(staging), opts)
+        for artefact in artefacts:
+            logits = predict_logits(artefact.predictor(), batches)
+            scores[artefact.name] = score(logits, labels, len(meta["labels"]))
+            gate = check_gate(f"{cfg.format} artefact {artefact.name}", baseline, scores[artefact.name],
+                              cfg.max_accuracy_drop)
+            records[artefact.name] = {
+                "format": cfg.format, "parity": parity(reference, logits), "validation": scores[artefact.name],
+                "accuracy_drop_points": gate["accuracy_drop_points"], "info": artefact.info,
+                "settings": config_to_dict(cfg), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        placed = install(artefacts, exports)
+    parity_file = exports / "parity.json"
+
+    existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
+    write_json(parity_file, {**existing, **records})
+
+    # report
+    print_metrics(scores, title=f"refit export {cfg.format}: validation")
+    for name, rec in records.items():
+        p = rec["parity"]
+        print(f"{name}: max-abs logit diff {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} "
+              f"on {p['n']} validation inputs; accuracy drop {rec['accuracy_drop_points']:.2f} points")
+    print("Wrote " + ", ".join(str(p) for p in placed) + f" and {parity_file}")
+    return exports

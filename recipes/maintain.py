@@ -1,0 +1,93 @@
+"""refit maintain: notice decay, retrain, and promote only a challenger that is better.
+
+    refit maintain --config configs/maintain/demo.yaml --once          # one cycle (cron, Airflow, k8s)
+    refit maintain --config configs/maintain/demo.yaml --every 6h      # foreground loop
+    refit maintain --config configs/maintain/demo.yaml --cron "0 */6 * * *"
+
+A cycle reads the files that arrived in inbox.windows since the last finished cycle, tests them for drift
+against the champion's reference, measures the champion on any labels that came with them, and, when a
+policy says so (drift, an accuracy floor, the champion's age, or a plain schedule), retrains from the
+champion on the new labelled rows plus a replay of its old training data. The challenger replaces the
+champion only if it passes the gate on the golden set and the held-out recent rows. Everything is
+recorded in the registry (runs, the audit log) and in MAINTAIN_DIR/run-N/cycle.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from filelock import Timeout
+
+from refit.errors import ConfigError, RefitError
+from refit.maintain import cycle_lock, parse_every, run_cycle, run_forever
+from refit.registry import Registry
+from refit.settings import FinetuneConfig, GateConfig, InboxConfig, PolicyConfig, RegistryConfig
+
+
+class MaintainBusy(RefitError):
+    """Another cycle is running; exit code 75 (EX_TEMPFAIL) tells a scheduler to try again later."""
+
+    exit_code = 75
+
+
+@dataclass
+class Config:
+    """Maintenance cycles over a registry's champion.
+
+    Args:
+        once: Run one cycle and exit (for external schedulers).
+        every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d (foreground; stops on SIGTERM).
+        cron: Run cycles on a cron expression, e.g. "0 */6 * * *" (foreground; stops on SIGTERM).
+        seed: Seed for sampling, splits and permutations.
+    """
+
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    retrain: FinetuneConfig = field(default_factory=FinetuneConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    once: bool = False
+    every: str | None = None
+    cron: str | None = None
+    seed: int = 0
+
+
+def run(cfg: Config) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    if sum(bool(x) for x in (cfg.once, cfg.every, cfg.cron)) != 1:
+        raise ConfigError("Give exactly one of --once, --every INTERVAL or --cron EXPRESSION.")
+    registry = Registry(cfg.registry.root, cfg.registry.db)
+    if "champion" not in registry.aliases():
+        raise ConfigError(
+            f"The registry {registry.root} has no champion yet: `refit registry register --version DIR` "
+            "then `refit registry promote --version ID`."
+        )
+    every_s = parse_every(cfg.every) if cfg.every else None
+    lock = cycle_lock(registry.root / "maintain.lock")
+
+    def one_cycle() -> str:
+        # --once fails fast when another cycle holds the lock; a loop waits for it to finish.
+        try:
+            lock.acquire(timeout=0 if cfg.once else -1)
+        except Timeout:
+            raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
+        try:
+            report = run_cycle(registry, cfg.inbox, cfg.policy, cfg.retrain, cfg.gate, cfg.seed)
+        finally:
+            lock.release()
+        # --- report --------------------------------------------------------------------------------
+        print(f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
+              + (f"; challenger {report.challenger}" if report.challenger else ""))
+        for line in report.reasons + report.gate:
+            print(f"  - {line}")
+        if report.ab:
+            for model, scores in report.ab.items():
+                print(f"  {model:<10} " + "  ".join(f"{k} acc {v:.4f}" for k, v in scores.items() if v is not None))
+        if report.error:
+            print(f"  error: {report.error}")
+        return report.status
+
+    # --- run ---------------------------------------------------------------------------------------
+    if cfg.once:
+        return 1 if one_cycle() == "failed" else 0
+    return run_forever(one_cycle, every_s, cfg.cron)
