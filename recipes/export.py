@@ -9,6 +9,8 @@ Formats: onnx (model.onnx), onnx-int8 (model.int8.onnx + model.onnx), tensorrt (
 edge (edge/: ONNX, calibration and reference data, build script). Every artefact is scored on the
 validation split against the PyTorch model; parity (max-abs logit diff, argmax agreement) goes to
 exports/parity.json, and an artefact more than `max_accuracy_drop` points less accurate is not written.
+The TensorRT path (tensorrt, and build_engine.py in edge bundles) follows NVIDIA's documented 10.x/11.x
+Python API but has not yet run against a real TensorRT: refit's development machines have no GPU.
 """
 
 from __future__ import annotations

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refit.data import to_label_ids
 from refit.drift.embed import Reference, VersionEncoder
 from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.windows import Window
-from refit.data import to_label_ids
 from refit.errors import DataError
 from refit.train.evaluate import score_probs
 
 __all__ = ["run_window", "fit_reference_state"]
-
-# Tests that compare the model's softmax outputs rather than its embeddings.
-_ON_PROBS = {"bbsd"}
-
 
 def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict:
     """Fit every detector's state (bandwidth, PCA basis, ...) on the reference alone and store it."""
@@ -41,7 +37,7 @@ def _state(version_dir: str | Path, reference: Reference, seed: int) -> dict:
 def run_window(window: Window, reference: Reference, encoder: VersionEncoder, label_names: list[str],
                tests: list[str], alpha: float, permutations: int, seed: int, version_dir: str | Path) -> dict:
     """One window's entry of drift.json: per-test results, the decision and what moved."""
-    from refit.drift import DETECTORS
+    from refit.drift.detectors import DETECTORS, ON_PROBS
 
     entry = {"name": window.name, "size": len(window.texts), "skipped": window.skipped, "drift": False,
              "results": {}}
@@ -50,14 +46,16 @@ def run_window(window: Window, reference: Reference, encoder: VersionEncoder, la
     encoded = encoder.encode(window.texts)
     state = _state(version_dir, reference, seed)
     per_test_alpha = alpha / len(tests)  # Bonferroni: the window's false-alarm rate stays at alpha
+    state = {**state, "label_names": label_names}
     for name in tests:
-        if name in _ON_PROBS:
-            if reference.probs is None:
+        if name in ON_PROBS:
+            if reference.probs is None:  # a reference made without probabilities cannot run this test
                 continue
-            result = DETECTORS[name](reference.probs, encoded.probs, alpha=per_test_alpha, seed=seed)
+            ref, cur = reference.probs, encoded.probs
         else:
-            result = DETECTORS[name](reference.embeddings, encoded.embeddings, alpha=per_test_alpha, seed=seed,
-                                     state=state, permutations=permutations)
+            ref, cur = reference.embeddings, encoded.embeddings
+        result = DETECTORS[name](ref, cur, alpha=per_test_alpha, seed=seed, state=state,
+                                 permutations=permutations)
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     entry["class_shares"] = class_shares(encoded.probs)

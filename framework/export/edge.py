@@ -53,6 +53,9 @@ On the device (TensorRT 10 or 11, torch with CUDA, numpy):
 |---|---|
 {files}
 
+Written by refit; its TensorRT code follows NVIDIA's documented 10.x/11.x Python API but has not yet been
+run against a real TensorRT by refit's developers (no GPU where it was written): check parity.json.
+
 Inputs are `input_ids` and `attention_mask` (int64, [batch, sequence]); the output is `logits`.
 The engine accepts batch {min_batch}..{max_batch} and sequence {min_seq}..{max_seq} (tuned for {opt_batch} x {opt_seq}).
 """

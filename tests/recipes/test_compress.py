@@ -1,0 +1,70 @@
+"""`refit compress` end to end: a gated child version with lineage, recovery keeps the zeros, the gate refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from refit.cli import main
+from tests.recipes.test_export import trained_version
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory, tiny_model_dir) -> Path:
+    return trained_version(tmp_path_factory.mktemp("compress"), tiny_model_dir)
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((folder / "refit.json").read_text())
+
+
+def test_heads_with_recovery_writes_a_child_version(version, tmp_path, capsys):
+    out = tmp_path / "heads"
+    assert main(["compress", "--version", str(version), "--method", "heads", "--amount", "0.5",
+                 "--importance_samples", "16", "--recovery.epochs", "1", "--recovery.lr", "1e-3",
+                 "--tracking.wandb", "false", "--output_dir", str(out)]) == 0
+    child = _meta(out / "version")
+    assert child["parent"] == _meta(version)["version_id"] and child["recipe"] == "compress"
+    c = child["compression"]
+    assert c["summary"]["heads_pruned"] == 2 and c["gate"]["passed"]
+    assert c["after"]["prunable_sparsity"] == pytest.approx(0.25, abs=0.01)  # recovery did not regrow heads
+    assert child["metrics"]["validation"]["accuracy"] >= _meta(version)["metrics"]["validation"]["accuracy"] - 0.01
+    assert (out / "version" / "reference" / "embeddings.safetensors").is_file()
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(out / "version" / "model")  # plain transformers loads it
+    assert "latency" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method,amount", [("ffn", 0.5), ("2:4", 0.5), ("fp16", 0.0)])
+def test_methods_write_gated_children(version, tmp_path, method, amount):
+    out = tmp_path / "c"
+    assert main(["compress", "--version", str(version), "--method", method, "--amount", str(amount),
+                 "--importance_samples", "16", "--max_accuracy_drop", "5", "--tracking.wandb", "false",
+                 "--output_dir", str(out)]) == 0
+    c = _meta(out / "version")["compression"]
+    if method == "fp16":
+        assert c["after"]["size_mb"] < 0.6 * c["before"]["size_mb"]
+    if method == "2:4":
+        assert c["after"]["prunable_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    if method == "ffn":
+        assert c["after"]["parameters"] < c["before"]["parameters"]
+
+
+def test_gate_refuses_an_over_pruned_model(version, tmp_path, capsys):
+    out = tmp_path / "over"
+    code = main(["compress", "--version", str(version), "--method", "magnitude", "--amount", "0.97",
+                 "--output_dir", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "accuracy gate failed" in err and "Traceback" not in err
+    assert not (out / "version").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".version")]  # no half-written temp folder
+    assert json.loads((out / "gate.json").read_text())["passed"] is False
+
+
+def test_compress_needs_a_version(capsys):
+    assert main(["compress", "--method", "heads"]) == 2
+    assert "--version" in capsys.readouterr().err

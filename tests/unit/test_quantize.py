@@ -1,0 +1,106 @@
+"""Quantisers (PyTorch and ONNX), the accuracy gate on a lossy one, and the TensorRT precision rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from refit.compress import AccuracyGateError, check_gate, score
+from refit.compress.quantize import ONNX_QUANTIZERS, TORCH_QUANTIZERS
+from refit.export.runtimes import Batch, OrtPredictor, TorchPredictor, predict_logits
+from refit.export.tensorrt import builder_flags, onnx_for_precision
+
+pytest.importorskip("onnxruntime", reason="needs the [export] extra")
+import onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[Batch]:
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1000, 20000, size=(8, 32, 16)).astype(np.int64)
+    return [Batch(i, np.ones_like(i)) for i in ids]
+
+
+@pytest.fixture(scope="module")
+def raw_onnx(model, tmp_path_factory) -> Path:
+    from refit.export.onnx import export_onnx
+
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", exporter="dynamo")
+
+
+def test_torch_quantizers_run(model, batches):
+    ref = predict_logits(TorchPredictor(model), batches[:1])
+    for name, quantize in TORCH_QUANTIZERS.items():
+        import copy
+
+        out = predict_logits(TorchPredictor(quantize(copy.deepcopy(model)), name=name), batches[:1])
+        assert out.shape == ref.shape and np.isfinite(out).all(), name
+        assert np.abs(out - ref).max() < 0.1, name
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_QUANTIZERS))
+def test_onnx_quantizers_on_a_dynamo_export(name, raw_onnx, model, batches, tmp_path):
+    """The dynamo export is the one whose value_info breaks ORT's quantizer (FINDINGS.md)."""
+    out = ONNX_QUANTIZERS[name](raw_onnx, tmp_path / f"{name}.onnx", batches[:2])
+    onnx.checker.check_model(str(out))
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
+    logits = predict_logits(OrtPredictor(out), batches[:2])
+    assert np.abs(logits - predict_logits(TorchPredictor(model), batches[:2])).max() < 0.1
+    if name in ("static-int8", "qdq-tensorrt"):
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    if name == "qdq-tensorrt":  # TensorRT takes symmetric int8: every zero point is 0
+        zero_points = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("zero_point")]
+        assert zero_points and all((z == 0).all() for z in zero_points)
+    if name == "fp16":
+        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+
+
+def test_gate_trips_on_a_lossy_method_with_zero_tolerance(model, batches, tmp_path):
+    """A model whose decision boundary runs through the middle of its inputs (classifier bias shifted by
+    the median logit gap), scored against its own float32 predictions (accuracy 1.0): int8 rounding flips
+    the nearest ties, so a 0-point tolerance must refuse the int8 model."""
+    import copy
+
+    from refit.export.onnx import export_onnx
+
+    edgy = copy.deepcopy(model)
+    gap = np.diff(predict_logits(TorchPredictor(edgy), batches), axis=-1)
+    with torch.no_grad():
+        edgy.classifier.bias[1] -= float(np.median(gap))
+    ref = predict_logits(TorchPredictor(edgy), batches)
+    labels = ref.argmax(-1)
+    int8 = ONNX_QUANTIZERS["dynamic-int8"](export_onnx(edgy, tmp_path / "m.onnx"), tmp_path / "int8.onnx", ())
+    candidate = score(predict_logits(OrtPredictor(int8), batches), labels, 2)
+    baseline = score(ref, labels, 2)
+    assert baseline["accuracy"] == 1.0 and candidate["accuracy"] < 1.0
+    with pytest.raises(AccuracyGateError, match="max_accuracy_drop=0") as err:
+        check_gate("onnx-int8", baseline, candidate, 0.0)
+    assert err.value.report["passed"] is False and err.value.report["accuracy_drop_points"] > 0
+    assert check_gate("onnx-int8", baseline, candidate, 100.0)["passed"]
+
+
+@pytest.mark.parametrize("precision,major,graph,flags", [
+    ("fp32", 10, "fp32", []), ("fp16", 10, "fp32", ["FP16"]), ("int8", 10, "qdq", ["FP16", "INT8"]),
+    ("fp32", 11, "fp32", []), ("fp16", 11, "fp16", []), ("int8", 11, "qdq", []),
+])
+def test_tensorrt_precision_comes_from_flags_on_10_and_from_the_graph_on_11(precision, major, graph, flags):
+    assert onnx_for_precision(precision, major) == graph
+    assert builder_flags(precision, major) == flags
+
+
+def test_torch_dynamic_int8_leaves_the_original_alone(model):
+    before = model.classifier.weight.clone()
+    TORCH_QUANTIZERS["dynamic-int8"](model)
+    assert isinstance(model.classifier, torch.nn.Linear) and torch.equal(model.classifier.weight, before)
