@@ -1,0 +1,113 @@
+"""`refit drift` end to end on a tiny version: windows, exit codes, reports, bad input, reference refresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from refit.cli import main
+from refit.data import demo_dir
+from refit.drift import embed, load_reference
+from tests.conftest import write_jsonl
+
+DRIFT_EXIT = 3
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory, tiny_model_dir) -> Path:
+    out = tmp_path_factory.mktemp("drift-version") / "run"
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo", "--output_dir", str(out),
+                 "--trainer.max_epochs", "2", "--data.batch_size", "16", "--data.max_length", "48",
+                 "--optim.lr", "2e-3", "--tracking.wandb", "false", "--data.reference_size", "100"]) == 0
+    return out / "version"
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (demo_dir() / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_demo_windows_shifted_style_is_flagged(version, tmp_path, capsys):
+    out = tmp_path / "drift"
+    code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out),
+                 "--tests", "[mmd,ks,bbsd]", "--permutations", "300", "--tracking.wandb", "false"])
+    assert code == DRIFT_EXIT
+    report = json.loads((out / "drift.json").read_text())
+    by_name = {w["name"]: w for w in report["windows"]}
+    assert by_name["shifted"]["drift"] and not by_name["test"]["drift"]
+    mmd = by_name["shifted"]["results"]["mmd"]
+    assert 0 < mmd["p_value"] <= 1 and mmd["threshold"] == pytest.approx(0.05 / 3)
+    assert set(by_name["shifted"]["results"]) == {"mmd", "ks", "bbsd"}
+    assert by_name["shifted"]["most_unlike"] and len(by_name["test"]["class_shares"]) == 2
+    assert by_name["test"]["accuracy"] is not None  # the demo windows carry labels
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 3 and "shifted" in html and "http" not in html.replace("http://www.w3.org", "")
+    assert "DRIFT" in capsys.readouterr().out
+
+
+def test_folder_with_small_and_broken_files_is_checked_to_the_end(version, tmp_path):
+    folder = tmp_path / "prod"
+    write_jsonl(folder / "a-good.jsonl", _rows("test")[:60])
+    write_jsonl(folder / "b-tiny.jsonl", _rows("test")[60:65])
+    (folder / "c-broken.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xff\xfe broken"}\n')
+    write_jsonl(folder / "d-good.jsonl", _rows("test")[65:100])
+    out = tmp_path / "drift"
+    code = main(["drift", "--version", str(version), "--data", str(folder), "--output_dir", str(out),
+                 "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
+    assert code == 0
+    windows = {w["name"]: w for w in json.loads((out / "drift.json").read_text())["windows"]}
+    assert windows["a-good"]["results"] and windows["d-good"]["results"]
+    assert "fewer than the minimum of 20" in windows["b-tiny"]["skipped"]
+    assert "c-broken.jsonl, line 2" in windows["c-broken"]["skipped"]
+
+
+def test_fixed_size_and_time_windows(version, tmp_path):
+    rows = [{**r, "timestamp": f"2026-11-{20 + i // 40:02d}T10:00:00"} for i, r in enumerate(_rows("test")[:80])]
+    rows += [{**r, "timestamp": "2026-11-22T10:00:00"} for r in _rows("shifted")[:40]]
+    data = write_jsonl(tmp_path / "events.jsonl", rows)
+    out = tmp_path / "by-time"
+    main(["drift", "--version", str(version), "--data", str(data), "--by_time", "day", "--output_dir", str(out),
+          "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
+    names = [w["name"] for w in json.loads((out / "drift.json").read_text())["windows"]]
+    assert names == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    out = tmp_path / "fixed"
+    main(["drift", "--version", str(version), "--data", str(data), "--window", "50", "--output_dir", str(out),
+          "--tests", "[ks]", "--tracking.wandb", "false"])
+    sizes = [w["size"] for w in json.loads((out / "drift.json").read_text())["windows"]]
+    assert sizes == [50, 50, 20]
+
+
+def test_embed_api_matches_the_stored_reference(version):
+    reference = load_reference(version)
+    again = embed(version, reference.texts[:10], max_length=reference.meta["max_length"])
+    torch.testing.assert_close(again, reference.embeddings[:10], rtol=1e-4, atol=1e-4)
+
+
+def test_refresh_reference_rebuilds_embeddings_and_detector_state(version, tmp_path):
+    import shutil
+
+    copy = tmp_path / "v"
+    shutil.copytree(version, copy)
+    holdout = write_jsonl(tmp_path / "holdout.jsonl", _rows("test")[:50])
+    assert main(["drift", "--version", str(copy), "--refresh_reference", "--reference_data", str(holdout),
+                 "--tracking.wandb", "false"]) == 0
+    ref = load_reference(copy)
+    assert len(ref.texts) == 50 and ref.embeddings.shape[0] == 50 and ref.probs.shape == (50, 2)
+    assert (copy / "reference" / "detector.json").is_file()
+
+
+def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
+    assert main(["drift", "--version", str(tmp_path / "nope"), "--data", "x.jsonl"]) == 2
+    assert "not a refit model version" in capsys.readouterr().err
+    assert main(["drift", "--version", str(version), "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert main(["drift", "--version", str(version), "--data", "x", "--tests", "[mmd,wasserstein]"]) == 2
+    assert "wasserstein" in capsys.readouterr().err
+
+
+def test_tracked_drift_run_is_logged_offline(version, tmp_path):
+    out = tmp_path / "tracked"
+    main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests", "[ks]"])
+    assert list((out / "wandb").glob("offline-run-*"))
