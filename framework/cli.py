@@ -20,6 +20,7 @@ __all__ = ["main", "RECIPES", "shipped_configs"]
 # name -> (module, one-line description). Adding a recipe is one file and one line here.
 RECIPES: dict[str, tuple[str, str]] = {
     "finetune": ("refit.recipes.finetune", "fine-tune a pre-trained transformer and write a model version"),
+    "tune": ("refit.recipes.tune", "search hyper-parameters with Ray Tune; keep the best config and version"),
     "drift": ("refit.recipes.drift", "test production inputs for drift against a version's reference"),
     "maintain": ("refit.recipes.maintain", "retrain on drift or schedule; promote only a better challenger"),
     "registry": ("refit.recipes.registry", "register, list, promote, roll back and audit model versions"),

@@ -19,7 +19,7 @@ import yaml
 
 from refit.errors import ConfigError
 
-__all__ = ["build_parser", "parse_config", "config_to_dict", "dotted_keys"]
+__all__ = ["build_parser", "parse_config", "parse_config_dict", "config_to_dict", "dotted_keys"]
 
 C = TypeVar("C")
 
@@ -85,6 +85,10 @@ def _check_key(key: str, valid: dict[str, Any], where: str) -> None:
     """Raise a ConfigError for a key that is not in the schema, suggesting the closest valid one."""
     if key in valid or any(v.startswith(key + ".") for v in valid):
         return
+    parts = key.split(".")
+    for i in range(1, len(parts)):  # keys inside a free-form mapping field (e.g. a search space) are data
+        if typing.get_origin(valid.get(".".join(parts[:i]))) is dict:
+            return
     # A key that is a prefix of valid keys (a section) is fine; anything else is unknown.
     parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
     siblings = sorted({v[len(parent) :].split(".")[0] for v in valid if v.startswith(parent)})
@@ -176,6 +180,23 @@ def parse_config(parser, config_cls: type[C], argv: Sequence[str]) -> C:
     except ArgumentError as e:
         raise _explain(e, config_cls) from None
     except ValueError as e:  # cross-field checks in __post_init__ raise ValueError naming their keys
+        raise ConfigError(str(e)) from None
+
+
+def parse_config_dict(config_cls: type[C], data: dict, where: str = "in the config") -> C:
+    """Validate a nested dict (e.g. a base config with tuned overrides) exactly like a config file."""
+    from jsonargparse import ArgumentError
+
+    valid = dotted_keys(config_cls)
+    for key in _flatten(data):
+        _check_key(key, valid, where)
+    parser = build_parser(config_cls, prog="refit", description="")
+    try:
+        cfg = parser.instantiate(parser.parse_object(data))
+        return _plain(config_cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls)}))
+    except ArgumentError as e:
+        raise _explain(e, config_cls) from None
+    except ValueError as e:
         raise ConfigError(str(e)) from None
 
 

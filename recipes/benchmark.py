@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from jsonargparse.typing import NonNegativeInt, PositiveInt
-from rich.console import Console
-from rich.markdown import Markdown
 
 from refit.compress import evaluation_texts
 from refit.config import config_to_dict
@@ -126,7 +124,7 @@ def run(cfg: Config) -> Path:
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report
-    Console().print(Markdown(markdown))
+    print(markdown)  # plain Markdown: readable in a terminal and pasteable into an issue
     print(f"Wrote {exports / 'benchmark.json'} and {exports / 'benchmark.md'}"
           + (f"; W&B run: {wandb_dir}" if wandb_dir else ""))
     return exports / "benchmark.json"

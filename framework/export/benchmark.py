@@ -93,6 +93,7 @@ def machine() -> dict:
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "torch": torch.__version__, "python": platform.python_version()}
 
 

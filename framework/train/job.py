@@ -67,10 +67,14 @@ def run_finetune(
     config: dict | None = None,
     callbacks: list[Callback] | None = None,
     wandb_group: str | None = None,
+    resume_from: str | Path | None = None,
 ) -> FinetuneResult:
-    """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version."""
+    """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
+
+    `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
+    """
     out = Path(output_dir)
-    ckpt = _checkpoint_to_resume(out, resume)
+    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume)
     d, t = data, trainer
     L.seed_everything(t.seed, workers=True, verbose=False)
     splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,

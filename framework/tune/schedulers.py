@@ -1,0 +1,57 @@
+"""Trial schedulers and searchers, one small table each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from refit.errors import ConfigError
+
+__all__ = ["SCHEDULERS", "SEARCHERS", "make_scheduler", "make_searcher"]
+
+
+def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
+
+
+def _pbt(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, grace_period),
+                                   hyperparam_mutations=space)
+
+
+def _fifo(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+SCHEDULERS: dict[str, Callable[..., Any]] = {"asha": _asha, "pbt": _pbt, "fifo": _fifo}
+
+
+def _optuna(metric: str, mode: str, seed: int) -> Any:
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise ConfigError("searcher 'optuna' needs `pip install optuna`.") from None
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("searcher 'optuna' needs `pip install optuna`.") from None
+    return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+SEARCHERS: dict[str, Callable[..., Any] | None] = {"random": None, "optuna": _optuna}
+
+
+def make_scheduler(name: str, max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
+    return SCHEDULERS[name](max_t, grace_period, reduction_factor, space)
+
+
+def make_searcher(name: str, metric: str, mode: str, seed: int) -> Any:
+    maker = SEARCHERS[name]
+    return maker(metric, mode, seed) if maker else None

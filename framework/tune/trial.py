@@ -1,0 +1,40 @@
+"""One Ray Tune trial: the base finetune config with the sampled values, run by the finetune job itself."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from refit.config import config_to_dict, parse_config_dict
+from refit.settings import FinetuneConfig
+from refit.train import run_finetune
+from refit.tune.space import apply_overrides
+
+__all__ = ["make_trainable", "REPORTED_METRIC"]
+
+REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so the monitored metric is renamed
+
+
+def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
+    """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers)."""
+
+    def trainable(overrides: dict) -> None:
+        from ray import tune
+        from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+        cfg = parse_config_dict(FinetuneConfig, apply_overrides(base, overrides), where="in the tuned config")
+        trial_dir = Path(tune.get_context().get_trial_dir())
+        attempt = trial_dir / f"run-{len(list(trial_dir.glob('run-*')))}"
+        resume_from = None
+        checkpoint = tune.get_checkpoint()  # set when Tune restores or PBT exploits this trial
+        if checkpoint is not None:
+            attempt.mkdir(parents=True, exist_ok=True)
+            with checkpoint.as_directory() as folder:
+                resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
+        report = TuneReportCheckpointCallback({REPORTED_METRIC: cfg.trainer.monitor}, on="validation_end")
+        run_finetune(cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.tracking, attempt,
+                     parent=cfg.parent, config=config_to_dict(cfg), callbacks=[report], wandb_group=group,
+                     resume_from=resume_from)
+
+    return trainable

@@ -1,0 +1,153 @@
+"""refit tune: search finetune hyper-parameters with Ray Tune; end with the best config and version.
+
+    refit tune --config configs/tune/demo.yaml
+    refit tune --config configs/tune/minilm-sst2.yaml --num_samples 16 --scheduler asha
+    RAY_ADDRESS=ray://head:10001 refit tune --config my-search.yaml --gpus_per_trial 0.5
+    refit tune --config configs/tune/demo.yaml --resume          # continue an interrupted search
+
+Every trial runs the same Lightning code as `refit finetune` and reports the monitored validation metric
+at each validation, so ASHA can stop bad trials early. Outputs in STORAGE_PATH/NAME: results.csv/json,
+best.yaml (run it with `refit finetune --config .../best.yaml`) and best_version/ (a model version).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+
+from refit.config import config_to_dict
+from refit.errors import ConfigError
+from refit.settings import FinetuneConfig
+from refit.tune import (
+    REPORTED_METRIC, collect_trials, make_scheduler, make_searcher, make_trainable, to_ray, validate_space,
+    write_outputs,
+)
+
+
+@dataclass
+class Config:
+    """A Ray Tune search over the finetune config.
+
+    Args:
+        finetune: The base finetune config every trial starts from (same keys as `refit finetune`).
+        space: {dotted finetune key: {loguniform|uniform|randint: [low, high]} or {choice|grid: [values]}}.
+        scheduler: 'asha' (stops bad trials early), 'pbt' or 'fifo'.
+        searcher: 'random' or 'optuna' (TPE; needs `pip install optuna`).
+        num_samples: Trials to sample (each grid value is crossed with these).
+        max_concurrent_trials: Trials running at once (0 = as many as resources allow).
+        time_budget_s: Stop the search after this many seconds (0 = no limit).
+        max_t: ASHA: most validations a trial may run.
+        grace_period: ASHA: validations before a trial can be stopped (PBT: perturbation interval).
+        reduction_factor: ASHA: keep the best 1/reduction_factor at each rung.
+        cpus_per_trial: CPUs reserved per trial.
+        gpus_per_trial: GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).
+        storage_path: Where searches are stored.
+        name: This search's folder under storage_path (a fixed name makes --resume find it).
+        ray_address: A Ray cluster to join (default $RAY_ADDRESS; unset starts Ray in this process).
+        ray_num_cpus: CPUs of the in-process Ray (default: all).
+        resume: Continue the interrupted search STORAGE_PATH/NAME without re-running finished trials.
+        seed: Seed of the searcher.
+    """
+
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler: Literal["asha", "pbt", "fifo"] = "asha"
+    searcher: Literal["random", "optuna"] = "random"
+    num_samples: PositiveInt = 8
+    max_concurrent_trials: int = 0
+    time_budget_s: NonNegativeFloat = 0
+    max_t: PositiveInt = 10
+    grace_period: PositiveInt = 1
+    reduction_factor: PositiveFloat = 2
+    cpus_per_trial: PositiveFloat = 1
+    gpus_per_trial: NonNegativeFloat = 0
+    storage_path: str = "runs/tune"
+    name: str = "search"
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    resume: bool = False
+    seed: int = 0
+
+
+def _absolute_paths(base: dict) -> dict:
+    """Trials run in other folders (and on other machines): pin every local path."""
+    for key in ("train", "validation", "test"):
+        if base["data"].get(key):
+            base["data"][key] = str(Path(base["data"][key]).resolve())
+    if Path(base["model"]).exists():
+        base["model"] = str(Path(base["model"]).resolve())
+    return base
+
+
+def _print_table(rows, monitor: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"refit tune: {len(rows)} trials")
+    for col in ("trial", "status", "config", f"best {monitor}", "validations", "seconds"):
+        table.add_column(col)
+    for r in rows:
+        conf = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.overrides.items())
+        table.add_row(r.trial, r.status, conf, "-" if r.best is None else f"{r.best:.4f}", str(r.iterations),
+                      f"{r.seconds:.0f}")
+    Console().print(table)
+
+
+def run(cfg: Config) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ConfigError("refit tune needs Ray Tune: `pip install refit-ml[tune]`.") from None
+    space = validate_space(cfg.space)
+    base = _absolute_paths(config_to_dict(cfg.finetune))
+    monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
+    storage = Path(cfg.storage_path).resolve()
+    out = storage / cfg.name
+    if cfg.resume and not (out / "tuner.pkl").is_file():
+        raise ConfigError(f"--resume: no search to resume at {out}.")
+    if not cfg.resume and out.exists():
+        raise ConfigError(f"{out} already holds a search: continue it with --resume, or pick a new --name.")
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, num_cpus=None if address else cfg.ray_num_cpus, include_dashboard=False,
+             ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
+    trainable = tune.with_resources(make_trainable(base, group=cfg.name),
+                                    {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+
+    # --- run ---------------------------------------------------------------------------------------
+    try:
+        if cfg.resume:
+            tuner = tune.Tuner.restore(str(out), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            ray_space = to_ray(space)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=ray_space,
+                tune_config=tune.TuneConfig(
+                    metric=REPORTED_METRIC, mode=mode, num_samples=cfg.num_samples,
+                    scheduler=make_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor,
+                                             ray_space),
+                    search_alg=make_searcher(cfg.searcher, REPORTED_METRIC, mode, cfg.seed),
+                    max_concurrent_trials=cfg.max_concurrent_trials or None,
+                    time_budget_s=cfg.time_budget_s or None,
+                ),
+                run_config=tune.RunConfig(name=cfg.name, storage_path=str(storage), verbose=1),
+            )
+        results = tuner.fit()
+    finally:
+        if not address:
+            ray.shutdown()
+
+    # --- report ------------------------------------------------------------------------------------
+    rows = collect_trials(results, REPORTED_METRIC, monitor, mode, cfg.max_t)
+    _print_table(rows, monitor)
+    best_yaml, best_version, best = write_outputs(rows, base, out, mode, monitor)
+    print(f"Best trial {best.trial}: {monitor} {best.final:.4f}")
+    print(f"Best config: {best_yaml}   (refit finetune --config {best_yaml})")
+    print(f"Best version: {best_version}   Results: {out / 'results.csv'}")
+    return 0
