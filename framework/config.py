@@ -205,8 +205,10 @@ def _plain(value: Any) -> Any:
     compare as plain values everywhere (checkpoints, W&B, YAML)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    if type(value) in (bool, int, float, str):
+        return value
     for base in (bool, int, float, str):
-        if isinstance(value, base) and type(value) is not base:
+        if isinstance(value, base):
             return base(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)

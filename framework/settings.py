@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
+# Lightning reads a float as a share of an epoch and an int as a number of batches; trying the (0, 1] float
+# first keeps `1.0` from a YAML file or a tuned config a whole epoch instead of "every batch".
+EpochFraction = restricted_number_type("EpochFraction", float, [(">", 0), ("<=", 1)])
 Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64"]
 
 
@@ -104,7 +107,7 @@ class TrainerConfig:
         num_nodes: Machines in a multi-node run.
         gradient_clip_val: Clip gradients to this global norm (0 = off).
         accumulate_grad_batches: Accumulate gradients over N batches per optimizer step.
-        val_check_interval: Validate every N training batches (int) or fraction of an epoch (float).
+        val_check_interval: Validate every share of an epoch (0 < x <= 1), or every N training batches (N > 1).
         log_every_n_steps: How often training metrics are logged.
         monitor: Validation metric for early stopping and the best checkpoint.
         mode: Whether the monitored metric should be 'max'imised or 'min'imised.
@@ -123,7 +126,7 @@ class TrainerConfig:
     num_nodes: PositiveInt = 1
     gradient_clip_val: NonNegativeFloat = 1.0
     accumulate_grad_batches: PositiveInt = 1
-    val_check_interval: PositiveInt | PositiveFloat = 1.0
+    val_check_interval: EpochFraction | PositiveInt = 1.0
     log_every_n_steps: PositiveInt = 10
     monitor: str = "val/accuracy"
     mode: Literal["max", "min"] = "max"

@@ -27,7 +27,15 @@ from jsonargparse.typing import (
     PositiveInt,
 )
 
-from refit.compress import PRUNERS, TORCH_QUANTIZERS, AccuracyGateError, check_gate, evaluation_texts, score
+from refit.compress import (
+    PRUNERS,
+    TORCH_QUANTIZERS,
+    AccuracyGateError,
+    check_gate,
+    evaluation_texts,
+    load_gate_data,
+    score,
+)
 from refit.compress.prune import shrink_pruned_heads, sparsity
 from refit.compress.recovery import recover
 from refit.config import config_to_dict
@@ -35,7 +43,7 @@ from refit.errors import ConfigError
 from refit.export.benchmark import latency_ms
 from refit.export.runtimes import TorchPredictor, encode, predict_logits
 from refit.io import write_json
-from refit.models import encode_texts, load_version, new_version_id, write_version
+from refit.models import encode_texts, new_version_id, write_version
 from refit.report import print_metrics
 from refit.settings import TrackingConfig
 
@@ -115,13 +123,10 @@ def run(cfg: Config) -> Path:
     if not cfg.version:
         raise ConfigError("refit compress needs --version DIR (the model version to compress).")
     parent = Path(cfg.version)
-    model, tokenizer, meta = load_version(parent)
-    data = (meta.get("config") or {}).get("data") or {}
-    max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
-    val = evaluation_texts(meta, "validation", cfg.validation)
-    if val is None:
-        raise ConfigError("The version's config names no validation data to gate on: pass --validation FILE.")
-    batches = encode(tokenizer, val[0], max_length, eval_bs, val[1])
+    gd = load_gate_data(parent, cfg.validation, "compress")
+    model, tokenizer, meta, max_length, eval_bs, batches = (gd.model, gd.tokenizer, gd.meta, gd.max_length,
+                                                            gd.eval_batch_size, gd.batches)
+    val = (gd.texts, gd.labels)
     n_labels = len(meta["labels"])
     baseline = score(predict_logits(TorchPredictor(model), batches), val[1], n_labels)
     before = {"size_mb": _weights_mb(model), "latency_ms": _latency(model, tokenizer, val[0][0], max_length),

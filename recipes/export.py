@@ -24,7 +24,7 @@ from typing import Literal
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from refit.compress import check_gate, evaluation_texts, score
+from refit.compress import check_gate, load_gate_data, score
 from refit.config import config_to_dict
 from refit.errors import ConfigError
 from refit.export.parity import parity
@@ -32,7 +32,6 @@ from refit.export.runtimes import TorchPredictor, encode, predict_logits
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
 from refit.io import write_json
-from refit.models import load_version
 from refit.report import print_metrics
 
 _QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
@@ -124,14 +123,9 @@ def run(cfg: Config) -> Path:
     if not cfg.version:
         raise ConfigError("refit export needs --version DIR (the model version to export).")
     version = Path(cfg.version)
-    model, tokenizer, meta = load_version(version)
-    data = (meta.get("config") or {}).get("data") or {}
-    max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
-    val = evaluation_texts(meta, "validation", cfg.validation)
-    if val is None:
-        raise ConfigError("The version's config names no validation data to check exports on: pass --validation FILE.")
-    texts, labels = val
-    batches = encode(tokenizer, texts, max_length, eval_bs, labels)
+    gd = load_gate_data(version, cfg.validation, "export")
+    model, tokenizer, meta, max_length = gd.model, gd.tokenizer, gd.meta, gd.max_length
+    texts, labels, batches = gd.texts, gd.labels, gd.batches
     reference = predict_logits(TorchPredictor(model), batches)
     baseline = score(reference, labels, len(meta["labels"]))
     t = cfg.tensorrt

@@ -23,7 +23,13 @@ from refit.config import config_to_dict
 from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
 from refit.tune import (
-    REPORTED_METRIC, collect_trials, make_scheduler, make_searcher, make_trainable, to_ray, validate_space,
+    REPORTED_METRIC,
+    collect_trials,
+    make_scheduler,
+    make_searcher,
+    make_trainable,
+    to_ray,
+    validate_space,
     write_outputs,
 )
 

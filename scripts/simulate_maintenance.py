@@ -114,7 +114,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "maintenance.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Maintenance simulation ({result['machine']}, {result['seconds']} s)", "",
-             "MiniLM champion fine-tuned on sst2; windows of 300 inputs, labels one window late.", "",
+             f"MiniLM champion fine-tuned on {args.train_rows} sst2 rows; windows of {args.window} inputs, labels one "
+             "window late.", "",
              "| window | domain | MMD p | KS p | cycle | window acc. before -> after | sst2 test acc. |",
              "|---|---|---|---|---|---|---|"]
     for h in history:

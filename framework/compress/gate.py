@@ -5,13 +5,17 @@ batching are identical on both sides)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from refit.errors import DataError, RefitError
-from refit.train.metrics import METRIC_NAMES, classification_metrics
+from refit.errors import ConfigError, DataError, RefitError
+from refit.train.evaluate import score_probs
+from refit.train.metrics import METRIC_NAMES
 
-__all__ = ["AccuracyGateError", "evaluation_texts", "score", "check_gate"]
+__all__ = ["AccuracyGateError", "GateData", "evaluation_texts", "load_gate_data", "score", "check_gate"]
 
 
 class AccuracyGateError(RefitError):
@@ -55,9 +59,41 @@ def evaluation_texts(meta: dict, split: str = "validation", override: str | None
 
 def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float]:
     """The training metric set (accuracy, macro F1/precision/recall, AUROC, ECE) on logits."""
-    metrics = classification_metrics(num_classes, "")
-    metrics.update(torch.from_numpy(np.asarray(logits, dtype=np.float32)), torch.as_tensor(np.asarray(labels)))
-    return {k: float(v) for k, v in metrics.compute().items()}
+    probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1)
+    if probs.shape[1] != num_classes:
+        raise ValueError(f"{probs.shape[1]} logits per row for {num_classes} classes")
+    return score_probs(probs, np.asarray(labels).tolist())
+
+
+@dataclass
+class GateData:
+    """A version loaded for gating: the model, its validation split encoded as at training time."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    meta: dict
+    texts: list[str]
+    labels: list[int]
+    batches: list
+    max_length: int
+    eval_batch_size: int
+
+
+def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str) -> GateData:
+    """Load a version (hash-checked) and the validation data every gate of `recipe` scores on."""
+    from refit.export.runtimes import encode
+    from refit.models import load_version
+
+    model, tokenizer, meta = load_version(version_dir)
+    data = (meta.get("config") or {}).get("data") or {}
+    max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
+    val = evaluation_texts(meta, "validation", validation)
+    if val is None:
+        raise ConfigError(f"The version's config names no validation data for `refit {recipe}` to gate on: "
+                          "pass --validation FILE.")
+    texts, labels = val
+    return GateData(model, tokenizer, meta, texts, labels, encode(tokenizer, texts, max_length, eval_bs, labels),
+                    max_length, eval_bs)
 
 
 def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, float], max_drop: float,

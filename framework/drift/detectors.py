@@ -30,8 +30,11 @@ def _mmd(reference: torch.Tensor, current: torch.Tensor, alpha: float, seed: int
 
 def _ks(reference: torch.Tensor, current: torch.Tensor, alpha: float, seed: int, state: dict | None,
         permutations: int) -> DriftResult:
-    pca = (state["pca_mean"], state["pca_basis"]) if state and "pca_basis" in state else None
-    return ks_test(reference, current, alpha, pca=pca)
+    if state and "pca_basis" in state:  # components fitted on the other half of the reference (see state.py)
+        rows = state.get("ks_reference_rows")
+        return ks_test(reference if rows is None else reference[rows.long()], current, alpha,
+                       pca=(state["pca_mean"], state["pca_basis"]))
+    return ks_test(reference, current, alpha)
 
 
 def _classifier(reference: torch.Tensor, current: torch.Tensor, alpha: float, seed: int, state: dict | None,

@@ -24,7 +24,11 @@ def ks_test(
     n_components: int = 10,
     pca: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DriftResult:
-    """Two-sample KS per component; the window drifts if any component's p < alpha / k."""
+    """Two-sample KS per component; the window drifts if any component's p < alpha / k.
+
+    Without a given `pca` the components are fitted on `reference` itself, which inflates false alarms
+    a little; the stored detector state (refit.drift.state) avoids that by fitting on a separate half.
+    """
     from scipy.stats import ks_2samp
 
     mean, basis = pca if pca is not None else fit_pca(reference, n_components)

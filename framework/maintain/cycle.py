@@ -17,7 +17,7 @@ from pathlib import Path
 
 from refit.config import config_to_dict
 from refit.data import SUFFIXES, read_rows, read_table, to_label_ids
-from refit.drift.check import fit_reference_state, run_window
+from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder, load_reference
 from refit.drift.windows import Window
 from refit.errors import DataError
@@ -188,7 +188,6 @@ def _cycle(report, registry, champion, champion_meta, names, files, inbox, polic
                           work / "finetune", parent=champion.id,
                           config=config_to_dict(replace(retrain, model=str(champion.path), data=data,
                                                         output_dir=str(work / "finetune"))))
-    fit_reference_state(result.version_dir, seed)
     challenger = registry.register(result.version_dir)
     report.challenger = challenger.id
     registry.set_alias(CHALLENGER, challenger.id, f"retrained in maintenance run {report.run_id}")

@@ -52,7 +52,8 @@ def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
 
 
 def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
-    return {k[len(prefix):]: float(v) for k, v in values.items() if k.startswith(prefix) and "loss" not in k}
+    return {k[len(prefix):].removesuffix("_epoch"): float(v) for k, v in values.items()
+            if k.startswith(prefix) and not k.endswith("_step")}
 
 
 def run_finetune(
@@ -145,6 +146,10 @@ def run_finetune(
         },
     }
     version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
+    if reference is not None:  # detector state (bandwidth, PCA), fitted on the reference alone
+        from refit.drift.check import fit_reference_state
+
+        fit_reference_state(version_dir, t.seed)
     if tracking.log_version:
         log_version_artifact(loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(loggers))

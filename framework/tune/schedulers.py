@@ -13,7 +13,9 @@ __all__ = ["SCHEDULERS", "SEARCHERS", "make_scheduler", "make_searcher"]
 def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
+    # ASHA stops any trial that reaches max_t; one more than the trial's own number of validations lets a
+    # trial that survives every rung finish its run (evaluate, write its version) instead of being cut off.
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t + 1, grace_period=grace_period,
                          reduction_factor=reduction_factor)
 
 

@@ -16,12 +16,24 @@ __all__ = ["make_trainable", "REPORTED_METRIC"]
 REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so the monitored metric is renamed
 
 
+def _fit_only_report(metric: str):
+    """Ray's Lightning callback, silenced outside fit: the job's final validate/test calls would
+    otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version."""
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+    class FitOnlyReport(TuneReportCheckpointCallback):
+        def _handle(self, trainer, pl_module) -> None:
+            if trainer.state.fn == "fit" and not trainer.sanity_checking:
+                super()._handle(trainer, pl_module)
+
+    return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end")
+
+
 def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers)."""
 
     def trainable(overrides: dict) -> None:
         from ray import tune
-        from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
         cfg = parse_config_dict(FinetuneConfig, apply_overrides(base, overrides), where="in the tuned config")
         trial_dir = Path(tune.get_context().get_trial_dir())
@@ -32,7 +44,7 @@ def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        report = TuneReportCheckpointCallback({REPORTED_METRIC: cfg.trainer.monitor}, on="validation_end")
+        report = _fit_only_report(cfg.trainer.monitor)
         run_finetune(cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.tracking, attempt,
                      parent=cfg.parent, config=config_to_dict(cfg), callbacks=[report], wandb_group=group,
                      resume_from=resume_from)

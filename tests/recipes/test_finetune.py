@@ -49,7 +49,8 @@ def _check_version(version: Path, splits=("train", "validation", "test")) -> dic
     assert (version / "exports").is_dir()
     for split in splits:
         assert set(METRIC_NAMES) <= set(meta["metrics"][split]), split
-        assert all(0.0 <= v <= 1.0 for v in meta["metrics"][split].values())
+        assert all(0.0 <= meta["metrics"][split][m] <= 1.0 for m in METRIC_NAMES)
+        assert meta["metrics"][split]["loss"] > 0
     assert meta["recipe"] == "finetune" and meta["config"]["trainer"]["max_epochs"] >= 1
     assert meta["data"]["train"]["rows"] > 0 and len(meta["data"]["train"]["sha256"]) == 64
     assert {"torch", "transformers", "lightning"} <= set(meta["packages"])
@@ -159,12 +160,12 @@ def test_minilm_on_real_sst2_rows(tmp_path, minilm_dir):
         rows = [json.loads(line) for line in (sst2 / f"{split}.jsonl").read_text().splitlines()[:n]]
         data[split] = write_jsonl(tmp_path / "data" / f"{split}.jsonl", rows)
     out = tmp_path / "run"
-    args = finetune_args("minilm", data, out, "--trainer.max_epochs", "1", "--data.batch_size", "16",
-                         "--optim.lr", "5e-5", "--data.max_length", "64")
+    args = finetune_args("minilm", data, out, "--trainer.max_epochs", "2", "--data.batch_size", "16",
+                         "--optim.lr", "2e-4", "--data.max_length", "64", "--optim.warmup_ratio", "0.1")
     assert main(args) == 0
     meta = _check_version(out / "version")
     assert meta["base_model"] == "minilm"
-    assert meta["metrics"]["validation"]["accuracy"] > 0.6  # 20 steps of MiniLM already beat chance
+    assert meta["metrics"]["validation"]["accuracy"] > 0.6  # 40 steps of MiniLM already beat chance clearly
     texts = [json.loads(line)["text"] for line in data["validation"].read_text().splitlines()[:16]]
     torch.testing.assert_close(
         _logits(out / "version" / "model", texts),

@@ -1,0 +1,97 @@
+"""`refit tune` on a real local Ray (2 CPUs) with a tiny model: ASHA, outputs, best config, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from refit.cli import main
+
+pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
+
+
+def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4) -> Path:
+    cfg = {
+        "finetune": {
+            "model": str(model),
+            "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"]),
+                     "batch_size": 8, "max_length": 32, "reference_size": 16},
+            "trainer": {"max_epochs": 4, "early_stopping_patience": 0, "log_every_n_steps": 1,
+                        "monitor": "val/loss", "mode": "min"},
+            "tracking": {"wandb": False},
+        },
+        "space": {"optim.lr": {"loguniform": [1e-6, 3e-3]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}},
+        "scheduler": "asha", "num_samples": samples, "max_concurrent_trials": 2, "max_t": 4,
+        "grace_period": 1, "reduction_factor": 2, "storage_path": str(tmp_path / "tune"), "name": name,
+        "ray_num_cpus": 2, "seed": 0,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model_dir, toy_data, capsys):
+    assert main(["tune", "--config", str(_config(tmp_path, tiny_model_dir, toy_data, "asha"))]) == 0
+    out = tmp_path / "tune" / "asha"
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"optim.lr", "optim.warmup_ratio"} <= set(rows[0])
+    statuses = [r["status"] for r in rows]
+    assert "finished" in statuses
+    assert "stopped early" in statuses, f"ASHA stopped no trial: {statuses}"
+    stopped = [r for r in rows if r["status"] == "stopped early"]
+    assert all(int(r["iterations"]) < 4 for r in stopped)
+    assert "refit tune: 4 trials" in capsys.readouterr().out
+
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert (out / "best.yaml").read_text().startswith("# refit finetune --config")
+    assert json.loads((out / "best_version" / "refit.json").read_text())["metrics"]["validation"]["accuracy"] >= 0
+    run = tmp_path / "from-best"
+    assert main(["finetune", "--config", str(out / "best.yaml"), "--output_dir", str(run),
+                 "--trainer.max_epochs", "1"]) == 0
+    assert best["optim"]["lr"] == json.loads((run / "version" / "refit.json").read_text())["config"]["optim"]["lr"]
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, toy_data):
+    config = _config(tmp_path, tiny_model_dir, toy_data, "resumable")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["scheduler"], cfg["max_concurrent_trials"] = "fifo", 1
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "tune" / "resumable"
+    proc = subprocess.Popen([sys.executable, "-m", "refit", "tune", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.time() + 400
+    finished: list[Path] = []
+    while time.time() < deadline and proc.poll() is None and not finished:
+        finished = list(out.glob("*/run-*/version/refit.json"))
+        time.sleep(1)
+    assert finished, "no trial finished before the interruption"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    first = {p: p.read_text() for p in out.glob("*/run-*/version/refit.json")}
+
+    assert main(["tune", "--config", str(config), "--resume"]) == 0
+    with (out / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 4
+    for path, text in first.items():
+        assert path.read_text() == text, f"{path} was trained again"
+    assert len(list(out.glob("*/run-*/version/refit.json"))) == 4
+
+
+def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
+    config = _config(tmp_path, tiny_model_dir, toy_data, "bad")
+    assert main(["tune", "--config", str(config), "--space", '{"optim.lr": {"uniform": [1, 0]}}']) == 2
+    assert "wrong way round" in capsys.readouterr().err
+    assert main(["tune", "--config", str(config), "--resume"]) == 2
+    assert "no search to resume" in capsys.readouterr().err

@@ -1,0 +1,46 @@
+"""Search-space validation: every mistake names the key, before Ray starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from refit.errors import ConfigError
+from refit.tune import apply_overrides, validate_space
+
+
+@pytest.mark.parametrize(
+    "space,fragment",
+    [
+        ({}, "search space is empty"),
+        ({"trainer.max_epoch": {"randint": [1, 3]}}, "Did you mean 'trainer.max_epochs'"),
+        ({"optim.lr": {"loguniform": [1e-3, 1e-5]}}, "wrong way round"),
+        ({"optim.lr": {"loguniform": [0.0, 1e-3]}}, "must be > 0"),
+        ({"optim.lr": {"normal": [0, 1]}}, "exactly one of loguniform"),
+        ({"optim.lr": {"uniform": [1e-5]}}, "expected [low, high]"),
+        ({"data.batch_size": {"choice": []}}, "non-empty list"),
+    ],
+)
+def test_bad_space_is_a_clear_error(space, fragment):
+    with pytest.raises(ConfigError) as err:
+        validate_space(space)
+    assert fragment in str(err.value)
+
+
+def test_valid_space_and_overrides():
+    space = validate_space({"optim.lr": {"loguniform": [1e-5, 1e-3]}, "data.batch_size": {"choice": [8, 16]},
+                            "trainer.max_epochs": {"grid": [1, 2]}})
+    assert space["data.batch_size"] == ("choice", [8, 16])
+    base = {"optim": {"lr": 1e-4, "eps": 1e-8}, "data": {"batch_size": 32}}
+    out = apply_overrides(base, {"optim.lr": 3e-4, "data.batch_size": 8})
+    assert out == {"optim": {"lr": 3e-4, "eps": 1e-8}, "data": {"batch_size": 8}}
+    assert base["optim"]["lr"] == 1e-4  # the base is not modified
+
+
+def test_ray_objects_are_built():
+    pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
+    from refit.tune import to_ray
+
+    ray_space = to_ray(validate_space({"optim.lr": {"loguniform": [1e-5, 1e-3]},
+                                       "trainer.max_epochs": {"grid": [1, 2]}}))
+    assert ray_space["trainer.max_epochs"] == {"grid_search": [1, 2]}
+    assert 1e-5 <= ray_space["optim.lr"].sample() <= 1e-3
