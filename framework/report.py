@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["print_metrics"]
 
 # Column headers short enough for an 80-column terminal.
-_SHORT = {"f1_macro": "F1 (macro)", "precision_macro": "precision", "recall_macro": "recall"}
+_SHORT = {"f1_macro": "F1", "precision_macro": "prec.", "recall_macro": "recall"}
 
 
 def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
@@ -18,7 +18,7 @@ def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     seen = {k for values in metrics.values() for k in values}
     names = [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))
     table = Table(title=title)
-    table.add_column("split")
+    table.add_column("split", no_wrap=True, min_width=10)
     for name in names:
         table.add_column(_SHORT.get(name, name), justify="right")
     for split, values in metrics.items():

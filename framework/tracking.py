@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish", "log_drift_run"]
+__all__ = [
+    "resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish", "log_drift_run", "log_summary_run",
+]
 
 
 def resolve_wandb_mode(enabled: bool, mode: str | None) -> str:
@@ -88,3 +90,21 @@ def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: s
     run_dir = str(Path(run.dir).parent)
     run.finish()
     return run_dir
+
+
+def log_summary_run(job_type: str, name: str, summary: dict, out_dir: str | Path, wandb_mode: str, project: str,
+                    html_path: str | Path | None = None) -> str | None:
+    """One short W&B run holding a job's outcome (e.g. a maintenance cycle) and its HTML report."""
+    if wandb_mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(project=project, dir=str(out_dir), mode=wandb_mode, job_type=job_type, name=name,
+                     config={k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
+    flat = {f"{k}/{k2}": v2 for k, v in summary.items() if isinstance(v, dict)
+            for k2, v2 in v.items() if isinstance(v2, (int, float, bool))}
+    run.log({**flat, **({"report": wandb.Html(str(html_path))} if html_path else {})})
+    run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
+    folder = str(Path(run.dir).parent)
+    run.finish()
+    return folder

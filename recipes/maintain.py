@@ -15,13 +15,23 @@ recorded in the registry (runs, the audit log) and in MAINTAIN_DIR/run-N/cycle.j
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from filelock import Timeout
 
 from refit.errors import ConfigError, RefitError
 from refit.maintain import cycle_lock, parse_every, run_cycle, run_forever
 from refit.registry import Registry
-from refit.settings import FinetuneConfig, GateConfig, InboxConfig, PolicyConfig, RegistryConfig
+from refit.registry.mirror import mirror_alias
+from refit.settings import (
+    FinetuneConfig,
+    GateConfig,
+    InboxConfig,
+    PolicyConfig,
+    RegistryConfig,
+    TrackingConfig,
+)
+from refit.tracking import log_summary_run, resolve_wandb_mode
 
 
 class MaintainBusy(RefitError):
@@ -35,6 +45,7 @@ class Config:
     """Maintenance cycles over a registry's champion.
 
     Args:
+        tracking: W&B for the cycles (one run per cycle, promotions mirrored as artifact aliases).
         once: Run one cycle and exit (for external schedulers).
         every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d (foreground; stops on SIGTERM).
         cron: Run cycles on a cron expression, e.g. "0 */6 * * *" (foreground; stops on SIGTERM).
@@ -46,6 +57,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     retrain: FinetuneConfig = field(default_factory=FinetuneConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     once: bool = False
     every: str | None = None
     cron: str | None = None
@@ -75,6 +87,14 @@ def run(cfg: Config) -> int:
             report = run_cycle(registry, cfg.inbox, cfg.policy, cfg.retrain, cfg.gate, cfg.seed)
         finally:
             lock.release()
+        mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
+        details = {k: v for k, v in vars(report).items() if k != "files"}
+        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
+                        Path(report.work_dir) / "report.html")
+        if report.status == "promoted":
+            new = registry.get("champion")
+            mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
+                         cfg.tracking.project)
         # --- report --------------------------------------------------------------------------------
         print(f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
               + (f"; challenger {report.challenger}" if report.challenger else ""))
@@ -85,6 +105,7 @@ def run(cfg: Config) -> int:
                 print(f"  {model:<10} " + "  ".join(f"{k} acc {v:.4f}" for k, v in scores.items() if v is not None))
         if report.error:
             print(f"  error: {report.error}")
+        print(f"  report: {Path(report.work_dir) / 'report.html'}")
         return report.status
 
     # --- run ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,9 @@ from rich.table import Table
 from refit.errors import ConfigError
 from refit.models import read_version
 from refit.registry import CHAMPION, Registry
+from refit.registry.mirror import mirror_alias
+from refit.settings import TrackingConfig
+from refit.tracking import resolve_wandb_mode
 
 POSITIONAL = ("action",)
 
@@ -37,6 +40,7 @@ class Config:
         version: A version id, an alias, or (for register) a version folder.
         alias: Alias to set (alias) or to show the history of (history).
         reason: Why: kept in the audit log.
+        tracking: W&B mirror of alias moves (versions as artifacts, aliases as artifact aliases).
     """
 
     action: Literal["register", "list", "show", "promote", "rollback", "alias", "history"] = "list"
@@ -45,12 +49,19 @@ class Config:
     version: str | None = None
     alias: str | None = None
     reason: str | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def _need(value: str | None, key: str, action: str) -> str:
     if not value:
         raise ConfigError(f"`refit registry {action}` needs --{key}.")
     return value
+
+
+def _mirror(cfg: Config, registry: Registry, move) -> None:
+    version = registry.get(move.to_version)
+    mirror_alias(registry.root, version.path, version.id, move.alias, move.reason or "",
+                 resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project)
 
 
 def run(cfg: Config) -> int:
@@ -81,13 +92,16 @@ def run(cfg: Config) -> int:
         target = registry.get(_need(cfg.version, "version", "promote"))
         move = registry.promote(target.id, cfg.reason or "manual promotion", target.metrics)
         console.print(f"champion: {move.from_version or '-'} -> {move.to_version}")
+        _mirror(cfg, registry, move)
     elif cfg.action == "rollback":
         move = registry.rollback(cfg.reason or "manual rollback", alias=cfg.alias or CHAMPION)
         console.print(f"{move.alias}: {move.from_version} -> {move.to_version} (rollback)")
+        _mirror(cfg, registry, move)
     elif cfg.action == "alias":
         alias = _need(cfg.alias, "alias", "alias")
         move = registry.set_alias(alias, _need(cfg.version, "version", "alias"), cfg.reason)
         console.print(f"{alias}: {move.from_version or '-'} -> {move.to_version}")
+        _mirror(cfg, registry, move)
     else:
         table = Table(title="alias moves (audit log)")
         for col in ("#", "at", "alias", "from", "to", "action", "by", "reason"):

@@ -21,8 +21,9 @@ from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder, load_reference
 from refit.drift.windows import Window
 from refit.errors import DataError
-from refit.io import write_json
+from refit.io import atomic_write_text, write_json
 from refit.maintain.policy import gate, retrain_reasons
+from refit.maintain.report import render_cycle
 from refit.models import read_version
 from refit.registry import CHALLENGER, CHAMPION, Registry
 from refit.settings import FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
@@ -131,9 +132,11 @@ def run_cycle(
         report.status, report.error = "failed", f"{type(e).__name__}: {e}"
         log(f"cycle failed: {report.error}")
         registry.finish_run(run_id, "failed", {**_details(report), "traceback": traceback.format_exc()[-4000:]})
+        atomic_write_text(work / "report.html", render_cycle(_details(report)))
         return report
     registry.finish_run(run_id, report.status, _details(report))
     write_json(work / "cycle.json", _details(report))
+    atomic_write_text(work / "report.html", render_cycle(_details(report)))
     return report
 
 

@@ -36,7 +36,8 @@ def champion_registry(tmp_path_factory, tiny_model_dir) -> Path:
     registry = root / "registry"
     assert main(["registry", "register", "--root", str(registry), "--version", str(out / "version")]) == 0
     vid = json.loads((out / "version" / "refit.json").read_text())["version_id"]
-    assert main(["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first"]) == 0
+    assert main(["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first",
+                 "--tracking.wandb", "false"]) == 0
     return registry
 
 
@@ -56,6 +57,7 @@ def setup(tmp_path, champion_registry):
                     "optim": {"lr": 2e-3}, "trainer": {"max_epochs": 3},
                     "tracking": {"wandb": False}},
         "gate": {"golden_tolerance": 5.0, "recent_margin": 0.0},
+        "tracking": {"wandb": False},
     }
     path = tmp_path / "maintain.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -83,6 +85,8 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert (reg.get(after).path / "reference" / "embeddings.safetensors").is_file()
     out = capsys.readouterr().out
     assert "promoted" in out
+    html = (Path(run["details"]["work_dir"]) / "report.html").read_text()
+    assert "promoted" in html and "Offline A/B" in html
     # the same files are not processed twice
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     assert reg.runs("maintain")[-1]["status"] == "no_new_data"

@@ -86,14 +86,17 @@ def test_registry_cli(tmp_path, versions, capsys):
     assert main(["registry", "register", "--root", root, "--version", str(versions[0])]) == 0
     assert main(["registry", "register", "--root", root, "--version", str(versions[1])]) == 0
     assert main(["registry", "promote", "--root", root, "--version", "v0", "--reason", "initial"]) == 0
-    assert main(["registry", "promote", "--root", root, "--version", "v1"]) == 0
-    assert main(["registry", "rollback", "--root", root, "--reason", "bad latency"]) == 0
+    runs = list((tmp_path / "reg" / "wandb").glob("offline-run-*"))  # tracking on: the move is mirrored
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    off = ["--tracking.wandb", "false"]
+    assert main(["registry", "promote", "--root", root, "--version", "v1", *off]) == 0
+    assert main(["registry", "rollback", "--root", root, "--reason", "bad latency", *off]) == 0
     assert main(["registry", "history", "--root", root]) == 0
     out = capsys.readouterr().out
     assert "bad latency" in out and "rollback" in out
     assert main(["registry", "show", "--root", root]) == 0
     assert '"version_id": "v0"' in capsys.readouterr().out
-    assert main(["registry", "promote", "--root", root, "--version", "nope"]) == 2
+    assert main(["registry", "promote", "--root", root, "--version", "nope", *off]) == 2
     assert "No version or alias 'nope'" in capsys.readouterr().err
     assert main(["registry", "promot", "--root", root]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,37 @@
+"""The maintenance cycle's HTML report: decision, reasons, drift, and the offline A/B of champion vs challenger."""
+
+from __future__ import annotations
+
+import html
+
+__all__ = ["render_cycle"]
+
+
+def render_cycle(details: dict) -> str:
+    """One self-contained page from a cycle's details (the same dict as cycle.json)."""
+    e = html.escape
+    drift = details.get("drift", {})
+    drift_rows = "".join(f"<tr><td>{e(t)}</td><td>{r['p_value']:.4g}</td><td>{'yes' if r['drift'] else 'no'}</td></tr>"
+                         for t, r in drift.items() if isinstance(r, dict))
+    ab = details.get("ab", {})
+    sets = sorted({s for scores in ab.values() for s in scores})
+    ab_rows = "".join(
+        f"<tr><td>{e(model)}</td>" + "".join(
+            f"<td>{'-' if scores.get(s) is None else f'{scores[s]:.4f}'}</td>" for s in sets) + "</tr>"
+        for model, scores in ab.items())
+    items = lambda lines: "".join(f"<li>{e(str(x))}</li>" for x in lines)  # noqa: E731
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>refit maintenance cycle</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:3px 8px}}
+table{{border-collapse:collapse;margin:.5em 0}}</style></head><body>
+<h1>Maintenance cycle: {e(details.get("status", ""))}</h1>
+<p>Champion at the start: <code>{e(str(details.get("champion")))}</code>; challenger:
+<code>{e(str(details.get("challenger") or "-"))}</code>. Files read: {len(details.get("files", []))}.</p>
+<h2>Why</h2><ul>{items(details.get("reasons", [])) or "<li>no reason to retrain</li>"}</ul>
+<h2>Drift of the new inputs against the champion's reference</h2>
+<table><tr><th>test</th><th>p-value</th><th>drift</th></tr>{drift_rows}</table>
+<h2>Offline A/B (accuracy on the same rows)</h2>
+<table><tr><th>model</th>{"".join(f"<th>{e(s)}</th>" for s in sets)}</tr>{ab_rows}</table>
+<h2>Gate</h2><ul>{items(details.get("gate", [])) or "<li>not reached</li>"}</ul>
+{f"<h2>Error</h2><pre>{e(details['error'])}</pre>" if details.get("error") else ""}
+</body></html>
+"""
