@@ -22,7 +22,7 @@ from refit.config import config_to_dict
 from refit.data import read_table
 from refit.drift import DETECTORS
 from refit.drift.check import fit_reference_state, run_window
-from refit.drift.embed import VersionEncoder, load_reference
+from refit.drift.embed import Reference, VersionEncoder, load_reference
 from refit.drift.html import render_report
 from refit.drift.windows import Period, read_windows
 from refit.errors import ConfigError
@@ -122,11 +122,16 @@ def run(cfg: Config) -> int:
             return 0
     reference = load_reference(version)
     encoder = VersionEncoder.like_reference(Path(cfg.encoder) if cfg.encoder else version, reference.meta)
+    state_dir: Path | None = version
+    if cfg.encoder:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
+        encoded = encoder.encode(reference.texts)
+        reference = Reference(encoded.embeddings, encoded.probs, reference.texts, reference.meta)
+        state_dir = None
     out = Path(cfg.output_dir or version / "drift" / datetime.now().strftime("%Y%m%d-%H%M%S"))
 
     # --- run ---------------------------------------------------------------------------------------
     results = [run_window(w, reference, encoder, meta.get("labels", []), cfg.tests, cfg.alpha,
-                          cfg.permutations, cfg.seed, version) for w in windows]
+                          cfg.permutations, cfg.seed, state_dir) for w in windows]
 
     # --- report ------------------------------------------------------------------------------------
     from refit.drift.explain import class_shares, pca_2d

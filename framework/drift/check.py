@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from refit.data import to_label_ids
-from refit.drift.embed import Reference, VersionEncoder
+from refit.drift.embed import Reference, VersionEncoder, load_reference
 from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.windows import Window
 from refit.errors import DataError
@@ -13,9 +13,9 @@ from refit.train.evaluate import score_probs
 
 __all__ = ["run_window", "fit_reference_state"]
 
+
 def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict:
     """Fit every detector's state (bandwidth, PCA basis, ...) on the reference alone and store it."""
-    from refit.drift.embed import load_reference
     from refit.drift.state import fit_state, save_state
 
     reference = load_reference(version_dir)
@@ -24,19 +24,24 @@ def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict:
     return state
 
 
-def _state(version_dir: str | Path, reference: Reference, seed: int) -> dict:
+def _state(version_dir: str | Path | None, reference: Reference, seed: int) -> dict:
+    """The stored detector state, or one fitted now (on the reference only) when there is none to use."""
     from refit.drift.state import fit_state, load_state
 
-    folder = Path(version_dir) / "reference"
-    try:
-        return load_state(folder)
-    except FileNotFoundError:  # older versions: fit now, on the reference only, same result as stored
-        return fit_state(reference.embeddings, seed=seed)
+    if version_dir is not None:
+        try:
+            return load_state(Path(version_dir) / "reference")
+        except FileNotFoundError:  # a version written before detector state was stored
+            pass
+    return fit_state(reference.embeddings, seed=seed)
 
 
 def run_window(window: Window, reference: Reference, encoder: VersionEncoder, label_names: list[str],
-               tests: list[str], alpha: float, permutations: int, seed: int, version_dir: str | Path) -> dict:
-    """One window's entry of drift.json: per-test results, the decision and what moved."""
+               tests: list[str], alpha: float, permutations: int, seed: int, version_dir: str | Path | None) -> dict:
+    """One window's entry of drift.json: per-test results, the decision and what moved.
+
+    `version_dir` holds the stored detector state; None fits it on `reference` (e.g. a re-embedded one).
+    """
     from refit.drift.detectors import DETECTORS, ON_PROBS
 
     entry = {"name": window.name, "size": len(window.texts), "skipped": window.skipped, "drift": False,
