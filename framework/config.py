@@ -89,8 +89,13 @@ def _check_key(key: str, valid: dict[str, Any], where: str) -> None:
     for i in range(1, len(parts)):  # keys inside a free-form mapping field (e.g. a search space) are data
         if typing.get_origin(valid.get(".".join(parts[:i]))) is dict:
             return
-    # A key that is a prefix of valid keys (a section) is fine; anything else is unknown.
-    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    # Report at the deepest level that exists: `tracking.wandb` where there is no `tracking` section is an
+    # unknown `tracking` at the top level, not an unknown `wandb` inside nothing.
+    parent = ""
+    for part in parts[:-1]:
+        if not any(v.startswith(f"{parent}{part}.") for v in valid):
+            break
+        parent = f"{parent}{part}."
     siblings = sorted({v[len(parent) :].split(".")[0] for v in valid if v.startswith(parent)})
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
