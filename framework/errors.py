@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["RefitError", "ConfigError", "DataError", "ModelError", "VersionError", "RunInterrupted"]
+__all__ = [
+    "RefitError", "ConfigError", "DataError", "ExportError", "MissingExtra", "ModelError", "VersionError",
+    "RunInterrupted",
+]
 
 
 class RefitError(Exception):
@@ -25,6 +28,23 @@ class ModelError(RefitError):
 
 class VersionError(RefitError):
     """A model version folder is missing, incomplete or corrupt."""
+
+
+class ExportError(RefitError):
+    """An export target cannot be built, loaded or run here; the message says why and what to install."""
+
+
+class MissingExtra(ExportError):
+    """An optional dependency is not installed; the message names the extra that brings it.
+
+    One class for every optional dependency (onnx, onnxruntime, ray, wandb, ...), so every layer can raise
+    it without importing the layer that happens to need the package. It subclasses ExportError because the
+    export path is where most optional packages live, and callers catching ExportError keep working.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"This needs `{package}`, which is not installed: `pip install refit-ml[{extra}]`.")
+        self.package, self.extra = package, extra
 
 
 class RunInterrupted(RefitError):

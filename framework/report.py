@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from refit.evaluate import METRIC_NAMES
+
 __all__ = ["print_metrics"]
 
 # Column headers short enough for an 80-column terminal.
@@ -12,8 +14,6 @@ def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     """One row per split, one column per metric."""
     from rich.console import Console
     from rich.table import Table
-
-    from refit.train.metrics import METRIC_NAMES
 
     seen = {k for values in metrics.values() for k in values}
     names = [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from refit.errors import ConfigError
+
 __all__ = [
     "resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish", "log_drift_run", "log_summary_run",
 ]
@@ -28,8 +30,6 @@ def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mod
             import wandb  # noqa: F401
             from lightning.pytorch.loggers import WandbLogger
         except ImportError:
-            from refit.errors import ConfigError
-
             raise ConfigError("W&B tracking needs `pip install wandb`, or set 'tracking.wandb: false'.") from None
         logger = WandbLogger(save_dir=str(output_dir), project=project, name=run_name, mode=wandb_mode,
                              group=group, config=config)

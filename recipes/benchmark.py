@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-from refit.compress import evaluation_texts
 from refit.config import config_to_dict
 from refit.errors import ConfigError
+from refit.evaluate import evaluation_texts
 from refit.export.benchmark import (
     FORMATS,
     Skip,
@@ -31,7 +31,7 @@ from refit.export.benchmark import (
     skipped_row,
     to_markdown,
 )
-from refit.export.runtimes import encode
+from refit.inference import encode
 from refit.io import atomic_write_text, write_json
 from refit.models import load_version
 from refit.settings import TrackingConfig

@@ -27,21 +27,13 @@ from jsonargparse.typing import (
     PositiveInt,
 )
 
-from refit.compress import (
-    PRUNERS,
-    TORCH_QUANTIZERS,
-    AccuracyGateError,
-    check_gate,
-    evaluation_texts,
-    load_gate_data,
-    score,
-)
+from refit.compress import PRUNERS, TORCH_QUANTIZERS
 from refit.compress.prune import shrink_pruned_heads, sparsity
 from refit.compress.recovery import recover
 from refit.config import config_to_dict
 from refit.errors import ConfigError
-from refit.export.benchmark import latency_ms
-from refit.export.runtimes import TorchPredictor, encode, predict_logits
+from refit.evaluate import AccuracyGateError, check_gate, evaluation_texts, load_gate_data, score
+from refit.inference import TorchPredictor, encode, latency_ms, predict_logits
 from refit.io import write_json
 from refit.models import encode_texts, new_version_id, write_version
 from refit.report import print_metrics

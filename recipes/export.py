@@ -24,13 +24,13 @@ from typing import Literal
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from refit.compress import check_gate, load_gate_data, score
 from refit.config import config_to_dict
 from refit.errors import ConfigError
+from refit.evaluate import check_gate, load_gate_data, score
 from refit.export.parity import parity
-from refit.export.runtimes import TorchPredictor, encode, predict_logits
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
+from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import write_json
 from refit.report import print_metrics
 

@@ -41,9 +41,8 @@ def finetune(out: Path, rows: int) -> Path:
 
 def interleaved(version: Path, iters: int, rounds: int) -> dict:
     """p50 at batch 1 / seq 64 of eager fp32 and ORT int8, measured in alternating rounds."""
-    from refit.compress import evaluation_texts
-    from refit.export.benchmark import latency_ms
-    from refit.export.runtimes import OrtPredictor, TorchPredictor, encode
+    from refit.evaluate import evaluation_texts
+    from refit.inference import OrtPredictor, TorchPredictor, encode, latency_ms
     from refit.models import load_version
 
     model, tok, meta = load_version(version)

@@ -1,18 +1,9 @@
-"""Model compression: pruning and quantisation methods (one table each) and the accuracy gate."""
+"""Model compression: pruning and PyTorch quantisation methods (one table each).
 
-from refit.compress.gate import (
-    AccuracyGateError,
-    GateData,
-    check_gate,
-    evaluation_texts,
-    load_gate_data,
-    score,
-)
+The accuracy gate every compressed artefact passes lives in refit.evaluate (export uses it too).
+"""
+
 from refit.compress.prune import PRUNERS, prunable_linears, shrink_pruned_heads, sparsity
-from refit.compress.quantize import ONNX_QUANTIZERS, TORCH_QUANTIZERS
+from refit.compress.quantize import TORCH_QUANTIZERS
 
-__all__ = [
-    "AccuracyGateError", "GateData", "ONNX_QUANTIZERS", "PRUNERS", "TORCH_QUANTIZERS", "check_gate", "evaluation_texts",
-    "load_gate_data",
-    "prunable_linears", "score", "shrink_pruned_heads", "sparsity",
-]
+__all__ = ["PRUNERS", "TORCH_QUANTIZERS", "prunable_linears", "shrink_pruned_heads", "sparsity"]

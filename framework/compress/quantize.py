@@ -1,38 +1,22 @@
-"""Quantisation, two tables with one interface each.
+"""PyTorch quantisation, one table with one interface (model -> model).
 
-TORCH_QUANTIZERS (model -> model):
 - fp16 / bf16: cast the weights, for GPU inference (halves the file; on CPU they are slow, not fast).
 - dynamic-int8: `torch.ao.quantization.quantize_dynamic` on Linear layers, for CPU. Deprecated in torch 2.13
   in favour of torchao but still working; the result cannot be saved in Hugging Face format, so it is
   a benchmark/inference form, not a model version.
 
-ONNX_QUANTIZERS (src.onnx, dst.onnx, calibration batches -> dst):
-- dynamic-int8: ONNX Runtime `quantize_dynamic` (int8 weights, activations quantised on the fly), CPU.
-  Per-channel weight scales: on MiniLM fine-tuned on sst2 per-tensor scales cost 1.15 accuracy points on
-  the validation split, per-channel 0.34 (scripts/results/export.md).
-- static-int8: ONNX Runtime `quantize_static`, Q/DQ format, activation ranges calibrated on N inputs.
-- qdq-tensorrt: static Q/DQ with symmetric int8 weights and activations, per-channel weights, the explicit
-  quantisation TensorRT builds INT8 engines from (the only INT8 route in TensorRT 11).
-- fp16: float16 weights and compute with float32 inputs/outputs kept, the strongly typed FP16 graph that
-  TensorRT 11 needs in place of the removed FP16 builder flag.
+The ONNX quantisers (graph -> graph) belong to export: refit.export.quantize.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import torch
 
-from refit.errors import ConfigError
-
-__all__ = ["TORCH_QUANTIZERS", "ONNX_QUANTIZERS", "cast_fp16", "cast_bf16", "torch_dynamic_int8",
-           "ort_dynamic_int8", "ort_static_int8", "qdq_for_tensorrt", "onnx_fp16"]
+__all__ = ["TORCH_QUANTIZERS", "cast_fp16", "cast_bf16", "torch_dynamic_int8"]
 
 TorchQuantizer = Callable[[torch.nn.Module], torch.nn.Module]
-OnnxQuantizer = Callable[[Path, Path, Sequence[Any]], Path]
 
 
 def cast_fp16(model: torch.nn.Module) -> torch.nn.Module:
@@ -53,96 +37,6 @@ def torch_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
                                                       dtype=torch.qint8)
 
 
-def _onnx():
-    try:
-        import onnx
-        from onnxruntime import quantization
-    except ImportError:
-        from refit.export.errors import missing_extra
-
-        raise missing_extra("onnx and onnxruntime", "export") from None
-    return onnx, quantization
-
-
-def _without_value_info(src: Path, work: Path) -> Path:
-    """A copy of the graph without intermediate shape annotations.
-
-    ORT's quantizer re-runs shape inference and trips over the dynamo exporter's annotations
-    ("ShapeInferenceError ... (384) vs (2)", FINDINGS.md); clearing them is harmless for every exporter.
-    """
-    onnx, _ = _onnx()
-    model = onnx.load(str(src))
-    model.graph.ClearField("value_info")
-    out = work / "clean.onnx"
-    onnx.save(model, str(out), save_as_external_data=False)
-    return out
-
-
-def ort_dynamic_int8(src: Path, dst: Path, calibration: Sequence[Any] = ()) -> Path:
-    onnx, q = _onnx()
-    work = dst.parent / f".{dst.name}.work"
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        q.quantize_dynamic(str(_without_value_info(src, work)), str(dst), weight_type=q.QuantType.QInt8,
-                           per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dst
-
-
-class _Reader:
-    """Feeds calibration batches to ORT's calibrator (its CalibrationDataReader protocol)."""
-
-    def __init__(self, batches: Iterable[Any]) -> None:
-        self._feeds = iter([{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches])
-
-    def get_next(self) -> dict | None:
-        return next(self._feeds, None)
-
-
-def _static(src: Path, dst: Path, calibration: Sequence[Any], symmetric: bool, per_channel: bool) -> Path:
-    onnx, q = _onnx()
-    if not calibration:
-        raise ConfigError("Static int8 quantisation needs calibration inputs (quantize.calibration_size > 0).")
-    work = dst.parent / f".{dst.name}.work"
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        q.quantize_static(
-            str(_without_value_info(src, work)), str(dst), _Reader(calibration),
-            quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-            per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                           "DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dst
-
-
-def ort_static_int8(src: Path, dst: Path, calibration: Sequence[Any]) -> Path:
-    """Q/DQ int8 with MinMax ranges from the calibration inputs (asymmetric activations, for ORT)."""
-    return _static(src, dst, calibration, symmetric=False, per_channel=False)
-
-
-def qdq_for_tensorrt(src: Path, dst: Path, calibration: Sequence[Any]) -> Path:
-    """Q/DQ int8 the way TensorRT wants it: symmetric activations and weights, per-channel weights."""
-    return _static(src, dst, calibration, symmetric=True, per_channel=True)
-
-
-def onnx_fp16(src: Path, dst: Path, calibration: Sequence[Any] = ()) -> Path:
-    """float16 graph with float32 inputs and outputs (ONNX Runtime's converter)."""
-    onnx, _ = _onnx()
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(model, str(dst))
-    return dst
-
-
 TORCH_QUANTIZERS: dict[str, TorchQuantizer] = {
     "fp16": cast_fp16, "bf16": cast_bf16, "dynamic-int8": torch_dynamic_int8,
-}
-ONNX_QUANTIZERS: dict[str, OnnxQuantizer] = {
-    "dynamic-int8": ort_dynamic_int8, "static-int8": ort_static_int8, "qdq-tensorrt": qdq_for_tensorrt,
-    "fp16": onnx_fp16,
 }

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from refit.compress.prune import prunable_linears
 from refit.errors import ConfigError
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+from refit.train import run_finetune
 
 __all__ = ["KeepZeros", "recover"]
 
@@ -45,8 +46,6 @@ def recover(model_dir: Path, parent_meta: dict, output_dir: Path, epochs: int, l
     Returns the model folder of the recovered version written by the fine-tune job (an intermediate:
     the compress recipe gates it and writes the child version itself).
     """
-    from refit.train import run_finetune
-
     config = parent_meta.get("config") or {}
     if "data" not in config:
         raise ConfigError("The parent version records no training config, so a recovery fine-tune cannot find "

@@ -9,7 +9,7 @@ from refit.drift.embed import Reference, VersionEncoder, load_reference
 from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.windows import Window
 from refit.errors import DataError
-from refit.train.evaluate import score_probs
+from refit.evaluate import score_probs
 
 __all__ = ["run_window", "fit_reference_state"]
 

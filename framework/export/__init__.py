@@ -1,17 +1,11 @@
-"""Export: ONNX (+ graph optimisation, int8), TensorRT engines, edge bundles, one Predictor interface, benchmark."""
+"""Export: ONNX (+ graph optimisation, int8), TensorRT engines, edge bundles, the runtime table, benchmark.
 
-from refit.export.errors import ExportError
+The Predictor interface and the PyTorch / ONNX Runtime predictors they all run live in refit.inference.
+"""
+
+from refit.errors import ExportError
 from refit.export.parity import parity
-from refit.export.runtimes import (
-           RUNTIMES,
-           Batch,
-           OrtPredictor,
-           Predictor,
-           TorchPredictor,
-           encode,
-           make_predictor,
-           predict_logits,
-)
+from refit.export.quantize import ONNX_QUANTIZERS
+from refit.export.runtimes import RUNTIMES, make_predictor
 
-__all__ = ["RUNTIMES", "Batch", "ExportError", "OrtPredictor", "Predictor", "TorchPredictor", "encode",
-           "make_predictor", "parity", "predict_logits"]
+__all__ = ["ONNX_QUANTIZERS", "RUNTIMES", "ExportError", "make_predictor", "parity"]

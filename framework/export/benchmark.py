@@ -7,10 +7,9 @@ padded or truncated to a fixed length so every format does the same work).
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +17,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refit.export.runtimes import Batch, OrtPredictor, Predictor, TorchPredictor, predict_logits
+from refit.compress.prune import shrink_pruned_heads
+from refit.compress.quantize import torch_dynamic_int8
+from refit.errors import ExportError
+from refit.inference import (
+    Batch,
+    OrtPredictor,
+    Predictor,
+    TorchPredictor,
+    latency_ms,
+    predict_logits,
+    throughput,
+)
+from refit.models import weights_file
 
-__all__ = ["FORMATS", "Skip", "Row", "latency_ms", "throughput", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
+__all__ = ["FORMATS", "Skip", "Row", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
            "machine"]
 
 
@@ -35,28 +46,6 @@ class Row:
     throughput: float | None  # samples/s at the throughput batch size
     speedup: float | None = None  # eager fp32 p50 / this p50
     note: str = ""
-
-
-def latency_ms(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> tuple[float, float]:
-    """p50 and p95 of single-call wall time."""
-    for _ in range(warmup):
-        predictor(batch.input_ids, batch.attention_mask)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        predictor(batch.input_ids, batch.attention_mask)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), float(np.percentile(times, 95))
-
-
-def throughput(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> float:
-    """Samples per second over `iters` calls on one batch."""
-    for _ in range(warmup):
-        predictor(batch.input_ids, batch.attention_mask)
-    start = time.perf_counter()
-    for _ in range(iters):
-        predictor(batch.input_ids, batch.attention_mask)
-    return iters * len(batch.input_ids) / (time.perf_counter() - start)
 
 
 def _size_mb(files: Sequence[Path]) -> float:
@@ -126,14 +115,10 @@ class Skip(Exception):
 
 
 def _pytorch(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-    from refit.models import weights_file
-
     return TorchPredictor(_inference_copy(model)), [weights_file(version_dir)], "eager fp32"
 
 
 def _pytorch_int8(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-    from refit.compress.quantize import torch_dynamic_int8
-
     return TorchPredictor(torch_dynamic_int8(_inference_copy(model)), name="pytorch-int8"), [], \
         "torch.ao dynamic int8, in memory"
 
@@ -152,7 +137,6 @@ def _onnx_file(name: str, target: str):
 
 
 def _tensorrt(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-    from refit.export.errors import ExportError
     from refit.export.tensorrt import TensorRTPredictor
 
     plan = Path(version_dir) / "exports" / "model.plan"
@@ -166,10 +150,6 @@ def _tensorrt(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple
 
 def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A float32 copy with pruned heads physically removed (what a deployment would run)."""
-    import copy
-
-    from refit.compress.prune import shrink_pruned_heads
-
     return shrink_pruned_heads(copy.deepcopy(model).float().eval())
 
 

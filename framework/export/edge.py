@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refit.export.runtimes import Batch
 from refit.export.tensorrt import Profile
+from refit.inference import Batch
 
 __all__ = ["PARITY_DEFAULTS", "write_bundle"]
 

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from refit.compress.prune import shrink_pruned_heads
-from refit.export.errors import ExportError, missing_extra
+from refit.errors import ExportError, MissingExtra
 
 __all__ = ["Exporter", "INPUT_NAMES", "export_onnx", "optimize_transformer", "check_onnx", "onnx_files"]
 
@@ -66,7 +66,7 @@ def export_onnx(model: torch.nn.Module, dest: str | Path, opset: int = 17,
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise missing_extra("onnx", "export") from None
+        raise MissingExtra("onnx", "export") from None
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = shrink_pruned_heads(copy.deepcopy(model).float().cpu().eval())

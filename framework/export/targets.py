@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refit.compress.quantize import ONNX_QUANTIZERS
 from refit.export.edge import write_bundle
 from refit.export.onnx import Exporter, export_onnx, onnx_files, optimize_transformer
-from refit.export.runtimes import Batch, OrtPredictor, Predictor
+from refit.export.quantize import ONNX_QUANTIZERS
 from refit.export.tensorrt import Profile, build_engine, onnx_for_precision
+from refit.inference import Batch, OrtPredictor, Predictor
 
 __all__ = ["ExportOptions", "Artefact", "TARGETS", "install"]
 

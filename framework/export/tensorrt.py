@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from refit.export.errors import ExportError
+    from refit.errors import ExportError
 except ImportError:  # running alone inside an edge bundle, without refit installed
 
     class ExportError(RuntimeError):  # type: ignore[no-redef]

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import TextDataModule, load_splits
+from refit.drift.check import fit_reference_state
 from refit.errors import ConfigError, RunInterrupted
 from refit.models import encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
@@ -147,8 +148,6 @@ def run_finetune(
     }
     version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
     if reference is not None:  # detector state (bandwidth, PCA), fitted on the reference alone
-        from refit.drift.check import fit_reference_state
-
         fit_reference_state(version_dir, t.seed)
     if tracking.log_version:
         log_version_artifact(loggers, version_dir, version_id, metrics)

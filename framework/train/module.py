@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from refit.train.metrics import classification_metrics
+from refit.evaluate import classification_metrics
 from refit.train.optim import adamw_param_groups, linear_warmup_decay
 
 __all__ = ["SequenceClassifier"]

@@ -44,7 +44,7 @@ def _staging_left(exports: Path) -> list[Path]:
 def test_onnx_export_has_dynamic_axes_and_parity(version):
     import onnx
 
-    from refit.export.runtimes import OrtPredictor
+    from refit.inference import OrtPredictor
 
     assert main(["export", "--version", str(version), "--format", "onnx"]) == 0
     exports = version / "exports"
@@ -75,7 +75,7 @@ def test_failed_gate_writes_nothing(tmp_path, tiny_model_dir, capsys):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from refit.export.runtimes import TorchPredictor, encode, predict_logits
+    from refit.inference import TorchPredictor, encode, predict_logits
     from refit.models import write_version
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()

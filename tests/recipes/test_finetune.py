@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from refit.cli import main
-from refit.train.metrics import METRIC_NAMES
+from refit.evaluate import METRIC_NAMES
 from tests.conftest import finetune_args, shared_dataset, write_jsonl
 
 

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification
 
 from refit.compress.prune import PRUNERS, prunable_linears, shrink_pruned_heads, sparsity
 from refit.errors import ConfigError
-from refit.export.runtimes import Batch
+from refit.inference import Batch
 
 
 @pytest.fixture

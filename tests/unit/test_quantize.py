@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from refit.compress import AccuracyGateError, check_gate, score
-from refit.compress.quantize import ONNX_QUANTIZERS, TORCH_QUANTIZERS
-from refit.export.runtimes import Batch, OrtPredictor, TorchPredictor, predict_logits
+from refit.compress.quantize import TORCH_QUANTIZERS
+from refit.evaluate import AccuracyGateError, check_gate, score
+from refit.export.quantize import ONNX_QUANTIZERS
 from refit.export.tensorrt import builder_flags, onnx_for_precision
+from refit.inference import Batch, OrtPredictor, TorchPredictor, predict_logits
 
 pytest.importorskip("onnxruntime", reason="needs the [export] extra")
 import onnx  # noqa: E402

@@ -1,21 +1,76 @@
-"""The accuracy gate: every compressed or exported artefact is scored on the validation split with the
-same metrics as training, and refused when its accuracy falls more than `max_accuracy_drop` points below
-the parent's, scored the same way (not the figure recorded at training time, so that tokenisation and
-batching are identical on both sides)."""
+"""Scoring and gating model versions: the metric set, scores of probabilities or logits, the validation
+data a version is gated on, and the accuracy gate.
+
+Low level on purpose: training, drift (accuracy per window), compression, export and maintenance all score
+with these, so none of them has to import another to do it.
+
+The accuracy gate scores every compressed or exported artefact on the validation split with the same
+metrics as training and refuses it when its accuracy falls more than `max_accuracy_drop` points below the
+parent's, scored the same way (so tokenisation and batching are identical on both sides).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
+from refit.data import load_splits
 from refit.errors import ConfigError, DataError, RefitError
-from refit.train.evaluate import score_probs
-from refit.train.metrics import METRIC_NAMES
+from refit.inference import Batch, encode
+from refit.models import load_version
 
-__all__ = ["AccuracyGateError", "GateData", "evaluation_texts", "load_gate_data", "score", "check_gate"]
+__all__ = [
+    "METRIC_NAMES", "AccuracyGateError", "GateData", "check_gate", "classification_metrics", "evaluation_texts",
+    "load_gate_data", "score", "score_probs",
+]
+
+METRIC_NAMES = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "ece")
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy, macro F1/precision/recall, AUROC and expected calibration error (15 bins).
+
+    All take logits (softmax is applied inside), so binary and multi-class share one code path.
+    """
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+            "recall_macro": MulticlassRecall(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes),
+            "ece": MulticlassCalibrationError(num_classes, n_bins=15),
+        },
+        prefix=prefix,
+    )
+
+
+def score_probs(probs: torch.Tensor, labels: Sequence[int]) -> dict[str, float]:
+    """accuracy, macro F1/precision/recall, AUROC, ECE of predicted probabilities."""
+    metrics = classification_metrics(probs.shape[1], prefix="")
+    values = metrics(probs.float(), torch.as_tensor(list(labels), dtype=torch.long))
+    return {k: float(v) for k, v in values.items()}
+
+
+def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float]:
+    """The training metric set (accuracy, macro F1/precision/recall, AUROC, ECE) on logits."""
+    probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1)
+    if probs.shape[1] != num_classes:
+        raise ValueError(f"{probs.shape[1]} logits per row for {num_classes} classes")
+    return score_probs(probs, np.asarray(labels).tolist())
 
 
 class AccuracyGateError(RefitError):
@@ -36,8 +91,6 @@ def evaluation_texts(meta: dict, split: str = "validation", override: str | None
     Returns None when the config names no such split. Labels are encoded exactly as at training time and
     checked against the version's label list.
     """
-    from refit.data import load_splits
-
     d = (meta.get("config") or {}).get("data") or {}
     files = {"train": d.get("train"), "validation": d.get("validation"), "test": d.get("test")}
     if override:
@@ -57,14 +110,6 @@ def evaluation_texts(meta: dict, split: str = "validation", override: str | None
     return splits.texts[split], splits.labels[split]
 
 
-def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float]:
-    """The training metric set (accuracy, macro F1/precision/recall, AUROC, ECE) on logits."""
-    probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1)
-    if probs.shape[1] != num_classes:
-        raise ValueError(f"{probs.shape[1]} logits per row for {num_classes} classes")
-    return score_probs(probs, np.asarray(labels).tolist())
-
-
 @dataclass
 class GateData:
     """A version loaded for gating: the model, its validation split encoded as at training time."""
@@ -74,16 +119,14 @@ class GateData:
     meta: dict
     texts: list[str]
     labels: list[int]
-    batches: list
+    batches: list[Batch]
     max_length: int
     eval_batch_size: int
+    used_recorded_split: bool = True  # False when --validation replaced the split the version was scored on
 
 
 def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str) -> GateData:
     """Load a version (hash-checked) and the validation data every gate of `recipe` scores on."""
-    from refit.export.runtimes import encode
-    from refit.models import load_version
-
     model, tokenizer, meta = load_version(version_dir)
     data = (meta.get("config") or {}).get("data") or {}
     max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
@@ -93,7 +136,7 @@ def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str)
                           "pass --validation FILE.")
     texts, labels = val
     return GateData(model, tokenizer, meta, texts, labels, encode(tokenizer, texts, max_length, eval_bs, labels),
-                    max_length, eval_bs)
+                    max_length, eval_bs, used_recorded_split=not validation)
 
 
 def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, float], max_drop: float,

@@ -1,0 +1,135 @@
+"""Shared inference pieces: tokenised batches, one Predictor interface, PyTorch and ONNX Runtime predictors,
+batched logits and wall-clock timing.
+
+Low level on purpose: gates (refit.evaluate), compression, export, the benchmark and serving all drive a
+model through these, so none of them has to import another to score or time a model. Parity checks,
+accuracy gates and the benchmark all call a Predictor the same way (token ids and attention mask in,
+logits out, all numpy), so every format is measured by one code path and differences between rows come
+from the runtime, not from how each was driven.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from refit.errors import ExportError, MissingExtra
+
+__all__ = [
+    "Batch", "Predictor", "TorchPredictor", "OrtPredictor", "ORT_PROVIDERS", "encode", "predict_logits",
+    "latency_ms", "throughput",
+]
+
+
+@dataclass
+class Batch:
+    """Token ids and attention mask (int64, [batch, seq]) plus labels when known."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    labels: np.ndarray | None = None
+
+
+class Predictor(Protocol):
+    """Anything that maps a batch of token ids and masks to float32 logits [batch, num_labels]."""
+
+    name: str
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+
+class TorchPredictor:
+    """An eager PyTorch classifier; `device` and the model's own dtype decide where and how it runs."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", name: str = "pytorch") -> None:
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.name = name
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids)).to(self.device)
+        mask = torch.from_numpy(np.ascontiguousarray(attention_mask)).to(self.device)
+        return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+
+
+# ONNX Runtime provider per device; TensorRT's provider falls back to CUDA for nodes it cannot take.
+ORT_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OrtPredictor:
+    """An ONNX Runtime session. Threads default to torch's count so CPU rows compare like for like."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 name: str | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingExtra("onnxruntime", "export") from None
+        if device not in ORT_PROVIDERS:
+            raise ExportError(f"Unknown ONNX Runtime device '{device}'; use one of {', '.join(ORT_PROVIDERS)}.")
+        wanted = ORT_PROVIDERS[device][0]
+        if wanted not in ort.get_available_providers():
+            raise ExportError(
+                f"ONNX Runtime here has no {wanted} (available: {', '.join(ort.get_available_providers())}). "
+                "Install `onnxruntime-gpu` (with TensorRT libraries for the TensorRT provider) on a GPU machine."
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), options, providers=ORT_PROVIDERS[device])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.name = name or f"onnxruntime-{device}"
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0].astype(np.float32)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, batch_size: int,
+           labels: Sequence[int] | None = None, pad_to_max: bool = False) -> list[Batch]:
+    """Tokenised batches in input order (padded to each batch's longest text, or to max_length)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
+                        padding="max_length" if pad_to_max else True, return_tensors="np")
+        lab = None if labels is None else np.asarray(labels[start : start + batch_size], dtype=np.int64)
+        out.append(Batch(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64), lab))
+    return out
+
+
+def predict_logits(predictor: Predictor, batches: Sequence[Batch]) -> np.ndarray:
+    """Logits of every batch, concatenated in order."""
+    return np.concatenate([predictor(b.input_ids, b.attention_mask) for b in batches])
+
+
+def latency_ms(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> tuple[float, float]:
+    """p50 and p95 of single-call wall time."""
+    for _ in range(warmup):
+        predictor(batch.input_ids, batch.attention_mask)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        predictor(batch.input_ids, batch.attention_mask)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), float(np.percentile(times, 95))
+
+
+def throughput(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> float:
+    """Samples per second over `iters` calls on one batch."""
+    for _ in range(warmup):
+        predictor(batch.input_ids, batch.attention_mask)
+    start = time.perf_counter()
+    for _ in range(iters):
+        predictor(batch.input_ids, batch.attention_mask)
+    return iters * len(batch.input_ids) / (time.perf_counter() - start)
