@@ -12,7 +12,6 @@ accuracy is at most `max_accuracy_drop` points below the parent's (gate.json bes
 from __future__ import annotations
 
 import copy
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,12 @@ from refit.compress import PRUNERS, TORCH_QUANTIZERS
 from refit.compress.prune import shrink_pruned_heads, sparsity
 from refit.compress.recovery import recover
 from refit.config import config_to_dict
+from refit.drift.reference import Reference, load_reference, reembed
 from refit.errors import ConfigError
 from refit.evaluate import AccuracyGateError, check_gate, evaluation_texts, load_gate_data, score
 from refit.inference import TorchPredictor, encode, latency_ms, predict_logits
 from refit.io import write_json
-from refit.models import encode_texts, new_version_id, write_version
+from refit.models import new_version_id, write_version
 from refit.report import print_metrics
 from refit.settings import TrackingConfig
 
@@ -99,15 +99,12 @@ def _latency(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> f
     return round(latency_ms(TorchPredictor(shrink_pruned_heads(copy.deepcopy(model))), batch, 3, 20)[0], 3)
 
 
-def _reference(model, tokenizer, parent: Path, max_length: int):
-    """The parent's drift reference texts, embedded again by the child (its embedding space moved)."""
-    ref = parent / "reference"
-    if not (ref / "texts.jsonl").is_file():
+def _reference(model, tokenizer, parent: Path) -> Reference | None:
+    """The parent's drift reference texts embedded again by the child (its embedding space moved), with
+    the detectors refitted on them, so the child version carries its own detector state."""
+    if not (parent / "reference" / "texts.jsonl").is_file():
         return None
-    texts = [json.loads(line)["text"] for line in (ref / "texts.jsonl").read_text().splitlines() if line]
-    meta = json.loads((ref / "reference.json").read_text())
-    enc = encode_texts(model, tokenizer, texts, 64, meta.get("max_length", max_length), device="cpu")
-    return enc.embeddings, enc.probs, texts, {k: meta[k] for k in ("split", "pooling", "layer", "max_length") if k in meta}
+    return reembed(load_reference(parent), model, tokenizer, device="cpu")
 
 
 def run(cfg: Config) -> Path:
@@ -167,7 +164,7 @@ def run(cfg: Config) -> Path:
                                                                    "model": str(recovered) if recovered else None},
                         "settings": config_to_dict(cfg)},
     }
-    version = write_version(out / "version", model, tokenizer, child, _reference(model, tokenizer, parent, max_length))
+    version = write_version(out / "version", model, tokenizer, child, _reference(model, tokenizer, parent))
 
     # report
     print_metrics({"parent": baseline, "child": candidate}, title=f"refit compress {cfg.method}: validation")

@@ -21,13 +21,14 @@ from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from refit.config import config_to_dict
 from refit.data import read_table
 from refit.drift import DETECTORS
-from refit.drift.check import fit_reference_state, run_window
-from refit.drift.embed import Reference, VersionEncoder, load_reference
+from refit.drift.check import run_window
+from refit.drift.embed import VersionEncoder
 from refit.drift.html import render_report
+from refit.drift.reference import Reference, fit_reference_state, load_reference, write_reference
 from refit.drift.windows import Period, read_windows
 from refit.errors import ConfigError
 from refit.io import atomic_write_text, write_json
-from refit.models import read_version, write_reference
+from refit.models import read_version
 from refit.settings import TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 

@@ -75,12 +75,12 @@ def _encoded(version: Path) -> dict[str, dict]:
 
 
 def _run(detector: str, ref: dict, cur: dict, seed: int) -> bool:
-    from refit.drift import DETECTORS, ON_PROBS
-    from refit.drift.state import fit_state
+    from refit.drift import DETECTORS
 
-    state = fit_state(ref["emb"], seed=seed)
-    key = "probs" if detector in ON_PROBS else "emb"
-    return DETECTORS[detector](ref[key], cur[key], alpha=0.05, seed=seed, state=state, permutations=500).drift
+    d = DETECTORS[detector]
+    key = "probs" if d.on_probs else "emb"
+    state = d.fit(ref[key], seed=seed)
+    return d.test(state, ref[key], cur[key], alpha=0.05, seed=seed, permutations=500).drift
 
 
 def _take(data: dict, idx: torch.Tensor) -> dict:

@@ -5,62 +5,45 @@ from __future__ import annotations
 from pathlib import Path
 
 from refit.data import to_label_ids
-from refit.drift.embed import Reference, VersionEncoder, load_reference
+from refit.drift.detectors import DETECTORS
+from refit.drift.embed import VersionEncoder
 from refit.drift.explain import class_shares, most_unlike, pca_2d
+from refit.drift.reference import Reference
 from refit.drift.windows import Window
 from refit.errors import DataError
 from refit.evaluate import score_probs
 
-__all__ = ["run_window", "fit_reference_state"]
-
-
-def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict:
-    """Fit every detector's state (bandwidth, PCA basis, ...) on the reference alone and store it."""
-    from refit.drift.state import fit_state, save_state
-
-    reference = load_reference(version_dir)
-    state = fit_state(reference.embeddings, seed=seed)
-    save_state(Path(version_dir) / "reference", state)
-    return state
-
-
-def _state(version_dir: str | Path | None, reference: Reference, seed: int) -> dict:
-    """The stored detector state, or one fitted now (on the reference only) when there is none to use."""
-    from refit.drift.state import fit_state, load_state
-
-    if version_dir is not None:
-        try:
-            return load_state(Path(version_dir) / "reference")
-        except FileNotFoundError:  # a version written before detector state was stored
-            pass
-    return fit_state(reference.embeddings, seed=seed)
+__all__ = ["run_window"]
 
 
 def run_window(window: Window, reference: Reference, encoder: VersionEncoder, label_names: list[str],
-               tests: list[str], alpha: float, permutations: int, seed: int, version_dir: str | Path | None) -> dict:
+               tests: list[str], alpha: float, permutations: int, seed: int,
+               version_dir: str | Path | None = None) -> dict:
     """One window's entry of drift.json: per-test results, the decision and what moved.
 
-    `version_dir` holds the stored detector state; None fits it on `reference` (e.g. a re-embedded one).
+    The detectors' states come with `reference` (refit.drift.reference.load_reference loads them once);
+    a reference without them (e.g. re-embedded by a fixed encoder) has them fitted on first use, on the
+    reference only, with `seed`. `version_dir` is no longer read (the states travel with the reference);
+    it is accepted so that existing callers keep working.
     """
-    from refit.drift.detectors import DETECTORS, ON_PROBS
-
     entry = {"name": window.name, "size": len(window.texts), "skipped": window.skipped, "drift": False,
              "results": {}}
     if window.skipped:
         return entry
     encoded = encoder.encode(window.texts)
-    state = _state(version_dir, reference, seed)
+    if not reference.states:
+        reference.seed = seed
     per_test_alpha = alpha / len(tests)  # Bonferroni: the window's false-alarm rate stays at alpha
-    state = {**state, "label_names": label_names}
     for name in tests:
-        if name in ON_PROBS:
+        detector = DETECTORS[name]
+        if detector.on_probs:
             if reference.probs is None:  # a reference made without probabilities cannot run this test
                 continue
             ref, cur = reference.probs, encoded.probs
         else:
             ref, cur = reference.embeddings, encoded.embeddings
-        result = DETECTORS[name](ref, cur, alpha=per_test_alpha, seed=seed, state=state,
-                                 permutations=permutations)
+        result = detector.test(reference.state(name), ref, cur, alpha=per_test_alpha, seed=seed,
+                               permutations=permutations, label_names=label_names)
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     entry["class_shares"] = class_shares(encoded.probs)

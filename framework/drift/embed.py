@@ -1,44 +1,16 @@
-"""Embedding production inputs the same way a version's drift reference was embedded."""
+"""Embedding production inputs the same way a version's drift reference was embedded (the reference
+itself is built, saved and loaded by refit.drift.reference)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from refit.errors import VersionError
 from refit.models import Encoded, Pooling, encode_texts, load_version
 
-__all__ = ["Reference", "VersionEncoder", "embed", "load_reference"]
-
-
-@dataclass
-class Reference:
-    embeddings: torch.Tensor
-    probs: torch.Tensor | None
-    texts: list[str]
-    meta: dict
-
-
-def load_reference(version_dir: str | Path) -> Reference:
-    """The reference stored in a version's reference/ folder (written by finetune or --refresh-reference)."""
-    from safetensors.torch import load_file
-
-    folder = Path(version_dir) / "reference"
-    tensors_file = folder / "embeddings.safetensors"
-    if not tensors_file.is_file():
-        raise VersionError(
-            f"{version_dir} has no drift reference ({tensors_file} is missing). Create one with "
-            "`refit drift --version DIR --refresh_reference --reference_data FILE`."
-        )
-    tensors = load_file(str(tensors_file))
-    meta_file, texts_file = folder / "reference.json", folder / "texts.jsonl"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    texts = [json.loads(line)["text"] for line in texts_file.read_text().splitlines()] if texts_file.is_file() else []
-    return Reference(tensors["embeddings"], tensors.get("probs"), texts, meta)
+__all__ = ["VersionEncoder", "embed"]
 
 
 class VersionEncoder:

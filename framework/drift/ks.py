@@ -27,7 +27,7 @@ def ks_test(
     """Two-sample KS per component; the window drifts if any component's p < alpha / k.
 
     Without a given `pca` the components are fitted on `reference` itself, which inflates false alarms
-    a little; the stored detector state (refit.drift.state) avoids that by fitting on a separate half.
+    a little; the stored KS state (refit.drift.detectors.KS) avoids that by fitting on a separate half.
     """
     from scipy.stats import ks_2samp
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from refit.config import config_to_dict
 from refit.data import SUFFIXES, read_rows, read_table, to_label_ids
 from refit.drift.check import run_window
-from refit.drift.embed import VersionEncoder, load_reference
+from refit.drift.embed import VersionEncoder
+from refit.drift.reference import load_reference
 from refit.drift.windows import Window
 from refit.errors import DataError
 from refit.io import atomic_write_text, write_json

@@ -9,11 +9,10 @@ from refit.models.version import (
     package_versions,
     read_version,
     weights_file,
-    write_reference,
     write_version,
 )
 
 __all__ = [
     "MINILM", "Encoded", "Pooling", "REFIT_JSON", "encode_texts", "load_classifier", "load_version", "new_version_id",
-    "package_versions", "read_version", "resolve_model", "weights_file", "write_reference", "write_version",
+    "package_versions", "read_version", "resolve_model", "weights_file", "write_version",
 ]

@@ -11,16 +11,14 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
+from typing import Protocol
 
 from refit.errors import VersionError
 from refit.io import atomic_dir, sha256_file, write_json
 
 __all__ = [
     "REFIT_JSON", "new_version_id", "package_versions", "write_version", "read_version",
-    "load_version", "weights_file", "write_reference",
+    "load_version", "weights_file",
 ]
 
 REFIT_JSON = "refit.json"
@@ -47,16 +45,11 @@ def weights_file(version_dir: str | Path) -> Path:
     return Path(version_dir) / "model" / WEIGHTS
 
 
-def write_reference(folder: Path, embeddings: torch.Tensor, probs: torch.Tensor, texts: list[str],
-                    meta: dict) -> None:
-    """Drift reference: embeddings and class probabilities of held-out inputs, the texts, how they were made."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"embeddings": embeddings.contiguous().float(), "probs": probs.contiguous().float()},
-              str(folder / "embeddings.safetensors"))
-    with (folder / "texts.jsonl").open("w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-    write_json(folder / "reference.json", {**meta, "size": len(texts), "dim": int(embeddings.shape[1])})
+class SavesItself(Protocol):
+    """Something written into the version folder inside its atomic write (the drift reference:
+    refit.drift.reference.Reference, which owns the files of reference/)."""
+
+    def save(self, folder: Path) -> None: ...
 
 
 def write_version(
@@ -64,7 +57,7 @@ def write_version(
     model,
     tokenizer,
     meta: dict,
-    reference: tuple[torch.Tensor, torch.Tensor, list[str], dict] | None = None,
+    reference: SavesItself | None = None,
 ) -> Path:
     """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json."""
     dest = Path(dest)
@@ -72,7 +65,7 @@ def write_version(
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")
         if reference is not None:
-            write_reference(tmp / "reference", *reference)
+            reference.save(tmp / "reference")
         (tmp / "exports").mkdir()
         record = {
             "version_id": meta.get("version_id") or new_version_id(),

@@ -6,7 +6,6 @@ retraining must run exactly this code path, not a second training loop.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,9 +15,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import TextDataModule, load_splits
-from refit.drift.check import fit_reference_state
+from refit.drift.reference import build_reference, sample_texts
 from refit.errors import ConfigError, RunInterrupted
-from refit.models import encode_texts, load_classifier, new_version_id, write_version
+from refit.models import load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
 from refit.train.module import SequenceClassifier
@@ -120,13 +119,10 @@ def run_finetune(
 
     reference = None
     ref_split = "validation" if has_val else "test" if datamodule.has("test") else None
-    if ref_split and d.reference_size:
-        texts = splits.texts[ref_split]
-        sample = sorted(random.Random(t.seed).sample(range(len(texts)), min(d.reference_size, len(texts))))
-        ref_texts = [texts[i] for i in sample]
-        encoded = encode_texts(module.model, tokenizer, ref_texts, d.eval_batch_size, d.max_length)
-        reference = (encoded.embeddings, encoded.probs, ref_texts,
-                     {"split": ref_split, "pooling": "mean", "layer": -1, "max_length": d.max_length})
+    if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
+        reference = build_reference(module.model, tokenizer, sample_texts(splits.texts[ref_split], d.reference_size, t.seed),
+                                    meta={"split": ref_split}, seed=t.seed, batch_size=d.eval_batch_size,
+                                    max_length=d.max_length)
     version_id = new_version_id()
     meta = {
         "version_id": version_id,
@@ -147,8 +143,6 @@ def run_finetune(
         },
     }
     version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
-    if reference is not None:  # detector state (bandwidth, PCA), fitted on the reference alone
-        fit_reference_state(version_dir, t.seed)
     if tracking.log_version:
         log_version_artifact(loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(loggers))

@@ -32,6 +32,14 @@ def test_heads_with_recovery_writes_a_child_version(version, tmp_path, capsys):
     assert c["after"]["prunable_sparsity"] == pytest.approx(0.25, abs=0.01)  # recovery did not regrow heads
     assert child["metrics"]["validation"]["accuracy"] >= _meta(version)["metrics"]["validation"]["accuracy"] - 0.01
     assert (out / "version" / "reference" / "embeddings.safetensors").is_file()
+    # the child carries its own detector state, fitted on its own embeddings of the parent's reference texts
+    from refit.drift import load_reference
+    from refit.drift.mmd import median_bandwidth
+
+    parent_ref, child_ref = load_reference(version), load_reference(out / "version")
+    assert child_ref.texts == parent_ref.texts and set(child_ref.states) >= {"mmd", "ks"}
+    assert child_ref.states["mmd"].bandwidth == pytest.approx(median_bandwidth(child_ref.embeddings,
+                                                                               seed=child_ref.seed))
     from transformers import AutoModelForSequenceClassification
 
     AutoModelForSequenceClassification.from_pretrained(out / "version" / "model")  # plain transformers loads it

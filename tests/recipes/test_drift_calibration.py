@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from refit.drift import DETECTORS
-from refit.drift.state import fit_state
 from refit.models import encode_texts, load_classifier
 from tests.conftest import shared_dataset
 
@@ -34,9 +33,10 @@ def test_false_alarms_stay_near_alpha_and_a_new_domain_is_found(embedded, detect
     for t in range(trials):
         perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(t))
         ref, cur = pool[perm[:n]], pool[perm[n:2 * n]]
-        alarms += DETECTORS[detector](ref, cur, alpha=0.05, seed=t, state=fit_state(ref, seed=t),
-                                      permutations=200).drift
+        d = DETECTORS[detector]
+        alarms += d.test(d.fit(ref, seed=t), ref, cur, alpha=0.05, seed=t, permutations=200).drift
     assert alarms / trials <= 0.15, f"{detector}: {alarms}/{trials} false alarms at alpha 0.05"
     ref = pool[:n]
-    shifted = DETECTORS[detector](ref, embedded["tweets"], alpha=0.05, seed=0, state=fit_state(ref), permutations=200)
+    d = DETECTORS[detector]
+    shifted = d.test(d.fit(ref, seed=0), ref, embedded["tweets"], alpha=0.05, seed=0, permutations=200)
     assert shifted.drift and shifted.p_value < 0.01

@@ -7,7 +7,8 @@ import torch
 
 from refit.drift import DETECTORS, bbsd_test, classifier_test, ks_test, mmd_test
 from refit.drift.mmd import median_bandwidth
-from refit.drift.state import fit_state, load_state, save_state
+from refit.drift.detectors import KSState, MMDState
+from refit.drift.reference import Reference, fit_states, load_reference
 
 
 def _gauss(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
@@ -60,12 +61,59 @@ def test_ks_and_bbsd_explain_what_moved():
 
 def test_state_round_trip_and_table(tmp_path):
     ref = _gauss(120, 12, 0)
-    state = fit_state(ref)
-    save_state(tmp_path, state)
-    loaded = load_state(tmp_path)
-    assert loaded["bandwidth"] == pytest.approx(state["bandwidth"])
-    torch.testing.assert_close(loaded["pca_basis"], state["pca_basis"])
+    reference = fit_states(Reference(ref, ref.softmax(1)[:, :3], [f"t{i}" for i in range(120)], {}), seed=0)
+    reference.save(tmp_path / "reference")
+    loaded = load_reference(tmp_path)
+    assert isinstance(loaded.states["mmd"], MMDState) and isinstance(loaded.states["ks"], KSState)
+    assert loaded.states["mmd"].bandwidth == pytest.approx(median_bandwidth(ref, seed=0))
+    torch.testing.assert_close(loaded.states["ks"].basis, reference.states["ks"].basis)
+    torch.testing.assert_close(loaded.states["ks"].rows, reference.states["ks"].rows)
+    assert loaded.texts == reference.texts and loaded.seed == 0
     for name, detector in DETECTORS.items():
-        a, b = (ref.softmax(1)[:, :3], ref.softmax(1)[:60, :3]) if name == "bbsd" else (ref, _gauss(60, 12, 5))
-        res = detector(a, b, alpha=0.05, seed=0, state=loaded, permutations=50)
+        a, b = (loaded.probs, ref.softmax(1)[:60, :3]) if detector.on_probs else (ref, _gauss(60, 12, 5))
+        res = detector.test(loaded.state(name), a, b, alpha=0.05, seed=0, permutations=50)
         assert res.name == name and 0 < res.p_value <= 1
+
+
+def test_ks_state_is_fitted_on_one_half_and_tests_the_other():
+    """The statistics did not change with the typed states: PCA on a seeded random half, KS on the rest."""
+    ref = _gauss(100, 8, 3)
+    state = DETECTORS["ks"].fit(ref, seed=7)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(state.rows, order[50:].sort().values)
+    assert set(state.rows.tolist()).isdisjoint(order[:50].tolist())
+    expected = ks_test(ref[state.rows], _gauss(40, 8, 4), 0.05, pca=(state.mean, state.basis))
+    got = DETECTORS["ks"].test(state, ref, _gauss(40, 8, 4), alpha=0.05)
+    assert got.p_value == expected.p_value
+
+
+def test_a_new_detector_is_one_class_and_one_line(monkeypatch):
+    """Extension point: a dummy test registered with one line runs through run_window's loop and the recipe
+    config's validation (`--tests`)."""
+    from dataclasses import dataclass
+
+    from refit.drift.result import DriftResult
+    from refit.recipes.drift import Config
+
+    @dataclass
+    class MeanState:
+        mean: torch.Tensor
+
+    class MeanShift:
+        on_probs = False
+        state_type = MeanState
+
+        def fit(self, reference, *, seed=0):
+            return MeanState(reference.mean(0))
+
+        def test(self, state, reference, current, *, alpha, seed=0, permutations=500, label_names=None):
+            gap = float((current.mean(0) - state.mean).norm())
+            return DriftResult("mean-shift", gap, 0.001 if gap > 1 else 0.5, alpha, gap > 1)
+
+    monkeypatch.setitem(DETECTORS, "mean-shift", MeanShift())  # the one registration line
+    assert Config(version="v", data="d", tests=["mean-shift"]).tests == ["mean-shift"]
+    ref = _gauss(50, 4, 0)
+    reference = fit_states(Reference(ref, None, [], {}), seed=0)
+    assert isinstance(reference.states["mean-shift"], MeanState)
+    result = DETECTORS["mean-shift"].test(reference.state("mean-shift"), ref, _gauss(50, 4, 1, shift=2.0), alpha=0.05)
+    assert result.drift

@@ -1,0 +1,188 @@
+"""The drift reference of a model version, and the one place that builds, fits, saves and loads it.
+
+A reference is the embeddings and class probabilities of a sample of held-out inputs, the texts, how
+they were embedded (pooling, layer, max length) and every detector's state fitted on it alone (MMD
+bandwidth, KS's PCA, ...). Training (train/job.py), compression (a child re-embeds its parent's texts),
+`refit drift` (refresh, --encoder) and maintenance all go through here, so the files of reference/ have
+one writer and one reader.
+
+A version's reference/ is written inside the version's atomic write (models.write_version takes a
+Reference and calls `save`), never added to a finished version afterwards.
+
+    reference/embeddings.safetensors   embeddings [n, d] float32, probs [n, classes] float32
+    reference/texts.jsonl              {"text": ...} per row, in the same order
+    reference/reference.json           how it was made (+ size, dim)
+    reference/detector.safetensors     fitted detector tensors, "<detector>.<field>"
+    reference/detector.json            {"seed", "n_reference", "states": {detector: {field: value}}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from refit.drift.detectors import DETECTORS, KSState, MMDState
+from refit.errors import VersionError
+from refit.io import write_json
+from refit.models import Pooling, encode_texts
+
+__all__ = ["Reference", "build_reference", "fit_states", "load_reference", "reembed", "sample_texts",
+           "write_reference", "fit_reference_state", "REFERENCE_DIRNAME"]
+
+REFERENCE_DIRNAME = "reference"
+_EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
+_STATE_TENSORS, _STATE_META = "detector.safetensors", "detector.json"
+_HOW = ("split", "pooling", "layer", "max_length")  # what a re-embedded reference keeps of its parent's meta
+
+
+@dataclass
+class Reference:
+    """A drift reference in memory. `states` maps detector name -> fitted state (None: nothing to fit);
+    a detector missing from it is fitted on first use and kept, so each is fitted at most once per run."""
+
+    embeddings: torch.Tensor
+    probs: torch.Tensor | None
+    texts: list[str]
+    meta: dict
+    states: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def state(self, name: str) -> Any:
+        """The fitted state of detector `name` (fitted here, on the reference only, when not stored)."""
+        if name not in self.states:
+            detector = DETECTORS[name]
+            data = self.probs if detector.on_probs else self.embeddings
+            self.states[name] = detector.fit(data, seed=self.seed) if data is not None else None
+        return self.states[name]
+
+    def save(self, folder: str | Path) -> None:
+        """Write reference/ (into a version's staging folder: see models.write_version)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"embeddings": self.embeddings.contiguous().float()}
+        if self.probs is not None:
+            tensors["probs"] = self.probs.contiguous().float()
+        save_file(tensors, str(folder / _EMBEDDINGS))
+        with (folder / _TEXTS).open("w", encoding="utf-8") as f:
+            for t in self.texts:
+                f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+        meta = {k: v for k, v in self.meta.items() if k not in ("size", "dim")}
+        write_json(folder / _META, {**meta, "size": len(self.texts), "dim": int(self.embeddings.shape[1])})
+        if self.states:
+            _save_states(folder, self.states, self.seed, len(self.embeddings))
+
+
+def _save_states(folder: Path, states: dict[str, Any], seed: int, n: int) -> None:
+    tensors, plain = {}, {}
+    for name, state in states.items():
+        plain[name] = {}
+        if state is None:
+            continue
+        for f in dataclasses.fields(state):
+            value = getattr(state, f.name)
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}.{f.name}"] = value.contiguous()
+            else:
+                plain[name][f.name] = value
+    save_file(tensors, str(folder / _STATE_TENSORS))
+    write_json(folder / _STATE_META, {"seed": seed, "n_reference": n, "states": plain})
+
+
+def _load_states(folder: Path) -> tuple[dict[str, Any], int] | None:
+    """(states, seed) stored in reference/, or None when the version has none (it is then fitted on use)."""
+    meta_file, tensors_file = folder / _STATE_META, folder / _STATE_TENSORS
+    if not meta_file.is_file() or not tensors_file.is_file():
+        return None
+    meta, tensors = json.loads(meta_file.read_text()), load_file(str(tensors_file))
+    if "states" not in meta:  # the one-dict layout written before detectors had typed states
+        return {"mmd": MMDState(meta["bandwidth"]),
+                "ks": KSState(tensors["pca_mean"], tensors["pca_basis"], tensors["ks_reference_rows"])}, meta["seed"]
+    states = {}
+    for name, plain in meta["states"].items():
+        if name not in DETECTORS:  # a detector this installation does not have: ignore its state
+            continue
+        state_type = DETECTORS[name].state_type
+        if state_type is None:
+            states[name] = None
+            continue
+        values = {f.name: tensors[f"{name}.{f.name}"] if f"{name}.{f.name}" in tensors else plain[f.name]
+                  for f in dataclasses.fields(state_type)}
+        states[name] = state_type(**values)
+    return states, meta["seed"]
+
+
+def fit_states(reference: Reference, seed: int | None = None) -> Reference:
+    """Fit every detector in DETECTORS on the reference alone (in place), and return it."""
+    if seed is not None:
+        reference.seed = seed
+    reference.states = {}
+    for name in DETECTORS:
+        reference.state(name)
+    return reference
+
+
+def sample_texts(texts: Sequence[str], size: int, seed: int) -> list[str]:
+    """Up to `size` texts, sampled with `seed`, kept in their original order."""
+    picked = sorted(random.Random(seed).sample(range(len(texts)), min(size, len(texts))))
+    return [texts[i] for i in picked]
+
+
+def build_reference(model, tokenizer, texts: Sequence[str], *, meta: dict, seed: int, batch_size: int = 64,
+                    max_length: int = 128, pooling: Pooling = "mean", layer: int = -1,
+                    device: str | None = None) -> Reference:
+    """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
+    encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
+    how = {"pooling": pooling, "layer": layer, "max_length": max_length, **meta}
+    return fit_states(Reference(encoded.embeddings, encoded.probs, list(texts), how), seed)
+
+
+def reembed(reference: Reference, model, tokenizer, *, seed: int | None = None, batch_size: int = 64,
+            device: str | None = None) -> Reference:
+    """The same texts embedded by another model (a compressed child, a fixed encoder), detectors refitted."""
+    meta = {k: reference.meta[k] for k in _HOW if k in reference.meta}
+    return build_reference(model, tokenizer, reference.texts, meta=meta,
+                           seed=reference.seed if seed is None else seed, batch_size=batch_size,
+                           max_length=meta.get("max_length", 128), pooling=meta.get("pooling", "mean"),
+                           layer=meta.get("layer", -1), device=device)
+
+
+def load_reference(version_dir: str | Path) -> Reference:
+    """The reference stored in a version, with its detectors' fitted states (loaded once, here)."""
+    folder = Path(version_dir) / REFERENCE_DIRNAME
+    tensors_file = folder / _EMBEDDINGS
+    if not tensors_file.is_file():
+        raise VersionError(
+            f"{version_dir} has no drift reference ({tensors_file} is missing). Create one with "
+            "`refit drift --version DIR --refresh_reference --reference_data FILE`."
+        )
+    tensors = load_file(str(tensors_file))
+    meta_file, texts_file = folder / _META, folder / _TEXTS
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    texts = [json.loads(line)["text"] for line in texts_file.read_text().splitlines()] if texts_file.is_file() else []
+    reference = Reference(tensors["embeddings"], tensors.get("probs"), texts, meta)
+    stored = _load_states(folder)
+    if stored is not None:
+        reference.states, reference.seed = stored
+    return reference
+
+
+def write_reference(folder: str | Path, embeddings: torch.Tensor, probs: torch.Tensor | None, texts: list[str],
+                    meta: dict) -> None:
+    """Write a reference without detector state into `folder` (`refit drift --refresh_reference`; follow
+    with fit_reference_state)."""
+    Reference(embeddings, probs, list(texts), meta).save(folder)
+
+
+def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Fit every detector on the version's stored reference and store the states beside it."""
+    reference = fit_states(load_reference(version_dir), seed)
+    _save_states(Path(version_dir) / REFERENCE_DIRNAME, reference.states, seed, len(reference.embeddings))
+    return reference.states
