@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from refit.drift import DETECTORS, bbsd_test, classifier_test, ks_test, mmd_test
-from refit.drift.mmd import median_bandwidth
 from refit.drift.detectors import KSState, MMDState
+from refit.drift.mmd import median_bandwidth
 from refit.drift.reference import Reference, fit_states, load_reference
 
 
