@@ -6,7 +6,10 @@ with these, so none of them has to import another to do it.
 
 The accuracy gate scores every compressed or exported artefact on the validation split with the same
 metrics as training and refuses it when its accuracy falls more than `max_accuracy_drop` points below the
-parent's, scored the same way (so tokenisation and batching are identical on both sides).
+parent's, scored the same way (so tokenisation and batching are identical on both sides). Because a
+damaged parent (a lost tokenizer file, altered weights) scores badly on both sides and would pass, the
+parent's score now is first checked against the metrics recorded in its refit.json when it was made
+(check_parent_reproduces), and the drop is measured from the recorded accuracy as well.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from refit.inference import Batch, encode
 from refit.models import load_version
 
 __all__ = [
-    "METRIC_NAMES", "AccuracyGateError", "GateData", "check_gate", "classification_metrics", "evaluation_texts",
-    "load_gate_data", "score", "score_probs",
+    "METRIC_NAMES", "AccuracyGateError", "GateData", "ParentMismatchError", "check_gate", "check_parent_reproduces",
+    "classification_metrics", "evaluation_texts", "load_gate_data", "recorded_metrics", "score", "score_probs",
 ]
 
 METRIC_NAMES = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "ece")
@@ -139,12 +142,50 @@ def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str)
                     max_length, eval_bs, used_recorded_split=not validation)
 
 
+class ParentMismatchError(RefitError):
+    """The parent no longer scores what its refit.json says it scored: it was altered or is damaged."""
+
+
+def recorded_metrics(meta: dict, split: str = "validation") -> dict[str, float]:
+    """The metrics of `split` recorded in a version's refit.json ({} when none were recorded)."""
+    return {k: float(v) for k, v in ((meta.get("metrics") or {}).get(split) or {}).items()
+            if k in METRIC_NAMES and isinstance(v, (int, float))}
+
+
+def check_parent_reproduces(meta: dict, now: dict[str, float], *, tolerance: float, recipe: str) -> dict:
+    """Refuse a parent whose validation metrics now differ from those recorded in its refit.json by more
+    than `tolerance` points (1.0 = one percentage point); returns the comparison for the gate report.
+
+    Only meaningful on the split the version was scored on (the caller skips it for a --validation file).
+    """
+    recorded = recorded_metrics(meta)
+    off = {n: (recorded[n], now[n]) for n in METRIC_NAMES
+           if n in recorded and n in now and 100.0 * abs(recorded[n] - now[n]) > tolerance + 1e-9}
+    if off:
+        rows = "\n".join(f"    {n:<16} recorded {r:.4f}, now {c:.4f}" for n, (r, c) in off.items())
+        raise ParentMismatchError(
+            f"The parent version {meta.get('version_id', '')} no longer reproduces the validation metrics "
+            f"recorded in its refit.json (tolerance {tolerance} points):\n{rows}\n  Its files were altered or "
+            f"damaged since it was written; `refit {recipe}` refuses to gate against it. Restore the version "
+            "(or re-create it), or raise parent_tolerance if the difference is expected."
+        )
+    return {"recorded": recorded, "tolerance_points": tolerance, "reproduced": bool(recorded)}
+
+
 def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, float], max_drop: float,
-               hint: str = "") -> dict:
-    """The gate report; raises AccuracyGateError (with the report in its message) when the drop is too big."""
+               hint: str = "", recorded: dict[str, float] | None = None) -> dict:
+    """The gate report; raises AccuracyGateError (with the report in its message) when the drop is too big.
+
+    The drop is measured from the parent as it scores now and, when given, from its `recorded` metrics
+    (refit.json): the larger of the two counts.
+    """
     drop = 100.0 * (baseline["accuracy"] - candidate["accuracy"])
+    if recorded and "accuracy" in recorded:
+        drop = max(drop, 100.0 * (recorded["accuracy"] - candidate["accuracy"]))
     report = {"artefact": artefact, "accuracy_drop_points": round(drop, 4), "max_accuracy_drop": max_drop,
               "passed": drop <= max_drop + 1e-9, "baseline": baseline, "candidate": candidate}
+    if recorded:
+        report["recorded"] = recorded
     if not report["passed"]:
         rows = "\n".join(f"    {n:<16} {baseline[n]:.4f} -> {candidate[n]:.4f}" for n in METRIC_NAMES
                          if n in baseline and n in candidate)

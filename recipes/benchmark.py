@@ -22,10 +22,10 @@ from refit.config import config_to_dict
 from refit.errors import ConfigError
 from refit.evaluate import evaluation_texts
 from refit.export.benchmark import (
-    FORMATS,
     Skip,
     add_speedups,
     benchmark_row,
+    formats,
     machine,
     rows_to_json,
     skipped_row,
@@ -86,9 +86,10 @@ def run(cfg: Config) -> Path:
     # setup
     if not cfg.version:
         raise ConfigError("refit benchmark needs --version DIR (the model version to measure).")
-    unknown = [f for f in cfg.formats if f not in FORMATS]
+    makers = formats()
+    unknown = [f for f in cfg.formats if f not in makers]
     if unknown:
-        raise ConfigError(f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(FORMATS)}.")
+        raise ConfigError(f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}.")
     version = Path(cfg.version)
     model, tokenizer, meta = load_version(version)
     data = (meta.get("config") or {}).get("data") or {}
@@ -106,7 +107,7 @@ def run(cfg: Config) -> Path:
     with tempfile.TemporaryDirectory(prefix="refit-bench-") as staging:
         for fmt in cfg.formats:
             try:
-                predictor, files, note = FORMATS[fmt](model, version, Path(staging) / fmt)
+                predictor, files, note = makers[fmt](model, version, Path(staging) / fmt)
             except Skip as e:
                 rows.append(skipped_row(fmt, str(e)))
                 continue

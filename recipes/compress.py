@@ -15,7 +15,6 @@ import copy
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from jsonargparse.typing import (
@@ -26,24 +25,26 @@ from jsonargparse.typing import (
     PositiveInt,
 )
 
-from refit.compress import PRUNERS, TORCH_QUANTIZERS
+from refit.compress import METHODS, Method
 from refit.compress.prune import shrink_pruned_heads, sparsity
 from refit.compress.recovery import recover
 from refit.config import config_to_dict
 from refit.drift.reference import Reference, load_reference, reembed
 from refit.errors import ConfigError
-from refit.evaluate import AccuracyGateError, check_gate, evaluation_texts, load_gate_data, score
+from refit.evaluate import (
+    AccuracyGateError,
+    GateData,
+    check_gate,
+    check_parent_reproduces,
+    evaluation_texts,
+    load_gate_data,
+    score,
+)
 from refit.inference import TorchPredictor, encode, latency_ms, predict_logits
 from refit.io import write_json
 from refit.models import new_version_id, write_version
 from refit.report import print_metrics
 from refit.settings import TrackingConfig
-
-METHODS = (*PRUNERS, "fp16", "bf16")
-_HINTS = {"magnitude": "Lower --amount or add --recovery.epochs 1.", "heads": "Prune fewer heads (--amount) or "
-          "add --recovery.epochs 1.", "ffn": "Lower --amount or add --recovery.epochs 1.",
-          "2:4": "Add --recovery.epochs 1 (2:4 always prunes half).", "fp16": "Use bf16, or keep fp32 for this model.",
-          "bf16": "Use fp16 on GPU, or keep fp32 for this model."}
 
 
 @dataclass
@@ -67,11 +68,13 @@ class Config:
 
     Args:
         version: The parent model version folder (required).
-        method: magnitude, heads, ffn, 2:4, fp16 or bf16.
+        method: A compression method: magnitude, heads, ffn, 2:4, fp16 or bf16 (refit.compress.METHODS).
         amount: Share to prune: of the encoder's Linear weights (magnitude), of all attention heads (heads),
             of each layer's feed-forward neurons (ffn); 2:4 always prunes 0.5; ignored by fp16/bf16.
         importance_samples: Training inputs used to score head/neuron importance.
         max_accuracy_drop: Largest allowed fall in validation accuracy, in points (1.0 = one percentage point).
+        parent_tolerance: Largest allowed difference, in points, between the parent's validation metrics now
+            and those recorded in its refit.json; beyond it the parent is taken as damaged and refused.
         validation: Validation file to gate on (default: the one in the version's refit.json config).
         recovery: Optional recovery fine-tune.
         tracking: Tracking of the recovery fine-tune.
@@ -79,14 +82,19 @@ class Config:
     """
 
     version: str | None = None
-    method: Literal[METHODS] = "magnitude"  # type: ignore[valid-type]
+    method: str = "magnitude"
     amount: ClosedUnitInterval = 0.5
     importance_samples: PositiveInt = 256
     max_accuracy_drop: NonNegativeFloat = 1.0
+    parent_tolerance: NonNegativeFloat = 1.0
     validation: str | None = None
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs/compress"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:  # checked here, not by a Literal, so a registered method is a choice
+            raise ValueError(f"Unknown 'method' {self.method!r}; allowed: {', '.join(METHODS)}.")
 
 
 def _weights_mb(model: torch.nn.Module) -> float:
@@ -107,72 +115,104 @@ def _reference(model, tokenizer, parent: Path) -> Reference | None:
     return reembed(load_reference(parent), model, tokenizer, device="cpu")
 
 
-def run(cfg: Config) -> Path:
-    # setup
+def _measure(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> dict:
+    return {"size_mb": _weights_mb(model), "latency_ms": _latency(model, tokenizer, text, max_length),
+            **sparsity(model)}
+
+
+def _importance_batches(method: Method, meta: dict, tokenizer, samples: int, max_length: int) -> list:
+    """Tokenised training inputs for methods that score importance (none for the others)."""
+    train = evaluation_texts(meta, "train") if method.needs_data else None
+    if not train:
+        return []
+    picked = random.Random(0).sample(range(len(train[0])), min(samples, len(train[0])))
+    return encode(tokenizer, [train[0][i] for i in picked], max_length, 16, [train[1][i] for i in picked])
+
+
+def _setup(cfg: Config) -> tuple[GateData, dict, dict, dict]:
+    """The parent and its gate data; its scores now, checked against those recorded in its refit.json."""
     if not cfg.version:
         raise ConfigError("refit compress needs --version DIR (the model version to compress).")
-    parent = Path(cfg.version)
-    gd = load_gate_data(parent, cfg.validation, "compress")
-    model, tokenizer, meta, max_length, eval_bs, batches = (gd.model, gd.tokenizer, gd.meta, gd.max_length,
-                                                            gd.eval_batch_size, gd.batches)
-    val = (gd.texts, gd.labels)
-    n_labels = len(meta["labels"])
-    baseline = score(predict_logits(TorchPredictor(model), batches), val[1], n_labels)
-    before = {"size_mb": _weights_mb(model), "latency_ms": _latency(model, tokenizer, val[0][0], max_length),
-              **sparsity(model)}
+    gd = load_gate_data(Path(cfg.version), cfg.validation, "compress")
+    baseline = score(predict_logits(TorchPredictor(gd.model), gd.batches), gd.labels, len(gd.meta["labels"]))
+    parent_check = (check_parent_reproduces(gd.meta, baseline, tolerance=cfg.parent_tolerance, recipe="compress")
+                    if gd.used_recorded_split else {"reproduced": False, "reason": "--validation given"})
+    before = _measure(gd.model, gd.tokenizer, gd.texts[0], gd.max_length)
+    return gd, baseline, parent_check, before
 
-    # run: compress, optionally recover, gate
-    out = Path(cfg.output_dir)
-    if cfg.method in PRUNERS:
-        train = evaluation_texts(meta, "train") if cfg.method in ("heads", "ffn") else None
-        picked = random.Random(0).sample(range(len(train[0])), min(cfg.importance_samples, len(train[0]))) if train else []
-        calib = encode(tokenizer, [train[0][i] for i in picked], max_length, 16, [train[1][i] for i in picked]) if train else []
-        summary = PRUNERS[cfg.method](model, cfg.amount, calib)
-    else:
-        model, summary = TORCH_QUANTIZERS[cfg.method](model), {"dtype": cfg.method}
-    recovered = None
-    if cfg.recovery.epochs and cfg.method in PRUNERS:
-        staged = out / "recovery-input"
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        r = cfg.recovery
-        recovered = recover(staged, meta, out / "recovery", r.epochs, r.lr, r.max_train_samples, cfg.tracking)
-        from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(recovered).eval()
-    candidate = score(predict_logits(TorchPredictor(model), batches), val[1], n_labels)
+def _compress(cfg: Config, gd: GateData, out: Path) -> tuple[torch.nn.Module, dict, Path | None]:
+    """Apply the method, then the optional recovery fine-tune; (model, summary, recovered model folder)."""
+    method = METHODS[cfg.method]
+    batches = _importance_batches(method, gd.meta, gd.tokenizer, cfg.importance_samples, gd.max_length)
+    model, summary = method.apply(gd.model, cfg.amount, batches)
+    if not (cfg.recovery.epochs and method.recoverable):
+        return model, summary, None
+    staged = out / "recovery-input"
+    model.save_pretrained(staged)
+    gd.tokenizer.save_pretrained(staged)
+    r = cfg.recovery
+    recovered = recover(staged, gd.meta, out / "recovery", r.epochs, r.lr, r.max_train_samples, cfg.tracking)
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(recovered).eval(), summary, recovered
+
+
+def _gate(cfg: Config, gd: GateData, model: torch.nn.Module, baseline: dict, parent_check: dict,
+          out: Path) -> tuple[dict, dict]:
+    """Score the child and gate it against the parent (now and as recorded); gate.json either way."""
+    candidate = score(predict_logits(TorchPredictor(model), gd.batches), gd.labels, len(gd.meta["labels"]))
+    recorded = parent_check.get("recorded") if parent_check.get("reproduced") else None
     try:
         gate = check_gate(f"{cfg.method} (amount {cfg.amount})", baseline, candidate, cfg.max_accuracy_drop,
-                          _HINTS[cfg.method])
+                          METHODS[cfg.method].hint, recorded=recorded)
     except AccuracyGateError as e:
         write_json(out / "gate.json", e.report)
         raise
     write_json(out / "gate.json", gate)
-    after = {"size_mb": _weights_mb(model), "latency_ms": _latency(model, tokenizer, val[0][0], max_length),
-             **sparsity(model)}
+    return candidate, gate
+
+
+def _record(cfg: Config, gd: GateData, model: torch.nn.Module, out: Path, parent: Path, candidate: dict,
+            compression: dict) -> Path:
+    """Write the child version (weights, lineage, metrics, its own drift reference) in one atomic write."""
+    meta = gd.meta
     metrics = {"validation": candidate}
     test = evaluation_texts(meta, "test")
     if test is not None:
-        metrics["test"] = score(predict_logits(TorchPredictor(model), encode(tokenizer, test[0], max_length, eval_bs)),
-                                test[1], n_labels)
+        test_batches = encode(gd.tokenizer, test[0], gd.max_length, gd.eval_batch_size)
+        metrics["test"] = score(predict_logits(TorchPredictor(model), test_batches), test[1], len(meta["labels"]))
     child = {
         "version_id": new_version_id(), "parent": meta.get("version_id"), "recipe": "compress",
         "base_model": meta.get("base_model"), "config": meta.get("config"), "labels": meta["labels"],
-        "data": meta.get("data"), "metrics": metrics,
-        "compression": {"method": cfg.method, "amount": cfg.amount, "summary": summary, "before": before,
-                        "after": after, "gate": gate, "recovery": {**config_to_dict(cfg.recovery),
-                                                                   "model": str(recovered) if recovered else None},
-                        "settings": config_to_dict(cfg)},
+        "data": meta.get("data"), "metrics": metrics, "compression": compression,
     }
-    version = write_version(out / "version", model, tokenizer, child, _reference(model, tokenizer, parent))
+    return write_version(out / "version", model, gd.tokenizer, child, _reference(model, gd.tokenizer, parent))
+
+
+def run(cfg: Config) -> Path:
+    # setup
+    out, parent = Path(cfg.output_dir), Path(cfg.version or "")
+    gd, baseline, parent_check, before = _setup(cfg)
+
+    # work: compress, optionally recover, gate
+    model, summary, recovered = _compress(cfg, gd, out)
+    candidate, gate = _gate(cfg, gd, model, baseline, parent_check, out)
+    after = _measure(model, gd.tokenizer, gd.texts[0], gd.max_length)
+
+    # record
+    compression = {"method": cfg.method, "amount": cfg.amount, "summary": summary, "before": before,
+                   "after": after, "gate": gate, "parent_check": parent_check,
+                   "recovery": {**config_to_dict(cfg.recovery), "model": str(recovered) if recovered else None},
+                   "settings": config_to_dict(cfg)}
+    version = _record(cfg, gd, model, out, parent, candidate, compression)
 
     # report
     print_metrics({"parent": baseline, "child": candidate}, title=f"refit compress {cfg.method}: validation")
     print(f"weights {before['size_mb']} MB -> {after['size_mb']} MB; p50 latency (batch 1, CPU) "
           f"{before['latency_ms']} ms -> {after['latency_ms']} ms; prunable-weight sparsity "
           f"{before['prunable_sparsity']:.1%} -> {after['prunable_sparsity']:.1%}")
-    if cfg.method in ("magnitude", "2:4"):
-        print("Note: zeros are still stored and multiplied, so unstructured and 2:4 sparsity neither shrink the "
-              "file nor speed up dense CPU kernels (2:4 needs sparse tensor cores on an Ampere+ GPU).")
-    print(f"Child version: {version} (parent {meta.get('version_id')})")
+    if METHODS[cfg.method].note:
+        print(METHODS[cfg.method].note)
+    print(f"Child version: {version} (parent {gd.meta.get('version_id')})")
     return version

@@ -26,7 +26,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 
 from refit.config import config_to_dict
 from refit.errors import ConfigError
-from refit.evaluate import check_gate, load_gate_data, score
+from refit.evaluate import check_gate, check_parent_reproduces, load_gate_data, score
 from refit.export.parity import parity
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
@@ -99,6 +99,8 @@ class Config:
         version: The model version folder (required).
         format: onnx, onnx-int8, tensorrt or edge.
         max_accuracy_drop: Largest allowed fall in validation accuracy vs the PyTorch model, in points.
+        parent_tolerance: Largest allowed difference, in points, between the version's validation metrics now
+            and those recorded in its refit.json; beyond it the version is taken as damaged and refused.
         validation: Validation file (default: the one in the version's refit.json config).
         device: Where ONNX artefacts are checked: 'cpu' or 'cuda' (needs onnxruntime-gpu).
         reference_size: Validation inputs (with PyTorch logits) shipped in the edge bundle.
@@ -108,14 +110,19 @@ class Config:
     """
 
     version: str | None = None
-    format: Literal[tuple(TARGETS)] = "onnx"  # type: ignore[valid-type]
+    format: str = "onnx"
     max_accuracy_drop: NonNegativeFloat = 1.0
+    parent_tolerance: NonNegativeFloat = 1.0
     validation: str | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     reference_size: PositiveInt = 64
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+
+    def __post_init__(self) -> None:
+        if self.format not in TARGETS:  # checked here, not by a Literal, so a registered target is a choice
+            raise ValueError(f"Unknown 'format' {self.format!r}; allowed: {', '.join(TARGETS)}.")
 
 
 def run(cfg: Config) -> Path:
@@ -128,6 +135,9 @@ def run(cfg: Config) -> Path:
     texts, labels, batches = gd.texts, gd.labels, gd.batches
     reference = predict_logits(TorchPredictor(model), batches)
     baseline = score(reference, labels, len(meta["labels"]))
+    parent_check = (check_parent_reproduces(meta, baseline, tolerance=cfg.parent_tolerance, recipe="export")
+                    if gd.used_recorded_split else {"reproduced": False, "reason": "--validation given"})
+    recorded = parent_check.get("recorded") if parent_check.get("reproduced") else None
     t = cfg.tensorrt
     profile = Profile(t.min_batch, t.opt_batch, t.max_batch, t.min_seq, t.opt_seq, t.max_seq or max_length)
     ref_batches = encode(tokenizer, texts[: cfg.reference_size], max_length, 8)
@@ -138,22 +148,22 @@ def run(cfg: Config) -> Path:
         quantize=_QUANTIZER[cfg.quantize.mode], calibration=encode(tokenizer, texts[: cfg.quantize.calibration_size],
                                                                   max_length, 8),
         precision=t.precision, profile=profile, workspace_gb=t.workspace_gb, timing_cache=exports / "timing.cache",
-        device=cfg.device, reference=ref_batches, reference_logits=predict_logits(TorchPredictor(model), ref_batches),
-        version_id=meta.get("version_id", ""),
+        device=cfg.device, reference=ref_batches, version_id=meta.get("version_id", ""),
     )
 
     # run: build in a staging folder inside exports/, gate every artefact, then move them in
     records, scores = {}, {"pytorch": baseline}
     with tempfile.TemporaryDirectory(dir=exports, prefix=".staging-") as staging:
-        artefacts = TARGETS[cfg.format](model, Path(staging), opts)
+        artefacts = TARGETS[cfg.format].build(model, Path(staging), opts)
         for artefact in artefacts:
             logits = predict_logits(artefact.predictor(), batches)
             scores[artefact.name] = score(logits, labels, len(meta["labels"]))
             gate = check_gate(f"{cfg.format} artefact {artefact.name}", baseline, scores[artefact.name],
-                              cfg.max_accuracy_drop)
+                              cfg.max_accuracy_drop, recorded=recorded)
             records[artefact.name] = {
                 "format": cfg.format, "parity": parity(reference, logits), "validation": scores[artefact.name],
-                "accuracy_drop_points": gate["accuracy_drop_points"], "info": artefact.info,
+                "accuracy_drop_points": gate["accuracy_drop_points"], "parent_check": parent_check,
+                "info": artefact.info,
                 "settings": config_to_dict(cfg), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         placed = install(artefacts, exports)

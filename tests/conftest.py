@@ -86,3 +86,42 @@ def finetune_args(model: Path | str, data: dict[str, Path], out: Path, *extra: s
         "--data.max_length", "32", "--tracking.wandb", "false", "--trainer.log_every_n_steps", "1",
         "--optim.lr", "1e-3", *extra,
     ]
+
+
+def damaged_version(root: Path, model_dir: Path, data: dict[str, Path]) -> Path:
+    """A version that loads fine but no longer scores what its refit.json records: the record says validation
+    accuracy 1.0, the weights (head zeroed, bias towards class 0) predict class 0 for everything, which
+    scores exactly 0.5 on the balanced toy validation split."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([1.0, 0.0]))
+    recorded = {"accuracy": 1.0, "f1_macro": 1.0}
+    meta = {"labels": ["0", "1"], "metrics": {"validation": recorded},
+            "config": {"data": {"train": str(data["train"]), "validation": str(data["validation"]),
+                                "max_length": 32}}}
+    return write_version(root / "damaged", model, AutoTokenizer.from_pretrained(model_dir), meta)
+
+
+def trained_version(root: Path, model_dir: Path) -> Path:
+    """A tiny BERT fine-tuned to 100% on separable toy splits (about 10 s); returns its version folder."""
+    from refit.cli import main
+
+    def rows(n: int, offset: int) -> list[dict]:
+        out = []
+        for i in range(n):
+            j = (i + offset) % len(POSITIVE)
+            out += [{"text": f"{POSITIVE[j]} ({i})", "label": 1}, {"text": f"{NEGATIVE[j]} ({i})", "label": 0}]
+        return out
+
+    data = {s: write_jsonl(root / "data" / f"{s}.jsonl", rows(n, o))
+            for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
+    args = finetune_args(model_dir, data, root / "run", "--trainer.max_epochs", "15", "--optim.lr", "5e-3",
+                         "--optim.warmup_ratio", "0", "--trainer.early_stopping_patience", "0")
+    assert main(args) == 0
+    return root / "run" / "version"

@@ -20,9 +20,10 @@ import torch
 from refit.compress.prune import shrink_pruned_heads
 from refit.compress.quantize import torch_dynamic_int8
 from refit.errors import ExportError
+from refit.export.onnx import onnx_files
+from refit.export.targets import TARGETS, ExportOptions
 from refit.inference import (
     Batch,
-    OrtPredictor,
     Predictor,
     TorchPredictor,
     latency_ms,
@@ -31,7 +32,7 @@ from refit.inference import (
 )
 from refit.models import weights_file
 
-__all__ = ["FORMATS", "Skip", "Row", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
+__all__ = ["BASELINES", "formats", "Skip", "Row", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
            "machine"]
 
 
@@ -123,29 +124,23 @@ def _pytorch_int8(model: torch.nn.Module, version_dir: Path, staging: Path) -> t
         "torch.ao dynamic int8, in memory"
 
 
-def _onnx_file(name: str, target: str):
+def _export(fmt: str):
+    """A row for export target `fmt` (refit.export.targets.TARGETS): its file in exports/, or one built for
+    this run when the target is cheap to build here."""
+    target = TARGETS[fmt]
+
     def make(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-        from refit.export.onnx import onnx_files
-        from refit.export.targets import TARGETS, ExportOptions
-
-        path, note = Path(version_dir) / "exports" / name, "from exports/"
+        path, note = Path(version_dir) / "exports" / target.file, "from exports/"
         if not path.is_file():
-            artefact = next(a for a in TARGETS[target](model, staging, ExportOptions()) if a.name == name)
+            if not target.benchmark_builds:
+                raise Skip(f"no exports/{target.file} (run `refit export --format {fmt}` where it can be built)")
+            artefact = next(a for a in target.build(model, staging, ExportOptions()) if a.name == target.file)
             path, note = artefact.files[0], "built for this run (not in exports/)"
-        return OrtPredictor(path, name=target), onnx_files(path), note
+        try:
+            return target.run(path, "cpu"), onnx_files(path), note
+        except ExportError as e:
+            raise Skip(str(e)) from None
     return make
-
-
-def _tensorrt(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-    from refit.export.tensorrt import TensorRTPredictor
-
-    plan = Path(version_dir) / "exports" / "model.plan"
-    if not plan.is_file():
-        raise Skip("no exports/model.plan (run `refit export --format tensorrt` on a GPU machine)")
-    try:
-        return TensorRTPredictor(plan), [plan], "TensorRT engine"
-    except ExportError as e:
-        raise Skip(str(e)) from None
 
 
 def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -153,8 +148,11 @@ def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     return shrink_pruned_heads(copy.deepcopy(model).float().eval())
 
 
-# format name -> maker(model, version_dir, staging) -> (predictor, files, note). One line per format.
-FORMATS = {
-    "pytorch": _pytorch, "pytorch-int8": _pytorch_int8, "onnx": _onnx_file("model.onnx", "onnx"),
-    "onnx-int8": _onnx_file("model.int8.onnx", "onnx-int8"), "tensorrt": _tensorrt,
-}
+# The in-memory PyTorch rows; every runnable export target adds its own row (formats()).
+BASELINES = {"pytorch": _pytorch, "pytorch-int8": _pytorch_int8}
+
+
+def formats() -> dict:
+    """format name -> maker(model, version_dir, staging) -> (predictor, files, note): the baselines, then
+    every export target that has a runnable file."""
+    return {**BASELINES, **{name: _export(name) for name, t in TARGETS.items() if t.file and t.run}}

@@ -1,4 +1,7 @@
-"""Export targets, one table: each builds its artefacts into a staging folder and says how to run them.
+"""Export targets, ONE table: each entry says how to build its artefacts into a staging folder, which file
+it installs in exports/, how to run that file, and what it is for. `refit export --format` choices, the
+benchmark's rows and the loading of an installed export all read TARGETS, so adding a format is one
+build function and one line here.
 
 The export recipe gates every artefact (accuracy and parity on the validation split) before `install`
 moves it into the version's exports/ folder, so a failed export leaves nothing half-written behind.
@@ -13,16 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from refit.errors import ExportError
 from refit.export.edge import write_bundle
 from refit.export.onnx import Exporter, export_onnx, onnx_files, optimize_transformer
 from refit.export.quantize import ONNX_QUANTIZERS
 from refit.export.tensorrt import Profile, build_engine, onnx_for_precision
-from refit.inference import Batch, OrtPredictor, Predictor
+from refit.inference import Batch, OrtPredictor, Predictor, TorchPredictor, predict_logits
 
-__all__ = ["ExportOptions", "Artefact", "TARGETS", "install"]
+__all__ = ["ExportOptions", "Artefact", "Target", "TARGETS", "install", "load_export"]
 
 
 @dataclass
@@ -40,7 +43,6 @@ class ExportOptions:
     timing_cache: Path | None = None  # an earlier build's cache, reused to build faster
     device: str = "cpu"  # ONNX Runtime device the ONNX artefacts are checked on
     reference: Sequence[Batch] = ()  # edge: inputs whose PyTorch logits ship with the bundle
-    reference_logits: np.ndarray | None = None
     version_id: str = ""
 
 
@@ -116,17 +118,65 @@ def edge_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
     raw = _raw(model, staging, opts)
     kinds = {onnx_for_precision(opts.precision, major) for major in (10, 11)} | {"fp32"}
     graphs = {kind: _graph_for(kind, raw, staging, opts) for kind in sorted(kinds)}
+    reference_logits = predict_logits(TorchPredictor(model), opts.reference)
     folder = write_bundle(staging / "edge", graphs, opts.precision, opts.profile, opts.workspace_gb,
-                          opts.calibration, opts.reference, opts.reference_logits, opts.version_id)
+                          opts.calibration, opts.reference, reference_logits, opts.version_id)
     checked = graphs[onnx_for_precision(opts.precision, 11)]
     info = {"precision": opts.precision, "checked_graph": checked.name, "profile": opts.profile.__dict__}
     return [Artefact("edge", [folder], _ort(checked, opts, f"edge-{opts.precision}"), info)]
 
 
-# format name -> target. Adding a format is one function and one line here.
-TARGETS: dict[str, Callable[[torch.nn.Module, Path, ExportOptions], list[Artefact]]] = {
-    "onnx": onnx_target, "onnx-int8": onnx_int8_target, "tensorrt": tensorrt_target, "edge": edge_target,
+def _run_onnx(path: Path, device: str) -> Predictor:
+    return OrtPredictor(path, device, name=path.name)
+
+
+def _run_engine(path: Path, device: str) -> Predictor:
+    from refit.export.tensorrt import TensorRTPredictor
+
+    return TensorRTPredictor(path)
+
+
+Build = Callable[[torch.nn.Module, Path, ExportOptions], list[Artefact]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One export format.
+
+    build: writes the artefacts into a staging folder (the recipe gates them, then installs them).
+    file: the artefact in exports/ that runs (None: nothing to run here, e.g. an edge bundle).
+    run: loads that file as a Predictor on a device.
+    benchmark_builds: the benchmark may build it for its run when exports/ lacks it (cheap, runs here).
+    """
+
+    build: Build
+    help: str
+    file: str | None = None
+    run: Callable[[Path, str], Predictor] | None = None
+    benchmark_builds: bool = True
+
+
+# format name -> target. Adding a format is one build function and one line here.
+TARGETS: dict[str, Target] = {
+    "onnx": Target(onnx_target, "float32 ONNX, graph-optimised (model.onnx)", "model.onnx", _run_onnx),
+    "onnx-int8": Target(onnx_int8_target, "int8 ONNX for CPU (model.int8.onnx + model.onnx)", "model.int8.onnx",
+                        _run_onnx),
+    "tensorrt": Target(tensorrt_target, "TensorRT engine, built on this GPU (model.plan)", "model.plan",
+                       _run_engine, benchmark_builds=False),
+    "edge": Target(edge_target, "bundle that builds and checks the engine on the device (edge/)"),
 }
+
+
+def load_export(version_dir: str | Path, fmt: str, device: str = "cpu") -> Predictor:
+    """The installed export of `fmt` in VERSION/exports/, ready to run (what serving and benchmarks load)."""
+    target = TARGETS.get(fmt)
+    if target is None or target.file is None:
+        runnable = [n for n, t in TARGETS.items() if t.file]
+        raise ExportError(f"Unknown or non-runnable export format '{fmt}'; use one of {', '.join(runnable)}.")
+    path = Path(version_dir) / "exports" / target.file
+    if not path.is_file():
+        raise ExportError(f"{path} is missing: run `refit export --version {version_dir} --format {fmt}` first.")
+    return target.run(path, device)
 
 
 def install(artefacts: Sequence[Artefact], exports: Path) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from refit.cli import main
-from tests.recipes.test_export import trained_version
+from tests.conftest import damaged_version, trained_version
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,20 @@ def test_gate_refuses_an_over_pruned_model(version, tmp_path, capsys):
 def test_compress_needs_a_version(capsys):
     assert main(["compress", "--method", "heads"]) == 2
     assert "--version" in capsys.readouterr().err
+
+
+def test_gate_refuses_a_parent_that_no_longer_scores_its_record(tmp_path, tiny_model_dir, toy_data, capsys):
+    """#9 item 3: the parent's refit.json says 1.0, its weights score 0.5 now; gating the child against the
+    parent as it scores now would pass (0.5 -> 0.5), so the recipe refuses and names the metric."""
+    parent = damaged_version(tmp_path, tiny_model_dir, toy_data)
+    out = tmp_path / "child"
+    code = main(["compress", "--version", str(parent), "--method", "fp16", "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no longer reproduces" in err and "accuracy" in err and "recorded 1.0000, now 0.5000" in err
+    assert not (out / "version").exists()
+    # with a tolerance wide enough to accept the difference, the same parent passes the parent check
+    assert main(["compress", "--version", str(parent), "--method", "fp16", "--parent_tolerance", "70",
+                 "--max_accuracy_drop", "60", "--output_dir", str(out)]) == 0
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["recorded"]["accuracy"] == 1.0 and gate["accuracy_drop_points"] == pytest.approx(50.0)

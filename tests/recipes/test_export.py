@@ -10,26 +10,9 @@ import numpy as np
 import pytest
 
 from refit.cli import main
-from tests.conftest import NEGATIVE, POSITIVE, finetune_args, write_jsonl
+from tests.conftest import damaged_version, trained_version, write_jsonl
 
 pytest.importorskip("onnxruntime", reason="needs the [export] extra")
-
-
-def trained_version(root: Path, model_dir: Path) -> Path:
-    """A tiny BERT fine-tuned to 100% on separable toy splits (about 10 s); returns its version folder."""
-    def rows(n: int, offset: int) -> list[dict]:
-        out = []
-        for i in range(n):
-            j = (i + offset) % len(POSITIVE)
-            out += [{"text": f"{POSITIVE[j]} ({i})", "label": 1}, {"text": f"{NEGATIVE[j]} ({i})", "label": 0}]
-        return out
-
-    data = {s: write_jsonl(root / "data" / f"{s}.jsonl", rows(n, o))
-            for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
-    args = finetune_args(model_dir, data, root / "run", "--trainer.max_epochs", "15", "--optim.lr", "5e-3",
-                         "--optim.warmup_ratio", "0", "--trainer.early_stopping_patience", "0")
-    assert main(args) == 0
-    return root / "run" / "version"
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +155,14 @@ def test_minilm_onnx_parity(tmp_path, minilm_dir):
     assert record["parity"]["max_abs_diff"] <= 1e-4 and record["parity"]["argmax_agreement"] == 1.0
     assert record["info"]["fused_ops"]["Attention"] == 6
     shutil.rmtree(version)
+
+
+def test_export_refuses_a_version_that_no_longer_scores_its_record(tmp_path, tiny_model_dir, toy_data, capsys):
+    """#9 item 3 for export: the ONNX artefact would match the damaged PyTorch model (0.5 -> 0.5) and pass;
+    the version's recorded 1.0 makes the export refuse it, writing nothing."""
+    version = damaged_version(tmp_path, tiny_model_dir, toy_data)
+    code = main(["export", "--version", str(version), "--format", "onnx"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no longer reproduces" in err and "recorded 1.0000, now 0.5000" in err
+    assert list((version / "exports").iterdir()) == []
