@@ -59,21 +59,23 @@ NEGATIVE = ["a dull, lifeless mess", "terrible acting and a silly plot", "i hate
             "boring and far too long", "the worst thing i have seen this year", "cheap, ugly and mean"]
 
 
+def toy_rows(n: int, offset: int) -> list[dict]:
+    """2n separable sentiment rows (not real data), alternating positive and negative."""
+    out = []
+    for i in range(n):
+        j = (i + offset) % len(POSITIVE)
+        out.append({"text": f"{POSITIVE[j]} ({i})", "label": 1})
+        out.append({"text": f"{NEGATIVE[j]} ({i})", "label": 0})
+    return out
+
+
 @pytest.fixture
 def toy_data(tmp_path) -> dict[str, Path]:
     """Tiny separable sentiment splits written by the test (not real data)."""
-    def rows(n: int, offset: int) -> list[dict]:
-        out = []
-        for i in range(n):
-            j = (i + offset) % len(POSITIVE)
-            out.append({"text": f"{POSITIVE[j]} ({i})", "label": 1})
-            out.append({"text": f"{NEGATIVE[j]} ({i})", "label": 0})
-        return out
-
     return {
-        "train": write_jsonl(tmp_path / "data" / "train.jsonl", rows(24, 0)),
-        "validation": write_jsonl(tmp_path / "data" / "validation.jsonl", rows(8, 1)),
-        "test": write_jsonl(tmp_path / "data" / "test.jsonl", rows(8, 2)),
+        "train": write_jsonl(tmp_path / "data" / "train.jsonl", toy_rows(24, 0)),
+        "validation": write_jsonl(tmp_path / "data" / "validation.jsonl", toy_rows(8, 1)),
+        "test": write_jsonl(tmp_path / "data" / "test.jsonl", toy_rows(8, 2)),
     }
 
 
@@ -112,14 +114,7 @@ def trained_version(root: Path, model_dir: Path) -> Path:
     """A tiny BERT fine-tuned to 100% on separable toy splits (about 10 s); returns its version folder."""
     from refit.cli import main
 
-    def rows(n: int, offset: int) -> list[dict]:
-        out = []
-        for i in range(n):
-            j = (i + offset) % len(POSITIVE)
-            out += [{"text": f"{POSITIVE[j]} ({i})", "label": 1}, {"text": f"{NEGATIVE[j]} ({i})", "label": 0}]
-        return out
-
-    data = {s: write_jsonl(root / "data" / f"{s}.jsonl", rows(n, o))
+    data = {s: write_jsonl(root / "data" / f"{s}.jsonl", toy_rows(n, o))
             for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
     args = finetune_args(model_dir, data, root / "run", "--trainer.max_epochs", "15", "--optim.lr", "5e-3",
                          "--optim.warmup_ratio", "0", "--trainer.early_stopping_patience", "0")
