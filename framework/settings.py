@@ -1,7 +1,9 @@
 """Typed config sections shared by the recipes (the schema that `refit.config` parses).
 
-Each section maps to one library builder; recipes unpack them into flat keyword arguments, so library
-code never sees a config object.
+Config objects stop at the recipe boundary: recipes unpack sections into the plain keyword-only arguments
+of library builders. The one exception is the fine-tune job (refit.train.run_finetune), the shared body of
+four recipes (finetune, tune trials, maintain retraining, compress recovery): it takes these sections and
+unpacks them itself; nothing it calls, and no other library code, sees a config object.
 """
 
 from __future__ import annotations

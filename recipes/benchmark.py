@@ -111,8 +111,8 @@ def run(cfg: Config) -> Path:
             except Skip as e:
                 rows.append(skipped_row(fmt, str(e)))
                 continue
-            rows.append(benchmark_row(fmt, predictor, files, eval_batches, np.asarray(labels), lat, fixed,
-                                      cfg.iters, note))
+            rows.append(benchmark_row(fmt, predictor, files, eval_batches=eval_batches, labels=np.asarray(labels),
+                                      latency_batch=lat, throughput_batch=fixed, iters=cfg.iters, note=note))
     rows = add_speedups(rows)
     settings = {"seq_len": cfg.seq_len, "latency batch": cfg.latency_batch, "throughput batch": cfg.throughput_batch,
                 "iters": cfg.iters, "validation inputs": len(texts)}

@@ -152,7 +152,8 @@ def _compress(cfg: Config, gd: GateData, out: Path) -> tuple[torch.nn.Module, di
     model.save_pretrained(staged)
     gd.tokenizer.save_pretrained(staged)
     r = cfg.recovery
-    recovered = recover(staged, gd.meta, out / "recovery", r.epochs, r.lr, r.max_train_samples, cfg.tracking)
+    recovered = recover(staged, gd.meta, out / "recovery", epochs=r.epochs, lr=r.lr,
+                        max_train_samples=r.max_train_samples, tracking=cfg.tracking)
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(recovered).eval(), summary, recovered

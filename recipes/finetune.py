@@ -23,7 +23,8 @@ def run(cfg: FinetuneConfig) -> Path | None:
     # setup: the config is parsed and validated by the CLI; everything else happens in the job.
     # run
     result = run_finetune(
-        cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.tracking, cfg.output_dir,
+        cfg.model, data=cfg.data, optim=cfg.optim, trainer=cfg.trainer, tracking=cfg.tracking,
+        output_dir=cfg.output_dir,
         resume=cfg.resume, parent=cfg.parent, config=config_to_dict(cfg),
     )
     if result.version_dir is None:  # a non-zero rank of a distributed run: rank 0 reports

@@ -48,9 +48,10 @@ def _version(path: Path | None) -> Path:
         from refit.train import run_finetune
 
         sst2 = DATASETS / "sst2"
-        run_finetune("minilm", DataConfig(train=str(sst2 / "train.jsonl"), validation=str(sst2 / "validation.jsonl"),
-                                          max_length=64, max_train_samples=2000, reference_size=512),
-                     OptimConfig(lr=5e-5), TrainerConfig(max_epochs=1), TrackingConfig(wandb=False), out)
+        run_finetune("minilm", data=DataConfig(train=str(sst2 / "train.jsonl"), validation=str(sst2 / "validation.jsonl"),
+                                               max_length=64, max_train_samples=2000, reference_size=512),
+                     optim=OptimConfig(lr=5e-5), trainer=TrainerConfig(max_epochs=1),
+                     tracking=TrackingConfig(wandb=False), output_dir=out)
     return out / "version"
 
 

@@ -109,12 +109,12 @@ def bench_refit(steps: int, train: Path, workdir: Path) -> float:
 
     run_finetune(
         "minilm",
-        DataConfig(train=str(train), max_length=MAX_LEN, batch_size=BATCH, group_by_length=False,
+        data=DataConfig(train=str(train), max_length=MAX_LEN, batch_size=BATCH, group_by_length=False,
                    reference_size=0),
-        OptimConfig(lr=5e-5),
-        TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=10),
-        TrackingConfig(wandb=False, log_version=False),
-        workdir / f"refit-{time.monotonic_ns()}", callbacks=[Tick()],
+        optim=OptimConfig(lr=5e-5),
+        trainer=TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=10),
+        tracking=TrackingConfig(wandb=False, log_version=False),
+        output_dir=workdir / f"refit-{time.monotonic_ns()}", callbacks=[Tick()],
     )
     return timer.samples_per_s()
 
@@ -150,12 +150,12 @@ def one_epoch_accuracy(workdir: Path) -> dict:
     started = time.perf_counter()
     result = run_finetune(
         "minilm",
-        DataConfig(train=str(SST2 / "train.jsonl"), validation=str(SST2 / "validation.jsonl"),
+        data=DataConfig(train=str(SST2 / "train.jsonl"), validation=str(SST2 / "validation.jsonl"),
                    test=str(SST2 / "test.jsonl"), max_length=MAX_LEN, batch_size=BATCH, reference_size=0),
-        OptimConfig(lr=5e-5),
-        TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=50),
-        TrackingConfig(wandb=False, log_version=False),
-        workdir / "epoch",
+        optim=OptimConfig(lr=5e-5),
+        trainer=TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=50),
+        tracking=TrackingConfig(wandb=False, log_version=False),
+        output_dir=workdir / "epoch",
     )
     return {"validation_accuracy": result.metrics["validation"]["accuracy"],
             "test_accuracy": result.metrics["test"]["accuracy"], "seconds": round(time.perf_counter() - started)}

@@ -39,7 +39,7 @@ def _section(cls, values: dict, **overrides):
     return cls(**{k: v for k, v in values.items() if k in names}, **overrides)
 
 
-def recover(model_dir: Path, parent_meta: dict, output_dir: Path, epochs: int, lr: float,
+def recover(model_dir: Path, parent_meta: dict, output_dir: Path, *, epochs: int, lr: float,
             max_train_samples: int, tracking: TrackingConfig) -> Path:
     """Fine-tune the pruned model in `model_dir` for `epochs` on the parent's training data.
 
@@ -54,8 +54,8 @@ def recover(model_dir: Path, parent_meta: dict, output_dir: Path, epochs: int, l
                                  "reference_size": 0})
     optim = _section(OptimConfig, {**config.get("optim", {}), "lr": lr})
     trainer = _section(TrainerConfig, {**config.get("trainer", {}), "max_epochs": epochs, "max_steps": -1})
-    result = run_finetune(str(model_dir), data, optim, trainer, tracking, output_dir,
-                          parent=parent_meta.get("version_id"),
+    result = run_finetune(str(model_dir), data=data, optim=optim, trainer=trainer, tracking=tracking,
+                          output_dir=output_dir, parent=parent_meta.get("version_id"),
                           config={"data": dataclasses.asdict(data), "optim": dataclasses.asdict(optim),
                                   "trainer": dataclasses.asdict(trainer)},
                           callbacks=[KeepZeros()])

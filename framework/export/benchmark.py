@@ -53,7 +53,7 @@ def _size_mb(files: Sequence[Path]) -> float:
     return round(sum(f.stat().st_size for f in files if f.is_file()) / 1e6, 2)
 
 
-def benchmark_row(fmt: str, predictor: Predictor, files: Sequence[Path], eval_batches: Sequence[Batch],
+def benchmark_row(fmt: str, predictor: Predictor, files: Sequence[Path], *, eval_batches: Sequence[Batch],
                   labels: np.ndarray, latency_batch: Batch, throughput_batch: Batch, iters: int,
                   note: str = "") -> Row:
     logits = predict_logits(predictor, eval_batches)

@@ -70,7 +70,7 @@ def _save_batches(path: Path, batches: Sequence[Batch], **extra: np.ndarray) -> 
     np.savez_compressed(path, batches=np.array(len(batches)), **arrays, **extra)
 
 
-def write_bundle(folder: Path, onnx: dict[str, Path], precision: str, profile: Profile, workspace_gb: float,
+def write_bundle(folder: Path, onnx: dict[str, Path], *, precision: str, profile: Profile, workspace_gb: float,
                  calibration: Sequence[Batch], reference: Sequence[Batch], reference_logits: np.ndarray,
                  version_id: str) -> Path:
     """Write the bundle into `folder`. `onnx` maps graph kind ('fp32', 'fp16', 'qdq') to files to copy."""

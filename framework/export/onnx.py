@@ -56,7 +56,7 @@ def check_onnx(path: str | Path) -> None:
         raise ExportError(f"The exported graph {path} fails onnx.checker: {e}") from None
 
 
-def export_onnx(model: torch.nn.Module, dest: str | Path, opset: int = 17,
+def export_onnx(model: torch.nn.Module, dest: str | Path, *, opset: int = 17,
                 exporter: Exporter = "torchscript") -> Path:
     """Export a sequence classifier to `dest` (float32, dynamic batch/sequence) and check it.
 

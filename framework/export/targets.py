@@ -59,7 +59,7 @@ class Artefact:
 def _raw(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> Path:
     """The plain float32 export (standard ONNX ops only: what TensorRT and the quantisers start from)."""
     raw = staging / "raw" / "model.onnx"
-    return raw if raw.exists() else export_onnx(model, raw, opts.opset, opts.exporter)
+    return raw if raw.exists() else export_onnx(model, raw, opset=opts.opset, exporter=opts.exporter)
 
 
 def _ort(path: Path, opts: ExportOptions, name: str) -> Callable[[], Predictor]:
@@ -107,7 +107,8 @@ def tensorrt_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) 
     if opts.timing_cache and opts.timing_cache.is_file():
         shutil.copy(opts.timing_cache, cache)
     plan = staging / "model.plan"
-    meta = build_engine(graph, plan, opts.precision, opts.profile, opts.workspace_gb, cache)
+    meta = build_engine(graph, plan, precision=opts.precision, profile=opts.profile,
+                        workspace_gb=opts.workspace_gb, timing_cache=cache)
     files = [plan, plan.with_name("model.plan.json"), cache]
     return [Artefact("model.plan", files, lambda: TensorRTPredictor(plan), meta)]
 
@@ -119,8 +120,9 @@ def edge_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
     kinds = {onnx_for_precision(opts.precision, major) for major in (10, 11)} | {"fp32"}
     graphs = {kind: _graph_for(kind, raw, staging, opts) for kind in sorted(kinds)}
     reference_logits = predict_logits(TorchPredictor(model), opts.reference)
-    folder = write_bundle(staging / "edge", graphs, opts.precision, opts.profile, opts.workspace_gb,
-                          opts.calibration, opts.reference, reference_logits, opts.version_id)
+    folder = write_bundle(staging / "edge", graphs, precision=opts.precision, profile=opts.profile,
+                          workspace_gb=opts.workspace_gb, calibration=opts.calibration, reference=opts.reference,
+                          reference_logits=reference_logits, version_id=opts.version_id)
     checked = graphs[onnx_for_precision(opts.precision, 11)]
     info = {"precision": opts.precision, "checked_graph": checked.name, "profile": opts.profile.__dict__}
     return [Artefact("edge", [folder], _ort(checked, opts, f"edge-{opts.precision}"), info)]

@@ -119,7 +119,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_engine(onnx_path: str | Path, plan_path: str | Path, precision: str = "fp16",
+def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str = "fp16",
                  profile: Profile | None = None, workspace_gb: float = 4.0,
                  timing_cache: str | Path | None = None) -> dict:
     """Build and serialise an engine from `onnx_path` (already in the graph form `onnx_for_precision`
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     major = tensorrt_major(_trt().__version__)
     onnx_file = args.bundle / bundle["onnx"][onnx_for_precision(bundle["precision"], major)]
     plan = args.bundle / "model.plan"
-    build_engine(onnx_file, plan, bundle["precision"], Profile(**bundle["profile"]), bundle["workspace_gb"],
-                 args.bundle / "timing.cache")
+    build_engine(onnx_file, plan, precision=bundle["precision"], profile=Profile(**bundle["profile"]),
+                 workspace_gb=bundle["workspace_gb"], timing_cache=args.bundle / "timing.cache")
     ref = np.load(args.bundle / "reference.npz")
     predictor = TensorRTPredictor(plan)
     logits = np.concatenate([predictor(ref[f"input_ids_{i}"], ref[f"attention_mask_{i}"])

@@ -188,8 +188,8 @@ def _cycle(report, registry, champion, champion_meta, names, files, inbox, polic
     data = replace(retrain.data, train=_write_split(work / "data" / "train.jsonl", mix[n_val:], names),
                    validation=_write_split(work / "data" / "validation.jsonl", mix[:n_val], names),
                    test=inbox.golden, dataset=None, dataset_config=None, text_column="text", label_column="label")
-    result = run_finetune(str(champion.path), data, retrain.optim, retrain.trainer, retrain.tracking,
-                          work / "finetune", parent=champion.id,
+    result = run_finetune(str(champion.path), data=data, optim=retrain.optim, trainer=retrain.trainer,
+                          tracking=retrain.tracking, output_dir=work / "finetune", parent=champion.id,
                           config=config_to_dict(replace(retrain, model=str(champion.path), data=data,
                                                         output_dir=str(work / "finetune"))))
     challenger = registry.register(result.version_dir)

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
-from refit.data import TextDataModule, load_splits
+from refit.data import Splits, TextDataModule, load_splits
 from refit.drift.reference import build_reference, sample_texts
 from refit.errors import ConfigError, RunInterrupted
 from refit.models import load_classifier, new_version_id, write_version
@@ -56,8 +56,108 @@ def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
             if k.startswith(prefix) and not k.endswith("_step")}
 
 
+@dataclass
+class _Setup:
+    """What the fit needs, built from the config groups."""
+
+    out: Path
+    ckpt: Path | None
+    splits: Splits
+    tokenizer: object
+    model_parent: str | None
+    datamodule: TextDataModule
+    module: SequenceClassifier
+    loggers: list
+    trainer: L.Trainer
+
+
+def _setup(model: str, d: DataConfig, optim: OptimConfig, t: TrainerConfig, tracking: TrackingConfig, out: Path,
+           ckpt: Path | None, config: dict, callbacks: list[Callback] | None, wandb_group: str | None) -> _Setup:
+    """Data, model, loggers and Trainer; every config group is unpacked into plain values here."""
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,
+                         d.label_column, d.max_train_samples)
+    hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
+    datamodule = TextDataModule(splits, tokenizer, d.max_length, d.batch_size, d.eval_batch_size,
+                                d.group_by_length, d.num_workers, seed=t.seed)
+    module = SequenceClassifier(hf_model, len(splits.label_names), **asdict(optim))
+    loggers = build_loggers(out, tracking.name or out.name, config,
+                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group)
+    pl_trainer = build_trainer(
+        out, loggers=loggers, has_validation=datamodule.has("validation"), max_epochs=t.max_epochs,
+        max_steps=t.max_steps, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
+        strategy=t.strategy, num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
+        log_every_n_steps=t.log_every_n_steps, monitor=t.monitor, mode=t.mode,
+        early_stopping_patience=t.early_stopping_patience, checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+        deterministic=t.deterministic, extra_callbacks=callbacks,
+    )
+    return _Setup(out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer)
+
+
+def _fit(s: _Setup) -> float:
+    """Lightning fit (resumable); returns the training seconds. Ctrl-C becomes RunInterrupted."""
+    started = time.perf_counter()
+    try:
+        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.ckpt)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+        if s.trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise RunInterrupted(
+            f"Interrupted at step {s.trainer.global_step}; checkpoint saved to "
+            f"{s.out / 'checkpoints' / LAST_CKPT}. Continue with the same command plus --resume."
+        ) from None
+    return time.perf_counter() - started
+
+
+def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str]:
+    """Train/validation/test metrics of the best checkpoint (its weights end up in `s.module`)."""
+    metrics = {"train": _split_metrics(s.trainer.callback_metrics, "train/")}
+    best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
+    best = best_cb.best_model_path if best_cb else ""
+    if s.datamodule.has("validation"):  # reloads the best checkpoint's weights into `module`, then scores it
+        values = s.trainer.validate(s.module, s.datamodule, ckpt_path=best or None, verbose=False)[0]
+        metrics["validation"] = _split_metrics(values, "val/")
+    if s.datamodule.has("test"):
+        metrics["test"] = _split_metrics(s.trainer.test(s.module, s.datamodule, verbose=False)[0], "test/")
+    return metrics, best
+
+
+def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | None, config: dict,
+            metrics: dict, best: str, train_seconds: float) -> tuple[Path, str]:
+    """Write the version (weights, lineage, metrics and drift reference) in one atomic write."""
+    reference = None
+    ref_split = "validation" if s.datamodule.has("validation") else "test" if s.datamodule.has("test") else None
+    if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
+        texts = sample_texts(s.splits.texts[ref_split], d.reference_size, seed)
+        reference = build_reference(s.module.model, s.tokenizer, texts, meta={"split": ref_split}, seed=seed,
+                                    batch_size=d.eval_batch_size, max_length=d.max_length)
+    best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
+    version_id = new_version_id()
+    meta = {
+        "version_id": version_id,
+        "parent": parent or s.model_parent,
+        "recipe": "finetune",
+        "base_model": model,
+        "config": config,
+        "labels": s.splits.label_names,
+        "data": s.splits.fingerprints,
+        "metrics": metrics,
+        "training": {
+            "global_step": s.trainer.global_step,
+            "epochs": s.trainer.current_epoch,
+            "seconds": round(train_seconds, 1),
+            "best_checkpoint": best or None,
+            "best_score": float(best_cb.best_model_score)
+            if best_cb is not None and best_cb.best_model_score is not None else None,
+        },
+    }
+    return write_version(s.out / VERSION_DIRNAME, s.module.model, s.tokenizer, meta, reference), version_id
+
+
 def run_finetune(
     model: str,
+    *,
     data: DataConfig,
     optim: OptimConfig,
     trainer: TrainerConfig,
@@ -72,77 +172,20 @@ def run_finetune(
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
+    The one library function that takes config groups: it is the shared body of four recipes (finetune,
+    tune trials, maintain retraining, compress recovery); everything it calls takes plain values.
     `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
     """
     out = Path(output_dir)
     ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume)
-    d, t = data, trainer
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,
-                         d.label_column, d.max_train_samples)
-    hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
-    datamodule = TextDataModule(splits, tokenizer, d.max_length, d.batch_size, d.eval_batch_size,
-                                d.group_by_length, d.num_workers, seed=t.seed)
-    module = SequenceClassifier(hf_model, len(splits.label_names), **asdict(optim))
     config = config or {}
-    loggers = build_loggers(out, tracking.name or out.name, config,
-                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group)
-    has_val = datamodule.has("validation")
-    pl_trainer = build_trainer(
-        out, loggers, has_val, t.max_epochs, t.max_steps, t.precision, t.accelerator, t.devices, t.strategy,
-        t.num_nodes, t.gradient_clip_val, t.accumulate_grad_batches, t.val_check_interval,
-        t.log_every_n_steps, t.monitor, t.mode, t.early_stopping_patience, t.checkpoint_every_n_steps,
-        t.deterministic, callbacks,
-    )
-
-    started = time.perf_counter()
-    try:
-        pl_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
-        if pl_trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
-        raise RunInterrupted(
-            f"Interrupted at step {pl_trainer.global_step}; checkpoint saved to "
-            f"{out / 'checkpoints' / LAST_CKPT}. Continue with the same command plus --resume."
-        ) from None
-    train_seconds = time.perf_counter() - started
-    metrics = {"train": _split_metrics(pl_trainer.callback_metrics, "train/")}
-    best_cb = pl_trainer.checkpoint_callback if has_val else None
-    best = best_cb.best_model_path if best_cb else ""
-    if has_val:  # reloads the best checkpoint's weights into `module`, then scores it
-        values = pl_trainer.validate(module, datamodule, ckpt_path=best or None, verbose=False)[0]
-        metrics["validation"] = _split_metrics(values, "val/")
-    if datamodule.has("test"):
-        metrics["test"] = _split_metrics(pl_trainer.test(module, datamodule, verbose=False)[0], "test/")
-    if not pl_trainer.is_global_zero:
+    s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group)
+    train_seconds = _fit(s)
+    metrics, best = _evaluate(s)
+    if not s.trainer.is_global_zero:
         return FinetuneResult(None, None, metrics, None)
-
-    reference = None
-    ref_split = "validation" if has_val else "test" if datamodule.has("test") else None
-    if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
-        reference = build_reference(module.model, tokenizer, sample_texts(splits.texts[ref_split], d.reference_size, t.seed),
-                                    meta={"split": ref_split}, seed=t.seed, batch_size=d.eval_batch_size,
-                                    max_length=d.max_length)
-    version_id = new_version_id()
-    meta = {
-        "version_id": version_id,
-        "parent": parent or model_parent,
-        "recipe": "finetune",
-        "base_model": model,
-        "config": config,
-        "labels": splits.label_names,
-        "data": splits.fingerprints,
-        "metrics": metrics,
-        "training": {
-            "global_step": pl_trainer.global_step,
-            "epochs": pl_trainer.current_epoch,
-            "seconds": round(train_seconds, 1),
-            "best_checkpoint": best or None,
-            "best_score": float(best_cb.best_model_score)
-            if best_cb is not None and best_cb.best_model_score is not None else None,
-        },
-    }
-    version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
+    version_dir, version_id = _record(s, model=model, d=data, seed=trainer.seed, parent=parent, config=config,
+                                      metrics=metrics, best=best, train_seconds=train_seconds)
     if tracking.log_version:
-        log_version_artifact(loggers, version_dir, version_id, metrics)
-    return FinetuneResult(version_dir, version_id, metrics, finish(loggers))
+        log_version_artifact(s.loggers, version_dir, version_id, metrics)
+    return FinetuneResult(version_dir, version_id, metrics, finish(s.loggers))

@@ -47,6 +47,7 @@ class ResumeCheckpoint(Callback):
 
 def build_trainer(
     output_dir: str | Path,
+    *,
     loggers: list,
     has_validation: bool,
     max_epochs: int = 3,

@@ -50,7 +50,7 @@ def test_a_new_export_target_is_one_function_and_one_line(plain_version, monkeyp
     pytest.importorskip("onnxruntime", reason="needs the [export] extra")
 
     def plain_onnx(model, staging, opts):  # the new target: an unoptimised graph under its own name
-        path = export_onnx(model, staging / "model.plain.onnx", opts.opset)
+        path = export_onnx(model, staging / "model.plain.onnx", opset=opts.opset)
         return [Artefact("model.plain.onnx", [path], lambda: OrtPredictor(path), {"plain": True})]
 
     monkeypatch.setitem(TARGETS, "plain-onnx", Target(plain_onnx, "unoptimised ONNX", "model.plain.onnx",
