@@ -68,14 +68,18 @@ def test_fixed_size_and_time_windows(version, tmp_path):
     rows += [{**r, "timestamp": "2026-11-22T10:00:00"} for r in _rows("shifted")[:40]]
     data = write_jsonl(tmp_path / "events.jsonl", rows)
     out = tmp_path / "by-time"
-    main(["drift", "--version", str(version), "--data", str(data), "--by_time", "day", "--output_dir", str(out),
-          "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
-    names = [w["name"] for w in json.loads((out / "drift.json").read_text())["windows"]]
+    code = main(["drift", "--version", str(version), "--data", str(data), "--by_time", "day", "--output_dir",
+                 str(out), "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
+    report = json.loads((out / "drift.json").read_text())
+    assert code == (DRIFT_EXIT if report["drift"] else 0)
+    names = [w["name"] for w in report["windows"]]
     assert names == ["2026-11-20", "2026-11-21", "2026-11-22"]
     out = tmp_path / "fixed"
-    main(["drift", "--version", str(version), "--data", str(data), "--window", "50", "--output_dir", str(out),
-          "--tests", "[ks]", "--tracking.wandb", "false"])
-    sizes = [w["size"] for w in json.loads((out / "drift.json").read_text())["windows"]]
+    code = main(["drift", "--version", str(version), "--data", str(data), "--window", "50", "--output_dir", str(out),
+                 "--tests", "[ks]", "--tracking.wandb", "false"])
+    report = json.loads((out / "drift.json").read_text())
+    assert code == (DRIFT_EXIT if report["drift"] else 0)
+    sizes = [w["size"] for w in report["windows"]]
     assert sizes == [50, 50, 20]
 
 
@@ -109,7 +113,9 @@ def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
 
 def test_tracked_drift_run_is_logged_offline(version, tmp_path):
     out = tmp_path / "tracked"
-    main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests", "[ks]"])
+    code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests",
+                 "[ks]"])
+    assert code == (DRIFT_EXIT if json.loads((out / "drift.json").read_text())["drift"] else 0)
     assert list((out / "wandb").glob("offline-run-*"))
 
 
@@ -119,9 +125,10 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
     runs = {}
     for name, extra in (("plain", []), ("encoder", ["--encoder", str(version)])):
         out = tmp_path / name
-        main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests",
-              "[mmd,ks]", "--permutations", "200", "--tracking.wandb", "false", *extra])
+        code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests",
+                     "[mmd,ks]", "--permutations", "200", "--tracking.wandb", "false", *extra])
         runs[name] = json.loads((out / "drift.json").read_text())
+        assert code == (DRIFT_EXIT if runs[name]["drift"] else 0)
     assert runs["encoder"]["encoder"] == str(version)
     for plain, enc in zip(runs["plain"]["windows"], runs["encoder"]["windows"]):
         assert plain["drift"] == enc["drift"]

@@ -106,6 +106,7 @@ def _steps_logged(out: Path) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
 
 
+@pytest.mark.slow  # a subprocess
 def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, tiny_model_dir, toy_data):
     out = tmp_path / "run"
     args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.max_epochs", "40",
@@ -138,6 +139,7 @@ def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, ti
     assert max(steps) >= total - 1 and min(s for s in steps if s >= step - 1) >= step - 1
 
 
+@pytest.mark.slow  # two DDP processes
 def test_ddp_on_two_cpu_processes_writes_one_version(tmp_path, tiny_model_dir, toy_data):
     out = tmp_path / "run"
     args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.strategy", "ddp", "--trainer.devices", "2",

@@ -55,7 +55,11 @@ def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model
 
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert (out / "best.yaml").read_text().startswith("# refit finetune --config")
-    assert json.loads((out / "best_version" / "refit.json").read_text())["metrics"]["validation"]["accuracy"] >= 0
+    # best_version is the finished trial with the lowest final val/loss (mode min), copied whole
+    finals = [float(r["final val/loss"]) for r in rows if r["final val/loss"] not in ("", "None")]
+    best_meta = json.loads((out / "best_version" / "refit.json").read_text())
+    assert best_meta["metrics"]["validation"]["loss"] == pytest.approx(min(finals), rel=1e-6)
+    assert 0.0 <= best_meta["metrics"]["validation"]["accuracy"] <= 1.0
     run = tmp_path / "from-best"
     assert main(["finetune", "--config", str(out / "best.yaml"), "--output_dir", str(run),
                  "--trainer.max_epochs", "1"]) == 0

@@ -42,6 +42,7 @@ def test_bad_key_in_yaml_names_file_and_suggests(tmp_path, capsys):
     assert "optim.learning_rate" in err and str(bad) in err and "lr" in err
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_process_prints_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "refit", "finetune", "--trainer.max_epoch", "2"],
                           capture_output=True, text=True, timeout=120)

@@ -57,6 +57,7 @@ _TRITON_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess
 def test_triton_kernel_matches_reference_under_the_interpreter():
     pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
     # TRITON_INTERPRET must be set before triton is imported, hence a fresh process.

@@ -7,9 +7,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a subprocess
 def test_only_refit_is_importable_outside_the_checkout(tmp_path):
     code = ("import importlib.util as u, refit.kernels, refit.recipes, refit.configs\n"
             "print([n for n in ('framework', 'kernels', 'recipes') if u.find_spec(n)])")
@@ -17,6 +20,7 @@ def test_only_refit_is_importable_outside_the_checkout(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # builds a wheel in a subprocess
 def test_wheel_holds_refit_with_configs_and_demo_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)
