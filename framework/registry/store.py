@@ -17,13 +17,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from refit.errors import VersionError
+from refit.errors import RefitError, VersionError
 from refit.io import atomic_dir, sha256_file
 from refit.models.version import read_version, weights_file
 
-__all__ = ["Registry", "RegisteredVersion", "AliasMove", "CHAMPION", "CHALLENGER"]
+__all__ = ["Registry", "RegisteredVersion", "AliasMove", "Superseded", "CHAMPION", "CHALLENGER"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class Superseded(RefitError):
+    """A compare-and-swap alias move lost: the alias no longer points where the caller expected.
+
+    Raised when someone else (a manual `registry promote`, another cycle) moved the alias after the caller
+    read it; nothing was changed. The caller records the outcome as superseded instead of overwriting.
+    """
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -178,12 +186,24 @@ class Registry:
             return {r["name"]: r["version_id"] for r in db.execute("SELECT name, version_id FROM aliases")}
 
     def set_alias(self, alias: str, ref: str, reason: str | None = None, metrics: dict | None = None,
-                  action: str = "move", actor: str | None = None) -> AliasMove:
-        """Point `alias` at a version: the move and its audit row are one transaction."""
-        target = self.get(ref).id  # verifies the weights before anything points at them
+                  action: str = "move", actor: str | None = None, *, expected: str | None = None,
+                  run: tuple[int, str, dict] | None = None) -> AliasMove:
+        """Point `alias` at a version: the move, its audit row (and optionally a run's end) are one transaction.
+
+        Compare-and-swap: with `expected`, the move happens only if `alias` still points at that version
+        when the transaction commits; otherwise Superseded is raised and nothing changes. With
+        `run=(run_id, status, details)` the run row is finished in the same transaction, so a kill can
+        never leave a committed move whose run still reads 'running' (and is then retried).
+        """
+        target = self.get(ref).id  # verifies the version before anything points at it
         with self._tx() as db:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ?", (alias,)).fetchone()
             previous = row["version_id"] if row else None
+            if expected is not None and previous != expected:
+                raise Superseded(
+                    f"'{alias}' now points at {previous or 'nothing'}, not {expected} as expected: someone else "
+                    f"moved it meanwhile. {target} was not made {alias}; nothing was changed."
+                )
             db.execute("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                        "version_id = excluded.version_id, updated_at = excluded.updated_at", (alias, target, _now()))
             cur = db.execute(
@@ -193,10 +213,15 @@ class Registry:
                  json.dumps(metrics) if metrics is not None else None),
             )
             seq = cur.lastrowid
+            if run is not None:
+                self._finish_run_in(db, *run)
         return next(m for m in self.history(alias) if m.seq == seq)
 
-    def promote(self, ref: str, reason: str, metrics: dict | None = None, actor: str | None = None) -> AliasMove:
-        return self.set_alias(CHAMPION, ref, reason, metrics, action="promote", actor=actor)
+    def promote(self, ref: str, reason: str, metrics: dict | None = None, actor: str | None = None, *,
+                expected_champion: str | None = None, run: tuple[int, str, dict] | None = None) -> AliasMove:
+        """Make `ref` the champion; compare-and-swap against `expected_champion` when given (see set_alias)."""
+        return self.set_alias(CHAMPION, ref, reason, metrics, action="promote", actor=actor,
+                              expected=expected_champion, run=run)
 
     def rollback(self, reason: str = "manual rollback", actor: str | None = None, alias: str = CHAMPION) -> AliasMove:
         """Point the alias back at the version it held before its latest move."""
@@ -226,8 +251,14 @@ class Registry:
 
     def finish_run(self, run_id: int, status: str, details: dict | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET finished_at = ?, status = ?, details = ? WHERE id = ?",
-                       (_now(), status, json.dumps(details or {}, default=str), run_id))
+            self._finish_run_in(db, run_id, status, details)
+
+    @staticmethod
+    def _finish_run_in(db: sqlite3.Connection, run_id: int, status: str, details: dict | None) -> None:
+        cur = db.execute("UPDATE runs SET finished_at = ?, status = ?, details = ? WHERE id = ?",
+                         (_now(), status, json.dumps(details or {}, default=str), run_id))
+        if cur.rowcount != 1:
+            raise VersionError(f"No run {run_id} in the registry: cannot record its end.")
 
     def runs(self, kind: str | None = None) -> list[dict]:
         query = "SELECT * FROM runs" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
