@@ -6,18 +6,49 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write_text", "write_json", "sha256_file"]
+from refit.errors import VersionError
+
+__all__ = ["NAME_RULE", "atomic_dir", "atomic_write_text", "write_json", "sha256_file", "check_name", "child_path"]
+
+# One pattern for every version id and alias name, checked before a name ever touches a path.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+NAME_RULE = ("letters, digits, '-', '_' and '.' only, 1 to 128 characters, not starting with '.' "
+             "and without '..'")
+
+
+def check_name(value: object, what: str = "version id", where: str | Path | None = None) -> str:
+    """`value` if it is a safe id/alias name, else VersionError naming it and the rule.
+
+    Why so strict: ids become folder names. `../../precious` once replaced a folder outside the registry,
+    and an empty id replaced the whole versions/ folder.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        place = f" in {where}" if where else ""
+        raise VersionError(f"Invalid {what} {value!r}{place}: use {NAME_RULE}.")
+    return value
+
+
+def child_path(parent: str | Path, name: str, what: str = "version id") -> Path:
+    """parent/name for a validated `name`; refuses anything that would not land directly inside `parent`."""
+    parent = Path(parent)
+    path = parent / check_name(name, what)
+    if path.parent != parent or path.name != name:
+        raise VersionError(f"Invalid {what} {name!r}: it does not name a folder inside {parent}.")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `dest` by rename, on error it is removed."""
     dest = Path(dest)
+    if dest.name in ("", ".", ".."):
+        raise VersionError(f"Refusing to write a folder at {dest}: it has no name of its own.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from refit.errors import VersionError
-from refit.io import atomic_dir, sha256_file, write_json
+from refit.io import atomic_dir, check_name, sha256_file, write_json
 
 __all__ = [
     "REFIT_JSON", "new_version_id", "package_versions", "write_version", "read_version",
@@ -68,6 +68,8 @@ def write_version(
 ) -> Path:
     """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json."""
     dest = Path(dest)
+    if meta.get("version_id") is not None:
+        check_name(meta["version_id"], "version id")
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")

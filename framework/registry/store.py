@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from refit.errors import RefitError, VersionError
-from refit.io import atomic_dir, sha256_file
+from refit.io import atomic_dir, check_name, child_path, sha256_file
 from refit.models.version import read_version, weights_file
 
 __all__ = ["Registry", "RegisteredVersion", "AliasMove", "Superseded", "CHAMPION", "CHALLENGER"]
@@ -89,7 +89,7 @@ class Registry:
     """A folder `root/` with `versions/<id>/` and `registry.db` (or a database path of your choosing)."""
 
     def __init__(self, root: str | Path, db_path: str | Path | None = None) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path) if db_path else self.root / "registry.db"
         self.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -121,12 +121,12 @@ class Registry:
     def register(self, version_dir: str | Path) -> RegisteredVersion:
         """Copy a finished version into the registry (atomically) and record it with its weights hash."""
         meta = read_version(version_dir)
-        vid = meta["version_id"]
+        vid = check_name(meta.get("version_id"), "version id", Path(version_dir) / "refit.json")
         recorded = meta.get("weights_sha256")
         actual = sha256_file(weights_file(version_dir))
         if recorded and recorded != actual:
             raise VersionError(f"{version_dir}: weights do not match refit.json's hash; not registering it.")
-        dest = self.versions_dir / vid
+        dest = child_path(self.versions_dir, vid)
         if self._row(vid) is not None:
             return self.get(vid)
         if Path(version_dir).resolve() != dest.resolve():
@@ -145,11 +145,14 @@ class Registry:
             return db.execute("SELECT * FROM versions WHERE id = ?", (version_id,)).fetchone()
 
     def _to_version(self, row: sqlite3.Row) -> RegisteredVersion:
-        return RegisteredVersion(row["id"], Path(row["path"]), row["parent"], row["recipe"], row["created_at"],
+        # The folder is derived from the validated id, never read back from the database.
+        path = child_path(self.versions_dir, row["id"])
+        return RegisteredVersion(row["id"], path, row["parent"], row["recipe"], row["created_at"],
                                  row["registered_at"], row["weights_sha256"], json.loads(row["metrics"]))
 
     def resolve(self, ref: str) -> str:
         """A version id from an id or an alias."""
+        check_name(ref, "version id or alias")
         with self._tx() as db:
             alias = db.execute("SELECT version_id FROM aliases WHERE name = ?", (ref,)).fetchone()
             if alias:
@@ -195,6 +198,9 @@ class Registry:
         `run=(run_id, status, details)` the run row is finished in the same transaction, so a kill can
         never leave a committed move whose run still reads 'running' (and is then retried).
         """
+        check_name(alias, "alias name")
+        if expected is not None:
+            check_name(expected, "expected version id")
         target = self.get(ref).id  # verifies the version before anything points at it
         with self._tx() as db:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ?", (alias,)).fetchone()
@@ -225,6 +231,7 @@ class Registry:
 
     def rollback(self, reason: str = "manual rollback", actor: str | None = None, alias: str = CHAMPION) -> AliasMove:
         """Point the alias back at the version it held before its latest move."""
+        check_name(alias, "alias name")
         moves = self.history(alias)
         if not moves:
             raise VersionError(f"'{alias}' has never been set: nothing to roll back.")
@@ -235,6 +242,8 @@ class Registry:
         return self.set_alias(alias, previous, reason, action="rollback", actor=actor)
 
     def history(self, alias: str | None = None) -> list[AliasMove]:
+        if alias is not None:
+            check_name(alias, "alias name")
         query = "SELECT * FROM audit" + (" WHERE alias = ?" if alias else "") + " ORDER BY seq"
         with self._tx() as db:
             rows = db.execute(query, (alias,) if alias else ()).fetchall()
