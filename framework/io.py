@@ -14,7 +14,8 @@ from pathlib import Path
 
 from refit.errors import VersionError
 
-__all__ = ["NAME_RULE", "atomic_dir", "atomic_write_text", "write_json", "sha256_file", "check_name", "child_path"]
+__all__ = ["NAME_RULE", "atomic_dir", "atomic_write_text", "write_json", "sha256_file", "sha256_file_cached", "check_name", "child_path",
+           "private_dir", "make_private"]
 
 # One pattern for every version id and alias name, checked before a name ever touches a path.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -88,3 +89,47 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def sha256_file_cached(path: str | Path) -> str:
+    """sha256 of a file, computed once per (file identity, size, mtime_ns, ctime_ns) in this process.
+
+    Verifying a version on every load would otherwise re-hash hundreds of MB per recipe step; any write to
+    the file changes its size or times (ctime cannot be set back by the writer), so a hit is still the truth.
+    The identity is (device, inode) rather than the path, so a version renamed into place is not re-hashed.
+    """
+    st = Path(path).stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = _HASHES.get(key)
+    if digest is None:
+        digest = sha256_file(path)
+        if len(_HASHES) > 65536:
+            _HASHES.clear()
+        _HASHES[key] = digest
+    return digest
+
+
+def private_dir(path: str | Path) -> Path:
+    """mkdir -p with owner-only permissions (0o700) on every folder it creates, whatever the umask."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        os.chmod(p, 0o700)
+    return path
+
+
+def make_private(root: str | Path) -> None:
+    """Owner-only permissions on a tree: folders 0o700, files 0o600 (registry copies hold production data)."""
+    root = Path(root)
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            if not os.path.islink(os.path.join(dirpath, d)):
+                os.chmod(os.path.join(dirpath, d), 0o700)
+        for f in filenames:
+            if not os.path.islink(os.path.join(dirpath, f)):
+                os.chmod(os.path.join(dirpath, f), 0o600)

@@ -1,0 +1,193 @@
+"""Whole-version integrity: every file is in manifest.json and every load verifies it (issue #9 item 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import refit.io
+from refit.errors import VersionError
+from refit.models import (
+    MANIFEST,
+    adding_exports,
+    editing_version,
+    load_version,
+    read_version,
+    update_exports_manifest,
+    verify_version,
+    write_manifest,
+    write_version,
+)
+from refit.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return (AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+            AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, model_and_tok):
+    import torch
+
+    reference = (torch.randn(6, 4), torch.rand(6, 2), [f"text {i}" for i in range(6)], {"split": "validation"})
+    root = tmp_path_factory.mktemp("pristine")
+    return write_version(root / "v", *model_and_tok, {"version_id": "v1", "recipe": "test"}, reference,
+                         before_seal=lambda tmp: (tmp / "reference" / "detector.json").write_text("{}"))
+
+
+@pytest.fixture
+def version(tmp_path, pristine):
+    return shutil.copytree(pristine, tmp_path / "v")
+
+
+def _listed(version) -> dict[str, dict]:
+    return {e["path"]: e for e in json.loads((version / MANIFEST).read_text())["files"]}
+
+
+def test_manifest_lists_every_file_with_hash_and_size(version):
+    manifest = json.loads((version / MANIFEST).read_text())
+    assert manifest["format"] == "refit-manifest/1" and manifest["algorithm"] == "sha256"
+    on_disk = {p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()}
+    expected = {p for p in on_disk if p != MANIFEST and not p.startswith("exports/")}
+    listed = _listed(version)
+    assert set(listed) == expected
+    assert {"refit.json", "model/model.safetensors", "model/config.json", "model/tokenizer.json",
+            "reference/embeddings.safetensors", "reference/detector.json"} <= expected  # before_seal is sealed too
+    for rel, entry in listed.items():
+        assert entry["size"] == (version / rel).stat().st_size
+        assert entry["sha256"] == refit.io.sha256_file(version / rel)
+    assert json.loads((version / "exports" / MANIFEST).read_text())["files"] == []
+
+
+def _files_of(pristine) -> list[str]:
+    return sorted(_listed(pristine))
+
+
+@pytest.mark.parametrize("loader", [read_version, verify_version])
+@pytest.mark.parametrize("damage", ["delete", "alter", "truncate"])
+def test_every_file_removed_or_altered_is_refused_by_name(tmp_path, pristine, loader, damage):
+    """The corruption matrix: each listed file x {deleted, one byte flipped, emptied}."""
+    for rel in _files_of(pristine):
+        version = shutil.copytree(pristine, tmp_path / f"{damage}-{rel.replace('/', '_')}")
+        target = version / rel
+        if damage == "delete":
+            target.unlink()
+        elif damage == "alter":
+            data = bytearray(target.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            target.write_bytes(bytes(data))
+        else:
+            target.write_bytes(b"")
+        with pytest.raises(VersionError) as err:
+            loader(version)
+        assert str(target) in str(err.value), (rel, str(err.value))
+
+
+def test_deleted_tokenizer_is_refused_by_load_version(version):
+    (version / "model" / "tokenizer.json").unlink()
+    with pytest.raises(VersionError, match=r"model/tokenizer\.json is missing"):
+        load_version(version)
+
+
+def test_extra_file_is_refused(version):
+    (version / "model" / "added_tokens.json").write_text("{}")
+    with pytest.raises(VersionError, match=r"extra file .*model/added_tokens\.json"):
+        load_version(version)
+
+
+def test_no_manifest_is_refused(version):
+    (version / MANIFEST).unlink()
+    with pytest.raises(VersionError, match=r"has no manifest\.json"):
+        read_version(version)
+
+
+def test_removing_the_weights_hash_from_refit_json_does_not_switch_checks_off(version):
+    meta = json.loads((version / "refit.json").read_text())
+    del meta["weights_sha256"]
+    (version / "refit.json").write_text(json.dumps(meta))
+    with pytest.raises(VersionError, match=r"refit\.json does not match the hash"):
+        read_version(version)
+
+
+def test_corrupt_manifest_is_refused(version):
+    (version / MANIFEST).write_text("{not json")
+    with pytest.raises(VersionError, match="manifest.json is unreadable or corrupt"):
+        verify_version(version)
+
+
+def test_exports_are_sealed_and_verified(version):
+    with adding_exports(version) as staging:
+        (staging / "model.onnx").write_bytes(b"onnx bytes")
+        (staging / "parity.json").write_text("{}")
+    assert not list((version / "exports").glob(".staging-*"))
+    verify_version(version)
+    listed = {e["path"] for e in json.loads((version / "exports" / MANIFEST).read_text())["files"]}
+    assert listed == {"model.onnx", "parity.json"}
+    (version / "exports" / "model.onnx").write_bytes(b"tampered!!")
+    with pytest.raises(VersionError, match=r"exports/model\.onnx does not match the hash"):
+        load_version(version)
+
+
+def test_export_installed_without_resealing_is_refused_until_sealed(version):
+    (version / "exports" / "model.int8.onnx").write_bytes(b"int8")
+    with pytest.raises(VersionError, match=r"extra file .*exports/model\.int8\.onnx"):
+        read_version(version)
+    update_exports_manifest(version)
+    read_version(version)
+    (version / "exports" / MANIFEST).unlink()
+    with pytest.raises(VersionError, match=r"exports/model\.int8\.onnx is not covered"):
+        read_version(version)
+
+
+def test_failed_export_changes_nothing(version):
+    before = (version / "exports" / MANIFEST).read_bytes()
+    with pytest.raises(RuntimeError), adding_exports(version) as staging:
+        (staging / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("gate failed")
+    assert sorted(p.name for p in (version / "exports").iterdir()) == [MANIFEST]
+    assert (version / "exports" / MANIFEST).read_bytes() == before
+
+
+def test_exports_cannot_rebless_an_altered_version(version):
+    (version / "model" / "config.json").write_text("{}")
+    with pytest.raises(VersionError, match="config.json"):
+        update_exports_manifest(version)
+
+
+def test_editing_version_reseals(version):
+    with editing_version(version) as tmp:
+        (tmp / "reference" / "texts.jsonl").write_text('{"text": "new"}\n')
+    verify_version(version)
+    assert _listed(version)["reference/texts.jsonl"]["size"] == len('{"text": "new"}\n')
+
+
+def test_hashes_are_computed_once_per_unchanged_file(version, monkeypatch):
+    calls = []
+    real = refit.io.sha256_file
+    monkeypatch.setattr(refit.io, "sha256_file", lambda p: calls.append(p) or real(p))
+    verify_version(version)
+    first = len(calls)
+    verify_version(version)
+    read_version(version)
+    assert len(calls) == first  # nothing re-hashed
+    (version / "model" / "config.json").write_text((version / "model" / "config.json").read_text())  # same bytes
+    verify_version(version)
+    assert len(calls) == first + 1  # only the rewritten file, which is still intact
+
+
+def test_registry_refuses_a_registered_version_changed_and_resealed(tmp_path, version):
+    reg = Registry(tmp_path / "reg")
+    stored = reg.register(version).path
+    (stored / "model" / "config.json").write_text("{}")
+    write_manifest(stored)  # a consistent-looking version, but not the one that was registered
+    with pytest.raises(VersionError, match="not the manifest recorded at registration"):
+        reg.get("v1")
+    with pytest.raises(VersionError, match="corrupt or was altered"):
+        reg.promote("v1", "x")
+    assert reg.aliases() == {}
