@@ -11,7 +11,8 @@
     refit registry gc [--keep 3] [--yes]                     # dry run unless --yes
     refit registry ACTION --help                             # the options of one action
 
-list, show, history and verify only read: they never create a registry (a misspelt --root is an error).
+list, show, history, verify and gc without --yes only read: they never create or change anything (a misspelt
+--root is an error).
 """
 
 from __future__ import annotations
@@ -231,7 +232,8 @@ def _mirror(cfg, registry: Registry, move) -> None:
 
 
 def run(cfg) -> int:
-    registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY))
+    dry_run = isinstance(cfg, Gc) and not cfg.yes
+    registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY) and not dry_run)
     console = _console()
     if isinstance(cfg, Register):
         v = registry.register(Path(cfg.version))
