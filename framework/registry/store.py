@@ -219,7 +219,9 @@ class Registry:
         except BaseException as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if type(e) is sqlite3.DatabaseError or "locked" in str(e):  # damage or a busy database, not a bug
+            if type(e) is sqlite3.DatabaseError or (  # damage, a busy database or a read-only file: not a bug
+                    isinstance(e, sqlite3.OperationalError) and any(w in str(e) for w in ("locked", "readonly",
+                                                                                         "unable to open"))):
                 raise RegistryError(f"The registry database {self.db_path}: {e}.") from None
             raise
         finally:

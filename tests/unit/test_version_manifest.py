@@ -191,3 +191,25 @@ def test_registry_refuses_a_registered_version_changed_and_resealed(tmp_path, ve
     with pytest.raises(VersionError, match="corrupt or was altered"):
         reg.promote("v1", "x")
     assert reg.aliases() == {}
+
+
+def test_drift_refresh_reference_keeps_the_version_sealed(tmp_path, model_and_tok, capsys):
+    """`refit drift --refresh_reference` rewrites reference/ through editing_version: still verifiable after."""
+    from refit.cli import main
+    from refit.drift.check import fit_reference_state
+    from refit.models import encode_texts
+
+    model, tok = model_and_tok
+    texts = [f"a short review number {i}" for i in range(12)]
+    encoded = encode_texts(model, tok, texts, 8, 32)
+    meta = {"split": "validation", "pooling": "mean", "layer": -1, "max_length": 32}
+    version = write_version(tmp_path / "v", model, tok, {"version_id": "v1", "recipe": "test", "labels": ["a", "b"]},
+                            (encoded.embeddings, encoded.probs, texts, meta),
+                            before_seal=lambda tmp: fit_reference_state(tmp, 0))
+    before = _listed(version)["reference/reference.json"]["sha256"]
+    assert main(["drift", "--version", str(version), "--refresh_reference", "--tracking.wandb", "false"]) == 0
+    verify_version(version)
+    load_version(version)
+    assert json.loads((version / "reference" / "reference.json").read_text())["refreshed_at"]
+    assert _listed(version)["reference/reference.json"]["sha256"] != before  # rewritten, and the manifest follows
+    assert "reference/detector.json" in _listed(version)
