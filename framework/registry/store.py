@@ -190,10 +190,12 @@ class Registry:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if not tables >= _TABLES:
                     raise RegistryError(self._damaged(f"lacks the tables {sorted(_TABLES - tables)}"))
-                if self.writable:
+                if self.writable:  # under a write lock, so two processes opening an old registry cannot race
+                    db.execute("BEGIN IMMEDIATE")
                     for table, column, kind in _MIGRATIONS:
                         if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    db.execute("COMMIT")
             finally:
                 db.close()
         except sqlite3.DatabaseError as e:
