@@ -213,3 +213,13 @@ def test_drift_refresh_reference_keeps_the_version_sealed(tmp_path, model_and_to
     assert json.loads((version / "reference" / "reference.json").read_text())["refreshed_at"]
     assert _listed(version)["reference/reference.json"]["sha256"] != before  # rewritten, and the manifest follows
     assert "reference/detector.json" in _listed(version)
+
+
+def test_registering_different_content_under_a_taken_id_is_refused(tmp_path, version, model_and_tok):
+    reg = Registry(tmp_path / "reg")
+    reg.register(version)
+    reg.register(version)  # the same version again: a no-op
+    impostor = write_version(tmp_path / "other", *model_and_tok, {"version_id": "v1", "recipe": "impostor"})
+    with pytest.raises(VersionError, match="A different version with id v1 is already registered"):
+        reg.register(impostor)
+    assert read_version(reg.get("v1").path)["recipe"] == "test"
