@@ -5,7 +5,8 @@
 Integrity: `manifest.json` lists every file of the version (relative path, size, sha256) except itself and
 exports/; it is written as the last step of the atomic write. exports/ grows after the version is made
 (`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`, rewritten atomically by
-`update_exports_manifest` (or `adding_exports`) each time artefacts are installed. Every load verifies both,
+`update_exports_manifest` (or `adding_exports`) each time artefacts are installed; an exports/ folder with files
+but no manifest is refused like any other unlisted file. Every load verifies both,
 and refuses a missing, extra or altered file, or a version without a manifest, naming the file: a deleted
 tokenizer.json once loaded silently as a tokenizer mapping every word to [UNK].
 """
@@ -106,7 +107,6 @@ def write_version(
         write_json(tmp / REFIT_JSON, record)
         if before_seal is not None:
             before_seal(tmp)
-        _write_exports_manifest(tmp / EXPORTS)
         write_manifest(tmp)  # last: the manifest seals exactly what is there
     return dest
 
@@ -206,7 +206,8 @@ def editing_version(version_dir: str | Path) -> Iterator[Path]:
     with atomic_dir(folder) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*"))
         yield tmp
-        _write_exports_manifest(tmp / EXPORTS)
+        if (tmp / EXPORTS / MANIFEST).is_file() or _files(tmp / EXPORTS, (MANIFEST,), True):
+            _write_exports_manifest(tmp / EXPORTS)
         write_manifest(tmp)
 
 

@@ -62,7 +62,7 @@ def test_manifest_lists_every_file_with_hash_and_size(version):
     for rel, entry in listed.items():
         assert entry["size"] == (version / rel).stat().st_size
         assert entry["sha256"] == refit.io.sha256_file(version / rel)
-    assert json.loads((version / "exports" / MANIFEST).read_text())["files"] == []
+    assert list((version / "exports").iterdir()) == []  # sealed when the first export is installed
 
 
 def _files_of(pristine) -> list[str]:
@@ -136,7 +136,11 @@ def test_exports_are_sealed_and_verified(version):
 
 def test_export_installed_without_resealing_is_refused_until_sealed(version):
     (version / "exports" / "model.int8.onnx").write_bytes(b"int8")
-    with pytest.raises(VersionError, match=r"extra file .*exports/model\.int8\.onnx"):
+    with pytest.raises(VersionError, match=r"exports/model\.int8\.onnx is not covered"):
+        read_version(version)
+    update_exports_manifest(version)
+    (version / "exports" / "model.plan").write_bytes(b"plan")
+    with pytest.raises(VersionError, match=r"extra file .*exports/model\.plan"):
         read_version(version)
     update_exports_manifest(version)
     read_version(version)
@@ -146,12 +150,15 @@ def test_export_installed_without_resealing_is_refused_until_sealed(version):
 
 
 def test_failed_export_changes_nothing(version):
+    with adding_exports(version) as staging:
+        (staging / "model.onnx").write_bytes(b"first")
     before = (version / "exports" / MANIFEST).read_bytes()
     with pytest.raises(RuntimeError), adding_exports(version) as staging:
         (staging / "model.onnx").write_bytes(b"half")
         raise RuntimeError("gate failed")
-    assert sorted(p.name for p in (version / "exports").iterdir()) == [MANIFEST]
+    assert sorted(p.name for p in (version / "exports").iterdir()) == [MANIFEST, "model.onnx"]
     assert (version / "exports" / MANIFEST).read_bytes() == before
+    verify_version(version)
 
 
 def test_exports_cannot_rebless_an_altered_version(version):
