@@ -121,7 +121,7 @@ def run(cfg: Config) -> Path:
                                             "settings": settings, "rows": rows_to_json(rows)})
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
     atomic_write_text(exports / "benchmark.md", markdown)
-    update_exports_manifest(version)  # seal exports/ again with the results in it
+    update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report

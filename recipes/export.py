@@ -162,7 +162,8 @@ def run(cfg: Config) -> Path:
 
     existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
     write_json(parity_file, {**existing, **records})
-    update_exports_manifest(version)  # seal exports/: every later load verifies these artefacts
+    # seal exports/ (every later load verifies it); timing.cache is TensorRT's, when it ran
+    update_exports_manifest(version, [*placed, parity_file, "timing.cache"])
 
     # report
     print_metrics(scores, title=f"refit export {cfg.format}: validation")

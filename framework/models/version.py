@@ -19,7 +19,7 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -152,16 +152,40 @@ def _write_exports_manifest(exports: Path) -> Path:
     return exports / MANIFEST
 
 
-def update_exports_manifest(version_dir: str | Path) -> Path:
-    """Re-seal VERSION/exports/ after installing artefacts in it; call it last, after every file is in place.
+def update_exports_manifest(version_dir: str | Path, changed: Iterable[str | Path]) -> Path:
+    """Re-seal VERSION/exports/ after installing artefacts; call it last, once every file is in place.
 
-    The main manifest is checked first, so an altered version cannot be re-blessed through its exports.
+    `changed`: the entries of exports/ just written or replaced (names like "model.onnx", or their paths; a
+    folder covers everything in it). Everything else must still match the previous exports manifest, so
+    re-sealing never blesses a file altered behind refit's back, and the main manifest is checked first, so
+    an altered version cannot be re-blessed through its exports either.
     """
     folder = Path(version_dir)
     _verify_main(folder)
     exports = folder / EXPORTS
     exports.mkdir(exist_ok=True)
+    names = {_top_entry(exports, c) for c in changed}
+    kept = {rel: path for rel, path in _files(exports, (MANIFEST,), True).items() if rel.split("/")[0] not in names}
+    if (exports / MANIFEST).is_file():
+        _check(exports, exports / MANIFEST, kept, folder, only=lambda rel: rel.split("/")[0] not in names)
+    elif kept:
+        first = exports / sorted(kept)[0]
+        raise VersionError(f"Version {folder}: {first} is not covered by {exports / MANIFEST} and was not just "
+                           "installed; remove it or export it again. Refusing to seal it.")
     return _write_exports_manifest(exports)
+
+
+def _top_entry(exports: Path, entry: str | Path) -> str:
+    """The top-level name in exports/ of an entry given as a name, a relative path or an absolute path."""
+    path = Path(entry)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(exports.resolve())
+        except ValueError:
+            raise VersionError(f"{entry} is not inside {exports}.") from None
+    if not path.parts or path.parts[0] in ("..", MANIFEST):
+        raise VersionError(f"{entry} does not name an entry of {exports}.")
+    return path.parts[0]
 
 
 @contextlib.contextmanager
@@ -211,10 +235,11 @@ def editing_version(version_dir: str | Path) -> Iterator[Path]:
         write_manifest(tmp)
 
 
-def _check(folder: Path, manifest_file: Path, actual: dict[str, Path], version: Path) -> None:
+def _check(folder: Path, manifest_file: Path, actual: dict[str, Path], version: Path,
+           only: Callable[[str], bool] = lambda rel: True) -> None:
     try:
         manifest = json.loads(manifest_file.read_text())
-        listed = {e["path"]: e for e in manifest["files"]}
+        listed = {e["path"]: e for e in manifest["files"] if only(e["path"])}
         if manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"unknown format {manifest.get('format')!r}")
     except (OSError, ValueError, KeyError, TypeError) as e:

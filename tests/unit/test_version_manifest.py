@@ -138,11 +138,11 @@ def test_export_installed_without_resealing_is_refused_until_sealed(version):
     (version / "exports" / "model.int8.onnx").write_bytes(b"int8")
     with pytest.raises(VersionError, match=r"exports/model\.int8\.onnx is not covered"):
         read_version(version)
-    update_exports_manifest(version)
+    update_exports_manifest(version, ["model.int8.onnx"])
     (version / "exports" / "model.plan").write_bytes(b"plan")
     with pytest.raises(VersionError, match=r"extra file .*exports/model\.plan"):
         read_version(version)
-    update_exports_manifest(version)
+    update_exports_manifest(version, [version / "exports" / "model.plan"])
     read_version(version)
     (version / "exports" / MANIFEST).unlink()
     with pytest.raises(VersionError, match=r"exports/model\.int8\.onnx is not covered"):
@@ -164,7 +164,7 @@ def test_failed_export_changes_nothing(version):
 def test_exports_cannot_rebless_an_altered_version(version):
     (version / "model" / "config.json").write_text("{}")
     with pytest.raises(VersionError, match="config.json"):
-        update_exports_manifest(version)
+        update_exports_manifest(version, [])
 
 
 def test_editing_version_reseals(version):
@@ -230,3 +230,19 @@ def test_registering_different_content_under_a_taken_id_is_refused(tmp_path, ver
     with pytest.raises(VersionError, match="A different version with id v1 is already registered"):
         reg.register(impostor)
     assert read_version(reg.get("v1").path)["recipe"] == "test"
+
+
+def test_resealing_exports_never_blesses_an_altered_artefact(version):
+    with adding_exports(version) as staging:
+        (staging / "model.onnx").write_bytes(b"onnx")
+    (version / "exports" / "model.onnx").write_bytes(b"evil")  # altered behind refit's back
+    (version / "exports" / "benchmark.json").write_text("{}")
+    with pytest.raises(VersionError, match=r"exports/model\.onnx does not match the hash"):
+        update_exports_manifest(version, ["benchmark.json"])
+    (version / "exports" / "stray.bin").write_bytes(b"?")
+    with pytest.raises(VersionError, match=r"extra file .*exports/stray\.bin"):
+        update_exports_manifest(version, ["benchmark.json", "model.onnx"])
+    update_exports_manifest(version, ["benchmark.json", "model.onnx", "stray.bin"])  # all declared: sealed
+    verify_version(version)
+    with pytest.raises(VersionError, match="not inside"):
+        update_exports_manifest(version, [version / "model" / "config.json"])
