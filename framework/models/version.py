@@ -74,12 +74,11 @@ def write_version(
     tokenizer,
     meta: dict,
     reference: SavesItself | None = None,
-    before_seal: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json.
 
-    `before_seal(staging_dir)` may add files (e.g. fitted detector state in reference/) inside the atomic
-    write, before the manifest seals the version: nothing may be added to a version after it is written.
+    The reference (with its fitted detector state) is written inside the atomic write, before the manifest
+    seals the version: nothing may be added to a version after it is written.
     """
     dest = Path(dest)
     if meta.get("version_id") is not None:
@@ -98,8 +97,6 @@ def write_version(
             "packages": package_versions(),
         }
         write_json(tmp / REFIT_JSON, record)
-        if before_seal is not None:
-            before_seal(tmp)
         write_manifest(tmp)  # last: the manifest seals exactly what is there
     return dest
 

@@ -35,10 +35,12 @@ def model_and_tok(tiny_model_dir):
 def pristine(tmp_path_factory, model_and_tok):
     import torch
 
-    reference = (torch.randn(6, 4), torch.rand(6, 2), [f"text {i}" for i in range(6)], {"split": "validation"})
+    from refit.drift.reference import Reference, fit_states
+
+    reference = fit_states(Reference(torch.randn(12, 4), torch.rand(12, 2), [f"text {i}" for i in range(12)],
+                                     {"split": "validation"}), 0)
     root = tmp_path_factory.mktemp("pristine")
-    return write_version(root / "v", *model_and_tok, {"version_id": "v1", "recipe": "test"}, reference,
-                         before_seal=lambda tmp: (tmp / "reference" / "detector.json").write_text("{}"))
+    return write_version(root / "v", *model_and_tok, {"version_id": "v1", "recipe": "test"}, reference)
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def test_manifest_lists_every_file_with_hash_and_size(version):
     listed = _listed(version)
     assert set(listed) == expected
     assert {"refit.json", "model/model.safetensors", "model/config.json", "model/tokenizer.json",
-            "reference/embeddings.safetensors", "reference/detector.json"} <= expected  # before_seal is sealed too
+            "reference/embeddings.safetensors", "reference/detector.json"} <= expected  # detector state is sealed too
     for rel, entry in listed.items():
         assert entry["size"] == (version / rel).stat().st_size
         assert entry["sha256"] == refit.io.sha256_file(version / rel)
@@ -203,7 +205,7 @@ def test_registry_refuses_a_registered_version_changed_and_resealed(tmp_path, ve
 def test_drift_refresh_reference_keeps_the_version_sealed(tmp_path, model_and_tok, capsys):
     """`refit drift --refresh_reference` rewrites reference/ through editing_version: still verifiable after."""
     from refit.cli import main
-    from refit.drift.check import fit_reference_state
+    from refit.drift.reference import Reference, fit_states
     from refit.models import encode_texts
 
     model, tok = model_and_tok
@@ -211,8 +213,7 @@ def test_drift_refresh_reference_keeps_the_version_sealed(tmp_path, model_and_to
     encoded = encode_texts(model, tok, texts, 8, 32)
     meta = {"split": "validation", "pooling": "mean", "layer": -1, "max_length": 32}
     version = write_version(tmp_path / "v", model, tok, {"version_id": "v1", "recipe": "test", "labels": ["a", "b"]},
-                            (encoded.embeddings, encoded.probs, texts, meta),
-                            before_seal=lambda tmp: fit_reference_state(tmp, 0))
+                            fit_states(Reference(encoded.embeddings, encoded.probs, texts, meta), 0))
     before = _listed(version)["reference/reference.json"]["sha256"]
     assert main(["drift", "--version", str(version), "--refresh_reference", "--tracking.wandb", "false"]) == 0
     verify_version(version)
