@@ -158,8 +158,12 @@ class RotatingParquetWriter:
                 self._drop(1, f"a row could not be built: {e}")
             now = time.monotonic()
             if buffer and (len(buffer) >= self.flush_rows or now - last_flush >= self.flush_seconds or stopping):
-                self._write(buffer)
-                buffer = []
+                while buffer:  # no file gets more than rotate_rows rows
+                    room = self.rotate_rows - self._file_rows
+                    self._write(buffer[:room])
+                    buffer = buffer[room:]
+                    if self._file_rows >= self.rotate_rows:
+                        self._finish()
                 last_flush = now
             if self._writer is not None and (self._file_rows >= self.rotate_rows
                                              or now - self._opened_at >= self.rotate_seconds):
