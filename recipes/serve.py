@@ -84,6 +84,7 @@ class Config:
         watch_interval_s: Seconds between looks at the registry alias (0 = only POST /admin/reload).
         admin_token_env: Environment variable holding the token for POST /admin/reload (unset = disabled).
         graceful_timeout_s: On SIGTERM, longest wait for in-flight requests before closing connections.
+        access_log: uvicorn's one line per request (off under heavy load saves CPU; /metrics counts anyway).
         batching: Micro-batching.
         capture: Request capture and feedback.
     """
@@ -101,6 +102,7 @@ class Config:
     watch_interval_s: NonNegativeFloat = 5.0
     admin_token_env: str = "REFIT_SERVE_ADMIN_TOKEN"
     graceful_timeout_s: PositiveFloat = 30.0
+    access_log: bool = True
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
 
@@ -119,5 +121,5 @@ def options(cfg: Config) -> ServeOptions:
 
 
 def run(cfg: Config) -> int:
-    run_server(options(cfg), cfg.host, cfg.port, cfg.workers, cfg.graceful_timeout_s)
+    run_server(options(cfg), cfg.host, cfg.port, cfg.workers, cfg.graceful_timeout_s, access_log=cfg.access_log)
     return 0

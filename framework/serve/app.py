@@ -160,7 +160,7 @@ def create_app_from_env():
 
 
 def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               graceful_timeout_s: float = 30.0, log_level: str = "info") -> None:
+               graceful_timeout_s: float = 30.0, log_level: str = "info", access_log: bool = True) -> None:
     """Serve until SIGTERM/SIGINT; then stop accepting, answer in-flight requests, flush capture, return.
 
     With one worker the server is built here first, so a bad version or registry is a clean RefitError
@@ -172,7 +172,8 @@ def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
     except ImportError:
         raise _missing_fastapi() from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": graceful_timeout_s}
+    common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": graceful_timeout_s,
+              "access_log": access_log}
     if workers == 1:
         uvicorn.run(build_app(server=Server(options)), **common)
         return
