@@ -20,8 +20,7 @@ Then a hot swap: refit serve on a registry, a second version promoted while the 
 versions seen are counted. Writes scripts/results/serve.{json,md}.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the baseline's FastAPI model is read at run time.
 import argparse
 import asyncio
 import json
@@ -138,10 +137,9 @@ def baseline_server(port: int, version: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(version / "model")
     app = FastAPI()
 
-    class In(BaseModel):
+    class In(BaseModel):  # validated by pydantic, as refit's request body is
         text: str
 
-    @app.post("/predict")
     def predict(body: In):  # sync: FastAPI runs it in its thread pool, the usual plain endpoint
         enc = tokenizer([body.text], truncation=True, max_length=SEQ, return_tensors="np")
         logits = session(enc["input_ids"], enc["attention_mask"])[0]
@@ -149,6 +147,7 @@ def baseline_server(port: int, version: Path) -> None:
         p = p / p.sum()
         return {"label": LABELS[int(p.argmax())], "probabilities": dict(zip(LABELS, p.tolist()))}
 
+    app.post("/predict")(predict)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -210,9 +209,9 @@ def load(port: int, texts: list[str], clients: int, requests: int, duration: flo
 
 
 def measure(name: str, cmd: list[str], port: int, texts: list[str], args, logs: Path) -> dict:
-    proc = start(cmd, port, logs / f"{name}.log")
+    proc = start(cmd, port, logs / (name.split(" (")[0].replace(",", "").replace(" ", "-") + ".log"))
     try:
-        load(port, texts, args.clients, 10 * args.clients, 30)  # warm-up: every connection, every code path
+        load(port, texts, args.clients, 2 * args.clients, 10)  # warm-up: every connection, every code path
         row = load(port, texts, args.clients, args.requests, args.duration)
     finally:
         stop(proc)
@@ -231,7 +230,7 @@ def hot_swap(versions: list[Path], texts: list[str], args, work: Path, logs: Pat
     port = free_port()
     proc = start(refit_cmd(port, None, work / "swap-inbox", work / "registry"), port, logs / "hot_swap.log")
     try:
-        load(port, texts, args.clients, 10 * args.clients, 30)
+        load(port, texts, args.clients, 2 * args.clients, 10)
 
         def promote():
             time.sleep(args.duration / 3)
@@ -250,6 +249,31 @@ def hot_swap(versions: list[Path], texts: list[str], args, work: Path, logs: Pat
     print(f"hot swap: {row['errors']} errors in {row['requests']} requests; {row['responses_from_old']} answered by "
           f"{v1}, {row['responses_from_new']} by {v2}", flush=True)
     return row
+
+
+def raw_session(version: Path, texts: list[str], seconds: float = 4.0) -> dict:
+    """The ceiling: texts/s of the bare ORT int8 session (no HTTP) at batch 1 and batch 32, in this process.
+
+    Batching can only beat one-text-at-a-time serving by as much as the per-text cost falls with batch size
+    (plus what it saves in per-call overhead and thread contention)."""
+    from transformers import AutoTokenizer
+
+    from refit.export.runtimes import OrtPredictor, encode
+
+    session = OrtPredictor(version / "exports" / "model.int8.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(version / "model")
+    out = {}
+    for size in (1, 32):
+        batch = encode(tokenizer, texts[:size], SEQ, size)[0]
+        session(batch.input_ids, batch.attention_mask)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session(batch.input_ids, batch.attention_mask)
+            done += size
+        out[f"batch_{size}_texts_per_s"] = round(done / (time.perf_counter() - started), 1)
+    out["batch_32_over_batch_1"] = round(out["batch_32_texts_per_s"] / out["batch_1_texts_per_s"], 2)
+    print(f"bare ORT int8 session: {out}", flush=True)
+    return out
 
 
 def to_markdown(result: dict) -> str:
@@ -274,8 +298,12 @@ def to_markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['round']} | {r['name']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{r['errors']} | {r['requests']} |")
-    h = result["hot_swap"]
+    h, raw = result["hot_swap"], result["raw_session"]
     lines += [
+        "",
+        f"Bare ORT int8 session in-process, no HTTP (the ceiling of what batching can gain here): "
+        f"{raw['batch_1_texts_per_s']} texts/s at batch 1, {raw['batch_32_texts_per_s']} texts/s at batch 32 "
+        f"(x{raw['batch_32_over_batch_1']}).",
         "",
         "## Summary (median over rounds)",
         "",
@@ -313,6 +341,7 @@ def main() -> None:
     versions = [build_version(work / f"version-{i}", i, texts) for i in range(2)]
     print(f"versions ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
+    raw = raw_session(versions[0], texts)
     rows = []
     for rnd in range(1, args.rounds + 1):
         inbox = work / f"inbox-{rnd}"
@@ -340,7 +369,7 @@ def main() -> None:
                     "python": platform.python_version(), "shared": True},
         "settings": {"duration_s": args.duration, "requests": args.requests, "clients": args.clients,
                      "rounds": args.rounds, "seq": SEQ, "max_batch_size": 32, "max_wait_ms": 5},
-        "rows": rows, "hot_swap": swap, "summary": summary,
+        "raw_session": raw, "rows": rows, "hot_swap": swap, "summary": summary,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
