@@ -133,7 +133,7 @@ def baseline_server(port: int, version: Path) -> None:
 
     from refit.export.runtimes import OrtPredictor
 
-    session = OrtPredictor(version / "exports" / "model.int8.onnx")
+    session = OrtPredictor(version / "exports" / "model.int8.onnx", spinning=False)  # as refit serve makes it
     tokenizer = AutoTokenizer.from_pretrained(version / "model")
     app = FastAPI()
 
@@ -208,16 +208,35 @@ def load(port: int, texts: list[str], clients: int, requests: int, duration: flo
             "versions": state["versions"]}
 
 
+def mean_batch(port: int) -> tuple[float, float] | None:
+    """(sum, count) of refit's batch-size histogram from /metrics; None for a server without it."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return None
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("refit_serve_batch_size_"))
+    if "refit_serve_batch_size_sum" not in values:
+        return None
+    return float(values["refit_serve_batch_size_sum"]), float(values["refit_serve_batch_size_count"])
+
+
 def measure(name: str, cmd: list[str], port: int, texts: list[str], args, logs: Path) -> dict:
     proc = start(cmd, port, logs / (name.split(" (")[0].replace(",", "").replace(" ", "-") + ".log"))
     try:
         load(port, texts, args.clients, 2 * args.clients, 10)  # warm-up: every connection, every code path
+        before = mean_batch(port)
         row = load(port, texts, args.clients, args.requests, args.duration)
+        after = mean_batch(port)
     finally:
         stop(proc)
     row.pop("versions")
+    if before and after and after[1] > before[1]:  # texts per inference call during the measured phase
+        row["mean_batch_size"] = round((after[0] - before[0]) / (after[1] - before[1]), 1)
     print(f"{name:<32} {row['throughput_rps']:>8} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
-          f"errors {row['errors']}  ({row['requests']} requests in {row['seconds']} s)", flush=True)
+          f"errors {row['errors']}  ({row['requests']} requests in {row['seconds']} s)  "
+          f"mean batch {row.get('mean_batch_size', '-')}", flush=True)
     return {"name": name, **row}
 
 
@@ -260,7 +279,7 @@ def raw_session(version: Path, texts: list[str], seconds: float = 4.0) -> dict:
 
     from refit.export.runtimes import OrtPredictor, encode
 
-    session = OrtPredictor(version / "exports" / "model.int8.onnx")
+    session = OrtPredictor(version / "exports" / "model.int8.onnx", spinning=False)
     tokenizer = AutoTokenizer.from_pretrained(version / "model")
     out = {}
     for size in (1, 32):
@@ -292,12 +311,12 @@ def to_markdown(result: dict) -> str:
         "clients on loopback. refit serve: max_batch_size 32, max_wait_ms 5, access log off. Baseline: a plain "
         "FastAPI endpoint (sync handler) calling the same ORT session per request, no batching.",
         "",
-        "| round | server | req/s | p50 ms | p99 ms | errors | requests |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| round | server | req/s | p50 ms | p99 ms | errors | requests | mean batch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(f"| {r['round']} | {r['name']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | "
-                     f"{r['errors']} | {r['requests']} |")
+                     f"{r['errors']} | {r['requests']} | {r.get('mean_batch_size', '-')} |")
     h, raw = result["hot_swap"], result["raw_session"]
     lines += [
         "",

@@ -40,8 +40,9 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
         if not path.is_file():
             raise Unavailable(f"no exports/{filename}")
         try:
+            # No spinning: the event loop, tokenisation and capture threads share the cores with inference.
             return OrtPredictor(path, "cuda" if device == "cuda" else "cpu", threads=threads,
-                                name=f"onnxruntime:{filename}")
+                                name=f"onnxruntime:{filename}", spinning=False)
         except ImportError as e:
             raise Unavailable(str(e)) from None
     return make
