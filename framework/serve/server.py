@@ -128,11 +128,12 @@ class Server:
             return str(read_version(self.options.version).get("version_id") or Path(self.options.version).name)
         return self.registry.resolve(self.options.alias)
 
-    def _target(self) -> tuple[str, Path]:
-        """(id, folder) of what should be served now; the registry verifies the weights on the way."""
+    def _target(self, version_id: str | None = None) -> tuple[str, Path]:
+        """(id, folder) of `version_id` (default: what the alias points at now); the registry verifies the
+        weights on the way."""
         if self.options.version:
             return self._target_id(), Path(self.options.version)
-        version = self.registry.get(self.registry.resolve(self.options.alias))
+        version = self.registry.get(version_id or self.registry.resolve(self.options.alias))
         return version.id, version.path
 
     def _load(self, target: tuple[str, Path]) -> Slot:
@@ -196,7 +197,7 @@ class Server:
             if target_id == previous and not force:
                 return {"version_id": previous, "swapped": False, "previous": previous}
             try:
-                new = self._load(self._target())  # second slot: verified, warmed up, parity-checked
+                new = self._load(self._target(target_id))  # second slot: verified, warmed up, parity-checked
             except Exception as e:  # anything wrong with the new version: refuse it, keep the old one
                 self._refuse(str(e), target_id)
                 raise VersionError(f"Refused version {target_id}; still serving {previous}. {e}") from None
