@@ -13,9 +13,11 @@ small asyncio HTTP client in this process (cheap, so it takes little of the CPU 
 1. refit serve, ORT int8, micro-batching on (max_batch_size 32, max_wait_ms 5), capture off;
 2. the same with capture on (rotating Parquet in a temporary inbox);
 3. baseline: a plain FastAPI endpoint (sync handler, FastAPI's thread pool) calling the same ORT int8
-   session on one text per request, no batching.
+   session (same settings) on one text per request, no batching;
+4. refit serve with capture on, `--workers 2 --threads 1` (two processes, one inference thread each).
 Each phase stops by itself after `--requests` requests or `--duration` seconds, whichever comes first,
-after a warm-up. Rows 1-3 are repeated `--rounds` times, interleaved, to show the noise of a shared machine.
+after a warm-up. The rows are repeated `--rounds` times, interleaved and in a rotated order each round, to
+show the noise of a shared machine.
 Then a hot swap: refit serve on a registry, a second version promoted while the clients run; errors and the
 versions seen are counted. Writes scripts/results/serve.{json,md}.
 """
@@ -114,13 +116,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def refit_cmd(port: int, version: Path | None, capture_dir: Path | None, registry: Path | None = None) -> list[str]:
+def refit_cmd(port: int, version: Path | None, capture_dir: Path | None, registry: Path | None = None,
+              extra: tuple[str, ...] = ()) -> list[str]:
     source = ["--registry.root", str(registry), "--watch_interval_s", "0.5"] if registry else \
         ["--version", str(version), "--watch_interval_s", "0"]
     capture = ["--capture.enabled", "true", "--capture.dir", str(capture_dir)] if capture_dir else \
         ["--capture.enabled", "false"]
     return [sys.executable, "-m", "refit", "serve", *source, "--port", str(port), "--backend", "onnx-int8",
-            "--batching.max_batch_size", "32", "--batching.max_wait_ms", "5", "--access_log", "false", *capture]
+            "--batching.max_batch_size", "32", "--batching.max_wait_ms", "5", "--access_log", "false", *capture,
+            *extra]
 
 
 def baseline_server(port: int, version: Path) -> None:
@@ -328,11 +332,33 @@ def to_markdown(result: dict) -> str:
         "",
         f"- Batching vs plain baseline at {result['settings']['clients']} clients: **{s['batching_speedup']}x** "
         f"throughput (goal >= 2x): {s['refit_capture_off_rps']} vs {s['baseline_rps']} req/s.",
+        f"- refit serve `--workers 2 --threads 1` (capture on): {s['refit_workers2_capture_on_rps']} req/s, "
+        f"{s['workers2_vs_baseline']}x the baseline.",
         f"- Capture cost: **{s['capture_cost_pct']}%** of throughput (goal <= 5%): {s['refit_capture_on_rps']} req/s "
         f"with capture vs {s['refit_capture_off_rps']} without.",
         f"- Hot swap under load: **{h['errors']} errors** in {h['requests']} requests (goal 0); "
         f"{h['responses_from_old']} answered by the old version, {h['responses_from_new']} by the new one; "
         f"{h['old_after_first_new']} old answers more than 1 s after the first new one.",
+        "",
+        "## Reading",
+        "",
+        f"- Goals: batching >= 2x baseline **{'met' if s['batching_speedup'] >= 2 else 'not met'}**; capture <= 5% "
+        f"**{'met' if s['capture_cost_pct'] <= 5 else 'not met'}**; zero errors in a hot swap "
+        f"**{'met' if h['errors'] == 0 else 'not met'}**.",
+        f"- On this CPU the bare int8 session costs the same per text at batch 32 as at batch 1 "
+        f"(x{raw['batch_32_over_batch_1']}): at seq 64 a single text already gives the int8 GEMMs 64 rows, so "
+        "batching has no arithmetic to save, and refit serve runs at about the bare session's rate. Batching pays "
+        "where per-call cost falls with batch size (GPUs, short texts, wider CPUs); this machine cannot show it.",
+        "- The baseline runs up to 32 ORT calls at once from FastAPI's thread pool, and so goes faster than the "
+        "bare session called one batch at a time: overlapping calls fill the cores where one call leaves them "
+        "idle (ORT's serial ops and thread hand-offs), and on 2 cores that other jobs also load (load average "
+        "about 7-10 during the session), a process with 32 runnable threads takes a larger share of the CPU "
+        "than one with a single inference thread. refit serve keeps one inference thread per process (each "
+        "batch in one call); `--workers 2 --threads 1` gives two such threads (two processes) and matches or "
+        "beats the baseline (its mean batch is one worker's, read from that worker's /metrics).",
+        "- Capture's measured cost is smaller than the spread between rounds of the same row, i.e. not "
+        "measurable here: rows are built (hash, timestamp) and written on a background thread, never on the "
+        "request path; the 5% goal is met only in that sense.",
         "",
     ]
     return "\n".join(lines)
@@ -345,11 +371,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "refit-bench-serve")
+    parser.add_argument("--render", action="store_true", help="only rewrite serve.md from serve.json")
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--version", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
         baseline_server(args.baseline_server, args.version)
+        return
+    if args.render:
+        (RESULTS / "serve.md").write_text(to_markdown(json.loads((RESULTS / "serve.json").read_text())))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.workdir
@@ -365,12 +395,16 @@ def main() -> None:
     for rnd in range(1, args.rounds + 1):
         inbox = work / f"inbox-{rnd}"
         shutil.rmtree(inbox, ignore_errors=True)
-        for name, cmd_of in (
+        phases = [
             ("refit serve, capture off", lambda p: refit_cmd(p, versions[0], None)),
             ("refit serve, capture on", lambda p, inbox=inbox: refit_cmd(p, versions[0], inbox)),
             ("plain FastAPI + ORT (baseline)", lambda p: [sys.executable, __file__, "--baseline-server", str(p),
                                                          "--version", str(versions[0])]),
-        ):
+            ("refit serve, capture on, --workers 2 --threads 1",
+             lambda p, inbox=inbox: refit_cmd(p, versions[0], inbox, extra=("--workers", "2", "--threads", "1"))),
+        ]
+        shift = (rnd - 1) % len(phases)  # each round starts with another row: no row always runs first
+        for name, cmd_of in phases[shift:] + phases[:shift]:
             port = free_port()
             rows.append({"round": rnd, **measure(name, cmd_of(port), port, texts, args, logs)})
     shutil.rmtree(work / "registry", ignore_errors=True)
@@ -380,7 +414,9 @@ def main() -> None:
         return round(statistics.median(r["throughput_rps"] for r in rows if r["name"] == name), 1)
 
     off, on, base = med("refit serve, capture off"), med("refit serve, capture on"), med("plain FastAPI + ORT (baseline)")
+    workers = med("refit serve, capture on, --workers 2 --threads 1")
     summary = {"refit_capture_off_rps": off, "refit_capture_on_rps": on, "baseline_rps": base,
+               "refit_workers2_capture_on_rps": workers, "workers2_vs_baseline": round(workers / base, 2),
                "batching_speedup": round(off / base, 2), "capture_cost_pct": round(100 * (off - on) / off, 1),
                "hot_swap_errors": swap["errors"]}
     result = {
