@@ -377,3 +377,46 @@ def test_shipped_serve_config_parses(capsys):
     opts = serve.options(cfg)
     assert opts.registry_root == "registry" and opts.store_texts is False and opts.max_batch_size == 32
     assert json.loads(json.dumps(opts.to_dict())) == opts.to_dict()  # what --workers hands each worker
+
+
+def test_cli_refuses_a_backend_the_version_lacks(versions, capsys):
+    assert main(["serve", "--version", str(versions[0]), "--backend", "onnx-int8", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "onnx-int8: no exports/model.int8.onnx" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_workers_write_their_own_capture_files(registry):
+    """`--workers 2`: two uvicorn processes, each with its own model and capture writer; every row lands once."""
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refit", "serve", "--registry.root", str(registry.root), "--port", str(port),
+         "--backend", "pytorch", "--workers", "2", "--watch_interval_s", "0", "--access_log", "false"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        time.sleep(3)  # the second worker may still be loading; both share the port
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60),
+                                    range(20)))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [a.status_code for a in answers] == [200] * 20, out
+    inbox = registry.root / "inbox"
+    assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
+    rows = read_rows(inbox, "capture")
+    assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
+    assert out.count("shut down cleanly") == 2  # both workers drained and closed their files
