@@ -170,6 +170,8 @@ class Server:
 
     def add_feedback(self, items: list[tuple[str, str | int]]) -> int:
         """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call."""
+        if self.feedback is None:
+            raise FeedbackError("Feedback needs capture on (capture.enabled: true); this server stores nothing.")
         labels = self.slot.labels
         rows = []
         for request_id, label in items:
@@ -181,8 +183,6 @@ class Server:
                 raise FeedbackError(f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
                                     f"(or their ids 0-{len(labels) - 1}).")
             rows.append(feedback_row(str(request_id), value, utc_now()))
-        if self.feedback is None:
-            raise FeedbackError("Feedback needs capture on (capture.enabled: true); this server stores nothing.")
         return self.feedback.put(rows)
 
     # --- hot swap ----------------------------------------------------------------------------------
