@@ -1,7 +1,7 @@
 .PHONY: install test test-fast lint bench
 
 install:
-	pip install torch==2.13.0 && pip install -e ".[dev,tune,export]"
+	pip install torch==2.13.0 && pip install -e ".[dev,tune,export,serve]"
 
 test:
 	HF_HUB_OFFLINE=1 python -m pytest -q

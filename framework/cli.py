@@ -27,6 +27,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "compress": ("refit.recipes.compress", "prune or cast a version into a gated child version"),
     "export": ("refit.recipes.export", "export a version to ONNX, int8 ONNX, TensorRT or an edge bundle, gated"),
     "benchmark": ("refit.recipes.benchmark", "size, accuracy, latency and throughput of a version per format"),
+    "serve": ("refit.recipes.serve", "serve the champion over HTTP with micro-batching, capture and hot swap"),
 }
 
 

@@ -72,7 +72,7 @@ class OrtPredictor:
     """An ONNX Runtime session. Threads default to torch's count so CPU rows compare like for like."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, spinning: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -87,6 +87,8 @@ class OrtPredictor:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        if not spinning:  # idle ORT threads sleep instead of spinning: a server's other threads need the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=ORT_PROVIDERS[device])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.name = name or f"onnxruntime-{device}"

@@ -1,0 +1,181 @@
+"""HTTP in front of a `Server`: FastAPI routes, Prometheus middleware, lifespan (start, drain on SIGTERM).
+
+FastAPI is the `serve` extra, imported here only when an app is built, so `refit --help` and the rest of
+the library work without it.
+
+Endpoints: POST /predict, POST /feedback, GET /healthz, GET /readyz, GET /metrics, POST /admin/reload.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the request models' annotations at run time.
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from refit.errors import RefitError
+from refit.serve.batcher import BatcherClosed
+from refit.serve.metrics import CONTENT_TYPE_LATEST
+from refit.serve.server import FeedbackError, ServeOptions, Server
+
+__all__ = ["build_app", "create_app_from_env", "run_server", "OPTIONS_ENV"]
+
+log = logging.getLogger("refit.serve")
+OPTIONS_ENV = "REFIT_SERVE_OPTIONS"  # JSON of ServeOptions, for `--workers N` (each worker builds its own app)
+
+
+def _missing_fastapi() -> RefitError:
+    return RefitError("refit serve needs FastAPI and uvicorn, which are not installed: "
+                      "`pip install refit-ml[serve]`.")
+
+
+class _Metrics:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): counts and times every request by route."""
+
+    def __init__(self, app, get_server: Callable[[], Server | None]) -> None:
+        self.app = app
+        self.get_server = get_server
+
+    async def __call__(self, scope, receive, send):
+        server = self.get_server()
+        if scope["type"] != "http" or server is None:
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in _ROUTES else "other"
+            server.metrics.requests.labels(path, str(status["code"])).inc()
+            server.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+_ROUTES = {"/predict", "/feedback", "/healthz", "/readyz", "/metrics", "/admin/reload"}
+
+
+def build_app(options: ServeOptions | None = None, server: Server | None = None):
+    """The FastAPI app. Give a ready `server` (the CLI builds it first, so a bad version is a clean exit 2)
+    or `options` (the server is then built at startup, as each `--workers` process does)."""
+    try:
+        from fastapi import FastAPI, HTTPException, Request
+        from fastapi.responses import JSONResponse, Response
+        from pydantic import BaseModel, Field
+    except ImportError:
+        raise _missing_fastapi() from None
+    if server is None and options is None:
+        raise ValueError("build_app needs options or a server")
+    state: dict[str, Server | None] = {"server": server}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if state["server"] is None:
+            state["server"] = Server(options)
+        srv = state["server"]
+        log.warning("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
+        try:
+            yield
+        finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush
+            srv.close()
+
+    app = FastAPI(title="refit serve", lifespan=lifespan)
+    app.add_middleware(_Metrics, get_server=lambda: state["server"])
+    token = os.environ.get((options or server.options).admin_token_env) or None
+
+    class PredictIn(BaseModel):
+        text: str | None = Field(None, description="One text.")
+        texts: list[str] | None = Field(None, description="Several texts (answered in order).")
+
+    class FeedbackIn(BaseModel):
+        request_id: str
+        label: str | int
+
+    def srv() -> Server:
+        return state["server"]
+
+    @app.post("/predict")
+    async def predict(body: PredictIn):
+        s = srv()
+        if (body.text is None) == (body.texts is None):
+            raise HTTPException(422, "Send exactly one of 'text' (a string) or 'texts' (a list of strings).")
+        texts = [body.text] if body.text is not None else body.texts
+        if not texts or len(texts) > s.options.max_texts_per_request:
+            raise HTTPException(422, f"'texts' must hold 1 to {s.options.max_texts_per_request} strings "
+                                f"(got {len(texts)}).")
+        try:
+            out = await s.predict(texts)
+        except BatcherClosed:
+            raise HTTPException(503, "The server is shutting down.") from None
+        return out[0] if body.text is not None else {"predictions": out, "version_id": out[0]["version_id"]}
+
+    @app.post("/feedback")
+    async def feedback(body: FeedbackIn | list[FeedbackIn]):
+        items = body if isinstance(body, list) else [body]
+        try:
+            accepted = srv().add_feedback([(i.request_id, i.label) for i in items])
+        except FeedbackError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"accepted": accepted, "dropped": len(items) - accepted}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        s = srv()
+        body = {"ready": s.accepting, "version_id": s.slot.version_id, "backend": s.slot.backend}
+        return JSONResponse(body, status_code=200 if s.accepting else 503)
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(srv().metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload")
+    async def reload(request: Request, force: bool = False):
+        if token is None:
+            raise HTTPException(403, f"Reload is disabled: set {srv().options.admin_token_env} to enable it.")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(403, "Missing or wrong admin token (send 'Authorization: Bearer TOKEN').")
+        try:
+            return await asyncio.to_thread(srv().reload, force)
+        except RefitError as e:
+            return JSONResponse({"detail": str(e), "version_id": srv().slot.version_id}, status_code=409)
+
+    return app
+
+
+def create_app_from_env():
+    """uvicorn factory for `--workers N`: every worker process reads the options and builds its own server."""
+    return build_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
+
+
+def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               graceful_timeout_s: float = 30.0, log_level: str = "info", access_log: bool = True) -> None:
+    """Serve until SIGTERM/SIGINT; then stop accepting, answer in-flight requests, flush capture, return.
+
+    With one worker the server is built here first, so a bad version or registry is a clean RefitError
+    before any port is opened. With `workers > 1` uvicorn starts N processes that each load the model and
+    write their own capture files (names are unique per file, so they never collide).
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise _missing_fastapi() from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": graceful_timeout_s,
+              "access_log": access_log}
+    if workers == 1:
+        uvicorn.run(build_app(server=Server(options)), **common)
+        return
+    os.environ[OPTIONS_ENV] = json.dumps(options.to_dict())
+    uvicorn.run("refit.serve.app:create_app_from_env", factory=True, workers=workers, **common)

@@ -1,0 +1,225 @@
+"""Capture and feedback files: rotating Parquet written by one background thread that never blocks a request.
+
+The contract with the maintenance cycle (which reads these files):
+- complete files are `<prefix>-<UTC %Y%m%dT%H%M%SZ>-<6 hex>.parquet` in the capture folder;
+- a file being written is the dot-file `.<prefix>-<stamp>-<hex>.parquet.tmp`, renamed to its final name when it
+  rotates (by rows or by seconds) and on shutdown, so a reader never sees half a file;
+- capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256, prediction
+  (int64), label, probs (list<float32>); feedback rows: request_id, label, at (all strings).
+
+Requests hand rows over with `put`, which never waits: when the bounded queue is full, or while the writer
+cannot write (disk full, folder removed), rows are dropped and counted, and one log line says so. A
+prediction must never fail because its record could not be kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["CAPTURE_SCHEMA", "FEEDBACK_SCHEMA", "RotatingParquetWriter", "capture_row", "feedback_row", "utc_now"]
+
+log = logging.getLogger("refit.serve")
+
+CAPTURE_SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("at", pa.string()),
+    ("version_id", pa.string()),
+    ("text", pa.string()),
+    ("text_sha256", pa.string()),
+    ("prediction", pa.int64()),
+    ("label", pa.string()),
+    ("probs", pa.list_(pa.float32())),
+])
+FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()), ("at", pa.string())])
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def capture_row(request_id: str, at: str, version_id: str, text: str, prediction: int, label: str,
+                probs: Sequence[float], store_text: bool) -> dict:
+    """One capture row. The hash is kept even when the text is not, so drift and joins still work."""
+    return {"request_id": request_id, "at": at, "version_id": version_id, "text": text if store_text else None,
+            "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "prediction": int(prediction),
+            "label": label, "probs": [float(p) for p in probs]}
+
+
+def feedback_row(request_id: str, label: str, at: str) -> dict:
+    return {"request_id": request_id, "label": label, "at": at}
+
+
+class RotatingParquetWriter:
+    """A bounded queue drained by one thread into rotating Parquet files (see the module docstring).
+
+    `put` accepts row *makers* (zero-argument callables returning a row dict) as well as dicts, so the
+    per-row work (hashing, formatting) happens on the writer thread, not on the request's event loop.
+    """
+
+    def __init__(self, folder: str | Path, prefix: str, schema: pa.Schema, *, max_queue: int = 10000,
+                 rotate_rows: int = 10000, rotate_seconds: float = 300.0, flush_rows: int = 512,
+                 flush_seconds: float = 1.0, on_written: Callable[[int], None] | None = None,
+                 on_dropped: Callable[[int], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.schema = schema
+        self.rotate_rows = rotate_rows
+        self.rotate_seconds = rotate_seconds
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._on_written = on_written or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda n: None)
+        self._dropped = 0
+        self._written = 0
+        self._warned = False  # one log line per episode of dropping, not one per row
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._final: Path | None = None
+        self._file_rows = 0
+        self._opened_at = 0.0
+        self.finished: list[Path] = []
+        self._thread = threading.Thread(target=self._run, name=f"refit-{prefix}-writer", daemon=True)
+        self._thread.start()
+
+    # --- request side (never blocks) ---------------------------------------------------------------
+    def put(self, rows: Sequence[dict | Callable[[], dict]]) -> int:
+        """Queue rows; returns how many were accepted (the rest were dropped and counted)."""
+        if self._stop.is_set():
+            self._drop(len(rows), "the writer is closed")
+            return 0
+        for i, row in enumerate(rows):
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:
+                self._drop(len(rows) - i, f"its queue is full ({self._queue.maxsize} rows)")
+                return i
+        return len(rows)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, finalise the open file (rename it to its final name) and stop."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # --- writer thread -----------------------------------------------------------------------------
+    def _drop(self, n: int, why: str) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self._dropped += n
+            warn = not self._warned
+            self._warned = True
+        self._on_dropped(n)
+        if warn:
+            log.warning("refit serve: %s rows are being dropped (%s); predictions are unaffected. "
+                        "The dropped count is in /metrics.", self.prefix, why)
+
+    def _run(self) -> None:
+        buffer: list[dict] = []
+        last_flush = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                item = self._queue.get(timeout=0.1)
+                buffer.append(item() if callable(item) else item)
+                while len(buffer) < self.flush_rows:  # take what is already there without waiting
+                    item = self._queue.get_nowait()
+                    buffer.append(item() if callable(item) else item)
+            except queue.Empty:
+                pass
+            except Exception as e:  # a row maker that failed: that row is lost, nothing else
+                self._drop(1, f"a row could not be built: {e}")
+            now = time.monotonic()
+            if buffer and (len(buffer) >= self.flush_rows or now - last_flush >= self.flush_seconds or stopping):
+                while buffer:  # no file gets more than rotate_rows rows
+                    room = self.rotate_rows - self._file_rows
+                    self._write(buffer[:room])
+                    buffer = buffer[room:]
+                    if self._file_rows >= self.rotate_rows:
+                        self._finish()
+                last_flush = now
+            if self._writer is not None and (self._file_rows >= self.rotate_rows
+                                             or now - self._opened_at >= self.rotate_seconds):
+                self._finish()
+            if stopping and self._queue.empty() and not buffer:
+                self._finish()
+                return
+
+    def _open(self) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        name = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}.parquet"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._final = self.folder / name
+        self._tmp = self.folder / f".{name}.tmp"
+        self._writer = pq.ParquetWriter(str(self._tmp), self.schema)
+        self._file_rows = 0
+        self._opened_at = time.monotonic()
+
+    def _write(self, rows: list[dict]) -> None:
+        try:
+            if self._writer is None:
+                self._open()
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self._file_rows += len(rows)
+            self._written += len(rows)
+            self._on_written(len(rows))
+            with self._lock:
+                self._warned = False  # writing works again: the next failure gets its own log line
+        except Exception as e:  # disk full, folder gone, permissions: degrade capture, never the server
+            # The open file may be half-written: it is deleted, so its earlier rows are lost too.
+            self._drop(len(rows) + self._file_rows, f"writing {self._tmp or self.folder} failed: {e}")
+            self._abandon()
+
+    def _finish(self) -> None:
+        """Close the open file and give it its final name (rows in it become visible to readers)."""
+        if self._writer is None:
+            return
+        try:
+            self._writer.close()
+            os.replace(self._tmp, self._final)
+            self.finished.append(self._final)
+        except Exception as e:
+            self._drop(self._file_rows, f"finalising {self._tmp} failed: {e}")
+            self._abandon()
+            return
+        self._writer = self._tmp = self._final = None
+        self._file_rows = 0
+
+    def _abandon(self) -> None:
+        """Forget a file that cannot be written; the next rows start a new one."""
+        writer, tmp = self._writer, self._tmp
+        self._writer = self._tmp = self._final = None
+        self._file_rows = 0
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)

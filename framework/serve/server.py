@@ -1,0 +1,242 @@
+"""The serving process: the current slot, the micro-batcher, the capture writers and the registry watcher.
+
+`Server` holds the state and does the work (predict, feedback, reload); `refit.serve.app` puts HTTP in
+front of it. A hot swap builds a complete second slot off to the side and then replaces one reference, so
+there is never a moment without a working model, and a version that fails verification, warm-up or parity
+never becomes the served one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from refit.errors import ConfigError, RefitError, VersionError
+from refit.models.version import read_version
+from refit.registry.store import Registry
+from refit.serve.batcher import MicroBatcher
+from refit.serve.capture import (
+    CAPTURE_SCHEMA,
+    FEEDBACK_SCHEMA,
+    RotatingParquetWriter,
+    capture_row,
+    feedback_row,
+    utc_now,
+)
+from refit.serve.metrics import ServeMetrics
+from refit.serve.slot import Slot, load_slot
+
+__all__ = ["ServeOptions", "Server", "FeedbackError"]
+
+log = logging.getLogger("refit.serve")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class FeedbackError(RefitError):
+    """A feedback row names a request id or a label the server does not accept."""
+
+
+@dataclass
+class ServeOptions:
+    """Flat settings of one server process (JSON-serialisable: `--workers N` hands them to each worker)."""
+
+    registry_root: str | None = None
+    registry_db: str | None = None
+    alias: str = "champion"
+    version: str | None = None  # a version folder, instead of a registry alias
+    backend: str = "auto"
+    device: str = "cpu"
+    threads: int = 0
+    max_length: int = 0
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_texts_per_request: int = 256
+    capture: bool = True
+    capture_dir: str | None = None
+    store_texts: bool = True
+    capture_queue: int = 20000
+    rotate_rows: int = 10000
+    rotate_seconds: float = 300.0
+    watch_interval_s: float = 5.0
+    admin_token_env: str = "REFIT_SERVE_ADMIN_TOKEN"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Server:
+    """One process's serving state. Thread-safe: requests read `slot`; only `reload` replaces it."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        if not options.version and not options.registry_root:
+            raise ConfigError("refit serve needs --registry.root REG (with --alias) or --version DIR.")
+        if options.registry_root and not options.version:
+            db = Path(options.registry_db) if options.registry_db else Path(options.registry_root) / "registry.db"
+            if not db.is_file():
+                raise ConfigError(f"No registry at {options.registry_root} (no {db}); check --registry.root, or "
+                                  "create one with `refit registry register --version DIR`.")
+        self.options = options
+        self.metrics = ServeMetrics()
+        self.registry = (Registry(options.registry_root, options.registry_db)
+                         if options.registry_root and not options.version else None)
+        self._reload_lock = threading.Lock()
+        self._refused: str | None = None  # a version refused once is not retried until the alias moves again
+        self.last_error: str | None = None
+        self.slot: Slot = self._load(self._target())
+        self.metrics.set_version(self.slot.version_id, self.slot.backend)
+        self.batcher = MicroBatcher(options.max_batch_size, options.max_wait_ms, on_batch=self._observe_batch)
+        self.capture = self.feedback = None
+        if options.capture:
+            self.capture = self._writer("capture", CAPTURE_SCHEMA)
+            self.feedback = self._writer("feedback", FEEDBACK_SCHEMA)
+        self.accepting = True
+        self._stop = threading.Event()
+        self._watcher = None
+        if self.registry is not None and not options.version and options.watch_interval_s > 0:
+            self._watcher = threading.Thread(target=self._watch, name="refit-registry-watch", daemon=True)
+            self._watcher.start()
+
+    # --- setup -------------------------------------------------------------------------------------
+    @property
+    def capture_dir(self) -> Path:
+        if self.options.capture_dir:
+            return Path(self.options.capture_dir)
+        if self.registry is not None:
+            return self.registry.root / "inbox"
+        return Path(self.options.version).parent / "inbox"
+
+    def _writer(self, kind: str, schema) -> RotatingParquetWriter:
+        writer = RotatingParquetWriter(
+            self.capture_dir, kind, schema, max_queue=self.options.capture_queue,
+            rotate_rows=self.options.rotate_rows, rotate_seconds=self.options.rotate_seconds,
+            on_written=self.metrics.capture_written.labels(kind).inc,
+            on_dropped=self.metrics.capture_dropped.labels(kind).inc,
+        )
+        self.metrics.watch_backlog(kind, lambda: writer.backlog)
+        return writer
+
+    def _target_id(self) -> str:
+        """The id (or folder name) of what should be served now: cheap, polled by the watcher."""
+        if self.options.version:
+            return str(read_version(self.options.version).get("version_id") or Path(self.options.version).name)
+        return self.registry.resolve(self.options.alias)
+
+    def _target(self, version_id: str | None = None) -> tuple[str, Path]:
+        """(id, folder) of `version_id` (default: what the alias points at now); the registry verifies the
+        weights on the way."""
+        if self.options.version:
+            return self._target_id(), Path(self.options.version)
+        version = self.registry.get(version_id or self.registry.resolve(self.options.alias))
+        return version.id, version.path
+
+    def _load(self, target: tuple[str, Path]) -> Slot:
+        o = self.options
+        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length)
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_latency.observe(seconds)
+
+    # --- requests ----------------------------------------------------------------------------------
+    async def predict(self, texts: list[str]) -> list[dict]:
+        """Predictions in input order, each with its own request id; all from the slot current on arrival."""
+        slot = self.slot
+        ids = await asyncio.to_thread(slot.tokenize, texts)
+        futures = [asyncio.wrap_future(self.batcher.submit(slot, x)) for x in ids]
+        results = await asyncio.gather(*futures)
+        at = utc_now()
+        out, rows = [], []
+        store = self.options.store_texts
+        for text, (label_id, probs) in zip(texts, results):
+            rid = uuid.uuid4().hex
+            label = slot.label_of(label_id)
+            out.append({"request_id": rid, "label": label, "label_id": label_id,
+                        "probabilities": {slot.label_of(i): float(p) for i, p in enumerate(probs)},
+                        "version_id": slot.version_id})
+            if self.capture is not None:  # the row is built on the writer thread (hashing is not free)
+                rows.append(lambda r=rid, t=text, li=label_id, lb=label, p=probs, v=slot.version_id:
+                            capture_row(r, at, v, t, li, lb, p, store))
+        self.metrics.texts.inc(len(texts))
+        if rows:
+            self.capture.put(rows)
+        return out
+
+    def add_feedback(self, items: list[tuple[str, str | int]]) -> int:
+        """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call."""
+        if self.feedback is None:
+            raise FeedbackError("Feedback needs capture on (capture.enabled: true); this server stores nothing.")
+        labels = self.slot.labels
+        rows = []
+        for request_id, label in items:
+            if not _REQUEST_ID.match(str(request_id)):
+                raise FeedbackError(f"request_id '{request_id}' is not a request id (32 hex characters, as "
+                                    "returned by /predict).")
+            value = str(label)
+            if value not in labels and not (value.isdigit() and int(value) < len(labels)):
+                raise FeedbackError(f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
+                                    f"(or their ids 0-{len(labels) - 1}).")
+            rows.append(feedback_row(str(request_id), value, utc_now()))
+        return self.feedback.put(rows)
+
+    # --- hot swap ----------------------------------------------------------------------------------
+    def reload(self, force: bool = False) -> dict:
+        """Serve what the alias (or folder) points at now, if it differs; refuse a bad version, keep the old.
+
+        Returns {"version_id", "swapped", "previous"}; raises VersionError when the new version is refused.
+        """
+        with self._reload_lock:
+            previous = self.slot.version_id
+            target_id = self._target_id()
+            if target_id == previous and not force:
+                return {"version_id": previous, "swapped": False, "previous": previous}
+            try:
+                new = self._load(self._target(target_id))  # second slot: verified, warmed up, parity-checked
+            except Exception as e:  # anything wrong with the new version: refuse it, keep the old one
+                self._refuse(str(e), target_id)
+                raise VersionError(f"Refused version {target_id}; still serving {previous}. {e}") from None
+            self.slot = new  # one reference assignment: requests that hold the old slot finish on it
+            self._refused = None
+            self.metrics.set_version(new.version_id, new.backend)
+            self.metrics.reloads.labels("swapped").inc()
+            log.warning("refit serve: swapped %s -> %s (%s)", previous, new.version_id, new.backend)
+            return {"version_id": new.version_id, "swapped": True, "previous": previous}
+
+    def _refuse(self, message: str, version_id: str) -> None:
+        self._refused = version_id
+        self.last_error = message
+        self.metrics.reloads.labels("refused").inc()
+        log.error("refit serve: refused to swap to %s; still serving %s: %s", version_id, self.slot.version_id,
+                  message)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.options.watch_interval_s):
+            try:
+                current = self.registry.resolve(self.options.alias)
+            except Exception as e:  # registry briefly unreadable: keep serving, look again next time
+                log.warning("refit serve: cannot read the registry alias '%s': %s", self.options.alias, e)
+                continue
+            if current in (self.slot.version_id, self._refused):
+                continue
+            with contextlib.suppress(RefitError):  # refused: logged and counted by reload
+                self.reload()
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop watching, answer every queued text, then finalise the capture files."""
+        self.accepting = False
+        self._stop.set()
+        started = time.perf_counter()
+        self.batcher.close()
+        for writer in (self.capture, self.feedback):
+            if writer is not None:
+                writer.close()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        log.warning("refit serve: shut down cleanly in %.2f s", time.perf_counter() - started)

@@ -1,0 +1,220 @@
+"""A serving slot: one verified model version, its tokenizer and the backend that runs it.
+
+A slot is built completely (verified, loaded, warmed up, parity-checked) before the server points at it,
+and it is never changed afterwards: a hot swap builds a second slot and replaces the reference, so requests
+that already hold the old slot finish on it.
+
+Backends are one table (`BACKENDS`): a name -> a function (version folder, PyTorch model, device) that returns
+a Predictor (the export package's interface: token ids + mask in, logits out) or raises `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refit.errors import VersionError
+from refit.export.parity import parity
+from refit.inference import OrtPredictor, Predictor, TorchPredictor
+from refit.models.version import load_version
+
+__all__ = ["BACKENDS", "AUTO_ORDER", "Unavailable", "Slot", "load_slot", "pad_batch", "softmax"]
+
+log = logging.getLogger("refit.serve")
+
+
+class Unavailable(Exception):
+    """This backend cannot run this version here (no such export, no GPU, missing package)."""
+
+
+def _onnx(filename: str) -> Callable[..., Predictor]:
+    def make(version_dir: Path, model: torch.nn.Module, device: str, threads: int | None) -> Predictor:
+        path = version_dir / "exports" / filename
+        if not path.is_file():
+            raise Unavailable(f"no exports/{filename}")
+        try:
+            # No spinning: the event loop, tokenisation and capture threads share the cores with inference.
+            return OrtPredictor(path, "cuda" if device == "cuda" else "cpu", threads=threads,
+                                name=f"onnxruntime:{filename}", spinning=False)
+        except ImportError as e:
+            raise Unavailable(str(e)) from None
+    return make
+
+
+def _pytorch(version_dir: Path, model: torch.nn.Module, device: str, threads: int | None) -> Predictor:
+    return TorchPredictor(model, "cuda" if device == "cuda" else "cpu", name="pytorch")
+
+
+def _tensorrt(version_dir: Path, model: torch.nn.Module, device: str, threads: int | None) -> Predictor:
+    """The version's TensorRT engine. Code path only on refit's CPU-only development machines."""
+    plan = version_dir / "exports" / "model.plan"
+    if device != "cuda":
+        raise Unavailable("TensorRT needs a CUDA device")
+    if not plan.is_file():
+        raise Unavailable("no exports/model.plan")
+    from refit.export.tensorrt import TensorRTPredictor
+
+    return TensorRTPredictor(plan)
+
+
+# backend name -> factory. A new backend is one function and one line here.
+BACKENDS: dict[str, Callable[..., Predictor]] = {
+    "onnx-int8": _onnx("model.int8.onnx"),
+    "onnx": _onnx("model.onnx"),
+    "pytorch": _pytorch,
+    "tensorrt": _tensorrt,
+}
+# What `backend: auto` tries, in order, per device.
+AUTO_ORDER = {"cpu": ("onnx-int8", "onnx", "pytorch"), "cuda": ("tensorrt", "onnx", "pytorch")}
+# The export artefact each backend runs, as named in exports/parity.json.
+_ARTEFACT = {"onnx-int8": "model.int8.onnx", "onnx": "model.onnx", "tensorrt": "model.plan"}
+# Parity when the version has no parity.json record: (largest max-abs logit diff, least argmax agreement).
+_DEFAULT_PARITY = {"onnx-int8": (0.5, 0.75), "onnx": (1e-3, 1.0), "tensorrt": (0.1, 0.9)}
+_WARMUP_TEXTS = ["a short one", "this is a somewhat longer input sentence, used only to warm the model up",
+                 "warm-up", "x " * 40]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class Slot:
+    """Everything a request needs to be answered by one version; immutable once built."""
+
+    version_id: str
+    path: Path
+    backend: str
+    predictor: Predictor
+    tokenizer: object
+    labels: list[str]
+    max_length: int
+    pad_id: int = 0
+    parity: dict = field(default_factory=dict)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def label_of(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def _labels(meta: dict, model: torch.nn.Module) -> list[str]:
+    labels = meta.get("labels")
+    if labels:
+        return [str(x) for x in labels]
+    id2label = getattr(model.config, "id2label", None) or {}
+    return [str(id2label.get(i, i)) for i in range(model.config.num_labels)]
+
+
+def _max_length(meta: dict, tokenizer, override: int) -> int:
+    if override:
+        return override
+    data = (meta.get("config") or {}).get("data") or {}
+    return int(data.get("max_length") or min(getattr(tokenizer, "model_max_length", 512), 512))
+
+
+def _warm_texts(version_dir: Path) -> list[str]:
+    """Held-out texts from the version's drift reference when it has them (realistic lengths), else fixed ones."""
+    ref = version_dir / "reference" / "texts.jsonl"
+    texts: list[str] = []
+    if ref.is_file():
+        with ref.open(encoding="utf-8") as f:
+            for line in f:
+                if len(texts) >= 16:
+                    break
+                try:
+                    texts.append(str(json.loads(line)["text"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return texts or list(_WARMUP_TEXTS)
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to the longest one: (input_ids, attention_mask), int64."""
+    width = max(len(x) for x in ids)
+    out = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return out, mask
+
+
+def _check_parity(backend: str, version_dir: Path, predictor: Predictor, model: torch.nn.Module,
+                  ids: np.ndarray, mask: np.ndarray) -> dict:
+    """The export against the PyTorch model of the same version on the warm-up inputs, within the tolerance
+    the export recorded in exports/parity.json (or a default per backend when it recorded none)."""
+    if backend == "pytorch":
+        return {}
+    measured = parity(TorchPredictor(model)(ids, mask), predictor(ids, mask))
+    record = {}
+    parity_file = version_dir / "exports" / "parity.json"
+    if parity_file.is_file():
+        try:
+            record = (json.loads(parity_file.read_text()).get(_ARTEFACT[backend]) or {}).get("parity") or {}
+        except (ValueError, AttributeError):
+            raise VersionError(f"{parity_file} is corrupt; refusing version {version_dir.name}.") from None
+    if record:  # a few inputs may differ a little more than the export's validation set did; not much more
+        max_diff = 2 * float(record.get("max_abs_diff", 0.0)) + 1e-3
+        min_agree = float(record.get("argmax_agreement", 1.0)) - 0.25
+    else:
+        max_diff, min_agree = _DEFAULT_PARITY[backend]
+    if measured["max_abs_diff"] > max_diff or measured["argmax_agreement"] < min_agree:
+        raise VersionError(
+            f"{_ARTEFACT[backend]} of {version_dir.name} does not reproduce its PyTorch model: max-abs logit "
+            f"diff {measured['max_abs_diff']:.3g} (allowed {max_diff:.3g}), argmax agreement "
+            f"{measured['argmax_agreement']:.2f} (allowed >= {min_agree:.2f}) on {measured['n']} inputs. "
+            "Re-export it (`refit export`); refusing to serve it."
+        )
+    return {**measured, "allowed_max_abs_diff": max_diff, "source": "parity.json" if record else "default"}
+
+
+def load_slot(version_dir: str | Path, backend: str = "auto", device: str = "cpu", threads: int | None = None,
+              max_length: int = 0) -> Slot:
+    """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
+
+    Verification is the version module's own (read_version / load_version check the files against the
+    hashes recorded when the version was written), so whatever it checks, the server checks.
+    """
+    version_dir = Path(version_dir)
+    started = time.perf_counter()
+    model, tokenizer, meta = load_version(version_dir)
+    order = AUTO_ORDER["cuda" if device == "cuda" else "cpu"] if backend == "auto" else (backend,)
+    reasons = []
+    predictor = chosen = None
+    for name in order:
+        try:
+            predictor, chosen = BACKENDS[name](version_dir, model, device, threads), name
+            break
+        except Unavailable as e:
+            reasons.append(f"{name}: {e}")
+    if predictor is None:
+        raise VersionError(f"No backend can serve {version_dir} here ({'; '.join(reasons)}).")
+    labels = _labels(meta, model)
+    slot = Slot(str(meta.get("version_id") or version_dir.name), version_dir, chosen, predictor, tokenizer, labels,
+                _max_length(meta, tokenizer, max_length), tokenizer.pad_token_id or 0)
+    ids, mask = pad_batch(slot.tokenize(_warm_texts(version_dir)), slot.pad_id)
+    try:
+        for _ in range(2):  # warm-up: first calls allocate and pick kernels
+            logits = predictor(ids, mask)
+        logits = predictor(ids[:1], mask[:1])
+    except Exception as e:
+        raise VersionError(f"{chosen} backend failed on warm-up inputs for {version_dir}: {e}") from None
+    if logits.shape[-1] != len(labels):
+        raise VersionError(f"{version_dir}: the model outputs {logits.shape[-1]} classes but refit.json names "
+                           f"{len(labels)} labels.")
+    slot.parity = _check_parity(chosen, version_dir, predictor, model, ids, mask)
+    log.info("refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started)
+    return slot
+

@@ -1,0 +1,107 @@
+"""The capture writer: rotating Parquet files named as the maintenance cycle expects, never blocking, and
+dropping (counted, logged once) instead of failing when it cannot write."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from refit.serve.capture import (
+    CAPTURE_SCHEMA,
+    FEEDBACK_SCHEMA,
+    RotatingParquetWriter,
+    capture_row,
+    feedback_row,
+)
+
+FINAL = re.compile(r"^capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet$")
+OPEN = re.compile(r"^\.capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet\.tmp$")
+
+
+def rows(n: int, store_text: bool = True) -> list[dict]:
+    return [capture_row(f"{i:032x}", "2026-01-01T00:00:00.000+00:00", "v1", f"text {i}", i % 2,
+                        "positive" if i % 2 else "negative", [0.25, 0.75], store_text) for i in range(n)]
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_open_file_is_a_dot_file_until_rotation_by_rows(tmp_path):
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, rotate_rows=4, flush_seconds=0.05)
+    writer.put(rows(2))
+    wait_for(lambda: writer.written == 2)
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == 1 and OPEN.match(names[0]), names  # being written: invisible to readers
+    writer.put(rows(9))
+    writer.close()
+    files = sorted(tmp_path.iterdir())
+    assert all(FINAL.match(p.name) for p in files), [p.name for p in files]
+    sizes = sorted(pq.read_metadata(p).num_rows for p in files)
+    assert sum(sizes) == 11 and max(sizes) <= 4 and len(files) == 3
+    table = pq.read_table(files[0])
+    assert table.schema.remove_metadata().equals(CAPTURE_SCHEMA)
+
+
+def test_rotation_by_seconds_finalises_without_shutdown(tmp_path):
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, rotate_seconds=0.3, flush_seconds=0.05)
+    writer.put(rows(3))
+    wait_for(lambda: any(FINAL.match(p.name) for p in tmp_path.iterdir()))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    writer.close()
+    assert sum(pq.read_metadata(p).num_rows for p in tmp_path.iterdir()) == 3
+
+
+def test_row_makers_run_on_the_writer_and_texts_can_be_left_out(tmp_path):
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA)
+    writer.put([lambda i=i: rows(5, store_text=False)[i] for i in range(5)])
+    writer.close()
+    table = pq.read_table(next(tmp_path.glob("capture-*.parquet"))).to_pylist()
+    assert [r["request_id"] for r in table] == [f"{i:032x}" for i in range(5)]
+    assert all(r["text"] is None and len(r["text_sha256"]) == 64 for r in table)
+
+
+def test_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
+    dropped = []
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, max_queue=8, on_dropped=dropped.append)
+    batch = rows(1)
+    started = time.perf_counter()
+    accepted = sum(writer.put(batch * 1) for _ in range(20000))
+    elapsed = time.perf_counter() - started
+    writer.close()
+    assert writer.dropped > 0 and accepted + writer.dropped == 20000 and sum(dropped) == writer.dropped
+    assert elapsed < 5  # never waited for the writer
+    assert sum(pq.read_metadata(p).num_rows for p in tmp_path.glob("capture-*.parquet")) == accepted
+
+
+def test_unwritable_folder_drops_rows_and_logs_once(tmp_path, caplog):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    writer = RotatingParquetWriter(blocked, "feedback", FEEDBACK_SCHEMA, flush_seconds=0.02)
+    with caplog.at_level(logging.WARNING, logger="refit.serve"):
+        for i in range(5):
+            assert writer.put([feedback_row(f"{i:032x}", "positive", "t")]) == 1  # accepted by the queue ...
+            time.sleep(0.05)
+        writer.close()
+    assert writer.dropped == 5 and writer.written == 0  # ... and dropped by the writer, counted
+    assert sum("feedback rows are being dropped" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_put_after_close_is_dropped_not_raised(tmp_path):
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA)
+    writer.close()
+    assert writer.put(rows(3)) == 0 and writer.dropped == 3
+
+
+@pytest.mark.parametrize("prefix,schema", [("capture", CAPTURE_SCHEMA), ("feedback", FEEDBACK_SCHEMA)])
+def test_empty_writer_leaves_no_file(tmp_path, prefix, schema):
+    RotatingParquetWriter(tmp_path / "inbox", prefix, schema).close()
+    assert not (tmp_path / "inbox").exists() or not list(Path(tmp_path / "inbox").iterdir())
