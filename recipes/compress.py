@@ -112,7 +112,9 @@ def _reference(model, tokenizer, parent: Path, max_length: int):
     ref = parent / "reference"
     if not (ref / "texts.jsonl").is_file():
         return None
-    texts = [json.loads(line)["text"] for line in (ref / "texts.jsonl").read_text().splitlines() if line]
+    texts = [json.loads(line).get("text") for line in (ref / "texts.jsonl").read_text().splitlines() if line]
+    if not texts or None in texts:  # only hashes kept (privacy.store_texts false): nothing to re-embed
+        return None
     meta = json.loads((ref / "reference.json").read_text())
     enc = encode_texts(model, tokenizer, texts, 64, meta.get("max_length", max_length), device="cpu")
     return enc.embeddings, enc.probs, texts, {k: meta[k] for k in ("split", "pooling", "layer", "max_length") if k in meta}

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,15 @@ class Config:
     alias: str | None = None
     reason: str | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.alias is not None and not _ALIAS.match(self.alias):
+            raise ValueError(f"Invalid value for 'alias': {self.alias!r}; an alias is 1-64 letters, digits, '-', '_' "
+                             "or '.', starting with a letter or digit.")
+
+
+# An alias is a name, never a path: the same strict pattern as version ids (letters, digits, -_.).
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _need(value: str | None, key: str, action: str) -> str:

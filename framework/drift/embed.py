@@ -37,7 +37,8 @@ def load_reference(version_dir: str | Path) -> Reference:
     tensors = load_file(str(tensors_file))
     meta_file, texts_file = folder / "reference.json", folder / "texts.jsonl"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    texts = [json.loads(line)["text"] for line in texts_file.read_text().splitlines()] if texts_file.is_file() else []
+    rows = [json.loads(line) for line in texts_file.read_text().splitlines() if line] if texts_file.is_file() else []
+    texts = [r["text"] for r in rows if "text" in r]  # none when only hashes were kept (privacy.store_texts)
     return Reference(tensors["embeddings"], tensors.get("probs"), texts, meta)
 
 

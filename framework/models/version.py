@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import uuid
@@ -48,15 +49,20 @@ def weights_file(version_dir: str | Path) -> Path:
 
 
 def write_reference(folder: Path, embeddings: torch.Tensor, probs: torch.Tensor, texts: list[str],
-                    meta: dict) -> None:
-    """Drift reference: embeddings and class probabilities of held-out inputs, the texts, how they were made."""
+                    meta: dict, store_texts: bool = True) -> None:
+    """Drift reference: embeddings and class probabilities of held-out inputs, the texts, how they were made.
+
+    `store_texts` False (privacy.store_texts) keeps only each text's sha256 in texts.jsonl.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"embeddings": embeddings.contiguous().float(), "probs": probs.contiguous().float()},
               str(folder / "embeddings.safetensors"))
     with (folder / "texts.jsonl").open("w", encoding="utf-8") as f:
         for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-    write_json(folder / "reference.json", {**meta, "size": len(texts), "dim": int(embeddings.shape[1])})
+            row = {"text": t} if store_texts else {"sha256": hashlib.sha256(t.encode("utf-8")).hexdigest()}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_json(folder / "reference.json", {**meta, "size": len(texts), "dim": int(embeddings.shape[1]),
+                                           "texts_stored": store_texts})
 
 
 def write_version(
@@ -65,14 +71,17 @@ def write_version(
     tokenizer,
     meta: dict,
     reference: tuple[torch.Tensor, torch.Tensor, list[str], dict] | None = None,
+    store_texts: bool = True,
 ) -> Path:
-    """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json."""
+    """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json.
+
+    `store_texts` False keeps only hashes of the reference texts (privacy.store_texts)."""
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")
         if reference is not None:
-            write_reference(tmp / "reference", *reference)
+            write_reference(tmp / "reference", *reference, store_texts=store_texts)
         (tmp / "exports").mkdir()
         record = {
             "version_id": meta.get("version_id") or new_version_id(),

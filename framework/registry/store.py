@@ -89,6 +89,9 @@ class Registry:
         db = sqlite3.connect(self.db_path, timeout=30)
         try:
             db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        except sqlite3.DatabaseError as e:
+            raise VersionError(f"The registry database {self.db_path} is corrupt or not a SQLite file ({e}). "
+                               "Restore it from a backup; refit will not overwrite it.") from None
         finally:
             db.close()
 

@@ -17,10 +17,11 @@ from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import TextDataModule, load_splits
 from refit.errors import ConfigError, RunInterrupted
-from refit.models import encode_texts, load_classifier, new_version_id, write_version
+from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
 from refit.train.module import SequenceClassifier
+from refit.train.resume import check_resume
 from refit.train.trainer import LAST_CKPT, build_trainer
 
 __all__ = ["FinetuneResult", "run_finetune", "VERSION_DIRNAME"]
@@ -36,12 +37,15 @@ class FinetuneResult:
     wandb_dir: str | None
 
 
-def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from; refuses to silently overwrite an earlier run's checkpoints."""
+def _checkpoint_to_resume(out: Path, resume: bool, config: dict | None = None,
+                          with_changes: bool = False) -> Path | None:
+    """The checkpoint to resume from; refuses to silently overwrite an earlier run's checkpoints, to resume
+    from a damaged checkpoint, or (unless `with_changes`) under another training setup than its own."""
     last = out / "checkpoints" / LAST_CKPT
     if resume:
         if not last.is_file():
             raise ConfigError(f"--resume: no checkpoint to resume from at {last}.")
+        check_resume(last, config, with_changes)
         return last
     if last.is_file():
         raise ConfigError(
@@ -69,30 +73,35 @@ def run_finetune(
     callbacks: list[Callback] | None = None,
     wandb_group: str | None = None,
     resume_from: str | Path | None = None,
+    resume_with_changes: bool = False,
+    store_texts: bool = True,
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
     `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
+    `store_texts` False (privacy.store_texts) keeps only hashes of the reference texts in the version.
     """
     out = Path(output_dir)
-    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume)
+    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     d, t = data, trainer
     L.seed_everything(t.seed, workers=True, verbose=False)
     splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,
                          d.label_column, d.max_train_samples)
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
+    check_max_length(hf_model, d.max_length)
     datamodule = TextDataModule(splits, tokenizer, d.max_length, d.batch_size, d.eval_batch_size,
                                 d.group_by_length, d.num_workers, seed=t.seed)
     module = SequenceClassifier(hf_model, len(splits.label_names), **asdict(optim))
     config = config or {}
     loggers = build_loggers(out, tracking.name or out.name, config,
-                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group)
+                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group,
+                            append=ckpt is not None)
     has_val = datamodule.has("validation")
     pl_trainer = build_trainer(
         out, loggers, has_val, t.max_epochs, t.max_steps, t.precision, t.accelerator, t.devices, t.strategy,
         t.num_nodes, t.gradient_clip_val, t.accumulate_grad_batches, t.val_check_interval,
         t.log_every_n_steps, t.monitor, t.mode, t.early_stopping_patience, t.checkpoint_every_n_steps,
-        t.deterministic, callbacks,
+        t.deterministic, callbacks, run_info={"config": config, "data": splits.fingerprints},
     )
 
     started = time.perf_counter()
@@ -145,7 +154,8 @@ def run_finetune(
             if best_cb is not None and best_cb.best_model_score is not None else None,
         },
     }
-    version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
+    version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference,
+                                store_texts=store_texts)
     if reference is not None:  # detector state (bandwidth, PCA), fitted on the reference alone
         from refit.drift.check import fit_reference_state
 
