@@ -307,3 +307,11 @@ def test_no_traceback_from_a_real_process(world):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "trainer.devices" in proc.stderr
 
+
+
+def test_monitor_names_match_the_metrics_training_logs():
+    """settings.MONITOR_METRICS is checked at parse time; it must list exactly what the module logs."""
+    from refit.settings import MONITOR_METRICS
+    from refit.train import METRIC_NAMES
+
+    assert set(MONITOR_METRICS) == {"val/loss", *(f"val/{m}" for m in METRIC_NAMES)}
