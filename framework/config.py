@@ -113,9 +113,9 @@ def _check_sections(data: dict, valid: dict[str, Any], where: str, prefix: str =
         is_section = key not in valid and any(name.startswith(key + ".") for name in valid)
         if is_section and not isinstance(v, dict):
             children = sorted({name[len(key) + 1 :].split(".")[0] for name in valid if name.startswith(key + ".")})
+            got = "nothing (an empty section: remove it, or give it a key)" if v is None else f"{type(v).__name__} {v!r}"
             raise ConfigError(
-                f"'{key}' ({where}) is a section and needs a mapping of its keys ({', '.join(children)}), "
-                f"not {type(v).__name__} {v!r}."
+                f"'{key}' ({where}) is a section and needs a mapping of its keys ({', '.join(children)}); got {got}."
             )
         if is_section:
             _check_sections(v, valid, where, key + ".")
