@@ -85,7 +85,7 @@ def build_trainer(
     not have, a precision it cannot run) are a ConfigError naming the `trainer.` key, before any training.
     """
     strategies = ["auto", *StrategyRegistry.available_strategies()]
-    if strategy not in strategies:
+    if isinstance(strategy, str) and strategy not in strategies:
         raise ConfigError(
             f"Invalid value for 'trainer.strategy': '{strategy}' is not a Lightning strategy; choose from "
             f"{', '.join(s for s in strategies if 'xla' not in s and 'tpu' not in s)}."
