@@ -56,6 +56,25 @@ class ResumeCheckpoint(Callback):
             trainer.save_checkpoint(self.path)
 
 
+class _CheckValidationInterval(Callback):
+    """An integer `val_check_interval` larger than an epoch's batches: Lightning refuses it only once `fit`
+    has set up the data, with a traceback; this says it as a config error at the same moment, no training yet.
+    """
+
+    def __init__(self, every_n_batches: int) -> None:
+        self.every = every_n_batches
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or trainer.datamodule is None:
+            return
+        batches = len(trainer.datamodule.train_dataloader()) // max(1, trainer.world_size)
+        if self.every > batches:
+            raise ConfigError(
+                f"Invalid value for 'trainer.val_check_interval': {self.every} batches, but an epoch has only "
+                f"{batches}. Give at most {batches}, or a share of an epoch (0 < x <= 1, e.g. 0.5)."
+            )
+
+
 def build_trainer(
     output_dir: str | Path,
     loggers: list,
@@ -100,6 +119,8 @@ def build_trainer(
         if early_stopping_patience:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
                                            check_on_train_epoch_end=False))
+    if has_validation and isinstance(val_check_interval, int) and not isinstance(val_check_interval, bool):
+        callbacks.append(_CheckValidationInterval(val_check_interval))
     callbacks += extra_callbacks or []
     try:
         return _trainer(output_dir, loggers, has_validation, max_epochs, max_steps, precision, accelerator, devices,

@@ -189,6 +189,8 @@ CASES: list[Case] = [
     ("max_steps below -1", lambda w: w.finetune("--trainer.max_steps", "-5"), ["trainer.max_steps"]),
     ("val_check_interval zero", lambda w: w.finetune("--trainer.val_check_interval", "0"),
      ["trainer.val_check_interval"]),
+    ("val_check_interval beyond the epoch", lambda w: w.finetune("--trainer.val_check_interval", "1000"),
+     ["trainer.val_check_interval", "1000"]),
     ("num_nodes zero", lambda w: w.finetune("--trainer.num_nodes", "0"), ["trainer.num_nodes"]),
     ("devices negative", lambda w: w.finetune("--trainer.devices", "-2"), ["trainer.devices", "-2"]),
     ("devices list of words", lambda w: w.finetune("--trainer.devices", "[a, b]"), ["trainer.devices"]),
