@@ -232,6 +232,9 @@ CASES: list[Case] = [
      ["method", "magnitude"]),
     ("compress amount", lambda w: ["compress", "--version", str(w.version), "--amount", "1.5"], ["amount", "[0, 1]"]),
     ("compress max drop", lambda w: ["compress", "--max_accuracy_drop", "-1"], ["max_accuracy_drop"]),
+    ("compress validation missing", lambda w: ["compress", "--version", str(w.version), "--validation",
+                                               str(w.tmp / "val.jsonl"), "--output_dir", str(w.tmp / "c")],
+     ["val.jsonl"]),
     # --- export --------------------------------------------------------------------------------------------
     ("export format", lambda w: ["export", "--version", str(w.version), "--format", "onnx2"], ["format", "onnx"]),
     ("export version missing", lambda w: ["export", "--version", str(w.tmp / "gone")], ["gone"]),
@@ -239,12 +242,17 @@ CASES: list[Case] = [
     ("export trt precision", lambda w: ["export", "--tensorrt.precision", "int4"], ["tensorrt.precision", "fp16"]),
     ("export opset", lambda w: ["export", "--onnx.opset", "0"], ["onnx.opset"]),
     ("export device", lambda w: ["export", "--device", "tpu"], ["device", "cpu"]),
+    ("export validation missing", lambda w: ["export", "--version", str(w.version), "--validation",
+                                             str(w.tmp / "val.jsonl")], ["val.jsonl"]),
     # --- benchmark -----------------------------------------------------------------------------------------
     ("benchmark format", lambda w: ["benchmark", "--version", str(w.version), "--formats", "[pytorch, onnx3]"],
      ["onnx3", "formats", "onnx-int8"]),
     ("benchmark version missing", lambda w: ["benchmark", "--version", str(w.tmp / "gone")], ["gone"]),
     ("benchmark seq_len", lambda w: ["benchmark", "--seq_len", "0"], ["seq_len"]),
     ("benchmark no version", lambda w: ["benchmark"], ["--version"]),
+    ("benchmark validation missing", lambda w: ["benchmark", "--version", str(w.version), "--validation",
+                                                str(w.tmp / "val.jsonl"), "--tracking.wandb", "false"],
+     ["val.jsonl"]),
     # --- drift ---------------------------------------------------------------------------------------------
     ("drift window 1 classifier", lambda w: w.drift("--window", "1", "--min_window", "1", "--tests", "[classifier]"),
      ["min_window", "classifier"]),
@@ -259,6 +267,10 @@ CASES: list[Case] = [
     ("drift empty file", lambda w: w.drift("--data", str(_file(w, "empty.jsonl", ""))), ["empty.jsonl"]),
     ("drift all windows too small", lambda w: w.drift("--min_window", "1000"), ["1000", "min_window"]),
     ("drift no tests", lambda w: w.drift("--tests", "[]"), ["tests"]),
+    ("drift encoder missing", lambda w: w.drift("--encoder", str(w.tmp / "enc")), ["enc"]),
+    ("drift reference data missing", lambda w: w.drift("--refresh_reference", "--reference_data",
+                                                       str(w.tmp / "ref.jsonl")), ["ref.jsonl"]),
+    ("drift by_time without times", lambda w: w.drift("--by_time", "day"), ["timestamp", "by_time"]),
     ("drift permutations zero", lambda w: w.drift("--permutations", "0"), ["permutations"]),
     # --- maintain ------------------------------------------------------------------------------------------
     ("maintain no schedule", lambda w: ["maintain", "--registry.root", str(w.registry)], ["--once", "--every"]),
