@@ -100,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "configs":
+        if rest:
+            print(f"refit configs: error: takes no arguments, got {' '.join(rest)}.", file=sys.stderr)
+            return 2
         return _list_configs()
     if command not in RECIPES:
         import difflib

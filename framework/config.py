@@ -105,6 +105,22 @@ def _check_key(key: str, valid: dict[str, Any], where: str) -> None:
     )
 
 
+def _check_sections(data: dict, valid: dict[str, Any], where: str, prefix: str = "") -> None:
+    """A section (`trainer:`) given a plain value instead of its keys: jsonargparse fails on it with a
+    TypeError deep inside instantiation, so it is caught here with the section named."""
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        is_section = key not in valid and any(name.startswith(key + ".") for name in valid)
+        if is_section and not isinstance(v, dict):
+            children = sorted({name[len(key) + 1 :].split(".")[0] for name in valid if name.startswith(key + ".")})
+            got = "nothing (an empty section: remove it, or give it a key)" if v is None else f"{type(v).__name__} {v!r}"
+            raise ConfigError(
+                f"'{key}' ({where}) is a section and needs a mapping of its keys ({', '.join(children)}); got {got}."
+            )
+        if is_section:
+            _check_sections(v, valid, where, key + ".")
+
+
 def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
     valid = dotted_keys(config_cls)
     valid["config"] = str
@@ -122,6 +138,7 @@ def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
                 raise ConfigError(f"Config file {path} must hold a mapping of keys, not {type(data).__name__}.")
             for key in _flatten(data):
                 _check_key(key, valid, f"in {path}")
+            _check_sections(data, valid, f"in {path}")
         elif tok.startswith("--") and tok not in ("--print_config", "--help", "-h"):
             key = tok[2:].split("=", 1)[0]
             if key.startswith("print_config"):
@@ -148,9 +165,13 @@ def _explain(error: Exception, config_cls: type) -> ConfigError:
     if match and match.group(1) != "config":
         key = match.group(1)
         ftype = dotted_keys(config_cls).get(key)
-        got = re.search(r"Got value: (.*)", text) or re.search(r"(?:literal|value)[^']*('.*')", text)
+        got = (re.search(r"Got value: (.*)", text) or re.search(r"(?:literal|value)[^']*('.*')", text)
+               or re.search(r"could not convert string to \w+: (.*)", text)
+               or re.search(r"Unable to load config (.*)", text))
         got_s = f"; got {got.group(1).strip()}" if got else ""
-        allowed = _allowed(ftype) if ftype is not None else "a valid value"
+        is_section = ftype is None and any(k.startswith(key + ".") for k in dotted_keys(config_cls))
+        allowed = (_allowed(ftype) if ftype is not None
+                   else "a mapping of this section's keys" if is_section else "a valid value")
         return ConfigError(f"Invalid value for '{key}': expected {allowed}{got_s}.")
     if match:  # problems with the --config file itself
         return ConfigError(text.split(":", 1)[-1].strip().replace("\n", " "))
@@ -195,6 +216,7 @@ def parse_config_dict(config_cls: type[C], data: dict, where: str = "in the conf
     valid = dotted_keys(config_cls)
     for key in _flatten(data):
         _check_key(key, valid, where)
+    _check_sections(data, valid, where)
     parser = build_parser(config_cls, prog="refit", description="")
     try:
         cfg = parser.instantiate(parser.parse_object(data))

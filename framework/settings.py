@@ -8,6 +8,7 @@ unpacks them itself; nothing it calls, and no other library code, sees a config 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,7 +23,7 @@ from jsonargparse.typing import (
 
 __all__ = [
     "DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig", "RegistryConfig",
-    "InboxConfig", "PolicyConfig", "GateConfig",
+    "InboxConfig", "PolicyConfig", "GateConfig", "PrivacyConfig", "MONITOR_METRICS", "ACCELERATORS",
 ]
 
 StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
@@ -30,6 +31,27 @@ StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
 # first keeps `1.0` from a YAML file or a tuned config a whole epoch instead of "every batch".
 EpochFraction = restricted_number_type("EpochFraction", float, [(">", 0), ("<=", 1)])
 Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64"]
+# The accelerators refit runs on (Lightning also knows 'tpu', which needs torch_xla and is not supported).
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# What `trainer.monitor` may name: the validation loss and every metric of refit.train.metrics (a test keeps
+# the two lists equal; this module is imported before any training code, so it cannot import that one).
+MONITOR_METRICS = ("val/loss", "val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro",
+                   "val/auroc", "val/ece")
+_DEVICES_TEXT = re.compile(r"^(auto|-1|\d+|\d+(,\s*\d+)+,?)$")
+
+
+@dataclass
+class PrivacyConfig:
+    """What refit may keep of the texts it sees (training, validation and production inputs).
+
+    Args:
+        store_texts: Keep input texts in files refit writes (a version's drift reference, drift.json,
+            the drift HTML report, W&B runs). False keeps a sha256 of each text instead: reports still
+            say which inputs moved, by hash, and nothing readable leaves the input files.
+    """
+
+    store_texts: bool = True
 
 
 @dataclass
@@ -122,7 +144,7 @@ class TrainerConfig:
     max_epochs: PositiveInt = 3
     max_steps: StepLimit = -1
     precision: Precision = "32"
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     devices: int | str | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: PositiveInt = 1
@@ -136,6 +158,23 @@ class TrainerConfig:
     checkpoint_every_n_steps: NonNegativeInt = 0
     seed: int = 42
     deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        # Lightning would only refuse these when the Trainer is built, with a traceback; say it now.
+        d = self.devices
+        bad = (isinstance(d, bool) or (isinstance(d, int) and (d < -1 or d == 0))
+               or (isinstance(d, str) and not _DEVICES_TEXT.match(d.strip()))
+               or (isinstance(d, list) and (not d or any(isinstance(i, bool) or i < 0 for i in d))))
+        if bad:
+            raise ValueError(
+                f"Invalid value for 'trainer.devices': expected a number of devices (1, 2, ...; -1 = all), a list "
+                f"of device ids ([0, 1]) or 'auto'; got {d!r}."
+            )
+        if self.monitor not in MONITOR_METRICS:
+            raise ValueError(
+                f"'trainer.monitor' must be a validation metric: one of {', '.join(MONITOR_METRICS)}; "
+                f"got '{self.monitor}'."
+            )
 
 
 @dataclass
@@ -166,7 +205,10 @@ class FinetuneConfig:
             refit version folder (its lineage is kept).
         output_dir: Run folder: checkpoints/, logs/, wandb/ and the finished version/ go here.
         resume: Continue an interrupted run from output_dir/checkpoints/last.ckpt.
+        resume_with_changes: With resume: accept a config that differs from the checkpoint's in what is
+            trained (model, data, optimiser, batch size, ...); without it such a resume is refused.
         parent: Version id or folder this one derives from (default: the model's, when it is a version).
+        privacy: What of the input texts may be stored.
     """
 
     model: str = "minilm"
@@ -176,13 +218,9 @@ class FinetuneConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs/finetune"
     resume: bool = False
+    resume_with_changes: bool = False
     parent: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.trainer.monitor.split("/")[0] != "val":
-            raise ValueError(
-                f"'trainer.monitor' must be a validation metric like 'val/accuracy', got '{self.trainer.monitor}'."
-            )
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 @dataclass

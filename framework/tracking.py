@@ -19,12 +19,40 @@ def resolve_wandb_mode(enabled: bool, mode: str | None) -> str:
     return mode or os.environ.get("WANDB_MODE") or "offline"
 
 
+def _appending_csv_logger(save_dir: str):
+    """A CSVLogger that adds to an existing logs/metrics.csv (a resumed run) instead of deleting it."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:  # Lightning's version deletes the earlier rows
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    self.metrics_keys = next(csv.reader(f), [])
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AppendingCSVLogger(save_dir=save_dir, name="logs", version="")
+
+
 def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mode: str, project: str,
-                  group: str | None = None) -> list:
-    """CSV logs always; a WandbLogger unless W&B is disabled (then no W&B files are written at all)."""
+                  group: str | None = None, append: bool = False) -> list:
+    """CSV logs always; a WandbLogger unless W&B is disabled (then no W&B files are written at all).
+
+    `append` (a resumed run) keeps the rows already in logs/metrics.csv."""
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers: list = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
+    csv_logger = _appending_csv_logger(str(output_dir)) if append else CSVLogger(save_dir=str(output_dir),
+                                                                                  name="logs", version="")
+    loggers: list = [csv_logger]
     if wandb_mode != "disabled":
         try:
             import wandb  # noqa: F401

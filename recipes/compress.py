@@ -112,7 +112,12 @@ def _reference(model, tokenizer, parent: Path) -> Reference | None:
     the detectors refitted on them, so the child version carries its own detector state."""
     if not (parent / "reference" / "texts.jsonl").is_file():
         return None
-    return reembed(load_reference(parent), model, tokenizer, device="cpu")
+    reference = load_reference(parent)
+    if not reference.texts:  # only hashes kept (privacy.store_texts false): nothing to re-embed
+        return None
+    child = reembed(reference, model, tokenizer, device="cpu")
+    child.store_texts = reference.store_texts
+    return child
 
 
 def _measure(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> dict:

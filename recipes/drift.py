@@ -5,12 +5,15 @@
     refit drift --version runs/demo/version --refresh_reference --reference_data holdout.jsonl
 
 Each window of inputs is embedded by the version (or a fixed --encoder version) and tested against the
-version's reference (reference/ in the version). Writes drift.json and report.html to --output_dir.
-Exit code: 0 no window drifted, 3 at least one drifted, 2 a mistake in the input (nothing else is run).
+version's reference (reference/ in the version). Writes drift.json and report.html to --output_dir
+(default runs/drift/<version id>-<time> under the current folder: never inside the version, which is
+immutable once written). Exit code: 0 no window drifted, 3 at least one drifted, 2 a mistake in the input
+or nothing could be tested (an empty file, a missing text column, every window under --min_window).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,15 +27,17 @@ from refit.drift import DETECTORS
 from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder
 from refit.drift.html import render_report
-from refit.drift.reference import Reference, fit_reference_state, load_reference, write_reference
-from refit.drift.windows import Period, read_windows
-from refit.errors import ConfigError
+from refit.drift.reference import Reference, fit_states, load_reference
+from refit.drift.windows import Period, Window, read_windows
+from refit.errors import ConfigError, DataError
 from refit.io import atomic_write_text, write_json
 from refit.models import editing_version, read_version
-from refit.settings import TrackingConfig
+from refit.settings import PrivacyConfig, TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 
 DRIFT_EXIT = 3
+# The classifier test trains on half of reference + window, stratified: smaller windows cannot be split.
+CLASSIFIER_MIN_WINDOW = 10
 
 
 @dataclass
@@ -57,8 +62,10 @@ class Config:
         reference_data: With refresh_reference: a file of held-out inputs to build the reference from
             (default: the reference's own texts).
         reference_size: Inputs sampled from reference_data for a refreshed reference.
-        output_dir: Where drift.json and report.html go (default VERSION/drift/<time>).
+        output_dir: Where drift.json and report.html go (default runs/drift/<version id>-<time>).
         seed: Seed for permutations and sampling.
+        tracking: W&B run of the check (offline by default).
+        privacy: store_texts false keeps only sha256 hashes of inputs in drift.json, the report and W&B.
     """
 
     version: str | None = None
@@ -79,11 +86,20 @@ class Config:
     output_dir: str | None = None
     seed: int = 0
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tests if t not in DETECTORS]
         if unknown:
             raise ValueError(f"Unknown drift test(s) {unknown} in 'tests'; allowed: {', '.join(DETECTORS)}.")
+        if not self.tests:
+            raise ValueError(f"'tests' is empty: give at least one of {', '.join(DETECTORS)}.")
+        if "classifier" in self.tests and self.min_window < CLASSIFIER_MIN_WINDOW:
+            raise ValueError(
+                f"'min_window' is {self.min_window}, but the classifier test needs windows of at least "
+                f"{CLASSIFIER_MIN_WINDOW} inputs (it trains on half of each): raise --min_window or drop classifier "
+                "from 'tests'."
+            )
         if self.window and self.by_time:
             raise ValueError("Give either 'window' or 'by_time', not both.")
 
@@ -97,15 +113,35 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
     else:
         texts = load_reference(version).texts
         if not texts:
-            raise ConfigError(f"{version}/reference has no texts: pass --reference_data FILE.")
+            raise ConfigError(f"{version}/reference has no texts (or only their hashes, privacy.store_texts false): "
+                              "pass --reference_data FILE.")
     encoded = encoder.encode(texts)
     meta = {"split": cfg.reference_data or "previous reference texts", "pooling": encoder.pooling,
             "layer": encoder.layer, "max_length": encoder.max_length,
             "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    reference = Reference(encoded.embeddings, encoded.probs, texts, meta, store_texts=cfg.privacy.store_texts)
     with editing_version(version) as tmp:  # a whole-version rewrite: re-sealed, so later loads verify it
-        write_reference(tmp / "reference", encoded.embeddings, encoded.probs, texts, meta)
-        fit_reference_state(tmp, cfg.seed)
+        fit_states(reference, cfg.seed).save(tmp / "reference")
     print(f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}")
+
+
+def _require_testable(windows: list[Window], cfg: Config) -> None:
+    """Refuse to report "no drift" when nothing was tested: every window empty, unreadable or too small."""
+    if any(not w.skipped for w in windows):
+        return
+    reasons = "; ".join(f"{w.name} ({w.source}): {w.skipped}" for w in windows[:5])
+    raise DataError(
+        f"Nothing to test in --data {cfg.data}: every window was skipped, so no drift decision can be made. "
+        f"{reasons}{' ...' if len(windows) > 5 else ''}. Check the file(s) and --text_column "
+        f"('{cfg.text_column}'), or lower --min_window (now {cfg.min_window})."
+    )
+
+
+def _hash_texts(results: list[dict]) -> None:
+    """privacy.store_texts false: the inputs a report shows become their sha256, nothing readable."""
+    for w in results:
+        for item in w.get("most_unlike") or []:
+            item["sha256"] = hashlib.sha256(item.pop("text").encode("utf-8")).hexdigest()
 
 
 def run(cfg: Config) -> int:
@@ -118,6 +154,8 @@ def run(cfg: Config) -> int:
         raise ConfigError("refit drift needs --data (a file or folder of production inputs).")
     windows = read_windows(cfg.data, cfg.text_column, cfg.label_column, cfg.window, cfg.by_time,
                            cfg.time_column, cfg.min_window) if cfg.data else []
+    if cfg.data:
+        _require_testable(windows, cfg)
     if cfg.refresh_reference:
         _refresh_reference(cfg, VersionEncoder.like_reference(version, load_reference(version).meta), version)
         if not cfg.data:
@@ -126,14 +164,20 @@ def run(cfg: Config) -> int:
     encoder = VersionEncoder.like_reference(Path(cfg.encoder) if cfg.encoder else version, reference.meta)
     state_dir: Path | None = version
     if cfg.encoder:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
+        if not reference.texts:
+            raise ConfigError(f"--encoder re-embeds the reference texts, but {version}/reference holds none (or "
+                              "only their hashes): refresh it with --refresh_reference --reference_data FILE.")
         encoded = encoder.encode(reference.texts)
         reference = Reference(encoded.embeddings, encoded.probs, reference.texts, reference.meta)
         state_dir = None
-    out = Path(cfg.output_dir or version / "drift" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    # Never inside the version: it is immutable once written (the registry copies and verifies it whole).
+    out = Path(cfg.output_dir or Path("runs") / "drift" / f"{meta['version_id']}-{datetime.now():%Y%m%d-%H%M%S}")
 
     # --- run ---------------------------------------------------------------------------------------
     results = [run_window(w, reference, encoder, meta.get("labels", []), cfg.tests, cfg.alpha,
                           cfg.permutations, cfg.seed, state_dir) for w in windows]
+    if not cfg.privacy.store_texts:
+        _hash_texts(results)
 
     # --- report ------------------------------------------------------------------------------------
     from refit.drift.explain import class_shares, pca_2d

@@ -12,20 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from refit.config import config_to_dict
+from refit.models import REFIT_JSON
 from refit.report import print_metrics
 from refit.settings import FinetuneConfig
-from refit.train import run_finetune
+from refit.train import VERSION_DIRNAME, run_finetune
 
 Config = FinetuneConfig
 
 
-def run(cfg: FinetuneConfig) -> Path | None:
+def run(cfg: FinetuneConfig) -> Path | int | None:
     # setup: the config is parsed and validated by the CLI; everything else happens in the job.
+    finished = Path(cfg.output_dir) / VERSION_DIRNAME
+    if cfg.resume and (finished / REFIT_JSON).is_file():
+        print(f"Nothing to resume: the run in {cfg.output_dir} is finished; its model version is {finished}.")
+        return 0
     # run
     result = run_finetune(
         cfg.model, data=cfg.data, optim=cfg.optim, trainer=cfg.trainer, tracking=cfg.tracking,
         output_dir=cfg.output_dir,
         resume=cfg.resume, parent=cfg.parent, config=config_to_dict(cfg),
+        resume_with_changes=cfg.resume_with_changes, store_texts=cfg.privacy.store_texts,
     )
     if result.version_dir is None:  # a non-zero rank of a distributed run: rank 0 reports
         return None

@@ -14,11 +14,13 @@ recorded in the registry (runs, the audit log) and in MAINTAIN_DIR/run-N/cycle.j
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import Timeout
 
+from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
 from refit.maintain import cycle_lock, parse_every, run_cycle, run_forever
 from refit.registry import Registry
@@ -28,6 +30,7 @@ from refit.settings import (
     GateConfig,
     InboxConfig,
     PolicyConfig,
+    PrivacyConfig,
     RegistryConfig,
     TrackingConfig,
 )
@@ -50,6 +53,7 @@ class Config:
         every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d (foreground; stops on SIGTERM).
         cron: Run cycles on a cron expression, e.g. "0 */6 * * *" (foreground; stops on SIGTERM).
         seed: Seed for sampling, splits and permutations.
+        privacy: store_texts false keeps input texts out of what the cycle writes (passed to the retrain).
     """
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -62,6 +66,12 @@ class Config:
     every: str | None = None
     cron: str | None = None
     seed: int = 0
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.policy.tests if t not in DETECTORS]
+        if unknown:
+            raise ValueError(f"Unknown drift test(s) {unknown} in 'policy.tests'; allowed: {', '.join(DETECTORS)}.")
 
 
 def run(cfg: Config) -> int:
@@ -84,7 +94,8 @@ def run(cfg: Config) -> int:
         except Timeout:
             raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
         try:
-            report = run_cycle(registry, cfg.inbox, cfg.policy, cfg.retrain, cfg.gate, cfg.seed)
+            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy)
+            report = run_cycle(registry, cfg.inbox, cfg.policy, retrain, cfg.gate, cfg.seed)
         finally:
             lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)

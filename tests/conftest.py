@@ -14,6 +14,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Lightning attaches a StreamHandler to sys.stderr when it is first imported. Imported inside a test that
+# captures output, that handler would keep the test's (later closed) stream and print "--- Logging error ---"
+# tracebacks into every later test: import it here, while sys.stderr is the real one.
+import lightning.pytorch  # noqa: E402, F401
+
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 

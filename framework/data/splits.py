@@ -37,8 +37,23 @@ def _label_names_file(path: Path) -> list[str] | None:
     names_file = path.parent / "labels.json"
     if not names_file.is_file():
         return None
-    mapping = json.loads(names_file.read_text())
-    return [str(mapping[k]) for k in sorted(mapping, key=int)]
+    hint = 'it must map every integer label to its name, e.g. {"0": "negative", "1": "positive"}'
+    try:
+        mapping = json.loads(names_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{names_file} is not valid JSON ({e}); {hint}.") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise DataError(f"{names_file} holds {type(mapping).__name__} {mapping!r}; {hint}.")
+    bad = [k for k, v in mapping.items() if not k.strip().isdigit() or not isinstance(v, (str, int))]
+    if bad:
+        raise DataError(f"{names_file}: bad entry {bad[0]!r}: {mapping[bad[0]]!r}; {hint}.")
+    ids = sorted(int(k) for k in mapping)
+    if ids != list(range(len(ids))):
+        raise DataError(f"{names_file} names labels {ids}; it must name 0 to {len(ids) - 1} with no gaps; {hint}.")
+    names = [str(mapping[k]) for k in sorted(mapping, key=int)]
+    if len(set(names)) != len(names):
+        raise DataError(f"{names_file} gives two labels the same name ({names}); {hint}.")
+    return names
 
 
 def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources: dict[str, str]):
@@ -142,8 +157,12 @@ def load_splits(
         if not values:
             raise DataError(f"The {split} split ({sources[split]}) is empty.")
     labels, label_names = _encode_labels(raw, names, sources)
-    if len(label_names) < 2:
-        raise DataError(f"{sources['train']}: only one label ({label_names[0]}); need at least two classes.")
+    present = sorted(set(labels["train"]))
+    if len(present) < 2:  # integer labels (or labels.json) can name two classes while the rows hold one
+        raise DataError(
+            f"{sources['train']}: every training row has the same label ({label_names[present[0]]}): only one "
+            "label, and a classifier needs at least two classes. Check 'data.label_column' and the file."
+        )
     return Splits(texts=texts, labels=labels, label_names=label_names, fingerprints=fingerprints)
 
 

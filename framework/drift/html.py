@@ -127,6 +127,13 @@ def _table(windows: list[dict], tests: list[str]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _shown(item: dict) -> str:
+    """An input as the report shows it: its text, or only its hash when texts are not stored."""
+    if "text" in item:
+        return html.escape(item["text"][:300])
+    return f"<code>sha256:{html.escape(str(item.get('sha256', '?')))}</code>"
+
+
 def _explanations(window: dict) -> str:
     out = [f"<h3>What moved in {html.escape(window['name'])}</h3><ul>"]
     for test, result in window.get("results", {}).items():
@@ -136,8 +143,11 @@ def _explanations(window: dict) -> str:
     out.append("</ul>")
     unlike = window.get("most_unlike") or []
     if unlike:
-        out.append("<p>Inputs most unlike the reference:</p><ol>")
-        out += [f"<li>{html.escape(u['text'][:300])} <small>(distance {u['score']:.3f})</small></li>" for u in unlike]
+        hashed = any("text" not in u for u in unlike)
+        out.append("<p>Inputs most unlike the reference"
+                   + (" (sha256 of each: texts are not stored, privacy.store_texts is false)" if hashed else "")
+                   + ":</p><ol>")
+        out += [f"<li>{_shown(u)} <small>(distance {u['score']:.3f})</small></li>" for u in unlike]
         out.append("</ol>")
     return "\n".join(out)
 

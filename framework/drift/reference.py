@@ -19,6 +19,7 @@ Reference and calls `save`), never added to a finished version afterwards.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from refit.io import write_json
 from refit.models import Pooling, encode_texts
 
 __all__ = ["Reference", "build_reference", "fit_states", "load_reference", "reembed", "sample_texts",
-           "write_reference", "fit_reference_state", "REFERENCE_DIRNAME"]
+           "REFERENCE_DIRNAME"]
 
 REFERENCE_DIRNAME = "reference"
 _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
@@ -54,6 +55,7 @@ class Reference:
     meta: dict
     states: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    store_texts: bool = True  # privacy.store_texts: False keeps only each text's sha256 in texts.jsonl
 
     def state(self, name: str) -> Any:
         """The fitted state of detector `name` (fitted here, on the reference only, when not stored)."""
@@ -73,9 +75,11 @@ class Reference:
         save_file(tensors, str(folder / _EMBEDDINGS))
         with (folder / _TEXTS).open("w", encoding="utf-8") as f:
             for t in self.texts:
-                f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-        meta = {k: v for k, v in self.meta.items() if k not in ("size", "dim")}
-        write_json(folder / _META, {**meta, "size": len(self.texts), "dim": int(self.embeddings.shape[1])})
+                row = {"text": t} if self.store_texts else {"sha256": hashlib.sha256(t.encode("utf-8")).hexdigest()}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        meta = {k: v for k, v in self.meta.items() if k not in ("size", "dim", "texts_stored")}
+        write_json(folder / _META, {**meta, "size": len(self.texts), "dim": int(self.embeddings.shape[1]),
+                                    "texts_stored": self.store_texts})
         if self.states:
             _save_states(folder, self.states, self.seed, len(self.embeddings))
 
@@ -166,23 +170,11 @@ def load_reference(version_dir: str | Path) -> Reference:
     tensors = load_file(str(tensors_file))
     meta_file, texts_file = folder / _META, folder / _TEXTS
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    texts = [json.loads(line)["text"] for line in texts_file.read_text().splitlines()] if texts_file.is_file() else []
-    reference = Reference(tensors["embeddings"], tensors.get("probs"), texts, meta)
+    rows = [json.loads(line) for line in texts_file.read_text().splitlines() if line] if texts_file.is_file() else []
+    texts = [r["text"] for r in rows if "text" in r]  # none when only hashes were kept (privacy.store_texts)
+    reference = Reference(tensors["embeddings"], tensors.get("probs"), texts, meta,
+                          store_texts=meta.get("texts_stored", True))
     stored = _load_states(folder)
     if stored is not None:
         reference.states, reference.seed = stored
     return reference
-
-
-def write_reference(folder: str | Path, embeddings: torch.Tensor, probs: torch.Tensor | None, texts: list[str],
-                    meta: dict) -> None:
-    """Write a reference without detector state into `folder` (`refit drift --refresh_reference`; follow
-    with fit_reference_state)."""
-    Reference(embeddings, probs, list(texts), meta).save(folder)
-
-
-def fit_reference_state(version_dir: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Fit every detector on the version's stored reference and store the states beside it."""
-    reference = fit_states(load_reference(version_dir), seed)
-    _save_states(Path(version_dir) / REFERENCE_DIRNAME, reference.states, seed, len(reference.embeddings))
-    return reference.states

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from refit.errors import ModelError
 
-__all__ = ["resolve_model", "load_classifier", "MINILM"]
+__all__ = ["resolve_model", "load_classifier", "check_max_length", "MINILM"]
 
 MINILM = "minilm"
 
@@ -64,3 +64,19 @@ def load_classifier(name: str, label_names: list[str]):
     except OSError as e:
         raise ModelError(f"Cannot load model '{name}': {e}") from None
     return model, tokenizer, parent
+
+
+def check_max_length(model, max_length: int) -> None:
+    """Refuse `data.max_length` beyond the model's position embeddings before training: past it, the
+    position lookup fails on the first long batch (an index error deep in the model, mid-epoch)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    # RoBERTa-style models reserve padding_idx + 1 positions, so fewer tokens fit than the table holds.
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= (getattr(model.config, "pad_token_id", 1) or 0) + 1
+    if max_length > limit:
+        raise ModelError(
+            f"Invalid value for 'data.max_length': {max_length} is more than this model can read ({limit} tokens, "
+            f"its max_position_embeddings). Set --data.max_length {limit} or less."
+        )

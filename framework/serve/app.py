@@ -171,11 +171,13 @@ def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
         import uvicorn
     except ImportError:
         raise _missing_fastapi() from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": graceful_timeout_s,
               "access_log": access_log}
     if workers == 1:
-        uvicorn.run(build_app(server=Server(options)), **common)
+        app = build_app(server=Server(options))  # a bad version fails here, before logging is set up
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        uvicorn.run(app, **common)
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ[OPTIONS_ENV] = json.dumps(options.to_dict())
     uvicorn.run("refit.serve.app:create_app_from_env", factory=True, workers=workers, **common)

@@ -17,10 +17,11 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from refit.data import Splits, TextDataModule, load_splits
 from refit.drift.reference import build_reference, sample_texts
 from refit.errors import ConfigError, RunInterrupted
-from refit.models import load_classifier, new_version_id, write_version
+from refit.models import check_max_length, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
 from refit.train.module import SequenceClassifier
+from refit.train.resume import check_resume
 from refit.train.trainer import LAST_CKPT, build_trainer
 
 __all__ = ["FinetuneResult", "run_finetune", "VERSION_DIRNAME"]
@@ -36,12 +37,15 @@ class FinetuneResult:
     wandb_dir: str | None
 
 
-def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from; refuses to silently overwrite an earlier run's checkpoints."""
+def _checkpoint_to_resume(out: Path, resume: bool, config: dict | None = None,
+                          with_changes: bool = False) -> Path | None:
+    """The checkpoint to resume from; refuses to silently overwrite an earlier run's checkpoints, to resume
+    from a damaged checkpoint, or (unless `with_changes`) under another training setup than its own."""
     last = out / "checkpoints" / LAST_CKPT
     if resume:
         if not last.is_file():
             raise ConfigError(f"--resume: no checkpoint to resume from at {last}.")
+        check_resume(last, config, with_changes)
         return last
     if last.is_file():
         raise ConfigError(
@@ -78,11 +82,13 @@ def _setup(model: str, d: DataConfig, optim: OptimConfig, t: TrainerConfig, trac
     splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,
                          d.label_column, d.max_train_samples)
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
+    check_max_length(hf_model, d.max_length)
     datamodule = TextDataModule(splits, tokenizer, d.max_length, d.batch_size, d.eval_batch_size,
                                 d.group_by_length, d.num_workers, seed=t.seed)
     module = SequenceClassifier(hf_model, len(splits.label_names), **asdict(optim))
     loggers = build_loggers(out, tracking.name or out.name, config,
-                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group)
+                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group,
+                            append=ckpt is not None)
     pl_trainer = build_trainer(
         out, loggers=loggers, has_validation=datamodule.has("validation"), max_epochs=t.max_epochs,
         max_steps=t.max_steps, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
@@ -91,6 +97,7 @@ def _setup(model: str, d: DataConfig, optim: OptimConfig, t: TrainerConfig, trac
         log_every_n_steps=t.log_every_n_steps, monitor=t.monitor, mode=t.mode,
         early_stopping_patience=t.early_stopping_patience, checkpoint_every_n_steps=t.checkpoint_every_n_steps,
         deterministic=t.deterministic, extra_callbacks=callbacks,
+        run_info={"config": config, "data": splits.fingerprints},
     )
     return _Setup(out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer)
 
@@ -124,7 +131,7 @@ def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str]:
 
 
 def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | None, config: dict,
-            metrics: dict, best: str, train_seconds: float) -> tuple[Path, str]:
+            metrics: dict, best: str, train_seconds: float, store_texts: bool) -> tuple[Path, str]:
     """Write the version (weights, lineage, metrics and drift reference) in one atomic write."""
     reference = None
     ref_split = "validation" if s.datamodule.has("validation") else "test" if s.datamodule.has("test") else None
@@ -132,6 +139,7 @@ def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | No
         texts = sample_texts(s.splits.texts[ref_split], d.reference_size, seed)
         reference = build_reference(s.module.model, s.tokenizer, texts, meta={"split": ref_split}, seed=seed,
                                     batch_size=d.eval_batch_size, max_length=d.max_length)
+        reference.store_texts = store_texts
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
     version_id = new_version_id()
     meta = {
@@ -169,15 +177,18 @@ def run_finetune(
     callbacks: list[Callback] | None = None,
     wandb_group: str | None = None,
     resume_from: str | Path | None = None,
+    resume_with_changes: bool = False,
+    store_texts: bool = True,
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
     The one library function that takes config groups: it is the shared body of four recipes (finetune,
     tune trials, maintain retraining, compress recovery); everything it calls takes plain values.
     `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
+    `store_texts` False (privacy.store_texts) keeps only hashes of the reference texts in the version.
     """
     out = Path(output_dir)
-    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume)
+    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     config = config or {}
     s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group)
     train_seconds = _fit(s)
@@ -185,7 +196,8 @@ def run_finetune(
     if not s.trainer.is_global_zero:
         return FinetuneResult(None, None, metrics, None)
     version_dir, version_id = _record(s, model=model, d=data, seed=trainer.seed, parent=parent, config=config,
-                                      metrics=metrics, best=best, train_seconds=train_seconds)
+                                      metrics=metrics, best=best, train_seconds=train_seconds,
+                                      store_texts=store_texts)
     if tracking.log_version:
         log_version_artifact(s.loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(s.loggers))

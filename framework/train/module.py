@@ -54,14 +54,26 @@ class SequenceClassifier(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, self.test_metrics, "test")
 
+    @staticmethod
+    def _has_samples(metrics) -> bool:
+        """False when no batch of this epoch ran in this process: a run resumed from a checkpoint taken
+        right after the epoch's last batch goes straight to the epoch end, and computing metrics of
+        nothing raises ("No samples to concatenate"). That epoch's train metrics are then not reported: they
+        covered batches run by the interrupted process, whose metric state a checkpoint does not keep."""
+        return any(m.update_called for m in metrics.values())
+
     def _log_epoch(self, metrics) -> None:
-        self.log_dict(metrics.compute())  # torchmetrics already synced across ranks
+        if self._has_samples(metrics):
+            self.log_dict(metrics.compute())  # torchmetrics already synced across ranks
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
+        if not self._has_samples(self.val_metrics):
+            self.val_metrics.reset()
+            return
         values = self.val_metrics.compute()
         self.log_dict(values)
         self.log("val/acc", values["val/accuracy"], prog_bar=True, logger=False)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies import StrategyRegistry
+
+from refit.errors import ConfigError
+from refit.train.resume import CKPT_KEY
 
 __all__ = ["build_trainer", "ResumeCheckpoint", "LAST_CKPT"]
 
@@ -19,10 +24,16 @@ class ResumeCheckpoint(Callback):
     every validation, at the end of training and when the run is interrupted (Ctrl-C, an exception).
     """
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 0, run_info: dict | None = None) -> None:
         self.path = Path(dirpath) / LAST_CKPT
         self.every_n_steps = every_n_steps
+        self.run_info = run_info
         self._saved_at = -1
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Store what the run is trained with (config, data fingerprints): `--resume` compares against it."""
+        if self.run_info is not None:
+            checkpoint[CKPT_KEY] = self.run_info
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._saved_at:
@@ -43,6 +54,25 @@ class ResumeCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.state.fn == "fit" and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
+
+
+class _CheckValidationInterval(Callback):
+    """An integer `val_check_interval` larger than an epoch's batches: Lightning refuses it only once `fit`
+    has set up the data, with a traceback; this says it as a config error at the same moment, no training yet.
+    """
+
+    def __init__(self, every_n_batches: int) -> None:
+        self.every = every_n_batches
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or trainer.datamodule is None:
+            return
+        batches = len(trainer.datamodule.train_dataloader()) // max(1, trainer.world_size)
+        if self.every > batches:
+            raise ConfigError(
+                f"Invalid value for 'trainer.val_check_interval': {self.every} batches, but an epoch has only "
+                f"{batches}. Give at most {batches}, or a share of an epoch (0 < x <= 1, e.g. 0.5)."
+            )
 
 
 def build_trainer(
@@ -67,10 +97,21 @@ def build_trainer(
     checkpoint_every_n_steps: int = 0,
     deterministic: bool = False,
     extra_callbacks: list[Callback] | None = None,
+    run_info: dict | None = None,
 ) -> L.Trainer:
-    """A Trainer whose best checkpoint (on `monitor`) ends up in output_dir/checkpoints."""
+    """A Trainer whose best checkpoint (on `monitor`) ends up in output_dir/checkpoints.
+
+    Settings Lightning would refuse (an unknown strategy, an accelerator or device count this machine does
+    not have, a precision it cannot run) are a ConfigError naming the `trainer.` key, before any training.
+    """
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if isinstance(strategy, str) and strategy not in strategies:
+        raise ConfigError(
+            f"Invalid value for 'trainer.strategy': '{strategy}' is not a Lightning strategy; choose from "
+            f"{', '.join(s for s in strategies if 'xla' not in s and 'tpu' not in s)}."
+        )
     ckpt_dir = Path(output_dir) / "checkpoints"
-    callbacks: list[Callback] = [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps)]
+    callbacks: list[Callback] = [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps, run_info)]
     if has_validation:
         callbacks.append(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
@@ -79,7 +120,23 @@ def build_trainer(
         if early_stopping_patience:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
                                            check_on_train_epoch_end=False))
+    if has_validation and isinstance(val_check_interval, int) and not isinstance(val_check_interval, bool):
+        callbacks.append(_CheckValidationInterval(val_check_interval))
     callbacks += extra_callbacks or []
+    try:
+        return _trainer(output_dir, loggers, has_validation, max_epochs, max_steps, precision, accelerator, devices,
+                        strategy, num_nodes, gradient_clip_val, accumulate_grad_batches, val_check_interval,
+                        log_every_n_steps, deterministic, callbacks)
+    except (MisconfigurationException, ValueError, TypeError) as e:  # Lightning's checks of these settings
+        raise ConfigError(
+            f"Lightning cannot run with trainer.accelerator={accelerator!r}, trainer.devices={devices!r}, "
+            f"trainer.strategy={strategy!r}, trainer.precision={precision!r} on this machine: {e}"
+        ) from None
+
+
+def _trainer(output_dir, loggers, has_validation, max_epochs, max_steps, precision, accelerator, devices, strategy,
+             num_nodes, gradient_clip_val, accumulate_grad_batches, val_check_interval, log_every_n_steps,
+             deterministic, callbacks) -> L.Trainer:
     return L.Trainer(
         default_root_dir=str(output_dir),
         max_epochs=max_epochs,

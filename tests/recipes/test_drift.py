@@ -135,3 +135,38 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
         assert enc["results"]["mmd"]["p_value"] == pytest.approx(plain["results"]["mmd"]["p_value"], rel=0.05)
         # KS's reference half is drawn anew (seed 0 here, the training seed in the stored state): same verdict
         assert enc["results"]["ks"]["drift"] == plain["results"]["ks"]["drift"]
+
+
+def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(version, tmp_path, monkeypatch, capsys):
+    """The version is immutable once written (the registry copies and verifies it whole): drift runs go to
+    runs/drift/<version id>-<time> under the current folder, and the path is printed."""
+    before = sorted(p.relative_to(version) for p in version.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["drift", "--version", str(version), "--data", str(demo_dir() / "test.jsonl"),
+                 "--tests", "[ks]", "--tracking.wandb", "false"]) == 0
+    assert sorted(p.relative_to(version) for p in version.rglob("*")) == before
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    runs = list((tmp_path / "runs" / "drift").glob(f"{vid}-*"))
+    assert len(runs) == 1 and (runs[0] / "drift.json").is_file() and (runs[0] / "report.html").is_file()
+    assert str(Path("runs") / "drift" / runs[0].name / "report.html") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("files", [
+    {"empty.jsonl": ""},
+    {"other-column.jsonl": "".join(json.dumps({"body": f"text {i}"}) + "\n" for i in range(40))},
+    {"tiny.jsonl": "".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(5)),
+     "empty.jsonl": "", "broken.jsonl": "{not json\n"},
+], ids=["empty file", "no text column", "every window skipped"])
+def test_nothing_tested_is_an_error_not_no_drift(version, tmp_path, files, capsys):
+    folder = tmp_path / "prod"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    out = tmp_path / "drift"
+    code = main(["drift", "--version", str(version), "--data", str(folder), "--output_dir", str(out),
+                 "--tests", "[mmd]", "--tracking.wandb", "false"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out
+    assert "Nothing to test" in captured.err and "no drift" not in captured.out
+    assert all(name.split(".")[0] in captured.err for name in files)
+    assert not (out / "drift.json").exists()
