@@ -20,8 +20,14 @@ from jsonargparse.typing import (
 
 __all__ = [
     "DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig", "RegistryConfig",
-    "InboxConfig", "PolicyConfig", "GateConfig",
+    "InboxConfig", "PolicyConfig", "GateConfig", "DeployConfig", "DRIFT_TEST_NAMES", "EXPORT_FORMAT_NAMES",
 ]
+
+# Names checked at parse time; tests/recipes/test_maintain.py keeps them equal to the drift and export tables.
+DriftTestName = Literal["mmd", "ks", "classifier", "bbsd"]
+ExportFormatName = Literal["onnx", "onnx-int8", "tensorrt", "edge"]
+DRIFT_TEST_NAMES = DriftTestName.__args__
+EXPORT_FORMAT_NAMES = ExportFormatName.__args__
 
 StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
 # Lightning reads a float as a share of an epoch and an int as a number of batches; trying the (0, 1] float
@@ -204,8 +210,10 @@ class InboxConfig:
         windows: Folder of JSONL/CSV/Parquet files with new inputs; each file is read once.
         text_column: Column holding the text.
         label_column: Column with labels where they have arrived (rows without one are unlabelled).
-        golden: A fixed labelled file the challenger must not get worse on.
+        golden: A fixed labelled file the challenger must not get worse on (required; checked before any work).
         replay_size: Rows of the champion's own training data mixed into every retrain (0 = none).
+        replay_missing: When replay is configured but the champion's training data cannot be found or
+            verified: 'fail' the cycle (default) or 'warn' loudly and retrain without replay.
         holdout_fraction: Share of the new labelled rows kept out of training to compare champion and
             challenger on recent data (offline A/B).
         max_drift_sample: At most this many new inputs are embedded for the drift test.
@@ -216,6 +224,7 @@ class InboxConfig:
     label_column: str = "label"
     golden: str | None = None
     replay_size: NonNegativeInt = 500
+    replay_missing: Literal["fail", "warn"] = "fail"
     holdout_fraction: ClosedUnitInterval = 0.3
     max_drift_sample: PositiveInt = 1000
 
@@ -234,7 +243,7 @@ class PolicyConfig:
         min_new_labels: Do not retrain with fewer new labelled rows than this.
     """
 
-    tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
+    tests: list[DriftTestName] = field(default_factory=lambda: ["mmd", "ks"])
     alpha: ClosedUnitInterval = 0.05
     permutations: PositiveInt = 500
     min_accuracy: ClosedUnitInterval | None = None
@@ -254,3 +263,18 @@ class GateConfig:
 
     golden_tolerance: NonNegativeFloat = 1.0
     recent_margin: float = 0.0
+
+
+@dataclass
+class DeployConfig:
+    """Deployable artefacts a challenger must produce, and pass, before it may be promoted.
+
+    Args:
+        formats: Export formats built and gated in every retraining cycle ([] = none).
+        max_accuracy_drop: Largest allowed accuracy drop of an artefact vs the PyTorch challenger, in points.
+        min_agreement: Least share of validation inputs whose predicted class agrees with PyTorch.
+    """
+
+    formats: list[ExportFormatName] = field(default_factory=lambda: ["onnx-int8"])
+    max_accuracy_drop: NonNegativeFloat = 1.0
+    min_agreement: ClosedUnitInterval = 0.98

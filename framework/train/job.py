@@ -69,10 +69,13 @@ def run_finetune(
     callbacks: list[Callback] | None = None,
     wandb_group: str | None = None,
     resume_from: str | Path | None = None,
+    reference_texts: list[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
     `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
+    `reference_texts` replaces the validation sample as the drift reference (held-out inputs the caller
+    chose, e.g. a maintenance cycle's recent production inputs; never rows the model was trained on).
     """
     out = Path(output_dir)
     ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume)
@@ -119,8 +122,10 @@ def run_finetune(
 
     reference = None
     ref_split = "validation" if has_val else "test" if datamodule.has("test") else None
+    if reference_texts:
+        ref_split = "given"
     if ref_split and d.reference_size:
-        texts = splits.texts[ref_split]
+        texts = reference_texts or splits.texts[ref_split]
         sample = sorted(random.Random(t.seed).sample(range(len(texts)), min(d.reference_size, len(texts))))
         ref_texts = [texts[i] for i in sample]
         encoded = encode_texts(module.model, tokenizer, ref_texts, d.eval_batch_size, d.max_length)
