@@ -243,13 +243,19 @@ class PolicyConfig:
         min_new_labels: Do not retrain with fewer new labelled rows than this.
     """
 
-    tests: list[DriftTestName] = field(default_factory=lambda: ["mmd", "ks"])
+    tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
     alpha: ClosedUnitInterval = 0.05
     permutations: PositiveInt = 500
     min_accuracy: ClosedUnitInterval | None = None
     max_age_days: PositiveFloat | None = None
     always_retrain: bool = False
     min_new_labels: NonNegativeInt = 20
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tests if t not in DRIFT_TEST_NAMES]
+        if unknown or not self.tests:
+            raise ValueError(f"'policy.tests' must be a non-empty list of {', '.join(DRIFT_TEST_NAMES)}; "
+                             f"got {self.tests}.")
 
 
 @dataclass

@@ -68,7 +68,9 @@ class CycleReport:
     files: list[str] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
     notes: list[str] = field(default_factory=list)
-    replay: dict = field(default_factory=dict)
+    replay: dict = field(default_factory=dict)  # source, size, rows drawn
+    counts: dict = field(default_factory=dict)  # new inputs with text, new labelled rows
+    reference: dict = field(default_factory=dict)  # refreshed reference of the challenger: recent vs replay rows
     error: str | None = None
     work_dir: str | None = None
 
@@ -195,6 +197,7 @@ def _work(c: _Cycle, *, inbox: InboxConfig, policy: PolicyConfig, retrain: Finet
         c.log("no new data since the last cycle")
         return
     fault_point("read")
+    c.report.counts = {"inputs": len(c.batch.texts), "labelled": len(c.batch.labelled)}
     c.log(f"{len(c.batch.files)} new file(s): {len(c.batch.texts)} inputs, {len(c.batch.labelled)} labelled")
     _check_drift(c, inbox, policy)
     fault_point("drift")
@@ -266,31 +269,34 @@ def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
     mix = c.recent_train + replay
     random.Random(c.seed + 1).shuffle(mix)
     n_val = max(1, len(mix) // 6)
-    validation = mix[:n_val]
-    data = replace(retrain.data, train=_write_split(c.work / "data" / "train.jsonl", mix[n_val:], c.names),
+    validation, train = mix[:n_val], mix[n_val:]
+    data = replace(retrain.data, train=_write_split(c.work / "data" / "train.jsonl", train, c.names),
                    validation=_write_split(c.work / "data" / "validation.jsonl", validation, c.names),
                    test=str(Path(inbox.golden).resolve()), dataset=None, dataset_config=None, text_column="text",
                    label_column="label")
     out = c.work / "finetune"
     config = config_to_dict(replace(retrain, model=str(c.champion.path), data=data, output_dir=str(out)))
+    reference = _reference_texts(c, trained={t for t, _ in train}, validation=[t for t, _ in validation],
+                                 size=data.reference_size)
     result = run_finetune(str(c.champion.path), data, retrain.optim, retrain.trainer, retrain.tracking, out,
                           parent=c.champion.id, config=config, callbacks=[_FaultInTraining()],
-                          reference_texts=_reference_texts(c, [t for t, _ in validation], data.reference_size))
+                          reference_texts=reference)
     return result.version_dir
 
 
-def _reference_texts(c: _Cycle, validation: list[str], size: int) -> list[str]:
+def _reference_texts(c: _Cycle, *, trained: set[str], validation: list[str], size: int) -> list[str]:
     """Reference refresh policy: the challenger's drift reference is built from the cycle's held-out recent
-    inputs (every new input that is not a training row: unlabelled inputs and the held-out labelled rows),
-    so a shift the challenger was trained to serve stops reading as drift once it is promoted. Only when
-    fewer than `size` such inputs exist is the rest filled from the retrain's validation rows (new labelled
-    rows and replay, none of them trained on)."""
-    trained = {t for t, _ in c.recent_train}
-    recent = list(dict.fromkeys([t for t in c.batch.texts if t not in trained] + [t for t, _ in c.recent_eval]))
+    inputs (every new input the challenger was not trained on: unlabelled inputs, the held-out labelled
+    rows and the new rows of its validation split), so a shift it was trained to serve stops reading as
+    drift once it is promoted. Only when fewer than `size` such inputs exist is the rest filled from the
+    replay rows of the validation split (old-domain rows, also not trained on)."""
+    recent = list(dict.fromkeys(t for t in [*c.batch.texts, *(t for t, _ in c.batch.labelled)] if t not in trained))
     rng = random.Random(c.seed + 2)
     chosen = rng.sample(recent, min(size, len(recent)))
-    fill = [t for t in validation if t not in trained and t not in set(chosen)]
-    return chosen + rng.sample(fill, min(max(0, size - len(chosen)), len(fill)))
+    taken = set(chosen)
+    fill = [t for t in dict.fromkeys(validation) if t not in trained and t not in taken]
+    c.report.reference = {"recent": len(chosen), "replay": min(max(0, size - len(chosen)), len(fill))}
+    return chosen + rng.sample(fill, c.report.reference["replay"])
 
 
 def _export(c: _Cycle, version_dir: Path, deploy: DeployConfig) -> bool:
