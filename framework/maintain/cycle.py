@@ -161,6 +161,9 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     for run in runs:  # under the lock, a run still 'running' was killed
         if run["status"] == "running":
             registry.finish_run(run["id"], "abandoned", {**run["details"], "note": "process died mid-cycle"})
+        # a killed or interrupted retrain leaves checkpoints that no version needs: drop them
+        shutil.rmtree(registry.root.resolve() / "maintain" / f"run-{run['id']:05d}" / "finetune" / "checkpoints",
+                      ignore_errors=True)
     seen = {f for run in runs if run["status"] in DONE_STATUSES for f in run["details"].get("files", [])}
     quarantined = {(q["file"], q["sha256"]) for run in runs for q in run["details"].get("quarantined", [])}
     batch = read_inbox(folder, seen=seen, quarantined=quarantined, text_column=inbox.text_column,

@@ -326,3 +326,28 @@ def test_replay_that_is_impossible_fails_loudly_or_warns_when_allowed(tmp_path, 
         assert run["details"]["replay"]["source"] is None
     finally:
         train.write_text("".join(json.dumps(r) + "\n" for r in _rows("train")))
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not path.exists() and proc.poll() is None:
+        time.sleep(0.3)
+    assert path.exists(), f"{path} never appeared (process exit code {proc.poll()})"
+
+
+def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonzero(setup):
+    """#9.12: SIGTERM mid-retrain under `--every`: the cycle is recorded as interrupted (not failed with
+    advice to --resume, which maintain does not have) and the process exits non-zero."""
+    _edit(setup, retrain={"trainer": {"max_epochs": 200, "checkpoint_every_n_steps": 1,
+                                      "early_stopping_patience": 0}})
+    proc = subprocess.Popen([sys.executable, "-m", "refit", "maintain", "--config", str(setup["config"]),
+                             "--every", "1h"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    _wait_for(setup["registry"] / "maintain" / "run-00001" / "finetune" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, None), (out, err)
+    assert "interrupted" in err and "--resume" not in err + out and "Traceback" not in err, err
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["status"] == "interrupted", run
+    assert run["finished_at"] and _champion(setup["registry"]) == run["details"]["champion"]
