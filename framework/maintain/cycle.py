@@ -306,9 +306,13 @@ def _export(c: _Cycle, version_dir: Path, deploy: DeployConfig) -> bool:
     """Build and gate the deployable artefacts (deploy.formats) inside the version before it is registered."""
     if not deploy.formats:
         return True
-    passed, records, reasons = export_and_gate(version_dir, list(deploy.formats),
-                                               max_accuracy_drop=deploy.max_accuracy_drop,
-                                               min_agreement=deploy.min_agreement)
+    try:
+        passed, records, reasons = export_and_gate(version_dir, list(deploy.formats),
+                                                   max_accuracy_drop=deploy.max_accuracy_drop,
+                                                   min_agreement=deploy.min_agreement)
+    except RefitError as e:  # an artefact that cannot be built here: the challenger is not deployable
+        c.report.gate.append(f"export {', '.join(deploy.formats)}: could not be built: {e}")
+        return False
     c.report.exports = records
     c.report.gate += reasons
     return passed

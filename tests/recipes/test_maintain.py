@@ -351,3 +351,90 @@ def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonz
     run = Registry(setup["registry"]).runs("maintain")[-1]
     assert run["status"] == "interrupted", run
     assert run["finished_at"] and _champion(setup["registry"]) == run["details"]["champion"]
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _capture(rid: str, text: str | None) -> dict:
+    import hashlib
+
+    return {"request_id": rid, "at": "2026-11-22T10:00:00+00:00", "version_id": "v1", "text": text,
+            "text_sha256": hashlib.sha256((text or "").encode()).hexdigest(), "prediction": 1, "label": "positive",
+            "probs": [0.4, 0.6]}
+
+
+def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys):
+    """#10: the cycle reads `refit serve` captures (capture-*.parquet) and late labels (feedback-*.parquet),
+    joined by request id across files and cycles; partial dot-files are ignored; hidden texts are counted."""
+    _edit(setup, policy={"min_new_labels": 100000})
+    inbox = setup["inbox"]
+    (inbox / "2026-11-20.jsonl").unlink()
+    shifted = _rows("shifted")
+    _parquet(inbox / "capture-0001.parquet", [_capture(f"r{i}", r["text"]) for i, r in enumerate(shifted[:100])])
+    _parquet(inbox / "capture-0002.parquet", [_capture(f"h{i}", None) for i in range(10)])  # texts not stored
+    (inbox / ".capture-0003.parquet.tmp").write_bytes(b"partial")
+    names = ["negative", "positive"]
+    labels = {f"r{i}": names[int(r["label"])] for i, r in enumerate(shifted[:100])}
+    # late labels as names, or as integer ids written as strings
+    _parquet(inbox / "feedback-0001.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"] if i % 2 else
+                                                str(names.index(labels[f"r{i}"])),
+                                                "at": "2026-11-22T11:00:00+00:00"} for i in range(60)])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 100, "labelled": 60}, run["details"]
+    assert len(run["details"]["files"]) == 3 and run["details"]["quarantined"] == []
+    assert any("10 captured input(s) without a stored text" in n for n in run["details"]["notes"])
+    assert run["details"]["drift"]["drift"] is True  # shifted inputs vs the champion's reference
+
+    # labels arrive a cycle later for older requests (and one for a request not captured yet)
+    _parquet(inbox / "feedback-0002.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"}
+                                               for i in range(60, 90)] + [{"request_id": "later", "label": "positive",
+                                                                           "at": "x"}])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 0, "labelled": 30}, run["details"]
+    assert any("match no captured request yet" in n for n in run["details"]["notes"])
+    # ... and the capture of that request arrives after its label
+    _parquet(inbox / "capture-0004.parquet", [_capture("later", "a late arrival, good")])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    assert reg.runs("maintain")[-1]["details"]["counts"] == {"inputs": 1, "labelled": 1}
+    capsys.readouterr()
+
+
+def test_promoted_champion_reference_describes_the_accepted_shift(setup):
+    """#10 reference refresh: after a promotion that accepted shifted data, more of the same shifted data is
+    no longer drift (the new reference is built from held-out recent inputs), so it stops retraining."""
+    inbox = setup["inbox"]
+    shifted = _rows("shifted")
+    write_jsonl(inbox / "2026-11-20.jsonl", shifted[:100] + [{"text": r["text"]} for r in shifted[100:150]])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    first = reg.runs("maintain")[-1]
+    assert first["status"] == "promoted" and first["details"]["drift"]["drift"] is True, first["details"]
+    assert first["details"]["reference"]["recent"] >= 50
+    write_jsonl(inbox / "2026-11-21.jsonl", [{"text": r["text"]} for r in shifted[150:200]])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    second = reg.runs("maintain")[-1]
+    assert second["details"]["drift"]["drift"] is False, second["details"]["drift"]
+    assert second["status"] == "no_action"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here, so a tensorrt export would build")
+def test_challenger_whose_artefact_cannot_be_built_is_not_promoted(setup):
+    """#10: deploy.formats names an artefact this machine cannot build (TensorRT, no GPU): the challenger is
+    not deployable, so it is rejected and the champion stays."""
+    _edit(setup, deploy={"formats": ["tensorrt"]})
+    before = _champion(setup["registry"])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["status"] == "rejected" and _champion(setup["registry"]) == before
+    assert any("could not be built" in line and "TensorRT" in line for line in run["details"]["gate"])
