@@ -80,6 +80,8 @@ def run_recipe(name: str, argv: Sequence[str]):
     from refit.config import build_parser, parse_config
 
     module = importlib.import_module(RECIPES[name][0])
+    if hasattr(module, "parse_args"):  # a recipe with its own subcommands (`refit registry promote ...`)
+        return module.run(module.parse_args(list(argv)))
     parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
     args = list(argv)
     # Recipes with sub-actions (`refit registry promote ...`) take them as leading positional words.

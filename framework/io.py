@@ -6,18 +6,50 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write_text", "write_json", "sha256_file"]
+from refit.errors import VersionError
+
+__all__ = ["NAME_RULE", "atomic_dir", "atomic_write_text", "write_json", "sha256_file", "sha256_file_cached", "check_name", "child_path",
+           "private_dir", "make_private"]
+
+# One pattern for every version id and alias name, checked before a name ever touches a path.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+NAME_RULE = ("letters, digits, '-', '_' and '.' only, 1 to 128 characters, not starting with '.' "
+             "and without '..'")
+
+
+def check_name(value: object, what: str = "version id", where: str | Path | None = None) -> str:
+    """`value` if it is a safe id/alias name, else VersionError naming it and the rule.
+
+    Why so strict: ids become folder names. `../../precious` once replaced a folder outside the registry,
+    and an empty id replaced the whole versions/ folder.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        place = f" in {where}" if where else ""
+        raise VersionError(f"Invalid {what} {value!r}{place}: use {NAME_RULE}.")
+    return value
+
+
+def child_path(parent: str | Path, name: str, what: str = "version id") -> Path:
+    """parent/name for a validated `name`; refuses anything that would not land directly inside `parent`."""
+    parent = Path(parent)
+    path = parent / check_name(name, what)
+    if path.parent != parent or path.name != name:
+        raise VersionError(f"Invalid {what} {name!r}: it does not name a folder inside {parent}.")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `dest` by rename, on error it is removed."""
     dest = Path(dest)
+    if dest.name in ("", ".", ".."):
+        raise VersionError(f"Refusing to write a folder at {dest}: it has no name of its own.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -57,3 +89,47 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def sha256_file_cached(path: str | Path) -> str:
+    """sha256 of a file, computed once per (file identity, size, mtime_ns, ctime_ns) in this process.
+
+    Verifying a version on every load would otherwise re-hash hundreds of MB per recipe step; any write to
+    the file changes its size or times (ctime cannot be set back by the writer), so a hit is still the truth.
+    The identity is (device, inode) rather than the path, so a version renamed into place is not re-hashed.
+    """
+    st = Path(path).stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = _HASHES.get(key)
+    if digest is None:
+        digest = sha256_file(path)
+        if len(_HASHES) > 65536:
+            _HASHES.clear()
+        _HASHES[key] = digest
+    return digest
+
+
+def private_dir(path: str | Path) -> Path:
+    """mkdir -p with owner-only permissions (0o700) on every folder it creates, whatever the umask."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        os.chmod(p, 0o700)
+    return path
+
+
+def make_private(root: str | Path) -> None:
+    """Owner-only permissions on a tree: folders 0o700, files 0o600 (registry copies hold production data)."""
+    root = Path(root)
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            if not os.path.islink(os.path.join(dirpath, d)):
+                os.chmod(os.path.join(dirpath, d), 0o700)
+        for f in filenames:
+            if not os.path.islink(os.path.join(dirpath, f)):
+                os.chmod(os.path.join(dirpath, f), 0o600)

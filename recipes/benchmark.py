@@ -33,7 +33,7 @@ from refit.export.benchmark import (
 )
 from refit.export.runtimes import encode
 from refit.io import atomic_write_text, write_json
-from refit.models import load_version
+from refit.models import load_version, update_exports_manifest
 from refit.settings import TrackingConfig
 from refit.tracking import build_loggers, finish, resolve_wandb_mode
 
@@ -121,6 +121,7 @@ def run(cfg: Config) -> Path:
                                             "settings": settings, "rows": rows_to_json(rows)})
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
     atomic_write_text(exports / "benchmark.md", markdown)
+    update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report

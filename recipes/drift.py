@@ -27,7 +27,7 @@ from refit.drift.html import render_report
 from refit.drift.windows import Period, read_windows
 from refit.errors import ConfigError
 from refit.io import atomic_write_text, write_json
-from refit.models import read_version, write_reference
+from refit.models import editing_version, read_version, write_reference
 from refit.settings import TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 
@@ -101,8 +101,9 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
     meta = {"split": cfg.reference_data or "previous reference texts", "pooling": encoder.pooling,
             "layer": encoder.layer, "max_length": encoder.max_length,
             "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_reference(version / "reference", encoded.embeddings, encoded.probs, texts, meta)
-    fit_reference_state(version, cfg.seed)
+    with editing_version(version) as tmp:  # a whole-version rewrite: re-sealed, so later loads verify it
+        write_reference(tmp / "reference", encoded.embeddings, encoded.probs, texts, meta)
+        fit_reference_state(tmp, cfg.seed)
     print(f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}")
 
 

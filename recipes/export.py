@@ -32,6 +32,7 @@ from refit.export.runtimes import TorchPredictor, encode, predict_logits
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
 from refit.io import write_json
+from refit.models import update_exports_manifest
 from refit.report import print_metrics
 
 _QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
@@ -161,6 +162,8 @@ def run(cfg: Config) -> Path:
 
     existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
     write_json(parity_file, {**existing, **records})
+    # seal exports/ (every later load verifies it); timing.cache is TensorRT's, when it ran
+    update_exports_manifest(version, [*placed, parity_file, "timing.cache"])
 
     # report
     print_metrics(scores, title=f"refit export {cfg.format}: validation")

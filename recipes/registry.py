@@ -1,113 +1,338 @@
-"""refit registry: list, inspect and move the aliases of registered model versions.
+"""refit registry: register, inspect, move and audit model versions; verify and clean the registry.
 
-    refit registry register --version runs/demo/version      # copy a version in, record its hash
-    refit registry list                                      # versions with their aliases and metrics
-    refit registry show --version champion                   # one version's refit.json summary
-    refit registry promote --version v2026... --reason "beats v1 on the golden set"
+    refit registry register --version runs/demo/version      # copy a verified version in
+    refit registry list [--format json]                      # versions with their aliases and metrics
+    refit registry show --version champion [--format json]   # one version's refit.json summary
+    refit registry promote --version v2026... --reason "beats v1 on the golden set" [--expected v2025...]
     refit registry rollback --reason "latency regression"    # champion back to the one before
     refit registry alias --alias staging --version v2026...  # any alias of your own
-    refit registry history                                   # the audit log of alias moves
+    refit registry history [--alias champion] [--format json]  # the audit log of alias moves
+    refit registry verify                                    # every version, the audit hash chain, the aliases
+    refit registry gc [--keep 3] [--yes]                     # dry run unless --yes
+    refit registry ACTION --help                             # the options of one action
+
+list, show, history, verify and gc without --yes only read: they never create or change anything (a misspelt
+--root is an error).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from jsonargparse.typing import NonNegativeInt
 from rich.console import Console
 from rich.table import Table
 
+from refit.config import build_parser, parse_config
 from refit.errors import ConfigError
 from refit.models import read_version
-from refit.registry import CHAMPION, Registry
+from refit.registry import CHAMPION, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
 from refit.settings import TrackingConfig
 from refit.tracking import resolve_wandb_mode
 
-POSITIONAL = ("action",)
+Format = Literal["table", "json"]
 
 
-@dataclass
-class Config:
-    """Registry commands.
+@dataclass(kw_only=True)
+class Where:
+    """Where the registry is.
 
     Args:
-        action: register, list, show, promote, rollback, alias or history.
         root: Registry folder (versions/ and registry.db).
         db: SQLite database path (default ROOT/registry.db).
-        version: A version id, an alias, or (for register) a version folder.
-        alias: Alias to set (alias) or to show the history of (history).
-        reason: Why: kept in the audit log.
-        tracking: W&B mirror of alias moves (versions as artifacts, aliases as artifact aliases).
     """
 
-    action: Literal["register", "list", "show", "promote", "rollback", "alias", "history"] = "list"
     root: str = "registry"
     db: str | None = None
-    version: str | None = None
-    alias: str | None = None
-    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class Register(Where):
+    """Copy a finished version folder into the registry (verified file by file) and record it.
+
+    Args:
+        version: The version folder to register (e.g. runs/demo/version).
+    """
+
+    version: str
+
+
+@dataclass(kw_only=True)
+class List(Where):
+    """List registered versions with their aliases and validation accuracy.
+
+    Args:
+        format: table, or json (every field, for scripts).
+    """
+
+    format: Format = "table"
+
+
+@dataclass(kw_only=True)
+class Show(Where):
+    """Show one version's refit.json summary.
+
+    Args:
+        version: A version id or an alias.
+        format: json (default) or table.
+    """
+
+    version: str = CHAMPION
+    format: Format = "json"
+
+
+@dataclass(kw_only=True)
+class Promote(Where):
+    """Make a version the champion (audited; compare-and-swap with --expected).
+
+    Args:
+        version: The version id or alias to promote.
+        reason: Why: kept in the audit log.
+        expected: Promote only if the champion is still this version id (else nothing changes, exit 2).
+        tracking: W&B mirror of the move (versions as artifacts, aliases as artifact aliases).
+    """
+
+    version: str
+    reason: str = "manual promotion"
+    expected: str | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def _need(value: str | None, key: str, action: str) -> str:
-    if not value:
-        raise ConfigError(f"`refit registry {action}` needs --{key}.")
-    return value
+@dataclass(kw_only=True)
+class Rollback(Where):
+    """Point an alias (the champion by default) back at the version it held before.
+
+    Args:
+        alias: The alias to roll back.
+        reason: Why: kept in the audit log.
+        tracking: W&B mirror of the move.
+    """
+
+    alias: str = CHAMPION
+    reason: str = "manual rollback"
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def _mirror(cfg: Config, registry: Registry, move) -> None:
+@dataclass(kw_only=True)
+class Alias(Where):
+    """Point an alias of your own at a version.
+
+    Args:
+        alias: The alias to set.
+        version: The version id or alias it should point at.
+        reason: Why: kept in the audit log.
+        expected: Move only if the alias still points at this version id.
+        tracking: W&B mirror of the move.
+    """
+
+    alias: str
+    version: str
+    reason: str | None = None
+    expected: str | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(kw_only=True)
+class History(Where):
+    """The audit log of alias moves.
+
+    Args:
+        alias: Only this alias's moves.
+        format: table, or json.
+    """
+
+    alias: str | None = None
+    format: Format = "table"
+
+
+@dataclass(kw_only=True)
+class Verify(Where):
+    """Check every version against its manifest, the audit log's hash chain, and the aliases against the log."""
+
+
+@dataclass(kw_only=True)
+class Gc(Where):
+    """Remove stale staging and versions nothing needs; a dry run unless --yes.
+
+    Args:
+        keep: Also keep the last KEEP champions in the audit log (what rollback steps back to).
+        yes: Really delete (without it, only list what would go).
+    """
+
+    keep: NonNegativeInt = 3
+    yes: bool = False
+
+
+ACTIONS: dict[str, type] = {"register": Register, "list": List, "show": Show, "promote": Promote,
+                            "rollback": Rollback, "alias": Alias, "history": History, "verify": Verify, "gc": Gc}
+READ_ONLY = (List, Show, History, Verify)
+
+
+def build_registry_parser():
+    """`refit registry` with one jsonargparse subcommand per action: (parser, {action: its parser})."""
+    import argparse
+
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Keeps the example commands on their own lines."""
+
+    parser = ArgumentParser(prog="refit registry", description=__doc__, exit_on_error=False,
+                            formatter_class=Formatter)
+    subcommands = parser.add_subcommands(dest="action", required=True)
+    subs = {}
+    for name, cls in ACTIONS.items():
+        subs[name] = build_parser(cls, prog=f"refit registry {name}", description=cls.__doc__)
+        subcommands.add_subcommand(name, subs[name], help=(cls.__doc__ or "").splitlines()[0])
+    return parser, subs
+
+
+def parse_args(argv: list[str]):
+    """The action's config from `ACTION [--key value ...]` (no action: list). Mistakes are ConfigErrors."""
+    if argv and argv[0] in ("-h", "--help"):
+        build_registry_parser()[0].print_help()
+        raise SystemExit(0)
+    action = argv[0] if argv and not argv[0].startswith("-") else "list"
+    rest = argv[1:] if argv and not argv[0].startswith("-") else argv
+    if action not in ACTIONS:
+        close = difflib.get_close_matches(action, ACTIONS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"Unknown registry action '{action}' (the 'action' word after `refit registry`).{hint} "
+                          f"Allowed: {', '.join(repr(a) for a in ACTIONS)}.")
+    cls = ACTIONS[action]
+    try:
+        return parse_config(build_registry_parser()[1][action], cls, rest)
+    except ConfigError as e:
+        raise ConfigError(f"`refit registry {action}`: {e} (see `refit registry {action} --help`)") from None
+
+
+def _console() -> Console:
+    # Wide when piped, so ids and paths are never cut; tables also fold rather than truncate.
+    return Console(width=None if sys.stdout.isatty() else 400, soft_wrap=False)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
+
+
+def _mirror(cfg, registry: Registry, move) -> None:
     version = registry.get(move.to_version)
     mirror_alias(registry.root, version.path, version.id, move.alias, move.reason or "",
                  resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project)
 
 
-def run(cfg: Config) -> int:
-    registry = Registry(cfg.root, cfg.db)
-    console = Console()
-    if cfg.action == "register":
-        v = registry.register(Path(_need(cfg.version, "version", "register")))
+def run(cfg) -> int:
+    dry_run = isinstance(cfg, Gc) and not cfg.yes
+    registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY) and not dry_run)
+    console = _console()
+    if isinstance(cfg, Register):
+        v = registry.register(Path(cfg.version))
         console.print(f"Registered {v.id} at {v.path}")
-    elif cfg.action == "list":
-        by_version: dict[str, list[str]] = {}
-        for name, vid in registry.aliases().items():
-            by_version.setdefault(vid, []).append(name)
-        table = Table(title=f"registry {registry.root}")
-        for col in ("version", "aliases", "parent", "recipe", "val accuracy", "registered"):
-            table.add_column(col)
-        for v in registry.list_versions():
-            acc = v.metrics.get("validation", {}).get("accuracy")
-            table.add_row(v.id, ", ".join(sorted(by_version.get(v.id, []))), v.parent or "-", v.recipe or "-",
-                          f"{acc:.4f}" if acc is not None else "-", v.registered_at)
-        console.print(table)
-    elif cfg.action == "show":
-        v = registry.get(cfg.version or CHAMPION)
+    elif isinstance(cfg, List):
+        _list(registry, cfg.format, console)
+    elif isinstance(cfg, Show):
+        v = registry.get(cfg.version)
         meta = read_version(v.path)
-        summary = {k: meta.get(k) for k in ("version_id", "parent", "recipe", "base_model", "created_at",
-                                             "labels", "metrics", "data", "training")}
-        console.print_json(json.dumps({"path": str(v.path), **summary}, default=str))
-    elif cfg.action == "promote":
-        target = registry.get(_need(cfg.version, "version", "promote"))
-        move = registry.promote(target.id, cfg.reason or "manual promotion", target.metrics)
+        summary = {"path": str(v.path), **{k: meta.get(k) for k in (
+            "version_id", "parent", "recipe", "base_model", "created_at", "labels", "metrics", "data", "training")}}
+        if cfg.format == "json":
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            table = _table(f"version {v.id}", ("key", "value"))
+            for k, value in summary.items():
+                table.add_row(k, value if isinstance(value, str) else json.dumps(value, default=str))
+            console.print(table)
+    elif isinstance(cfg, Promote):
+        target = registry.get(cfg.version)
+        move = registry.promote(target.id, cfg.reason, target.metrics, expected_champion=cfg.expected)
         console.print(f"champion: {move.from_version or '-'} -> {move.to_version}")
         _mirror(cfg, registry, move)
-    elif cfg.action == "rollback":
-        move = registry.rollback(cfg.reason or "manual rollback", alias=cfg.alias or CHAMPION)
+    elif isinstance(cfg, Rollback):
+        move = registry.rollback(cfg.reason, alias=cfg.alias)
         console.print(f"{move.alias}: {move.from_version} -> {move.to_version} (rollback)")
         _mirror(cfg, registry, move)
-    elif cfg.action == "alias":
-        alias = _need(cfg.alias, "alias", "alias")
-        move = registry.set_alias(alias, _need(cfg.version, "version", "alias"), cfg.reason)
-        console.print(f"{alias}: {move.from_version or '-'} -> {move.to_version}")
+    elif isinstance(cfg, Alias):
+        move = registry.set_alias(cfg.alias, cfg.version, cfg.reason, expected=cfg.expected)
+        console.print(f"{cfg.alias}: {move.from_version or '-'} -> {move.to_version}")
         _mirror(cfg, registry, move)
+    elif isinstance(cfg, History):
+        _history(registry, cfg.alias, cfg.format, console)
+    elif isinstance(cfg, Verify):
+        return _verify(registry, console)
+    elif isinstance(cfg, Gc):
+        return _gc(registry, cfg.keep, cfg.yes, console)
+    return 0
+
+
+def _list(registry: Registry, fmt: str, console: Console) -> None:
+    by_version: dict[str, list[str]] = {}
+    for name, vid in registry.aliases().items():
+        by_version.setdefault(vid, []).append(name)
+    versions = registry.list_versions()
+    if fmt == "json":
+        print(json.dumps([{**dataclasses.asdict(v), "path": str(v.path), "aliases": sorted(by_version.get(v.id, []))}
+                          for v in versions], indent=2, default=str))
+        return
+    table = _table(f"registry {registry.root}", ("version", "aliases", "parent", "recipe", "val accuracy",
+                                                  "registered"))
+    for v in versions:
+        acc = v.metrics.get("validation", {}).get("accuracy")
+        table.add_row(v.id, ", ".join(sorted(by_version.get(v.id, []))), v.parent or "-", v.recipe or "-",
+                      f"{acc:.4f}" if acc is not None else "-", v.registered_at)
+    console.print(table)
+
+
+def _history(registry: Registry, alias: str | None, fmt: str, console: Console) -> None:
+    moves = registry.history(alias)
+    if fmt == "json":
+        print(json.dumps([dataclasses.asdict(m) for m in moves], indent=2, default=str))
+        return
+    table = _table("alias moves (audit log)", ("#", "at", "alias", "from", "to", "action", "by", "reason"))
+    for m in moves:
+        table.add_row(str(m.seq), m.at, m.alias, m.from_version or "-", m.to_version or "-", m.action, m.actor,
+                      m.reason or "")
+    console.print(table)
+
+
+def _verify(registry: Registry, console: Console) -> int:
+    findings = verify_registry(registry)
+    table = _table(f"registry verify {registry.root}", ("check", "name", "status", "detail"))
+    for f in findings:
+        table.add_row(f.what, f.name, "ok" if f.ok else "PROBLEM", f.detail)
+    console.print(table)
+    bad = [f for f in findings if not f.ok]
+    console.print(f"{len(bad)} problem(s) in {len(findings)} check(s)." if bad else "All checks passed.")
+    return 1 if bad else 0
+
+
+def _gc(registry: Registry, keep: int, yes: bool, console: Console) -> int:
+    plan = plan_gc(registry, keep)
+    table = _table(f"registry gc {registry.root} (keep the last {keep} champions)", ("what", "name", "action"))
+    verb = "remove" if yes else "would remove"
+    for path in plan.staging:
+        table.add_row("stale staging", path.name, verb)
+    for path in plan.orphans:
+        table.add_row("unregistered folder", path.name, verb)
+    for vid in plan.versions:
+        table.add_row("unreferenced version", vid, verb)
+    for path in plan.in_progress:
+        table.add_row("staging in progress", path.name, "keep (younger than the stale limit)")
+    console.print(table)
+    if plan.empty:
+        console.print("Nothing to remove.")
+    elif yes:
+        removed = apply_gc(registry, plan)
+        console.print(f"Removed {len(removed)}: {', '.join(removed)}")
     else:
-        table = Table(title="alias moves (audit log)")
-        for col in ("#", "at", "alias", "from", "to", "action", "by", "reason"):
-            table.add_column(col)
-        for m in registry.history(cfg.alias):
-            table.add_row(str(m.seq), m.at, m.alias, m.from_version or "-", m.to_version or "-", m.action,
-                          m.actor, m.reason or "")
-        console.print(table)
+        console.print("Dry run: nothing was removed. Add --yes to remove the above.")
     return 0

@@ -3,12 +3,18 @@
 from refit.models.embed import Encoded, Pooling, encode_texts
 from refit.models.pretrained import MINILM, load_classifier, resolve_model
 from refit.models.version import (
+    MANIFEST,
     REFIT_JSON,
+    adding_exports,
+    editing_version,
     load_version,
     new_version_id,
     package_versions,
     read_version,
+    update_exports_manifest,
+    verify_version,
     weights_file,
+    write_manifest,
     write_reference,
     write_version,
 )
@@ -16,4 +22,5 @@ from refit.models.version import (
 __all__ = [
     "MINILM", "Encoded", "Pooling", "REFIT_JSON", "encode_texts", "load_classifier", "load_version", "new_version_id",
     "package_versions", "read_version", "resolve_model", "weights_file", "write_reference", "write_version",
+    "MANIFEST", "adding_exports", "editing_version", "update_exports_manifest", "verify_version", "write_manifest",
 ]

@@ -1,13 +1,25 @@
 """The model version: one folder (model/, refit.json, reference/, exports/) written atomically.
 
 `model/` is plain Hugging Face format with safetensors, so `transformers` alone can load it.
+
+Integrity: `manifest.json` lists every file of the version (relative path, size, sha256) except itself and
+exports/; it is written as the last step of the atomic write. exports/ grows after the version is made
+(`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`, rewritten atomically by
+`update_exports_manifest` (or `adding_exports`) each time artefacts are installed; an exports/ folder with files
+but no manifest is refused like any other unlisted file. Every load verifies both,
+and refuses a missing, extra or altered file, or a version without a manifest, naming the file: a deleted
+tokenizer.json once loaded silently as a tokenizer mapping every word to [UNK].
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
+import shutil
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,15 +28,19 @@ import torch
 from safetensors.torch import save_file
 
 from refit.errors import VersionError
-from refit.io import atomic_dir, sha256_file, write_json
+from refit.io import atomic_dir, check_name, sha256_file, sha256_file_cached, write_json
 
 __all__ = [
-    "REFIT_JSON", "new_version_id", "package_versions", "write_version", "read_version",
-    "load_version", "weights_file", "write_reference",
+    "REFIT_JSON", "MANIFEST", "new_version_id", "package_versions", "write_version", "read_version",
+    "load_version", "weights_file", "write_reference", "write_manifest", "verify_version",
+    "update_exports_manifest", "adding_exports", "editing_version",
 ]
 
 REFIT_JSON = "refit.json"
 WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+EXPORTS = "exports"
+MANIFEST_FORMAT = "refit-manifest/1"
 _PACKAGES = ("refit-ml", "torch", "transformers", "lightning", "torchmetrics", "safetensors")
 
 
@@ -65,15 +81,22 @@ def write_version(
     tokenizer,
     meta: dict,
     reference: tuple[torch.Tensor, torch.Tensor, list[str], dict] | None = None,
+    before_seal: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json."""
+    """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json.
+
+    `before_seal(staging_dir)` may add files (e.g. fitted detector state in reference/) inside the atomic
+    write, before the manifest seals the version: nothing may be added to a version after it is written.
+    """
     dest = Path(dest)
+    if meta.get("version_id") is not None:
+        check_name(meta["version_id"], "version id")
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")
         if reference is not None:
             write_reference(tmp / "reference", *reference)
-        (tmp / "exports").mkdir()
+        (tmp / EXPORTS).mkdir()
         record = {
             "version_id": meta.get("version_id") or new_version_id(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -82,13 +105,201 @@ def write_version(
             "packages": package_versions(),
         }
         write_json(tmp / REFIT_JSON, record)
+        if before_seal is not None:
+            before_seal(tmp)
+        write_manifest(tmp)  # last: the manifest seals exactly what is there
     return dest
 
 
-def read_version(version_dir: str | Path) -> dict:
-    """refit.json of a version, after checking the folder is complete."""
+# --- manifests ---------------------------------------------------------------------------------------
+def _files(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool) -> dict[str, Path]:
+    """relative posix path -> file, for every file under `folder` (links refused: they could point anywhere)."""
+    out: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        top = here == folder
+        if top:
+            dirnames[:] = [d for d in dirnames if d not in skip_top and not (skip_hidden_top and d.startswith("."))]
+        for name in [*filenames, *[d for d in dirnames if (here / d).is_symlink()]]:
+            path = here / name
+            if top and (name in skip_top or (skip_hidden_top and name.startswith("."))):
+                continue
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink() or not path.is_file():
+                raise VersionError(f"{path} is a link or not a regular file; a version holds plain files only.")
+            out[rel] = path
+    return out
+
+
+def _manifest(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool = False) -> dict:
+    files = _files(folder, skip_top, skip_hidden_top)
+    return {"format": MANIFEST_FORMAT, "algorithm": "sha256",
+            "files": [{"path": rel, "size": files[rel].stat().st_size, "sha256": sha256_file_cached(files[rel])}
+                      for rel in sorted(files)]}
+
+
+def write_manifest(version_dir: str | Path) -> Path:
+    """Seal a version: manifest.json over every file except itself and exports/ (written atomically)."""
+    folder = Path(version_dir)
+    path = folder / MANIFEST
+    write_json(path, _manifest(folder, (MANIFEST, EXPORTS)))
+    return path
+
+
+def _write_exports_manifest(exports: Path) -> Path:
+    # Hidden top-level entries of exports/ are staging of an export in progress (`.staging-*`, `.*.old-*`).
+    write_json(exports / MANIFEST, _manifest(exports, (MANIFEST,), skip_hidden_top=True))
+    return exports / MANIFEST
+
+
+def update_exports_manifest(version_dir: str | Path, changed: Iterable[str | Path]) -> Path:
+    """Re-seal VERSION/exports/ after installing artefacts; call it last, once every file is in place.
+
+    `changed`: the entries of exports/ just written or replaced (names like "model.onnx", or their paths; a
+    folder covers everything in it). Everything else must still match the previous exports manifest, so
+    re-sealing never blesses a file altered behind refit's back, and the main manifest is checked first, so
+    an altered version cannot be re-blessed through its exports either.
+    """
+    folder = Path(version_dir)
+    _verify_main(folder)
+    exports = folder / EXPORTS
+    exports.mkdir(exist_ok=True)
+    names = {_top_entry(exports, c) for c in changed}
+    kept = {rel: path for rel, path in _files(exports, (MANIFEST,), True).items() if rel.split("/")[0] not in names}
+    if (exports / MANIFEST).is_file():
+        _check(exports, exports / MANIFEST, kept, folder, only=lambda rel: rel.split("/")[0] not in names)
+    elif kept:
+        first = exports / sorted(kept)[0]
+        raise VersionError(f"Version {folder}: {first} is not covered by {exports / MANIFEST} and was not just "
+                           "installed; remove it or export it again. Refusing to seal it.")
+    return _write_exports_manifest(exports)
+
+
+def _top_entry(exports: Path, entry: str | Path) -> str:
+    """The top-level name in exports/ of an entry given as a name, a relative path or an absolute path."""
+    path = Path(entry)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(exports.resolve())
+        except ValueError:
+            raise VersionError(f"{entry} is not inside {exports}.") from None
+    if not path.parts or path.parts[0] in ("..", MANIFEST):
+        raise VersionError(f"{entry} does not name an entry of {exports}.")
+    return path.parts[0]
+
+
+@contextlib.contextmanager
+def adding_exports(version_dir: str | Path) -> Iterator[Path]:
+    """Yield a staging folder inside exports/; on success its entries replace those in exports/, then it is sealed.
+
+        with adding_exports(version) as staging:
+            build(staging / "model.onnx")
+    On error nothing in exports/ changes and the staging folder is removed.
+    """
+    folder = Path(version_dir)
+    _verify_main(folder)
+    exports = folder / EXPORTS
+    exports.mkdir(exist_ok=True)
+    staging = exports / f".staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        for src in sorted(staging.iterdir()):
+            dest = exports / src.name
+            old = None
+            if dest.is_dir():
+                old = exports / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(dest, old)
+            os.replace(src, dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        _write_exports_manifest(exports)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def editing_version(version_dir: str | Path) -> Iterator[Path]:
+    """Change a verified version as a whole: yield an editable copy; on success it is re-sealed and swapped in.
+
+    For the rare in-place change (a refreshed drift reference). A registered version records its manifest's
+    hash, so the registry still refuses a copy in it changed this way: register the result as a new version.
+    """
+    folder = Path(version_dir)
+    verify_version(folder)
+    with atomic_dir(folder) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*"))
+        yield tmp
+        if (tmp / EXPORTS / MANIFEST).is_file() or _files(tmp / EXPORTS, (MANIFEST,), True):
+            _write_exports_manifest(tmp / EXPORTS)
+        write_manifest(tmp)
+
+
+def _check(folder: Path, manifest_file: Path, actual: dict[str, Path], version: Path,
+           only: Callable[[str], bool] = lambda rel: True) -> None:
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        listed = {e["path"]: e for e in manifest["files"] if only(e["path"])}
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown format {manifest.get('format')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VersionError(f"{manifest_file} is unreadable or corrupt ({e}); refusing to use {version}.") from None
+    missing, extra = sorted(listed.keys() - actual.keys()), sorted(actual.keys() - listed.keys())
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise VersionError(f"Version {version} is incomplete: {folder / missing[0]} is missing{more} (listed in "
+                           f"{manifest_file.name}). Refusing to use it.")
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise VersionError(f"Version {version} has an extra file {folder / extra[0]}{more} that its "
+                           f"{manifest_file.name} does not list (added after the version was written). "
+                           "Refusing to use it.")
+    for rel in sorted(listed):
+        entry, path = listed[rel], actual[rel]
+        if path.stat().st_size != entry.get("size") or sha256_file_cached(path) != entry.get("sha256"):
+            raise VersionError(f"Version {version} was altered: {folder / rel} does not match the hash (sha256, size) "
+                               f"recorded in {manifest_file.name}. Refusing to use it.")
+
+
+def _verify_main(folder: Path) -> None:
+    manifest_file = folder / MANIFEST
+    if not manifest_file.is_file() and not (folder / REFIT_JSON).is_file():
+        raise VersionError(f"{folder} is not a refit model version (no {REFIT_JSON}).")
+    if not manifest_file.is_file():
+        raise VersionError(
+            f"{folder} has no {MANIFEST}, so its files cannot be verified; refusing to use it. Versions written "
+            "by this refit always have one: re-create it (refit finetune / compress) from its parent."
+        )
+    _check(folder, manifest_file, _files(folder, (MANIFEST, EXPORTS), False), folder)
+
+
+def verify_version(version_dir: str | Path) -> None:
+    """Refuse a version with a missing, extra or altered file (VersionError naming it); exports/ too when sealed.
+
+    Hashes are cached per (path, size, mtime, ctime, inode) within the process, so repeated loads are cheap.
+    """
+    folder = Path(version_dir)
+    if not folder.is_dir():
+        raise VersionError(f"{folder} is not a refit model version (no such folder).")
+    _verify_main(folder)
+    exports = folder / EXPORTS
+    if not exports.is_dir():
+        return
+    found = _files(exports, (MANIFEST,), True)
+    if (exports / MANIFEST).is_file():
+        _check(exports, exports / MANIFEST, found, folder)
+    elif found:
+        first = exports / sorted(found)[0]
+        raise VersionError(f"Version {folder}: {first} is not covered by {exports / MANIFEST} (exports must be "
+                           "installed with refit.models.version.update_exports_manifest). Refusing to use it.")
+
+
+def read_version(version_dir: str | Path, verify: bool = True) -> dict:
+    """refit.json of a version, after verifying every file against its manifest (see verify_version)."""
     path = Path(version_dir)
     meta_file = path / REFIT_JSON
+    if verify:
+        verify_version(path)
     if not meta_file.is_file():
         raise VersionError(f"{path} is not a refit model version (no {REFIT_JSON}).")
     if not weights_file(path).is_file():
@@ -100,15 +311,10 @@ def read_version(version_dir: str | Path) -> dict:
 
 
 def load_version(version_dir: str | Path, verify: bool = True):
-    """(model, tokenizer, meta) of a version; refuses weights whose hash differs from refit.json."""
+    """(model, tokenizer, meta) of a version, verified file by file against its manifest first."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    meta = read_version(version_dir)
-    if verify and meta.get("weights_sha256") and sha256_file(weights_file(version_dir)) != meta["weights_sha256"]:
-        raise VersionError(
-            f"{weights_file(version_dir)} does not match the hash recorded in refit.json: the version is "
-            "corrupt or was altered. Refusing to load it."
-        )
+    meta = read_version(version_dir, verify=verify)
     folder = Path(version_dir) / "model"
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder)

@@ -1,5 +1,16 @@
-"""Versions, aliases (champion, challenger, your own) and an append-only audit log in SQLite."""
+"""Versions, aliases (champion, challenger, your own) and a hash-chained, append-only audit log in SQLite."""
 
-from refit.registry.store import CHALLENGER, CHAMPION, AliasMove, RegisteredVersion, Registry, Superseded
+from refit.registry.check import Finding, verify_registry
+from refit.registry.gc import GcPlan, apply_gc, plan_gc
+from refit.registry.store import (
+    CHALLENGER,
+    CHAMPION,
+    AliasMove,
+    RegisteredVersion,
+    Registry,
+    RegistryError,
+    Superseded,
+)
 
-__all__ = ["CHALLENGER", "CHAMPION", "AliasMove", "RegisteredVersion", "Registry", "Superseded"]
+__all__ = ["CHALLENGER", "CHAMPION", "AliasMove", "Finding", "GcPlan", "RegisteredVersion", "Registry",
+           "RegistryError", "Superseded", "apply_gc", "plan_gc", "verify_registry"]

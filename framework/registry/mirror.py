@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refit.io import check_name
+
 __all__ = ["mirror_alias"]
 
 
 def mirror_alias(out_dir: str | Path, version_path: str | Path, version_id: str, alias: str, reason: str,
                  wandb_mode: str, project: str) -> str | None:
     """Log the version as artifact `refit-model` with aliases [alias, version id]; returns the run folder."""
+    check_name(version_id, "version id")
+    check_name(alias, "alias name")
     if wandb_mode == "disabled":
         return None
     import wandb

@@ -1,16 +1,25 @@
 """The model registry: version folders plus one SQLite database of versions, aliases and an audit log.
 
 SQLite (the standard library's) is the embedded default: one file, real transactions, safe against a
-crash mid-write. Every alias move is one transaction that also appends its audit row, so the log and
-the aliases can never disagree. Rollback is itself an alias move, and is audited like any other.
+crash mid-write. Every alias move is one compare-and-swap transaction that also appends its audit row
+(hash-chained, see chain.py), so the log and the aliases can never disagree. Rollback is itself an alias
+move, and is audited like any other.
+
+Fail closed: read-only use (`create=False`) never creates anything; a missing, zero-byte or corrupt
+database is an error, never silently rebuilt; every version is verified against its manifest (and the
+manifest against the hash recorded at registration) before anything uses or points at it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import os
 import shutil
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,12 +27,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from refit.errors import RefitError, VersionError
-from refit.io import atomic_dir, sha256_file
-from refit.models.version import read_version, weights_file
+from refit.io import atomic_dir, check_name, child_path, make_private, private_dir, sha256_file
+from refit.models.version import MANIFEST, read_version, verify_version, weights_file
+from refit.registry.chain import GENESIS, row_hash
 
-__all__ = ["Registry", "RegisteredVersion", "AliasMove", "Superseded", "CHAMPION", "CHALLENGER"]
+__all__ = ["Registry", "RegisteredVersion", "AliasMove", "Superseded", "RegistryError", "CHAMPION", "CHALLENGER",
+           "STALE_AFTER_S"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
+# belong to a registration in progress in another process, so they are left alone.
+STALE_AFTER_S = 600.0
+
+
+class RegistryError(RefitError):
+    """The registry folder or its database is missing, damaged or inconsistent."""
 
 
 class Superseded(RefitError):
@@ -33,17 +51,19 @@ class Superseded(RefitError):
     read it; nothing was changed. The caller records the outcome as superseded instead of overwriting.
     """
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, recipe TEXT, created_at TEXT,
-    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL
+    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT PRIMARY KEY, version_id TEXT NOT NULL REFERENCES versions(id), updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, alias TEXT NOT NULL, from_version TEXT,
-    to_version TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, reason TEXT, metrics TEXT
+    to_version TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, reason TEXT, metrics TEXT,
+    prev_hash TEXT, hash TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
@@ -54,6 +74,9 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+# Columns added since the first schema: (table, column, type). Added in place to older databases.
+_MIGRATIONS = (("versions", "manifest_sha256", "TEXT"), ("audit", "prev_hash", "TEXT"), ("audit", "hash", "TEXT"))
+_TABLES = {"versions", "aliases", "audit", "runs"}
 
 
 def _now() -> str:
@@ -85,58 +108,156 @@ class AliasMove:
     metrics: dict | None
 
 
-class Registry:
-    """A folder `root/` with `versions/<id>/` and `registry.db` (or a database path of your choosing)."""
+def is_staging(name: str) -> bool:
+    """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of refit.io.atomic_dir."""
+    return name.startswith(".") and (".tmp-" in name or ".old-" in name)
 
-    def __init__(self, root: str | Path, db_path: str | Path | None = None) -> None:
-        self.root = Path(root)
+
+class Registry:
+    """A folder `root/` with `versions/<id>/` and `registry.db` (or a database path of your choosing).
+
+    `create=True` (writers: register, promote, maintain) makes the folder and database when they do not
+    exist yet; `create=False` (list, show, history, verify, resolve) requires an existing registry and
+    writes nothing. Paths are resolved to absolute ones at open, so a relative root works from anywhere.
+    """
+
+    def __init__(self, root: str | Path, db_path: str | Path | None = None, *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
         self.versions_dir = self.root / "versions"
-        self.db_path = Path(db_path) if db_path else self.root / "registry.db"
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.db_path, timeout=30)
+        self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
+        self.writable = create
+        if not self.db_path.is_file():
+            self._refuse_missing_db(create)
+            private_dir(self.versions_dir)
+            private_dir(self.db_path.parent)
+            self._create_db()
+        self._connect_checked()
+        if create:
+            private_dir(self.versions_dir)
+            self.clean_staging()
+
+    def _create_db(self) -> None:
+        """Build the schema in a private temporary file, then link it into place: the database is never seen
+        half-made (a zero-byte registry.db always means damage), and of two racing creators one wins."""
+        tmp = self.db_path.parent / f".{self.db_path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        os.close(fd)
         try:
-            db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            os.chmod(tmp, 0o600)
+            db = sqlite3.connect(tmp)
+            try:
+                db.executescript(_SCHEMA)
+            finally:
+                db.close()
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+                os.link(tmp, self.db_path)
         finally:
-            db.close()
+            tmp.unlink(missing_ok=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.writable:
+            return sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        # Read-only: SQLite itself refuses to write or create anything.
+        return sqlite3.connect(self.db_path.as_uri() + "?mode=ro", uri=True, timeout=30, isolation_level=None)
+
+    def _refuse_missing_db(self, create: bool) -> None:
+        versions = [p for p in self.versions_dir.iterdir() if not is_staging(p.name)] \
+            if self.versions_dir.is_dir() else []
+        if versions:
+            raise RegistryError(
+                f"The registry {self.root} holds {len(versions)} version folder(s) in {self.versions_dir} but its "
+                f"database {self.db_path} is missing. Refusing to start an empty one over them (the aliases and "
+                "audit log would be lost). Restore the database from a backup, or move versions/ aside and "
+                "re-register each version with `refit registry register --version DIR`."
+            )
+        if not create:
+            what = "no such folder" if not self.root.exists() else f"no database {self.db_path}"
+            raise RegistryError(
+                f"No registry at {self.root} ({what}). Check --root (and --db); `refit registry register` "
+                "creates a registry."
+            )
+
+    def _connect_checked(self) -> None:
+        """Check the database is a readable refit registry; add newer columns to an old one (writers only)."""
+        if self.db_path.stat().st_size == 0:
+            raise RegistryError(self._damaged("is empty (zero bytes)"))
+        try:
+            db = self._connect()
+            try:
+                ok = db.execute("PRAGMA quick_check").fetchone()[0]
+                if ok != "ok":
+                    raise RegistryError(self._damaged(f"failed SQLite's integrity check ({ok})"))
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables >= _TABLES:
+                    raise RegistryError(self._damaged(f"lacks the tables {sorted(_TABLES - tables)}"))
+                if self.writable:  # under a write lock, so two processes opening an old registry cannot race
+                    db.execute("BEGIN IMMEDIATE")
+                    for table, column, kind in _MIGRATIONS:
+                        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    db.execute("COMMIT")
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
+
+    def _damaged(self, what: str) -> str:
+        return (f"The registry database {self.db_path} {what}. Refusing to use it or to rebuild it (the aliases and "
+                "audit log would be lost). Restore it from a backup; the version folders in "
+                f"{self.versions_dir} are untouched and can be re-registered into a new registry.")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One transaction: committed on success, rolled back on any error (or a kill: SQLite's journal)."""
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        if not self.db_path.is_file():
+            raise RegistryError(f"The registry database {self.db_path} has disappeared.")
+        db = self._connect()
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if self.writable else "BEGIN")
             yield db
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if type(e) is sqlite3.DatabaseError or (  # damage, a busy database or a read-only file: not a bug
+                    isinstance(e, sqlite3.OperationalError) and any(w in str(e) for w in ("locked", "readonly",
+                                                                                         "unable to open"))):
+                raise RegistryError(f"The registry database {self.db_path}: {e}.") from None
             raise
         finally:
             db.close()
 
+    def _require_writable(self, what: str) -> None:
+        if not self.writable:
+            raise RegistryError(f"The registry {self.root} was opened read-only; cannot {what}.")
+
     # --- versions ----------------------------------------------------------------------------------
     def register(self, version_dir: str | Path) -> RegisteredVersion:
-        """Copy a finished version into the registry (atomically) and record it with its weights hash."""
-        meta = read_version(version_dir)
-        vid = meta["version_id"]
-        recorded = meta.get("weights_sha256")
-        actual = sha256_file(weights_file(version_dir))
-        if recorded and recorded != actual:
-            raise VersionError(f"{version_dir}: weights do not match refit.json's hash; not registering it.")
-        dest = self.versions_dir / vid
-        if self._row(vid) is not None:
+        """Copy a finished, verified version into the registry (atomically); record its manifest's hash."""
+        self._require_writable("register a version")
+        source = Path(version_dir).expanduser().resolve()
+        meta = read_version(source)  # verifies every file against the manifest
+        vid = check_name(meta.get("version_id"), "version id", source / "refit.json")
+        dest = child_path(self.versions_dir, vid)
+        existing = self._row(vid)
+        if existing is not None:
+            if existing["manifest_sha256"] not in (None, sha256_file(source / MANIFEST)):
+                raise VersionError(f"A different version with id {vid} is already registered; not replacing it.")
             return self.get(vid)
-        if Path(version_dir).resolve() != dest.resolve():
+        if source != dest:
             with atomic_dir(dest) as tmp:
-                shutil.copytree(version_dir, tmp, dirs_exist_ok=True)
+                shutil.copytree(source, tmp, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*"))
+                make_private(tmp)
+                verify_version(tmp)  # the copy is whole (and the source did not change while copied)
         with self._tx() as db:
             db.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256, metrics,"
+                " manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (vid, str(dest), meta.get("parent"), meta.get("recipe"), meta.get("created_at"), _now(),
-                 actual, json.dumps(meta.get("metrics", {}))),
+                 sha256_file(weights_file(dest)), json.dumps(meta.get("metrics", {})), sha256_file(dest / MANIFEST)),
             )
         return self.get(vid)
 
@@ -145,11 +266,14 @@ class Registry:
             return db.execute("SELECT * FROM versions WHERE id = ?", (version_id,)).fetchone()
 
     def _to_version(self, row: sqlite3.Row) -> RegisteredVersion:
-        return RegisteredVersion(row["id"], Path(row["path"]), row["parent"], row["recipe"], row["created_at"],
+        # The folder is derived from the validated id under this root, never read back from the database.
+        path = child_path(self.versions_dir, row["id"])
+        return RegisteredVersion(row["id"], path, row["parent"], row["recipe"], row["created_at"],
                                  row["registered_at"], row["weights_sha256"], json.loads(row["metrics"]))
 
     def resolve(self, ref: str) -> str:
         """A version id from an id or an alias."""
+        check_name(ref, "version id or alias")
         with self._tx() as db:
             alias = db.execute("SELECT version_id FROM aliases WHERE name = ?", (ref,)).fetchone()
             if alias:
@@ -163,17 +287,31 @@ class Registry:
         )
 
     def get(self, ref: str, verify: bool = True) -> RegisteredVersion:
-        """The version behind an id or alias; with `verify`, refuses one whose weights changed on disk."""
+        """The version behind an id or alias; with `verify`, refuses one with any missing, extra or altered file."""
         row = self._row(self.resolve(ref))
         version = self._to_version(row)
         if verify:
-            path = weights_file(version.path)
-            if not path.is_file() or sha256_file(path) != version.weights_sha256:
-                raise VersionError(
-                    f"Version {version.id} at {version.path} is corrupt or was altered (its weights do not match "
-                    "the hash recorded at registration). Refusing to use it; the aliases are unchanged."
-                )
+            self.verify(version.id, row)
         return version
+
+    def verify(self, version_id: str, row: sqlite3.Row | None = None) -> None:
+        """VersionError unless the version's files match its manifest and the manifest is the one registered."""
+        row = row if row is not None else self._row(check_name(version_id))
+        if row is None:
+            raise VersionError(f"No version '{version_id}' in the registry {self.root}.")
+        path = child_path(self.versions_dir, row["id"])
+        try:
+            verify_version(path)
+            recorded = row["manifest_sha256"] if "manifest_sha256" in row.keys() else None  # noqa: SIM118 (Row)
+            if recorded is None:  # registered before manifests: the weights hash is all we have
+                if sha256_file(weights_file(path)) != row["weights_sha256"]:
+                    raise VersionError(f"{weights_file(path)} does not match the hash recorded at registration.")
+            elif sha256_file(path / MANIFEST) != recorded:
+                raise VersionError(f"{path / MANIFEST} is not the manifest recorded at registration (the version "
+                                   "was changed and re-sealed after it was registered).")
+        except VersionError as e:
+            raise VersionError(f"Version {row['id']} in the registry is corrupt or was altered: {e} Refusing to "
+                               "use it; the aliases are unchanged.") from None
 
     def list_versions(self) -> list[RegisteredVersion]:
         with self._tx() as db:
@@ -195,6 +333,10 @@ class Registry:
         `run=(run_id, status, details)` the run row is finished in the same transaction, so a kill can
         never leave a committed move whose run still reads 'running' (and is then retried).
         """
+        self._require_writable("move an alias")
+        check_name(alias, "alias name")
+        if expected is not None:
+            check_name(expected, "expected version id")
         target = self.get(ref).id  # verifies the version before anything points at it
         with self._tx() as db:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ?", (alias,)).fetchone()
@@ -206,11 +348,15 @@ class Registry:
                 )
             db.execute("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                        "version_id = excluded.version_id, updated_at = excluded.updated_at", (alias, target, _now()))
+            last = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            prev_hash = (last["hash"] if last else None) or GENESIS
+            content = {"at": _now(), "alias": alias, "from_version": previous, "to_version": target,
+                       "actor": actor or _actor(), "action": action, "reason": reason,
+                       "metrics": json.dumps(metrics, sort_keys=True) if metrics is not None else None}
             cur = db.execute(
-                "INSERT INTO audit (at, alias, from_version, to_version, actor, action, reason, metrics) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_now(), alias, previous, target, actor or _actor(), action, reason,
-                 json.dumps(metrics) if metrics is not None else None),
+                "INSERT INTO audit (at, alias, from_version, to_version, actor, action, reason, metrics, prev_hash, "
+                "hash) VALUES (:at, :alias, :from_version, :to_version, :actor, :action, :reason, :metrics, :prev, "
+                ":hash)", {**content, "prev": prev_hash, "hash": row_hash(prev_hash, content)},
             )
             seq = cur.lastrowid
             if run is not None:
@@ -224,7 +370,8 @@ class Registry:
                               expected=expected_champion, run=run)
 
     def rollback(self, reason: str = "manual rollback", actor: str | None = None, alias: str = CHAMPION) -> AliasMove:
-        """Point the alias back at the version it held before its latest move."""
+        """Point the alias back at the version it held before its latest move (compare-and-swap on it)."""
+        check_name(alias, "alias name")
         moves = self.history(alias)
         if not moves:
             raise VersionError(f"'{alias}' has never been set: nothing to roll back.")
@@ -232,24 +379,73 @@ class Registry:
         previous = _previous_holder(moves, current)
         if previous is None:
             raise VersionError(f"'{alias}' has no earlier version to roll back to (it is {current}).")
-        return self.set_alias(alias, previous, reason, action="rollback", actor=actor)
+        return self.set_alias(alias, previous, reason, action="rollback", actor=actor, expected=current)
 
     def history(self, alias: str | None = None) -> list[AliasMove]:
+        if alias is not None:
+            check_name(alias, "alias name")
+        return [AliasMove(r["seq"], r["at"], r["alias"], r["from_version"], r["to_version"], r["actor"],
+                          r["action"], r["reason"], json.loads(r["metrics"]) if r["metrics"] else None)
+                for r in self.audit_rows(alias)]
+
+    def audit_rows(self, alias: str | None = None) -> list[dict]:
+        """The raw audit rows in order (hash-chain columns included; None where the database predates them)."""
         query = "SELECT * FROM audit" + (" WHERE alias = ?" if alias else "") + " ORDER BY seq"
         with self._tx() as db:
             rows = db.execute(query, (alias,) if alias else ()).fetchall()
-        return [AliasMove(r["seq"], r["at"], r["alias"], r["from_version"], r["to_version"], r["actor"],
-                          r["action"], r["reason"], json.loads(r["metrics"]) if r["metrics"] else None)
-                for r in rows]
+        return [{"prev_hash": None, "hash": None, **dict(r)} for r in rows]
+
+    # --- staging and garbage -----------------------------------------------------------------------
+    def staging(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+        """Leftover staging folders of killed writes in versions/ (only there: nothing outside is looked at)."""
+        if not self.versions_dir.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        return sorted(p for p in self.versions_dir.iterdir()
+                      if is_staging(p.name) and not p.is_symlink() and p.lstat().st_mtime < cutoff)
+
+    def clean_staging(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+        """Remove stale staging folders (killed registrations); returns what was removed."""
+        removed = []
+        for path in self.staging(older_than_s):
+            if path.parent == self.versions_dir and is_staging(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+    def unreferenced(self, keep: int) -> list[str]:
+        """Versions no alias points to and not among the last `keep` champions in the audit log, oldest first."""
+        protected = set(self.aliases().values())
+        champions: list[str] = []
+        for move in reversed(self.history(CHAMPION)):
+            if move.to_version and move.to_version not in champions:
+                champions.append(move.to_version)
+        protected.update(champions[:max(keep, 0)])
+        return [v.id for v in self.list_versions() if v.id not in protected]
+
+    def remove_version(self, version_id: str) -> None:
+        """Delete an unreferenced version: its row (refused if an alias points at it) and then its folder."""
+        self._require_writable("remove a version")
+        path = child_path(self.versions_dir, check_name(version_id))
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM aliases WHERE version_id = ?", (version_id,)).fetchone():
+                raise RegistryError(f"Version {version_id} is pointed at by an alias; not removing it.")
+            db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
+        if path.is_dir() and not path.is_symlink():
+            trash = self.versions_dir / f".{version_id}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
     # --- runs (drift checks, maintenance cycles) ---------------------------------------------------
     def start_run(self, kind: str, details: dict | None = None) -> int:
+        self._require_writable("start a run")
         with self._tx() as db:
             cur = db.execute("INSERT INTO runs (kind, started_at, status, details) VALUES (?, ?, 'running', ?)",
                              (kind, _now(), json.dumps(details or {})))
             return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, status: str, details: dict | None = None) -> None:
+        self._require_writable("finish a run")
         with self._tx() as db:
             self._finish_run_in(db, run_id, status, details)
 

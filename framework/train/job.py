@@ -150,11 +150,11 @@ def run_finetune(
             if best_cb is not None and best_cb.best_model_score is not None else None,
         },
     }
-    version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference)
-    if reference is not None:  # detector state (bandwidth, PCA), fitted on the reference alone
-        from refit.drift.check import fit_reference_state
+    from refit.drift.check import fit_reference_state
 
-        fit_reference_state(version_dir, t.seed)
+    # detector state (bandwidth, PCA), fitted on the reference alone, inside the version's atomic write
+    seal = (lambda tmp: fit_reference_state(tmp, t.seed)) if reference is not None else None
+    version_dir = write_version(out / VERSION_DIRNAME, module.model, tokenizer, meta, reference, before_seal=seal)
     if tracking.log_version:
         log_version_artifact(loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(loggers))

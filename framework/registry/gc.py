@@ -1,0 +1,59 @@
+"""`refit registry gc`: what can go, and removing it. A plan first (the dry run), then the same plan applied.
+
+Never removed: a version any alias points to (champion, challenger, your own), the last `keep` champions in
+the audit log (what rollback steps back to), and anything outside the registry's versions/ folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from refit.registry.store import STALE_AFTER_S, Registry, is_staging
+
+__all__ = ["GcPlan", "plan_gc", "apply_gc"]
+
+
+@dataclass
+class GcPlan:
+    staging: list[Path] = field(default_factory=list)  # stale staging of killed writes
+    in_progress: list[Path] = field(default_factory=list)  # young staging: another process may be writing it
+    orphans: list[Path] = field(default_factory=list)  # folders in versions/ with no registry row
+    versions: list[str] = field(default_factory=list)  # registered, unreferenced, beyond the last `keep` champions
+    keep: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.staging or self.orphans or self.versions)
+
+
+def plan_gc(registry: Registry, keep: int, stale_after_s: float = STALE_AFTER_S) -> GcPlan:
+    plan = GcPlan(versions=registry.unreferenced(keep), keep=keep)
+    if not registry.versions_dir.is_dir():
+        return plan
+    known = {v.id for v in registry.list_versions()}
+    cutoff = time.time() - stale_after_s
+    for path in sorted(registry.versions_dir.iterdir()):
+        young = path.lstat().st_mtime >= cutoff
+        if is_staging(path.name):
+            (plan.in_progress if young else plan.staging).append(path)
+        elif path.name not in known and path.is_dir() and not path.is_symlink() and not young:
+            plan.orphans.append(path)
+    return plan
+
+
+def apply_gc(registry: Registry, plan: GcPlan) -> list[str]:
+    """Remove what the plan lists (re-checking each version is still unreferenced); returns what was removed."""
+    removed: list[str] = []
+    still = set(registry.unreferenced(plan.keep))  # an alias may have moved since the plan was made
+    for version_id in plan.versions:
+        if version_id in still:
+            registry.remove_version(version_id)  # refuses, in its transaction, a version an alias points at
+            removed.append(version_id)
+    for path in plan.staging + plan.orphans:
+        if path.parent == registry.versions_dir and not path.is_symlink():  # never anything outside versions/
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed

@@ -1,0 +1,120 @@
+"""`refit registry ACTION`: real subcommands with their own required options and --help, JSON output,
+untruncated tables (issue #11 item 7, issue #9 items 1/2/6 through the CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from refit.cli import main
+from refit.models import write_version
+from refit.registry import Registry
+
+LONG_ID = "v20260101-120000-" + "a" * 100  # 117 characters: longer than any terminal column
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory, tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    root = tmp_path_factory.mktemp("cli-versions")
+    return [write_version(root / vid, model, tok, {"version_id": vid, "recipe": "test",
+                                                    "metrics": {"validation": {"accuracy": 0.75}}})
+            for vid in ("v0", LONG_ID)]
+
+
+@pytest.fixture
+def root(tmp_path, versions):
+    root = str(tmp_path / "reg")
+    off = ["--tracking.wandb", "false"]
+    for v in versions:
+        assert main(["registry", "register", "--root", root, "--version", str(v)]) == 0
+    assert main(["registry", "promote", "--root", root, "--version", "v0", "--reason", "first", *off]) == 0
+    assert main(["registry", "promote", "--root", root, "--version", LONG_ID, "--reason", "second", *off]) == 0
+    return root
+
+
+@pytest.mark.parametrize("action", ["register", "list", "show", "promote", "rollback", "alias", "history",
+                                    "verify", "gc"])
+def test_every_action_has_its_own_help(action, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["registry", action, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    usage = out.splitlines()[0]
+    assert usage.startswith("usage: refit registry") and f" {action} " in usage and "--root" in out
+
+
+def test_top_level_help_lists_the_actions(capsys):
+    with pytest.raises(SystemExit):
+        main(["registry", "--help"])
+    out = capsys.readouterr().out
+    for action in ("register", "promote", "verify", "gc"):
+        assert action in out
+
+
+@pytest.mark.parametrize(("argv", "missing"), [(["register"], "version"), (["promote"], "version"),
+                                               (["alias", "--version", "v0"], "alias"),
+                                               (["alias", "--alias", "staging"], "version")])
+def test_required_options_are_enforced_by_the_parser(tmp_path, argv, missing, capsys):
+    root = tmp_path / "reg"
+    assert main(["registry", *argv, "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"required: {missing}" in err and f"refit registry {argv[0]}" in err and "Traceback" not in err
+    assert not root.exists()  # refused before anything was opened or created
+
+
+def test_misspelt_action_and_option(tmp_path, capsys):
+    assert main(["registry", "promot", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'action'" in err and "Did you mean 'promote'" in err
+    assert main(["registry", "list", "--rot", str(tmp_path)]) == 2
+    assert "root" in capsys.readouterr().err
+
+
+def test_json_output(root, capsys):
+    assert main(["registry", "list", "--root", root, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(v["id"], v["aliases"]) for v in listed] == [("v0", []), (LONG_ID, ["champion"])]
+    assert listed[0]["metrics"]["validation"]["accuracy"] == 0.75
+    assert main(["registry", "history", "--root", root, "--format", "json"]) == 0
+    moves = json.loads(capsys.readouterr().out)
+    assert [(m["from_version"], m["to_version"], m["reason"]) for m in moves] == [
+        (None, "v0", "first"), ("v0", LONG_ID, "second")]
+    assert main(["registry", "show", "--root", root, "--version", "v0", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version_id"] == "v0"
+
+
+def test_tables_never_truncate_ids_when_piped(root, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    for action in ("list", "history"):
+        assert main(["registry", action, "--root", root]) == 0
+        out = capsys.readouterr().out
+        assert LONG_ID in out, out
+        assert "…" not in out
+
+
+def test_promote_with_expected_champion_from_the_cli(root, capsys):
+    off = ["--tracking.wandb", "false"]
+    assert main(["registry", "promote", "--root", root, "--version", "v0", "--expected", "v0", *off]) == 2
+    err = capsys.readouterr().err
+    assert f"now points at {LONG_ID}, not v0" in err
+    assert Registry(root).aliases()["champion"] == LONG_ID
+    assert main(["registry", "promote", "--root", root, "--version", "v0", "--expected", LONG_ID, *off]) == 0
+    assert Registry(root).aliases()["champion"] == "v0"
+
+
+def test_verify_ok_then_damaged(root, capsys):
+    assert main(["registry", "verify", "--root", root]) == 0
+    assert "All checks passed" in capsys.readouterr().out
+    config = Registry(root).get("v0").path / "model" / "config.json"
+    data = json.loads(config.read_text())
+    data["id2label"] = {"0": "LABEL_1", "1": "LABEL_0"}  # swapped label names: the model now lies
+    config.write_text(json.dumps(data))
+    assert main(["registry", "verify", "--root", root]) == 1
+    assert "config.json" in capsys.readouterr().out
+    assert main(["registry", "show", "--root", root, "--version", "v0"]) == 2
+    assert "corrupt or was altered" in capsys.readouterr().err
