@@ -6,8 +6,8 @@ formats, with the export library (the same targets, scoring and parity as `refit
 only a challenger whose every artefact passes:
 - accuracy: at most `max_accuracy_drop` points below the PyTorch model on the challenger's validation rows;
 - parity: predicted class agrees with PyTorch on at least `min_agreement` of those rows.
-Artefacts are written into the (not yet registered) version's exports/ with parity.json, so that the
-registered version carries them.
+Artefacts are written into the (not yet registered) version's exports/ with parity.json and exports/ is
+re-sealed (refit.models.update_exports_manifest), so that the registered version carries verified artefacts.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from refit.compress import AccuracyGateError, check_gate, load_gate_data, score
 from refit.export import TorchPredictor, parity, predict_logits
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.io import write_json
+from refit.models import update_exports_manifest
 
 __all__ = ["export_and_gate"]
 
@@ -68,8 +69,8 @@ def export_and_gate(version_dir: Path, formats: list[str], *, max_accuracy_drop:
                     + ("passed" if ok else "FAILED"))
                 passed = passed and ok
                 built.append(artefact)
-        if passed and built:
-            install(built, exports)
-    if passed and records:
+        placed = install(built, exports) if passed and built else []
+    if placed:  # parity.json, then seal exports/ (every later load verifies it)
         write_json(exports / "parity.json", records)
+        update_exports_manifest(version_dir, [*placed, exports / "parity.json"])
     return passed, records, reasons
