@@ -166,6 +166,7 @@ def test_sigkill_during_retraining_leaves_champion_and_database_intact(setup):
     runs = reg.runs("maintain")
     assert runs[0]["status"] == "abandoned" and runs[-1]["status"] in ("promoted", "rejected")
     assert runs[-1]["details"]["files"] == runs[0]["details"]["files"]  # the killed cycle's files are retried
+    assert not ckpt.parent.exists()  # the killed retrain's checkpoints are dropped (#9.13)
 
 
 def test_second_cycle_is_refused_while_one_holds_the_lock(setup, capsys):
