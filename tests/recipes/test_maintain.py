@@ -336,6 +336,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
     assert path.exists(), f"{path} never appeared (process exit code {proc.poll()})"
 
 
+@pytest.mark.slow  # a subprocess that retrains until signalled
 def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonzero(setup):
     """#9.12: SIGTERM mid-retrain under `--every`: the cycle is recorded as interrupted (not failed with
     advice to --resume, which maintain does not have) and the process exits non-zero."""
