@@ -281,6 +281,12 @@ class DeployConfig:
         min_agreement: Least share of validation inputs whose predicted class agrees with PyTorch.
     """
 
-    formats: list[ExportFormatName] = field(default_factory=lambda: ["onnx-int8"])
+    formats: list[str] = field(default_factory=lambda: ["onnx-int8"])
     max_accuracy_drop: NonNegativeFloat = 1.0
     min_agreement: ClosedUnitInterval = 0.98
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in EXPORT_FORMAT_NAMES]
+        if unknown:
+            raise ValueError(f"'deploy.formats' must list formats among {', '.join(EXPORT_FORMAT_NAMES)} "
+                             f"([] = none); got {self.formats}.")

@@ -265,6 +265,7 @@ def test_missing_inputs_and_bad_schedules_are_refused_before_any_work(setup, cap
         (["--every", "0m"], "1m"),
         (["--cron", "every day please"], "cron"),
         (["--once", "--policy.tests", "[mmd,psi]"], "bbsd"),
+        (["--once", "--deploy.formats", "[onnx-int9]"], "onnx-int8"),
     ]
     for extra, needle in cases:
         argv = ["maintain", "--config", str(setup["config"]), *extra]
