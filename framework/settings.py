@@ -283,7 +283,7 @@ class DeployConfig:
 
     formats: list[str] = field(default_factory=lambda: ["onnx-int8"])
     max_accuracy_drop: NonNegativeFloat = 1.0
-    min_agreement: ClosedUnitInterval = 0.98
+    min_agreement: ClosedUnitInterval = 0.97
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in EXPORT_FORMAT_NAMES]
