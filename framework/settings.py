@@ -24,6 +24,7 @@ from jsonargparse.typing import (
 __all__ = [
     "DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig", "RegistryConfig",
     "InboxConfig", "PolicyConfig", "GateConfig", "PrivacyConfig", "MONITOR_METRICS", "ACCELERATORS",
+    "DeployConfig",
 ]
 
 StepLimit = restricted_number_type("StepLimit", int, [(">=", -1)])
@@ -244,8 +245,10 @@ class InboxConfig:
         windows: Folder of JSONL/CSV/Parquet files with new inputs; each file is read once.
         text_column: Column holding the text.
         label_column: Column with labels where they have arrived (rows without one are unlabelled).
-        golden: A fixed labelled file the challenger must not get worse on.
+        golden: A fixed labelled file the challenger must not get worse on (required; checked before any work).
         replay_size: Rows of the champion's own training data mixed into every retrain (0 = none).
+        replay_missing: When replay is configured but the champion's training data cannot be found or
+            verified: 'fail' the cycle (default) or 'warn' loudly and retrain without replay.
         holdout_fraction: Share of the new labelled rows kept out of training to compare champion and
             challenger on recent data (offline A/B).
         max_drift_sample: At most this many new inputs are embedded for the drift test.
@@ -256,6 +259,7 @@ class InboxConfig:
     label_column: str = "label"
     golden: str | None = None
     replay_size: NonNegativeInt = 500
+    replay_missing: Literal["fail", "warn"] = "fail"
     holdout_fraction: ClosedUnitInterval = 0.3
     max_drift_sample: PositiveInt = 1000
 
@@ -282,6 +286,11 @@ class PolicyConfig:
     always_retrain: bool = False
     min_new_labels: NonNegativeInt = 20
 
+    def __post_init__(self) -> None:
+        # The names themselves are checked against the drift table by the recipe (settings sit below drift/).
+        if not self.tests:
+            raise ValueError("'policy.tests' must name at least one drift test.")
+
 
 @dataclass
 class GateConfig:
@@ -294,3 +303,19 @@ class GateConfig:
 
     golden_tolerance: NonNegativeFloat = 1.0
     recent_margin: float = 0.0
+
+
+@dataclass
+class DeployConfig:
+    """Deployable artefacts a challenger must produce, and pass, before it may be promoted.
+
+    Args:
+        formats: Export formats built and gated in every retraining cycle ([] = none).
+        max_accuracy_drop: Largest allowed accuracy drop of an artefact vs the PyTorch challenger, in points.
+        min_agreement: Least share of validation inputs whose predicted class agrees with PyTorch.
+    """
+
+    formats: list[str] = field(default_factory=lambda: ["onnx-int8"])
+    max_accuracy_drop: NonNegativeFloat = 1.0
+    min_agreement: ClosedUnitInterval = 0.97
+    # The names are checked against the export table by the recipe (settings sit below export/).

@@ -7,9 +7,26 @@
 A cycle reads the files that arrived in inbox.windows since the last finished cycle, tests them for drift
 against the champion's reference, measures the champion on any labels that came with them, and, when a
 policy says so (drift, an accuracy floor, the champion's age, or a plain schedule), retrains from the
-champion on the new labelled rows plus a replay of its old training data. The challenger replaces the
-champion only if it passes the gate on the golden set and the held-out recent rows. Everything is
-recorded in the registry (runs, the audit log) and in MAINTAIN_DIR/run-N/cycle.json.
+champion on the new labelled rows plus a replay of its old training data. The challenger is exported in
+deploy.formats (default onnx-int8) and replaces the champion only if its artefacts pass the parity and
+accuracy gates and it passes the gate on the golden set and the held-out recent rows; the move is a
+compare-and-swap against the champion the cycle started from (a manual promote meanwhile wins and the
+cycle is recorded as `superseded`). Everything is recorded in the registry (runs, the audit log) and in
+REGISTRY/maintain/run-N/{cycle.json,report.html}.
+
+The inbox holds files dropped by hand (JSONL/CSV/Parquet with a text and an optional label column) and what
+`refit serve` captures (capture-*.parquet) with late labels (feedback-*.parquet, joined by request id).
+A file that cannot be used is quarantined (named with its reason in the run and report), not retried.
+
+Reference refresh policy: a retrained challenger's drift reference is built from the cycle's held-out
+recent inputs (new inputs that were not training rows), filled up to retrain.data.reference_size with the
+retrain's validation rows (new labelled rows and replay) only when there are too few. So once a challenger
+trained on a shifted domain is promoted, that domain is what "no drift" means, and the accepted shift stops
+triggering a retrain every cycle.
+
+Replay comes from the champion's own training data (the bundled demo set, or a file whose absolute path
+and sha256 are in refit.json); when it is configured but cannot be found or verified the cycle fails
+before any work (inbox.replay_missing: warn retrains without it, with a warning in the run and report).
 """
 
 from __future__ import annotations
@@ -22,10 +39,12 @@ from filelock import Timeout
 
 from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
-from refit.maintain import cycle_lock, parse_every, run_cycle, run_forever
+from refit.export import TARGETS
+from refit.maintain import check_cron, cycle_lock, parse_every, run_cycle, run_forever
 from refit.registry import Registry
 from refit.registry.mirror import mirror_alias
 from refit.settings import (
+    DeployConfig,
     FinetuneConfig,
     GateConfig,
     InboxConfig,
@@ -50,7 +69,8 @@ class Config:
     Args:
         tracking: W&B for the cycles (one run per cycle, promotions mirrored as artifact aliases).
         once: Run one cycle and exit (for external schedulers).
-        every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d (foreground; stops on SIGTERM).
+        deploy: Export formats built and gated before a challenger may be promoted.
+        every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d; at least 1m (foreground; stops on SIGTERM).
         cron: Run cycles on a cron expression, e.g. "0 */6 * * *" (foreground; stops on SIGTERM).
         seed: Seed for sampling, splits and permutations.
         privacy: store_texts false keeps input texts out of what the cycle writes (passed to the retrain).
@@ -61,6 +81,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     retrain: FinetuneConfig = field(default_factory=FinetuneConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     once: bool = False
     every: str | None = None
@@ -69,22 +90,30 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
+        # Checked against the tables at parse time, so a registered drift test or export target is allowed here.
         unknown = [t for t in self.policy.tests if t not in DETECTORS]
         if unknown:
             raise ValueError(f"Unknown drift test(s) {unknown} in 'policy.tests'; allowed: {', '.join(DETECTORS)}.")
+        unknown = [f for f in self.deploy.formats if f not in TARGETS or TARGETS[f].file is None]
+        if unknown:
+            runnable = [n for n, t in TARGETS.items() if t.file]
+            raise ValueError(f"Unknown or non-servable format(s) {unknown} in 'deploy.formats'; allowed: "
+                             f"{', '.join(runnable)} ([] = none).")
 
 
 def run(cfg: Config) -> int:
     # --- setup -------------------------------------------------------------------------------------
     if sum(bool(x) for x in (cfg.once, cfg.every, cfg.cron)) != 1:
         raise ConfigError("Give exactly one of --once, --every INTERVAL or --cron EXPRESSION.")
+    every_s = parse_every(cfg.every) if cfg.every else None  # a bad schedule is refused before any cycle
+    if cfg.cron:
+        check_cron(cfg.cron)
     registry = Registry(cfg.registry.root, cfg.registry.db)
     if "champion" not in registry.aliases():
         raise ConfigError(
             f"The registry {registry.root} has no champion yet: `refit registry register --version DIR` "
             "then `refit registry promote --version ID`."
         )
-    every_s = parse_every(cfg.every) if cfg.every else None
     lock = cycle_lock(registry.root / "maintain.lock")
 
     def one_cycle() -> str:
@@ -95,7 +124,8 @@ def run(cfg: Config) -> int:
             raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
         try:
             retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy)
-            report = run_cycle(registry, cfg.inbox, cfg.policy, retrain, cfg.gate, cfg.seed)
+            report = run_cycle(registry, inbox=cfg.inbox, policy=cfg.policy, retrain=retrain, gate_cfg=cfg.gate,
+                               deploy=cfg.deploy, seed=cfg.seed)
         finally:
             lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
@@ -111,6 +141,10 @@ def run(cfg: Config) -> int:
               + (f"; challenger {report.challenger}" if report.challenger else ""))
         for line in report.reasons + report.gate:
             print(f"  - {line}")
+        for q in report.quarantined:
+            print(f"  quarantined {q['file']}: {q['reason']}")
+        for note in report.notes:
+            print(f"  note: {note}")
         if report.ab:
             for model, scores in report.ab.items():
                 print(f"  {model:<10} " + "  ".join(f"{k} acc {v:.4f}" for k, v in scores.items() if v is not None))

@@ -78,6 +78,7 @@ def main() -> None:
         "retrain": {"data": {"max_length": 64, "batch_size": 32, "reference_size": 300},
                     "optim": {"lr": 3e-5}, "trainer": {"max_epochs": 2}, "tracking": {"wandb": False}},
         "gate": {"golden_tolerance": 2.0, "recent_margin": 0.5},
+        "deploy": {"formats": ["onnx-int8"], "max_accuracy_drop": 1.0, "min_agreement": 0.97},
         "tracking": {"wandb": False},
     }
     config_path = work / "maintain.yaml"

@@ -1,98 +1,376 @@
-"""One maintenance cycle: new data -> drift -> decide -> retrain -> gate -> promote or keep.
+"""One maintenance cycle: setup -> work (read, drift, decide, retrain, export, register, gate, promote) -> record.
 
-Safety: the champion alias moves only at the very end, in one registry transaction, so a crash or a kill
-at any earlier step leaves the champion and the database as they were. Input files are marked as read
-only by a finished cycle, so the next cycle retries whatever a failed one did not finish.
+Safety, phase by phase:
+- Everything a cycle needs (inbox folder, golden set, replay data) is checked before any work.
+- The champion moves only by compare-and-swap against the champion the cycle started from, in ONE registry
+  transaction that also appends the audit row and finishes the run row. A manual promote meanwhile makes
+  the cycle `superseded` (nothing overwritten); a kill after that commit can never make the next cycle
+  promote the same files again, and a kill before it leaves the champion and database as they were.
+- Input files are marked read only by a finished cycle (no_action, promoted, rejected), so the next cycle
+  retries whatever a killed, failed, interrupted or superseded one did not finish. A bad file is
+  quarantined (recorded with its reason) instead of blocking the valid ones.
+- `fault_point` marks every phase boundary for the fault-injection tests (see refit.maintain.faults).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
 from refit.config import config_to_dict
-from refit.data import SUFFIXES, read_rows, read_table, to_label_ids
+from refit.data import read_table, to_label_ids
 from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder
 from refit.drift.reference import load_reference
 from refit.drift.windows import Window
-from refit.errors import DataError
+from refit.errors import ConfigError, DataError, RefitError, RunInterrupted
 from refit.io import atomic_write_text, write_json
+from refit.maintain.deploy import export_and_gate
+from refit.maintain.faults import fault_point
+from refit.maintain.inbox import InboxBatch, read_inbox
 from refit.maintain.policy import gate, retrain_reasons
+from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
 from refit.models import read_version
-from refit.registry import CHALLENGER, CHAMPION, Registry
-from refit.settings import FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
+from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
+from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
 from refit.train import evaluate_version, run_finetune
 
-__all__ = ["CycleReport", "run_cycle"]
+__all__ = ["CycleInterrupted", "CycleReport", "run_cycle", "DONE_STATUSES"]
 
 DONE_STATUSES = ("no_action", "promoted", "rejected")
+
+
+class CycleInterrupted(RefitError):
+    """A signal stopped the cycle mid-retrain; it was recorded as `interrupted` and its files are retried."""
+
+    exit_code = 130
 
 
 @dataclass
 class CycleReport:
     run_id: int
-    status: str  # no_new_data | no_action | promoted | rejected | failed
+    status: str  # no_new_data | no_action | promoted | rejected | superseded | interrupted | failed
     champion: str
     challenger: str | None = None
     reasons: list[str] = field(default_factory=list)
     gate: list[str] = field(default_factory=list)
     drift: dict = field(default_factory=dict)
     ab: dict = field(default_factory=dict)  # {model: {set: accuracy}}: champion vs challenger, same rows
+    exports: dict = field(default_factory=dict)  # parity.json records of the challenger's artefacts
     files: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
+    notes: list[str] = field(default_factory=list)
+    replay: dict = field(default_factory=dict)  # source, size, rows drawn
+    counts: dict = field(default_factory=dict)  # new inputs with text, new labelled rows
+    reference: dict = field(default_factory=dict)  # refreshed reference of the challenger: recent vs replay rows
     error: str | None = None
     work_dir: str | None = None
 
 
-def _new_files(registry: Registry, folder: Path) -> list[Path]:
+@dataclass
+class _Cycle:
+    """What the steps of one cycle share."""
+
+    registry: Registry
+    champion: RegisteredVersion
+    meta: dict
+    names: list[str]
+    batch: InboxBatch
+    golden: list[tuple[str, int]]
+    replay_path: Path | None
+    report: CycleReport
+    work: Path
+    seed: int
+    log: Callable[[str], None]
+    finished: bool = False  # the run row was finished inside the promotion's transaction
+    recent_eval: list[tuple[str, int]] = field(default_factory=list)
+    recent_train: list[tuple[str, int]] = field(default_factory=list)
+
+
+class _FaultInTraining(Callback):
+    """Calls the 'training' fault point after the first optimiser step (mid-training)."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 1:
+            fault_point("training")
+
+
+def run_cycle(
+    registry: Registry,
+    *,
+    inbox: InboxConfig,
+    policy: PolicyConfig,
+    retrain: FinetuneConfig,
+    gate_cfg: GateConfig,
+    deploy: DeployConfig,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> CycleReport:
+    """Run one cycle under the caller's lock; every outcome, failures included, is recorded in the registry.
+
+    Raises a RefitError before any work when an input is missing, and CycleInterrupted (after recording
+    the cycle as interrupted) when a signal stopped the retrain.
+    """
+    cycle = _setup(registry, inbox, seed, log)
+    try:
+        _work(cycle, inbox=inbox, policy=policy, retrain=retrain, gate_cfg=gate_cfg, deploy=deploy)
+    except Superseded as e:
+        cycle.report.status = "superseded"
+        cycle.report.notes.append(f"superseded: {e} The next cycle reads these files again against the new champion.")
+        log(f"superseded: {e}")
+    except RunInterrupted as e:
+        cycle.report.status, cycle.report.error = "interrupted", "stopped by a signal during retraining"
+        _record(cycle)
+        raise CycleInterrupted(f"Maintenance cycle {cycle.report.run_id} was interrupted and recorded as "
+                               "'interrupted'; the next cycle reads its files again.") from e
+    except Exception as e:  # any failure is recorded with its traceback; the next cycle retries
+        cycle.report.status, cycle.report.error = "failed", f"{type(e).__name__}: {e}"
+        log(f"cycle failed: {cycle.report.error}")
+        _record(cycle, traceback.format_exc()[-4000:])
+        return cycle.report
+    _record(cycle)
+    return cycle.report
+
+
+# --- setup ---------------------------------------------------------------------------------------------
+def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str], None]) -> _Cycle:
+    """Check every input, close runs a killed process left open, read the new data and open the run."""
+    folder = Path(inbox.windows)
     if not folder.is_dir():
-        raise DataError(f"Inbox folder not found: {folder}")
-    seen = {f for run in registry.runs("maintain") if run["status"] in DONE_STATUSES
-            for f in run["details"].get("files", [])}
-    return [p for p in sorted(folder.iterdir()) if p.suffix.lower() in SUFFIXES and str(p.resolve()) not in seen]
+        raise DataError(f"Inbox folder not found: {folder} (inbox.windows).")
+    if not inbox.golden:
+        raise ConfigError("A maintenance cycle needs a golden set to gate on: set 'inbox.golden' to a labelled file.")
+    if not Path(inbox.golden).is_file():
+        raise DataError(f"Golden set not found: {inbox.golden} (inbox.golden).")
+    champion = registry.get(CHAMPION)
+    meta = read_version(champion.path)
+    names = meta.get("labels", [])
+    texts, labels = read_table(inbox.golden, inbox.text_column, inbox.label_column)
+    golden = list(zip(texts, to_label_ids(labels, names)))
+    replay_path, replay_note = _resolve_replay(meta, inbox, log)
+
+    runs = registry.runs("maintain")
+    for run in runs:  # under the lock, a run still 'running' was killed
+        if run["status"] == "running":
+            registry.finish_run(run["id"], "abandoned", {**run["details"], "note": "process died mid-cycle"})
+        # a killed or interrupted retrain leaves checkpoints that no version needs: drop them
+        shutil.rmtree(registry.root.resolve() / "maintain" / f"run-{run['id']:05d}" / "finetune" / "checkpoints",
+                      ignore_errors=True)
+    seen = {f for run in runs if run["status"] in DONE_STATUSES for f in run["details"].get("files", [])}
+    quarantined = {(q["file"], q["sha256"]) for run in runs for q in run["details"].get("quarantined", [])}
+    batch = read_inbox(folder, seen=seen, quarantined=quarantined, text_column=inbox.text_column,
+                       label_column=inbox.label_column, label_names=names)
+    run_id = registry.start_run("maintain", {"champion": champion.id, "files": batch.files,
+                                             "quarantined": batch.quarantined})
+    work = registry.root.resolve() / "maintain" / f"run-{run_id:05d}"
+    report = CycleReport(run_id, "no_new_data", champion.id, files=batch.files, quarantined=batch.quarantined,
+                         notes=[*batch.notes, *([replay_note] if replay_note else [])], work_dir=str(work),
+                         replay={"source": str(replay_path) if replay_path else None, "size": inbox.replay_size})
+    for q in batch.quarantined:
+        log(f"quarantined {q['file']}: {q['reason']}")
+    return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
 
 
-def _read_new(files: list[Path], text_column: str, label_column: str, label_names: list[str]):
-    """All new texts, and the labelled subset as (text, label id) for the champion's label set."""
-    texts, labelled = [], []
-    for file in files:
-        for i, row in enumerate(read_rows(file), 1):
-            text = row.get(text_column)
-            if not isinstance(text, str):
-                raise DataError(f"{file}, row {i}: no text in column '{text_column}'.")
-            texts.append(text)
-            label = row.get(label_column)
-            if label is None or label == "":
-                continue
-            try:
-                labelled.append((text, to_label_ids([label], label_names)[0]))
-            except DataError as e:
-                raise DataError(f"{file}, row {i}: {e}") from None
-    return texts, labelled
+def _resolve_replay(meta: dict, inbox: InboxConfig, log: Callable[[str], None]) -> tuple[Path | None, str | None]:
+    """The champion's verified training file, or (with replay_missing: warn) None and a loud note."""
+    if not inbox.replay_size:
+        return None, None
+    try:
+        return replay_source(meta), None
+    except ReplayUnavailable as e:
+        if inbox.replay_missing == "fail":
+            raise
+        note = f"WARNING: retraining WITHOUT replay (inbox.replay_missing: warn): {e}"
+        log(note)
+        return None, note
+
+
+# --- work ----------------------------------------------------------------------------------------------
+def _work(c: _Cycle, *, inbox: InboxConfig, policy: PolicyConfig, retrain: FinetuneConfig, gate_cfg: GateConfig,
+          deploy: DeployConfig) -> None:
+    if not c.batch.files:
+        c.log("no new data since the last cycle")
+        return
+    fault_point("read")
+    c.report.counts = {"inputs": len(c.batch.texts), "labelled": len(c.batch.labelled)}
+    c.log(f"{len(c.batch.files)} new file(s): {len(c.batch.texts)} inputs, {len(c.batch.labelled)} labelled")
+    _check_drift(c, inbox, policy)
+    fault_point("drift")
+    if not _decide(c, inbox, policy, retrain.data.max_length):
+        return
+    fault_point("retrain")
+    version_dir = _retrain(c, inbox, retrain)
+    fault_point("export")
+    exported = _export(c, version_dir, deploy)
+    fault_point("register")
+    challenger = _register(c, version_dir)
+    fault_point("gate")
+    passed = _gate(c, challenger, gate_cfg, retrain.data.max_length) and exported
+    if not passed:
+        c.report.status = "rejected"
+        c.log(f"kept {c.champion.id}: the challenger failed the gate: " + "; ".join(c.report.gate))
+        return
+    fault_point("promote")
+    _promote(c, challenger)
+    fault_point("promoted")
+
+
+def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
+    """Drift of the new inputs against the champion's reference (skipped, with a note, when none has text)."""
+    texts = c.batch.texts
+    if not texts:
+        c.report.notes.append("no new inputs with text: drift not tested")
+        return
+    sample = texts if len(texts) <= inbox.max_drift_sample else random.Random(c.seed).sample(texts, inbox.max_drift_sample)
+    reference = load_reference(c.champion.path)
+    encoder = VersionEncoder.like_reference(c.champion.path, reference.meta)
+    window = run_window(Window("new data", sample), reference, encoder, c.names, list(policy.tests), policy.alpha,
+                        policy.permutations, c.seed, c.champion.path)
+    c.report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"]} for t, r in window["results"].items()}
+    c.report.drift["drift"] = window["drift"]
+
+
+def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int) -> bool:
+    """Whether to retrain; splits the new labelled rows into held-out (A/B) and training rows."""
+    labelled = list(c.batch.labelled)
+    random.Random(c.seed).shuffle(labelled)
+    n_hold = int(round(len(labelled) * inbox.holdout_fraction)) if len(labelled) >= 2 else 0
+    c.recent_eval, c.recent_train = labelled[:n_hold], labelled[n_hold:]
+    champion_recent = _accuracy(c.champion.path, c.recent_eval or labelled, max_length)
+    created = datetime.fromisoformat(c.meta.get("created_at", datetime.now(timezone.utc).isoformat()))
+    age_days = (datetime.now(timezone.utc) - created).total_seconds() / 86400
+    results = {t: r for t, r in c.report.drift.items() if isinstance(r, dict)}
+    detail = ", ".join(f"{t} p={r['p_value']:.3g}" for t, r in results.items()) or "not tested"
+    c.report.reasons = retrain_reasons(bool(c.report.drift.get("drift")), detail, champion_recent,
+                                       policy.min_accuracy, age_days, policy.max_age_days, policy.always_retrain)
+    c.report.status = "no_action"
+    if not c.report.reasons:
+        c.log(f"no reason to retrain ({detail})")
+        return False
+    c.log("retrain because " + "; ".join(c.report.reasons))
+    if len(c.recent_train) < policy.min_new_labels:
+        c.report.reasons.append(f"only {len(c.recent_train)} new labelled rows (min {policy.min_new_labels}): "
+                                "not retraining")
+        c.log(c.report.reasons[-1])
+        return False
+    return True
+
+
+def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
+    """Warm start from the champion on new labelled rows plus replay; the drift reference of the result
+    describes what it now serves (see _reference_texts). Returns the (unregistered) version folder."""
+    replay = draw_replay(c.meta, c.replay_path, inbox.replay_size, c.seed) if c.replay_path else []
+    c.report.replay["rows"] = len(replay)
+    mix = c.recent_train + replay
+    random.Random(c.seed + 1).shuffle(mix)
+    n_val = max(1, len(mix) // 6)
+    validation, train = mix[:n_val], mix[n_val:]
+    data = replace(retrain.data, train=_write_split(c.work / "data" / "train.jsonl", train, c.names),
+                   validation=_write_split(c.work / "data" / "validation.jsonl", validation, c.names),
+                   test=str(Path(inbox.golden).resolve()), dataset=None, dataset_config=None, text_column="text",
+                   label_column="label")
+    out = c.work / "finetune"
+    config = config_to_dict(replace(retrain, model=str(c.champion.path), data=data, output_dir=str(out)))
+    reference = _reference_texts(c, trained={t for t, _ in train}, validation=[t for t, _ in validation],
+                                 size=data.reference_size)
+    result = run_finetune(str(c.champion.path), data=data, optim=retrain.optim, trainer=retrain.trainer,
+                          tracking=retrain.tracking, output_dir=out, parent=c.champion.id, config=config,
+                          callbacks=[_FaultInTraining()], reference_texts=reference,
+                          store_texts=retrain.privacy.store_texts)
+    return result.version_dir
+
+
+def _reference_texts(c: _Cycle, *, trained: set[str], validation: list[str], size: int) -> list[str]:
+    """Reference refresh policy: the challenger's drift reference is built from the cycle's held-out recent
+    inputs (every new input the challenger was not trained on: unlabelled inputs, the held-out labelled
+    rows and the new rows of its validation split), so a shift it was trained to serve stops reading as
+    drift once it is promoted. Only when fewer than `size` such inputs exist is the rest filled from the
+    replay rows of the validation split (old-domain rows, also not trained on)."""
+    recent = list(dict.fromkeys(t for t in [*c.batch.texts, *(t for t, _ in c.batch.labelled)] if t not in trained))
+    rng = random.Random(c.seed + 2)
+    chosen = rng.sample(recent, min(size, len(recent)))
+    taken = set(chosen)
+    fill = [t for t in dict.fromkeys(validation) if t not in trained and t not in taken]
+    c.report.reference = {"recent": len(chosen), "replay": min(max(0, size - len(chosen)), len(fill))}
+    return chosen + rng.sample(fill, c.report.reference["replay"])
+
+
+def _export(c: _Cycle, version_dir: Path, deploy: DeployConfig) -> bool:
+    """Build and gate the deployable artefacts (deploy.formats) inside the version before it is registered."""
+    if not deploy.formats:
+        return True
+    try:
+        passed, records, reasons = export_and_gate(version_dir, list(deploy.formats),
+                                                   max_accuracy_drop=deploy.max_accuracy_drop,
+                                                   min_agreement=deploy.min_agreement)
+    except RefitError as e:  # an artefact that cannot be built here: the challenger is not deployable
+        c.report.gate.append(f"export {', '.join(deploy.formats)}: could not be built: {e}")
+        return False
+    c.report.exports = records
+    c.report.gate += reasons
+    return passed
+
+
+def _register(c: _Cycle, version_dir: Path) -> RegisteredVersion:
+    """Register the challenger, then drop what the version does not need (checkpoints, the unregistered copy)."""
+    challenger = c.registry.register(version_dir)
+    c.report.challenger = challenger.id
+    c.registry.set_alias(CHALLENGER, challenger.id, f"retrained in maintenance run {c.report.run_id}")
+    for folder in (version_dir.parent / "checkpoints", version_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    return challenger
+
+
+def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_length: int) -> bool:
+    """Offline A/B of champion and challenger on the same rows (golden set, held-out recent rows), then the gate."""
+    c.report.ab = {name: {"golden": _accuracy(v.path, c.golden, max_length),
+                          "recent": _accuracy(v.path, c.recent_eval, max_length)}
+                   for name, v in (("champion", c.champion), ("challenger", challenger))}
+    ch, cl = c.report.ab["champion"], c.report.ab["challenger"]
+    verdict = gate(ch["golden"], cl["golden"], ch["recent"], cl["recent"], gate_cfg.golden_tolerance,
+                   gate_cfg.recent_margin)
+    c.report.gate = verdict.reasons + c.report.gate
+    return verdict.passed
+
+
+def _promote(c: _Cycle, challenger: RegisteredVersion) -> None:
+    """Compare-and-swap the champion; the alias move, its audit row and the run's end are one transaction."""
+    c.report.status = "promoted"
+    c.registry.promote(challenger.id, "; ".join(c.report.reasons + c.report.gate), c.report.ab,
+                       expected_champion=c.champion.id, run=(c.report.run_id, "promoted", _details(c.report)))
+    c.finished = True
+    c.log(f"promoted {challenger.id}: " + "; ".join(c.report.gate))
+
+
+# --- record --------------------------------------------------------------------------------------------
+def _record(c: _Cycle, trace: str | None = None) -> None:
+    """cycle.json and report.html in the run folder, then the run row (unless the promotion finished it)."""
+    fault_point("report")
+    details = _details(c.report)
+    write_json(c.work / "cycle.json", details)
+    atomic_write_text(c.work / "report.html", render_cycle(details))
+    if not c.finished:
+        c.registry.finish_run(c.report.run_id, c.report.status, {**details, **({"traceback": trace} if trace else {})})
+
+
+def _details(report: CycleReport) -> dict:
+    return {k: v for k, v in vars(report).items() if k != "run_id"}
 
 
 def _write_split(path: Path, pairs: list[tuple[str, int]], label_names: list[str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in pairs))
-    (path.parent / "labels.json").write_text(json.dumps(dict(enumerate(label_names))))
+    atomic_write_text(path, "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in pairs))
+    atomic_write_text(path.parent / "labels.json", json.dumps(dict(enumerate(label_names))))
     return str(path)
-
-
-def _replay(champion_meta: dict, n: int, seed: int) -> list[tuple[str, int]]:
-    """A sample of the champion's own training rows, so retraining does not forget the old domain."""
-    train = (champion_meta.get("config") or {}).get("data", {}).get("train")
-    if not n or not train or not Path(train).is_file():
-        return []
-    cfg = champion_meta["config"]["data"]
-    texts, labels = read_table(train, cfg.get("text_column", "text"), cfg.get("label_column", "label"))
-    pairs = list(zip(texts, to_label_ids(labels, champion_meta.get("labels", []))))
-    return random.Random(seed).sample(pairs, min(n, len(pairs)))
 
 
 def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> float | None:
@@ -100,129 +378,3 @@ def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) 
         return None
     return evaluate_version(version_dir, [t for t, _ in pairs], [y for _, y in pairs],
                             max_length=max_length)["accuracy"]
-
-
-def run_cycle(
-    registry: Registry,
-    inbox: InboxConfig,
-    policy: PolicyConfig,
-    retrain: FinetuneConfig,
-    gate_cfg: GateConfig,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
-) -> CycleReport:
-    """Run one cycle under the caller's lock; every outcome, failures included, is recorded in the registry."""
-    for run in registry.runs("maintain"):  # under the lock, a run still 'running' was killed
-        if run["status"] == "running":
-            registry.finish_run(run["id"], "abandoned", {**run["details"], "note": "process died mid-cycle"})
-    champion = registry.get(CHAMPION)
-    champion_meta = read_version(champion.path)
-    names = champion_meta.get("labels", [])
-    files = _new_files(registry, Path(inbox.windows))
-    run_id = registry.start_run("maintain", {"champion": champion.id, "files": [str(f.resolve()) for f in files]})
-    report = CycleReport(run_id, "no_new_data", champion.id, files=[str(f.resolve()) for f in files])
-    work = registry.root / "maintain" / f"run-{run_id:05d}"
-    report.work_dir = str(work)
-    try:
-        if not files:
-            log("no new data since the last cycle")
-        else:
-            _cycle(report, registry, champion, champion_meta, names, files, inbox, policy, retrain, gate_cfg,
-                   seed, work, log)
-    except Exception as e:  # any failure is recorded with its traceback; the next cycle retries
-        report.status, report.error = "failed", f"{type(e).__name__}: {e}"
-        log(f"cycle failed: {report.error}")
-        registry.finish_run(run_id, "failed", {**_details(report), "traceback": traceback.format_exc()[-4000:]})
-        atomic_write_text(work / "report.html", render_cycle(_details(report)))
-        return report
-    registry.finish_run(run_id, report.status, _details(report))
-    write_json(work / "cycle.json", _details(report))
-    atomic_write_text(work / "report.html", render_cycle(_details(report)))
-    return report
-
-
-def _details(report: CycleReport) -> dict:
-    return {k: v for k, v in vars(report).items() if k != "run_id"}
-
-
-def _cycle(report, registry, champion, champion_meta, names, files, inbox, policy, retrain, gate_cfg, seed,
-           work, log) -> None:
-    texts, labelled = _read_new(files, inbox.text_column, inbox.label_column, names)
-    log(f"{len(files)} new file(s): {len(texts)} inputs, {len(labelled)} labelled")
-
-    # drift of the new inputs against the champion's reference
-    reference = load_reference(champion.path)
-    encoder = VersionEncoder.like_reference(champion.path, reference.meta)
-    sample = texts if len(texts) <= inbox.max_drift_sample else random.Random(seed).sample(texts, inbox.max_drift_sample)
-    window = run_window(Window("new data", sample), reference, encoder, names, policy.tests, policy.alpha,
-                        policy.permutations, seed, champion.path)
-    report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"]} for t, r in window["results"].items()}
-    report.drift["drift"] = window["drift"]
-
-    rng = random.Random(seed)
-    rng.shuffle(labelled)
-    n_hold = int(round(len(labelled) * inbox.holdout_fraction)) if len(labelled) >= 2 else 0
-    recent_eval, recent_train = labelled[:n_hold], labelled[n_hold:]
-    max_length = retrain.data.max_length
-    champion_recent = _accuracy(champion.path, recent_eval or labelled, max_length)
-    created = datetime.fromisoformat(champion_meta.get("created_at", datetime.now(timezone.utc).isoformat()))
-    age_days = (datetime.now(timezone.utc) - created).total_seconds() / 86400
-    detail = ", ".join(f"{t} p={r['p_value']:.3g}" for t, r in window["results"].items())
-    report.reasons = retrain_reasons(window["drift"], detail, champion_recent, policy.min_accuracy, age_days,
-                                     policy.max_age_days, policy.always_retrain)
-    if not report.reasons:
-        report.status = "no_action"
-        log(f"no reason to retrain ({detail})")
-        return
-    log("retrain because " + "; ".join(report.reasons))
-    if len(recent_train) < policy.min_new_labels:
-        report.status = "no_action"
-        report.reasons.append(f"only {len(recent_train)} new labelled rows (min {policy.min_new_labels}): not retraining")
-        log(report.reasons[-1])
-        return
-
-    # retrain: warm start from the champion on new labelled rows plus a replay of its own training data
-    mix = recent_train + _replay(champion_meta, inbox.replay_size, seed)
-    rng.shuffle(mix)
-    n_val = max(1, len(mix) // 6)
-    data = replace(retrain.data, train=_write_split(work / "data" / "train.jsonl", mix[n_val:], names),
-                   validation=_write_split(work / "data" / "validation.jsonl", mix[:n_val], names),
-                   test=inbox.golden, dataset=None, dataset_config=None, text_column="text", label_column="label")
-    result = run_finetune(str(champion.path), data=data, optim=retrain.optim, trainer=retrain.trainer,
-                          tracking=retrain.tracking, output_dir=work / "finetune", parent=champion.id,
-                          config=config_to_dict(replace(retrain, model=str(champion.path), data=data,
-                                                        output_dir=str(work / "finetune"))))
-    challenger = registry.register(result.version_dir)
-    report.challenger = challenger.id
-    registry.set_alias(CHALLENGER, challenger.id, f"retrained in maintenance run {report.run_id}")
-
-    # offline A/B on the same rows, then the gate
-    golden = _golden(inbox, names)
-    report.ab = {
-        "champion": {"golden": _accuracy(champion.path, golden, max_length),
-                     "recent": _accuracy(champion.path, recent_eval, max_length)},
-        "challenger": {"golden": _accuracy(challenger.path, golden, max_length),
-                       "recent": _accuracy(challenger.path, recent_eval, max_length)},
-    }
-    ch, cl = report.ab["champion"], report.ab["challenger"]
-    if ch["golden"] is None:
-        raise DataError("A gate needs a golden set: set 'inbox.golden' to a labelled file.")
-    verdict = gate(ch["golden"], cl["golden"], ch["recent"], cl["recent"], gate_cfg.golden_tolerance,
-                   gate_cfg.recent_margin)
-    report.gate = verdict.reasons
-    if verdict.passed:
-        registry.promote(challenger.id, "; ".join(report.reasons + verdict.reasons), report.ab)
-        report.status = "promoted"
-        log(f"promoted {challenger.id}: " + "; ".join(verdict.reasons))
-    else:
-        report.status = "rejected"
-        log(f"kept {champion.id}: challenger failed the gate: " + "; ".join(verdict.reasons))
-
-
-def _golden(inbox: InboxConfig, names: list[str]) -> list[tuple[str, int]]:
-    if not inbox.golden:
-        return []
-    texts, labels = read_table(inbox.golden, inbox.text_column, inbox.label_column)
-    return list(zip(texts, to_label_ids(labels, names)))
-
-

@@ -19,6 +19,12 @@ def render_cycle(details: dict) -> str:
         f"<tr><td>{e(model)}</td>" + "".join(
             f"<td>{'-' if scores.get(s) is None else f'{scores[s]:.4f}'}</td>" for s in sets) + "</tr>"
         for model, scores in ab.items())
+    exports = details.get("exports", {})
+    export_rows = "".join(
+        f"<tr><td>{e(name)}</td><td>{r['parity']['argmax_agreement']:.4f}</td><td>{r['parity']['max_abs_diff']:.3g}</td>"
+        f"<td>{r['accuracy_drop_points']:.2f}</td><td>{r['bytes'] / 1e6:.1f} MB</td><td>{'yes' if r['passed'] else 'NO'}</td></tr>"
+        for name, r in exports.items())
+    quarantined = [f"{q['file']}: {q['reason']}" for q in details.get("quarantined", [])]
     items = lambda lines: "".join(f"<li>{e(str(x))}</li>" for x in lines)  # noqa: E731
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>refit maintenance cycle</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:3px 8px}}
@@ -31,6 +37,11 @@ table{{border-collapse:collapse;margin:.5em 0}}</style></head><body>
 <table><tr><th>test</th><th>p-value</th><th>drift</th></tr>{drift_rows}</table>
 <h2>Offline A/B (accuracy on the same rows)</h2>
 <table><tr><th>model</th>{"".join(f"<th>{e(s)}</th>" for s in sets)}</tr>{ab_rows}</table>
+<h2>Exported artefacts (parity vs the PyTorch challenger)</h2>
+<table><tr><th>artefact</th><th>argmax agreement</th><th>max abs logit diff</th><th>accuracy drop (points)</th>
+<th>size</th><th>passed</th></tr>{export_rows or '<tr><td colspan="6">none built</td></tr>'}</table>
+<h2>Quarantined files</h2><ul>{items(quarantined) or "<li>none</li>"}</ul>
+<h2>Notes</h2><ul>{items(details.get("notes", [])) or "<li>none</li>"}</ul>
 <h2>Gate</h2><ul>{items(details.get("gate", [])) or "<li>not reached</li>"}</ul>
 {f"<h2>Error</h2><pre>{e(details['error'])}</pre>" if details.get("error") else ""}
 </body></html>

@@ -12,26 +12,38 @@ from pathlib import Path
 
 from refit.errors import ConfigError
 
-__all__ = ["parse_every", "next_run", "cycle_lock", "run_forever"]
+__all__ = ["MIN_EVERY_S", "parse_every", "check_cron", "next_run", "cycle_lock", "run_forever"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A cycle embeds, tests and may retrain: more often than this is a typo ('5s' for '5m'), not a schedule.
+MIN_EVERY_S = 60.0
 
 
 def parse_every(text: str) -> float:
-    """'90s', '15m', '6h', '1d' -> seconds."""
+    """'90s', '15m', '6h', '1d' -> seconds; refuses intervals shorter than MIN_EVERY_S."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
     if not match:
         raise ConfigError(f"'every' must look like 30m, 6h or 1d; got {text!r}.")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < MIN_EVERY_S:
+        raise ConfigError(f"'every' is {text!r} ({seconds:g} s): the shortest interval is 1m (60 s).")
+    return seconds
+
+
+def check_cron(cron: str) -> str:
+    """The expression, if croniter accepts it; a ConfigError with an example otherwise."""
+    from croniter import croniter
+
+    if not croniter.is_valid(cron):
+        raise ConfigError(f"'cron' is not a valid cron expression: {cron!r} (e.g. '0 */6 * * *').")
+    return cron
 
 
 def next_run(now: datetime, every_s: float | None, cron: str | None) -> datetime:
     if cron:
         from croniter import croniter
 
-        if not croniter.is_valid(cron):
-            raise ConfigError(f"'cron' is not a valid cron expression: {cron!r} (e.g. '0 */6 * * *').")
-        return croniter(cron, now).get_next(datetime)
+        return croniter(check_cron(cron), now).get_next(datetime)
     return datetime.fromtimestamp(now.timestamp() + (every_s or 0))
 
 

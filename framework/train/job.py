@@ -131,12 +131,15 @@ def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str]:
 
 
 def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | None, config: dict,
-            metrics: dict, best: str, train_seconds: float, store_texts: bool) -> tuple[Path, str]:
+            metrics: dict, best: str, train_seconds: float, store_texts: bool,
+            reference_texts: list[str] | None) -> tuple[Path, str]:
     """Write the version (weights, lineage, metrics and drift reference) in one atomic write."""
     reference = None
     ref_split = "validation" if s.datamodule.has("validation") else "test" if s.datamodule.has("test") else None
+    if reference_texts:
+        ref_split = "given"
     if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
-        texts = sample_texts(s.splits.texts[ref_split], d.reference_size, seed)
+        texts = sample_texts(reference_texts or s.splits.texts[ref_split], d.reference_size, seed)
         reference = build_reference(s.module.model, s.tokenizer, texts, meta={"split": ref_split}, seed=seed,
                                     batch_size=d.eval_batch_size, max_length=d.max_length)
         reference.store_texts = store_texts
@@ -179,6 +182,7 @@ def run_finetune(
     resume_from: str | Path | None = None,
     resume_with_changes: bool = False,
     store_texts: bool = True,
+    reference_texts: list[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
@@ -186,6 +190,8 @@ def run_finetune(
     tune trials, maintain retraining, compress recovery); everything it calls takes plain values.
     `resume_from` continues from a given Lightning checkpoint (Ray Tune hands trials theirs on restore).
     `store_texts` False (privacy.store_texts) keeps only hashes of the reference texts in the version.
+    `reference_texts` replaces the validation sample as the drift reference (held-out inputs the caller
+    chose, e.g. a maintenance cycle's recent production inputs; never rows the model was trained on).
     """
     out = Path(output_dir)
     ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
@@ -197,7 +203,7 @@ def run_finetune(
         return FinetuneResult(None, None, metrics, None)
     version_dir, version_id = _record(s, model=model, d=data, seed=trainer.seed, parent=parent, config=config,
                                       metrics=metrics, best=best, train_seconds=train_seconds,
-                                      store_texts=store_texts)
+                                      store_texts=store_texts, reference_texts=reference_texts)
     if tracking.log_version:
         log_version_artifact(s.loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(s.loggers))

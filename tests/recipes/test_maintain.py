@@ -1,4 +1,6 @@
-"""`refit maintain --once` end to end on a tiny model: promote, refuse a worse challenger, survive SIGKILL, lock."""
+"""`refit maintain --once` end to end on a tiny model: promote (with gated exports and a refreshed reference),
+refuse a worse challenger, survive SIGKILL and SIGTERM, lock, compare-and-swap against a manual promote,
+quarantine bad inbox files, replay from the champion's own data, read served captures with late feedback."""
 
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def champion_registry(tmp_path_factory, tiny_model_dir) -> Path:
     vid = json.loads((out / "version" / "refit.json").read_text())["version_id"]
     assert main(["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first",
                  "--tracking.wandb", "false"]) == 0
+    # a second, never-promoted version: what a person might promote by hand during a cycle
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo", "--output_dir",
+                 str(root / "spare"), "--trainer.max_steps", "2", "--data.max_length", "48",
+                 "--tracking.wandb", "false", "--data.reference_size", "20"]) == 0
+    assert main(["registry", "register", "--root", str(registry), "--version", str(root / "spare" / "version")]) == 0
     return registry
 
 
@@ -57,6 +64,7 @@ def setup(tmp_path, champion_registry):
                     "optim": {"lr": 2e-3}, "trainer": {"max_epochs": 3},
                     "tracking": {"wandb": False}},
         "gate": {"golden_tolerance": 5.0, "recent_margin": 0.0},
+        "deploy": {"formats": []},
         "tracking": {"wandb": False},
     }
     path = tmp_path / "maintain.yaml"
@@ -68,7 +76,15 @@ def _champion(registry: Path) -> str:
     return Registry(registry).aliases()[CHAMPION]
 
 
+def _edit(setup, **sections) -> None:
+    cfg = yaml.safe_load(setup["config"].read_text())
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    setup["config"].write_text(yaml.safe_dump(cfg))
+
+
 def test_shift_triggers_retrain_and_promotion(setup, capsys):
+    _edit(setup, deploy={"formats": ["onnx-int8"], "max_accuracy_drop": 5.0, "min_agreement": 0.9})
     before = _champion(setup["registry"])
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     reg = Registry(setup["registry"])
@@ -83,10 +99,25 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert move.action == "promote" and "drift" in move.reason and move.metrics == ab
     # the new champion brings its own drift reference (from data that includes the new domain)
     assert (reg.get(after).path / "reference" / "embeddings.safetensors").is_file()
+    # replay came from the demo-trained champion (bundled data, resolved by name) into the challenger's data
+    assert run["details"]["replay"]["rows"] == 400
+    train_rows = (Path(run["details"]["work_dir"]) / "data" / "train.jsonl").read_text().splitlines()
+    demo_texts = {r["text"] for r in _rows("train")}
+    assert sum(json.loads(line)["text"] in demo_texts for line in train_rows) > 200
+    # the promoted champion carries gated exports; the report shows parity and size
+    exports = reg.get(after).path / "exports"
+    assert (exports / "model.int8.onnx").is_file() and (exports / "model.onnx").is_file()
+    parity = json.loads((exports / "parity.json").read_text())
+    assert parity["model.int8.onnx"]["passed"] and parity["model.int8.onnx"]["parity"]["argmax_agreement"] >= 0.9
+    assert run["details"]["exports"]["model.int8.onnx"]["bytes"] == (exports / "model.int8.onnx").stat().st_size
+    # a cycle keeps only what the version needs: no checkpoints left in the run folder
+    assert not (Path(run["details"]["work_dir"]) / "finetune" / "checkpoints").exists()
+    # promotion and the run's completion were one transaction: exactly one promote row for this challenger
+    assert [m.to_version for m in reg.history(CHAMPION) if m.action == "promote"].count(after) == 1
     out = capsys.readouterr().out
     assert "promoted" in out
     html = (Path(run["details"]["work_dir"]) / "report.html").read_text()
-    assert "promoted" in html and "Offline A/B" in html
+    assert "promoted" in html and "Offline A/B" in html and "argmax agreement" in html and "MB" in html
     # the same files are not processed twice
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     assert reg.runs("maintain")[-1]["status"] == "no_new_data"
@@ -135,6 +166,7 @@ def test_sigkill_during_retraining_leaves_champion_and_database_intact(setup):
     runs = reg.runs("maintain")
     assert runs[0]["status"] == "abandoned" and runs[-1]["status"] in ("promoted", "rejected")
     assert runs[-1]["details"]["files"] == runs[0]["details"]["files"]  # the killed cycle's files are retried
+    assert not ckpt.parent.exists()  # the killed retrain's checkpoints are dropped (#9.13)
 
 
 def test_second_cycle_is_refused_while_one_holds_the_lock(setup, capsys):
@@ -153,3 +185,251 @@ def test_no_champion_and_bad_schedule_are_clear_errors(tmp_path, setup, capsys):
     assert "30m, 6h or 1d" in capsys.readouterr().err
     assert main(["maintain", "--config", str(setup["config"])]) == 2
     assert "--once" in capsys.readouterr().err
+
+
+def _cfg(setup):
+    from refit.config import parse_config_dict
+    from refit.recipes.maintain import Config
+
+    return parse_config_dict(Config, yaml.safe_load(setup["config"].read_text()))
+
+
+def test_manual_promote_during_a_cycle_wins_and_the_cycle_is_superseded(setup, capsys):
+    """#9.4: the cycle's challenger was trained from and gated against the old champion; a person promoted
+    another version meanwhile, so the cycle must not overwrite that (compare-and-swap)."""
+    from refit.maintain import run_cycle
+
+    cfg = _cfg(setup)
+    reg = Registry(setup["registry"])
+    before = reg.aliases()[CHAMPION]
+    spare = next(v.id for v in reg.list_versions() if v.id != before)
+
+    def log(line: str) -> None:  # a person promotes by hand while the cycle retrains
+        if line.startswith("retrain because"):
+            Registry(setup["registry"]).promote(spare, "hotfix by hand", actor="alice")
+
+    report = run_cycle(reg, inbox=cfg.inbox, policy=cfg.policy, retrain=cfg.retrain, gate_cfg=cfg.gate,
+                       deploy=cfg.deploy, log=log)
+    assert report.status == "superseded" and report.challenger
+    assert reg.aliases()[CHAMPION] == spare  # the manual promote stands
+    assert [m.actor for m in reg.history(CHAMPION)][-1] == "alice"
+    run = reg.runs("maintain")[-1]
+    assert run["status"] == "superseded" and any("superseded" in n for n in run["details"]["notes"])
+    # superseded files are not marked read: the next cycle retries them against the new champion
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    assert reg.runs("maintain")[-1]["status"] in ("promoted", "rejected")
+    assert reg.runs("maintain")[-1]["details"]["champion"] == spare
+    capsys.readouterr()
+
+
+def test_bad_inbox_files_are_quarantined_and_do_not_block_valid_ones(setup, capsys):
+    """#9.8: unreadable, missing text column, bad label: each quarantined with its reason, valid files read."""
+    _edit(setup, policy={"min_new_labels": 100000})  # no retrain: this test is about reading
+    inbox = setup["inbox"]
+    (inbox / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    write_jsonl(inbox / "no-text.jsonl", [{"body": "hello", "label": "positive"}])
+    write_jsonl(inbox / "bad-label.jsonl", [{"text": "fine", "label": "positive"}, {"text": "odd", "label": "maybe"}])
+    (inbox / ".capture-0001.tmp").write_bytes(b"partial")  # a writer's partial file: ignored, not quarantined
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    run = reg.runs("maintain")[-1]
+    assert run["status"] == "no_action", run["details"]
+    assert run["details"]["files"] == [str((inbox / "2026-11-20.jsonl").resolve())]
+    reasons = {Path(q["file"]).name: q["reason"] for q in run["details"]["quarantined"]}
+    assert set(reasons) == {"broken.parquet", "no-text.jsonl", "bad-label.jsonl"}
+    assert "Parquet" in reasons["broken.parquet"] and "'text'" in reasons["no-text.jsonl"]
+    assert "maybe" in reasons["bad-label.jsonl"] and "row 2" in reasons["bad-label.jsonl"]
+    assert run["details"]["counts"]["inputs"] == 200
+    out = capsys.readouterr().out
+    assert "quarantined" in out and "bad-label.jsonl" in out
+    html = (Path(run["details"]["work_dir"]) / "report.html").read_text()
+    assert "Quarantined files" in html and "no-text.jsonl" in html
+    # not retried forever: the next cycle sees nothing new ...
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    nxt = reg.runs("maintain")[-1]
+    assert nxt["status"] == "no_new_data" and nxt["details"]["quarantined"] == []
+    # ... until the file is fixed
+    write_jsonl(inbox / "bad-label.jsonl", [{"text": "fine", "label": "positive"}])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    assert reg.runs("maintain")[-1]["details"]["files"] == [str((inbox / "bad-label.jsonl").resolve())]
+
+
+def test_missing_inputs_and_bad_schedules_are_refused_before_any_work(setup, capsys):
+    """#9.9/#9.11/#11.6: golden set and inbox checked first; --every < 1m, a bad --cron and unknown drift tests
+    refused at parse time: exit 2, a message naming the key, and no cycle recorded."""
+    reg = Registry(setup["registry"])
+    cases = [
+        (["--inbox.golden", str(setup["tmp"] / "nope.jsonl")], "inbox.golden"),
+        (["--inbox.windows", str(setup["tmp"] / "nowhere")], "inbox.windows"),
+        (["--every", "30s"], "1m"),
+        (["--every", "0m"], "1m"),
+        (["--cron", "every day please"], "cron"),
+        (["--once", "--policy.tests", "[mmd,psi]"], "bbsd"),
+        (["--once", "--deploy.formats", "[onnx-int9]"], "onnx-int8"),
+    ]
+    for extra, needle in cases:
+        argv = ["maintain", "--config", str(setup["config"]), *extra]
+        if not any(a in ("--every", "--cron", "--once") for a in extra):
+            argv.append("--once")
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (extra, err)
+    assert reg.runs("maintain") == []
+
+
+@pytest.fixture(scope="module")
+def file_champion_registry(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
+    """A champion trained from a plain training file (not the bundled demo): (registry, that file)."""
+    root = tmp_path_factory.mktemp("file-champion")
+    train = write_jsonl(root / "data" / "train.jsonl", _rows("train"))
+    (root / "data" / "labels.json").write_text((demo_dir() / "labels.json").read_text())
+    val = write_jsonl(root / "data" / "validation.jsonl", _rows("validation"))
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data.train", str(train), "--data.validation",
+                 str(val), "--output_dir", str(root / "run"), "--trainer.max_steps", "3", "--data.max_length", "48",
+                 "--tracking.wandb", "false", "--data.reference_size", "50"]) == 0
+    registry = root / "registry"
+    assert main(["registry", "register", "--root", str(registry), "--version", str(root / "run" / "version")]) == 0
+    Registry(registry).promote(Registry(registry).list_versions()[0].id, "first")
+    return registry, train
+
+
+def test_replay_that_is_impossible_fails_loudly_or_warns_when_allowed(tmp_path, setup, file_champion_registry,
+                                                                     capsys):
+    """#9.9: replay configured but the champion's training data changed or vanished: never a silent skip."""
+    src, train = file_champion_registry
+    registry = tmp_path / "reg"
+    shutil.copytree(src, registry)
+    moved = train.with_suffix(".bak")
+    _edit(setup, registry={"root": str(registry)}, policy={"min_accuracy": 0.99, "min_new_labels": 10},
+          retrain={"trainer": {"max_steps": 2}})
+    try:
+        train.rename(moved)
+        assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 2
+        err = capsys.readouterr().err
+        assert "training data is gone" in err and str(train) in err and "replay_missing" in err
+        assert Registry(registry).runs("maintain") == []  # refused before any work
+        moved.write_text(moved.read_text().replace("a", "e", 1))  # same path, different content
+        moved.rename(train)
+        assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 2
+        assert "changed since training" in capsys.readouterr().err
+        # the user explicitly allows it: the cycle goes on, with a warning in the output, run and report
+        assert main(["maintain", "--config", str(setup["config"]), "--once", "--inbox.replay_missing", "warn"]) == 0
+        assert "WITHOUT replay" in capsys.readouterr().out
+        run = Registry(registry).runs("maintain")[-1]
+        assert any("WITHOUT replay" in n for n in run["details"]["notes"])
+        assert run["details"]["replay"]["source"] is None
+    finally:
+        train.write_text("".join(json.dumps(r) + "\n" for r in _rows("train")))
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not path.exists() and proc.poll() is None:
+        time.sleep(0.3)
+    assert path.exists(), f"{path} never appeared (process exit code {proc.poll()})"
+
+
+@pytest.mark.slow  # a subprocess that retrains until signalled
+def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonzero(setup):
+    """#9.12: SIGTERM mid-retrain under `--every`: the cycle is recorded as interrupted (not failed with
+    advice to --resume, which maintain does not have) and the process exits non-zero."""
+    _edit(setup, retrain={"trainer": {"max_epochs": 200, "checkpoint_every_n_steps": 1,
+                                      "early_stopping_patience": 0}})
+    proc = subprocess.Popen([sys.executable, "-m", "refit", "maintain", "--config", str(setup["config"]),
+                             "--every", "1h"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    _wait_for(setup["registry"] / "maintain" / "run-00001" / "finetune" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, None), (out, err)
+    assert "interrupted" in err and "--resume" not in err + out and "Traceback" not in err, err
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["status"] == "interrupted", run
+    assert run["finished_at"] and _champion(setup["registry"]) == run["details"]["champion"]
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _capture(rid: str, text: str | None) -> dict:
+    import hashlib
+
+    return {"request_id": rid, "at": "2026-11-22T10:00:00+00:00", "version_id": "v1", "text": text,
+            "text_sha256": hashlib.sha256((text or "").encode()).hexdigest(), "prediction": 1, "label": "positive",
+            "probs": [0.4, 0.6]}
+
+
+def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys):
+    """#10: the cycle reads `refit serve` captures (capture-*.parquet) and late labels (feedback-*.parquet),
+    joined by request id across files and cycles; partial dot-files are ignored; hidden texts are counted."""
+    _edit(setup, policy={"min_new_labels": 100000})
+    inbox = setup["inbox"]
+    (inbox / "2026-11-20.jsonl").unlink()
+    shifted = _rows("shifted")
+    _parquet(inbox / "capture-0001.parquet", [_capture(f"r{i}", r["text"]) for i, r in enumerate(shifted[:100])])
+    _parquet(inbox / "capture-0002.parquet", [_capture(f"h{i}", None) for i in range(10)])  # texts not stored
+    (inbox / ".capture-0003.parquet.tmp").write_bytes(b"partial")
+    names = ["negative", "positive"]
+    labels = {f"r{i}": names[int(r["label"])] for i, r in enumerate(shifted[:100])}
+    # late labels as names, or as integer ids written as strings
+    _parquet(inbox / "feedback-0001.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"] if i % 2 else
+                                                str(names.index(labels[f"r{i}"])),
+                                                "at": "2026-11-22T11:00:00+00:00"} for i in range(60)])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 100, "labelled": 60}, run["details"]
+    assert len(run["details"]["files"]) == 3 and run["details"]["quarantined"] == []
+    assert any("10 captured input(s) without a stored text" in n for n in run["details"]["notes"])
+    assert run["details"]["drift"]["drift"] is True  # shifted inputs vs the champion's reference
+
+    # labels arrive a cycle later for older requests (and one for a request not captured yet)
+    _parquet(inbox / "feedback-0002.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"}
+                                               for i in range(60, 90)] + [{"request_id": "later", "label": "positive",
+                                                                           "at": "x"}])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 0, "labelled": 30}, run["details"]
+    assert any("match no captured request yet" in n for n in run["details"]["notes"])
+    # ... and the capture of that request arrives after its label
+    _parquet(inbox / "capture-0004.parquet", [_capture("later", "a late arrival, good")])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    assert reg.runs("maintain")[-1]["details"]["counts"] == {"inputs": 1, "labelled": 1}
+    capsys.readouterr()
+
+
+def test_promoted_champion_reference_describes_the_accepted_shift(setup):
+    """#10 reference refresh: after a promotion that accepted shifted data, more of the same shifted data is
+    no longer drift (the new reference is built from held-out recent inputs), so it stops retraining."""
+    inbox = setup["inbox"]
+    shifted = _rows("shifted")
+    write_jsonl(inbox / "2026-11-20.jsonl", shifted[:100] + [{"text": r["text"]} for r in shifted[100:150]])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    first = reg.runs("maintain")[-1]
+    assert first["status"] == "promoted" and first["details"]["drift"]["drift"] is True, first["details"]
+    assert first["details"]["reference"]["recent"] >= 50
+    write_jsonl(inbox / "2026-11-21.jsonl", [{"text": r["text"]} for r in shifted[150:200]])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    second = reg.runs("maintain")[-1]
+    assert second["details"]["drift"]["drift"] is False, second["details"]["drift"]
+    assert second["status"] == "no_action"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here, so a tensorrt export would build")
+def test_challenger_whose_artefact_cannot_be_built_is_not_promoted(setup):
+    """#10: deploy.formats names an artefact this machine cannot build (TensorRT, no GPU): the challenger is
+    not deployable, so it is rejected and the champion stays."""
+    _edit(setup, deploy={"formats": ["tensorrt"]})
+    before = _champion(setup["registry"])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["status"] == "rejected" and _champion(setup["registry"]) == before
+    assert any("could not be built" in line and "TensorRT" in line for line in run["details"]["gate"])

@@ -1,0 +1,27 @@
+"""A test hook for fault injection: `REFIT_FAULT_AT=<phase>` kills the process at that phase boundary.
+
+The maintenance cycle calls `fault_point(name)` at every boundary between its phases (file read, drift,
+retrain start, mid-training, register, export, gate, promote, after the promote commit, report). When
+the environment variable REFIT_FAULT_AT names the phase, the process sends itself SIGKILL: no cleanup,
+no `finally`, exactly what a power cut or the OOM killer does. scripts/chaos_maintain.py and
+tests/recipes/test_maintain_faults.py use it to prove that a killed cycle never leaves a half-done
+registry or repeats a promotion. Unset (always, outside those tests) it does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["FAULT_ENV", "PHASES", "fault_point"]
+
+FAULT_ENV = "REFIT_FAULT_AT"
+PHASES = ("read", "drift", "retrain", "training", "export", "register", "gate", "promote", "promoted", "report")
+
+
+def fault_point(phase: str) -> None:
+    """Kill this process with SIGKILL when REFIT_FAULT_AT names `phase` (a test hook; see the module doc)."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown fault phase {phase!r}; known: {PHASES}")
+    if os.environ.get(FAULT_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
