@@ -125,3 +125,17 @@ def trained_version(root: Path, model_dir: Path) -> Path:
                          "--optim.warmup_ratio", "0", "--trainer.early_stopping_patience", "0")
     assert main(args) == 0
     return root / "run" / "version"
+
+
+@pytest.fixture(scope="session")
+def tiny_versions(tmp_path_factory, tiny_model_dir) -> list[Path]:
+    """Six untrained tiny versions v0..v5 written by the real version writer (distinct ids), for registry
+    tests; registering copies them, so tests must not alter these folders themselves."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    root = tmp_path_factory.mktemp("tiny-versions")
+    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(6)]

@@ -325,26 +325,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_sigterm_drains_in_flight_requests_and_finalises_capture(registry):
+def _start_server(registry, *args: str, timeout: float) -> tuple[subprocess.Popen, str]:
+    """`refit serve` in its own process on a free loopback port, once /readyz answers: (process, base url)."""
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "refit", "serve", "--registry.root", str(registry.root), "--port", str(port),
-         "--backend", "pytorch", "--watch_interval_s", "0", "--batching.max_wait_ms", "1000",
-         "--capture.rotate_seconds", "3600"],
+         "--backend", "pytorch", "--watch_interval_s", "0", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start: {proc.communicate()[0][-2000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_requests_and_finalises_capture(registry):
+    proc, base = _start_server(registry, "--batching.max_wait_ms", "1000", "--capture.rotate_seconds", "3600",
+                               timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         with ThreadPoolExecutor(8) as pool:
             # Each waits up to 1 s for batch company, so all are in flight when SIGTERM lands.
             futures = [pool.submit(httpx.post, f"{base}/predict", json={"text": f"text {i}"}, timeout=30)
@@ -394,23 +401,8 @@ def test_cli_refuses_a_backend_the_version_lacks(versions, capsys):
 @pytest.mark.slow
 def test_workers_write_their_own_capture_files(registry):
     """`--workers 2`: two uvicorn processes, each with its own model and capture writer; every row lands once."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "refit", "serve", "--registry.root", str(registry.root), "--port", str(port),
-         "--backend", "pytorch", "--workers", "2", "--watch_interval_s", "0", "--access_log", "false"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _start_server(registry, "--workers", "2", "--access_log", "false", timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
         time.sleep(3)  # the second worker may still be loading; both share the port
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60),

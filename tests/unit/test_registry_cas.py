@@ -10,19 +10,12 @@ import multiprocessing
 import pytest
 
 from refit.errors import VersionError
-from refit.models import write_version
 from refit.registry import CHALLENGER, CHAMPION, Registry, Superseded
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, tiny_model_dir):
-    """Four tiny versions written by the real version writer (distinct ids)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    root = tmp_path_factory.mktemp("cas-versions")
-    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(4)]
+def versions(tiny_versions):
+    return tiny_versions[:4]
 
 
 @pytest.fixture

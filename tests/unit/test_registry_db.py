@@ -11,18 +11,12 @@ import stat
 import pytest
 
 from refit.cli import main
-from refit.models import write_version
 from refit.registry import CHAMPION, Registry, RegistryError, verify_registry
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, tiny_model_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    root = tmp_path_factory.mktemp("db-versions")
-    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(3)]
+def versions(tiny_versions):
+    return tiny_versions[:3]
 
 
 @pytest.fixture

@@ -8,18 +8,12 @@ import time
 import pytest
 
 from refit.cli import main
-from refit.models import write_version
 from refit.registry import CHALLENGER, CHAMPION, Registry, apply_gc, plan_gc
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, tiny_model_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    root = tmp_path_factory.mktemp("gc-versions")
-    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(6)]
+def versions(tiny_versions):
+    return tiny_versions[:6]
 
 
 def _age(path, seconds: float = 3600) -> None:
