@@ -81,10 +81,14 @@ def run_recipe(name: str, argv: Sequence[str]):
     from refit.config import build_parser, parse_config
 
     module = importlib.import_module(RECIPES[name][0])
-    if hasattr(module, "parse_args"):  # a recipe with its own subcommands (`refit registry promote ...`)
-        return module.run(module.parse_args(list(argv)))
-    parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
     args = list(argv)
+    # A recipe's sub-recipes with their own Config (`refit maintain init ...`): SUBCOMMANDS = {word: module}.
+    subcommands = getattr(module, "SUBCOMMANDS", {})
+    if args and args[0] in subcommands:
+        name, module, args = f"{name} {args[0]}", importlib.import_module(subcommands[args[0]]), args[1:]
+    if hasattr(module, "parse_args"):  # a recipe with its own subcommands (`refit registry promote ...`)
+        return module.run(module.parse_args(args))
+    parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
     # Recipes with sub-actions (`refit registry promote ...`) take them as leading positional words.
     for key in getattr(module, "POSITIONAL", ()):
         if args and not args[0].startswith("-"):

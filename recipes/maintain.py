@@ -1,6 +1,7 @@
 """refit maintain: notice decay, retrain, and promote only a challenger that is better.
 
-    refit maintain --config configs/maintain/demo.yaml --once          # one cycle (cron, Airflow, k8s)
+    refit maintain init --dir demo-loop                                # a demo loop: registry, champion, inbox
+    refit maintain --config demo-loop/maintain.yaml --once             # one cycle (cron, Airflow, k8s)
     refit maintain --config configs/maintain/demo.yaml --every 6h      # foreground loop
     refit maintain --config configs/maintain/demo.yaml --cron "0 */6 * * *"
 
@@ -55,6 +56,8 @@ from refit.settings import (
 )
 from refit.tracking import log_summary_run, resolve_wandb_mode
 
+# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config).
+SUBCOMMANDS = {"init": "refit.recipes.maintain_init"}
 
 class MaintainBusy(RefitError):
     """Another cycle is running; exit code 75 (EX_TEMPFAIL) tells a scheduler to try again later."""
