@@ -56,13 +56,15 @@ from refit.settings import (
 )
 from refit.tracking import log_summary_run, resolve_wandb_mode
 
-# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config).
-SUBCOMMANDS = {"init": "refit.recipes.maintain_init"}
 
 class MaintainBusy(RefitError):
     """Another cycle is running; exit code 75 (EX_TEMPFAIL) tells a scheduler to try again later."""
 
     exit_code = 75
+
+
+# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config).
+SUBCOMMANDS = {"init": "refit.recipes.maintain_init"}
 
 
 @dataclass
