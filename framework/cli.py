@@ -7,8 +7,10 @@ printed as one message with exit code 2; programming errors keep their traceback
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -76,6 +78,34 @@ def _list_configs() -> int:
     return 0
 
 
+# Known third-party notices that say nothing about the user's run (issue #13.1). Matched one by one, so any
+# other warning still reaches the terminal; applied by the CLI only (the library changes no global state).
+_NOISY_WARNINGS = [
+    r".*weights_only.*",  # torch.load default change, raised from inside Lightning's checkpoint loading
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # torch pytree API used by Lightning
+    r"Exporting aten::index operator of advanced indexing.*",  # ONNX exporter on BERT's position ids (non-negative)
+    r"Converting a tensor to a Python boolean might cause the trace.*",  # HF masking under the ONNX tracer
+]
+# Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
+_NOISY_LOGGERS = ["lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                  "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.accelerators.cuda"]
+# onnxruntime's quantizer warns on the root logger that pre-processing is advised (we quantise dynamically).
+_NOISY_ROOT_MESSAGES = ("Please consider to run pre-processing before quantization",)
+
+
+def _quiet_third_party() -> None:
+    """Keep the terminal to refit's own progress and results: silence the known notices above, W&B's
+    per-run banners and run-history summary (refit prints where the run is), and Hugging Face's
+    per-load progress bars. Environment variables a user set win (WANDB_SILENT=false brings W&B back)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger().addFilter(lambda record: not record.getMessage().startswith(_NOISY_ROOT_MESSAGES))
+
+
 def run_recipe(name: str, argv: Sequence[str]):
     """Parse argv for recipe `name` and run it; returns whatever the recipe returns."""
     from refit.config import build_parser, parse_config
@@ -116,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refit: unknown command '{command}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_third_party()
     try:
         result = run_recipe(command, rest)
     except RefitError as e:

@@ -128,19 +128,24 @@ def run(cfg: Config) -> int:
         except Timeout:
             raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
         try:
-            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy)
+            # One W&B run per cycle (the summary run below): the retrain keeps its curves in CSV logs only.
+            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy,
+                                          tracking=dataclasses.replace(cfg.retrain.tracking, wandb=False))
             report = run_cycle(registry, inbox=cfg.inbox, policy=cfg.policy, retrain=retrain, gate_cfg=cfg.gate,
                                deploy=cfg.deploy, seed=cfg.seed)
         finally:
             lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
         details = {k: v for k, v in vars(report).items() if k != "files"}
-        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
-                        Path(report.work_dir) / "report.html")
-        if report.status == "promoted":
+        mirror = None
+        if report.status == "promoted":  # the promotion is mirrored into the cycle's own run
             new = registry.get("champion")
-            mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
-                         cfg.tracking.project)
+
+            def mirror(run) -> None:
+                mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
+                             cfg.tracking.project, run=run)
+        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
+                        Path(report.work_dir) / "report.html", also=mirror)
         # --- report --------------------------------------------------------------------------------
         print(f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
               + (f"; challenger {report.challenger}" if report.challenger else ""))

@@ -38,6 +38,9 @@ def test_init_then_one_cycle_runs_the_loop(tmp_path, tiny_model_dir, capsys):
     assert run["status"] in ("promoted", "rejected"), run["details"]
     assert run["details"]["replay"]["rows"] == 400 and run["details"]["challenger"]
     assert f"cycle {run['id']}: {run['status']}" in capsys.readouterr().out
+    # tracking is on (offline W&B, the demo config's default): one W&B run for the whole cycle (#13.1)
+    runs = sorted(p.name for p in loop.rglob("offline-run-*") if p.is_dir())
+    assert len(runs) == 1, runs
 
 
 def test_init_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
