@@ -7,6 +7,7 @@ printed as one message with exit code 2; programming errors keep their traceback
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -63,18 +64,24 @@ def _usage() -> str:
         "",
         "commands:",
         *(f"  {name:<{width}}  {desc}" for name, (_, desc) in RECIPES.items()),
-        f"  {'configs':<{width}}  list the shipped configs and the command that runs each",
+        f"  {'configs':<{width}}  list the shipped configs and the command that runs each (--format json)",
         "",
         "`refit <command> --help` lists every key of that command with its default and meaning.",
     ]
     return "\n".join(lines)
 
 
-def _list_configs() -> int:
+def _list_configs(fmt: str = "table") -> int:
     root = _configs_root()
+    rows = []
     for path in shipped_configs():
         first = path.read_text().splitlines()[0].lstrip("# ").strip() if path.stat().st_size else ""
-        print(f"{str(path.relative_to(root)):<32} {first}")
+        rows.append({"config": str(path.relative_to(root)), "command": first, "path": str(path)})
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['config']:<32} {row['command']}")
     return 0
 
 
@@ -134,10 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "configs":
-        if rest:
-            print(f"refit configs: error: takes no arguments, got {' '.join(rest)}.", file=sys.stderr)
+        fmt = rest[1] if len(rest) == 2 and rest[0] == "--format" else "table" if not rest else None
+        if fmt not in ("table", "json"):
+            print(f"refit configs: error: takes only --format table|json, got {' '.join(rest)}.", file=sys.stderr)
             return 2
-        return _list_configs()
+        return _list_configs(fmt)
     if command not in RECIPES:
         import difflib
 
