@@ -96,8 +96,13 @@ _NOISY_WARNINGS = [
 # Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
 _NOISY_LOGGERS = ["lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                   "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.accelerators.cuda"]
-# onnxruntime's quantizer warns on the root logger that pre-processing is advised (we quantise dynamically).
-_NOISY_ROOT_MESSAGES = ("Please consider to run pre-processing before quantization",)
+# logger -> message starts dropped from it (the logger's other messages still show).
+_NOISY_MESSAGES = {
+    # onnxruntime's quantizer advises pre-processing on the root logger (we quantise dynamically)
+    "": ("Please consider to run pre-processing before quantization",),
+    # Ray's notice that its secure default is on (the warning that it is OFF still shows)
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray",),
+}
 
 
 def _quiet_third_party() -> None:
@@ -110,7 +115,8 @@ def _quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger().addFilter(lambda record: not record.getMessage().startswith(_NOISY_ROOT_MESSAGES))
+    for name, starts in _NOISY_MESSAGES.items():
+        logging.getLogger(name).addFilter(lambda record, starts=starts: not record.getMessage().startswith(starts))
 
 
 def run_recipe(name: str, argv: Sequence[str]):
