@@ -60,7 +60,7 @@ def _pvalue_chart(cycles: list[tuple[str, dict]]) -> str:
         thresholds = {r["threshold"] for _, r in results if r.get("threshold") is not None}
         for t in thresholds:
             parts.append(f'<line x1="{PAD}" y1="{y(t):.1f}" x2="{W - 10}" y2="{y(t):.1f}" stroke="{color}" '
-                         f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(t) - 3:.1f}" text-anchor="end" '
+                         f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(t) - 3 - 11 * k:.1f}" text-anchor="end" '
                          f'fill="{color}">{html.escape(test)} threshold {t:.3g}</text>')
         _series(parts, [(_x(i, n) + 3 * k, y(r["p_value"])) for i, r in results], color, test, k)
     return "\n".join(parts + _x_labels([name for name, _ in cycles]) + ["</svg>"])
