@@ -105,6 +105,18 @@ _NOISY_MESSAGES = {
 }
 
 
+class _DropStarting(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+_MESSAGE_FILTERS = {name: _DropStarting(starts) for name, starts in _NOISY_MESSAGES.items()}
+
+
 def _quiet_third_party() -> None:
     """Keep the terminal to refit's own progress and results: silence the known notices above, W&B's
     per-run banners and run-history summary (refit prints where the run is), and Hugging Face's
@@ -115,8 +127,8 @@ def _quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name, starts in _NOISY_MESSAGES.items():
-        logging.getLogger(name).addFilter(lambda record, starts=starts: not record.getMessage().startswith(starts))
+    for name, drop in _MESSAGE_FILTERS.items():
+        logging.getLogger(name).addFilter(drop)  # the same object each call: added once, however often main runs
 
 
 def run_recipe(name: str, argv: Sequence[str]):
