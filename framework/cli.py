@@ -7,8 +7,11 @@ printed as one message with exit code 2; programming errors keep their traceback
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -61,19 +64,71 @@ def _usage() -> str:
         "",
         "commands:",
         *(f"  {name:<{width}}  {desc}" for name, (_, desc) in RECIPES.items()),
-        f"  {'configs':<{width}}  list the shipped configs and the command that runs each",
+        f"  {'configs':<{width}}  list the shipped configs and the command that runs each (--format json)",
         "",
         "`refit <command> --help` lists every key of that command with its default and meaning.",
     ]
     return "\n".join(lines)
 
 
-def _list_configs() -> int:
+def _list_configs(fmt: str = "table") -> int:
     root = _configs_root()
+    rows = []
     for path in shipped_configs():
         first = path.read_text().splitlines()[0].lstrip("# ").strip() if path.stat().st_size else ""
-        print(f"{str(path.relative_to(root)):<32} {first}")
+        rows.append({"config": str(path.relative_to(root)), "command": first, "path": str(path)})
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['config']:<32} {row['command']}")
     return 0
+
+
+# Known third-party notices that say nothing about the user's run (issue #13.1). Matched one by one, so any
+# other warning still reaches the terminal; applied by the CLI only (the library changes no global state).
+_NOISY_WARNINGS = [
+    r".*weights_only.*",  # torch.load default change, raised from inside Lightning's checkpoint loading
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # torch pytree API used by Lightning
+    r"Exporting aten::index operator of advanced indexing.*",  # ONNX exporter on BERT's position ids (non-negative)
+    r"Converting a tensor to a Python boolean might cause the trace.*",  # HF masking under the ONNX tracer
+]
+# Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
+_NOISY_LOGGERS = ["lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                  "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.accelerators.cuda"]
+# logger -> message starts dropped from it (the logger's other messages still show).
+_NOISY_MESSAGES = {
+    # onnxruntime's quantizer advises pre-processing on the root logger (we quantise dynamically)
+    "": ("Please consider to run pre-processing before quantization",),
+    # Ray's notice that its secure default is on (the warning that it is OFF still shows)
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray",),
+}
+
+
+class _DropStarting(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+_MESSAGE_FILTERS = {name: _DropStarting(starts) for name, starts in _NOISY_MESSAGES.items()}
+
+
+def _quiet_third_party() -> None:
+    """Keep the terminal to refit's own progress and results: silence the known notices above, W&B's
+    per-run banners and run-history summary (refit prints where the run is), and Hugging Face's
+    per-load progress bars. Environment variables a user set win (WANDB_SILENT=false brings W&B back)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, drop in _MESSAGE_FILTERS.items():
+        logging.getLogger(name).addFilter(drop)  # the same object each call: added once, however often main runs
 
 
 def run_recipe(name: str, argv: Sequence[str]):
@@ -81,10 +136,14 @@ def run_recipe(name: str, argv: Sequence[str]):
     from refit.config import build_parser, parse_config
 
     module = importlib.import_module(RECIPES[name][0])
-    if hasattr(module, "parse_args"):  # a recipe with its own subcommands (`refit registry promote ...`)
-        return module.run(module.parse_args(list(argv)))
-    parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
     args = list(argv)
+    # A recipe's sub-recipes with their own Config (`refit maintain init ...`): SUBCOMMANDS = {word: module}.
+    subcommands = getattr(module, "SUBCOMMANDS", {})
+    if args and args[0] in subcommands:
+        name, module, args = f"{name} {args[0]}", importlib.import_module(subcommands[args[0]]), args[1:]
+    if hasattr(module, "parse_args"):  # a recipe with its own subcommands (`refit registry promote ...`)
+        return module.run(module.parse_args(args))
+    parser = build_parser(module.Config, prog=f"refit {name}", description=module.__doc__)
     # Recipes with sub-actions (`refit registry promote ...`) take them as leading positional words.
     for key in getattr(module, "POSITIONAL", ()):
         if args and not args[0].startswith("-"):
@@ -100,10 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "configs":
-        if rest:
-            print(f"refit configs: error: takes no arguments, got {' '.join(rest)}.", file=sys.stderr)
+        fmt = rest[1] if len(rest) == 2 and rest[0] == "--format" else "table" if not rest else None
+        if fmt not in ("table", "json"):
+            print(f"refit configs: error: takes only --format table|json, got {' '.join(rest)}.", file=sys.stderr)
             return 2
-        return _list_configs()
+        return _list_configs(fmt)
     if command not in RECIPES:
         import difflib
 
@@ -112,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refit: unknown command '{command}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_third_party()
     try:
         result = run_recipe(command, rest)
     except RefitError as e:

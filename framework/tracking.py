@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from refit.errors import ConfigError
@@ -61,6 +62,9 @@ def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mod
             raise ConfigError("W&B tracking needs `pip install wandb`, or set 'tracking.wandb: false'.") from None
         logger = WandbLogger(save_dir=str(output_dir), project=project, name=run_name, mode=wandb_mode,
                              group=group, config=config)
+        # Lightning always passes anonymous=None, which W&B >= 0.19 answers with a deprecation warning on
+        # every run; not passing it at all means the same thing (no anonymous logging).
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         loggers.append(logger)
     for logger in loggers:
         logger.log_hyperparams(config)
@@ -121,8 +125,10 @@ def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: s
 
 
 def log_summary_run(job_type: str, name: str, summary: dict, out_dir: str | Path, wandb_mode: str, project: str,
-                    html_path: str | Path | None = None) -> str | None:
-    """One short W&B run holding a job's outcome (e.g. a maintenance cycle) and its HTML report."""
+                    html_path: str | Path | None = None, also: Callable[[object], None] | None = None) -> str | None:
+    """One short W&B run holding a job's outcome (e.g. a maintenance cycle) and its HTML report.
+
+    `also(run)` logs more into the same run before it ends (a cycle's promotion mirror), so one job is one run."""
     if wandb_mode == "disabled":
         return None
     import wandb
@@ -133,6 +139,8 @@ def log_summary_run(job_type: str, name: str, summary: dict, out_dir: str | Path
             for k2, v2 in v.items() if isinstance(v2, (int, float, bool))}
     run.log({**flat, **({"report": wandb.Html(str(html_path))} if html_path else {})})
     run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
+    if also is not None:
+        also(run)
     folder = str(Path(run.dir).parent)
     run.finish()
     return folder

@@ -138,6 +138,10 @@ def _setup(cfg: Config) -> tuple[GateData, dict, dict, dict]:
     """The parent and its gate data; its scores now, checked against those recorded in its refit.json."""
     if not cfg.version:
         raise ConfigError("refit compress needs --version DIR (the model version to compress).")
+    child = Path(cfg.output_dir) / "version"
+    if child.exists() and (not child.is_dir() or any(child.iterdir())):  # as finetune: never a silent overwrite
+        raise ConfigError(f"{Path(cfg.output_dir)} already holds a child version ({child}); refit compress will not "
+                          "overwrite it. Pick a new --output_dir, or remove that folder if you mean to replace it.")
     gd = load_gate_data(Path(cfg.version), cfg.validation, "compress")
     baseline = score(predict_logits(TorchPredictor(gd.model), gd.batches), gd.labels, len(gd.meta["labels"]))
     parent_check = (check_parent_reproduces(gd.meta, baseline, tolerance=cfg.parent_tolerance, recipe="compress")

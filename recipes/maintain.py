@@ -1,6 +1,7 @@
 """refit maintain: notice decay, retrain, and promote only a challenger that is better.
 
-    refit maintain --config configs/maintain/demo.yaml --once          # one cycle (cron, Airflow, k8s)
+    refit maintain init --dir demo-loop                                # a demo loop: registry, champion, inbox
+    refit maintain --config demo-loop/maintain.yaml --once             # one cycle (cron, Airflow, k8s)
     refit maintain --config configs/maintain/demo.yaml --every 6h      # foreground loop
     refit maintain --config configs/maintain/demo.yaml --cron "0 */6 * * *"
 
@@ -60,6 +61,10 @@ class MaintainBusy(RefitError):
     """Another cycle is running; exit code 75 (EX_TEMPFAIL) tells a scheduler to try again later."""
 
     exit_code = 75
+
+
+# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config).
+SUBCOMMANDS = {"init": "refit.recipes.maintain_init"}
 
 
 @dataclass
@@ -123,19 +128,24 @@ def run(cfg: Config) -> int:
         except Timeout:
             raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
         try:
-            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy)
+            # One W&B run per cycle (the summary run below): the retrain keeps its curves in CSV logs only.
+            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy,
+                                          tracking=dataclasses.replace(cfg.retrain.tracking, wandb=False))
             report = run_cycle(registry, inbox=cfg.inbox, policy=cfg.policy, retrain=retrain, gate_cfg=cfg.gate,
                                deploy=cfg.deploy, seed=cfg.seed)
         finally:
             lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
         details = {k: v for k, v in vars(report).items() if k != "files"}
-        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
-                        Path(report.work_dir) / "report.html")
-        if report.status == "promoted":
+        mirror = None
+        if report.status == "promoted":  # the promotion is mirrored into the cycle's own run
             new = registry.get("champion")
-            mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
-                         cfg.tracking.project)
+
+            def mirror(run) -> None:
+                mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
+                             cfg.tracking.project, run=run)
+        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
+                        Path(report.work_dir) / "report.html", also=mirror)
         # --- report --------------------------------------------------------------------------------
         print(f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
               + (f"; challenger {report.challenger}" if report.challenger else ""))

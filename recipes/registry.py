@@ -20,20 +20,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from jsonargparse.typing import NonNegativeInt
 from rich.console import Console
-from rich.table import Table
 
 from refit.config import build_parser, parse_config
 from refit.errors import ConfigError
 from refit.models import read_version
 from refit.registry import CHAMPION, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
+from refit.report import console as _console
+from refit.report import table as _table
 from refit.settings import TrackingConfig
 from refit.tracking import resolve_wandb_mode
 
@@ -213,18 +213,6 @@ def parse_args(argv: list[str]):
         raise ConfigError(f"`refit registry {action}`: {e} (see `refit registry {action} --help`)") from None
 
 
-def _console() -> Console:
-    # Wide when piped, so ids and paths are never cut; tables also fold rather than truncate.
-    return Console(width=None if sys.stdout.isatty() else 400, soft_wrap=False)
-
-
-def _table(title: str, columns: tuple[str, ...]) -> Table:
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    return table
-
-
 def _mirror(cfg, registry: Registry, move) -> None:
     version = registry.get(move.to_version)
     mirror_alias(registry.root, version.path, version.id, move.alias, move.reason or "",
@@ -283,7 +271,7 @@ def _list(registry: Registry, fmt: str, console: Console) -> None:
         print(json.dumps([{**dataclasses.asdict(v), "path": str(v.path), "aliases": sorted(by_version.get(v.id, []))}
                           for v in versions], indent=2, default=str))
         return
-    table = _table(f"registry {registry.root}", ("version", "aliases", "parent", "recipe", "val accuracy",
+    table = _table(f"model versions in {registry.root}", ("version", "aliases", "parent", "recipe", "val accuracy",
                                                   "registered"))
     for v in versions:
         acc = v.metrics.get("validation", {}).get("accuracy")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
+from refit import report
 from refit.config import config_to_dict
 from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
@@ -90,17 +91,13 @@ def _absolute_paths(base: dict) -> dict:
 
 
 def _print_table(rows, monitor: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"refit tune: {len(rows)} trials")
-    for col in ("trial", "status", "config", f"best {monitor}", "validations", "seconds"):
-        table.add_column(col)
+    table = report.table(f"refit tune: {len(rows)} trials",
+                         ("trial", "status", "config", f"best {monitor}", "validations", "seconds"))
     for r in rows:
         conf = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.overrides.items())
         table.add_row(r.trial, r.status, conf, "-" if r.best is None else f"{r.best:.4f}", str(r.iterations),
                       f"{r.seconds:.0f}")
-    Console().print(table)
+    report.console().print(table)
 
 
 def run(cfg: Config) -> int:

@@ -37,15 +37,19 @@ def _pvalue_chart(windows: list[dict], tests: list[str], alpha: float) -> str:
         frac = (math.log10(max(p, lo)) - math.log10(lo)) / -math.log10(lo)
         return H - PAD - frac * (H - PAD - 24)
 
-    parts = _axes("p-value per window (log scale; below the dashed line = drift)", "p-value")
+    parts = _axes("p-value per window (log scale; below a test's dashed line, its share of alpha, = drift)",
+                  "p-value")
     for p in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
         parts.append(f'<text x="{PAD - 4}" y="{y(p) + 4:.1f}" text-anchor="end">{p:g}</text>')
-    parts.append(f'<line x1="{PAD}" y1="{y(alpha):.1f}" x2="{W - 10}" y2="{y(alpha):.1f}" stroke="#d62728" '
-                 f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(alpha) - 4:.1f}" text-anchor="end" '
-                 f'fill="#d62728">alpha {alpha:g}</text>')
     n = len(windows)
     for t, test in enumerate(tests):
         color = _COLORS[t % len(_COLORS)]
+        # each test's own decision threshold (Bonferroni: alpha split across the tests), not alpha itself
+        for thr in sorted({w["results"][test].get("threshold", alpha) for w in windows
+                           if test in w.get("results", {})}):
+            parts.append(f'<line x1="{PAD}" y1="{y(thr):.1f}" x2="{W - 10}" y2="{y(thr):.1f}" stroke="{color}" '
+                         f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(thr) - 4 - 11 * t:.1f}" '
+                         f'text-anchor="end" fill="{color}">{html.escape(test)} threshold {thr:.3g}</text>')
         pts = [(_x(i, n), y(w["results"][test]["p_value"])) for i, w in enumerate(windows)
                if test in w.get("results", {})]
         if len(pts) > 1:

@@ -235,7 +235,8 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
     encoder = VersionEncoder.like_reference(c.champion.path, reference.meta)
     window = run_window(Window("new data", sample), reference, encoder, c.names, list(policy.tests), policy.alpha,
                         policy.permutations, c.seed, c.champion.path)
-    c.report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"]} for t, r in window["results"].items()}
+    c.report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
+                      for t, r in window["results"].items()}
     c.report.drift["drift"] = window["drift"]
 
 
@@ -357,7 +358,7 @@ def _record(c: _Cycle, trace: str | None = None) -> None:
     fault_point("report")
     details = _details(c.report)
     write_json(c.work / "cycle.json", details)
-    atomic_write_text(c.work / "report.html", render_cycle(details))
+    atomic_write_text(c.work / "report.html", render_cycle(details, c.registry.runs("maintain")))
     if not c.finished:
         c.registry.finish_run(c.report.run_id, c.report.status, {**details, **({"traceback": trace} if trace else {})})
 

@@ -64,7 +64,7 @@ def export_and_gate(version_dir: Path, formats: list[str], *, max_accuracy_drop:
                     "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
                 reasons.append(
-                    f"export {artefact.name}: accuracy {-gate['accuracy_drop_points']:+.2f} points vs PyTorch "
+                    f"export {artefact.name}: accuracy {round(-gate['accuracy_drop_points'], 2) + 0.0:+.2f} points vs PyTorch "
                     f"(max drop {max_accuracy_drop:g}), argmax agreement {agreement['argmax_agreement']:.4f} "
                     f"(min {min_agreement:g}), {records[artefact.name]['bytes'] / 1e6:.1f} MB: "
                     + ("passed" if ok else "FAILED"))

@@ -51,10 +51,10 @@ def gate(
         passed = False
         reasons.append(f"golden set: {drop:.2f} points worse than the champion (tolerance {golden_tolerance:g})")
     else:
-        reasons.append(f"golden set: {-drop:+.2f} points vs the champion (tolerance {golden_tolerance:g})")
+        reasons.append(f"golden set: {round(-drop, 2) + 0.0:+.2f} points vs the champion (tolerance {golden_tolerance:g})")
     if champion_recent is not None and challenger_recent is not None:
         gain = (challenger_recent - champion_recent) * 100
         ok = gain >= recent_margin
         passed = passed and ok
-        reasons.append(f"recent window: {gain:+.2f} points vs the champion (needs >= {recent_margin:+g})")
+        reasons.append(f"recent window: {round(gain, 2) + 0.0:+.2f} points vs the champion (needs >= {recent_margin:+g})")
     return GateResult(passed, reasons)

@@ -1,0 +1,64 @@
+"""HTML reports a user reads (issue #13.4): the maintenance report draws the cycles (drift p-values with each
+test's threshold, accuracy, champion history) and says plainly when nothing happened; the drift report draws
+each test's own Bonferroni threshold, not alpha."""
+
+from __future__ import annotations
+
+import re
+
+from refit.drift.html import render_report
+from refit.maintain.policy import gate
+from refit.maintain.report import render_cycle
+
+
+def _drift(mmd_p: float, ks_p: float) -> dict:
+    return {"mmd": {"p_value": mmd_p, "drift": mmd_p <= 0.025, "threshold": 0.025},
+            "ks": {"p_value": ks_p, "drift": ks_p <= 0.025, "threshold": 0.025},
+            "drift": mmd_p <= 0.025 or ks_p <= 0.025}
+
+
+def test_a_cycle_where_nothing_happened_has_no_empty_ab_table_and_no_minus_zero():
+    html = render_cycle({"status": "no_action", "champion": "v1", "drift": _drift(0.4, 0.6), "ab": {},
+                         "gate": [], "reasons": []})
+    assert "No challenger this cycle" in html
+    assert "<th>model</th>" not in html  # the A/B table is not drawn empty
+    assert "0.025" in html  # the drift table shows the threshold each test was judged at
+    # the gate's wording when champion and challenger score the same: +0.00, never -0.00
+    reasons = gate(0.9, 0.9, 0.8, 0.8, 1.0, 0.0).reasons
+    assert all("-0.00" not in r for r in reasons) and "+0.00" in reasons[0], reasons
+
+
+def test_maintenance_report_plots_the_cycles():
+    history = [
+        {"id": 1, "status": "no_action", "details": {"status": "no_action", "champion": "v1",
+                                                     "drift": _drift(0.3, 0.5), "ab": {}}},
+        {"id": 2, "status": "promoted", "details": {
+            "status": "promoted", "champion": "v1", "challenger": "v2", "drift": _drift(0.001, 1e-9),
+            "ab": {"champion": {"golden": 0.91, "recent": 0.62}, "challenger": {"golden": 0.92, "recent": 0.88}}}},
+        {"id": 3, "status": "running", "details": {"champion": "v2"}},  # this cycle, still open in the db
+    ]
+    current = {"status": "no_action", "champion": "v2", "drift": _drift(0.2, 0.4), "ab": {}}
+    html = render_cycle(current, history)
+    svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
+    assert len(svgs) == 2, "a p-value chart and an accuracy chart"
+    pvalues, accuracy = svgs
+    assert pvalues.count("<circle") == 6  # 2 tests x 3 cycles (the running row replaced by this cycle)
+    assert "mmd threshold 0.025" in pvalues and "ks threshold 0.025" in pvalues
+    assert accuracy.count("<circle") == 4  # only cycle #2 retrained: champion/challenger x golden/recent
+    assert "challenger recent" in accuracy
+    # champion history: v1 until cycle #2 promoted v2
+    assert re.search(r"#2</td><td>promoted</td><td><code>v1</code></td><td><code>v2</code>", html)
+
+
+def test_drift_report_draws_each_tests_own_threshold_not_alpha():
+    results = {"mmd": {"p_value": 0.2, "drift": False, "threshold": 0.05 / 3},
+               "ks": {"p_value": 0.3, "drift": False, "threshold": 0.05 / 3},
+               "classifier": {"p_value": 0.0185, "drift": False, "threshold": 0.05 / 3}}
+    report = {"version": {"id": "v1"}, "reference": {"size": 100, "class_shares": [0.5, 0.5]}, "alpha": 0.05,
+              "tests": list(results), "labels": ["neg", "pos"],
+              "windows": [{"name": "w1", "size": 100, "drift": False, "results": results,
+                           "class_shares": [0.5, 0.5], "projection": []}]}
+    html = render_report(report)
+    for test in results:
+        assert f"{test} threshold 0.0167" in html
+    assert "alpha 0.05</text>" not in html  # the old single line at alpha, above a p-value that is no drift
