@@ -111,3 +111,15 @@ def test_calibration_file_round_trips_and_a_bad_one_is_refused(tmp_path):
     (tmp_path / CALIBRATION_JSON).write_text(json.dumps({**data, "temperature": -1}))
     with pytest.raises(VersionError, match="temperature"):
         load_calibration(tmp_path)
+
+
+def test_retrain_policy_needs_the_whole_interval_below_the_floor():
+    from refit.maintain.policy import retrain_reasons
+
+    def reasons(low, value, high):
+        est = {"method": "cbpe", "value": value, "low": low, "high": high, "n": 200}
+        return retrain_reasons(False, "", None, None, 0.0, None, False, est, 0.8)
+
+    assert reasons(0.70, 0.75, 0.79) and "0.7500" in reasons(0.70, 0.75, 0.79)[0]
+    assert reasons(0.72, 0.77, 0.82) == []  # estimate below the floor, interval reaches it: no retrain
+    assert retrain_reasons(False, "", None, None, 0.0, None, False, None, 0.8) == []  # nothing estimated
