@@ -30,7 +30,7 @@ from refit.drift.html import render_report
 from refit.drift.reference import Reference, fit_states, load_reference
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
-from refit.estimate import load_calibration
+from refit.estimate import PRIMARY, load_calibration
 from refit.io import atomic_write_text, write_json
 from refit.models import editing_version, read_version
 from refit.settings import PrivacyConfig, TrackingConfig
@@ -146,11 +146,11 @@ def _hash_texts(results: list[dict]) -> None:
 
 
 def _accuracy_text(w: dict) -> str:
-    """'  est.acc=0.84 [0.80, 0.88] (cbpe)  acc=0.86' for the printed table: estimate beside the tests."""
+    """'  est.acc=0.84 [0.78, 0.90] (doc)  acc=0.86' for the printed table: estimate beside the tests."""
     out = ""
     if w.get("estimate"):
-        e = w["estimate"]["cbpe"]
-        out += f"  est.acc={e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] (cbpe)"
+        e = w["estimate"][PRIMARY]
+        out += f"  est.acc={e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] ({PRIMARY})"
     if w.get("accuracy") is not None:
         out += f"  acc={w['accuracy']:.3f}"
     return out

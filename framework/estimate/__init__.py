@@ -11,9 +11,9 @@ from refit.estimate.calibration import (
     fit_temperature,
     load_calibration,
 )
-from refit.estimate.estimators import ESTIMATORS, Estimate, estimate_accuracy, log_probs_of
+from refit.estimate.estimators import ESTIMATORS, PRIMARY, Estimate, estimate_accuracy, log_probs_of
 
 __all__ = [
-    "CALIBRATION_JSON", "Calibration", "ESTIMATORS", "Estimate", "apply_temperature", "estimate_accuracy",
+    "CALIBRATION_JSON", "Calibration", "ESTIMATORS", "PRIMARY", "Estimate", "apply_temperature", "estimate_accuracy",
     "expected_calibration_error", "fit_calibration", "fit_temperature", "load_calibration", "log_probs_of",
 ]
