@@ -186,13 +186,14 @@ def main() -> None:
                   f"(accuracy below validation's: {', '.join(harmed)}). Took {result['seconds']} s "
                   "(fine-tuning and scoring are cached under /tmp by a first run: 937 s on this shared machine, 2026-11-22)."]
     lines += ["", "Reading the table:",
-              "- The goal (<= 3 points for the best estimator) is met where it matters for maintenance, the domains "
-              "where the model is worse than on validation, and missed on the average over all domains.",
+              "- The goal (<= 3 points for the best estimator) is missed on the average over all domains and met "
+              "on the domains where the model is worse than on validation (the case a retrain trigger exists "
+              "for; that subset is chosen with the labels, so it is a reading aid, not a held-out result).",
               "- All three under-estimate on domains the model finds easier but less familiar (short tweets and "
               "sentences: airline_tweets, uci_sentences): its confidence falls there while its accuracy rises, "
-              "and no confidence-based estimator can tell the two apart. That error is on the safe side for a "
-              "retrain trigger (it calls for a retrain, never hides a loss), but it is why min_estimated_accuracy "
-              "acts on the interval's upper end only.",
+              "and no confidence-based estimator can tell the two apart. On these two the error is on the safe "
+              "side for a retrain trigger (it over-states harm rather than hiding it), and it is why "
+              "min_estimated_accuracy acts on the interval's upper end only.",
               "- ATC is badly off when the whole confidence distribution moves (long Amazon reviews truncated to 64 "
               "tokens: few inputs clear a threshold set on short SST sentences); CBPE and DoC, which average the "
               "confidences, degrade gracefully.",
