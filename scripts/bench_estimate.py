@@ -128,6 +128,42 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int) -> dict:
     return per_domain
 
 
+def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int, margin: float) -> dict:
+    """Which windows each retrain trigger would fire on (no retraining: a trigger-rate comparison only).
+
+    drift-only: BBSD (KS on the model's probabilities vs its stored reference, alpha 0.05), the one drift test
+    that needs no embeddings; harm-aware: the DoC interval's upper end below validation accuracy - margin.
+    A window is truly harmed when its realised accuracy is below that floor.
+    """
+    from refit.drift import DETECTORS
+    from refit.drift.reference import load_reference
+    from refit.estimate import PRIMARY, estimate_accuracy
+
+    reference = load_reference(version)
+    bbsd = DETECTORS["bbsd"]
+    floor = cal.accuracy - margin
+    rng = np.random.default_rng(seed + 1)
+    counts = {"windows": 0, "harmed": 0, "drift_only": 0, "harm_aware": 0, "drift_only_missed": 0,
+              "harm_aware_missed": 0, "drift_only_needless": 0, "harm_aware_needless": 0, "point": 0,
+              "point_missed": 0, "point_needless": 0}
+    for d in data.values():
+        logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
+        for w in range(windows):
+            idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
+            harmed = float((logits[idx].argmax(1) == labels[idx]).mean()) < floor
+            probs = torch.from_numpy(logits[idx]).float().softmax(-1)
+            drift = bbsd.test(reference.state("bbsd"), reference.probs, probs, alpha=0.05, seed=w).drift
+            est = estimate_accuracy(logits[idx], cal, methods=[PRIMARY], seed=w)[PRIMARY]
+            hurt = est.high < floor
+            counts["windows"] += 1
+            counts["harmed"] += harmed
+            for name, fired in (("drift_only", drift), ("harm_aware", hurt), ("point", est.value < floor)):
+                counts[name] += fired
+                counts[f"{name}_missed"] += harmed and not fired
+                counts[f"{name}_needless"] += fired and not harmed
+    return {"floor": round(floor, 4), "margin_points": margin * 100, **counts}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", type=Path)
@@ -144,6 +180,7 @@ def main() -> None:
         raise SystemExit(f"{version} has no calibration.json (made before refit.estimate): fine-tune it again.")
     data = _logits(version, args.pool)
     per_domain = evaluate(data, cal, args.windows, args.seed)
+    trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
     methods = [*ESTIMATORS, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
@@ -159,7 +196,7 @@ def main() -> None:
         "window": N, "windows_per_domain": args.windows, "pool": args.pool, "bootstrap": 200,
         "per_domain": per_domain, "mae_mean_over_domains": overall, "mae_mean_over_shifted_domains": overall_shifted,
         "harmed_domains": harmed, "mae_mean_over_harmed_domains": overall_harmed,
-        "best": best, "seconds": round(time.perf_counter() - started),
+        "triggers": trig, "best": best, "seconds": round(time.perf_counter() - started),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -185,6 +222,19 @@ def main() -> None:
                   f"(goal <= 3); {overall_harmed[best]:.2f} over the domains where the model is hurt "
                   f"(accuracy below validation's: {', '.join(harmed)}). Took {result['seconds']} s "
                   "(fine-tuning and scoring are cached under /tmp by a first run: 937 s on this shared machine, 2026-11-22)."]
+    lines += ["", f"Retrain triggers over the same {trig['windows']} windows (no retraining simulated; served accuracy "
+              f"not measured): floor = validation accuracy - 5 points = {trig['floor']:.3f}; {trig['harmed']} windows "
+              "are truly below it.", "",
+              "| trigger | fires | misses a harmed window | fires on an unharmed window |", "|---|---|---|---|",
+              f"| drift-only (BBSD, alpha 0.05) | {trig['drift_only']} | {trig['drift_only_missed']} | "
+              f"{trig['drift_only_needless']} |",
+              f"| harm-aware (doc upper bound < floor) | {trig['harm_aware']} | {trig['harm_aware_missed']} | "
+              f"{trig['harm_aware_needless']} |",
+              f"| point estimate (doc estimate < floor; not a shipped policy) | {trig['point']} | "
+              f"{trig['point_missed']} | {trig['point_needless']} |", "",
+              "The shipped rule (upper end of the 95% interval below the floor) needs the estimate about 6 points "
+              "under the floor at n = 200 before it fires: it almost never retrains needlessly, and it misses "
+              "harm that is smaller than that. Larger windows (inbox.max_drift_sample) narrow the interval."]
     lines += ["", "Reading the table:",
               "- The goal (<= 3 points for the best estimator) is missed on the average over all domains and met "
               "on the domains where the model is worse than on validation (the case a retrain trigger exists "
