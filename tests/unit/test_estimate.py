@@ -79,7 +79,7 @@ def test_estimators_follow_a_drop_in_accuracy():
     assert truth < cal.accuracy - 0.15
     est = estimate_accuracy(logits, cal)
     for name, e in est.items():  # every estimator sees the drop (ATC overshoots it on this shift: it assumes
-        assert e.low <= e.value <= e.high  # the confidences keep their validation shape)
+        assert e.low <= e.ci_low <= e.value <= e.ci_high <= e.high  # the confidences keep their validation shape)
         assert e.high < cal.accuracy - 0.08, name
     assert abs(est["cbpe"].value - truth) < 0.04  # still calibrated on this window: CBPE is right
 
@@ -117,7 +117,7 @@ def test_retrain_policy_needs_the_whole_interval_below_the_floor():
     from refit.maintain.policy import retrain_reasons
 
     def reasons(low, value, high):
-        est = {"method": "cbpe", "value": value, "low": low, "high": high, "n": 200}
+        est = {"method": "cbpe", "value": value, "ci_low": low, "ci_high": high, "n": 200}
         return retrain_reasons(False, "", None, None, 0.0, None, False, est, 0.8)
 
     assert reasons(0.70, 0.75, 0.79) and "0.7500" in reasons(0.70, 0.75, 0.79)[0]
