@@ -276,6 +276,11 @@ class PolicyConfig:
         max_age_days: Retrain when the champion is older than this.
         always_retrain: Retrain on every cycle that has new labelled data (a plain schedule).
         min_new_labels: Do not retrain with fewer new labelled rows than this.
+        min_estimated_accuracy: Retrain when the upper end of the 95% interval of the champion's accuracy
+            estimated without labels on the new inputs (refit.estimate) falls below this: the model is hurt,
+            not merely facing different inputs. Needs a champion with a calibrator (calibration.json).
+        estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc or doc (default doc: the
+            lowest error across domains in scripts/results/estimate.md; refit.estimate.PRIMARY).
     """
 
     tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
@@ -285,6 +290,8 @@ class PolicyConfig:
     max_age_days: PositiveFloat | None = None
     always_retrain: bool = False
     min_new_labels: NonNegativeInt = 20
+    min_estimated_accuracy: ClosedUnitInterval | None = None
+    estimator: Literal["cbpe", "atc", "doc"] = "doc"
 
     def __post_init__(self) -> None:
         # The names themselves are checked against the drift table by the recipe (settings sit below drift/).

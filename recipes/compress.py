@@ -31,6 +31,7 @@ from refit.compress.recovery import recover
 from refit.config import config_to_dict
 from refit.drift.reference import Reference, load_reference, reembed
 from refit.errors import ConfigError
+from refit.estimate import load_calibration
 from refit.evaluate import (
     AccuracyGateError,
     GateData,
@@ -197,7 +198,13 @@ def _record(cfg: Config, gd: GateData, model: torch.nn.Module, out: Path, parent
         "base_model": meta.get("base_model"), "config": meta.get("config"), "labels": meta["labels"],
         "data": meta.get("data"), "metrics": metrics, "compression": compression,
     }
-    return write_version(out / "version", model, gd.tokenizer, child, _reference(model, gd.tokenizer, parent))
+    # The child keeps its parent's temperature (compression is gated to change predictions little); its
+    # validation statistics for the estimators are the parent's too, which the note says.
+    calibration = load_calibration(parent)
+    if calibration is not None:
+        calibration.note = f"inherited from parent {meta.get('version_id')}; not refitted on the child"
+    return write_version(out / "version", model, gd.tokenizer, child, _reference(model, gd.tokenizer, parent),
+                         calibration)
 
 
 def run(cfg: Config) -> Path:

@@ -30,6 +30,7 @@ from refit.drift.html import render_report
 from refit.drift.reference import Reference, fit_states, load_reference
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
+from refit.estimate import PRIMARY, load_calibration
 from refit.io import atomic_write_text, write_json
 from refit.models import editing_version, read_version
 from refit.settings import PrivacyConfig, TrackingConfig
@@ -144,6 +145,17 @@ def _hash_texts(results: list[dict]) -> None:
             item["sha256"] = hashlib.sha256(item.pop("text").encode("utf-8")).hexdigest()
 
 
+def _accuracy_text(w: dict) -> str:
+    """'  est.acc=0.84 [0.78, 0.90] (doc)  acc=0.86' for the printed table: estimate beside the tests."""
+    out = ""
+    if w.get("estimate"):
+        e = w["estimate"][PRIMARY]
+        out += f"  est.acc={e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] ({PRIMARY})"
+    if w.get("accuracy") is not None:
+        out += f"  acc={w['accuracy']:.3f}"
+    return out
+
+
 def run(cfg: Config) -> int:
     # --- setup -------------------------------------------------------------------------------------
     if not cfg.version:
@@ -163,6 +175,8 @@ def run(cfg: Config) -> int:
     reference = load_reference(version)
     encoder = VersionEncoder.like_reference(Path(cfg.encoder) if cfg.encoder else version, reference.meta)
     state_dir: Path | None = version
+    # Label-free accuracy estimates need the version's own probabilities: none under a fixed --encoder.
+    calibration = None if cfg.encoder else load_calibration(version)
     if cfg.encoder:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
         if not reference.texts:
             raise ConfigError(f"--encoder re-embeds the reference texts, but {version}/reference holds none (or "
@@ -175,7 +189,7 @@ def run(cfg: Config) -> int:
 
     # --- run ---------------------------------------------------------------------------------------
     results = [run_window(w, reference, encoder, meta.get("labels", []), cfg.tests, cfg.alpha,
-                          cfg.permutations, cfg.seed, state_dir) for w in windows]
+                          cfg.permutations, cfg.seed, state_dir, calibration) for w in windows]
     if not cfg.privacy.store_texts:
         _hash_texts(results)
 
@@ -195,6 +209,7 @@ def run(cfg: Config) -> int:
         "reference_projection": ref_points,
         "windows": results,
         "drift": any(w["drift"] for w in results),
+        "calibration": calibration.metrics() if calibration is not None else None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(out / "drift.json", report)
@@ -203,6 +218,6 @@ def run(cfg: Config) -> int:
     for w in results:
         status = f"skipped ({w['skipped']})" if w["skipped"] else ("DRIFT" if w["drift"] else "no drift")
         pvals = "  ".join(f"{t}={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
-        print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}")
+        print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}{_accuracy_text(w)}")
     print(f"Report: {out / 'report.html'}   Data: {out / 'drift.json'}")
     return DRIFT_EXIT if report["drift"] else 0

@@ -11,6 +11,7 @@ from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.reference import Reference
 from refit.drift.windows import Window
 from refit.errors import DataError
+from refit.estimate import Calibration, estimate_accuracy, log_probs_of
 from refit.evaluate import score_probs
 
 __all__ = ["run_window"]
@@ -18,13 +19,15 @@ __all__ = ["run_window"]
 
 def run_window(window: Window, reference: Reference, encoder: VersionEncoder, label_names: list[str],
                tests: list[str], alpha: float, permutations: int, seed: int,
-               version_dir: str | Path | None = None) -> dict:
+               version_dir: str | Path | None = None, calibration: Calibration | None = None) -> dict:
     """One window's entry of drift.json: per-test results, the decision and what moved.
 
     The detectors' states come with `reference` (refit.drift.reference.load_reference loads them once);
     a reference without them (e.g. re-embedded by a fixed encoder) has them fitted on first use, on the
     reference only, with `seed`. `version_dir` is no longer read (the states travel with the reference);
-    it is accepted so that existing callers keep working.
+    it is accepted so that existing callers keep working. With the version's `calibration` (and its own
+    probabilities: not a fixed --encoder's), the entry carries the label-free accuracy estimates
+    ("estimate": {method: {value, low, high, n}}, refit.estimate).
     """
     entry = {"name": window.name, "size": len(window.texts), "skipped": window.skipped, "drift": False,
              "results": {}}
@@ -46,6 +49,9 @@ def run_window(window: Window, reference: Reference, encoder: VersionEncoder, la
                                permutations=permutations, label_names=label_names)
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
+    if calibration is not None:
+        entry["estimate"] = {k: e.to_dict() for k, e in
+                             estimate_accuracy(log_probs_of(encoded.probs.numpy()), calibration, seed=seed).items()}
     entry["class_shares"] = class_shares(encoded.probs)
     entry["most_unlike"] = most_unlike(reference.embeddings, encoded.embeddings, window.texts)
     _, (entry["projection"],) = pca_2d(reference.embeddings, encoded.embeddings, seed=seed)

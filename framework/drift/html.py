@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import math
 
+from refit.estimate import PRIMARY
+
 __all__ = ["render_report"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
@@ -118,16 +120,19 @@ def _table(windows: list[dict], tests: list[str]) -> str:
     for w in windows:
         if w.get("skipped"):
             rows.append(f'<tr class="skip"><td>{html.escape(w["name"])}</td><td>{w["size"]}</td>'
-                        f'<td colspan="{len(tests) + 2}">skipped: {html.escape(w["skipped"])}</td></tr>')
+                        f'<td colspan="{len(tests) + 3}">skipped: {html.escape(w["skipped"])}</td></tr>')
             continue
         cells = "".join(
             f'<td class="{"drift" if w["results"][t]["drift"] else ""}">{w["results"][t]["p_value"]:.4g}</td>'
             if t in w["results"] else "<td>-</td>" for t in tests)
         acc = w.get("accuracy")
+        est = (w.get("estimate") or {}).get(PRIMARY)
+        est_cell = "-" if est is None else f'{est["value"]:.3f} [{est["low"]:.3f}, {est["high"]:.3f}]'
         rows.append(f'<tr><td>{html.escape(w["name"])}</td><td>{w["size"]}</td>{cells}'
                     f'<td>{"<b>DRIFT</b>" if w["drift"] else "no drift"}</td>'
-                    f'<td>{"-" if acc is None else f"{acc:.3f}"}</td></tr>')
-    return (f"<table><tr><th>window</th><th>n</th>{head}<th>decision</th><th>accuracy (if labelled)</th></tr>"
+                    f'<td>{est_cell}</td><td>{"-" if acc is None else f"{acc:.3f}"}</td></tr>')
+    return (f"<table><tr><th>window</th><th>n</th>{head}<th>decision</th>"
+            f"<th>estimated accuracy ({PRIMARY}, 95% interval)</th><th>accuracy (if labelled)</th></tr>"
             + "".join(rows) + "</table>")
 
 

@@ -32,6 +32,7 @@ from refit.drift.embed import VersionEncoder
 from refit.drift.reference import load_reference
 from refit.drift.windows import Window
 from refit.errors import ConfigError, DataError, RefitError, RunInterrupted
+from refit.estimate import load_calibration
 from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
@@ -72,6 +73,9 @@ class CycleReport:
     replay: dict = field(default_factory=dict)  # source, size, rows drawn
     counts: dict = field(default_factory=dict)  # new inputs with text, new labelled rows
     reference: dict = field(default_factory=dict)  # refreshed reference of the challenger: recent vs replay rows
+    # label-free accuracy of the champion on the new inputs ({method: {value, low, high, n}}), and once labels
+    # arrived "realised": its accuracy on them, with "error_points" of the policy's estimator
+    estimate: dict = field(default_factory=dict)
     error: str | None = None
     work_dir: str | None = None
 
@@ -233,8 +237,13 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
     sample = texts if len(texts) <= inbox.max_drift_sample else random.Random(c.seed).sample(texts, inbox.max_drift_sample)
     reference = load_reference(c.champion.path)
     encoder = VersionEncoder.like_reference(c.champion.path, reference.meta)
+    calibration = load_calibration(c.champion.path)
+    if calibration is None and policy.min_estimated_accuracy is not None:
+        c.report.notes.append(f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
+                              "calibration.json (made before refit.estimate): accuracy not estimated")
     window = run_window(Window("new data", sample), reference, encoder, c.names, list(policy.tests), policy.alpha,
-                        policy.permutations, c.seed, c.champion.path)
+                        policy.permutations, c.seed, c.champion.path, calibration)
+    c.report.estimate = window.get("estimate", {})
     c.report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
                       for t, r in window["results"].items()}
     c.report.drift["drift"] = window["drift"]
@@ -247,12 +256,19 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
     n_hold = int(round(len(labelled) * inbox.holdout_fraction)) if len(labelled) >= 2 else 0
     c.recent_eval, c.recent_train = labelled[:n_hold], labelled[n_hold:]
     champion_recent = _accuracy(c.champion.path, c.recent_eval or labelled, max_length)
+    estimate = c.report.estimate.get(policy.estimator)
+    if estimate is not None and labelled:  # labels arrived: how far off the label-free estimate was
+        realised = champion_recent if not c.recent_eval else _accuracy(c.champion.path, labelled, max_length)
+        c.report.estimate["realised"] = {"accuracy": realised, "n": len(labelled), "method": policy.estimator,
+                                         "error_points": round((estimate["value"] - realised) * 100, 2)}
     created = datetime.fromisoformat(c.meta.get("created_at", datetime.now(timezone.utc).isoformat()))
     age_days = (datetime.now(timezone.utc) - created).total_seconds() / 86400
     results = {t: r for t, r in c.report.drift.items() if isinstance(r, dict)}
     detail = ", ".join(f"{t} p={r['p_value']:.3g}" for t, r in results.items()) or "not tested"
     c.report.reasons = retrain_reasons(bool(c.report.drift.get("drift")), detail, champion_recent,
-                                       policy.min_accuracy, age_days, policy.max_age_days, policy.always_retrain)
+                                       policy.min_accuracy, age_days, policy.max_age_days, policy.always_retrain,
+                                       {**estimate, "method": policy.estimator} if estimate else None,
+                                       policy.min_estimated_accuracy)
     c.report.status = "no_action"
     if not c.report.reasons:
         c.log(f"no reason to retrain ({detail})")

@@ -15,13 +15,25 @@ def retrain_reasons(
     age_days: float,
     max_age_days: float | None,
     on_schedule: bool,
+    estimate: dict | None = None,
+    min_estimated_accuracy: float | None = None,
 ) -> list[str]:
-    """Every reason that calls for a retrain now; empty means keep the champion untouched."""
+    """Every reason that calls for a retrain now; empty means keep the champion untouched.
+
+    `estimate` ({"method", "value", "ci_low", "ci_high", "n"}: refit.estimate on the new inputs) triggers only
+    when even the upper end of its 95% interval for the expected accuracy is below `min_estimated_accuracy`:
+    a retrain needs evidence the model is hurt, so a window whose interval still reaches the floor does not
+    churn the champion.
+    """
     reasons = []
     if drift:
         reasons.append(f"drift: {drift_detail}")
     if accuracy is not None and min_accuracy is not None and accuracy < min_accuracy:
         reasons.append(f"accuracy {accuracy:.4f} on the recent labelled window is below the floor {min_accuracy:.4f}")
+    if estimate is not None and min_estimated_accuracy is not None and estimate["ci_high"] < min_estimated_accuracy:
+        reasons.append(f"estimated accuracy {estimate['value']:.4f} ({estimate['method']}, 95% interval "
+                       f"[{estimate['ci_low']:.4f}, {estimate['ci_high']:.4f}], {estimate['n']} unlabelled inputs) is below "
+                       f"the floor {min_estimated_accuracy:.4f}")
     if max_age_days is not None and age_days > max_age_days:
         reasons.append(f"champion is {age_days:.1f} days old (max {max_age_days:g})")
     if on_schedule:

@@ -129,6 +129,13 @@ def render_cycle(details: dict, history: list[dict] | None = None) -> str:
         f"<tr><td>{e(name)}</td><td>{r['parity']['argmax_agreement']:.4f}</td><td>{r['parity']['max_abs_diff']:.3g}</td>"
         f"<td>{r['accuracy_drop_points']:.2f}</td><td>{r['bytes'] / 1e6:.1f} MB</td><td>{'yes' if r['passed'] else 'NO'}</td></tr>"
         for name, r in exports.items())
+    est = details.get("estimate") or {}
+    est_rows = "".join(f"<tr><td>{e(m)}</td><td>{r['value']:.4f}</td><td>[{r['low']:.4f}, {r['high']:.4f}]</td>"
+                       f"<td>{r['n']}</td></tr>" for m, r in est.items() if m != "realised")
+    realised = est.get("realised")
+    realised_line = (f"<p>Realised accuracy on {realised['n']} labelled rows: {realised['accuracy']:.4f} "
+                     f"({e(realised['method'])} was off by {realised['error_points']:+.2f} points).</p>"
+                     if realised else "")
     quarantined = [f"{q['file']}: {q['reason']}" for q in details.get("quarantined", [])]
     items = lambda lines: "".join(f"<li>{e(str(x))}</li>" for x in lines)  # noqa: E731
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>refit maintenance cycle</title>
@@ -140,6 +147,9 @@ table{{border-collapse:collapse;margin:.5em 0}}</style></head><body>
 <h2>Why</h2><ul>{items(details.get("reasons", [])) or "<li>no reason to retrain</li>"}</ul>
 <h2>Drift of the new inputs against the champion's reference</h2>
 {drift_table}
+<h2>Estimated accuracy of the champion on the new inputs (no labels)</h2>
+<table><tr><th>estimator</th><th>estimate</th><th>95% interval</th><th>inputs</th></tr>{est_rows or
+'<tr><td colspan="4">not estimated</td></tr>'}</table>{realised_line}
 <h2>Offline A/B (accuracy on the same rows)</h2>
 {ab_table}
 <h2>Over the cycles</h2>

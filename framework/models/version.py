@@ -74,11 +74,13 @@ def write_version(
     tokenizer,
     meta: dict,
     reference: SavesItself | None = None,
+    calibration: SavesItself | None = None,
 ) -> Path:
     """Write a complete version to `dest` atomically and return it; `meta` becomes refit.json.
 
     The reference (with its fitted detector state) is written inside the atomic write, before the manifest
-    seals the version: nothing may be added to a version after it is written.
+    seals the version: nothing may be added to a version after it is written. So is the calibrator
+    (refit.estimate.Calibration, which writes calibration.json at the top of the version).
     """
     dest = Path(dest)
     if meta.get("version_id") is not None:
@@ -88,6 +90,8 @@ def write_version(
         tokenizer.save_pretrained(tmp / "model")
         if reference is not None:
             reference.save(tmp / "reference")
+        if calibration is not None:
+            calibration.save(tmp)
         (tmp / EXPORTS).mkdir()
         record = {
             "version_id": meta.get("version_id") or new_version_id(),

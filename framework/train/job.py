@@ -17,6 +17,8 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from refit.data import Splits, TextDataModule, load_splits
 from refit.drift.reference import build_reference, sample_texts
 from refit.errors import ConfigError, RunInterrupted
+from refit.estimate import Calibration, fit_calibration
+from refit.inference import TorchPredictor, encode, predict_logits
 from refit.models import check_max_length, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
@@ -143,6 +145,9 @@ def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | No
         reference = build_reference(s.module.model, s.tokenizer, texts, meta={"split": ref_split}, seed=seed,
                                     batch_size=d.eval_batch_size, max_length=d.max_length)
         reference.store_texts = store_texts
+    calibration = _calibrate(s, d, seed)
+    if calibration is not None:
+        metrics = {**metrics, "calibration": calibration.metrics()}
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
     version_id = new_version_id()
     meta = {
@@ -163,7 +168,22 @@ def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | No
             if best_cb is not None and best_cb.best_model_score is not None else None,
         },
     }
-    return write_version(s.out / VERSION_DIRNAME, s.module.model, s.tokenizer, meta, reference), version_id
+    return write_version(s.out / VERSION_DIRNAME, s.module.model, s.tokenizer, meta, reference,
+                         calibration), version_id
+
+
+def _calibrate(s: _Setup, d: DataConfig, seed: int) -> Calibration | None:
+    """Temperature scaling fitted on the validation logits of the best checkpoint (refit.estimate): the
+    version's label-free accuracy estimates start from it. None without a validation split."""
+    if not s.datamodule.has("validation") or len(s.splits.labels.get("validation") or []) < 2:
+        return None
+    texts, labels = s.splits.texts["validation"], s.splits.labels["validation"]
+    model = s.module.model
+    was_training, device = model.training, next(model.parameters()).device
+    logits = predict_logits(TorchPredictor(model, str(device)), encode(s.tokenizer, texts, d.max_length,
+                                                                       d.eval_batch_size))
+    model.train(was_training)
+    return fit_calibration(logits, labels, source="validation", seed=seed)
 
 
 def run_finetune(

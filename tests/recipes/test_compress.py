@@ -59,6 +59,13 @@ def test_methods_write_gated_children(version, tmp_path, method, amount):
         assert c["after"]["prunable_sparsity"] == pytest.approx(0.5, abs=1e-3)
     if method == "ffn":
         assert c["after"]["parameters"] < c["before"]["parameters"]
+    # the child keeps its parent's calibrator (sealed in its own manifest), and says so
+    from refit.estimate import load_calibration
+    from refit.models import verify_version
+
+    verify_version(out / "version")
+    parent_cal, child_cal = load_calibration(version), load_calibration(out / "version")
+    assert child_cal.temperature == parent_cal.temperature and "inherited" in child_cal.note
 
 
 def test_gate_refuses_an_over_pruned_model(version, tmp_path, capsys):

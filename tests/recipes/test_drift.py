@@ -170,3 +170,36 @@ def test_nothing_tested_is_an_error_not_no_drift(version, tmp_path, files, capsy
     assert "Nothing to test" in captured.err and "no drift" not in captured.out
     assert all(name.split(".")[0] in captured.err for name in files)
     assert not (out / "drift.json").exists()
+
+
+def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(version, tmp_path, capsys):
+    """refit.estimate end to end: calibration.json sealed in the version, ECE before/after in refit.json, and
+    an estimated accuracy with its interval per window beside the tests (drift.json, table, report.html)."""
+    from refit.estimate import load_calibration
+    from refit.models import verify_version
+
+    verify_version(version)  # calibration.json is covered by the manifest
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert "calibration.json" in {f["path"] for f in manifest["files"]}
+    cal = load_calibration(version)
+    meta = json.loads((version / "refit.json").read_text())
+    assert meta["metrics"]["calibration"]["temperature"] == pytest.approx(cal.temperature)
+    assert cal.accuracy == pytest.approx(meta["metrics"]["validation"]["accuracy"], abs=1e-6)
+    assert meta["metrics"]["calibration"]["ece_before"] == pytest.approx(meta["metrics"]["validation"]["ece"], abs=0.02)
+    out = tmp_path / "drift"
+    main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests", "[ks]",
+          "--tracking.wandb", "false"])
+    printed = capsys.readouterr().out
+    report = json.loads((out / "drift.json").read_text())
+    for w in report["windows"]:
+        assert set(w["estimate"]) == {"cbpe", "atc", "doc"}
+        for e in w["estimate"].values():
+            assert 0 <= e["low"] <= e["value"] <= e["high"] <= 1 and e["n"] == w["size"]
+    test = {w["name"]: w for w in report["windows"]}["test"]
+    assert abs(test["estimate"]["cbpe"]["value"] - test["accuracy"]) < 0.15  # in-domain: calibration holds
+    assert printed.count("est.acc=") == len(report["windows"])
+    assert "estimated accuracy" in (out / "report.html").read_text()
+    # a fixed encoder's probabilities are another model's: no estimate for this version from them
+    main(["drift", "--version", str(version), "--encoder", str(version), "--data", "refit-demo", "--output_dir",
+          str(tmp_path / "enc"), "--tests", "[ks]", "--tracking.wandb", "false"])
+    assert all("estimate" not in w for w in json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"])

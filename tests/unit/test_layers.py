@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"settings", "config"},
     {"data"},
     {"models"},
-    {"inference", "evaluate", "tracking", "report"},
+    {"inference", "evaluate", "tracking", "report", "estimate"},
     {"train", "drift", "compress", "export", "registry", "tune", "maintain", "serve"},
     {"recipes"},
     {"cli", "__main__"},

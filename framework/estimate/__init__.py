@@ -1,0 +1,19 @@
+"""Label-free performance estimation: a version's calibrator (temperature scaling fitted on validation,
+stored as calibration.json in the version) and the CBPE, ATC and DoC accuracy estimators with bootstrap
+intervals. Low level (numpy only): training writes the calibrator, drift and maintenance read it."""
+
+from refit.estimate.calibration import (
+    CALIBRATION_JSON,
+    Calibration,
+    apply_temperature,
+    expected_calibration_error,
+    fit_calibration,
+    fit_temperature,
+    load_calibration,
+)
+from refit.estimate.estimators import ESTIMATORS, PRIMARY, Estimate, estimate_accuracy, log_probs_of
+
+__all__ = [
+    "CALIBRATION_JSON", "Calibration", "ESTIMATORS", "PRIMARY", "Estimate", "apply_temperature", "estimate_accuracy",
+    "expected_calibration_error", "fit_calibration", "fit_temperature", "load_calibration", "log_probs_of",
+]

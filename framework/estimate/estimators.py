@@ -1,0 +1,106 @@
+"""Accuracy of a model on a window of unlabelled inputs, estimated from its own probabilities.
+
+Three estimators, one table (ESTIMATORS: name -> per-row statistic); each window estimate is the mean of a
+per-row statistic, so one bootstrap serves all of them:
+
+- cbpe: confidence-based performance estimation (NannyML's CBPE for classifiers): with calibrated
+  probabilities the chance that a prediction is right is its max-probability, so the expected accuracy
+  is their mean. Exact if the calibration still holds on the window; shift breaks that (models grow
+  over-confident off-domain), which is where the estimate errs.
+- atc: average thresholded confidence (Garg et al., ICLR 2022): a threshold on the negative entropy of
+  calibrated probabilities, fitted on validation so that the share above it equals validation accuracy;
+  the estimate is the share of the window above it.
+- doc: difference of confidences (Guillory et al., ICCV 2021): validation accuracy minus the drop in
+  mean raw confidence from validation to the window.
+
+Two 95% intervals. `low`/`high` are for the accuracy the window's labels would show, were they known: a percentile bootstrap over
+the window's rows (fixed seed) for the estimate, with each replicate then drawn as a binomial share of n
+correct at the replicate's estimate. The second step matters: a window's realised accuracy is itself a
+binomial draw around the model's accuracy (about 2.5 points of sd at n 200, accuracy 0.8), far more than
+the row-bootstrap of a mean confidence (measured: 36% coverage of window accuracy in-domain without it).
+`ci_low`/`ci_high` (the row bootstrap alone) are for the expected accuracy on inputs like the window's:
+the question a retrain decision asks (is the model hurt on this kind of input?), so maintenance uses them.
+Both cover sampling noise, NOT the estimator's bias under shift (scripts/results/estimate.md measures that).
+
+PRIMARY is the estimator shown first (drift table, report) and the maintenance default: the one with the
+lowest error in scripts/results/estimate.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from refit.estimate.calibration import Calibration, apply_temperature, neg_entropy
+
+__all__ = ["ESTIMATORS", "PRIMARY", "Estimate", "estimate_accuracy", "log_probs_of"]
+
+BOOTSTRAP = 200
+LEVEL = 0.95
+
+
+def _cbpe(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+    return cal.calibrate(logits).max(axis=1)
+
+
+def _atc(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+    return (neg_entropy(cal.calibrate(logits)) > cal.atc_threshold).astype(np.float64)
+
+
+def _doc(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+    # mean of (acc_val - conf_val + conf_i) == acc_val - (conf_val - mean conf_window)
+    return cal.accuracy - cal.mean_confidence + apply_temperature(logits, 1.0).max(axis=1)
+
+
+# name -> per-row statistic whose window mean is the estimated accuracy
+ESTIMATORS: dict[str, Callable[[np.ndarray, Calibration], np.ndarray]] = {"cbpe": _cbpe, "atc": _atc, "doc": _doc}
+PRIMARY = "doc"
+
+
+@dataclass
+class Estimate:
+    """Estimated accuracy of one window, with its percentile-bootstrap interval."""
+
+    method: str
+    value: float
+    low: float  # 95% interval of the window's realised accuracy (what its labels would show)
+    high: float
+    n: int
+    ci_low: float = 0.0  # 95% interval of the expected accuracy on inputs like these (row bootstrap only)
+    ci_high: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def log_probs_of(probs) -> np.ndarray:
+    """Probabilities as log-probabilities (what the estimators take in place of logits: softmax is
+    invariant to a per-row shift, so softmax(log p / T) == softmax(logits / T))."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, 1.0))
+
+
+def estimate_accuracy(logits: np.ndarray, cal: Calibration, methods: tuple[str, ...] | list[str] = tuple(ESTIMATORS),
+                      bootstrap: int = BOOTSTRAP, seed: int = 0, level: float = LEVEL) -> dict[str, Estimate]:
+    """Every requested estimator on one window of logits (or log-probabilities) [n, classes]."""
+    unknown = [m for m in methods if m not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown estimator(s) {unknown}; allowed: {', '.join(ESTIMATORS)}")
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or len(logits) == 0:
+        raise ValueError(f"estimate_accuracy needs logits [n >= 1, classes], got shape {logits.shape}")
+    n = len(logits)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n, size=(bootstrap, n))  # same resamples for every method
+    out = {}
+    for name in methods:
+        stat = ESTIMATORS[name](logits, cal)
+        means = np.clip(stat[rows].mean(axis=1), 0.0, 1.0)
+        realised = rng.binomial(n, means) / n  # what labels of n rows would show at that accuracy
+        q = [(1 - level) / 2, (1 + level) / 2]
+        lo, hi = np.quantile(realised, q)
+        ci_lo, ci_hi = np.quantile(means, q)
+        clip = lambda x: float(min(1.0, max(0.0, x)))  # noqa: E731 (DoC can leave [0, 1])
+        out[name] = Estimate(name, clip(stat.mean()), clip(lo), clip(hi), n, clip(ci_lo), clip(ci_hi))
+    return out
