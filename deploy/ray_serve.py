@@ -46,8 +46,16 @@ class FeedbackIn(BaseModel):
 @serve.ingress(api)
 class RefitClassifier:
     def __init__(self, registry_root: str, alias: str = "champion", store_texts: bool = True) -> None:
-        self.server = Server(ServeOptions(registry_root=registry_root, alias=alias, store_texts=store_texts,
-                                          max_batch_size=32, max_wait_ms=5.0, watch_interval_s=5.0))
+        self.server = Server(
+            ServeOptions(
+                registry_root=registry_root,
+                alias=alias,
+                store_texts=store_texts,
+                max_batch_size=32,
+                max_wait_ms=5.0,
+                watch_interval_s=5.0,
+            )
+        )
 
     @api.post("/predict")
     async def predict(self, body: PredictIn):

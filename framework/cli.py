@@ -28,9 +28,18 @@ RECIPES: dict[str, tuple[str, str]] = {
     "maintain": ("refit.recipes.maintain", "retrain on drift or schedule; promote only a better challenger"),
     "registry": ("refit.recipes.registry", "register, list, promote, roll back and audit model versions"),
     "compress": ("refit.recipes.compress", "prune or cast a version into a gated child version"),
-    "export": ("refit.recipes.export", "export a version to ONNX, int8 ONNX, TensorRT or an edge bundle, gated"),
-    "benchmark": ("refit.recipes.benchmark", "size, accuracy, latency and throughput of a version per format"),
-    "serve": ("refit.recipes.serve", "serve the champion over HTTP with micro-batching, capture and hot swap"),
+    "export": (
+        "refit.recipes.export",
+        "export a version to ONNX, int8 ONNX, TensorRT or an edge bundle, gated",
+    ),
+    "benchmark": (
+        "refit.recipes.benchmark",
+        "size, accuracy, latency and throughput of a version per format",
+    ),
+    "serve": (
+        "refit.recipes.serve",
+        "serve the champion over HTTP with micro-batching, capture and hot swap",
+    ),
 }
 
 
@@ -94,14 +103,20 @@ _NOISY_WARNINGS = [
     r"Converting a tensor to a Python boolean might cause the trace.*",  # HF masking under the ONNX tracer
 ]
 # Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
-_NOISY_LOGGERS = ["lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                  "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.accelerators.cuda"]
+_NOISY_LOGGERS = [
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+    "lightning.pytorch.accelerators.cuda",
+]
 # logger -> message starts dropped from it (the logger's other messages still show).
 _NOISY_MESSAGES = {
     # onnxruntime's quantizer advises pre-processing on the root logger (we quantise dynamically)
     "": ("Please consider to run pre-processing before quantization",),
     # Ray's notice that its secure default is on (the warning that it is OFF still shows)
-    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray",),
+    "ray._private.authentication.authentication_token_setup": (
+        "Token authentication is enabled for this Ray",
+    ),
 }
 
 
@@ -128,7 +143,9 @@ def _quiet_third_party() -> None:
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name, drop in _MESSAGE_FILTERS.items():
-        logging.getLogger(name).addFilter(drop)  # the same object each call: added once, however often main runs
+        logging.getLogger(name).addFilter(
+            drop
+        )  # the same object each call: added once, however often main runs
 
 
 def run_recipe(name: str, argv: Sequence[str]):
@@ -161,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "configs":
         fmt = rest[1] if len(rest) == 2 and rest[0] == "--format" else "table" if not rest else None
         if fmt not in ("table", "json"):
-            print(f"refit configs: error: takes only --format table|json, got {' '.join(rest)}.", file=sys.stderr)
+            print(
+                f"refit configs: error: takes only --format table|json, got {' '.join(rest)}.",
+                file=sys.stderr,
+            )
             return 2
         return _list_configs(fmt)
     if command not in RECIPES:

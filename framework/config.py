@@ -48,10 +48,16 @@ def build_parser(config_cls: type, prog: str, description: str):
         """Keeps the recipe docstring's example commands on their own lines."""
 
     parser = ArgumentParser(
-        prog=prog, description=description, exit_on_error=False, allow_abbrev=False, default_env=False,
+        prog=prog,
+        description=description,
+        exit_on_error=False,
+        allow_abbrev=False,
+        default_env=False,
         formatter_class=Formatter,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it).")
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config file (later flags override it)."
+    )
     parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
     return parser
 
@@ -112,8 +118,14 @@ def _check_sections(data: dict, valid: dict[str, Any], where: str, prefix: str =
         key = f"{prefix}{k}"
         is_section = key not in valid and any(name.startswith(key + ".") for name in valid)
         if is_section and not isinstance(v, dict):
-            children = sorted({name[len(key) + 1 :].split(".")[0] for name in valid if name.startswith(key + ".")})
-            got = "nothing (an empty section: remove it, or give it a key)" if v is None else f"{type(v).__name__} {v!r}"
+            children = sorted(
+                {name[len(key) + 1 :].split(".")[0] for name in valid if name.startswith(key + ".")}
+            )
+            got = (
+                "nothing (an empty section: remove it, or give it a key)"
+                if v is None
+                else f"{type(v).__name__} {v!r}"
+            )
             raise ConfigError(
                 f"'{key}' ({where}) is a section and needs a mapping of its keys ({', '.join(children)}); got {got}."
             )
@@ -135,7 +147,9 @@ def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
             except yaml.YAMLError as e:
                 raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
             if not isinstance(data, dict):
-                raise ConfigError(f"Config file {path} must hold a mapping of keys, not {type(data).__name__}.")
+                raise ConfigError(
+                    f"Config file {path} must hold a mapping of keys, not {type(data).__name__}."
+                )
             for key in _flatten(data):
                 _check_key(key, valid, f"in {path}")
             _check_sections(data, valid, f"in {path}")
@@ -165,13 +179,21 @@ def _explain(error: Exception, config_cls: type) -> ConfigError:
     if match and match.group(1) != "config":
         key = match.group(1)
         ftype = dotted_keys(config_cls).get(key)
-        got = (re.search(r"Got value: (.*)", text) or re.search(r"(?:literal|value)[^']*('.*')", text)
-               or re.search(r"could not convert string to \w+: (.*)", text)
-               or re.search(r"Unable to load config (.*)", text))
+        got = (
+            re.search(r"Got value: (.*)", text)
+            or re.search(r"(?:literal|value)[^']*('.*')", text)
+            or re.search(r"could not convert string to \w+: (.*)", text)
+            or re.search(r"Unable to load config (.*)", text)
+        )
         got_s = f"; got {got.group(1).strip()}" if got else ""
         is_section = ftype is None and any(k.startswith(key + ".") for k in dotted_keys(config_cls))
-        allowed = (_allowed(ftype) if ftype is not None
-                   else "a mapping of this section's keys" if is_section else "a valid value")
+        allowed = (
+            _allowed(ftype)
+            if ftype is not None
+            else "a mapping of this section's keys"
+            if is_section
+            else "a valid value"
+        )
         return ConfigError(f"Invalid value for '{key}': expected {allowed}{got_s}.")
     if match:  # problems with the --config file itself
         return ConfigError(text.split(":", 1)[-1].strip().replace("\n", " "))
@@ -231,7 +253,9 @@ def _plain(value: Any) -> Any:
     """Restricted types (PositiveInt, ...) back to int/float/str, so that configs pickle, dump and
     compare as plain values everywhere (checkpoints, W&B, YAML)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return dataclasses.replace(
+            value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        )
     if type(value) in (bool, int, float, str):
         return value
     for base in (bool, int, float, str):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
-    "RefitError", "ConfigError", "DataError", "ExportError", "MissingExtra", "ModelError", "VersionError",
+    "RefitError",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "MissingExtra",
+    "ModelError",
+    "VersionError",
     "RunInterrupted",
 ]
 

@@ -36,8 +36,18 @@ from refit.inference import Batch, encode
 from refit.models import load_version
 
 __all__ = [
-    "METRIC_NAMES", "AccuracyGateError", "GateData", "ParentMismatchError", "check_gate", "check_parent_reproduces",
-    "classification_metrics", "evaluation_texts", "load_gate_data", "recorded_metrics", "score", "score_probs",
+    "METRIC_NAMES",
+    "AccuracyGateError",
+    "GateData",
+    "ParentMismatchError",
+    "check_gate",
+    "check_parent_reproduces",
+    "classification_metrics",
+    "evaluation_texts",
+    "load_gate_data",
+    "recorded_metrics",
+    "score",
+    "score_probs",
 ]
 
 METRIC_NAMES = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "ece")
@@ -87,8 +97,9 @@ class AccuracyGateError(RefitError):
         self.report = report
 
 
-def evaluation_texts(meta: dict, split: str = "validation", override: str | None = None
-                     ) -> tuple[list[str], list[int]] | None:
+def evaluation_texts(
+    meta: dict, split: str = "validation", override: str | None = None
+) -> tuple[list[str], list[int]] | None:
     """(texts, label ids) of a version's `split`, from the data its fine-tune config names (or `override`).
 
     Returns None when the config names no such split. Labels are encoded exactly as at training time and
@@ -101,11 +112,20 @@ def evaluation_texts(meta: dict, split: str = "validation", override: str | None
     if not d.get("dataset") and not files[split]:
         return None
     try:
-        splits = load_splits(files["train"], files["validation"], files["test"], d.get("dataset"),
-                             d.get("dataset_config"), d.get("text_column", "text"), d.get("label_column", "label"))
+        splits = load_splits(
+            files["train"],
+            files["validation"],
+            files["test"],
+            d.get("dataset"),
+            d.get("dataset_config"),
+            d.get("text_column", "text"),
+            d.get("label_column", "label"),
+        )
     except DataError as e:
-        raise DataError(f"{e} (the {split} data comes from the version's refit.json config; point to a file "
-                        f"with --validation)") from None
+        raise DataError(
+            f"{e} (the {split} data comes from the version's refit.json config; point to a file "
+            f"with --validation)"
+        ) from None
     if meta.get("labels") and splits.label_names != meta["labels"]:
         raise DataError(f"The data's labels {splits.label_names} differ from the version's {meta['labels']}.")
     if split not in splits.texts:
@@ -135,11 +155,22 @@ def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str)
     max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
     val = evaluation_texts(meta, "validation", validation)
     if val is None:
-        raise ConfigError(f"The version's config names no validation data for `refit {recipe}` to gate on: "
-                          "pass --validation FILE.")
+        raise ConfigError(
+            f"The version's config names no validation data for `refit {recipe}` to gate on: "
+            "pass --validation FILE."
+        )
     texts, labels = val
-    return GateData(model, tokenizer, meta, texts, labels, encode(tokenizer, texts, max_length, eval_bs, labels),
-                    max_length, eval_bs, used_recorded_split=not validation)
+    return GateData(
+        model,
+        tokenizer,
+        meta,
+        texts,
+        labels,
+        encode(tokenizer, texts, max_length, eval_bs, labels),
+        max_length,
+        eval_bs,
+        used_recorded_split=not validation,
+    )
 
 
 class ParentMismatchError(RefitError):
@@ -148,8 +179,11 @@ class ParentMismatchError(RefitError):
 
 def recorded_metrics(meta: dict, split: str = "validation") -> dict[str, float]:
     """The metrics of `split` recorded in a version's refit.json ({} when none were recorded)."""
-    return {k: float(v) for k, v in ((meta.get("metrics") or {}).get(split) or {}).items()
-            if k in METRIC_NAMES and isinstance(v, (int, float))}
+    return {
+        k: float(v)
+        for k, v in ((meta.get("metrics") or {}).get(split) or {}).items()
+        if k in METRIC_NAMES and isinstance(v, (int, float))
+    }
 
 
 def check_parent_reproduces(meta: dict, now: dict[str, float], *, tolerance: float, recipe: str) -> dict:
@@ -159,8 +193,11 @@ def check_parent_reproduces(meta: dict, now: dict[str, float], *, tolerance: flo
     Only meaningful on the split the version was scored on (the caller skips it for a --validation file).
     """
     recorded = recorded_metrics(meta)
-    off = {n: (recorded[n], now[n]) for n in METRIC_NAMES
-           if n in recorded and n in now and 100.0 * abs(recorded[n] - now[n]) > tolerance + 1e-9}
+    off = {
+        n: (recorded[n], now[n])
+        for n in METRIC_NAMES
+        if n in recorded and n in now and 100.0 * abs(recorded[n] - now[n]) > tolerance + 1e-9
+    }
     if off:
         rows = "\n".join(f"    {n:<16} recorded {r:.4f}, now {c:.4f}" for n, (r, c) in off.items())
         raise ParentMismatchError(
@@ -172,8 +209,14 @@ def check_parent_reproduces(meta: dict, now: dict[str, float], *, tolerance: flo
     return {"recorded": recorded, "tolerance_points": tolerance, "reproduced": bool(recorded)}
 
 
-def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, float], max_drop: float,
-               hint: str = "", recorded: dict[str, float] | None = None) -> dict:
+def check_gate(
+    artefact: str,
+    baseline: dict[str, float],
+    candidate: dict[str, float],
+    max_drop: float,
+    hint: str = "",
+    recorded: dict[str, float] | None = None,
+) -> dict:
     """The gate report; raises AccuracyGateError (with the report in its message) when the drop is too big.
 
     The drop is measured from the parent as it scores now and, when given, from its `recorded` metrics
@@ -182,17 +225,30 @@ def check_gate(artefact: str, baseline: dict[str, float], candidate: dict[str, f
     drop = 100.0 * (baseline["accuracy"] - candidate["accuracy"])
     if recorded and "accuracy" in recorded:
         drop = max(drop, 100.0 * (recorded["accuracy"] - candidate["accuracy"]))
-    report = {"artefact": artefact, "accuracy_drop_points": round(drop, 4), "max_accuracy_drop": max_drop,
-              "passed": drop <= max_drop + 1e-9, "baseline": baseline, "candidate": candidate}
+    report = {
+        "artefact": artefact,
+        "accuracy_drop_points": round(drop, 4),
+        "max_accuracy_drop": max_drop,
+        "passed": drop <= max_drop + 1e-9,
+        "baseline": baseline,
+        "candidate": candidate,
+    }
     if recorded:
         report["recorded"] = recorded
     if not report["passed"]:
-        rows = "\n".join(f"    {n:<16} {baseline[n]:.4f} -> {candidate[n]:.4f}" for n in METRIC_NAMES
-                         if n in baseline and n in candidate)
+        rows = "\n".join(
+            f"    {n:<16} {baseline[n]:.4f} -> {candidate[n]:.4f}"
+            for n in METRIC_NAMES
+            if n in baseline and n in candidate
+        )
         raise AccuracyGateError(
             f"accuracy gate failed for {artefact}: validation accuracy fell {drop:.2f} points, more than "
             f"max_accuracy_drop={max_drop}. Nothing was written.\n  parent -> candidate:\n{rows}\n"
-            + (f"  {hint}" if hint else "  Compress less, or raise max_accuracy_drop if the loss is acceptable."),
+            + (
+                f"  {hint}"
+                if hint
+                else "  Compress less, or raise max_accuracy_drop if the loss is acceptable."
+            ),
             report,
         )
     return report

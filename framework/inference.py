@@ -23,8 +23,15 @@ import torch
 from refit.errors import ExportError, MissingExtra
 
 __all__ = [
-    "Batch", "Predictor", "TorchPredictor", "OrtPredictor", "ORT_PROVIDERS", "encode", "predict_logits",
-    "latency_ms", "throughput",
+    "Batch",
+    "Predictor",
+    "TorchPredictor",
+    "OrtPredictor",
+    "ORT_PROVIDERS",
+    "encode",
+    "predict_logits",
+    "latency_ms",
+    "throughput",
 ]
 
 
@@ -71,14 +78,22 @@ ORT_PROVIDERS = {
 class OrtPredictor:
     """An ONNX Runtime session. Threads default to torch's count so CPU rows compare like for like."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None, spinning: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        threads: int | None = None,
+        name: str | None = None,
+        spinning: bool = True,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise MissingExtra("onnxruntime", "export") from None
         if device not in ORT_PROVIDERS:
-            raise ExportError(f"Unknown ONNX Runtime device '{device}'; use one of {', '.join(ORT_PROVIDERS)}.")
+            raise ExportError(
+                f"Unknown ONNX Runtime device '{device}'; use one of {', '.join(ORT_PROVIDERS)}."
+            )
         wanted = ORT_PROVIDERS[device][0]
         if wanted not in ort.get_available_providers():
             raise ExportError(
@@ -87,7 +102,9 @@ class OrtPredictor:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
-        if not spinning:  # idle ORT threads sleep instead of spinning: a server's other threads need the cores
+        if (
+            not spinning
+        ):  # idle ORT threads sleep instead of spinning: a server's other threads need the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=ORT_PROVIDERS[device])
         self.inputs = {i.name for i in self.session.get_inputs()}
@@ -95,16 +112,29 @@ class OrtPredictor:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0].astype(np.float32)
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0].astype(
+            np.float32
+        )
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int, batch_size: int,
-           labels: Sequence[int] | None = None, pad_to_max: bool = False) -> list[Batch]:
+def encode(
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int,
+    labels: Sequence[int] | None = None,
+    pad_to_max: bool = False,
+) -> list[Batch]:
     """Tokenised batches in input order (padded to each batch's longest text, or to max_length)."""
     out = []
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
-                        padding="max_length" if pad_to_max else True, return_tensors="np")
+        enc = tokenizer(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_length,
+            padding="max_length" if pad_to_max else True,
+            return_tensors="np",
+        )
         lab = None if labels is None else np.asarray(labels[start : start + batch_size], dtype=np.int64)
         out.append(Batch(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64), lab))
     return out

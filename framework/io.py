@@ -14,13 +14,24 @@ from pathlib import Path
 
 from refit.errors import VersionError
 
-__all__ = ["NAME_RULE", "atomic_dir", "atomic_write_text", "write_json", "sha256_file", "sha256_file_cached", "check_name", "child_path",
-           "private_dir", "make_private"]
+__all__ = [
+    "NAME_RULE",
+    "atomic_dir",
+    "atomic_write_text",
+    "write_json",
+    "sha256_file",
+    "sha256_file_cached",
+    "check_name",
+    "child_path",
+    "private_dir",
+    "make_private",
+]
 
 # One pattern for every version id and alias name, checked before a name ever touches a path.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-NAME_RULE = ("letters, digits, '-', '_' and '.' only, 1 to 128 characters, not starting with '.' "
-             "and without '..'")
+NAME_RULE = (
+    "letters, digits, '-', '_' and '.' only, 1 to 128 characters, not starting with '.' and without '..'"
+)
 
 
 def check_name(value: object, what: str = "version id", where: str | Path | None = None) -> str:

@@ -22,8 +22,18 @@ from jsonargparse.typing import (
 )
 
 __all__ = [
-    "DataConfig", "OptimConfig", "TrainerConfig", "TrackingConfig", "FinetuneConfig", "RegistryConfig",
-    "InboxConfig", "PolicyConfig", "GateConfig", "PrivacyConfig", "MONITOR_METRICS", "ACCELERATORS",
+    "DataConfig",
+    "OptimConfig",
+    "TrainerConfig",
+    "TrackingConfig",
+    "FinetuneConfig",
+    "RegistryConfig",
+    "InboxConfig",
+    "PolicyConfig",
+    "GateConfig",
+    "PrivacyConfig",
+    "MONITOR_METRICS",
+    "ACCELERATORS",
     "DeployConfig",
 ]
 
@@ -37,8 +47,15 @@ Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # What `trainer.monitor` may name: the validation loss and every metric of refit.train.metrics (a test keeps
 # the two lists equal; this module is imported before any training code, so it cannot import that one).
-MONITOR_METRICS = ("val/loss", "val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro",
-                   "val/auroc", "val/ece")
+MONITOR_METRICS = (
+    "val/loss",
+    "val/accuracy",
+    "val/f1_macro",
+    "val/precision_macro",
+    "val/recall_macro",
+    "val/auroc",
+    "val/ece",
+)
 _DEVICES_TEXT = re.compile(r"^(auto|-1|\d+|\d+(,\s*\d+)+,?)$")
 
 
@@ -163,9 +180,12 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         # Lightning would only refuse these when the Trainer is built, with a traceback; say it now.
         d = self.devices
-        bad = (isinstance(d, bool) or (isinstance(d, int) and (d < -1 or d == 0))
-               or (isinstance(d, str) and not _DEVICES_TEXT.match(d.strip()))
-               or (isinstance(d, list) and (not d or any(isinstance(i, bool) or i < 0 for i in d))))
+        bad = (
+            isinstance(d, bool)
+            or (isinstance(d, int) and (d < -1 or d == 0))
+            or (isinstance(d, str) and not _DEVICES_TEXT.match(d.strip()))
+            or (isinstance(d, list) and (not d or any(isinstance(i, bool) or i < 0 for i in d)))
+        )
         if bad:
             raise ValueError(
                 f"Invalid value for 'trainer.devices': expected a number of devices (1, 2, ...; -1 = all), a list "

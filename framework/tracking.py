@@ -9,7 +9,12 @@ from pathlib import Path
 from refit.errors import ConfigError
 
 __all__ = [
-    "resolve_wandb_mode", "build_loggers", "log_version_artifact", "finish", "log_drift_run", "log_summary_run",
+    "resolve_wandb_mode",
+    "build_loggers",
+    "log_version_artifact",
+    "finish",
+    "log_drift_run",
+    "log_summary_run",
 ]
 
 
@@ -44,24 +49,42 @@ def _appending_csv_logger(save_dir: str):
     return AppendingCSVLogger(save_dir=save_dir, name="logs", version="")
 
 
-def build_loggers(output_dir: str | Path, run_name: str, config: dict, wandb_mode: str, project: str,
-                  group: str | None = None, append: bool = False) -> list:
+def build_loggers(
+    output_dir: str | Path,
+    run_name: str,
+    config: dict,
+    wandb_mode: str,
+    project: str,
+    group: str | None = None,
+    append: bool = False,
+) -> list:
     """CSV logs always; a WandbLogger unless W&B is disabled (then no W&B files are written at all).
 
     `append` (a resumed run) keeps the rows already in logs/metrics.csv."""
     from lightning.pytorch.loggers import CSVLogger
 
-    csv_logger = _appending_csv_logger(str(output_dir)) if append else CSVLogger(save_dir=str(output_dir),
-                                                                                  name="logs", version="")
+    csv_logger = (
+        _appending_csv_logger(str(output_dir))
+        if append
+        else CSVLogger(save_dir=str(output_dir), name="logs", version="")
+    )
     loggers: list = [csv_logger]
     if wandb_mode != "disabled":
         try:
             import wandb  # noqa: F401
             from lightning.pytorch.loggers import WandbLogger
         except ImportError:
-            raise ConfigError("W&B tracking needs `pip install wandb`, or set 'tracking.wandb: false'.") from None
-        logger = WandbLogger(save_dir=str(output_dir), project=project, name=run_name, mode=wandb_mode,
-                             group=group, config=config)
+            raise ConfigError(
+                "W&B tracking needs `pip install wandb`, or set 'tracking.wandb: false'."
+            ) from None
+        logger = WandbLogger(
+            save_dir=str(output_dir),
+            project=project,
+            name=run_name,
+            mode=wandb_mode,
+            group=group,
+            config=config,
+        )
         # Lightning always passes anonymous=None, which W&B >= 0.19 answers with a deprecation warning on
         # every run; not passing it at all means the same thing (no anonymous logging).
         getattr(logger, "_wandb_init", {}).pop("anonymous", None)
@@ -82,8 +105,9 @@ def log_version_artifact(loggers: list, version_dir: str | Path, version_id: str
         return
     import wandb
 
-    artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model",
-                              metadata={"version_id": version_id, "metrics": metrics})
+    artifact = wandb.Artifact(
+        f"model-{logger.experiment.id}", type="model", metadata={"version_id": version_id, "metrics": metrics}
+    )
     artifact.add_dir(str(version_dir))
     logger.experiment.log_artifact(artifact, aliases=["latest", version_id])
     logger.experiment.summary.update(
@@ -107,16 +131,27 @@ def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: s
         return None
     import wandb
 
-    run = wandb.init(project=project, dir=str(out_dir), mode=wandb_mode, job_type="drift",
-                     name=f"drift-{report['version']['id']}", config=report["config"])
+    run = wandb.init(
+        project=project,
+        dir=str(out_dir),
+        mode=wandb_mode,
+        job_type="drift",
+        name=f"drift-{report['version']['id']}",
+        config=report["config"],
+    )
     tests = report["tests"]
     table = wandb.Table(columns=["window", "n", "drift", *[f"{t}_p" for t in tests]])
     for step, w in enumerate(report["windows"]):
         res = w.get("results", {})
         table.add_data(w["name"], w["size"], w["drift"], *[res.get(t, {}).get("p_value") for t in tests])
         if res:
-            run.log({**{f"drift/{t}_p_value": r["p_value"] for t, r in res.items()},
-                     "drift/any": int(w["drift"])}, step=step)
+            run.log(
+                {
+                    **{f"drift/{t}_p_value": r["p_value"] for t, r in res.items()},
+                    "drift/any": int(w["drift"]),
+                },
+                step=step,
+            )
     run.log({"drift/windows": table, "drift/report": wandb.Html(str(Path(out_dir) / "report.html"))})
     run.summary["drift"] = report["drift"]
     run_dir = str(Path(run.dir).parent)
@@ -124,8 +159,16 @@ def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: s
     return run_dir
 
 
-def log_summary_run(job_type: str, name: str, summary: dict, out_dir: str | Path, wandb_mode: str, project: str,
-                    html_path: str | Path | None = None, also: Callable[[object], None] | None = None) -> str | None:
+def log_summary_run(
+    job_type: str,
+    name: str,
+    summary: dict,
+    out_dir: str | Path,
+    wandb_mode: str,
+    project: str,
+    html_path: str | Path | None = None,
+    also: Callable[[object], None] | None = None,
+) -> str | None:
     """One short W&B run holding a job's outcome (e.g. a maintenance cycle) and its HTML report.
 
     `also(run)` logs more into the same run before it ends (a cycle's promotion mirror), so one job is one run."""
@@ -133,10 +176,21 @@ def log_summary_run(job_type: str, name: str, summary: dict, out_dir: str | Path
         return None
     import wandb
 
-    run = wandb.init(project=project, dir=str(out_dir), mode=wandb_mode, job_type=job_type, name=name,
-                     config={k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
-    flat = {f"{k}/{k2}": v2 for k, v in summary.items() if isinstance(v, dict)
-            for k2, v2 in v.items() if isinstance(v2, (int, float, bool))}
+    run = wandb.init(
+        project=project,
+        dir=str(out_dir),
+        mode=wandb_mode,
+        job_type=job_type,
+        name=name,
+        config={k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))},
+    )
+    flat = {
+        f"{k}/{k2}": v2
+        for k, v in summary.items()
+        if isinstance(v, dict)
+        for k2, v2 in v.items()
+        if isinstance(v2, (int, float, bool))
+    }
     run.log({**flat, **({"report": wandb.Html(str(html_path))} if html_path else {})})
     run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
     if also is not None:

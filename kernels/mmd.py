@@ -22,8 +22,9 @@ import torch
 __all__ = ["mmd2_permutations", "mmd2_permutations_reference", "mmd2_permutations_triton"]
 
 
-def mmd2_permutations_reference(z: torch.Tensor, weights: torch.Tensor, bandwidth: float,
-                                chunk: int = 1024) -> torch.Tensor:
+def mmd2_permutations_reference(
+    z: torch.Tensor, weights: torch.Tensor, bandwidth: float, chunk: int = 1024
+) -> torch.Tensor:
     """float32 [B]: W[:, b]^T K W[:, b] for every column b, computing K chunk by chunk of rows."""
     z = z.float()
     w = weights.float()
@@ -31,10 +32,10 @@ def mmd2_permutations_reference(z: torch.Tensor, weights: torch.Tensor, bandwidt
     gamma = 1.0 / (2.0 * bandwidth * bandwidth)
     out = torch.zeros(w.shape[1], dtype=torch.float32, device=z.device)
     for start in range(0, z.shape[0], chunk):
-        zc = z[start:start + chunk]
-        d2 = (sq[start:start + chunk, None] + sq[None, :] - 2.0 * zc @ z.T).clamp_min_(0.0)
+        zc = z[start : start + chunk]
+        d2 = (sq[start : start + chunk, None] + sq[None, :] - 2.0 * zc @ z.T).clamp_min_(0.0)
         kw = torch.exp(-gamma * d2) @ w  # [chunk, B]
-        out += (kw * w[start:start + chunk]).sum(0)
+        out += (kw * w[start : start + chunk]).sum(0)
     return out
 
 
@@ -44,9 +45,20 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def _mmd2_kernel(z_ptr, sq_ptr, w_ptr, out_ptr, n, d, n_perm, gamma,
-                     BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_B: tl.constexpr):
+    def _mmd2_kernel(
+        z_ptr,
+        sq_ptr,
+        w_ptr,
+        out_ptr,
+        n,
+        d,
+        n_perm,
+        gamma,
+        BLOCK_I: tl.constexpr,
+        BLOCK_J: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+    ):
         pid_i = tl.program_id(0)
         pid_b = tl.program_id(1)
         rows = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -62,20 +74,28 @@ def _kernel():
             for k0 in range(0, d, BLOCK_D):
                 ks = k0 + tl.arange(0, BLOCK_D)
                 k_ok = ks < d
-                zi = tl.load(z_ptr + rows[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                             other=0.0)
-                zj = tl.load(z_ptr + cols[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
-                             other=0.0)
+                zi = tl.load(
+                    z_ptr + rows[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
+                )
+                zj = tl.load(
+                    z_ptr + cols[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
+                )
                 dot += tl.dot(zi, tl.trans(zj), input_precision="ieee")
             sq_j = tl.load(sq_ptr + cols, mask=col_ok, other=0.0)
             d2 = tl.maximum(sq_i[:, None] + sq_j[None, :] - 2.0 * dot, 0.0)
             k_tile = tl.exp(-gamma * d2)
             k_tile = tl.where(row_ok[:, None] & col_ok[None, :], k_tile, 0.0)
-            w_j = tl.load(w_ptr + cols[:, None] * n_perm + perms[None, :],
-                          mask=col_ok[:, None] & perm_ok[None, :], other=0.0)
+            w_j = tl.load(
+                w_ptr + cols[:, None] * n_perm + perms[None, :],
+                mask=col_ok[:, None] & perm_ok[None, :],
+                other=0.0,
+            )
             acc += tl.dot(k_tile, w_j, input_precision="ieee")
-        w_i = tl.load(w_ptr + rows[:, None] * n_perm + perms[None, :], mask=row_ok[:, None] & perm_ok[None, :],
-                      other=0.0)
+        w_i = tl.load(
+            w_ptr + rows[:, None] * n_perm + perms[None, :],
+            mask=row_ok[:, None] & perm_ok[None, :],
+            other=0.0,
+        )
         partial = tl.sum(acc * w_i, axis=0)
         tl.atomic_add(out_ptr + perms, partial, mask=perm_ok)
 
@@ -98,8 +118,20 @@ def mmd2_permutations_triton(z: torch.Tensor, weights: torch.Tensor, bandwidth: 
     out = torch.zeros(n_perm, dtype=torch.float32, device=z.device)
     block_i, block_j, block_b, block_d = 32, 32, 32, 32
     grid = ((n + block_i - 1) // block_i, (n_perm + block_b - 1) // block_b)
-    _KERNEL[grid](z, sq, w, out, n, d, n_perm, 1.0 / (2.0 * bandwidth * bandwidth),
-                  BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_D=block_d, BLOCK_B=block_b)
+    _KERNEL[grid](
+        z,
+        sq,
+        w,
+        out,
+        n,
+        d,
+        n_perm,
+        1.0 / (2.0 * bandwidth * bandwidth),
+        BLOCK_I=block_i,
+        BLOCK_J=block_j,
+        BLOCK_D=block_d,
+        BLOCK_B=block_b,
+    )
     return out
 
 

@@ -57,7 +57,9 @@ class Config:
     """
 
     version: str | None = None
-    formats: list[str] = field(default_factory=lambda: ["pytorch", "pytorch-int8", "onnx", "onnx-int8", "tensorrt"])
+    formats: list[str] = field(
+        default_factory=lambda: ["pytorch", "pytorch-int8", "onnx", "onnx-int8", "tensorrt"]
+    )
     seq_len: PositiveInt = 64
     latency_batch: PositiveInt = 1
     throughput_batch: PositiveInt = 32
@@ -74,8 +76,13 @@ def _log_wandb(cfg: Config, rows: list[dict]) -> str | None:
         return None
     import wandb
 
-    loggers = build_loggers(Path(cfg.output_dir), cfg.tracking.name or "benchmark", config_to_dict(cfg), mode,
-                            cfg.tracking.project)
+    loggers = build_loggers(
+        Path(cfg.output_dir),
+        cfg.tracking.name or "benchmark",
+        config_to_dict(cfg),
+        mode,
+        cfg.tracking.project,
+    )
     run = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger").experiment
     columns = list(rows[0])
     run.log({"benchmark": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
@@ -89,7 +96,9 @@ def run(cfg: Config) -> Path:
     makers = formats()
     unknown = [f for f in cfg.formats if f not in makers]
     if unknown:
-        raise ConfigError(f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}.")
+        raise ConfigError(
+            f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
+        )
     version = Path(cfg.version)
     model, tokenizer, meta = load_version(version)
     data = (meta.get("config") or {}).get("data") or {}
@@ -98,8 +107,13 @@ def run(cfg: Config) -> Path:
         raise ConfigError("The version's config names no validation data: pass --validation FILE.")
     texts, labels = val if not cfg.max_samples else (val[0][: cfg.max_samples], val[1][: cfg.max_samples])
     eval_batches = encode(tokenizer, texts, data.get("max_length", 128), data.get("eval_batch_size", 64))
-    fixed = encode(tokenizer, (texts * cfg.throughput_batch)[: cfg.throughput_batch], cfg.seq_len,
-                   cfg.throughput_batch, pad_to_max=True)[0]
+    fixed = encode(
+        tokenizer,
+        (texts * cfg.throughput_batch)[: cfg.throughput_batch],
+        cfg.seq_len,
+        cfg.throughput_batch,
+        pad_to_max=True,
+    )[0]
     lat = encode(tokenizer, texts[: cfg.latency_batch], cfg.seq_len, cfg.latency_batch, pad_to_max=True)[0]
 
     # run
@@ -111,15 +125,38 @@ def run(cfg: Config) -> Path:
             except Skip as e:
                 rows.append(skipped_row(fmt, str(e)))
                 continue
-            rows.append(benchmark_row(fmt, predictor, files, eval_batches=eval_batches, labels=np.asarray(labels),
-                                      latency_batch=lat, throughput_batch=fixed, iters=cfg.iters, note=note))
+            rows.append(
+                benchmark_row(
+                    fmt,
+                    predictor,
+                    files,
+                    eval_batches=eval_batches,
+                    labels=np.asarray(labels),
+                    latency_batch=lat,
+                    throughput_batch=fixed,
+                    iters=cfg.iters,
+                    note=note,
+                )
+            )
     rows = add_speedups(rows)
-    settings = {"seq_len": cfg.seq_len, "latency batch": cfg.latency_batch, "throughput batch": cfg.throughput_batch,
-                "iters": cfg.iters, "validation inputs": len(texts)}
+    settings = {
+        "seq_len": cfg.seq_len,
+        "latency batch": cfg.latency_batch,
+        "throughput batch": cfg.throughput_batch,
+        "iters": cfg.iters,
+        "validation inputs": len(texts),
+    }
     host = machine()
     exports = version / "exports"
-    write_json(exports / "benchmark.json", {"version_id": meta.get("version_id"), "machine": host,
-                                            "settings": settings, "rows": rows_to_json(rows)})
+    write_json(
+        exports / "benchmark.json",
+        {
+            "version_id": meta.get("version_id"),
+            "machine": host,
+            "settings": settings,
+            "rows": rows_to_json(rows),
+        },
+    )
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
     atomic_write_text(exports / "benchmark.md", markdown)
     update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
@@ -127,6 +164,8 @@ def run(cfg: Config) -> Path:
 
     # report
     print(markdown)  # plain Markdown: readable in a terminal and pasteable into an issue
-    print(f"Wrote {exports / 'benchmark.json'} and {exports / 'benchmark.md'}"
-          + (f"; W&B run: {wandb_dir}" if wandb_dir else ""))
+    print(
+        f"Wrote {exports / 'benchmark.json'} and {exports / 'benchmark.md'}"
+        + (f"; W&B run: {wandb_dir}" if wandb_dir else "")
+    )
     return exports / "benchmark.json"

@@ -122,8 +122,11 @@ def _reference(model, tokenizer, parent: Path) -> Reference | None:
 
 
 def _measure(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> dict:
-    return {"size_mb": _weights_mb(model), "latency_ms": _latency(model, tokenizer, text, max_length),
-            **sparsity(model)}
+    return {
+        "size_mb": _weights_mb(model),
+        "latency_ms": _latency(model, tokenizer, text, max_length),
+        **sparsity(model),
+    }
 
 
 def _importance_batches(method: Method, meta: dict, tokenizer, samples: int, max_length: int) -> list:
@@ -140,13 +143,20 @@ def _setup(cfg: Config) -> tuple[GateData, dict, dict, dict]:
     if not cfg.version:
         raise ConfigError("refit compress needs --version DIR (the model version to compress).")
     child = Path(cfg.output_dir) / "version"
-    if child.exists() and (not child.is_dir() or any(child.iterdir())):  # as finetune: never a silent overwrite
-        raise ConfigError(f"{Path(cfg.output_dir)} already holds a child version ({child}); refit compress will not "
-                          "overwrite it. Pick a new --output_dir, or remove that folder if you mean to replace it.")
+    if child.exists() and (
+        not child.is_dir() or any(child.iterdir())
+    ):  # as finetune: never a silent overwrite
+        raise ConfigError(
+            f"{Path(cfg.output_dir)} already holds a child version ({child}); refit compress will not "
+            "overwrite it. Pick a new --output_dir, or remove that folder if you mean to replace it."
+        )
     gd = load_gate_data(Path(cfg.version), cfg.validation, "compress")
     baseline = score(predict_logits(TorchPredictor(gd.model), gd.batches), gd.labels, len(gd.meta["labels"]))
-    parent_check = (check_parent_reproduces(gd.meta, baseline, tolerance=cfg.parent_tolerance, recipe="compress")
-                    if gd.used_recorded_split else {"reproduced": False, "reason": "--validation given"})
+    parent_check = (
+        check_parent_reproduces(gd.meta, baseline, tolerance=cfg.parent_tolerance, recipe="compress")
+        if gd.used_recorded_split
+        else {"reproduced": False, "reason": "--validation given"}
+    )
     before = _measure(gd.model, gd.tokenizer, gd.texts[0], gd.max_length)
     return gd, baseline, parent_check, before
 
@@ -162,21 +172,35 @@ def _compress(cfg: Config, gd: GateData, out: Path) -> tuple[torch.nn.Module, di
     model.save_pretrained(staged)
     gd.tokenizer.save_pretrained(staged)
     r = cfg.recovery
-    recovered = recover(staged, gd.meta, out / "recovery", epochs=r.epochs, lr=r.lr,
-                        max_train_samples=r.max_train_samples, tracking=cfg.tracking)
+    recovered = recover(
+        staged,
+        gd.meta,
+        out / "recovery",
+        epochs=r.epochs,
+        lr=r.lr,
+        max_train_samples=r.max_train_samples,
+        tracking=cfg.tracking,
+    )
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(recovered).eval(), summary, recovered
 
 
-def _gate(cfg: Config, gd: GateData, model: torch.nn.Module, baseline: dict, parent_check: dict,
-          out: Path) -> tuple[dict, dict]:
+def _gate(
+    cfg: Config, gd: GateData, model: torch.nn.Module, baseline: dict, parent_check: dict, out: Path
+) -> tuple[dict, dict]:
     """Score the child and gate it against the parent (now and as recorded); gate.json either way."""
     candidate = score(predict_logits(TorchPredictor(model), gd.batches), gd.labels, len(gd.meta["labels"]))
     recorded = parent_check.get("recorded") if parent_check.get("reproduced") else None
     try:
-        gate = check_gate(f"{cfg.method} (amount {cfg.amount})", baseline, candidate, cfg.max_accuracy_drop,
-                          METHODS[cfg.method].hint, recorded=recorded)
+        gate = check_gate(
+            f"{cfg.method} (amount {cfg.amount})",
+            baseline,
+            candidate,
+            cfg.max_accuracy_drop,
+            METHODS[cfg.method].hint,
+            recorded=recorded,
+        )
     except AccuracyGateError as e:
         write_json(out / "gate.json", e.report)
         raise
@@ -184,27 +208,43 @@ def _gate(cfg: Config, gd: GateData, model: torch.nn.Module, baseline: dict, par
     return candidate, gate
 
 
-def _record(cfg: Config, gd: GateData, model: torch.nn.Module, out: Path, parent: Path, candidate: dict,
-            compression: dict) -> Path:
+def _record(
+    cfg: Config,
+    gd: GateData,
+    model: torch.nn.Module,
+    out: Path,
+    parent: Path,
+    candidate: dict,
+    compression: dict,
+) -> Path:
     """Write the child version (weights, lineage, metrics, its own drift reference) in one atomic write."""
     meta = gd.meta
     metrics = {"validation": candidate}
     test = evaluation_texts(meta, "test")
     if test is not None:
         test_batches = encode(gd.tokenizer, test[0], gd.max_length, gd.eval_batch_size)
-        metrics["test"] = score(predict_logits(TorchPredictor(model), test_batches), test[1], len(meta["labels"]))
+        metrics["test"] = score(
+            predict_logits(TorchPredictor(model), test_batches), test[1], len(meta["labels"])
+        )
     child = {
-        "version_id": new_version_id(), "parent": meta.get("version_id"), "recipe": "compress",
-        "base_model": meta.get("base_model"), "config": meta.get("config"), "labels": meta["labels"],
-        "data": meta.get("data"), "metrics": metrics, "compression": compression,
+        "version_id": new_version_id(),
+        "parent": meta.get("version_id"),
+        "recipe": "compress",
+        "base_model": meta.get("base_model"),
+        "config": meta.get("config"),
+        "labels": meta["labels"],
+        "data": meta.get("data"),
+        "metrics": metrics,
+        "compression": compression,
     }
     # The child keeps its parent's temperature (compression is gated to change predictions little); its
     # validation statistics for the estimators are the parent's too, which the note says.
     calibration = load_calibration(parent)
     if calibration is not None:
         calibration.note = f"inherited from parent {meta.get('version_id')}; not refitted on the child"
-    return write_version(out / "version", model, gd.tokenizer, child, _reference(model, gd.tokenizer, parent),
-                         calibration)
+    return write_version(
+        out / "version", model, gd.tokenizer, child, _reference(model, gd.tokenizer, parent), calibration
+    )
 
 
 def run(cfg: Config) -> Path:
@@ -218,17 +258,26 @@ def run(cfg: Config) -> Path:
     after = _measure(model, gd.tokenizer, gd.texts[0], gd.max_length)
 
     # record
-    compression = {"method": cfg.method, "amount": cfg.amount, "summary": summary, "before": before,
-                   "after": after, "gate": gate, "parent_check": parent_check,
-                   "recovery": {**config_to_dict(cfg.recovery), "model": str(recovered) if recovered else None},
-                   "settings": config_to_dict(cfg)}
+    compression = {
+        "method": cfg.method,
+        "amount": cfg.amount,
+        "summary": summary,
+        "before": before,
+        "after": after,
+        "gate": gate,
+        "parent_check": parent_check,
+        "recovery": {**config_to_dict(cfg.recovery), "model": str(recovered) if recovered else None},
+        "settings": config_to_dict(cfg),
+    }
     version = _record(cfg, gd, model, out, parent, candidate, compression)
 
     # report
     print_metrics({"parent": baseline, "child": candidate}, title=f"refit compress {cfg.method}: validation")
-    print(f"weights {before['size_mb']} MB -> {after['size_mb']} MB; p50 latency (batch 1, CPU) "
-          f"{before['latency_ms']} ms -> {after['latency_ms']} ms; prunable-weight sparsity "
-          f"{before['prunable_sparsity']:.1%} -> {after['prunable_sparsity']:.1%}")
+    print(
+        f"weights {before['size_mb']} MB -> {after['size_mb']} MB; p50 latency (batch 1, CPU) "
+        f"{before['latency_ms']} ms -> {after['latency_ms']} ms; prunable-weight sparsity "
+        f"{before['prunable_sparsity']:.1%} -> {after['prunable_sparsity']:.1%}"
+    )
     if METHODS[cfg.method].note:
         print(METHODS[cfg.method].note)
     print(f"Child version: {version} (parent {gd.meta.get('version_id')})")

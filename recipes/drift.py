@@ -114,16 +114,24 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
     else:
         texts = load_reference(version).texts
         if not texts:
-            raise ConfigError(f"{version}/reference has no texts (or only their hashes, privacy.store_texts false): "
-                              "pass --reference_data FILE.")
+            raise ConfigError(
+                f"{version}/reference has no texts (or only their hashes, privacy.store_texts false): "
+                "pass --reference_data FILE."
+            )
     encoded = encoder.encode(texts)
-    meta = {"split": cfg.reference_data or "previous reference texts", "pooling": encoder.pooling,
-            "layer": encoder.layer, "max_length": encoder.max_length,
-            "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "split": cfg.reference_data or "previous reference texts",
+        "pooling": encoder.pooling,
+        "layer": encoder.layer,
+        "max_length": encoder.max_length,
+        "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     reference = Reference(encoded.embeddings, encoded.probs, texts, meta, store_texts=cfg.privacy.store_texts)
     with editing_version(version) as tmp:  # a whole-version rewrite: re-sealed, so later loads verify it
         fit_states(reference, cfg.seed).save(tmp / "reference")
-    print(f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}")
+    print(
+        f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}"
+    )
 
 
 def _require_testable(windows: list[Window], cfg: Config) -> None:
@@ -164,8 +172,19 @@ def run(cfg: Config) -> int:
     meta = read_version(version)
     if not cfg.data and not cfg.refresh_reference:
         raise ConfigError("refit drift needs --data (a file or folder of production inputs).")
-    windows = read_windows(cfg.data, cfg.text_column, cfg.label_column, cfg.window, cfg.by_time,
-                           cfg.time_column, cfg.min_window) if cfg.data else []
+    windows = (
+        read_windows(
+            cfg.data,
+            cfg.text_column,
+            cfg.label_column,
+            cfg.window,
+            cfg.by_time,
+            cfg.time_column,
+            cfg.min_window,
+        )
+        if cfg.data
+        else []
+    )
     if cfg.data:
         _require_testable(windows, cfg)
     if cfg.refresh_reference:
@@ -179,17 +198,34 @@ def run(cfg: Config) -> int:
     calibration = None if cfg.encoder else load_calibration(version)
     if cfg.encoder:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
         if not reference.texts:
-            raise ConfigError(f"--encoder re-embeds the reference texts, but {version}/reference holds none (or "
-                              "only their hashes): refresh it with --refresh_reference --reference_data FILE.")
+            raise ConfigError(
+                f"--encoder re-embeds the reference texts, but {version}/reference holds none (or "
+                "only their hashes): refresh it with --refresh_reference --reference_data FILE."
+            )
         encoded = encoder.encode(reference.texts)
         reference = Reference(encoded.embeddings, encoded.probs, reference.texts, reference.meta)
         state_dir = None
     # Never inside the version: it is immutable once written (the registry copies and verifies it whole).
-    out = Path(cfg.output_dir or Path("runs") / "drift" / f"{meta['version_id']}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(
+        cfg.output_dir or Path("runs") / "drift" / f"{meta['version_id']}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
 
     # --- run ---------------------------------------------------------------------------------------
-    results = [run_window(w, reference, encoder, meta.get("labels", []), cfg.tests, cfg.alpha,
-                          cfg.permutations, cfg.seed, state_dir, calibration) for w in windows]
+    results = [
+        run_window(
+            w,
+            reference,
+            encoder,
+            meta.get("labels", []),
+            cfg.tests,
+            cfg.alpha,
+            cfg.permutations,
+            cfg.seed,
+            state_dir,
+            calibration,
+        )
+        for w in windows
+    ]
     if not cfg.privacy.store_texts:
         _hash_texts(results)
 
@@ -204,8 +240,11 @@ def run(cfg: Config) -> int:
         "tests": cfg.tests,
         "alpha": cfg.alpha,
         "labels": meta.get("labels", []),
-        "reference": {"size": len(reference.embeddings), "meta": reference.meta,
-                      "class_shares": class_shares(reference.probs) if reference.probs is not None else []},
+        "reference": {
+            "size": len(reference.embeddings),
+            "meta": reference.meta,
+            "class_shares": class_shares(reference.probs) if reference.probs is not None else [],
+        },
         "reference_projection": ref_points,
         "windows": results,
         "drift": any(w["drift"] for w in results),
@@ -214,7 +253,9 @@ def run(cfg: Config) -> int:
     }
     write_json(out / "drift.json", report)
     atomic_write_text(out / "report.html", render_report(report))
-    log_drift_run(report, out, resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project)
+    log_drift_run(
+        report, out, resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project
+    )
     for w in results:
         status = f"skipped ({w['skipped']})" if w["skipped"] else ("DRIFT" if w["drift"] else "no drift")
         pvals = "  ".join(f"{t}={r['p_value']:.3g}" for t, r in w.get("results", {}).items())

@@ -136,8 +136,11 @@ def run(cfg: Config) -> Path:
     texts, labels, batches = gd.texts, gd.labels, gd.batches
     reference = predict_logits(TorchPredictor(model), batches)
     baseline = score(reference, labels, len(meta["labels"]))
-    parent_check = (check_parent_reproduces(meta, baseline, tolerance=cfg.parent_tolerance, recipe="export")
-                    if gd.used_recorded_split else {"reproduced": False, "reason": "--validation given"})
+    parent_check = (
+        check_parent_reproduces(meta, baseline, tolerance=cfg.parent_tolerance, recipe="export")
+        if gd.used_recorded_split
+        else {"reproduced": False, "reason": "--validation given"}
+    )
     recorded = parent_check.get("recorded") if parent_check.get("reproduced") else None
     t = cfg.tensorrt
     profile = Profile(t.min_batch, t.opt_batch, t.max_batch, t.min_seq, t.opt_seq, t.max_seq or max_length)
@@ -145,11 +148,18 @@ def run(cfg: Config) -> Path:
     exports = version / "exports"
     exports.mkdir(exist_ok=True)
     opts = ExportOptions(
-        opset=cfg.onnx.opset, exporter=cfg.onnx.exporter, optimize=cfg.onnx.optimize,
-        quantize=_QUANTIZER[cfg.quantize.mode], calibration=encode(tokenizer, texts[: cfg.quantize.calibration_size],
-                                                                  max_length, 8),
-        precision=t.precision, profile=profile, workspace_gb=t.workspace_gb, timing_cache=exports / "timing.cache",
-        device=cfg.device, reference=ref_batches, version_id=meta.get("version_id", ""),
+        opset=cfg.onnx.opset,
+        exporter=cfg.onnx.exporter,
+        optimize=cfg.onnx.optimize,
+        quantize=_QUANTIZER[cfg.quantize.mode],
+        calibration=encode(tokenizer, texts[: cfg.quantize.calibration_size], max_length, 8),
+        precision=t.precision,
+        profile=profile,
+        workspace_gb=t.workspace_gb,
+        timing_cache=exports / "timing.cache",
+        device=cfg.device,
+        reference=ref_batches,
+        version_id=meta.get("version_id", ""),
     )
 
     # run: build in a staging folder inside exports/, gate every artefact, then move them in
@@ -159,13 +169,22 @@ def run(cfg: Config) -> Path:
         for artefact in artefacts:
             logits = predict_logits(artefact.predictor(), batches)
             scores[artefact.name] = score(logits, labels, len(meta["labels"]))
-            gate = check_gate(f"{cfg.format} artefact {artefact.name}", baseline, scores[artefact.name],
-                              cfg.max_accuracy_drop, recorded=recorded)
+            gate = check_gate(
+                f"{cfg.format} artefact {artefact.name}",
+                baseline,
+                scores[artefact.name],
+                cfg.max_accuracy_drop,
+                recorded=recorded,
+            )
             records[artefact.name] = {
-                "format": cfg.format, "parity": parity(reference, logits), "validation": scores[artefact.name],
-                "accuracy_drop_points": gate["accuracy_drop_points"], "parent_check": parent_check,
+                "format": cfg.format,
+                "parity": parity(reference, logits),
+                "validation": scores[artefact.name],
+                "accuracy_drop_points": gate["accuracy_drop_points"],
+                "parent_check": parent_check,
                 "info": artefact.info,
-                "settings": config_to_dict(cfg), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "settings": config_to_dict(cfg),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         placed = install(artefacts, exports)
     parity_file = exports / "parity.json"
@@ -179,7 +198,9 @@ def run(cfg: Config) -> Path:
     print_metrics(scores, title=f"refit export {cfg.format}: validation")
     for name, rec in records.items():
         p = rec["parity"]
-        print(f"{name}: max-abs logit diff {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} "
-              f"on {p['n']} validation inputs; accuracy drop {rec['accuracy_drop_points']:.2f} points")
+        print(
+            f"{name}: max-abs logit diff {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} "
+            f"on {p['n']} validation inputs; accuracy drop {rec['accuracy_drop_points']:.2f} points"
+        )
     print("Wrote " + ", ".join(str(p) for p in placed) + f" and {parity_file}")
     return exports

@@ -28,15 +28,25 @@ def run(cfg: FinetuneConfig) -> Path | int | None:
         return 0
     # run
     result = run_finetune(
-        cfg.model, data=cfg.data, optim=cfg.optim, trainer=cfg.trainer, tracking=cfg.tracking,
+        cfg.model,
+        data=cfg.data,
+        optim=cfg.optim,
+        trainer=cfg.trainer,
+        tracking=cfg.tracking,
         output_dir=cfg.output_dir,
-        resume=cfg.resume, parent=cfg.parent, config=config_to_dict(cfg),
-        resume_with_changes=cfg.resume_with_changes, store_texts=cfg.privacy.store_texts,
+        resume=cfg.resume,
+        parent=cfg.parent,
+        config=config_to_dict(cfg),
+        resume_with_changes=cfg.resume_with_changes,
+        store_texts=cfg.privacy.store_texts,
     )
     if result.version_dir is None:  # a non-zero rank of a distributed run: rank 0 reports
         return None
     # report
     print_metrics(result.metrics, title=f"refit finetune: {result.version_id}")
     print(f"Model version: {result.version_dir}")
-    print(f"Logs: {Path(cfg.output_dir) / 'logs'}" + (f"   W&B run: {result.wandb_dir}" if result.wandb_dir else ""))
+    print(
+        f"Logs: {Path(cfg.output_dir) / 'logs'}"
+        + (f"   W&B run: {result.wandb_dir}" if result.wandb_dir else "")
+    )
     return result.version_dir

@@ -98,12 +98,16 @@ class Config:
         # Checked against the tables at parse time, so a registered drift test or export target is allowed here.
         unknown = [t for t in self.policy.tests if t not in DETECTORS]
         if unknown:
-            raise ValueError(f"Unknown drift test(s) {unknown} in 'policy.tests'; allowed: {', '.join(DETECTORS)}.")
+            raise ValueError(
+                f"Unknown drift test(s) {unknown} in 'policy.tests'; allowed: {', '.join(DETECTORS)}."
+            )
         unknown = [f for f in self.deploy.formats if f not in TARGETS or TARGETS[f].file is None]
         if unknown:
             runnable = [n for n, t in TARGETS.items() if t.file]
-            raise ValueError(f"Unknown or non-servable format(s) {unknown} in 'deploy.formats'; allowed: "
-                             f"{', '.join(runnable)} ([] = none).")
+            raise ValueError(
+                f"Unknown or non-servable format(s) {unknown} in 'deploy.formats'; allowed: "
+                f"{', '.join(runnable)} ([] = none)."
+            )
 
 
 def run(cfg: Config) -> int:
@@ -126,13 +130,25 @@ def run(cfg: Config) -> int:
         try:
             lock.acquire(timeout=0 if cfg.once else -1)
         except Timeout:
-            raise MaintainBusy(f"Another maintenance cycle holds {lock.lock_file}; not starting a second one.") from None
+            raise MaintainBusy(
+                f"Another maintenance cycle holds {lock.lock_file}; not starting a second one."
+            ) from None
         try:
             # One W&B run per cycle (the summary run below): the retrain keeps its curves in CSV logs only.
-            retrain = dataclasses.replace(cfg.retrain, privacy=cfg.privacy,
-                                          tracking=dataclasses.replace(cfg.retrain.tracking, wandb=False))
-            report = run_cycle(registry, inbox=cfg.inbox, policy=cfg.policy, retrain=retrain, gate_cfg=cfg.gate,
-                               deploy=cfg.deploy, seed=cfg.seed)
+            retrain = dataclasses.replace(
+                cfg.retrain,
+                privacy=cfg.privacy,
+                tracking=dataclasses.replace(cfg.retrain.tracking, wandb=False),
+            )
+            report = run_cycle(
+                registry,
+                inbox=cfg.inbox,
+                policy=cfg.policy,
+                retrain=retrain,
+                gate_cfg=cfg.gate,
+                deploy=cfg.deploy,
+                seed=cfg.seed,
+            )
         finally:
             lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
@@ -142,13 +158,32 @@ def run(cfg: Config) -> int:
             new = registry.get("champion")
 
             def mirror(run) -> None:
-                mirror_alias(registry.root, new.path, new.id, "champion", "; ".join(report.reasons), mode,
-                             cfg.tracking.project, run=run)
-        log_summary_run("maintain", f"cycle-{report.run_id}", details, registry.root, mode, cfg.tracking.project,
-                        Path(report.work_dir) / "report.html", also=mirror)
+                mirror_alias(
+                    registry.root,
+                    new.path,
+                    new.id,
+                    "champion",
+                    "; ".join(report.reasons),
+                    mode,
+                    cfg.tracking.project,
+                    run=run,
+                )
+
+        log_summary_run(
+            "maintain",
+            f"cycle-{report.run_id}",
+            details,
+            registry.root,
+            mode,
+            cfg.tracking.project,
+            Path(report.work_dir) / "report.html",
+            also=mirror,
+        )
         # --- report --------------------------------------------------------------------------------
-        print(f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
-              + (f"; challenger {report.challenger}" if report.challenger else ""))
+        print(
+            f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
+            + (f"; challenger {report.challenger}" if report.challenger else "")
+        )
         for line in report.reasons + report.gate:
             print(f"  - {line}")
         for q in report.quarantined:
@@ -157,7 +192,10 @@ def run(cfg: Config) -> int:
             print(f"  note: {note}")
         if report.ab:
             for model, scores in report.ab.items():
-                print(f"  {model:<10} " + "  ".join(f"{k} acc {v:.4f}" for k, v in scores.items() if v is not None))
+                print(
+                    f"  {model:<10} "
+                    + "  ".join(f"{k} acc {v:.4f}" for k, v in scores.items() if v is not None)
+                )
         if report.error:
             print(f"  error: {report.error}")
         print(f"  report: {Path(report.work_dir) / 'report.html'}")

@@ -58,8 +58,10 @@ def _maintain_yaml(root: Path, cfg: Config) -> str:
     values["inbox"].update(windows=str(root / "production"), golden=str(root / "golden.jsonl"))
     values["retrain"]["data"]["max_length"] = cfg.max_length
     values["retrain"]["optim"]["lr"] = cfg.lr
-    header = (f"# refit maintain --config {root / 'maintain.yaml'} --once\n"
-              f"# Written by `refit maintain init` from configs/maintain/demo.yaml; paths point into {root}.\n")
+    header = (
+        f"# refit maintain --config {root / 'maintain.yaml'} --once\n"
+        f"# Written by `refit maintain init` from configs/maintain/demo.yaml; paths point into {root}.\n"
+    )
     return header + yaml.safe_dump(values, sort_keys=False)
 
 
@@ -69,21 +71,32 @@ def _lay_out(root: Path, cfg: Config) -> str:
     run_dir = root / "runs" / "champion"
     print(f"[1/3] fine-tuning the champion ({cfg.model}, {cfg.max_epochs} epoch(s) on the demo reviews)")
     ft = FinetuneConfig(
-        model=cfg.model, data=DataConfig(dataset=DEMO_NAME, max_length=cfg.max_length, batch_size=16,
-                                         reference_size=100),
-        optim=OptimConfig(lr=cfg.lr, warmup_ratio=0.1), trainer=TrainerConfig(max_epochs=cfg.max_epochs, seed=cfg.seed),
-        tracking=TrackingConfig(wandb=False), output_dir=str(run_dir),
+        model=cfg.model,
+        data=DataConfig(dataset=DEMO_NAME, max_length=cfg.max_length, batch_size=16, reference_size=100),
+        optim=OptimConfig(lr=cfg.lr, warmup_ratio=0.1),
+        trainer=TrainerConfig(max_epochs=cfg.max_epochs, seed=cfg.seed),
+        tracking=TrackingConfig(wandb=False),
+        output_dir=str(run_dir),
     )
     # the full config goes into refit.json: replay finds the champion's training data (the demo set) through it
-    result = run_finetune(ft.model, data=ft.data, optim=ft.optim, trainer=ft.trainer, tracking=ft.tracking,
-                          output_dir=run_dir, config=config_to_dict(ft))
+    result = run_finetune(
+        ft.model,
+        data=ft.data,
+        optim=ft.optim,
+        trainer=ft.trainer,
+        tracking=ft.tracking,
+        output_dir=run_dir,
+        config=config_to_dict(ft),
+    )
     registry = Registry(root / "registry")
     version = registry.register(result.version_dir)
     registry.promote(version.id, "first release (refit maintain init)", result.metrics)
     for folder in (run_dir / "checkpoints", result.version_dir):  # the registry holds its own copy
         shutil.rmtree(folder, ignore_errors=True)
     # --- inbox and golden set ------------------------------------------------------------------------
-    print("[2/3] inbox: production/shifted.jsonl (200 labelled chat-style messages); golden set: golden.jsonl")
+    print(
+        "[2/3] inbox: production/shifted.jsonl (200 labelled chat-style messages); golden set: golden.jsonl"
+    )
     (root / "production").mkdir()
     shutil.copyfile(demo / "shifted.jsonl", root / "production" / "shifted.jsonl")
     shutil.copyfile(demo / "test.jsonl", root / "golden.jsonl")
@@ -96,8 +109,10 @@ def _lay_out(root: Path, cfg: Config) -> str:
 def run(cfg: Config) -> int:
     root = Path(cfg.dir).expanduser().resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ConfigError(f"--dir {root} already exists and is not empty; refit maintain init only writes into a "
-                          "new or empty folder. Give another --dir, or remove that folder.")
+        raise ConfigError(
+            f"--dir {root} already exists and is not empty; refit maintain init only writes into a "
+            "new or empty folder. Give another --dir, or remove that folder."
+        )
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -112,6 +127,8 @@ def run(cfg: Config) -> int:
                 else:
                     child.unlink()
         raise
-    print(f"\nDemo loop ready in {root}: champion {champion}.\nNext, one maintenance cycle (drift -> retrain -> "
-          f"gate -> promote):\n  refit maintain --config {root / 'maintain.yaml'} --once")
+    print(
+        f"\nDemo loop ready in {root}: champion {champion}.\nNext, one maintenance cycle (drift -> retrain -> "
+        f"gate -> promote):\n  refit maintain --config {root / 'maintain.yaml'} --once"
+    )
     return 0

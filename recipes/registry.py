@@ -170,8 +170,17 @@ class Gc(Where):
     yes: bool = False
 
 
-ACTIONS: dict[str, type] = {"register": Register, "list": List, "show": Show, "promote": Promote,
-                            "rollback": Rollback, "alias": Alias, "history": History, "verify": Verify, "gc": Gc}
+ACTIONS: dict[str, type] = {
+    "register": Register,
+    "list": List,
+    "show": Show,
+    "promote": Promote,
+    "rollback": Rollback,
+    "alias": Alias,
+    "history": History,
+    "verify": Verify,
+    "gc": Gc,
+}
 READ_ONLY = (List, Show, History, Verify)
 
 
@@ -184,8 +193,9 @@ def build_registry_parser():
     class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
         """Keeps the example commands on their own lines."""
 
-    parser = ArgumentParser(prog="refit registry", description=__doc__, exit_on_error=False,
-                            formatter_class=Formatter)
+    parser = ArgumentParser(
+        prog="refit registry", description=__doc__, exit_on_error=False, formatter_class=Formatter
+    )
     subcommands = parser.add_subcommands(dest="action", required=True)
     subs = {}
     for name, cls in ACTIONS.items():
@@ -204,8 +214,10 @@ def parse_args(argv: list[str]):
     if action not in ACTIONS:
         close = difflib.get_close_matches(action, ACTIONS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"Unknown registry action '{action}' (the 'action' word after `refit registry`).{hint} "
-                          f"Allowed: {', '.join(repr(a) for a in ACTIONS)}.")
+        raise ConfigError(
+            f"Unknown registry action '{action}' (the 'action' word after `refit registry`).{hint} "
+            f"Allowed: {', '.join(repr(a) for a in ACTIONS)}."
+        )
     cls = ACTIONS[action]
     try:
         return parse_config(build_registry_parser()[1][action], cls, rest)
@@ -215,8 +227,15 @@ def parse_args(argv: list[str]):
 
 def _mirror(cfg, registry: Registry, move) -> None:
     version = registry.get(move.to_version)
-    mirror_alias(registry.root, version.path, version.id, move.alias, move.reason or "",
-                 resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode), cfg.tracking.project)
+    mirror_alias(
+        registry.root,
+        version.path,
+        version.id,
+        move.alias,
+        move.reason or "",
+        resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode),
+        cfg.tracking.project,
+    )
 
 
 def run(cfg) -> int:
@@ -231,8 +250,23 @@ def run(cfg) -> int:
     elif isinstance(cfg, Show):
         v = registry.get(cfg.version)
         meta = read_version(v.path)
-        summary = {"path": str(v.path), **{k: meta.get(k) for k in (
-            "version_id", "parent", "recipe", "base_model", "created_at", "labels", "metrics", "data", "training")}}
+        summary = {
+            "path": str(v.path),
+            **{
+                k: meta.get(k)
+                for k in (
+                    "version_id",
+                    "parent",
+                    "recipe",
+                    "base_model",
+                    "created_at",
+                    "labels",
+                    "metrics",
+                    "data",
+                    "training",
+                )
+            },
+        }
         if cfg.format == "json":
             print(json.dumps(summary, indent=2, default=str))
         else:
@@ -268,15 +302,35 @@ def _list(registry: Registry, fmt: str, console: Console) -> None:
         by_version.setdefault(vid, []).append(name)
     versions = registry.list_versions()
     if fmt == "json":
-        print(json.dumps([{**dataclasses.asdict(v), "path": str(v.path), "aliases": sorted(by_version.get(v.id, []))}
-                          for v in versions], indent=2, default=str))
+        print(
+            json.dumps(
+                [
+                    {
+                        **dataclasses.asdict(v),
+                        "path": str(v.path),
+                        "aliases": sorted(by_version.get(v.id, [])),
+                    }
+                    for v in versions
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return
-    table = _table(f"model versions in {registry.root}", ("version", "aliases", "parent", "recipe", "val accuracy",
-                                                  "registered"))
+    table = _table(
+        f"model versions in {registry.root}",
+        ("version", "aliases", "parent", "recipe", "val accuracy", "registered"),
+    )
     for v in versions:
         acc = v.metrics.get("validation", {}).get("accuracy")
-        table.add_row(v.id, ", ".join(sorted(by_version.get(v.id, []))), v.parent or "-", v.recipe or "-",
-                      f"{acc:.4f}" if acc is not None else "-", v.registered_at)
+        table.add_row(
+            v.id,
+            ", ".join(sorted(by_version.get(v.id, []))),
+            v.parent or "-",
+            v.recipe or "-",
+            f"{acc:.4f}" if acc is not None else "-",
+            v.registered_at,
+        )
     console.print(table)
 
 
@@ -287,8 +341,16 @@ def _history(registry: Registry, alias: str | None, fmt: str, console: Console) 
         return
     table = _table("alias moves (audit log)", ("#", "at", "alias", "from", "to", "action", "by", "reason"))
     for m in moves:
-        table.add_row(str(m.seq), m.at, m.alias, m.from_version or "-", m.to_version or "-", m.action, m.actor,
-                      m.reason or "")
+        table.add_row(
+            str(m.seq),
+            m.at,
+            m.alias,
+            m.from_version or "-",
+            m.to_version or "-",
+            m.action,
+            m.actor,
+            m.reason or "",
+        )
     console.print(table)
 
 
@@ -305,7 +367,9 @@ def _verify(registry: Registry, console: Console) -> int:
 
 def _gc(registry: Registry, keep: int, yes: bool, console: Console) -> int:
     plan = plan_gc(registry, keep)
-    table = _table(f"registry gc {registry.root} (keep the last {keep} champions)", ("what", "name", "action"))
+    table = _table(
+        f"registry gc {registry.root} (keep the last {keep} champions)", ("what", "name", "action")
+    )
     verb = "remove" if yes else "would remove"
     for path in plan.staging:
         table.add_row("stale staging", path.name, verb)

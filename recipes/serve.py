@@ -111,15 +111,30 @@ def options(cfg: Config) -> ServeOptions:
     """The recipe's config as the server's flat options (config objects stop at the recipe)."""
     b, c = cfg.batching, cfg.capture
     return ServeOptions(
-        registry_root=None if cfg.version else cfg.registry.root, registry_db=cfg.registry.db, alias=cfg.alias,
-        version=cfg.version, backend=cfg.backend, device=cfg.device, threads=cfg.threads, max_length=cfg.max_length,
-        max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms, max_texts_per_request=b.max_texts_per_request,
-        capture=c.enabled, capture_dir=c.dir, store_texts=c.store_texts, capture_queue=c.queue_size,
-        rotate_rows=c.rotate_rows, rotate_seconds=c.rotate_seconds, watch_interval_s=cfg.watch_interval_s,
+        registry_root=None if cfg.version else cfg.registry.root,
+        registry_db=cfg.registry.db,
+        alias=cfg.alias,
+        version=cfg.version,
+        backend=cfg.backend,
+        device=cfg.device,
+        threads=cfg.threads,
+        max_length=cfg.max_length,
+        max_batch_size=b.max_batch_size,
+        max_wait_ms=b.max_wait_ms,
+        max_texts_per_request=b.max_texts_per_request,
+        capture=c.enabled,
+        capture_dir=c.dir,
+        store_texts=c.store_texts,
+        capture_queue=c.queue_size,
+        rotate_rows=c.rotate_rows,
+        rotate_seconds=c.rotate_seconds,
+        watch_interval_s=cfg.watch_interval_s,
         admin_token_env=cfg.admin_token_env,
     )
 
 
 def run(cfg: Config) -> int:
-    run_server(options(cfg), cfg.host, cfg.port, cfg.workers, cfg.graceful_timeout_s, access_log=cfg.access_log)
+    run_server(
+        options(cfg), cfg.host, cfg.port, cfg.workers, cfg.graceful_timeout_s, access_log=cfg.access_log
+    )
     return 0

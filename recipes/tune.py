@@ -91,12 +91,22 @@ def _absolute_paths(base: dict) -> dict:
 
 
 def _print_table(rows, monitor: str) -> None:
-    table = report.table(f"refit tune: {len(rows)} trials",
-                         ("trial", "status", "config", f"best {monitor}", "validations", "seconds"))
+    table = report.table(
+        f"refit tune: {len(rows)} trials",
+        ("trial", "status", "config", f"best {monitor}", "validations", "seconds"),
+    )
     for r in rows:
-        conf = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.overrides.items())
-        table.add_row(r.trial, r.status, conf, "-" if r.best is None else f"{r.best:.4f}", str(r.iterations),
-                      f"{r.seconds:.0f}")
+        conf = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.overrides.items()
+        )
+        table.add_row(
+            r.trial,
+            r.status,
+            conf,
+            "-" if r.best is None else f"{r.best:.4f}",
+            str(r.iterations),
+            f"{r.seconds:.0f}",
+        )
     report.console().print(table)
 
 
@@ -117,10 +127,17 @@ def run(cfg: Config) -> int:
     if not cfg.resume and out.exists():
         raise ConfigError(f"{out} already holds a search: continue it with --resume, or pick a new --name.")
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, num_cpus=None if address else cfg.ray_num_cpus, include_dashboard=False,
-             ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
-    trainable = tune.with_resources(make_trainable(base, group=cfg.name),
-                                    {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    ray.init(
+        address=address,
+        num_cpus=None if address else cfg.ray_num_cpus,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    trainable = tune.with_resources(
+        make_trainable(base, group=cfg.name), {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    )
 
     # --- run ---------------------------------------------------------------------------------------
     try:
@@ -132,9 +149,12 @@ def run(cfg: Config) -> int:
                 trainable,
                 param_space=ray_space,
                 tune_config=tune.TuneConfig(
-                    metric=REPORTED_METRIC, mode=mode, num_samples=cfg.num_samples,
-                    scheduler=make_scheduler(cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor,
-                                             ray_space),
+                    metric=REPORTED_METRIC,
+                    mode=mode,
+                    num_samples=cfg.num_samples,
+                    scheduler=make_scheduler(
+                        cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, ray_space
+                    ),
                     search_alg=make_searcher(cfg.searcher, REPORTED_METRIC, mode, cfg.seed),
                     max_concurrent_trials=cfg.max_concurrent_trials or None,
                     time_budget_s=cfg.time_budget_s or None,

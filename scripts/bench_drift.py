@@ -30,8 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "scripts" / "results"
 CACHE = Path("/tmp/refit-bench-drift")
-DOMAINS = ["mr_rt_polarity", "cr_customer_reviews", "amazon_electronics", "imdb_reviews", "airline_tweets",
-           "sentiment140"]
+DOMAINS = [
+    "mr_rt_polarity",
+    "cr_customer_reviews",
+    "amazon_electronics",
+    "imdb_reviews",
+    "airline_tweets",
+    "sentiment140",
+]
 N = 200
 
 
@@ -48,10 +54,20 @@ def _version(path: Path | None) -> Path:
         from refit.train import run_finetune
 
         sst2 = DATASETS / "sst2"
-        run_finetune("minilm", data=DataConfig(train=str(sst2 / "train.jsonl"), validation=str(sst2 / "validation.jsonl"),
-                                               max_length=64, max_train_samples=2000, reference_size=512),
-                     optim=OptimConfig(lr=5e-5), trainer=TrainerConfig(max_epochs=1),
-                     tracking=TrackingConfig(wandb=False), output_dir=out)
+        run_finetune(
+            "minilm",
+            data=DataConfig(
+                train=str(sst2 / "train.jsonl"),
+                validation=str(sst2 / "validation.jsonl"),
+                max_length=64,
+                max_train_samples=2000,
+                reference_size=512,
+            ),
+            optim=OptimConfig(lr=5e-5),
+            trainer=TrainerConfig(max_epochs=1),
+            tracking=TrackingConfig(wandb=False),
+            output_dir=out,
+        )
     return out / "version"
 
 
@@ -68,7 +84,11 @@ def _encoded(version: Path) -> dict[str, dict]:
         rows = _rows(name)
         rows = random.Random(0).sample(rows, min(len(rows), 1000)) if name != "sst2" else rows
         enc = encoder.encode([r["text"] for r in rows])
-        out[name] = {"emb": enc.embeddings, "probs": enc.probs, "labels": torch.tensor([r["label"] for r in rows])}
+        out[name] = {
+            "emb": enc.embeddings,
+            "probs": enc.probs,
+            "labels": torch.tensor([r["label"] for r in rows]),
+        }
         print(f"embedded {name}: {len(rows)}")
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
@@ -93,7 +113,7 @@ def calibration(enc: dict, trials: int, detectors: list[str]) -> dict[str, float
     rates = {d: 0 for d in detectors}
     for t in range(trials):
         perm = torch.randperm(len(pool["emb"]), generator=torch.Generator().manual_seed(t))
-        ref, cur = _take(pool, perm[:N]), _take(pool, perm[N:2 * N])
+        ref, cur = _take(pool, perm[:N]), _take(pool, perm[N : 2 * N])
         for d in detectors:
             rates[d] += _run(d, ref, cur, t)
     return {d: r / trials for d, r in rates.items()}
@@ -113,8 +133,12 @@ def power(enc: dict, trials: int, detectors: list[str]) -> dict[str, dict[str, f
             ref = _take(pool, perm[:N])
             if shifts[shift] == "balance":
                 rest = set(perm[N:].tolist())
-                pos = [i for i in positives[torch.randperm(len(positives), generator=g)].tolist() if i in rest][:180]
-                neg = [i for i in negatives[torch.randperm(len(negatives), generator=g)].tolist() if i in rest][:20]
+                pos = [
+                    i for i in positives[torch.randperm(len(positives), generator=g)].tolist() if i in rest
+                ][:180]
+                neg = [
+                    i for i in negatives[torch.randperm(len(negatives), generator=g)].tolist() if i in rest
+                ][:20]
                 cur = _take(pool, torch.tensor(pos + neg))
             else:
                 other = enc[shift]
@@ -158,9 +182,16 @@ def speed() -> dict:
     _naive_mmd_permutation_test(torch.cat([ref, cur]), 5000, 100, ours.details["bandwidth"])
     t_naive = time.perf_counter() - t0
     tracemalloc.stop()
-    return {"n_ref": 5000, "n": 1000, "d": 384, "permutations": 100, "ours_s": round(t_ours, 2),
-            "naive_s": round(t_naive, 2), "speedup": round(t_naive / t_ours, 2),
-            "note": "CPU path of ours is the chunked PyTorch reference (the Triton kernel runs on CUDA)"}
+    return {
+        "n_ref": 5000,
+        "n": 1000,
+        "d": 384,
+        "permutations": 100,
+        "ours_s": round(t_ours, 2),
+        "naive_s": round(t_naive, 2),
+        "speedup": round(t_naive / t_ours, 2),
+        "note": "CPU path of ours is the chunked PyTorch reference (the Triton kernel runs on CUDA)",
+    }
 
 
 def main() -> None:
@@ -176,7 +207,11 @@ def main() -> None:
     started = time.perf_counter()
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; torch {torch.__version__}",
-        "version": str(version), "n": N, "alpha": 0.05, "trials": args.trials, "power_trials": args.power_trials,
+        "version": str(version),
+        "n": N,
+        "alpha": 0.05,
+        "trials": args.trials,
+        "power_trials": args.power_trials,
         "false_alarm_rate": calibration(enc, args.trials, detectors),
     }
     print("calibration", result["false_alarm_rate"])
@@ -185,18 +220,30 @@ def main() -> None:
     result["seconds"] = round(time.perf_counter() - started)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "drift.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Drift detectors on real text ({result['machine']})", "",
-             "Embeddings: MiniLM fine-tuned 1 epoch on 2000 sst2 rows (mean-pooled last layer). Windows of "
-             f"n = {N} against a reference of {N} sst2 test inputs; alpha 0.05 per detector.", "",
-             f"| | {' | '.join(detectors)} |", "|---|" + "---|" * len(detectors),
-             f"| false alarms, {args.trials} no-drift splits of sst2 test | "
-             + " | ".join(f"{result['false_alarm_rate'][d]:.3f}" for d in detectors) + " |"]
+    lines = [
+        f"# Drift detectors on real text ({result['machine']})",
+        "",
+        "Embeddings: MiniLM fine-tuned 1 epoch on 2000 sst2 rows (mean-pooled last layer). Windows of "
+        f"n = {N} against a reference of {N} sst2 test inputs; alpha 0.05 per detector.",
+        "",
+        f"| | {' | '.join(detectors)} |",
+        "|---|" + "---|" * len(detectors),
+        f"| false alarms, {args.trials} no-drift splits of sst2 test | "
+        + " | ".join(f"{result['false_alarm_rate'][d]:.3f}" for d in detectors)
+        + " |",
+    ]
     for shift, rates in result["power"].items():
-        lines.append(f"| detection rate: {shift} ({args.power_trials} windows) | "
-                     + " | ".join(f"{rates[d]:.2f}" for d in detectors) + " |")
+        lines.append(
+            f"| detection rate: {shift} ({args.power_trials} windows) | "
+            + " | ".join(f"{rates[d]:.2f}" for d in detectors)
+            + " |"
+        )
     s = result["mmd_speed"]
-    lines += ["", f"MMD permutation test, n_ref {s['n_ref']}, n {s['n']}, d {s['d']}, B {s['permutations']}: "
-                  f"ours {s['ours_s']} s, naive per-permutation copy {s['naive_s']} s ({s['speedup']}x). {s['note']}."]
+    lines += [
+        "",
+        f"MMD permutation test, n_ref {s['n_ref']}, n {s['n']}, d {s['d']}, B {s['permutations']}: "
+        f"ours {s['ours_s']} s, naive per-permutation copy {s['naive_s']} s ({s['speedup']}x). {s['note']}.",
+    ]
     (RESULTS / "drift.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -45,16 +45,22 @@ DOMAINS = {  # name -> (data sets, splits)
     "imdb_reviews": (["imdb_reviews"], ["test"]),
     "airline_tweets": (["airline_tweets"], ["test"]),
     "sentiment140": (["sentiment140"], ["test"]),
-    "uci_sentences (amazon+imdb+yelp)": (["uci_sentences_amazon", "uci_sentences_imdb", "uci_sentences_yelp"],
-                                         ["test", "validation"]),
+    "uci_sentences (amazon+imdb+yelp)": (
+        ["uci_sentences_amazon", "uci_sentences_imdb", "uci_sentences_yelp"],
+        ["test", "validation"],
+    ),
 }
 N = 200
 MAX_LENGTH = 64
 
 
 def _rows(names: list[str], splits: list[str]) -> list[dict]:
-    return [json.loads(line) for n in names for s in splits
-            for line in (DATASETS / n / f"{s}.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for n in names
+        for s in splits
+        for line in (DATASETS / n / f"{s}.jsonl").read_text().splitlines()
+    ]
 
 
 def _version(path: Path | None) -> Path:
@@ -66,10 +72,20 @@ def _version(path: Path | None) -> Path:
         from refit.train import run_finetune
 
         sst2 = DATASETS / "sst2"
-        run_finetune("minilm", data=DataConfig(train=str(sst2 / "train.jsonl"), validation=str(sst2 / "validation.jsonl"),
-                                               max_length=MAX_LENGTH, max_train_samples=2000, reference_size=256),
-                     optim=OptimConfig(lr=5e-5), trainer=TrainerConfig(max_epochs=1),
-                     tracking=TrackingConfig(wandb=False), output_dir=out)
+        run_finetune(
+            "minilm",
+            data=DataConfig(
+                train=str(sst2 / "train.jsonl"),
+                validation=str(sst2 / "validation.jsonl"),
+                max_length=MAX_LENGTH,
+                max_train_samples=2000,
+                reference_size=256,
+            ),
+            optim=OptimConfig(lr=5e-5),
+            trainer=TrainerConfig(max_epochs=1),
+            tracking=TrackingConfig(wandb=False),
+            output_dir=out,
+        )
     return out / "version"
 
 
@@ -91,8 +107,10 @@ def _logits(version: Path, pool: int) -> dict[str, dict]:
         rows = random.Random(0).sample(rows, min(len(rows), pool))
         logits = predict_logits(predictor, encode(tokenizer, [r["text"] for r in rows], MAX_LENGTH, 64))
         out[domain] = {"logits": torch.from_numpy(logits), "labels": torch.tensor([r["label"] for r in rows])}
-        print(f"scored {domain}: {len(rows)} rows, accuracy {(logits.argmax(1) == out[domain]['labels'].numpy()).mean():.3f}",
-              flush=True)
+        print(
+            f"scored {domain}: {len(rows)} rows, accuracy {(logits.argmax(1) == out[domain]['labels'].numpy()).mean():.3f}",
+            flush=True,
+        )
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
@@ -119,7 +137,10 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int) -> dict:
             errors["no_change"].append(abs(cal.accuracy - truth) * 100)
             errors["noise_floor"].append(abs(pool_acc - truth) * 100)
         per_domain[domain] = {
-            "pool": len(labels), "window": n, "windows": windows, "pool_accuracy": round(pool_acc, 4),
+            "pool": len(labels),
+            "window": n,
+            "windows": windows,
+            "pool_accuracy": round(pool_acc, 4),
             "mae": {m: round(float(np.mean(v)), 2) for m, v in errors.items()},
             "coverage": {m: round(c / windows, 2) for m, c in covered.items()},
             "whole_pool_estimate": {m: round(e.value, 4) for m, e in estimate_accuracy(logits, cal).items()},
@@ -144,9 +165,19 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
     bbsd = DETECTORS["bbsd"]
     floor = cal.accuracy - margin
     rng = np.random.default_rng(seed + 1)
-    counts = {"windows": 0, "harmed": 0, "drift_only": 0, "harm_aware": 0, "drift_only_missed": 0,
-              "harm_aware_missed": 0, "drift_only_needless": 0, "harm_aware_needless": 0, "point": 0,
-              "point_missed": 0, "point_needless": 0}
+    counts = {
+        "windows": 0,
+        "harmed": 0,
+        "drift_only": 0,
+        "harm_aware": 0,
+        "drift_only_missed": 0,
+        "harm_aware_missed": 0,
+        "drift_only_needless": 0,
+        "harm_aware_needless": 0,
+        "point": 0,
+        "point_missed": 0,
+        "point_needless": 0,
+    }
     for d in data.values():
         logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
         for w in range(windows):
@@ -178,83 +209,130 @@ def main() -> None:
     version = _version(args.version)
     cal = load_calibration(version)
     if cal is None:
-        raise SystemExit(f"{version} has no calibration.json (made before refit.estimate): fine-tune it again.")
+        raise SystemExit(
+            f"{version} has no calibration.json (made before refit.estimate): fine-tune it again."
+        )
     data = _logits(version, args.pool)
     per_domain = evaluate(data, cal, args.windows, args.seed)
     trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
     methods = [*ESTIMATORS, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
-    overall_shifted = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in shifted])), 2) for m in methods}
+    overall_shifted = {
+        m: round(float(np.mean([per_domain[k]["mae"][m] for k in shifted])), 2) for m in methods
+    }
     # the harm case: domains where the model is worse than on validation (what a retrain trigger must see)
     harmed = [k for k, d in per_domain.items() if d["pool_accuracy"] < cal.accuracy]
     overall_harmed = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in harmed])), 2) for m in methods}
     best = min(ESTIMATORS, key=lambda m: overall[m])
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
-                   f"torch {torch.__version__}",
-        "version": str(version), "calibration": {k: v for k, v in vars(cal).items()},
-        "window": N, "windows_per_domain": args.windows, "pool": args.pool, "bootstrap": 200,
-        "per_domain": per_domain, "mae_mean_over_domains": overall, "mae_mean_over_shifted_domains": overall_shifted,
-        "harmed_domains": harmed, "mae_mean_over_harmed_domains": overall_harmed,
-        "triggers": trig, "best": best, "seconds": round(time.perf_counter() - started),
+        f"torch {torch.__version__}",
+        "version": str(version),
+        "calibration": {k: v for k, v in vars(cal).items()},
+        "window": N,
+        "windows_per_domain": args.windows,
+        "pool": args.pool,
+        "bootstrap": 200,
+        "per_domain": per_domain,
+        "mae_mean_over_domains": overall,
+        "mae_mean_over_shifted_domains": overall_shifted,
+        "harmed_domains": harmed,
+        "mae_mean_over_harmed_domains": overall_harmed,
+        "triggers": trig,
+        "best": best,
+        "seconds": round(time.perf_counter() - started),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
     head = ["domain", "pool acc", *[f"{m} MAE" for m in methods], *[f"{m} cover" for m in ESTIMATORS]]
-    lines = [f"# Label-free accuracy estimation ({result['machine']})", "",
-             f"MiniLM fine-tuned 1 epoch on 2000 sst2 rows; temperature {cal.temperature:.3f} fitted on sst2 "
-             f"validation (n {cal.n}, accuracy {cal.accuracy:.3f}; ECE {cal.ece_before:.3f} -> "
-             f"{cal.ece_after:.3f} out-of-fold). {args.windows} windows of {N} per domain (fewer rows: one window "
-             f"of the pool); MAE in accuracy points vs the window's true accuracy; cover = share of windows whose "
-             "true accuracy is inside the 95% bootstrap interval. `no_change` = validation accuracy as the "
-             "estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a window).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# Label-free accuracy estimation ({result['machine']})",
+        "",
+        f"MiniLM fine-tuned 1 epoch on 2000 sst2 rows; temperature {cal.temperature:.3f} fitted on sst2 "
+        f"validation (n {cal.n}, accuracy {cal.accuracy:.3f}; ECE {cal.ece_before:.3f} -> "
+        f"{cal.ece_after:.3f} out-of-fold). {args.windows} windows of {N} per domain (fewer rows: one window "
+        f"of the pool); MAE in accuracy points vs the window's true accuracy; cover = share of windows whose "
+        "true accuracy is inside the 95% bootstrap interval. `no_change` = validation accuracy as the "
+        "estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a window).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for domain, d in per_domain.items():
-        lines.append(f"| {domain} | {d['pool_accuracy']:.3f} | " + " | ".join(f"{d['mae'][m]:.2f}" for m in methods)
-                     + " | " + " | ".join(f"{d['coverage'][m]:.2f}" for m in ESTIMATORS) + " |")
-    lines.append("| **mean over domains** | | " + " | ".join(f"**{overall[m]:.2f}**" for m in methods)
-                 + " |" + " |" * len(ESTIMATORS))
-    lines.append("| mean over shifted domains | | " + " | ".join(f"{overall_shifted[m]:.2f}" for m in methods)
-                 + " |" + " |" * len(ESTIMATORS))
-    lines.append(f"| mean over the {len(harmed)} domains where accuracy < validation's | | "
-                 + " | ".join(f"{overall_harmed[m]:.2f}" for m in methods) + " |" + " |" * len(ESTIMATORS))
-    lines += ["", f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over domains "
-                  f"(goal <= 3); {overall_harmed[best]:.2f} over the domains where the model is hurt "
-                  f"(accuracy below validation's: {', '.join(harmed)}). Took {result['seconds']} s "
-                  "(fine-tuning and scoring are cached under /tmp by a first run: 937 s on this shared machine, 2026-11-22)."]
-    lines += ["", f"Retrain triggers over the same {trig['windows']} windows (no retraining simulated; served accuracy "
-              f"not measured): floor = validation accuracy - 5 points = {trig['floor']:.3f}; {trig['harmed']} windows "
-              "are truly below it.", "",
-              "| trigger | fires | misses a harmed window | fires on an unharmed window |", "|---|---|---|---|",
-              f"| drift-only (BBSD, alpha 0.05) | {trig['drift_only']} | {trig['drift_only_missed']} | "
-              f"{trig['drift_only_needless']} |",
-              f"| harm-aware (doc expected-accuracy upper bound < floor) | {trig['harm_aware']} | {trig['harm_aware_missed']} | "
-              f"{trig['harm_aware_needless']} |",
-              f"| point estimate (doc estimate < floor; not a shipped policy) | {trig['point']} | "
-              f"{trig['point_missed']} | {trig['point_needless']} |", "",
-              "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap; "
-              "the realised-accuracy interval, wider by the binomial noise of a window, would need the estimate "
-              "about 6 points under the floor at n = 200 and fired on 1 window of these, missing 98). Against "
-              "drift-only it fires far less often and rarely needlessly, but it misses more truly harmed windows: "
-              "at n = 200 it trades recall for precision. 'Truly harmed' is the window's realised accuracy, "
-              "itself a noisy (about 2-3 points) measure of the domain's."]
-    lines += ["", "Reading the table:",
-              "- The goal (<= 3 points for the best estimator) is missed on the average over all domains and met "
-              "on the domains where the model is worse than on validation (the case a retrain trigger exists "
-              "for; that subset is chosen with the labels, so it is a reading aid, not a held-out result).",
-              "- All three under-estimate on domains the model finds easier but less familiar (short tweets and "
-              "sentences: airline_tweets, uci_sentences): its confidence falls there while its accuracy rises, "
-              "and no confidence-based estimator can tell the two apart. On these two the error is on the safe "
-              "side for a retrain trigger (it over-states harm rather than hiding it), and it is why "
-              "min_estimated_accuracy acts on the interval's upper end only.",
-              "- ATC is badly off when the whole confidence distribution moves (long Amazon reviews truncated to 64 "
-              "tokens: few inputs clear a threshold set on short SST sentences); CBPE and DoC, which average the "
-              "confidences, degrade gracefully.",
-              "- `cover` counts windows whose realised accuracy lies in the 95% interval; in-domain it is near "
-              "0.95, under shift it falls with the estimator's bias, which the interval does not include.",
-              "- The model is deliberately briefly trained (CPU shared): validation accuracy "
-              f"{cal.accuracy:.3f}, and it was under-confident (T {cal.temperature:.2f} < 1) before calibration."]
+        lines.append(
+            f"| {domain} | {d['pool_accuracy']:.3f} | "
+            + " | ".join(f"{d['mae'][m]:.2f}" for m in methods)
+            + " | "
+            + " | ".join(f"{d['coverage'][m]:.2f}" for m in ESTIMATORS)
+            + " |"
+        )
+    lines.append(
+        "| **mean over domains** | | "
+        + " | ".join(f"**{overall[m]:.2f}**" for m in methods)
+        + " |"
+        + " |" * len(ESTIMATORS)
+    )
+    lines.append(
+        "| mean over shifted domains | | "
+        + " | ".join(f"{overall_shifted[m]:.2f}" for m in methods)
+        + " |"
+        + " |" * len(ESTIMATORS)
+    )
+    lines.append(
+        f"| mean over the {len(harmed)} domains where accuracy < validation's | | "
+        + " | ".join(f"{overall_harmed[m]:.2f}" for m in methods)
+        + " |"
+        + " |" * len(ESTIMATORS)
+    )
+    lines += [
+        "",
+        f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over domains "
+        f"(goal <= 3); {overall_harmed[best]:.2f} over the domains where the model is hurt "
+        f"(accuracy below validation's: {', '.join(harmed)}). Took {result['seconds']} s "
+        "(fine-tuning and scoring are cached under /tmp by a first run: 937 s on this shared machine, 2026-11-22).",
+    ]
+    lines += [
+        "",
+        f"Retrain triggers over the same {trig['windows']} windows (no retraining simulated; served accuracy "
+        f"not measured): floor = validation accuracy - 5 points = {trig['floor']:.3f}; {trig['harmed']} windows "
+        "are truly below it.",
+        "",
+        "| trigger | fires | misses a harmed window | fires on an unharmed window |",
+        "|---|---|---|---|",
+        f"| drift-only (BBSD, alpha 0.05) | {trig['drift_only']} | {trig['drift_only_missed']} | "
+        f"{trig['drift_only_needless']} |",
+        f"| harm-aware (doc expected-accuracy upper bound < floor) | {trig['harm_aware']} | {trig['harm_aware_missed']} | "
+        f"{trig['harm_aware_needless']} |",
+        f"| point estimate (doc estimate < floor; not a shipped policy) | {trig['point']} | "
+        f"{trig['point_missed']} | {trig['point_needless']} |",
+        "",
+        "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap; "
+        "the realised-accuracy interval, wider by the binomial noise of a window, would need the estimate "
+        "about 6 points under the floor at n = 200 and fired on 1 window of these, missing 98). Against "
+        "drift-only it fires far less often and rarely needlessly, but it misses more truly harmed windows: "
+        "at n = 200 it trades recall for precision. 'Truly harmed' is the window's realised accuracy, "
+        "itself a noisy (about 2-3 points) measure of the domain's.",
+    ]
+    lines += [
+        "",
+        "Reading the table:",
+        "- The goal (<= 3 points for the best estimator) is missed on the average over all domains and met "
+        "on the domains where the model is worse than on validation (the case a retrain trigger exists "
+        "for; that subset is chosen with the labels, so it is a reading aid, not a held-out result).",
+        "- All three under-estimate on domains the model finds easier but less familiar (short tweets and "
+        "sentences: airline_tweets, uci_sentences): its confidence falls there while its accuracy rises, "
+        "and no confidence-based estimator can tell the two apart. On these two the error is on the safe "
+        "side for a retrain trigger (it over-states harm rather than hiding it), and it is why "
+        "min_estimated_accuracy acts on the interval's upper end only.",
+        "- ATC is badly off when the whole confidence distribution moves (long Amazon reviews truncated to 64 "
+        "tokens: few inputs clear a threshold set on short SST sentences); CBPE and DoC, which average the "
+        "confidences, degrade gracefully.",
+        "- `cover` counts windows whose realised accuracy lies in the 95% interval; in-domain it is near "
+        "0.95, under shift it falls with the estimator's bias, which the interval does not include.",
+        "- The model is deliberately briefly trained (CPU shared): validation accuracy "
+        f"{cal.accuracy:.3f}, and it was under-confident (T {cal.temperature:.2f} < 1) before calibration.",
+    ]
     (RESULTS / "estimate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

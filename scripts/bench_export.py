@@ -31,10 +31,27 @@ SEQ = 64
 def finetune(out: Path, rows: int) -> Path:
     from refit.cli import main
 
-    args = ["finetune", "--model", "minilm", "--data.train", str(SST2 / "train.jsonl"),
-            "--data.validation", str(SST2 / "validation.jsonl"), "--data.max_train_samples", str(rows),
-            "--data.max_length", str(SEQ), "--data.reference_size", "64", "--trainer.max_epochs", "1",
-            "--tracking.wandb", "false", "--output_dir", str(out)]
+    args = [
+        "finetune",
+        "--model",
+        "minilm",
+        "--data.train",
+        str(SST2 / "train.jsonl"),
+        "--data.validation",
+        str(SST2 / "validation.jsonl"),
+        "--data.max_train_samples",
+        str(rows),
+        "--data.max_length",
+        str(SEQ),
+        "--data.reference_size",
+        "64",
+        "--trainer.max_epochs",
+        "1",
+        "--tracking.wandb",
+        "false",
+        "--output_dir",
+        str(out),
+    ]
     assert main(args) == 0
     return out / "version"
 
@@ -48,14 +65,19 @@ def interleaved(version: Path, iters: int, rounds: int) -> dict:
     model, tok, meta = load_version(version)
     texts, _ = evaluation_texts(meta)
     batch = encode(tok, texts[:1], SEQ, 1, pad_to_max=True)[0]
-    runners = {"pytorch": TorchPredictor(model), "onnx-int8": OrtPredictor(version / "exports" / "model.int8.onnx"),
-               "onnx": OrtPredictor(version / "exports" / "model.onnx")}
+    runners = {
+        "pytorch": TorchPredictor(model),
+        "onnx-int8": OrtPredictor(version / "exports" / "model.int8.onnx"),
+        "onnx": OrtPredictor(version / "exports" / "model.onnx"),
+    }
     p50s: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
             p50s[name].append(latency_ms(runner, batch, warmup=20, iters=iters)[0])
-    return {k: {"p50_ms_per_round": [round(x, 3) for x in v], "p50_ms": round(statistics.median(v), 3)}
-            for k, v in p50s.items()}
+    return {
+        k: {"p50_ms_per_round": [round(x, 3) for x in v], "p50_ms": round(statistics.median(v), 3)}
+        for k, v in p50s.items()
+    }
 
 
 def main() -> None:
@@ -73,8 +95,24 @@ def main() -> None:
     version = args.version or finetune(args.workdir / "finetune", args.rows)
     for fmt in ("onnx", "onnx-int8"):
         assert refit(["export", "--version", str(version), "--format", fmt]) == 0
-    assert refit(["benchmark", "--version", str(version), "--seq_len", str(SEQ), "--iters", str(args.iters),
-                  "--tracking.wandb", "false", "--output_dir", str(args.workdir / "benchmark")]) == 0
+    assert (
+        refit(
+            [
+                "benchmark",
+                "--version",
+                str(version),
+                "--seq_len",
+                str(SEQ),
+                "--iters",
+                str(args.iters),
+                "--tracking.wandb",
+                "false",
+                "--output_dir",
+                str(args.workdir / "benchmark"),
+            ]
+        )
+        == 0
+    )
     exports = version / "exports"
     parity = json.loads((exports / "parity.json").read_text())
     table = json.loads((exports / "benchmark.json").read_text())
@@ -84,32 +122,60 @@ def main() -> None:
     speedup = lat["pytorch"]["p50_ms"] / lat["onnx-int8"]["p50_ms"]
     goals = {
         "int8 speed-up >= 2x (b1, seq 64)": [round(speedup, 2), speedup >= 2.0],
-        "int8 accuracy drop <= 0.5 points": [int8["accuracy_drop_points"], int8["accuracy_drop_points"] <= 0.5],
-        "onnx fp32 argmax agreement >= 99.9%": [fp32["parity"]["argmax_agreement"],
-                                                fp32["parity"]["argmax_agreement"] >= 0.999],
-        "onnx fp32 max-abs logit diff <= 1e-4": [fp32["parity"]["max_abs_diff"], fp32["parity"]["max_abs_diff"] <= 1e-4],
+        "int8 accuracy drop <= 0.5 points": [
+            int8["accuracy_drop_points"],
+            int8["accuracy_drop_points"] <= 0.5,
+        ],
+        "onnx fp32 argmax agreement >= 99.9%": [
+            fp32["parity"]["argmax_agreement"],
+            fp32["parity"]["argmax_agreement"] >= 0.999,
+        ],
+        "onnx fp32 max-abs logit diff <= 1e-4": [
+            fp32["parity"]["max_abs_diff"],
+            fp32["parity"]["max_abs_diff"] <= 1e-4,
+        ],
     }
-    result = {"machine": machine(), "model": "all-MiniLM-L6-v2 + 2-class head",
-              "finetune": {"rows": args.rows, "epochs": 1, "seconds": meta.get("training", {}).get("seconds"),
-                           "validation": meta["metrics"].get("validation")},
-              "parity": {"model.onnx": fp32, "model.int8.onnx": int8}, "interleaved_latency": lat,
-              "table": table["rows"], "goals": goals}
+    result = {
+        "machine": machine(),
+        "model": "all-MiniLM-L6-v2 + 2-class head",
+        "finetune": {
+            "rows": args.rows,
+            "epochs": 1,
+            "seconds": meta.get("training", {}).get("seconds"),
+            "validation": meta["metrics"].get("validation"),
+        },
+        "parity": {"model.onnx": fp32, "model.int8.onnx": int8},
+        "interleaved_latency": lat,
+        "table": table["rows"],
+        "goals": goals,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "export.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     m = result["machine"]
     lines = [
-        "# Export benchmark: MiniLM on sst2", "",
+        "# Export benchmark: MiniLM on sst2",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} CPU cores ({m['torch_threads']} threads), no GPU, shared with other "
         f"jobs (timings vary 10-20% between runs); torch {m['torch']}. Model fine-tuned 1 epoch on the first "
         f"{args.rows} sst2 training rows (validation accuracy {meta['metrics']['validation']['accuracy']:.4f}); "
-        "accuracy and parity on all 872 validation sentences.", "",
-        (exports / "benchmark.md").read_text().split("\n", 2)[2].strip(), "",
+        "accuracy and parity on all 872 validation sentences.",
+        "",
+        (exports / "benchmark.md").read_text().split("\n", 2)[2].strip(),
+        "",
         f"Interleaved p50 at batch 1, seq {SEQ} ({args.rounds} rounds x {args.iters} calls, median of round medians):",
-        "", "| runtime | p50 ms | per round |", "|---|---|---|",
-        *(f"| {k} | {v['p50_ms']:.2f} | {', '.join(f'{x:.2f}' for x in v['p50_ms_per_round'])} |" for k, v in lat.items()),
-        "", "| goal | measured | met |", "|---|---|---|",
+        "",
+        "| runtime | p50 ms | per round |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {v['p50_ms']:.2f} | {', '.join(f'{x:.2f}' for x in v['p50_ms_per_round'])} |"
+            for k, v in lat.items()
+        ),
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
         *(f"| {k} | {v[0]} | {'yes' if v[1] else 'NO'} |" for k, v in goals.items()),
-        "", "TensorRT was not measured: no GPU here, and TensorRT cannot be installed on this machine.",
+        "",
+        "TensorRT was not measured: no GPU here, and TensorRT cannot be installed on this machine.",
     ]
     (RESULTS / "export.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

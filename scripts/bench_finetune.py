@@ -85,7 +85,9 @@ def bench_plain(steps: int, train: Path) -> float:
     timer = _Timer()
     for batch in dm.train_dataloader():
         loss = torch.nn.functional.cross_entropy(
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+            batch["labels"],
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -109,12 +111,14 @@ def bench_refit(steps: int, train: Path, workdir: Path) -> float:
 
     run_finetune(
         "minilm",
-        data=DataConfig(train=str(train), max_length=MAX_LEN, batch_size=BATCH, group_by_length=False,
-                   reference_size=0),
+        data=DataConfig(
+            train=str(train), max_length=MAX_LEN, batch_size=BATCH, group_by_length=False, reference_size=0
+        ),
         optim=OptimConfig(lr=5e-5),
         trainer=TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=10),
         tracking=TrackingConfig(wandb=False, log_version=False),
-        output_dir=workdir / f"refit-{time.monotonic_ns()}", callbacks=[Tick()],
+        output_dir=workdir / f"refit-{time.monotonic_ns()}",
+        callbacks=[Tick()],
     )
     return timer.samples_per_s()
 
@@ -133,13 +137,29 @@ def bench_hf_trainer(steps: int, train: Path, workdir: Path) -> float:
         def on_step_end(self, *args, **kwargs) -> None:
             timer.tick()
 
-    args = TrainingArguments(output_dir=str(workdir / "hf"), per_device_train_batch_size=BATCH, max_steps=steps,
-                             learning_rate=5e-5, weight_decay=0.01, warmup_steps=steps // 10,
-                             max_grad_norm=1.0, report_to=[], save_strategy="no", logging_steps=10,
-                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(workdir / "hf"),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=5e-5,
+        weight_decay=0.01,
+        warmup_steps=steps // 10,
+        max_grad_norm=1.0,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     rows = [{"input_ids": ds.input_ids[i], "labels": ds.labels[i]} for i in range(len(ds))]
-    Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tok),
-            callbacks=[Tick()]).train()
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=DataCollatorWithPadding(tok),
+        callbacks=[Tick()],
+    ).train()
     return timer.samples_per_s()
 
 
@@ -150,15 +170,24 @@ def one_epoch_accuracy(workdir: Path) -> dict:
     started = time.perf_counter()
     result = run_finetune(
         "minilm",
-        data=DataConfig(train=str(SST2 / "train.jsonl"), validation=str(SST2 / "validation.jsonl"),
-                   test=str(SST2 / "test.jsonl"), max_length=MAX_LEN, batch_size=BATCH, reference_size=0),
+        data=DataConfig(
+            train=str(SST2 / "train.jsonl"),
+            validation=str(SST2 / "validation.jsonl"),
+            test=str(SST2 / "test.jsonl"),
+            max_length=MAX_LEN,
+            batch_size=BATCH,
+            reference_size=0,
+        ),
         optim=OptimConfig(lr=5e-5),
         trainer=TrainerConfig(max_epochs=1, accelerator="cpu", log_every_n_steps=50),
         tracking=TrackingConfig(wandb=False, log_version=False),
         output_dir=workdir / "epoch",
     )
-    return {"validation_accuracy": result.metrics["validation"]["accuracy"],
-            "test_accuracy": result.metrics["test"]["accuracy"], "seconds": round(time.perf_counter() - started)}
+    return {
+        "validation_accuracy": result.metrics["validation"]["accuracy"],
+        "test_accuracy": result.metrics["test"]["accuracy"],
+        "seconds": round(time.perf_counter() - started),
+    }
 
 
 def main() -> None:
@@ -173,7 +202,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train = _write_rows(work / "train.jsonl", _uniform_rows(args.steps * BATCH))
-        runs: dict[str, list[float]] = {"plain PyTorch loop": [], "refit finetune (Lightning)": [], "HF Trainer": []}
+        runs: dict[str, list[float]] = {
+            "plain PyTorch loop": [],
+            "refit finetune (Lightning)": [],
+            "HF Trainer": [],
+        }
         for _ in range(args.rounds):  # interleaved rounds, best of each: background load hits all alike
             runs["plain PyTorch loop"].append(bench_plain(args.steps, train))
             runs["refit finetune (Lightning)"].append(bench_refit(args.steps, train, work))
@@ -183,9 +216,15 @@ def main() -> None:
     plain = sps["plain PyTorch loop"]
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; torch {torch.__version__}",
-        "setup": {"model": "all-MiniLM-L6-v2", "batch_size": BATCH, "seq_len": MAX_LEN, "precision": "32",
-                  "timed_steps": args.steps - WARMUP, "rounds": args.rounds,
-                  "data": "sst2 train sentences joined so every input has exactly 64 tokens"},
+        "setup": {
+            "model": "all-MiniLM-L6-v2",
+            "batch_size": BATCH,
+            "seq_len": MAX_LEN,
+            "precision": "32",
+            "timed_steps": args.steps - WARMUP,
+            "rounds": args.rounds,
+            "data": "sst2 train sentences joined so every input has exactly 64 tokens",
+        },
         "all_runs_samples_per_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
         "samples_per_s": {k: round(v, 2) for k, v in sps.items()},
         "ratio_vs_plain": {k: round(v / plain, 3) for k, v in sps.items()},
@@ -194,16 +233,24 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Fine-tune throughput ({result['machine']})", "",
-             f"MiniLM, batch {BATCH}, every input {MAX_LEN} tokens, fp32, {args.steps - WARMUP} timed steps, "
-             f"best of {args.rounds} interleaved rounds.",
-             "", "| path | samples/s | vs plain loop |", "|---|---|---|"]
+    lines = [
+        f"# Fine-tune throughput ({result['machine']})",
+        "",
+        f"MiniLM, batch {BATCH}, every input {MAX_LEN} tokens, fp32, {args.steps - WARMUP} timed steps, "
+        f"best of {args.rounds} interleaved rounds.",
+        "",
+        "| path | samples/s | vs plain loop |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {v:.2f} | {v / plain:.3f}x |" for k, v in sps.items()]
     lines += ["", f"refit vs HF Trainer: {result['refit_vs_hf_trainer']:.3f}x"]
     if epoch:
-        lines += ["", f"One epoch of sst2 (6909 rows) with `refit finetune`: validation accuracy "
-                      f"{epoch['validation_accuracy']:.4f}, test accuracy {epoch['test_accuracy']:.4f}, "
-                      f"{epoch['seconds']} s."]
+        lines += [
+            "",
+            f"One epoch of sst2 (6909 rows) with `refit finetune`: validation accuracy "
+            f"{epoch['validation_accuracy']:.4f}, test accuracy {epoch['test_accuracy']:.4f}, "
+            f"{epoch['seconds']} s.",
+        ]
     (RESULTS / "finetune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

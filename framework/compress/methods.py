@@ -18,11 +18,15 @@ from refit.compress.quantize import TORCH_QUANTIZERS
 __all__ = ["Method", "METHODS"]
 
 _RECOVER = "add --recovery.epochs 1"
-_DENSE_NOTE = ("Note: zeros are still stored and multiplied, so unstructured and 2:4 sparsity neither shrink the "
-               "file nor speed up dense CPU kernels (2:4 needs sparse tensor cores on an Ampere+ GPU).")
-_HEADS_NOTE = ("Note: pruned heads are zeroed in the child's weights, so its file size is unchanged; they are "
-               "physically removed (smaller, faster) when the version is exported (`refit export`) or benchmarked; "
-               "the latency above is already measured with them removed.")
+_DENSE_NOTE = (
+    "Note: zeros are still stored and multiplied, so unstructured and 2:4 sparsity neither shrink the "
+    "file nor speed up dense CPU kernels (2:4 needs sparse tensor cores on an Ampere+ GPU)."
+)
+_HEADS_NOTE = (
+    "Note: pruned heads are zeroed in the child's weights, so its file size is unchanged; they are "
+    "physically removed (smaller, faster) when the version is exported (`refit export`) or benchmarked; "
+    "the latency above is already measured with them removed."
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ def _cast(name: str) -> Callable[[torch.nn.Module, float, Sequence[Any]], tuple[
 # method name -> Method. One line per method.
 METHODS: dict[str, Method] = {
     "magnitude": Method(_pruner("magnitude"), f"Lower --amount or {_RECOVER}.", note=_DENSE_NOTE),
-    "heads": Method(_pruner("heads"), f"Prune fewer heads (--amount) or {_RECOVER}.", needs_data=True,
-                    note=_HEADS_NOTE),
+    "heads": Method(
+        _pruner("heads"), f"Prune fewer heads (--amount) or {_RECOVER}.", needs_data=True, note=_HEADS_NOTE
+    ),
     "ffn": Method(_pruner("ffn"), f"Lower --amount or {_RECOVER}.", needs_data=True),
     "2:4": Method(_pruner("2:4"), "Add --recovery.epochs 1 (2:4 always prunes half).", note=_DENSE_NOTE),
     "fp16": Method(_cast("fp16"), "Use bf16, or keep fp32 for this model.", recoverable=False),

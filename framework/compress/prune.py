@@ -27,8 +27,17 @@ from transformers.pytorch_utils import prune_linear_layer
 
 from refit.errors import ConfigError, ModelError
 
-__all__ = ["PRUNERS", "Pruner", "prunable_linears", "sparsity", "shrink_pruned_heads", "magnitude", "heads",
-           "ffn", "two_four"]
+__all__ = [
+    "PRUNERS",
+    "Pruner",
+    "prunable_linears",
+    "sparsity",
+    "shrink_pruned_heads",
+    "magnitude",
+    "heads",
+    "ffn",
+    "two_four",
+]
 
 # (model, amount in [0, 1], batches with input_ids/attention_mask/labels) -> summary for refit.json
 Pruner = Callable[[nn.Module, float, Iterable[Any]], dict]
@@ -61,7 +70,9 @@ def _bert_layers(model: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
-def _taylor_scores(model: nn.Module, modules: list[nn.Linear], group: int, batches: Iterable[Any]) -> list[torch.Tensor]:
+def _taylor_scores(
+    model: nn.Module, modules: list[nn.Linear], group: int, batches: Iterable[Any]
+) -> list[torch.Tensor]:
     """Importance of each group of input features of each module: the first-order change of the loss when
     the group is switched off, sum over examples of |sum over tokens and features of x * dL/dx|."""
     scores = [torch.zeros(m.in_features // group) for m in modules]
@@ -71,6 +82,7 @@ def _taylor_scores(model: nn.Module, modules: list[nn.Linear], group: int, batch
         def hook(_module, args):
             args[0].retain_grad()
             captured[i] = args[0]
+
         return hook
 
     handles = [m.register_forward_pre_hook(capture(i)) for i, m in enumerate(modules)]
@@ -79,8 +91,11 @@ def _taylor_scores(model: nn.Module, modules: list[nn.Linear], group: int, batch
         with torch.enable_grad():
             for b in batches:
                 model.zero_grad(set_to_none=True)
-                out = model(input_ids=torch.as_tensor(b.input_ids), attention_mask=torch.as_tensor(b.attention_mask),
-                            labels=torch.as_tensor(b.labels))
+                out = model(
+                    input_ids=torch.as_tensor(b.input_ids),
+                    attention_mask=torch.as_tensor(b.attention_mask),
+                    labels=torch.as_tensor(b.labels),
+                )
                 out.loss.backward()
                 for i, x in captured.items():
                     per_example = (x * x.grad).sum(1)  # [batch, features]
@@ -108,7 +123,9 @@ def magnitude(model: nn.Module, amount: float, batches: Iterable[Any] = ()) -> d
 def two_four(model: nn.Module, amount: float = 0.5, batches: Iterable[Any] = ()) -> dict:
     """Keep the 2 largest of every 4 consecutive input weights of each prunable Linear (always 50%)."""
     if abs(amount - 0.5) > 1e-9:
-        raise ConfigError(f"Method '2:4' always prunes exactly half the weights; got amount {amount}. Use 0.5.")
+        raise ConfigError(
+            f"Method '2:4' always prunes exactly half the weights; got amount {amount}. Use 0.5."
+        )
     skipped = []
     with torch.no_grad():
         for name, m in prunable_linears(model):
@@ -137,7 +154,9 @@ def heads(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
     # Scores are normalised per layer (Michel et al.): raw magnitudes differ a lot between layers.
     ranked = sorted(
         (float(s[h] / (s.norm() + 1e-12)), i, h)
-        for i, s in enumerate(scores) for h in range(n_heads) if h not in dead.get(i, set())
+        for i, s in enumerate(scores)
+        for h in range(n_heads)
+        if h not in dead.get(i, set())
     )
     target = round(amount * n_heads * len(layers)) - sum(len(v) for v in dead.values())
     removed = 0
@@ -157,8 +176,11 @@ def heads(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
                     lin.bias[cols] = 0
                 att.output.dense.weight[:, cols] = 0
     model.config.refit_pruned_heads = {str(i): sorted(v) for i, v in sorted(dead.items()) if v}
-    return {"heads_pruned": sum(len(v) for v in dead.values()), "heads_total": n_heads * len(layers),
-            "pruned_heads": model.config.refit_pruned_heads}
+    return {
+        "heads_pruned": sum(len(v) for v in dead.values()),
+        "heads_total": n_heads * len(layers),
+        "pruned_heads": model.config.refit_pruned_heads,
+    }
 
 
 def ffn(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:

@@ -33,10 +33,13 @@ def torch_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model.float().cpu().eval(), {torch.nn.Linear},
-                                                      dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(
+            model.float().cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8
+        )
 
 
 TORCH_QUANTIZERS: dict[str, TorchQuantizer] = {
-    "fp16": cast_fp16, "bf16": cast_bf16, "dynamic-int8": torch_dynamic_int8,
+    "fp16": cast_fp16,
+    "bf16": cast_bf16,
+    "dynamic-int8": torch_dynamic_int8,
 }

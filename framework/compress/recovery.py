@@ -39,8 +39,16 @@ def _section(cls, values: dict, **overrides):
     return cls(**{k: v for k, v in values.items() if k in names}, **overrides)
 
 
-def recover(model_dir: Path, parent_meta: dict, output_dir: Path, *, epochs: int, lr: float,
-            max_train_samples: int, tracking: TrackingConfig) -> Path:
+def recover(
+    model_dir: Path,
+    parent_meta: dict,
+    output_dir: Path,
+    *,
+    epochs: int,
+    lr: float,
+    max_train_samples: int,
+    tracking: TrackingConfig,
+) -> Path:
     """Fine-tune the pruned model in `model_dir` for `epochs` on the parent's training data.
 
     Returns the model folder of the recovered version written by the fine-tune job (an intermediate:
@@ -48,15 +56,28 @@ def recover(model_dir: Path, parent_meta: dict, output_dir: Path, *, epochs: int
     """
     config = parent_meta.get("config") or {}
     if "data" not in config:
-        raise ConfigError("The parent version records no training config, so a recovery fine-tune cannot find "
-                          "its data. Set recovery.epochs to 0.")
-    data = _section(DataConfig, {**config["data"], "max_train_samples": max_train_samples,
-                                 "reference_size": 0})
+        raise ConfigError(
+            "The parent version records no training config, so a recovery fine-tune cannot find "
+            "its data. Set recovery.epochs to 0."
+        )
+    data = _section(
+        DataConfig, {**config["data"], "max_train_samples": max_train_samples, "reference_size": 0}
+    )
     optim = _section(OptimConfig, {**config.get("optim", {}), "lr": lr})
     trainer = _section(TrainerConfig, {**config.get("trainer", {}), "max_epochs": epochs, "max_steps": -1})
-    result = run_finetune(str(model_dir), data=data, optim=optim, trainer=trainer, tracking=tracking,
-                          output_dir=output_dir, parent=parent_meta.get("version_id"),
-                          config={"data": dataclasses.asdict(data), "optim": dataclasses.asdict(optim),
-                                  "trainer": dataclasses.asdict(trainer)},
-                          callbacks=[KeepZeros()])
+    result = run_finetune(
+        str(model_dir),
+        data=data,
+        optim=optim,
+        trainer=trainer,
+        tracking=tracking,
+        output_dir=output_dir,
+        parent=parent_meta.get("version_id"),
+        config={
+            "data": dataclasses.asdict(data),
+            "optim": dataclasses.asdict(optim),
+            "trainer": dataclasses.asdict(trainer),
+        },
+        callbacks=[KeepZeros()],
+    )
     return Path(result.version_dir) / "model"

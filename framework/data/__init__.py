@@ -6,6 +6,18 @@ from refit.data.module import TextDataModule
 from refit.data.splits import DEMO_NAME, Splits, demo_dir, load_splits, to_label_ids
 
 __all__ = [
-    "DEMO_NAME", "LengthGroupedSampler", "PadCollator", "Splits", "TextDataModule", "TokenizedDataset",
-    "SUFFIXES", "demo_dir", "file_fingerprint", "load_splits", "read_rows", "read_table", "to_label_ids", "tokenize",
+    "DEMO_NAME",
+    "LengthGroupedSampler",
+    "PadCollator",
+    "Splits",
+    "TextDataModule",
+    "TokenizedDataset",
+    "SUFFIXES",
+    "demo_dir",
+    "file_fingerprint",
+    "load_splits",
+    "read_rows",
+    "read_table",
+    "to_label_ids",
+    "tokenize",
 ]

@@ -94,5 +94,3 @@ class LengthGroupedSampler(Sampler[int]):
             perm = [0] + [p + 1 for p in torch.randperm(len(full) - 1, generator=g).tolist()]
             full = [full[p] for p in perm]
         return iter([i for batch in full for i in batch] + short)
-
-

@@ -41,12 +41,23 @@ class TextDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         if train and self.group_by_length:
             sampler = LengthGroupedSampler(ds.lengths, self.batch_size, seed=self.seed)
-            return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
-                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=train, sampler=None if train else SequentialSampler(ds),
-                          collate_fn=self.collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+            return DataLoader(
+                ds,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=None if train else SequentialSampler(ds),
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

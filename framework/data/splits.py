@@ -49,7 +49,9 @@ def _label_names_file(path: Path) -> list[str] | None:
         raise DataError(f"{names_file}: bad entry {bad[0]!r}: {mapping[bad[0]]!r}; {hint}.")
     ids = sorted(int(k) for k in mapping)
     if ids != list(range(len(ids))):
-        raise DataError(f"{names_file} names labels {ids}; it must name 0 to {len(ids) - 1} with no gaps; {hint}.")
+        raise DataError(
+            f"{names_file} names labels {ids}; it must name 0 to {len(ids) - 1} with no gaps; {hint}."
+        )
     names = [str(mapping[k]) for k in sorted(mapping, key=int)]
     if len(set(names)) != len(names):
         raise DataError(f"{names_file} gives two labels the same name ({names}); {hint}.")
@@ -134,8 +136,12 @@ def load_splits(
         texts, raw, names = _from_hub(dataset, dataset_config, text_column, label_column)
         sources = {s: f"{dataset}[{s}]" for s in texts}
         fingerprints = {
-            s: {"dataset": dataset, "config": dataset_config, "rows": len(t),
-                "sha256": hashlib.sha256("\n".join(t).encode()).hexdigest()}
+            s: {
+                "dataset": dataset,
+                "config": dataset_config,
+                "rows": len(t),
+                "sha256": hashlib.sha256("\n".join(t).encode()).hexdigest(),
+            }
             for s, t in texts.items()
         }
     else:

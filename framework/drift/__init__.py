@@ -10,6 +10,18 @@ from refit.drift.reference import Reference, build_reference, load_reference, re
 from refit.drift.result import DriftResult
 
 __all__ = [
-    "DETECTORS", "ON_PROBS", "Detector", "DriftResult", "Reference", "VersionEncoder", "bbsd_test",
-    "build_reference", "classifier_test", "embed", "ks_test", "load_reference", "mmd_test", "reembed",
+    "DETECTORS",
+    "ON_PROBS",
+    "Detector",
+    "DriftResult",
+    "Reference",
+    "VersionEncoder",
+    "bbsd_test",
+    "build_reference",
+    "classifier_test",
+    "embed",
+    "ks_test",
+    "load_reference",
+    "mmd_test",
+    "reembed",
 ]

@@ -17,9 +17,18 @@ from refit.evaluate import score_probs
 __all__ = ["run_window"]
 
 
-def run_window(window: Window, reference: Reference, encoder: VersionEncoder, label_names: list[str],
-               tests: list[str], alpha: float, permutations: int, seed: int,
-               version_dir: str | Path | None = None, calibration: Calibration | None = None) -> dict:
+def run_window(
+    window: Window,
+    reference: Reference,
+    encoder: VersionEncoder,
+    label_names: list[str],
+    tests: list[str],
+    alpha: float,
+    permutations: int,
+    seed: int,
+    version_dir: str | Path | None = None,
+    calibration: Calibration | None = None,
+) -> dict:
     """One window's entry of drift.json: per-test results, the decision and what moved.
 
     The detectors' states come with `reference` (refit.drift.reference.load_reference loads them once);
@@ -29,8 +38,13 @@ def run_window(window: Window, reference: Reference, encoder: VersionEncoder, la
     probabilities: not a fixed --encoder's), the entry carries the label-free accuracy estimates
     ("estimate": {method: {value, low, high, n}}, refit.estimate).
     """
-    entry = {"name": window.name, "size": len(window.texts), "skipped": window.skipped, "drift": False,
-             "results": {}}
+    entry = {
+        "name": window.name,
+        "size": len(window.texts),
+        "skipped": window.skipped,
+        "drift": False,
+        "results": {},
+    }
     if window.skipped:
         return entry
     encoded = encoder.encode(window.texts)
@@ -45,19 +59,30 @@ def run_window(window: Window, reference: Reference, encoder: VersionEncoder, la
             ref, cur = reference.probs, encoded.probs
         else:
             ref, cur = reference.embeddings, encoded.embeddings
-        result = detector.test(reference.state(name), ref, cur, alpha=per_test_alpha, seed=seed,
-                               permutations=permutations, label_names=label_names)
+        result = detector.test(
+            reference.state(name),
+            ref,
+            cur,
+            alpha=per_test_alpha,
+            seed=seed,
+            permutations=permutations,
+            label_names=label_names,
+        )
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     if calibration is not None:
-        entry["estimate"] = {k: e.to_dict() for k, e in
-                             estimate_accuracy(log_probs_of(encoded.probs.numpy()), calibration, seed=seed).items()}
+        entry["estimate"] = {
+            k: e.to_dict()
+            for k, e in estimate_accuracy(log_probs_of(encoded.probs.numpy()), calibration, seed=seed).items()
+        }
     entry["class_shares"] = class_shares(encoded.probs)
     entry["most_unlike"] = most_unlike(reference.embeddings, encoded.embeddings, window.texts)
     _, (entry["projection"],) = pca_2d(reference.embeddings, encoded.embeddings, seed=seed)
     if window.labels is not None and label_names:
         try:
-            entry["accuracy"] = score_probs(encoded.probs, to_label_ids(window.labels, label_names))["accuracy"]
+            entry["accuracy"] = score_probs(encoded.probs, to_label_ids(window.labels, label_names))[
+                "accuracy"
+            ]
         except DataError:  # labels of another label set: report no accuracy rather than fail the check
             entry["accuracy"] = None
     return entry

@@ -42,6 +42,12 @@ def classifier_test(
     p = float(u.pvalue)
     held_out_current = test[y[test] == 1] - len(reference)
     top = held_out_current[np.argsort(-cur_scores)[:5]]
-    return DriftResult("classifier", auc, p, alpha, p < alpha,
-                       f"a domain classifier separates held-out window inputs from the reference with AUC {auc:.3f}",
-                       {"auc": auc, "held_out": int(len(test)), "most_separable_current_rows": top.tolist()})
+    return DriftResult(
+        "classifier",
+        auc,
+        p,
+        alpha,
+        p < alpha,
+        f"a domain classifier separates held-out window inputs from the reference with AUC {auc:.3f}",
+        {"auc": auc, "held_out": int(len(test)), "most_separable_current_rows": top.tolist()},
+    )

@@ -33,8 +33,17 @@ class Detector(Protocol):
 
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> Any: ...
 
-    def test(self, state: Any, reference: torch.Tensor, current: torch.Tensor, *, alpha: float, seed: int = 0,
-             permutations: int = 500, label_names: list[str] | None = None) -> DriftResult: ...
+    def test(
+        self,
+        state: Any,
+        reference: torch.Tensor,
+        current: torch.Tensor,
+        *,
+        alpha: float,
+        seed: int = 0,
+        permutations: int = 500,
+        label_names: list[str] | None = None,
+    ) -> DriftResult: ...
 
 
 @dataclass
@@ -51,8 +60,17 @@ class MMD:
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> MMDState:
         return MMDState(median_bandwidth(reference, seed=seed))
 
-    def test(self, state: MMDState | None, reference: torch.Tensor, current: torch.Tensor, *, alpha: float,
-             seed: int = 0, permutations: int = 500, label_names: list[str] | None = None) -> DriftResult:
+    def test(
+        self,
+        state: MMDState | None,
+        reference: torch.Tensor,
+        current: torch.Tensor,
+        *,
+        alpha: float,
+        seed: int = 0,
+        permutations: int = 500,
+        label_names: list[str] | None = None,
+    ) -> DriftResult:
         return mmd_test(reference, current, permutations, seed, alpha, state.bandwidth if state else None)
 
 
@@ -77,12 +95,21 @@ class KS:
 
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> KSState:
         order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
-        fit_rows, test_rows = order[: len(reference) // 2], order[len(reference) // 2:]
+        fit_rows, test_rows = order[: len(reference) // 2], order[len(reference) // 2 :]
         mean, basis = fit_pca(reference[fit_rows], self.n_components)
         return KSState(mean, basis, test_rows.sort().values)
 
-    def test(self, state: KSState | None, reference: torch.Tensor, current: torch.Tensor, *, alpha: float,
-             seed: int = 0, permutations: int = 500, label_names: list[str] | None = None) -> DriftResult:
+    def test(
+        self,
+        state: KSState | None,
+        reference: torch.Tensor,
+        current: torch.Tensor,
+        *,
+        alpha: float,
+        seed: int = 0,
+        permutations: int = 500,
+        label_names: list[str] | None = None,
+    ) -> DriftResult:
         if state is None:
             return ks_test(reference, current, alpha)
         return ks_test(reference[state.rows.long()], current, alpha, pca=(state.mean, state.basis))
@@ -97,8 +124,17 @@ class Classifier:
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> None:
         return None
 
-    def test(self, state: None, reference: torch.Tensor, current: torch.Tensor, *, alpha: float, seed: int = 0,
-             permutations: int = 500, label_names: list[str] | None = None) -> DriftResult:
+    def test(
+        self,
+        state: None,
+        reference: torch.Tensor,
+        current: torch.Tensor,
+        *,
+        alpha: float,
+        seed: int = 0,
+        permutations: int = 500,
+        label_names: list[str] | None = None,
+    ) -> DriftResult:
         return classifier_test(reference, current, alpha, seed)
 
 
@@ -111,8 +147,17 @@ class BBSD:
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> None:
         return None
 
-    def test(self, state: None, reference: torch.Tensor, current: torch.Tensor, *, alpha: float, seed: int = 0,
-             permutations: int = 500, label_names: list[str] | None = None) -> DriftResult:
+    def test(
+        self,
+        state: None,
+        reference: torch.Tensor,
+        current: torch.Tensor,
+        *,
+        alpha: float,
+        seed: int = 0,
+        permutations: int = 500,
+        label_names: list[str] | None = None,
+    ) -> DriftResult:
         return bbsd_test(reference, current, alpha, label_names)
 
 

@@ -39,30 +39,44 @@ def _pvalue_chart(windows: list[dict], tests: list[str], alpha: float) -> str:
         frac = (math.log10(max(p, lo)) - math.log10(lo)) / -math.log10(lo)
         return H - PAD - frac * (H - PAD - 24)
 
-    parts = _axes("p-value per window (log scale; below a test's dashed line, its share of alpha, = drift)",
-                  "p-value")
+    parts = _axes(
+        "p-value per window (log scale; below a test's dashed line, its share of alpha, = drift)", "p-value"
+    )
     for p in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
         parts.append(f'<text x="{PAD - 4}" y="{y(p) + 4:.1f}" text-anchor="end">{p:g}</text>')
     n = len(windows)
     for t, test in enumerate(tests):
         color = _COLORS[t % len(_COLORS)]
         # each test's own decision threshold (Bonferroni: alpha split across the tests), not alpha itself
-        for thr in sorted({w["results"][test].get("threshold", alpha) for w in windows
-                           if test in w.get("results", {})}):
-            parts.append(f'<line x1="{PAD}" y1="{y(thr):.1f}" x2="{W - 10}" y2="{y(thr):.1f}" stroke="{color}" '
-                         f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(thr) - 4 - 11 * t:.1f}" '
-                         f'text-anchor="end" fill="{color}">{html.escape(test)} threshold {thr:.3g}</text>')
-        pts = [(_x(i, n), y(w["results"][test]["p_value"])) for i, w in enumerate(windows)
-               if test in w.get("results", {})]
+        for thr in sorted(
+            {w["results"][test].get("threshold", alpha) for w in windows if test in w.get("results", {})}
+        ):
+            parts.append(
+                f'<line x1="{PAD}" y1="{y(thr):.1f}" x2="{W - 10}" y2="{y(thr):.1f}" stroke="{color}" '
+                f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(thr) - 4 - 11 * t:.1f}" '
+                f'text-anchor="end" fill="{color}">{html.escape(test)} threshold {thr:.3g}</text>'
+            )
+        pts = [
+            (_x(i, n), y(w["results"][test]["p_value"]))
+            for i, w in enumerate(windows)
+            if test in w.get("results", {})
+        ]
         if len(pts) > 1:
-            parts.append(f'<polyline fill="none" stroke="{color}" points="'
-                         + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" points="'
+                + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+                + '"/>'
+            )
         parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"/>' for a, b in pts]
-        parts.append(f'<text x="{PAD + 8 + 90 * t}" y="{H - 8}" fill="{color}">&#9679; {html.escape(test)}</text>')
+        parts.append(
+            f'<text x="{PAD + 8 + 90 * t}" y="{H - 8}" fill="{color}">&#9679; {html.escape(test)}</text>'
+        )
     for i, w in enumerate(windows):
         if n <= 16:
-            parts.append(f'<text x="{_x(i, n):.1f}" y="{H - PAD + 14}" text-anchor="middle">'
-                         f'{html.escape(w["name"][:14])}</text>')
+            parts.append(
+                f'<text x="{_x(i, n):.1f}" y="{H - PAD + 14}" text-anchor="middle">'
+                f"{html.escape(w['name'][:14])}</text>"
+            )
     return "\n".join(parts + ["</svg>"])
 
 
@@ -81,12 +95,18 @@ def _scatter(reference: list[list[float]], current: list[list[float]], title: st
         return H - PAD - (H - PAD - 24) * (v - y0) / ((y1 - y0) or 1)
 
     parts = _axes(title, "PC 2")
-    parts += [f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.5" fill="#1f77b4" fill-opacity="0.45"/>'
-              for a, b in reference]
-    parts += [f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.5" fill="#d62728" fill-opacity="0.55"/>'
-              for a, b in current]
-    parts.append(f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle"><tspan fill="#1f77b4">&#9679; reference'
-                 f'</tspan>  <tspan fill="#d62728">&#9679; window</tspan>  (PC 1 across)</text>')
+    parts += [
+        f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.5" fill="#1f77b4" fill-opacity="0.45"/>'
+        for a, b in reference
+    ]
+    parts += [
+        f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.5" fill="#d62728" fill-opacity="0.55"/>'
+        for a, b in current
+    ]
+    parts.append(
+        f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle"><tspan fill="#1f77b4">&#9679; reference'
+        f'</tspan>  <tspan fill="#d62728">&#9679; window</tspan>  (PC 1 across)</text>'
+    )
     return "\n".join(parts + ["</svg>"])
 
 
@@ -103,14 +123,21 @@ def _shares_chart(windows: list[dict], reference_shares: list[float], labels: li
     for c, label in enumerate(labels):
         color = _COLORS[c % len(_COLORS)]
         if c < len(reference_shares):
-            parts.append(f'<line x1="{PAD}" y1="{y(reference_shares[c]):.1f}" x2="{W - 10}" '
-                         f'y2="{y(reference_shares[c]):.1f}" stroke="{color}" stroke-dasharray="4,4"/>')
+            parts.append(
+                f'<line x1="{PAD}" y1="{y(reference_shares[c]):.1f}" x2="{W - 10}" '
+                f'y2="{y(reference_shares[c]):.1f}" stroke="{color}" stroke-dasharray="4,4"/>'
+            )
         pts = [(_x(i, n), y(w["class_shares"][c])) for i, w in enumerate(windows) if w.get("class_shares")]
         if len(pts) > 1:
-            parts.append(f'<polyline fill="none" stroke="{color}" points="'
-                         + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" points="'
+                + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+                + '"/>'
+            )
         parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"/>' for a, b in pts]
-        parts.append(f'<text x="{PAD + 8 + 110 * c}" y="{H - 8}" fill="{color}">&#9679; {html.escape(label)}</text>')
+        parts.append(
+            f'<text x="{PAD + 8 + 110 * c}" y="{H - 8}" fill="{color}">&#9679; {html.escape(label)}</text>'
+        )
     return "\n".join(parts + ["</svg>"])
 
 
@@ -119,21 +146,31 @@ def _table(windows: list[dict], tests: list[str]) -> str:
     rows = []
     for w in windows:
         if w.get("skipped"):
-            rows.append(f'<tr class="skip"><td>{html.escape(w["name"])}</td><td>{w["size"]}</td>'
-                        f'<td colspan="{len(tests) + 3}">skipped: {html.escape(w["skipped"])}</td></tr>')
+            rows.append(
+                f'<tr class="skip"><td>{html.escape(w["name"])}</td><td>{w["size"]}</td>'
+                f'<td colspan="{len(tests) + 3}">skipped: {html.escape(w["skipped"])}</td></tr>'
+            )
             continue
         cells = "".join(
             f'<td class="{"drift" if w["results"][t]["drift"] else ""}">{w["results"][t]["p_value"]:.4g}</td>'
-            if t in w["results"] else "<td>-</td>" for t in tests)
+            if t in w["results"]
+            else "<td>-</td>"
+            for t in tests
+        )
         acc = w.get("accuracy")
         est = (w.get("estimate") or {}).get(PRIMARY)
-        est_cell = "-" if est is None else f'{est["value"]:.3f} [{est["low"]:.3f}, {est["high"]:.3f}]'
-        rows.append(f'<tr><td>{html.escape(w["name"])}</td><td>{w["size"]}</td>{cells}'
-                    f'<td>{"<b>DRIFT</b>" if w["drift"] else "no drift"}</td>'
-                    f'<td>{est_cell}</td><td>{"-" if acc is None else f"{acc:.3f}"}</td></tr>')
-    return (f"<table><tr><th>window</th><th>n</th>{head}<th>decision</th>"
-            f"<th>estimated accuracy ({PRIMARY}, 95% interval)</th><th>accuracy (if labelled)</th></tr>"
-            + "".join(rows) + "</table>")
+        est_cell = "-" if est is None else f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+        rows.append(
+            f"<tr><td>{html.escape(w['name'])}</td><td>{w['size']}</td>{cells}"
+            f"<td>{'<b>DRIFT</b>' if w['drift'] else 'no drift'}</td>"
+            f"<td>{est_cell}</td><td>{'-' if acc is None else f'{acc:.3f}'}</td></tr>"
+        )
+    return (
+        f"<table><tr><th>window</th><th>n</th>{head}<th>decision</th>"
+        f"<th>estimated accuracy ({PRIMARY}, 95% interval)</th><th>accuracy (if labelled)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _shown(item: dict) -> str:
@@ -153,9 +190,11 @@ def _explanations(window: dict) -> str:
     unlike = window.get("most_unlike") or []
     if unlike:
         hashed = any("text" not in u for u in unlike)
-        out.append("<p>Inputs most unlike the reference"
-                   + (" (sha256 of each: texts are not stored, privacy.store_texts is false)" if hashed else "")
-                   + ":</p><ol>")
+        out.append(
+            "<p>Inputs most unlike the reference"
+            + (" (sha256 of each: texts are not stored, privacy.store_texts is false)" if hashed else "")
+            + ":</p><ol>"
+        )
         out += [f"<li>{_shown(u)} <small>(distance {u['score']:.3f})</small></li>" for u in unlike]
         out.append("</ol>")
     return "\n".join(out)
@@ -174,14 +213,24 @@ def render_report(report: dict) -> str:
         _table(windows, tests),
         _pvalue_chart(tested, tests, report["alpha"]) if tested else "",
         _shares_chart(tested, report["reference"].get("class_shares", []), report.get("labels", []))
-        if tested else "",
+        if tested
+        else "",
     ]
     if focus is not None:
-        body.append(_scatter(report.get("reference_projection", []), focus.get("projection", []),
-                             f"reference vs {focus['name']} (first two principal components of the reference)"))
+        body.append(
+            _scatter(
+                report.get("reference_projection", []),
+                focus.get("projection", []),
+                f"reference vs {focus['name']} (first two principal components of the reference)",
+            )
+        )
         body.append(_explanations(focus))
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "font-size:13px}td.drift{background:#fdd}tr.skip td{color:#888}svg{display:block;margin:1em 0}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>refit drift report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:13px}td.drift{background:#fdd}tr.skip td{color:#888}svg{display:block;margin:1em 0}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>refit drift report</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )

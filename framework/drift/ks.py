@@ -40,7 +40,17 @@ def ks_test(
     stats = [float(t.statistic) for t in tests]
     p = min(1.0, min(pvals) * k)  # Bonferroni-adjusted p of the most shifted component
     moved = [c for c in range(k) if pvals[c] < alpha / k]
-    explanation = ("components moved: " + ", ".join(f"PC{c + 1} (KS {stats[c]:.2f}, p {pvals[c]:.2g})" for c in moved)
-                   if moved else f"no component moved at alpha/{k}")
-    return DriftResult("ks", max(stats), p, alpha, p < alpha, explanation,
-                       {"per_component_p": pvals, "per_component_statistic": stats, "components_moved": moved})
+    explanation = (
+        "components moved: " + ", ".join(f"PC{c + 1} (KS {stats[c]:.2f}, p {pvals[c]:.2g})" for c in moved)
+        if moved
+        else f"no component moved at alpha/{k}"
+    )
+    return DriftResult(
+        "ks",
+        max(stats),
+        p,
+        alpha,
+        p < alpha,
+        explanation,
+        {"per_component_p": pvals, "per_component_statistic": stats, "components_moved": moved},
+    )

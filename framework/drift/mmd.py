@@ -55,9 +55,19 @@ def mmd_test(
     drift = p < alpha
     exceed = float((observed - null.mean()) / null.std().clamp_min(1e-12))
     return DriftResult(
-        "mmd", float(observed), p, alpha, drift,
-        explanation=(f"MMD^2 {float(observed):.4g} is {exceed:.1f} null standard deviations above the permutation "
-                     f"mean ({k} of {permutations} permutations at least as large; bandwidth {bw:.3g})"),
-        details={"bandwidth": bw, "permutations": permutations, "null_mean": float(null.mean()),
-                 "null_std": float(null.std())},
+        "mmd",
+        float(observed),
+        p,
+        alpha,
+        drift,
+        explanation=(
+            f"MMD^2 {float(observed):.4g} is {exceed:.1f} null standard deviations above the permutation "
+            f"mean ({k} of {permutations} permutations at least as large; bandwidth {bw:.3g})"
+        ),
+        details={
+            "bandwidth": bw,
+            "permutations": permutations,
+            "null_mean": float(null.mean()),
+            "null_std": float(null.std()),
+        },
     )

@@ -35,8 +35,15 @@ from refit.errors import VersionError
 from refit.io import write_json
 from refit.models import Pooling, encode_texts
 
-__all__ = ["Reference", "build_reference", "fit_states", "load_reference", "reembed", "sample_texts",
-           "REFERENCE_DIRNAME"]
+__all__ = [
+    "Reference",
+    "build_reference",
+    "fit_states",
+    "load_reference",
+    "reembed",
+    "sample_texts",
+    "REFERENCE_DIRNAME",
+]
 
 REFERENCE_DIRNAME = "reference"
 _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
@@ -75,11 +82,22 @@ class Reference:
         save_file(tensors, str(folder / _EMBEDDINGS))
         with (folder / _TEXTS).open("w", encoding="utf-8") as f:
             for t in self.texts:
-                row = {"text": t} if self.store_texts else {"sha256": hashlib.sha256(t.encode("utf-8")).hexdigest()}
+                row = (
+                    {"text": t}
+                    if self.store_texts
+                    else {"sha256": hashlib.sha256(t.encode("utf-8")).hexdigest()}
+                )
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         meta = {k: v for k, v in self.meta.items() if k not in ("size", "dim", "texts_stored")}
-        write_json(folder / _META, {**meta, "size": len(self.texts), "dim": int(self.embeddings.shape[1]),
-                                    "texts_stored": self.store_texts})
+        write_json(
+            folder / _META,
+            {
+                **meta,
+                "size": len(self.texts),
+                "dim": int(self.embeddings.shape[1]),
+                "texts_stored": self.store_texts,
+            },
+        )
         if self.states:
             _save_states(folder, self.states, self.seed, len(self.embeddings))
 
@@ -107,8 +125,10 @@ def _load_states(folder: Path) -> tuple[dict[str, Any], int] | None:
         return None
     meta, tensors = json.loads(meta_file.read_text()), load_file(str(tensors_file))
     if "states" not in meta:  # the one-dict layout written before detectors had typed states
-        return {"mmd": MMDState(meta["bandwidth"]),
-                "ks": KSState(tensors["pca_mean"], tensors["pca_basis"], tensors["ks_reference_rows"])}, meta["seed"]
+        return {
+            "mmd": MMDState(meta["bandwidth"]),
+            "ks": KSState(tensors["pca_mean"], tensors["pca_basis"], tensors["ks_reference_rows"]),
+        }, meta["seed"]
     states = {}
     for name, plain in meta["states"].items():
         if name not in DETECTORS:  # a detector this installation does not have: ignore its state
@@ -117,8 +137,10 @@ def _load_states(folder: Path) -> tuple[dict[str, Any], int] | None:
         if state_type is None:
             states[name] = None
             continue
-        values = {f.name: tensors[f"{name}.{f.name}"] if f"{name}.{f.name}" in tensors else plain[f.name]
-                  for f in dataclasses.fields(state_type)}
+        values = {
+            f.name: tensors[f"{name}.{f.name}"] if f"{name}.{f.name}" in tensors else plain[f.name]
+            for f in dataclasses.fields(state_type)
+        }
         states[name] = state_type(**values)
     return states, meta["seed"]
 
@@ -139,23 +161,48 @@ def sample_texts(texts: Sequence[str], size: int, seed: int) -> list[str]:
     return [texts[i] for i in picked]
 
 
-def build_reference(model, tokenizer, texts: Sequence[str], *, meta: dict, seed: int, batch_size: int = 64,
-                    max_length: int = 128, pooling: Pooling = "mean", layer: int = -1,
-                    device: str | None = None) -> Reference:
+def build_reference(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    meta: dict,
+    seed: int,
+    batch_size: int = 64,
+    max_length: int = 128,
+    pooling: Pooling = "mean",
+    layer: int = -1,
+    device: str | None = None,
+) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
     encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
     how = {"pooling": pooling, "layer": layer, "max_length": max_length, **meta}
     return fit_states(Reference(encoded.embeddings, encoded.probs, list(texts), how), seed)
 
 
-def reembed(reference: Reference, model, tokenizer, *, seed: int | None = None, batch_size: int = 64,
-            device: str | None = None) -> Reference:
+def reembed(
+    reference: Reference,
+    model,
+    tokenizer,
+    *,
+    seed: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> Reference:
     """The same texts embedded by another model (a compressed child, a fixed encoder), detectors refitted."""
     meta = {k: reference.meta[k] for k in _HOW if k in reference.meta}
-    return build_reference(model, tokenizer, reference.texts, meta=meta,
-                           seed=reference.seed if seed is None else seed, batch_size=batch_size,
-                           max_length=meta.get("max_length", 128), pooling=meta.get("pooling", "mean"),
-                           layer=meta.get("layer", -1), device=device)
+    return build_reference(
+        model,
+        tokenizer,
+        reference.texts,
+        meta=meta,
+        seed=reference.seed if seed is None else seed,
+        batch_size=batch_size,
+        max_length=meta.get("max_length", 128),
+        pooling=meta.get("pooling", "mean"),
+        layer=meta.get("layer", -1),
+        device=device,
+    )
 
 
 def load_reference(version_dir: str | Path) -> Reference:
@@ -170,10 +217,15 @@ def load_reference(version_dir: str | Path) -> Reference:
     tensors = load_file(str(tensors_file))
     meta_file, texts_file = folder / _META, folder / _TEXTS
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    rows = [json.loads(line) for line in texts_file.read_text().splitlines() if line] if texts_file.is_file() else []
+    rows = (
+        [json.loads(line) for line in texts_file.read_text().splitlines() if line]
+        if texts_file.is_file()
+        else []
+    )
     texts = [r["text"] for r in rows if "text" in r]  # none when only hashes were kept (privacy.store_texts)
-    reference = Reference(tensors["embeddings"], tensors.get("probs"), texts, meta,
-                          store_texts=meta.get("texts_stored", True))
+    reference = Reference(
+        tensors["embeddings"], tensors.get("probs"), texts, meta, store_texts=meta.get("texts_stored", True)
+    )
     stored = _load_states(folder)
     if stored is not None:
         reference.states, reference.seed = stored

@@ -52,12 +52,16 @@ def _files(path: Path) -> list[Path]:
     raise DataError(f"Data not found: {path}")
 
 
-def _from_rows(rows: list[dict], source: Path, text_column: str, label_column: str | None) -> tuple[list, list]:
+def _from_rows(
+    rows: list[dict], source: Path, text_column: str, label_column: str | None
+) -> tuple[list, list]:
     texts, labels = [], []
     for i, row in enumerate(rows, 1):
         text = row.get(text_column)
         if not isinstance(text, str):
-            raise DataError(f"{source}, row {i}: no text in column '{text_column}' (columns: {', '.join(row)}).")
+            raise DataError(
+                f"{source}, row {i}: no text in column '{text_column}' (columns: {', '.join(row)})."
+            )
         texts.append(text)
         labels.append(row.get(label_column) if label_column else None)
     return texts, labels
@@ -98,15 +102,18 @@ def read_windows(
         elif window:
             pairs = list(zip(texts, labels))
             for start in range(0, len(pairs), window):
-                groups[f"{file.stem}[{start}:{start + len(pairs[start:start + window])}]"] = pairs[start:start + window]
+                groups[f"{file.stem}[{start}:{start + len(pairs[start : start + window])}]"] = pairs[
+                    start : start + window
+                ]
         else:
             groups[file.stem] = list(zip(texts, labels))
     windows = []
     for name in sorted(groups) if by_time else groups:
         pairs = groups[name]
         labels = [lab for _, lab in pairs]
-        w = Window(name, [t for t, _ in pairs], labels if all(lab is not None for lab in labels) else None,
-                   str(path))
+        w = Window(
+            name, [t for t, _ in pairs], labels if all(lab is not None for lab in labels) else None, str(path)
+        )
         if len(w.texts) < min_size:
             w.skipped = f"{len(w.texts)} inputs, fewer than the minimum of {min_size}"
         windows.append(w)

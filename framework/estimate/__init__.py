@@ -14,6 +14,16 @@ from refit.estimate.calibration import (
 from refit.estimate.estimators import ESTIMATORS, PRIMARY, Estimate, estimate_accuracy, log_probs_of
 
 __all__ = [
-    "CALIBRATION_JSON", "Calibration", "ESTIMATORS", "PRIMARY", "Estimate", "apply_temperature", "estimate_accuracy",
-    "expected_calibration_error", "fit_calibration", "fit_temperature", "load_calibration", "log_probs_of",
+    "CALIBRATION_JSON",
+    "Calibration",
+    "ESTIMATORS",
+    "PRIMARY",
+    "Estimate",
+    "apply_temperature",
+    "estimate_accuracy",
+    "expected_calibration_error",
+    "fit_calibration",
+    "fit_temperature",
+    "load_calibration",
+    "log_probs_of",
 ]

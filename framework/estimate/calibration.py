@@ -24,8 +24,16 @@ import numpy as np
 from refit.errors import VersionError
 from refit.io import write_json
 
-__all__ = ["CALIBRATION_JSON", "Calibration", "apply_temperature", "expected_calibration_error", "fit_calibration",
-           "fit_temperature", "load_calibration", "log_probs"]
+__all__ = [
+    "CALIBRATION_JSON",
+    "Calibration",
+    "apply_temperature",
+    "expected_calibration_error",
+    "fit_calibration",
+    "fit_temperature",
+    "load_calibration",
+    "log_probs",
+]
 
 CALIBRATION_JSON = "calibration.json"
 ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in refit.evaluate, so the figures compare
@@ -113,8 +121,12 @@ class Calibration:
 
     def metrics(self) -> dict[str, float]:
         """What refit.json's metrics["calibration"] records."""
-        return {"temperature": self.temperature, "ece_before": self.ece_before, "ece_after": self.ece_after,
-                "n": float(self.n)}
+        return {
+            "temperature": self.temperature,
+            "ece_before": self.ece_before,
+            "ece_after": self.ece_after,
+            "n": float(self.n),
+        }
 
 
 def atc_threshold(scores: np.ndarray, accuracy: float) -> float:
@@ -128,14 +140,17 @@ def atc_threshold(scores: np.ndarray, accuracy: float) -> float:
     return float((s[k - 1] + s[k]) / 2)
 
 
-def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, source: str = "validation",
-                    seed: int = 0) -> Calibration:
+def fit_calibration(
+    logits: np.ndarray, labels: np.ndarray, *, source: str = "validation", seed: int = 0
+) -> Calibration:
     """Fit the temperature on all held-out rows; ECE after is measured out-of-fold (two halves, each scored
     with the temperature fitted on the other), the honest figure for rows the calibrator has not seen."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if len(labels) < 2 or logits.ndim != 2 or len(logits) != len(labels):
-        raise ValueError(f"calibration needs >= 2 rows of logits [n, classes] and n labels; got {logits.shape}, "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"calibration needs >= 2 rows of logits [n, classes] and n labels; got {logits.shape}, "
+            f"{len(labels)} labels"
+        )
     t = fit_temperature(logits, labels)
     raw = apply_temperature(logits, 1.0)
     cal = apply_temperature(logits, t)
@@ -146,9 +161,13 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, source: str = "va
         oof[score_on] = apply_temperature(logits[score_on], fit_temperature(logits[fit_on], labels[fit_on]))
     accuracy = float((raw.argmax(1) == labels).mean())
     return Calibration(
-        temperature=t, n=len(labels), accuracy=accuracy, mean_confidence=float(raw.max(1).mean()),
+        temperature=t,
+        n=len(labels),
+        accuracy=accuracy,
+        mean_confidence=float(raw.max(1).mean()),
         atc_threshold=atc_threshold(neg_entropy(cal), accuracy),
-        ece_before=expected_calibration_error(raw, labels), ece_after=expected_calibration_error(oof, labels),
+        ece_before=expected_calibration_error(raw, labels),
+        ece_after=expected_calibration_error(oof, labels),
         source=source,
     )
 

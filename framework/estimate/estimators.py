@@ -55,7 +55,11 @@ def _doc(logits: np.ndarray, cal: Calibration) -> np.ndarray:
 
 
 # name -> per-row statistic whose window mean is the estimated accuracy
-ESTIMATORS: dict[str, Callable[[np.ndarray, Calibration], np.ndarray]] = {"cbpe": _cbpe, "atc": _atc, "doc": _doc}
+ESTIMATORS: dict[str, Callable[[np.ndarray, Calibration], np.ndarray]] = {
+    "cbpe": _cbpe,
+    "atc": _atc,
+    "doc": _doc,
+}
 PRIMARY = "doc"
 
 
@@ -81,8 +85,14 @@ def log_probs_of(probs) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, 1.0))
 
 
-def estimate_accuracy(logits: np.ndarray, cal: Calibration, methods: tuple[str, ...] | list[str] = tuple(ESTIMATORS),
-                      bootstrap: int = BOOTSTRAP, seed: int = 0, level: float = LEVEL) -> dict[str, Estimate]:
+def estimate_accuracy(
+    logits: np.ndarray,
+    cal: Calibration,
+    methods: tuple[str, ...] | list[str] = tuple(ESTIMATORS),
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Estimate]:
     """Every requested estimator on one window of logits (or log-probabilities) [n, classes]."""
     unknown = [m for m in methods if m not in ESTIMATORS]
     if unknown:

@@ -32,8 +32,18 @@ from refit.inference import (
 )
 from refit.models import weights_file
 
-__all__ = ["BASELINES", "formats", "Skip", "Row", "benchmark_row", "skipped_row", "add_speedups", "to_markdown", "rows_to_json",
-           "machine"]
+__all__ = [
+    "BASELINES",
+    "formats",
+    "Skip",
+    "Row",
+    "benchmark_row",
+    "skipped_row",
+    "add_speedups",
+    "to_markdown",
+    "rows_to_json",
+    "machine",
+]
 
 
 @dataclass
@@ -53,14 +63,31 @@ def _size_mb(files: Sequence[Path]) -> float:
     return round(sum(f.stat().st_size for f in files if f.is_file()) / 1e6, 2)
 
 
-def benchmark_row(fmt: str, predictor: Predictor, files: Sequence[Path], *, eval_batches: Sequence[Batch],
-                  labels: np.ndarray, latency_batch: Batch, throughput_batch: Batch, iters: int,
-                  note: str = "") -> Row:
+def benchmark_row(
+    fmt: str,
+    predictor: Predictor,
+    files: Sequence[Path],
+    *,
+    eval_batches: Sequence[Batch],
+    labels: np.ndarray,
+    latency_batch: Batch,
+    throughput_batch: Batch,
+    iters: int,
+    note: str = "",
+) -> Row:
     logits = predict_logits(predictor, eval_batches)
     p50, p95 = latency_ms(predictor, latency_batch, warmup=max(3, iters // 10), iters=iters)
     thr = throughput(predictor, throughput_batch, warmup=2, iters=max(3, iters // 10))
-    return Row(fmt, files[0].name if files else None, _size_mb(files) if files else None,
-               float((logits.argmax(-1) == labels).mean()), round(p50, 3), round(p95, 3), round(thr, 1), note=note)
+    return Row(
+        fmt,
+        files[0].name if files else None,
+        _size_mb(files) if files else None,
+        float((logits.argmax(-1) == labels).mean()),
+        round(p50, 3),
+        round(p95, 3),
+        round(thr, 1),
+        note=note,
+    )
 
 
 def skipped_row(fmt: str, reason: str) -> Row:
@@ -79,12 +106,22 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _cell(value, fmt: str = "{}") -> str:
@@ -92,18 +129,27 @@ def _cell(value, fmt: str = "{}") -> str:
 
 
 def to_markdown(rows: Sequence[Row], title: str, settings: dict, host: dict) -> str:
-    lines = [f"# {title}", "",
-             f"Machine: {host['cpu']}, {host['cores']} cores ({host['torch_threads']} threads), "
-             f"{'GPU ' + host['gpu'] if host['gpu'] else 'no GPU'}; torch {host['torch']}.",
-             "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".", "",
-             "| format | file | size (MB) | val accuracy | p50 ms (b1) | p95 ms (b1) | samples/s | speed-up | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Machine: {host['cpu']}, {host['cores']} cores ({host['torch_threads']} threads), "
+        f"{'GPU ' + host['gpu'] if host['gpu'] else 'no GPU'}; torch {host['torch']}.",
+        "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
+        "",
+        "| format | file | size (MB) | val accuracy | p50 ms (b1) | p95 ms (b1) | samples/s | speed-up | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.format} | {_cell(r.file)} | {_cell(r.size_mb, '{:.1f}')} | {_cell(r.accuracy, '{:.4f}')} | "
-                     f"{_cell(r.p50_ms, '{:.2f}')} | {_cell(r.p95_ms, '{:.2f}')} | {_cell(r.throughput, '{:.1f}')} | "
-                     f"{_cell(r.speedup, '{:.2f}x')} | {r.note} |")
-    lines += ["", "Unstructured (magnitude) sparsity stores and multiplies its zeros: it does not shrink the file or "
-              "speed up dense kernels; only removed structure (heads, FFN neurons) or int8/fp16 kernels do."]
+        lines.append(
+            f"| {r.format} | {_cell(r.file)} | {_cell(r.size_mb, '{:.1f}')} | {_cell(r.accuracy, '{:.4f}')} | "
+            f"{_cell(r.p50_ms, '{:.2f}')} | {_cell(r.p95_ms, '{:.2f}')} | {_cell(r.throughput, '{:.1f}')} | "
+            f"{_cell(r.speedup, '{:.2f}x')} | {r.note} |"
+        )
+    lines += [
+        "",
+        "Unstructured (magnitude) sparsity stores and multiplies its zeros: it does not shrink the file or "
+        "speed up dense kernels; only removed structure (heads, FFN neurons) or int8/fp16 kernels do.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -119,9 +165,14 @@ def _pytorch(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[
     return TorchPredictor(_inference_copy(model)), [weights_file(version_dir)], "eager fp32"
 
 
-def _pytorch_int8(model: torch.nn.Module, version_dir: Path, staging: Path) -> tuple[Predictor, list[Path], str]:
-    return TorchPredictor(torch_dynamic_int8(_inference_copy(model)), name="pytorch-int8"), [], \
-        "torch.ao dynamic int8, in memory"
+def _pytorch_int8(
+    model: torch.nn.Module, version_dir: Path, staging: Path
+) -> tuple[Predictor, list[Path], str]:
+    return (
+        TorchPredictor(torch_dynamic_int8(_inference_copy(model)), name="pytorch-int8"),
+        [],
+        "torch.ao dynamic int8, in memory",
+    )
 
 
 def _export(fmt: str):
@@ -133,13 +184,16 @@ def _export(fmt: str):
         path, note = Path(version_dir) / "exports" / target.file, "from exports/"
         if not path.is_file():
             if not target.benchmark_builds:
-                raise Skip(f"no exports/{target.file} (run `refit export --format {fmt}` where it can be built)")
+                raise Skip(
+                    f"no exports/{target.file} (run `refit export --format {fmt}` where it can be built)"
+                )
             artefact = next(a for a in target.build(model, staging, ExportOptions()) if a.name == target.file)
             path, note = artefact.files[0], "built for this run (not in exports/)"
         try:
             return target.run(path, "cpu"), onnx_files(path), note
         except ExportError as e:
             raise Skip(str(e)) from None
+
     return make
 
 

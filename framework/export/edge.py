@@ -66,13 +66,24 @@ def _shape(batch: int, seq: int) -> str:
 
 
 def _save_batches(path: Path, batches: Sequence[Batch], **extra: np.ndarray) -> None:
-    arrays = {f"{k}_{i}": getattr(b, k) for i, b in enumerate(batches) for k in ("input_ids", "attention_mask")}
+    arrays = {
+        f"{k}_{i}": getattr(b, k) for i, b in enumerate(batches) for k in ("input_ids", "attention_mask")
+    }
     np.savez_compressed(path, batches=np.array(len(batches)), **arrays, **extra)
 
 
-def write_bundle(folder: Path, onnx: dict[str, Path], *, precision: str, profile: Profile, workspace_gb: float,
-                 calibration: Sequence[Batch], reference: Sequence[Batch], reference_logits: np.ndarray,
-                 version_id: str) -> Path:
+def write_bundle(
+    folder: Path,
+    onnx: dict[str, Path],
+    *,
+    precision: str,
+    profile: Profile,
+    workspace_gb: float,
+    calibration: Sequence[Batch],
+    reference: Sequence[Batch],
+    reference_logits: np.ndarray,
+    version_id: str,
+) -> Path:
     """Write the bundle into `folder`. `onnx` maps graph kind ('fp32', 'fp16', 'qdq') to files to copy."""
     from refit.export import tensorrt
     from refit.export.tensorrt import onnx_for_precision
@@ -86,23 +97,44 @@ def write_bundle(folder: Path, onnx: dict[str, Path], *, precision: str, profile
     _save_batches(folder / "reference.npz", reference, logits=reference_logits.astype(np.float32))
     shutil.copy(tensorrt.__file__, folder / "build_engine.py")
     tol, agree = PARITY_DEFAULTS[precision]
-    bundle = {"version_id": version_id, "precision": precision, "onnx": names,
-              "profile": profile.__dict__, "workspace_gb": workspace_gb,
-              "parity": {"max_abs_diff": tol, "min_agreement": agree}, "tensorrt": ">=10"}
+    bundle = {
+        "version_id": version_id,
+        "precision": precision,
+        "onnx": names,
+        "profile": profile.__dict__,
+        "workspace_gb": workspace_gb,
+        "parity": {"max_abs_diff": tol, "min_agreement": agree},
+        "tensorrt": ">=10",
+    }
     (folder / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
     lo, opt, hi = profile.shapes()
     flags10 = {"fp32": "", "fp16": "--fp16", "int8": "--fp16 --int8"}[precision]
-    (folder / "build_engine.sh").write_text(_SH.format(
-        weak=names[onnx_for_precision(precision, 10)], strong=names[onnx_for_precision(precision, 11)],
-        flags10=flags10, min=_shape(*lo), opt=_shape(*opt), max=_shape(*hi),
-        workspace_mib=int(workspace_gb * 1024)))
+    (folder / "build_engine.sh").write_text(
+        _SH.format(
+            weak=names[onnx_for_precision(precision, 10)],
+            strong=names[onnx_for_precision(precision, 11)],
+            flags10=flags10,
+            min=_shape(*lo),
+            opt=_shape(*opt),
+            max=_shape(*hi),
+            workspace_mib=int(workspace_gb * 1024),
+        )
+    )
     (folder / "build_engine.sh").chmod(0o755)
-    files = {**{n: f"{k} graph" for k, n in names.items()},
-             "calibration.npz": f"{sum(len(b.input_ids) for b in calibration)} calibration inputs (validation)",
-             "reference.npz": f"{len(reference_logits)} reference inputs and their PyTorch float32 logits",
-             "build_engine.py": "build the engine (TensorRT Python API) and check parity",
-             "build_engine.sh": "build the engine with trtexec", "bundle.json": "settings and parity thresholds"}
-    (folder / "README.md").write_text(_README.format(
-        version_id=version_id, precision=precision, files="\n".join(f"| {k} | {v} |" for k, v in files.items()),
-        **profile.__dict__))
+    files = {
+        **{n: f"{k} graph" for k, n in names.items()},
+        "calibration.npz": f"{sum(len(b.input_ids) for b in calibration)} calibration inputs (validation)",
+        "reference.npz": f"{len(reference_logits)} reference inputs and their PyTorch float32 logits",
+        "build_engine.py": "build the engine (TensorRT Python API) and check parity",
+        "build_engine.sh": "build the engine with trtexec",
+        "bundle.json": "settings and parity thresholds",
+    }
+    (folder / "README.md").write_text(
+        _README.format(
+            version_id=version_id,
+            precision=precision,
+            files="\n".join(f"| {k} | {v} |" for k, v in files.items()),
+            **profile.__dict__,
+        )
+    )
     return folder

@@ -21,11 +21,21 @@ __all__ = ["Exporter", "INPUT_NAMES", "export_onnx", "optimize_transformer", "ch
 
 Exporter = Literal["torchscript", "dynamo"]
 INPUT_NAMES = ("input_ids", "attention_mask")
-_AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-         "logits": {0: "batch"}}
+_AXES = {
+    "input_ids": {0: "batch", 1: "sequence"},
+    "attention_mask": {0: "batch", 1: "sequence"},
+    "logits": {0: "batch"},
+}
 # transformers model_type -> the onnxruntime.transformers optimizer's model type (the BERT family).
-_ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
-                    "distilbert": "bert", "camembert": "bert", "deberta-v2": "bert"}
+_ORT_MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "distilbert": "bert",
+    "camembert": "bert",
+    "deberta-v2": "bert",
+}
 
 
 class _Logits(torch.nn.Module):
@@ -56,8 +66,9 @@ def check_onnx(path: str | Path) -> None:
         raise ExportError(f"The exported graph {path} fails onnx.checker: {e}") from None
 
 
-def export_onnx(model: torch.nn.Module, dest: str | Path, *, opset: int = 17,
-                exporter: Exporter = "torchscript") -> Path:
+def export_onnx(
+    model: torch.nn.Module, dest: str | Path, *, opset: int = 17, exporter: Exporter = "torchscript"
+) -> Path:
     """Export a sequence classifier to `dest` (float32, dynamic batch/sequence) and check it.
 
     The model is copied first: export switches attention to eager and physically drops pruned heads, and
@@ -73,10 +84,21 @@ def export_onnx(model: torch.nn.Module, dest: str | Path, *, opset: int = 17,
     if exporter == "torchscript" and hasattr(work, "set_attn_implementation"):
         work.set_attn_implementation("eager")
     wrapper = _Logits(work).eval()
-    sample = (torch.tensor([[101, 2023, 2003, 102], [101, 2204, 102, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+    sample = (
+        torch.tensor([[101, 2023, 2003, 102], [101, 2204, 102, 0]]),
+        torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    )
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(wrapper, sample, str(dest), input_names=list(INPUT_NAMES), output_names=["logits"],
-                          dynamic_axes=_AXES, opset_version=opset, dynamo=exporter == "dynamo")
+        torch.onnx.export(
+            wrapper,
+            sample,
+            str(dest),
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_axes=_AXES,
+            opset_version=opset,
+            dynamo=exporter == "dynamo",
+        )
     check_onnx(dest)
     return dest
 

@@ -16,5 +16,7 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | in
         "n": int(reference.shape[0]),
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-        "argmax_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()) if diff.size else 1.0,
+        "argmax_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean())
+        if diff.size
+        else 1.0,
     }

@@ -52,8 +52,13 @@ def ort_dynamic_int8(src: Path, dst: Path, calibration: Sequence[Any] = ()) -> P
     work = dst.parent / f".{dst.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     try:
-        q.quantize_dynamic(str(_without_value_info(src, work)), str(dst), weight_type=q.QuantType.QInt8,
-                           per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        q.quantize_dynamic(
+            str(_without_value_info(src, work)),
+            str(dst),
+            weight_type=q.QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dst
@@ -72,16 +77,26 @@ class _Reader:
 def _static(src: Path, dst: Path, calibration: Sequence[Any], symmetric: bool, per_channel: bool) -> Path:
     onnx, q = _onnx()
     if not calibration:
-        raise ConfigError("Static int8 quantisation needs calibration inputs (quantize.calibration_size > 0).")
+        raise ConfigError(
+            "Static int8 quantisation needs calibration inputs (quantize.calibration_size > 0)."
+        )
     work = dst.parent / f".{dst.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     try:
         q.quantize_static(
-            str(_without_value_info(src, work)), str(dst), _Reader(calibration),
-            quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-            per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                           "DefaultTensorType": onnx.TensorProto.FLOAT},
+            str(_without_value_info(src, work)),
+            str(dst),
+            _Reader(calibration),
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            extra_options={
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -109,6 +124,8 @@ def onnx_fp16(src: Path, dst: Path, calibration: Sequence[Any] = ()) -> Path:
 
 
 ONNX_QUANTIZERS: dict[str, OnnxQuantizer] = {
-    "dynamic-int8": ort_dynamic_int8, "static-int8": ort_static_int8, "qdq-tensorrt": qdq_for_tensorrt,
+    "dynamic-int8": ort_dynamic_int8,
+    "static-int8": ort_static_int8,
+    "qdq-tensorrt": qdq_for_tensorrt,
     "fp16": onnx_fp16,
 }

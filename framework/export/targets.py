@@ -74,7 +74,12 @@ def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
     if fused is None:
         for f in onnx_files(raw):
             shutil.copy(f, staging / f.name)
-    info = {"opset": opts.opset, "exporter": opts.exporter, "optimized": fused is not None, "fused_ops": fused or {}}
+    info = {
+        "opset": opts.opset,
+        "exporter": opts.exporter,
+        "optimized": fused is not None,
+        "fused_ops": fused or {},
+    }
     return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
 
 
@@ -84,8 +89,12 @@ def onnx_int8_target(model: torch.nn.Module, staging: Path, opts: ExportOptions)
     fp32 = onnx_target(model, staging, opts)
     src = fp32[0].files[0] if opts.quantize == "dynamic-int8" else _raw(model, staging, opts)
     out = ONNX_QUANTIZERS[opts.quantize](src, staging / "model.int8.onnx", opts.calibration)
-    info = {"quantization": opts.quantize, "calibration_inputs": sum(len(b.input_ids) for b in opts.calibration)
-            if opts.quantize != "dynamic-int8" else 0}
+    info = {
+        "quantization": opts.quantize,
+        "calibration_inputs": sum(len(b.input_ids) for b in opts.calibration)
+        if opts.quantize != "dynamic-int8"
+        else 0,
+    }
     return [*fp32, Artefact("model.int8.onnx", [out], _ort(out, opts, "onnx-int8"), info)]
 
 
@@ -101,14 +110,22 @@ def tensorrt_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) 
     """model.plan (+ model.plan.json metadata, timing.cache), built here with the TensorRT Python API."""
     from refit.export.tensorrt import TensorRTPredictor, _trt, tensorrt_major
 
-    major = tensorrt_major(_trt().__version__)  # fails first, with the extra to install, when TensorRT is missing
+    major = tensorrt_major(
+        _trt().__version__
+    )  # fails first, with the extra to install, when TensorRT is missing
     graph = _graph_for(onnx_for_precision(opts.precision, major), _raw(model, staging, opts), staging, opts)
     cache = staging / "timing.cache"
     if opts.timing_cache and opts.timing_cache.is_file():
         shutil.copy(opts.timing_cache, cache)
     plan = staging / "model.plan"
-    meta = build_engine(graph, plan, precision=opts.precision, profile=opts.profile,
-                        workspace_gb=opts.workspace_gb, timing_cache=cache)
+    meta = build_engine(
+        graph,
+        plan,
+        precision=opts.precision,
+        profile=opts.profile,
+        workspace_gb=opts.workspace_gb,
+        timing_cache=cache,
+    )
     files = [plan, plan.with_name("model.plan.json"), cache]
     return [Artefact("model.plan", files, lambda: TensorRTPredictor(plan), meta)]
 
@@ -120,9 +137,17 @@ def edge_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
     kinds = {onnx_for_precision(opts.precision, major) for major in (10, 11)} | {"fp32"}
     graphs = {kind: _graph_for(kind, raw, staging, opts) for kind in sorted(kinds)}
     reference_logits = predict_logits(TorchPredictor(model), opts.reference)
-    folder = write_bundle(staging / "edge", graphs, precision=opts.precision, profile=opts.profile,
-                          workspace_gb=opts.workspace_gb, calibration=opts.calibration, reference=opts.reference,
-                          reference_logits=reference_logits, version_id=opts.version_id)
+    folder = write_bundle(
+        staging / "edge",
+        graphs,
+        precision=opts.precision,
+        profile=opts.profile,
+        workspace_gb=opts.workspace_gb,
+        calibration=opts.calibration,
+        reference=opts.reference,
+        reference_logits=reference_logits,
+        version_id=opts.version_id,
+    )
     checked = graphs[onnx_for_precision(opts.precision, 11)]
     info = {"precision": opts.precision, "checked_graph": checked.name, "profile": opts.profile.__dict__}
     return [Artefact("edge", [folder], _ort(checked, opts, f"edge-{opts.precision}"), info)]
@@ -161,10 +186,16 @@ class Target:
 # format name -> target. Adding a format is one build function and one line here.
 TARGETS: dict[str, Target] = {
     "onnx": Target(onnx_target, "float32 ONNX, graph-optimised (model.onnx)", "model.onnx", _run_onnx),
-    "onnx-int8": Target(onnx_int8_target, "int8 ONNX for CPU (model.int8.onnx + model.onnx)", "model.int8.onnx",
-                        _run_onnx),
-    "tensorrt": Target(tensorrt_target, "TensorRT engine, built on this GPU (model.plan)", "model.plan",
-                       _run_engine, benchmark_builds=False),
+    "onnx-int8": Target(
+        onnx_int8_target, "int8 ONNX for CPU (model.int8.onnx + model.onnx)", "model.int8.onnx", _run_onnx
+    ),
+    "tensorrt": Target(
+        tensorrt_target,
+        "TensorRT engine, built on this GPU (model.plan)",
+        "model.plan",
+        _run_engine,
+        benchmark_builds=False,
+    ),
     "edge": Target(edge_target, "bundle that builds and checks the engine on the device (edge/)"),
 }
 
@@ -177,7 +208,9 @@ def load_export(version_dir: str | Path, fmt: str, device: str = "cpu") -> Predi
         raise ExportError(f"Unknown or non-runnable export format '{fmt}'; use one of {', '.join(runnable)}.")
     path = Path(version_dir) / "exports" / target.file
     if not path.is_file():
-        raise ExportError(f"{path} is missing: run `refit export --version {version_dir} --format {fmt}` first.")
+        raise ExportError(
+            f"{path} is missing: run `refit export --version {version_dir} --format {fmt}` first."
+        )
     return target.run(path, device)
 
 

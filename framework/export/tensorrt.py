@@ -32,8 +32,16 @@ except ImportError:  # running alone inside an edge bundle, without refit instal
         """Why an engine cannot be built or loaded."""
 
 
-__all__ = ["Profile", "PRECISIONS", "onnx_for_precision", "builder_flags", "build_engine", "engine_metadata",
-           "TensorRTPredictor", "tensorrt_major"]
+__all__ = [
+    "Profile",
+    "PRECISIONS",
+    "onnx_for_precision",
+    "builder_flags",
+    "build_engine",
+    "engine_metadata",
+    "TensorRTPredictor",
+    "tensorrt_major",
+]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUTS = ("input_ids", "attention_mask")
@@ -59,8 +67,10 @@ def _trt():
     try:
         import tensorrt
     except ImportError:
-        raise ExportError("This needs TensorRT, which is not installed: `pip install refit-ml[tensorrt]` on a "
-                          "machine with an NVIDIA GPU and driver.") from None
+        raise ExportError(
+            "This needs TensorRT, which is not installed: `pip install refit-ml[tensorrt]` on a "
+            "machine with an NVIDIA GPU and driver."
+        ) from None
     return tensorrt
 
 
@@ -102,14 +112,20 @@ def _gpu() -> dict:
     if not torch.cuda.is_available():
         raise ExportError("TensorRT needs a CUDA GPU; torch sees none here.")
     props = torch.cuda.get_device_properties(0)
-    return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
+    return {
+        "gpu": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "cuda": torch.version.cuda,
+    }
 
 
 def engine_metadata(plan: Path) -> dict:
     """The JSON written next to an engine: versions and settings it was built with."""
     meta_file = plan.with_name(plan.name + ".json")
     if not meta_file.is_file():
-        raise ExportError(f"{meta_file} is missing: rebuild the engine so its TensorRT/GPU versions are known.")
+        raise ExportError(
+            f"{meta_file} is missing: rebuild the engine so its TensorRT/GPU versions are known."
+        )
     return json.loads(meta_file.read_text())
 
 
@@ -119,9 +135,15 @@ def _write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str = "fp16",
-                 profile: Profile | None = None, workspace_gb: float = 4.0,
-                 timing_cache: str | Path | None = None) -> dict:
+def build_engine(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    *,
+    precision: str = "fp16",
+    profile: Profile | None = None,
+    workspace_gb: float = 4.0,
+    timing_cache: str | Path | None = None,
+) -> dict:
     """Build and serialise an engine from `onnx_path` (already in the graph form `onnx_for_precision`
     names); writes the plan, its metadata JSON and the timing cache; returns the metadata."""
     trt = _trt()
@@ -145,18 +167,30 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         opt_profile.set_shape(network.get_input(i).name, lo, opt, hi)
     config.add_optimization_profile(opt_profile)
     cache_path = Path(timing_cache) if timing_cache else None
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    cache = config.create_timing_cache(
+        cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    )
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see its log).")
+        raise ExportError(
+            f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see its log)."
+        )
     _write_bytes(plan_path, bytes(serialized))
     if cache_path:
         _write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    meta = {"tensorrt": trt.__version__, **_gpu(), "precision": precision, "builder_flags": builder_flags(precision, major),
-            "strongly_typed": major >= 11, "profile": asdict(profile), "workspace_gb": workspace_gb,
-            "onnx": onnx_path.name, "onnx_sha256": _sha256(onnx_path),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "tensorrt": trt.__version__,
+        **_gpu(),
+        "precision": precision,
+        "builder_flags": builder_flags(precision, major),
+        "strongly_typed": major >= 11,
+        "profile": asdict(profile),
+        "workspace_gb": workspace_gb,
+        "onnx": onnx_path.name,
+        "onnx_sha256": _sha256(onnx_path),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     _write_bytes(plan_path.with_name(plan_path.name + ".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
 
@@ -175,13 +209,17 @@ class TensorRTPredictor:
         plan = Path(plan)
         meta = engine_metadata(plan)
         if meta["tensorrt"] != trt.__version__:
-            raise ExportError(f"{plan} was built with TensorRT {meta['tensorrt']}; this is TensorRT "
-                              f"{trt.__version__}. Engines only load in the version that built them: rebuild it "
-                              "here (`refit export --format tensorrt`, or build_engine.py in an edge bundle).")
+            raise ExportError(
+                f"{plan} was built with TensorRT {meta['tensorrt']}; this is TensorRT "
+                f"{trt.__version__}. Engines only load in the version that built them: rebuild it "
+                "here (`refit export --format tensorrt`, or build_engine.py in an edge bundle)."
+            )
         gpu = _gpu()
         if meta.get("compute_capability") != gpu["compute_capability"]:
-            raise ExportError(f"{plan} was built for a GPU of compute capability {meta.get('compute_capability')} "
-                              f"({meta.get('gpu')}); this {gpu['gpu']} is {gpu['compute_capability']}. Rebuild it here.")
+            raise ExportError(
+                f"{plan} was built for a GPU of compute capability {meta.get('compute_capability')} "
+                f"({meta.get('gpu')}); this {gpu['gpu']} is {gpu['compute_capability']}. Rebuild it here."
+            )
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
@@ -222,27 +260,43 @@ def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description="Build a TensorRT engine from this bundle and check its parity.")
     ap.add_argument("--bundle", type=Path, default=here, help="bundle folder (default: this script's)")
-    ap.add_argument("--tolerance", type=float, default=None, help="max-abs logit diff allowed (default bundle.json)")
+    ap.add_argument(
+        "--tolerance", type=float, default=None, help="max-abs logit diff allowed (default bundle.json)"
+    )
     args = ap.parse_args(argv)
     bundle = json.loads((args.bundle / "bundle.json").read_text())
     major = tensorrt_major(_trt().__version__)
     onnx_file = args.bundle / bundle["onnx"][onnx_for_precision(bundle["precision"], major)]
     plan = args.bundle / "model.plan"
-    build_engine(onnx_file, plan, precision=bundle["precision"], profile=Profile(**bundle["profile"]),
-                 workspace_gb=bundle["workspace_gb"], timing_cache=args.bundle / "timing.cache")
+    build_engine(
+        onnx_file,
+        plan,
+        precision=bundle["precision"],
+        profile=Profile(**bundle["profile"]),
+        workspace_gb=bundle["workspace_gb"],
+        timing_cache=args.bundle / "timing.cache",
+    )
     ref = np.load(args.bundle / "reference.npz")
     predictor = TensorRTPredictor(plan)
-    logits = np.concatenate([predictor(ref[f"input_ids_{i}"], ref[f"attention_mask_{i}"])
-                             for i in range(int(ref["batches"]))])
+    logits = np.concatenate(
+        [predictor(ref[f"input_ids_{i}"], ref[f"attention_mask_{i}"]) for i in range(int(ref["batches"]))]
+    )
     expected = ref["logits"]
     diff = float(np.abs(logits - expected).max())
     agreement = float((logits.argmax(-1) == expected.argmax(-1)).mean())
     tolerance = args.tolerance if args.tolerance is not None else bundle["parity"]["max_abs_diff"]
-    report = {"max_abs_diff": diff, "argmax_agreement": agreement, "n": int(len(expected)),
-              "tolerance": tolerance, "min_agreement": bundle["parity"]["min_agreement"]}
+    report = {
+        "max_abs_diff": diff,
+        "argmax_agreement": agreement,
+        "n": int(len(expected)),
+        "tolerance": tolerance,
+        "min_agreement": bundle["parity"]["min_agreement"],
+    }
     (args.bundle / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     ok = diff <= tolerance and agreement >= bundle["parity"]["min_agreement"]
-    print(f"{'OK' if ok else 'PARITY FAILED'}: max-abs logit diff {diff:.2e}, argmax agreement {agreement:.4f}")
+    print(
+        f"{'OK' if ok else 'PARITY FAILED'}: max-abs logit diff {diff:.2e}, argmax agreement {agreement:.4f}"
+    )
     return 0 if ok else 1
 
 

@@ -72,7 +72,9 @@ class CycleReport:
     notes: list[str] = field(default_factory=list)
     replay: dict = field(default_factory=dict)  # source, size, rows drawn
     counts: dict = field(default_factory=dict)  # new inputs with text, new labelled rows
-    reference: dict = field(default_factory=dict)  # refreshed reference of the challenger: recent vs replay rows
+    reference: dict = field(
+        default_factory=dict
+    )  # refreshed reference of the challenger: recent vs replay rows
     # label-free accuracy of the champion on the new inputs ({method: {value, low, high, n}}), and once labels
     # arrived "realised": its accuracy on them, with "error_points" of the policy's estimator
     estimate: dict = field(default_factory=dict)
@@ -129,13 +131,17 @@ def run_cycle(
         _work(cycle, inbox=inbox, policy=policy, retrain=retrain, gate_cfg=gate_cfg, deploy=deploy)
     except Superseded as e:
         cycle.report.status = "superseded"
-        cycle.report.notes.append(f"superseded: {e} The next cycle reads these files again against the new champion.")
+        cycle.report.notes.append(
+            f"superseded: {e} The next cycle reads these files again against the new champion."
+        )
         log(f"superseded: {e}")
     except RunInterrupted as e:
         cycle.report.status, cycle.report.error = "interrupted", "stopped by a signal during retraining"
         _record(cycle)
-        raise CycleInterrupted(f"Maintenance cycle {cycle.report.run_id} was interrupted and recorded as "
-                               "'interrupted'; the next cycle reads its files again.") from e
+        raise CycleInterrupted(
+            f"Maintenance cycle {cycle.report.run_id} was interrupted and recorded as "
+            "'interrupted'; the next cycle reads its files again."
+        ) from e
     except Exception as e:  # any failure is recorded with its traceback; the next cycle retries
         cycle.report.status, cycle.report.error = "failed", f"{type(e).__name__}: {e}"
         log(f"cycle failed: {cycle.report.error}")
@@ -152,7 +158,9 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     if not folder.is_dir():
         raise DataError(f"Inbox folder not found: {folder} (inbox.windows).")
     if not inbox.golden:
-        raise ConfigError("A maintenance cycle needs a golden set to gate on: set 'inbox.golden' to a labelled file.")
+        raise ConfigError(
+            "A maintenance cycle needs a golden set to gate on: set 'inbox.golden' to a labelled file."
+        )
     if not Path(inbox.golden).is_file():
         raise DataError(f"Golden set not found: {inbox.golden} (inbox.golden).")
     champion = registry.get(CHAMPION)
@@ -167,24 +175,42 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
         if run["status"] == "running":
             registry.finish_run(run["id"], "abandoned", {**run["details"], "note": "process died mid-cycle"})
         # a killed or interrupted retrain leaves checkpoints that no version needs: drop them
-        shutil.rmtree(registry.root.resolve() / "maintain" / f"run-{run['id']:05d}" / "finetune" / "checkpoints",
-                      ignore_errors=True)
+        shutil.rmtree(
+            registry.root.resolve() / "maintain" / f"run-{run['id']:05d}" / "finetune" / "checkpoints",
+            ignore_errors=True,
+        )
     seen = {f for run in runs if run["status"] in DONE_STATUSES for f in run["details"].get("files", [])}
     quarantined = {(q["file"], q["sha256"]) for run in runs for q in run["details"].get("quarantined", [])}
-    batch = read_inbox(folder, seen=seen, quarantined=quarantined, text_column=inbox.text_column,
-                       label_column=inbox.label_column, label_names=names)
-    run_id = registry.start_run("maintain", {"champion": champion.id, "files": batch.files,
-                                             "quarantined": batch.quarantined})
+    batch = read_inbox(
+        folder,
+        seen=seen,
+        quarantined=quarantined,
+        text_column=inbox.text_column,
+        label_column=inbox.label_column,
+        label_names=names,
+    )
+    run_id = registry.start_run(
+        "maintain", {"champion": champion.id, "files": batch.files, "quarantined": batch.quarantined}
+    )
     work = registry.root.resolve() / "maintain" / f"run-{run_id:05d}"
-    report = CycleReport(run_id, "no_new_data", champion.id, files=batch.files, quarantined=batch.quarantined,
-                         notes=[*batch.notes, *([replay_note] if replay_note else [])], work_dir=str(work),
-                         replay={"source": str(replay_path) if replay_path else None, "size": inbox.replay_size})
+    report = CycleReport(
+        run_id,
+        "no_new_data",
+        champion.id,
+        files=batch.files,
+        quarantined=batch.quarantined,
+        notes=[*batch.notes, *([replay_note] if replay_note else [])],
+        work_dir=str(work),
+        replay={"source": str(replay_path) if replay_path else None, "size": inbox.replay_size},
+    )
     for q in batch.quarantined:
         log(f"quarantined {q['file']}: {q['reason']}")
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
 
 
-def _resolve_replay(meta: dict, inbox: InboxConfig, log: Callable[[str], None]) -> tuple[Path | None, str | None]:
+def _resolve_replay(
+    meta: dict, inbox: InboxConfig, log: Callable[[str], None]
+) -> tuple[Path | None, str | None]:
     """The champion's verified training file, or (with replay_missing: warn) None and a loud note."""
     if not inbox.replay_size:
         return None, None
@@ -199,8 +225,15 @@ def _resolve_replay(meta: dict, inbox: InboxConfig, log: Callable[[str], None]) 
 
 
 # --- work ----------------------------------------------------------------------------------------------
-def _work(c: _Cycle, *, inbox: InboxConfig, policy: PolicyConfig, retrain: FinetuneConfig, gate_cfg: GateConfig,
-          deploy: DeployConfig) -> None:
+def _work(
+    c: _Cycle,
+    *,
+    inbox: InboxConfig,
+    policy: PolicyConfig,
+    retrain: FinetuneConfig,
+    gate_cfg: GateConfig,
+    deploy: DeployConfig,
+) -> None:
     if not c.batch.files:
         c.log("no new data since the last cycle")
         return
@@ -234,18 +267,36 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
     if not texts:
         c.report.notes.append("no new inputs with text: drift not tested")
         return
-    sample = texts if len(texts) <= inbox.max_drift_sample else random.Random(c.seed).sample(texts, inbox.max_drift_sample)
+    sample = (
+        texts
+        if len(texts) <= inbox.max_drift_sample
+        else random.Random(c.seed).sample(texts, inbox.max_drift_sample)
+    )
     reference = load_reference(c.champion.path)
     encoder = VersionEncoder.like_reference(c.champion.path, reference.meta)
     calibration = load_calibration(c.champion.path)
     if calibration is None and policy.min_estimated_accuracy is not None:
-        c.report.notes.append(f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
-                              "calibration.json (made before refit.estimate): accuracy not estimated")
-    window = run_window(Window("new data", sample), reference, encoder, c.names, list(policy.tests), policy.alpha,
-                        policy.permutations, c.seed, c.champion.path, calibration)
+        c.report.notes.append(
+            f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
+            "calibration.json (made before refit.estimate): accuracy not estimated"
+        )
+    window = run_window(
+        Window("new data", sample),
+        reference,
+        encoder,
+        c.names,
+        list(policy.tests),
+        policy.alpha,
+        policy.permutations,
+        c.seed,
+        c.champion.path,
+        calibration,
+    )
     c.report.estimate = window.get("estimate", {})
-    c.report.drift = {t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
-                      for t, r in window["results"].items()}
+    c.report.drift = {
+        t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
+        for t, r in window["results"].items()
+    }
     c.report.drift["drift"] = window["drift"]
 
 
@@ -259,24 +310,36 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
     estimate = c.report.estimate.get(policy.estimator)
     if estimate is not None and labelled:  # labels arrived: how far off the label-free estimate was
         realised = champion_recent if not c.recent_eval else _accuracy(c.champion.path, labelled, max_length)
-        c.report.estimate["realised"] = {"accuracy": realised, "n": len(labelled), "method": policy.estimator,
-                                         "error_points": round((estimate["value"] - realised) * 100, 2)}
+        c.report.estimate["realised"] = {
+            "accuracy": realised,
+            "n": len(labelled),
+            "method": policy.estimator,
+            "error_points": round((estimate["value"] - realised) * 100, 2),
+        }
     created = datetime.fromisoformat(c.meta.get("created_at", datetime.now(timezone.utc).isoformat()))
     age_days = (datetime.now(timezone.utc) - created).total_seconds() / 86400
     results = {t: r for t, r in c.report.drift.items() if isinstance(r, dict)}
     detail = ", ".join(f"{t} p={r['p_value']:.3g}" for t, r in results.items()) or "not tested"
-    c.report.reasons = retrain_reasons(bool(c.report.drift.get("drift")), detail, champion_recent,
-                                       policy.min_accuracy, age_days, policy.max_age_days, policy.always_retrain,
-                                       {**estimate, "method": policy.estimator} if estimate else None,
-                                       policy.min_estimated_accuracy)
+    c.report.reasons = retrain_reasons(
+        bool(c.report.drift.get("drift")),
+        detail,
+        champion_recent,
+        policy.min_accuracy,
+        age_days,
+        policy.max_age_days,
+        policy.always_retrain,
+        {**estimate, "method": policy.estimator} if estimate else None,
+        policy.min_estimated_accuracy,
+    )
     c.report.status = "no_action"
     if not c.report.reasons:
         c.log(f"no reason to retrain ({detail})")
         return False
     c.log("retrain because " + "; ".join(c.report.reasons))
     if len(c.recent_train) < policy.min_new_labels:
-        c.report.reasons.append(f"only {len(c.recent_train)} new labelled rows (min {policy.min_new_labels}): "
-                                "not retraining")
+        c.report.reasons.append(
+            f"only {len(c.recent_train)} new labelled rows (min {policy.min_new_labels}): not retraining"
+        )
         c.log(c.report.reasons[-1])
         return False
     return True
@@ -291,18 +354,34 @@ def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
     random.Random(c.seed + 1).shuffle(mix)
     n_val = max(1, len(mix) // 6)
     validation, train = mix[:n_val], mix[n_val:]
-    data = replace(retrain.data, train=_write_split(c.work / "data" / "train.jsonl", train, c.names),
-                   validation=_write_split(c.work / "data" / "validation.jsonl", validation, c.names),
-                   test=str(Path(inbox.golden).resolve()), dataset=None, dataset_config=None, text_column="text",
-                   label_column="label")
+    data = replace(
+        retrain.data,
+        train=_write_split(c.work / "data" / "train.jsonl", train, c.names),
+        validation=_write_split(c.work / "data" / "validation.jsonl", validation, c.names),
+        test=str(Path(inbox.golden).resolve()),
+        dataset=None,
+        dataset_config=None,
+        text_column="text",
+        label_column="label",
+    )
     out = c.work / "finetune"
     config = config_to_dict(replace(retrain, model=str(c.champion.path), data=data, output_dir=str(out)))
-    reference = _reference_texts(c, trained={t for t, _ in train}, validation=[t for t, _ in validation],
-                                 size=data.reference_size)
-    result = run_finetune(str(c.champion.path), data=data, optim=retrain.optim, trainer=retrain.trainer,
-                          tracking=retrain.tracking, output_dir=out, parent=c.champion.id, config=config,
-                          callbacks=[_FaultInTraining()], reference_texts=reference,
-                          store_texts=retrain.privacy.store_texts)
+    reference = _reference_texts(
+        c, trained={t for t, _ in train}, validation=[t for t, _ in validation], size=data.reference_size
+    )
+    result = run_finetune(
+        str(c.champion.path),
+        data=data,
+        optim=retrain.optim,
+        trainer=retrain.trainer,
+        tracking=retrain.tracking,
+        output_dir=out,
+        parent=c.champion.id,
+        config=config,
+        callbacks=[_FaultInTraining()],
+        reference_texts=reference,
+        store_texts=retrain.privacy.store_texts,
+    )
     return result.version_dir
 
 
@@ -312,7 +391,9 @@ def _reference_texts(c: _Cycle, *, trained: set[str], validation: list[str], siz
     rows and the new rows of its validation split), so a shift it was trained to serve stops reading as
     drift once it is promoted. Only when fewer than `size` such inputs exist is the rest filled from the
     replay rows of the validation split (old-domain rows, also not trained on)."""
-    recent = list(dict.fromkeys(t for t in [*c.batch.texts, *(t for t, _ in c.batch.labelled)] if t not in trained))
+    recent = list(
+        dict.fromkeys(t for t in [*c.batch.texts, *(t for t, _ in c.batch.labelled)] if t not in trained)
+    )
     rng = random.Random(c.seed + 2)
     chosen = rng.sample(recent, min(size, len(recent)))
     taken = set(chosen)
@@ -326,9 +407,12 @@ def _export(c: _Cycle, version_dir: Path, deploy: DeployConfig) -> bool:
     if not deploy.formats:
         return True
     try:
-        passed, records, reasons = export_and_gate(version_dir, list(deploy.formats),
-                                                   max_accuracy_drop=deploy.max_accuracy_drop,
-                                                   min_agreement=deploy.min_agreement)
+        passed, records, reasons = export_and_gate(
+            version_dir,
+            list(deploy.formats),
+            max_accuracy_drop=deploy.max_accuracy_drop,
+            min_agreement=deploy.min_agreement,
+        )
     except RefitError as e:  # an artefact that cannot be built here: the challenger is not deployable
         c.report.gate.append(f"export {', '.join(deploy.formats)}: could not be built: {e}")
         return False
@@ -349,12 +433,22 @@ def _register(c: _Cycle, version_dir: Path) -> RegisteredVersion:
 
 def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_length: int) -> bool:
     """Offline A/B of champion and challenger on the same rows (golden set, held-out recent rows), then the gate."""
-    c.report.ab = {name: {"golden": _accuracy(v.path, c.golden, max_length),
-                          "recent": _accuracy(v.path, c.recent_eval, max_length)}
-                   for name, v in (("champion", c.champion), ("challenger", challenger))}
+    c.report.ab = {
+        name: {
+            "golden": _accuracy(v.path, c.golden, max_length),
+            "recent": _accuracy(v.path, c.recent_eval, max_length),
+        }
+        for name, v in (("champion", c.champion), ("challenger", challenger))
+    }
     ch, cl = c.report.ab["champion"], c.report.ab["challenger"]
-    verdict = gate(ch["golden"], cl["golden"], ch["recent"], cl["recent"], gate_cfg.golden_tolerance,
-                   gate_cfg.recent_margin)
+    verdict = gate(
+        ch["golden"],
+        cl["golden"],
+        ch["recent"],
+        cl["recent"],
+        gate_cfg.golden_tolerance,
+        gate_cfg.recent_margin,
+    )
     c.report.gate = verdict.reasons + c.report.gate
     return verdict.passed
 
@@ -362,8 +456,13 @@ def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_le
 def _promote(c: _Cycle, challenger: RegisteredVersion) -> None:
     """Compare-and-swap the champion; the alias move, its audit row and the run's end are one transaction."""
     c.report.status = "promoted"
-    c.registry.promote(challenger.id, "; ".join(c.report.reasons + c.report.gate), c.report.ab,
-                       expected_champion=c.champion.id, run=(c.report.run_id, "promoted", _details(c.report)))
+    c.registry.promote(
+        challenger.id,
+        "; ".join(c.report.reasons + c.report.gate),
+        c.report.ab,
+        expected_champion=c.champion.id,
+        run=(c.report.run_id, "promoted", _details(c.report)),
+    )
     c.finished = True
     c.log(f"promoted {challenger.id}: " + "; ".join(c.report.gate))
 
@@ -376,7 +475,9 @@ def _record(c: _Cycle, trace: str | None = None) -> None:
     write_json(c.work / "cycle.json", details)
     atomic_write_text(c.work / "report.html", render_cycle(details, c.registry.runs("maintain")))
     if not c.finished:
-        c.registry.finish_run(c.report.run_id, c.report.status, {**details, **({"traceback": trace} if trace else {})})
+        c.registry.finish_run(
+            c.report.run_id, c.report.status, {**details, **({"traceback": trace} if trace else {})}
+        )
 
 
 def _details(report: CycleReport) -> dict:
@@ -393,5 +494,6 @@ def _write_split(path: Path, pairs: list[tuple[str, int]], label_names: list[str
 def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> float | None:
     if not pairs:
         return None
-    return evaluate_version(version_dir, [t for t, _ in pairs], [y for _, y in pairs],
-                            max_length=max_length)["accuracy"]
+    return evaluate_version(version_dir, [t for t, _ in pairs], [y for _, y in pairs], max_length=max_length)[
+        "accuracy"
+    ]

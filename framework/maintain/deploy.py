@@ -30,8 +30,9 @@ def _size(paths: list[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
-def export_and_gate(version_dir: Path, formats: list[str], *, max_accuracy_drop: float,
-                    min_agreement: float) -> tuple[bool, dict, list[str]]:
+def export_and_gate(
+    version_dir: Path, formats: list[str], *, max_accuracy_drop: float, min_agreement: float
+) -> tuple[bool, dict, list[str]]:
     """Export `version_dir` in `formats` and gate every artefact: (passed, parity.json records, reasons).
 
     Nothing is installed unless every artefact of every format passes.
@@ -58,16 +59,21 @@ def export_and_gate(version_dir: Path, formats: list[str], *, max_accuracy_drop:
                     gate, ok = e.report, False
                 ok = ok and agreement["argmax_agreement"] >= min_agreement
                 records[artefact.name] = {
-                    "format": fmt, "parity": agreement, "validation": scores,
-                    "accuracy_drop_points": gate["accuracy_drop_points"], "bytes": _size(artefact.files),
-                    "passed": ok, "info": artefact.info,
+                    "format": fmt,
+                    "parity": agreement,
+                    "validation": scores,
+                    "accuracy_drop_points": gate["accuracy_drop_points"],
+                    "bytes": _size(artefact.files),
+                    "passed": ok,
+                    "info": artefact.info,
                     "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
                 reasons.append(
                     f"export {artefact.name}: accuracy {round(-gate['accuracy_drop_points'], 2) + 0.0:+.2f} points vs PyTorch "
                     f"(max drop {max_accuracy_drop:g}), argmax agreement {agreement['argmax_agreement']:.4f} "
                     f"(min {min_agreement:g}), {records[artefact.name]['bytes'] / 1e6:.1f} MB: "
-                    + ("passed" if ok else "FAILED"))
+                    + ("passed" if ok else "FAILED")
+                )
                 passed = passed and ok
                 built.append(artefact)
         placed = install(built, exports) if passed and built else []

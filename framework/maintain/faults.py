@@ -16,7 +16,18 @@ import signal
 __all__ = ["FAULT_ENV", "PHASES", "fault_point"]
 
 FAULT_ENV = "REFIT_FAULT_AT"
-PHASES = ("read", "drift", "retrain", "training", "export", "register", "gate", "promote", "promoted", "report")
+PHASES = (
+    "read",
+    "drift",
+    "retrain",
+    "training",
+    "export",
+    "register",
+    "gate",
+    "promote",
+    "promoted",
+    "report",
+)
 
 
 def fault_point(phase: str) -> None:

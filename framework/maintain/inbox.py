@@ -34,7 +34,9 @@ CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
 class InboxBatch:
     """The new data of one cycle."""
 
-    files: list[str] = field(default_factory=list)  # new files read (resolved paths); marked read by a done cycle
+    files: list[str] = field(
+        default_factory=list
+    )  # new files read (resolved paths); marked read by a done cycle
     quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
     texts: list[str] = field(default_factory=list)  # every new input with a stored text (drift, reference)
     labelled: list[tuple[str, int]] = field(default_factory=list)  # new labelled rows as (text, label id)
@@ -43,8 +45,11 @@ class InboxBatch:
 
 def inbox_files(folder: Path) -> list[Path]:
     """Complete data files of the inbox, in name order (dot-files are partial writes)."""
-    return [p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES]
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES
+    ]
 
 
 def _kind(path: Path) -> str:
@@ -61,7 +66,9 @@ def _rows(path: Path, required: tuple[str, ...]) -> list[dict]:
         raise DataError(f"{path} holds no rows.")
     missing = [c for c in required if c not in rows[0]]
     if missing:
-        raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)}; columns found: {', '.join(rows[0])}.")
+        raise DataError(
+            f"{path}: no column {', '.join(repr(c) for c in missing)}; columns found: {', '.join(rows[0])}."
+        )
     return rows
 
 
@@ -88,7 +95,9 @@ def _read_capture(path: Path) -> dict[str, str | None]:
         if not isinstance(row["request_id"], str) or not row["request_id"]:
             raise DataError(f"{path}, row {i}: no request_id.")
         if row["text"] is not None and not isinstance(row["text"], str):
-            raise DataError(f"{path}, row {i}: 'text' is {type(row['text']).__name__}, expected text or null.")
+            raise DataError(
+                f"{path}, row {i}: 'text' is {type(row['text']).__name__}, expected text or null."
+            )
         out[row["request_id"]] = row["text"]
     return out
 
@@ -103,8 +112,15 @@ def _read_feedback(path: Path, names: list[str]) -> dict[str, int]:
     return out
 
 
-def read_inbox(folder: Path, *, seen: set[str], quarantined: set[tuple[str, str]], text_column: str,
-               label_column: str, label_names: list[str]) -> InboxBatch:
+def read_inbox(
+    folder: Path,
+    *,
+    seen: set[str],
+    quarantined: set[tuple[str, str]],
+    text_column: str,
+    label_column: str,
+    label_names: list[str],
+) -> InboxBatch:
     """The new data in `folder`: files not in `seen` (resolved paths read by finished cycles) and not
     quarantined with the same content ((path, sha256) pairs), plus the labels new feedback gives to old
     captures (and old feedback to new captures)."""
@@ -124,14 +140,18 @@ def read_inbox(folder: Path, *, seen: set[str], quarantined: set[tuple[str, str]
             if kind == "capture":
                 captures.update({rid: (text, is_new) for rid, text in _read_capture(path).items()})
             elif kind == "feedback":
-                feedback.update({rid: (label, is_new) for rid, label in _read_feedback(path, label_names).items()})
+                feedback.update(
+                    {rid: (label, is_new) for rid, label in _read_feedback(path, label_names).items()}
+                )
             else:
                 texts, labelled = _read_dropped(path, text_column, label_column, label_names)
                 batch.texts += texts
                 batch.labelled += labelled
         except DataError as e:
             if is_new:
-                batch.quarantined.append({"file": key, "sha256": digest or sha256_file(path), "reason": str(e)})
+                batch.quarantined.append(
+                    {"file": key, "sha256": digest or sha256_file(path), "reason": str(e)}
+                )
             else:  # an old file that went bad since: its pairs are skipped, with a note
                 batch.notes.append(f"an earlier file can no longer be read and was skipped: {e}")
             continue
@@ -149,5 +169,7 @@ def read_inbox(folder: Path, *, seen: set[str], quarantined: set[tuple[str, str]
             batch.labelled.append((text, label))
     unmatched = sum(1 for rid, (_, new) in feedback.items() if new and rid not in captures)
     if unmatched:
-        batch.notes.append(f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles")
+        batch.notes.append(
+            f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles"
+        )
     return batch

@@ -29,11 +29,19 @@ def retrain_reasons(
     if drift:
         reasons.append(f"drift: {drift_detail}")
     if accuracy is not None and min_accuracy is not None and accuracy < min_accuracy:
-        reasons.append(f"accuracy {accuracy:.4f} on the recent labelled window is below the floor {min_accuracy:.4f}")
-    if estimate is not None and min_estimated_accuracy is not None and estimate["ci_high"] < min_estimated_accuracy:
-        reasons.append(f"estimated accuracy {estimate['value']:.4f} ({estimate['method']}, 95% interval "
-                       f"[{estimate['ci_low']:.4f}, {estimate['ci_high']:.4f}], {estimate['n']} unlabelled inputs) is below "
-                       f"the floor {min_estimated_accuracy:.4f}")
+        reasons.append(
+            f"accuracy {accuracy:.4f} on the recent labelled window is below the floor {min_accuracy:.4f}"
+        )
+    if (
+        estimate is not None
+        and min_estimated_accuracy is not None
+        and estimate["ci_high"] < min_estimated_accuracy
+    ):
+        reasons.append(
+            f"estimated accuracy {estimate['value']:.4f} ({estimate['method']}, 95% interval "
+            f"[{estimate['ci_low']:.4f}, {estimate['ci_high']:.4f}], {estimate['n']} unlabelled inputs) is below "
+            f"the floor {min_estimated_accuracy:.4f}"
+        )
     if max_age_days is not None and age_days > max_age_days:
         reasons.append(f"champion is {age_days:.1f} days old (max {max_age_days:g})")
     if on_schedule:
@@ -61,12 +69,18 @@ def gate(
     drop = (champion_golden - challenger_golden) * 100
     if drop > golden_tolerance:
         passed = False
-        reasons.append(f"golden set: {drop:.2f} points worse than the champion (tolerance {golden_tolerance:g})")
+        reasons.append(
+            f"golden set: {drop:.2f} points worse than the champion (tolerance {golden_tolerance:g})"
+        )
     else:
-        reasons.append(f"golden set: {round(-drop, 2) + 0.0:+.2f} points vs the champion (tolerance {golden_tolerance:g})")
+        reasons.append(
+            f"golden set: {round(-drop, 2) + 0.0:+.2f} points vs the champion (tolerance {golden_tolerance:g})"
+        )
     if champion_recent is not None and challenger_recent is not None:
         gain = (challenger_recent - champion_recent) * 100
         ok = gain >= recent_margin
         passed = passed and ok
-        reasons.append(f"recent window: {round(gain, 2) + 0.0:+.2f} points vs the champion (needs >= {recent_margin:+g})")
+        reasons.append(
+            f"recent window: {round(gain, 2) + 0.0:+.2f} points vs the champion (needs >= {recent_margin:+g})"
+        )
     return GateResult(passed, reasons)

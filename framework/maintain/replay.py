@@ -31,29 +31,43 @@ def replay_source(meta: dict) -> Path:
     vid = meta.get("version_id", "the champion")
     data = (meta.get("config") or {}).get("data") or {}
     fingerprint = (meta.get("data") or {}).get("train") or {}
-    advice = ("Set 'inbox.replay_size: 0' to retrain without replay, or 'inbox.replay_missing: warn' to go on "
-              "with a warning, or restore the file.")
+    advice = (
+        "Set 'inbox.replay_size: 0' to retrain without replay, or 'inbox.replay_missing: warn' to go on "
+        "with a warning, or restore the file."
+    )
     if data.get("dataset") == DEMO_NAME:
         candidates = [demo_dir() / "train.jsonl"]
     elif data.get("dataset"):
-        raise ReplayUnavailable(f"{vid} was trained on the hub dataset '{data['dataset']}', which replay cannot "
-                                f"read offline. {advice}")
+        raise ReplayUnavailable(
+            f"{vid} was trained on the hub dataset '{data['dataset']}', which replay cannot "
+            f"read offline. {advice}"
+        )
     else:
-        candidates = [Path(p) for p in (fingerprint.get("path"), data.get("train")) if p and Path(p).is_absolute()]
+        candidates = [
+            Path(p) for p in (fingerprint.get("path"), data.get("train")) if p and Path(p).is_absolute()
+        ]
     if not candidates:
-        raise ReplayUnavailable(f"{vid}'s refit.json names no training file with an absolute path "
-                                f"(config: {data.get('train')!r}). {advice}")
+        raise ReplayUnavailable(
+            f"{vid}'s refit.json names no training file with an absolute path "
+            f"(config: {data.get('train')!r}). {advice}"
+        )
     expected = fingerprint.get("sha256")
     for path in candidates:
         if path.is_file():
             if expected and sha256_file(path) != expected:
-                raise ReplayUnavailable(f"{vid}'s training file {path} changed since training (sha256 differs "
-                                        f"from the fingerprint in refit.json). {advice}")
+                raise ReplayUnavailable(
+                    f"{vid}'s training file {path} changed since training (sha256 differs "
+                    f"from the fingerprint in refit.json). {advice}"
+                )
             if not expected:
-                raise ReplayUnavailable(f"{vid}'s refit.json has no fingerprint for {path}: cannot verify it is "
-                                        f"the data the champion was trained on. {advice}")
+                raise ReplayUnavailable(
+                    f"{vid}'s refit.json has no fingerprint for {path}: cannot verify it is "
+                    f"the data the champion was trained on. {advice}"
+                )
             return path
-    raise ReplayUnavailable(f"{vid}'s training data is gone: {', '.join(map(str, candidates))} not found. {advice}")
+    raise ReplayUnavailable(
+        f"{vid}'s training data is gone: {', '.join(map(str, candidates))} not found. {advice}"
+    )
 
 
 def draw_replay(meta: dict, path: Path, n: int, seed: int) -> list[tuple[str, int]]:

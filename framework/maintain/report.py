@@ -15,12 +15,14 @@ _FLOOR = 1e-6  # p-values below are drawn at the floor
 
 
 def _svg(title: str, y_label: str) -> list[str]:
-    return [f'<svg width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" '
-            f'font-size="11"><text x="{W / 2}" y="14" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
-            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#333"/>',
-            f'<line x1="{PAD}" y1="24" x2="{PAD}" y2="{H - PAD}" stroke="#333"/>',
-            f'<text x="12" y="{(H - PAD + 24) / 2}" transform="rotate(-90 12 {(H - PAD + 24) / 2})" '
-            f'text-anchor="middle">{html.escape(y_label)}</text>']
+    return [
+        f'<svg width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" '
+        f'font-size="11"><text x="{W / 2}" y="14" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
+        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#333"/>',
+        f'<line x1="{PAD}" y1="24" x2="{PAD}" y2="{H - PAD}" stroke="#333"/>',
+        f'<text x="12" y="{(H - PAD + 24) / 2}" transform="rotate(-90 12 {(H - PAD + 24) / 2})" '
+        f'text-anchor="middle">{html.escape(y_label)}</text>',
+    ]
 
 
 def _x(i: int, n: int) -> float:
@@ -29,16 +31,26 @@ def _x(i: int, n: int) -> float:
 
 def _x_labels(labels: list[str]) -> list[str]:
     step = max(1, math.ceil(len(labels) / 16))  # at most 16 labels, so they never overlap
-    return [f'<text x="{_x(i, len(labels)):.1f}" y="{H - PAD + 14}" text-anchor="middle">{html.escape(t)}</text>'
-            for i, t in enumerate(labels) if i % step == 0 or i == len(labels) - 1]
+    return [
+        f'<text x="{_x(i, len(labels)):.1f}" y="{H - PAD + 14}" text-anchor="middle">{html.escape(t)}</text>'
+        for i, t in enumerate(labels)
+        if i % step == 0 or i == len(labels) - 1
+    ]
 
 
 def _series(parts: list[str], points: list[tuple[float, float]], color: str, label: str, slot: int) -> None:
     if len(points) > 1:
-        parts.append(f'<polyline fill="none" stroke="{color}" points="'
-                     + " ".join(f"{a:.1f},{b:.1f}" for a, b in points) + '"/>')
-    parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{color}" fill-opacity="0.75"/>' for a, b in points]
-    parts.append(f'<text x="{PAD + 4 + 150 * slot}" y="{H - 10}" fill="{color}">&#9679; {html.escape(label)}</text>')
+        parts.append(
+            f'<polyline fill="none" stroke="{color}" points="'
+            + " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
+            + '"/>'
+        )
+    parts += [
+        f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{color}" fill-opacity="0.75"/>' for a, b in points
+    ]
+    parts.append(
+        f'<text x="{PAD + 4 + 150 * slot}" y="{H - 10}" fill="{color}">&#9679; {html.escape(label)}</text>'
+    )
 
 
 def _pvalue_chart(cycles: list[tuple[str, dict]]) -> str:
@@ -56,12 +68,18 @@ def _pvalue_chart(cycles: list[tuple[str, dict]]) -> str:
     n = len(cycles)
     for k, test in enumerate(tests):
         color = _COLORS[k % len(_COLORS)]
-        results = [(i, d["drift"][test]) for i, (_, d) in enumerate(cycles) if isinstance(d.get("drift", {}).get(test), dict)]
+        results = [
+            (i, d["drift"][test])
+            for i, (_, d) in enumerate(cycles)
+            if isinstance(d.get("drift", {}).get(test), dict)
+        ]
         thresholds = {r["threshold"] for _, r in results if r.get("threshold") is not None}
         for t in thresholds:
-            parts.append(f'<line x1="{PAD}" y1="{y(t):.1f}" x2="{W - 10}" y2="{y(t):.1f}" stroke="{color}" '
-                         f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(t) - 3 - 11 * k:.1f}" text-anchor="end" '
-                         f'fill="{color}">{html.escape(test)} threshold {t:.3g}</text>')
+            parts.append(
+                f'<line x1="{PAD}" y1="{y(t):.1f}" x2="{W - 10}" y2="{y(t):.1f}" stroke="{color}" '
+                f'stroke-dasharray="5,4"/><text x="{W - 12}" y="{y(t) - 3 - 11 * k:.1f}" text-anchor="end" '
+                f'fill="{color}">{html.escape(test)} threshold {t:.3g}</text>'
+            )
         _series(parts, [(_x(i, n) + 3 * k, y(r["p_value"])) for i, r in results], color, test, k)
     return "\n".join(parts + _x_labels([name for name, _ in cycles]) + ["</svg>"])
 
@@ -69,8 +87,14 @@ def _pvalue_chart(cycles: list[tuple[str, dict]]) -> str:
 def _accuracy_chart(cycles: list[tuple[str, dict]]) -> str:
     """Champion and challenger accuracy on the golden set and the held-out recent rows, per cycle that retrained."""
     series = [(m, s) for m in ("champion", "challenger") for s in ("golden", "recent")]
-    values = {key: [(i, d["ab"][key[0]][key[1]]) for i, (_, d) in enumerate(cycles)
-                    if d.get("ab", {}).get(key[0], {}).get(key[1]) is not None] for key in series}
+    values = {
+        key: [
+            (i, d["ab"][key[0]][key[1]])
+            for i, (_, d) in enumerate(cycles)
+            if d.get("ab", {}).get(key[0], {}).get(key[1]) is not None
+        ]
+        for key in series
+    }
     if not any(values.values()):
         return "<p>No cycle has retrained yet: no accuracy to compare.</p>"
     lo = min(v for pts in values.values() for _, v in pts)
@@ -84,7 +108,9 @@ def _accuracy_chart(cycles: list[tuple[str, dict]]) -> str:
         parts.append(f'<text x="{PAD - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
     n = len(cycles)
     for k, key in enumerate(series):
-        _series(parts, [(_x(i, n) + 2 * k, y(v)) for i, v in values[key]], _COLORS[k], f"{key[0]} {key[1]}", k)
+        _series(
+            parts, [(_x(i, n) + 2 * k, y(v)) for i, v in values[key]], _COLORS[k], f"{key[0]} {key[1]}", k
+        )
     return "\n".join(parts + _x_labels([name for name, _ in cycles]) + ["</svg>"])
 
 
@@ -92,11 +118,16 @@ def _champion_rows(cycles: list[tuple[str, dict]]) -> str:
     rows = []
     for name, d in cycles:
         after = d.get("challenger") if d.get("status") == "promoted" else d.get("champion")
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(d.get('status')))}</td>"
-                    f"<td><code>{html.escape(str(d.get('champion')))}</code></td>"
-                    f"<td><code>{html.escape(str(after))}</code></td></tr>")
-    return ("<table><tr><th>cycle</th><th>status</th><th>champion before</th><th>champion after</th></tr>"
-            + "".join(rows) + "</table>")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(d.get('status')))}</td>"
+            f"<td><code>{html.escape(str(d.get('champion')))}</code></td>"
+            f"<td><code>{html.escape(str(after))}</code></td></tr>"
+        )
+    return (
+        "<table><tr><th>cycle</th><th>status</th><th>champion before</th><th>champion after</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -112,30 +143,50 @@ def render_cycle(details: dict, history: list[dict] | None = None) -> str:
     earlier = [(f"#{r['id']}", r["details"]) for r in (history or []) if r.get("status") != "running"]
     cycles = [*earlier, ("this", details)]
     drift = details.get("drift", {})
-    drift_rows = "".join(f"<tr><td>{e(t)}</td><td>{r['p_value']:.4g}</td><td>{_fmt(r.get('threshold'))}</td>"
-                         f"<td>{'yes' if r['drift'] else 'no'}</td></tr>" for t, r in drift.items() if isinstance(r, dict))
+    drift_rows = "".join(
+        f"<tr><td>{e(t)}</td><td>{r['p_value']:.4g}</td><td>{_fmt(r.get('threshold'))}</td>"
+        f"<td>{'yes' if r['drift'] else 'no'}</td></tr>"
+        for t, r in drift.items()
+        if isinstance(r, dict)
+    )
     ab = details.get("ab", {})
     sets = sorted({s for scores in ab.values() for s in scores})
     ab_rows = "".join(
-        f"<tr><td>{e(model)}</td>" + "".join(
-            f"<td>{'-' if scores.get(s) is None else f'{scores[s]:.4f}'}</td>" for s in sets) + "</tr>"
-        for model, scores in ab.items())
-    ab_table = (f'<table><tr><th>model</th>{"".join(f"<th>{e(s)}</th>" for s in sets)}</tr>{ab_rows}</table>'
-                if ab else "<p>No challenger this cycle: nothing to compare.</p>")
-    drift_table = (f"<table><tr><th>test</th><th>p-value</th><th>threshold</th><th>drift</th></tr>{drift_rows}</table>"
-                   if drift_rows else "<p>Not tested this cycle (no new inputs with text).</p>")
+        f"<tr><td>{e(model)}</td>"
+        + "".join(f"<td>{'-' if scores.get(s) is None else f'{scores[s]:.4f}'}</td>" for s in sets)
+        + "</tr>"
+        for model, scores in ab.items()
+    )
+    ab_table = (
+        f"<table><tr><th>model</th>{''.join(f'<th>{e(s)}</th>' for s in sets)}</tr>{ab_rows}</table>"
+        if ab
+        else "<p>No challenger this cycle: nothing to compare.</p>"
+    )
+    drift_table = (
+        f"<table><tr><th>test</th><th>p-value</th><th>threshold</th><th>drift</th></tr>{drift_rows}</table>"
+        if drift_rows
+        else "<p>Not tested this cycle (no new inputs with text).</p>"
+    )
     exports = details.get("exports", {})
     export_rows = "".join(
         f"<tr><td>{e(name)}</td><td>{r['parity']['argmax_agreement']:.4f}</td><td>{r['parity']['max_abs_diff']:.3g}</td>"
         f"<td>{r['accuracy_drop_points']:.2f}</td><td>{r['bytes'] / 1e6:.1f} MB</td><td>{'yes' if r['passed'] else 'NO'}</td></tr>"
-        for name, r in exports.items())
+        for name, r in exports.items()
+    )
     est = details.get("estimate") or {}
-    est_rows = "".join(f"<tr><td>{e(m)}</td><td>{r['value']:.4f}</td><td>[{r['low']:.4f}, {r['high']:.4f}]</td>"
-                       f"<td>{r['n']}</td></tr>" for m, r in est.items() if m != "realised")
+    est_rows = "".join(
+        f"<tr><td>{e(m)}</td><td>{r['value']:.4f}</td><td>[{r['low']:.4f}, {r['high']:.4f}]</td>"
+        f"<td>{r['n']}</td></tr>"
+        for m, r in est.items()
+        if m != "realised"
+    )
     realised = est.get("realised")
-    realised_line = (f"<p>Realised accuracy on {realised['n']} labelled rows: {realised['accuracy']:.4f} "
-                     f"({e(realised['method'])} was off by {realised['error_points']:+.2f} points).</p>"
-                     if realised else "")
+    realised_line = (
+        f"<p>Realised accuracy on {realised['n']} labelled rows: {realised['accuracy']:.4f} "
+        f"({e(realised['method'])} was off by {realised['error_points']:+.2f} points).</p>"
+        if realised
+        else ""
+    )
     quarantined = [f"{q['file']}: {q['reason']}" for q in details.get("quarantined", [])]
     items = lambda lines: "".join(f"<li>{e(str(x))}</li>" for x in lines)  # noqa: E731
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>refit maintenance cycle</title>
@@ -148,8 +199,9 @@ table{{border-collapse:collapse;margin:.5em 0}}</style></head><body>
 <h2>Drift of the new inputs against the champion's reference</h2>
 {drift_table}
 <h2>Estimated accuracy of the champion on the new inputs (no labels)</h2>
-<table><tr><th>estimator</th><th>estimate</th><th>95% interval</th><th>inputs</th></tr>{est_rows or
-'<tr><td colspan="4">not estimated</td></tr>'}</table>{realised_line}
+<table><tr><th>estimator</th><th>estimate</th><th>95% interval</th><th>inputs</th></tr>{
+        est_rows or '<tr><td colspan="4">not estimated</td></tr>'
+    }</table>{realised_line}
 <h2>Offline A/B (accuracy on the same rows)</h2>
 {ab_table}
 <h2>Over the cycles</h2>

@@ -55,8 +55,9 @@ def cycle_lock(path: str | Path):
     return FileLock(str(path))
 
 
-def run_forever(cycle: Callable[[], object], every_s: float | None, cron: str | None,
-                log: Callable[[str], None] = print) -> int:
+def run_forever(
+    cycle: Callable[[], object], every_s: float | None, cron: str | None, log: Callable[[str], None] = print
+) -> int:
     """Run `cycle` now and then on schedule until SIGTERM/SIGINT; a signal lets the current cycle finish."""
     stop = threading.Event()
 

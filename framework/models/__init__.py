@@ -19,7 +19,24 @@ from refit.models.version import (
 )
 
 __all__ = [
-    "MINILM", "check_max_length", "Encoded", "Pooling", "REFIT_JSON", "encode_texts", "load_classifier", "load_version", "new_version_id",
-    "package_versions", "read_version", "resolve_model", "weights_file", "write_version",
-    "MANIFEST", "adding_exports", "editing_version", "update_exports_manifest", "verify_version", "write_manifest",
+    "MINILM",
+    "check_max_length",
+    "Encoded",
+    "Pooling",
+    "REFIT_JSON",
+    "encode_texts",
+    "load_classifier",
+    "load_version",
+    "new_version_id",
+    "package_versions",
+    "read_version",
+    "resolve_model",
+    "weights_file",
+    "write_version",
+    "MANIFEST",
+    "adding_exports",
+    "editing_version",
+    "update_exports_manifest",
+    "verify_version",
+    "write_manifest",
 ]

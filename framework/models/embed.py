@@ -44,8 +44,9 @@ def encode_texts(
     embs, probs = [], []
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
-                          return_tensors="pt").to(device)
+        batch = tokenizer(
+            [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
         out = model(**batch, output_hidden_states=True)
         states = out.hidden_states[layer]
         if pooling == "cls":

@@ -26,7 +26,9 @@ def resolve_model(name: str) -> tuple[str, str | None]:
         meta = json.loads((path / "refit.json").read_text())
         return str(path / "model"), meta.get("version_id")
     if path.exists() and not (path / "config.json").is_file():
-        raise ModelError(f"{path} is neither a model folder (no config.json) nor a refit version (no refit.json).")
+        raise ModelError(
+            f"{path} is neither a model folder (no config.json) nor a refit version (no refit.json)."
+        )
     if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise ModelError(f"Model folder not found: {path}")
     return name, None

@@ -29,9 +29,19 @@ from refit.errors import VersionError
 from refit.io import atomic_dir, check_name, sha256_file, sha256_file_cached, write_json
 
 __all__ = [
-    "REFIT_JSON", "MANIFEST", "new_version_id", "package_versions", "write_version", "read_version",
-    "load_version", "weights_file", "write_manifest", "verify_version",
-    "update_exports_manifest", "adding_exports", "editing_version",
+    "REFIT_JSON",
+    "MANIFEST",
+    "new_version_id",
+    "package_versions",
+    "write_version",
+    "read_version",
+    "load_version",
+    "weights_file",
+    "write_manifest",
+    "verify_version",
+    "update_exports_manifest",
+    "adding_exports",
+    "editing_version",
 ]
 
 REFIT_JSON = "refit.json"
@@ -113,23 +123,32 @@ def _files(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool) -> di
         here = Path(dirpath)
         top = here == folder
         if top:
-            dirnames[:] = [d for d in dirnames if d not in skip_top and not (skip_hidden_top and d.startswith("."))]
+            dirnames[:] = [
+                d for d in dirnames if d not in skip_top and not (skip_hidden_top and d.startswith("."))
+            ]
         for name in [*filenames, *[d for d in dirnames if (here / d).is_symlink()]]:
             path = here / name
             if top and (name in skip_top or (skip_hidden_top and name.startswith("."))):
                 continue
             rel = path.relative_to(folder).as_posix()
             if path.is_symlink() or not path.is_file():
-                raise VersionError(f"{path} is a link or not a regular file; a version holds plain files only.")
+                raise VersionError(
+                    f"{path} is a link or not a regular file; a version holds plain files only."
+                )
             out[rel] = path
     return out
 
 
 def _manifest(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool = False) -> dict:
     files = _files(folder, skip_top, skip_hidden_top)
-    return {"format": MANIFEST_FORMAT, "algorithm": "sha256",
-            "files": [{"path": rel, "size": files[rel].stat().st_size, "sha256": sha256_file_cached(files[rel])}
-                      for rel in sorted(files)]}
+    return {
+        "format": MANIFEST_FORMAT,
+        "algorithm": "sha256",
+        "files": [
+            {"path": rel, "size": files[rel].stat().st_size, "sha256": sha256_file_cached(files[rel])}
+            for rel in sorted(files)
+        ],
+    }
 
 
 def write_manifest(version_dir: str | Path) -> Path:
@@ -159,13 +178,19 @@ def update_exports_manifest(version_dir: str | Path, changed: Iterable[str | Pat
     exports = folder / EXPORTS
     exports.mkdir(exist_ok=True)
     names = {_top_entry(exports, c) for c in changed}
-    kept = {rel: path for rel, path in _files(exports, (MANIFEST,), True).items() if rel.split("/")[0] not in names}
+    kept = {
+        rel: path
+        for rel, path in _files(exports, (MANIFEST,), True).items()
+        if rel.split("/")[0] not in names
+    }
     if (exports / MANIFEST).is_file():
         _check(exports, exports / MANIFEST, kept, folder, only=lambda rel: rel.split("/")[0] not in names)
     elif kept:
         first = exports / sorted(kept)[0]
-        raise VersionError(f"Version {folder}: {first} is not covered by {exports / MANIFEST} and was not just "
-                           "installed; remove it or export it again. Refusing to seal it.")
+        raise VersionError(
+            f"Version {folder}: {first} is not covered by {exports / MANIFEST} and was not just "
+            "installed; remove it or export it again. Refusing to seal it."
+        )
     return _write_exports_manifest(exports)
 
 
@@ -222,37 +247,52 @@ def editing_version(version_dir: str | Path) -> Iterator[Path]:
     folder = Path(version_dir)
     verify_version(folder)
     with atomic_dir(folder) as tmp:
-        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*"))
+        shutil.copytree(
+            folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*")
+        )
         yield tmp
         if (tmp / EXPORTS / MANIFEST).is_file() or _files(tmp / EXPORTS, (MANIFEST,), True):
             _write_exports_manifest(tmp / EXPORTS)
         write_manifest(tmp)
 
 
-def _check(folder: Path, manifest_file: Path, actual: dict[str, Path], version: Path,
-           only: Callable[[str], bool] = lambda rel: True) -> None:
+def _check(
+    folder: Path,
+    manifest_file: Path,
+    actual: dict[str, Path],
+    version: Path,
+    only: Callable[[str], bool] = lambda rel: True,
+) -> None:
     try:
         manifest = json.loads(manifest_file.read_text())
         listed = {e["path"]: e for e in manifest["files"] if only(e["path"])}
         if manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"unknown format {manifest.get('format')!r}")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VersionError(f"{manifest_file} is unreadable or corrupt ({e}); refusing to use {version}.") from None
+        raise VersionError(
+            f"{manifest_file} is unreadable or corrupt ({e}); refusing to use {version}."
+        ) from None
     missing, extra = sorted(listed.keys() - actual.keys()), sorted(actual.keys() - listed.keys())
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise VersionError(f"Version {version} is incomplete: {folder / missing[0]} is missing{more} (listed in "
-                           f"{manifest_file.name}). Refusing to use it.")
+        raise VersionError(
+            f"Version {version} is incomplete: {folder / missing[0]} is missing{more} (listed in "
+            f"{manifest_file.name}). Refusing to use it."
+        )
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise VersionError(f"Version {version} has an extra file {folder / extra[0]}{more} that its "
-                           f"{manifest_file.name} does not list (added after the version was written). "
-                           "Refusing to use it.")
+        raise VersionError(
+            f"Version {version} has an extra file {folder / extra[0]}{more} that its "
+            f"{manifest_file.name} does not list (added after the version was written). "
+            "Refusing to use it."
+        )
     for rel in sorted(listed):
         entry, path = listed[rel], actual[rel]
         if path.stat().st_size != entry.get("size") or sha256_file_cached(path) != entry.get("sha256"):
-            raise VersionError(f"Version {version} was altered: {folder / rel} does not match the hash (sha256, size) "
-                               f"recorded in {manifest_file.name}. Refusing to use it.")
+            raise VersionError(
+                f"Version {version} was altered: {folder / rel} does not match the hash (sha256, size) "
+                f"recorded in {manifest_file.name}. Refusing to use it."
+            )
 
 
 def _verify_main(folder: Path) -> None:
@@ -284,8 +324,10 @@ def verify_version(version_dir: str | Path) -> None:
         _check(exports, exports / MANIFEST, found, folder)
     elif found:
         first = exports / sorted(found)[0]
-        raise VersionError(f"Version {folder}: {first} is not covered by {exports / MANIFEST} (exports must be "
-                           "installed with refit.models.version.update_exports_manifest). Refusing to use it.")
+        raise VersionError(
+            f"Version {folder}: {first} is not covered by {exports / MANIFEST} (exports must be "
+            "installed with refit.models.version.update_exports_manifest). Refusing to use it."
+        )
 
 
 def read_version(version_dir: str | Path, verify: bool = True) -> dict:

@@ -12,5 +12,17 @@ from refit.registry.store import (
     Superseded,
 )
 
-__all__ = ["CHALLENGER", "CHAMPION", "AliasMove", "Finding", "GcPlan", "RegisteredVersion", "Registry",
-           "RegistryError", "Superseded", "apply_gc", "plan_gc", "verify_registry"]
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "AliasMove",
+    "Finding",
+    "GcPlan",
+    "RegisteredVersion",
+    "Registry",
+    "RegistryError",
+    "Superseded",
+    "apply_gc",
+    "plan_gc",
+    "verify_registry",
+]

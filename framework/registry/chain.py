@@ -42,17 +42,27 @@ def check_chain(rows: Iterable[Mapping]) -> tuple[list[ChainProblem], int]:
     for row in rows:
         if row["hash"] is None:
             if chained:
-                problems.append(ChainProblem(row["seq"], f"audit row {row['seq']} has no hash inside the chain"))
+                problems.append(
+                    ChainProblem(row["seq"], f"audit row {row['seq']} has no hash inside the chain")
+                )
             else:
                 legacy += 1
             continue
         chained = True
         if row["prev_hash"] != prev:
-            problems.append(ChainProblem(row["seq"], f"audit row {row['seq']} does not follow the row before it "
-                                                     "(a row was removed, inserted or reordered)"))
+            problems.append(
+                ChainProblem(
+                    row["seq"],
+                    f"audit row {row['seq']} does not follow the row before it "
+                    "(a row was removed, inserted or reordered)",
+                )
+            )
         if row_hash(row["prev_hash"] or "", row) != row["hash"]:
-            problems.append(ChainProblem(row["seq"], f"audit row {row['seq']} was altered (its hash does not match "
-                                                     "its content)"))
+            problems.append(
+                ChainProblem(
+                    row["seq"], f"audit row {row['seq']} was altered (its hash does not match its content)"
+                )
+            )
         prev = row["hash"]
     return problems, legacy
 

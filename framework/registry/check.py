@@ -29,7 +29,9 @@ def verify_registry(registry: Registry) -> list[Finding]:
     if registry.versions_dir.is_dir():
         for path in sorted(registry.versions_dir.iterdir()):
             if is_staging(path.name):
-                findings.append(Finding("folder", path.name, True, "staging of an unfinished write (`gc` removes it)"))
+                findings.append(
+                    Finding("folder", path.name, True, "staging of an unfinished write (`gc` removes it)")
+                )
             elif path.name not in known:
                 findings.append(Finding("folder", path.name, False, "in versions/ but not registered"))
     rows = registry.audit_rows()
@@ -45,8 +47,14 @@ def verify_registry(registry: Registry) -> list[Finding]:
         if want == have:
             findings.append(Finding("alias", name, True, f"{have} (matches the audit log)"))
         else:
-            findings.append(Finding("alias", name, False, f"points at {have or 'nothing'} but the audit log says "
-                                                           f"{want or 'nothing'}"))
+            findings.append(
+                Finding(
+                    "alias",
+                    name,
+                    False,
+                    f"points at {have or 'nothing'} but the audit log says {want or 'nothing'}",
+                )
+            )
     return findings
 
 

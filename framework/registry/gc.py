@@ -21,7 +21,9 @@ class GcPlan:
     staging: list[Path] = field(default_factory=list)  # stale staging of killed writes
     in_progress: list[Path] = field(default_factory=list)  # young staging: another process may be writing it
     orphans: list[Path] = field(default_factory=list)  # folders in versions/ with no registry row
-    versions: list[str] = field(default_factory=list)  # registered, unreferenced, beyond the last `keep` champions
+    versions: list[str] = field(
+        default_factory=list
+    )  # registered, unreferenced, beyond the last `keep` champions
     keep: int = 0
 
     @property

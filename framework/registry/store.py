@@ -31,8 +31,16 @@ from refit.io import atomic_dir, check_name, child_path, make_private, private_d
 from refit.models.version import MANIFEST, read_version, verify_version, weights_file
 from refit.registry.chain import GENESIS, row_hash
 
-__all__ = ["Registry", "RegisteredVersion", "AliasMove", "Superseded", "RegistryError", "CHAMPION", "CHALLENGER",
-           "STALE_AFTER_S"]
+__all__ = [
+    "Registry",
+    "RegisteredVersion",
+    "AliasMove",
+    "Superseded",
+    "RegistryError",
+    "CHAMPION",
+    "CHALLENGER",
+    "STALE_AFTER_S",
+]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
@@ -75,7 +83,11 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 # Columns added since the first schema: (table, column, type). Added in place to older databases.
-_MIGRATIONS = (("versions", "manifest_sha256", "TEXT"), ("audit", "prev_hash", "TEXT"), ("audit", "hash", "TEXT"))
+_MIGRATIONS = (
+    ("versions", "manifest_sha256", "TEXT"),
+    ("audit", "prev_hash", "TEXT"),
+    ("audit", "hash", "TEXT"),
+)
 _TABLES = {"versions", "aliases", "audit", "runs"}
 
 
@@ -161,8 +173,11 @@ class Registry:
         return sqlite3.connect(self.db_path.as_uri() + "?mode=ro", uri=True, timeout=30, isolation_level=None)
 
     def _refuse_missing_db(self, create: bool) -> None:
-        versions = [p for p in self.versions_dir.iterdir() if not is_staging(p.name)] \
-            if self.versions_dir.is_dir() else []
+        versions = (
+            [p for p in self.versions_dir.iterdir() if not is_staging(p.name)]
+            if self.versions_dir.is_dir()
+            else []
+        )
         if versions:
             raise RegistryError(
                 f"The registry {self.root} holds {len(versions)} version folder(s) in {self.versions_dir} but its "
@@ -202,9 +217,11 @@ class Registry:
             raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
 
     def _damaged(self, what: str) -> str:
-        return (f"The registry database {self.db_path} {what}. Refusing to use it or to rebuild it (the aliases and "
-                "audit log would be lost). Restore it from a backup; the version folders in "
-                f"{self.versions_dir} are untouched and can be re-registered into a new registry.")
+        return (
+            f"The registry database {self.db_path} {what}. Refusing to use it or to rebuild it (the aliases and "
+            "audit log would be lost). Restore it from a backup; the version folders in "
+            f"{self.versions_dir} are untouched and can be re-registered into a new registry."
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -222,8 +239,9 @@ class Registry:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if type(e) is sqlite3.DatabaseError or (  # damage, a busy database or a read-only file: not a bug
-                    isinstance(e, sqlite3.OperationalError) and any(w in str(e) for w in ("locked", "readonly",
-                                                                                         "unable to open"))):
+                isinstance(e, sqlite3.OperationalError)
+                and any(w in str(e) for w in ("locked", "readonly", "unable to open"))
+            ):
                 raise RegistryError(f"The registry database {self.db_path}: {e}.") from None
             raise
         finally:
@@ -244,20 +262,35 @@ class Registry:
         existing = self._row(vid)
         if existing is not None:
             if existing["manifest_sha256"] not in (None, sha256_file(source / MANIFEST)):
-                raise VersionError(f"A different version with id {vid} is already registered; not replacing it.")
+                raise VersionError(
+                    f"A different version with id {vid} is already registered; not replacing it."
+                )
             return self.get(vid)
         if source != dest:
             with atomic_dir(dest) as tmp:
-                shutil.copytree(source, tmp, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*"))
+                shutil.copytree(
+                    source,
+                    tmp,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*"),
+                )
                 make_private(tmp)
                 verify_version(tmp)  # the copy is whole (and the source did not change while copied)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256, metrics,"
                 " manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (vid, str(dest), meta.get("parent"), meta.get("recipe"), meta.get("created_at"), _now(),
-                 sha256_file(weights_file(dest)), json.dumps(meta.get("metrics", {})), sha256_file(dest / MANIFEST)),
+                (
+                    vid,
+                    str(dest),
+                    meta.get("parent"),
+                    meta.get("recipe"),
+                    meta.get("created_at"),
+                    _now(),
+                    sha256_file(weights_file(dest)),
+                    json.dumps(meta.get("metrics", {})),
+                    sha256_file(dest / MANIFEST),
+                ),
             )
         return self.get(vid)
 
@@ -268,8 +301,16 @@ class Registry:
     def _to_version(self, row: sqlite3.Row) -> RegisteredVersion:
         # The folder is derived from the validated id under this root, never read back from the database.
         path = child_path(self.versions_dir, row["id"])
-        return RegisteredVersion(row["id"], path, row["parent"], row["recipe"], row["created_at"],
-                                 row["registered_at"], row["weights_sha256"], json.loads(row["metrics"]))
+        return RegisteredVersion(
+            row["id"],
+            path,
+            row["parent"],
+            row["recipe"],
+            row["created_at"],
+            row["registered_at"],
+            row["weights_sha256"],
+            json.loads(row["metrics"]),
+        )
 
     def resolve(self, ref: str) -> str:
         """A version id from an id or an alias."""
@@ -305,13 +346,19 @@ class Registry:
             recorded = row["manifest_sha256"] if "manifest_sha256" in row.keys() else None  # noqa: SIM118 (Row)
             if recorded is None:  # registered before manifests: the weights hash is all we have
                 if sha256_file(weights_file(path)) != row["weights_sha256"]:
-                    raise VersionError(f"{weights_file(path)} does not match the hash recorded at registration.")
+                    raise VersionError(
+                        f"{weights_file(path)} does not match the hash recorded at registration."
+                    )
             elif sha256_file(path / MANIFEST) != recorded:
-                raise VersionError(f"{path / MANIFEST} is not the manifest recorded at registration (the version "
-                                   "was changed and re-sealed after it was registered).")
+                raise VersionError(
+                    f"{path / MANIFEST} is not the manifest recorded at registration (the version "
+                    "was changed and re-sealed after it was registered)."
+                )
         except VersionError as e:
-            raise VersionError(f"Version {row['id']} in the registry is corrupt or was altered: {e} Refusing to "
-                               "use it; the aliases are unchanged.") from None
+            raise VersionError(
+                f"Version {row['id']} in the registry is corrupt or was altered: {e} Refusing to "
+                "use it; the aliases are unchanged."
+            ) from None
 
     def list_versions(self) -> list[RegisteredVersion]:
         with self._tx() as db:
@@ -323,9 +370,18 @@ class Registry:
         with self._tx() as db:
             return {r["name"]: r["version_id"] for r in db.execute("SELECT name, version_id FROM aliases")}
 
-    def set_alias(self, alias: str, ref: str, reason: str | None = None, metrics: dict | None = None,
-                  action: str = "move", actor: str | None = None, *, expected: str | None = None,
-                  run: tuple[int, str, dict] | None = None) -> AliasMove:
+    def set_alias(
+        self,
+        alias: str,
+        ref: str,
+        reason: str | None = None,
+        metrics: dict | None = None,
+        action: str = "move",
+        actor: str | None = None,
+        *,
+        expected: str | None = None,
+        run: tuple[int, str, dict] | None = None,
+    ) -> AliasMove:
         """Point `alias` at a version: the move, its audit row (and optionally a run's end) are one transaction.
 
         Compare-and-swap: with `expected`, the move happens only if `alias` still points at that version
@@ -346,30 +402,52 @@ class Registry:
                     f"'{alias}' now points at {previous or 'nothing'}, not {expected} as expected: someone else "
                     f"moved it meanwhile. {target} was not made {alias}; nothing was changed."
                 )
-            db.execute("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                       "version_id = excluded.version_id, updated_at = excluded.updated_at", (alias, target, _now()))
+            db.execute(
+                "INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "version_id = excluded.version_id, updated_at = excluded.updated_at",
+                (alias, target, _now()),
+            )
             last = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             prev_hash = (last["hash"] if last else None) or GENESIS
-            content = {"at": _now(), "alias": alias, "from_version": previous, "to_version": target,
-                       "actor": actor or _actor(), "action": action, "reason": reason,
-                       "metrics": json.dumps(metrics, sort_keys=True) if metrics is not None else None}
+            content = {
+                "at": _now(),
+                "alias": alias,
+                "from_version": previous,
+                "to_version": target,
+                "actor": actor or _actor(),
+                "action": action,
+                "reason": reason,
+                "metrics": json.dumps(metrics, sort_keys=True) if metrics is not None else None,
+            }
             cur = db.execute(
                 "INSERT INTO audit (at, alias, from_version, to_version, actor, action, reason, metrics, prev_hash, "
                 "hash) VALUES (:at, :alias, :from_version, :to_version, :actor, :action, :reason, :metrics, :prev, "
-                ":hash)", {**content, "prev": prev_hash, "hash": row_hash(prev_hash, content)},
+                ":hash)",
+                {**content, "prev": prev_hash, "hash": row_hash(prev_hash, content)},
             )
             seq = cur.lastrowid
             if run is not None:
                 self._finish_run_in(db, *run)
         return next(m for m in self.history(alias) if m.seq == seq)
 
-    def promote(self, ref: str, reason: str, metrics: dict | None = None, actor: str | None = None, *,
-                expected_champion: str | None = None, run: tuple[int, str, dict] | None = None) -> AliasMove:
+    def promote(
+        self,
+        ref: str,
+        reason: str,
+        metrics: dict | None = None,
+        actor: str | None = None,
+        *,
+        expected_champion: str | None = None,
+        run: tuple[int, str, dict] | None = None,
+    ) -> AliasMove:
         """Make `ref` the champion; compare-and-swap against `expected_champion` when given (see set_alias)."""
-        return self.set_alias(CHAMPION, ref, reason, metrics, action="promote", actor=actor,
-                              expected=expected_champion, run=run)
+        return self.set_alias(
+            CHAMPION, ref, reason, metrics, action="promote", actor=actor, expected=expected_champion, run=run
+        )
 
-    def rollback(self, reason: str = "manual rollback", actor: str | None = None, alias: str = CHAMPION) -> AliasMove:
+    def rollback(
+        self, reason: str = "manual rollback", actor: str | None = None, alias: str = CHAMPION
+    ) -> AliasMove:
         """Point the alias back at the version it held before its latest move (compare-and-swap on it)."""
         check_name(alias, "alias name")
         moves = self.history(alias)
@@ -384,9 +462,20 @@ class Registry:
     def history(self, alias: str | None = None) -> list[AliasMove]:
         if alias is not None:
             check_name(alias, "alias name")
-        return [AliasMove(r["seq"], r["at"], r["alias"], r["from_version"], r["to_version"], r["actor"],
-                          r["action"], r["reason"], json.loads(r["metrics"]) if r["metrics"] else None)
-                for r in self.audit_rows(alias)]
+        return [
+            AliasMove(
+                r["seq"],
+                r["at"],
+                r["alias"],
+                r["from_version"],
+                r["to_version"],
+                r["actor"],
+                r["action"],
+                r["reason"],
+                json.loads(r["metrics"]) if r["metrics"] else None,
+            )
+            for r in self.audit_rows(alias)
+        ]
 
     def audit_rows(self, alias: str | None = None) -> list[dict]:
         """The raw audit rows in order (hash-chain columns included; None where the database predates them)."""
@@ -401,8 +490,11 @@ class Registry:
         if not self.versions_dir.is_dir():
             return []
         cutoff = time.time() - older_than_s
-        return sorted(p for p in self.versions_dir.iterdir()
-                      if is_staging(p.name) and not p.is_symlink() and p.lstat().st_mtime < cutoff)
+        return sorted(
+            p
+            for p in self.versions_dir.iterdir()
+            if is_staging(p.name) and not p.is_symlink() and p.lstat().st_mtime < cutoff
+        )
 
     def clean_staging(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
         """Remove stale staging folders (killed registrations); returns what was removed."""
@@ -420,7 +512,7 @@ class Registry:
         for move in reversed(self.history(CHAMPION)):
             if move.to_version and move.to_version not in champions:
                 champions.append(move.to_version)
-        protected.update(champions[:max(keep, 0)])
+        protected.update(champions[: max(keep, 0)])
         return [v.id for v in self.list_versions() if v.id not in protected]
 
     def remove_version(self, version_id: str) -> None:
@@ -440,8 +532,10 @@ class Registry:
     def start_run(self, kind: str, details: dict | None = None) -> int:
         self._require_writable("start a run")
         with self._tx() as db:
-            cur = db.execute("INSERT INTO runs (kind, started_at, status, details) VALUES (?, ?, 'running', ?)",
-                             (kind, _now(), json.dumps(details or {})))
+            cur = db.execute(
+                "INSERT INTO runs (kind, started_at, status, details) VALUES (?, ?, 'running', ?)",
+                (kind, _now(), json.dumps(details or {})),
+            )
             return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, status: str, details: dict | None = None) -> None:
@@ -451,8 +545,10 @@ class Registry:
 
     @staticmethod
     def _finish_run_in(db: sqlite3.Connection, run_id: int, status: str, details: dict | None) -> None:
-        cur = db.execute("UPDATE runs SET finished_at = ?, status = ?, details = ? WHERE id = ?",
-                         (_now(), status, json.dumps(details or {}, default=str), run_id))
+        cur = db.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, details = ? WHERE id = ?",
+            (_now(), status, json.dumps(details or {}, default=str), run_id),
+        )
         if cur.rowcount != 1:
             raise VersionError(f"No run {run_id} in the registry: cannot record its end.")
 

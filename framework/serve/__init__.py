@@ -10,6 +10,17 @@ from refit.serve.server import FeedbackError, ServeOptions, Server
 from refit.serve.slot import AUTO_ORDER, BACKENDS, Slot, Unavailable, load_slot
 
 __all__ = [
-    "AUTO_ORDER", "BACKENDS", "BatcherClosed", "CAPTURE_SCHEMA", "FEEDBACK_SCHEMA", "FeedbackError", "MicroBatcher",
-    "RotatingParquetWriter", "ServeOptions", "Server", "Slot", "Unavailable", "load_slot",
+    "AUTO_ORDER",
+    "BACKENDS",
+    "BatcherClosed",
+    "CAPTURE_SCHEMA",
+    "FEEDBACK_SCHEMA",
+    "FeedbackError",
+    "MicroBatcher",
+    "RotatingParquetWriter",
+    "ServeOptions",
+    "Server",
+    "Slot",
+    "Unavailable",
+    "load_slot",
 ]

@@ -24,12 +24,15 @@ from refit.serve.server import FeedbackError, ServeOptions, Server
 __all__ = ["build_app", "create_app_from_env", "run_server", "OPTIONS_ENV"]
 
 log = logging.getLogger("refit.serve")
-OPTIONS_ENV = "REFIT_SERVE_OPTIONS"  # JSON of ServeOptions, for `--workers N` (each worker builds its own app)
+OPTIONS_ENV = (
+    "REFIT_SERVE_OPTIONS"  # JSON of ServeOptions, for `--workers N` (each worker builds its own app)
+)
 
 
 def _missing_fastapi() -> RefitError:
-    return RefitError("refit serve needs FastAPI and uvicorn, which are not installed: "
-                      "`pip install refit-ml[serve]`.")
+    return RefitError(
+        "refit serve needs FastAPI and uvicorn, which are not installed: `pip install refit-ml[serve]`."
+    )
 
 
 class _Metrics:
@@ -80,7 +83,9 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if state["server"] is None:
             state["server"] = Server(options)
         srv = state["server"]
-        log.warning("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
+        log.warning(
+            "refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path
+        )
         try:
             yield
         finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush
@@ -108,8 +113,9 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             raise HTTPException(422, "Send exactly one of 'text' (a string) or 'texts' (a list of strings).")
         texts = [body.text] if body.text is not None else body.texts
         if not texts or len(texts) > s.options.max_texts_per_request:
-            raise HTTPException(422, f"'texts' must hold 1 to {s.options.max_texts_per_request} strings "
-                                f"(got {len(texts)}).")
+            raise HTTPException(
+                422, f"'texts' must hold 1 to {s.options.max_texts_per_request} strings (got {len(texts)})."
+            )
         try:
             out = await s.predict(texts)
         except BatcherClosed:
@@ -159,8 +165,15 @@ def create_app_from_env():
     return build_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
 
 
-def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               graceful_timeout_s: float = 30.0, log_level: str = "info", access_log: bool = True) -> None:
+def run_server(
+    options: ServeOptions,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    graceful_timeout_s: float = 30.0,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
     """Serve until SIGTERM/SIGINT; then stop accepting, answer in-flight requests, flush capture, return.
 
     With one worker the server is built here first, so a bad version or registry is a clean RefitError
@@ -171,8 +184,13 @@ def run_server(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
         import uvicorn
     except ImportError:
         raise _missing_fastapi() from None
-    common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": graceful_timeout_s,
-              "access_log": access_log}
+    common = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "timeout_graceful_shutdown": graceful_timeout_s,
+        "access_log": access_log,
+    }
     if workers == 1:
         app = build_app(server=Server(options))  # a bad version fails here, before logging is set up
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

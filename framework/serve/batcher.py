@@ -44,8 +44,13 @@ class _Item:
 class MicroBatcher:
     """Submit token ids, get a Future of (label id, probabilities)."""
 
-    def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 5.0, bucket_batches: int = 4,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        bucket_batches: int = 4,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.bucket_limit = max_batch_size * bucket_batches

@@ -29,20 +29,29 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["CAPTURE_SCHEMA", "FEEDBACK_SCHEMA", "RotatingParquetWriter", "capture_row", "feedback_row", "utc_now"]
+__all__ = [
+    "CAPTURE_SCHEMA",
+    "FEEDBACK_SCHEMA",
+    "RotatingParquetWriter",
+    "capture_row",
+    "feedback_row",
+    "utc_now",
+]
 
 log = logging.getLogger("refit.serve")
 
-CAPTURE_SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("at", pa.string()),
-    ("version_id", pa.string()),
-    ("text", pa.string()),
-    ("text_sha256", pa.string()),
-    ("prediction", pa.int64()),
-    ("label", pa.string()),
-    ("probs", pa.list_(pa.float32())),
-])
+CAPTURE_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("at", pa.string()),
+        ("version_id", pa.string()),
+        ("text", pa.string()),
+        ("text_sha256", pa.string()),
+        ("prediction", pa.int64()),
+        ("label", pa.string()),
+        ("probs", pa.list_(pa.float32())),
+    ]
+)
 FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()), ("at", pa.string())])
 
 
@@ -50,12 +59,27 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def capture_row(request_id: str, at: str, version_id: str, text: str, prediction: int, label: str,
-                probs: Sequence[float], store_text: bool) -> dict:
+def capture_row(
+    request_id: str,
+    at: str,
+    version_id: str,
+    text: str,
+    prediction: int,
+    label: str,
+    probs: Sequence[float],
+    store_text: bool,
+) -> dict:
     """One capture row. The hash is kept even when the text is not, so drift and joins still work."""
-    return {"request_id": request_id, "at": at, "version_id": version_id, "text": text if store_text else None,
-            "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "prediction": int(prediction),
-            "label": label, "probs": [float(p) for p in probs]}
+    return {
+        "request_id": request_id,
+        "at": at,
+        "version_id": version_id,
+        "text": text if store_text else None,
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "prediction": int(prediction),
+        "label": label,
+        "probs": [float(p) for p in probs],
+    }
 
 
 def feedback_row(request_id: str, label: str, at: str) -> dict:
@@ -69,10 +93,20 @@ class RotatingParquetWriter:
     per-row work (hashing, formatting) happens on the writer thread, not on the request's event loop.
     """
 
-    def __init__(self, folder: str | Path, prefix: str, schema: pa.Schema, *, max_queue: int = 10000,
-                 rotate_rows: int = 10000, rotate_seconds: float = 300.0, flush_rows: int = 512,
-                 flush_seconds: float = 1.0, on_written: Callable[[int], None] | None = None,
-                 on_dropped: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        prefix: str,
+        schema: pa.Schema,
+        *,
+        max_queue: int = 10000,
+        rotate_rows: int = 10000,
+        rotate_seconds: float = 300.0,
+        flush_rows: int = 512,
+        flush_seconds: float = 1.0,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
         self.schema = schema
@@ -138,8 +172,12 @@ class RotatingParquetWriter:
             self._warned = True
         self._on_dropped(n)
         if warn:
-            log.warning("refit serve: %s rows are being dropped (%s); predictions are unaffected. "
-                        "The dropped count is in /metrics.", self.prefix, why)
+            log.warning(
+                "refit serve: %s rows are being dropped (%s); predictions are unaffected. "
+                "The dropped count is in /metrics.",
+                self.prefix,
+                why,
+            )
 
     def _run(self) -> None:
         buffer: list[dict] = []
@@ -157,7 +195,9 @@ class RotatingParquetWriter:
             except Exception as e:  # a row maker that failed: that row is lost, nothing else
                 self._drop(1, f"a row could not be built: {e}")
             now = time.monotonic()
-            if buffer and (len(buffer) >= self.flush_rows or now - last_flush >= self.flush_seconds or stopping):
+            if buffer and (
+                len(buffer) >= self.flush_rows or now - last_flush >= self.flush_seconds or stopping
+            ):
                 while buffer:  # no file gets more than rotate_rows rows
                     room = self.rotate_rows - self._file_rows
                     self._write(buffer[:room])
@@ -165,8 +205,9 @@ class RotatingParquetWriter:
                     if self._file_rows >= self.rotate_rows:
                         self._finish()
                 last_flush = now
-            if self._writer is not None and (self._file_rows >= self.rotate_rows
-                                             or now - self._opened_at >= self.rotate_seconds):
+            if self._writer is not None and (
+                self._file_rows >= self.rotate_rows or now - self._opened_at >= self.rotate_seconds
+            ):
                 self._finish()
             if stopping and self._queue.empty() and not buffer:
                 self._finish()

@@ -25,28 +25,51 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class ServeMetrics:
     def __init__(self) -> None:
         if CollectorRegistry is None:
-            raise RefitError("refit serve needs prometheus-client, which is not installed: "
-                             "`pip install refit-ml[serve]`.")
+            raise RefitError(
+                "refit serve needs prometheus-client, which is not installed: `pip install refit-ml[serve]`."
+            )
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("refit_serve_requests", "HTTP requests by endpoint and status code",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("refit_serve_request_latency_seconds", "Request latency by endpoint",
-                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "refit_serve_requests",
+            "HTTP requests by endpoint and status code",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "refit_serve_request_latency_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.texts = Counter("refit_serve_texts", "Texts predicted", registry=r)
-        self.batch_size = Histogram("refit_serve_batch_size", "Texts per inference batch", buckets=_BATCH_BUCKETS,
-                                    registry=r)
-        self.batch_latency = Histogram("refit_serve_batch_seconds", "Inference time per batch",
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.capture_backlog = Gauge("refit_serve_capture_backlog", "Rows waiting for the writer", ["kind"],
-                                     registry=r)
-        self.capture_written = Counter("refit_serve_capture_rows_written", "Rows written to Parquet", ["kind"],
-                                       registry=r)
-        self.capture_dropped = Counter("refit_serve_capture_rows_dropped",
-                                       "Rows dropped (queue full or writer failing)", ["kind"], registry=r)
-        self.version = Gauge("refit_serve_version_info", "The version being served (value 1)",
-                             ["version_id", "backend"], registry=r)
-        self.reloads = Counter("refit_serve_reloads", "Hot-swap attempts by result (swapped, refused)",
-                               ["result"], registry=r)
+        self.batch_size = Histogram(
+            "refit_serve_batch_size", "Texts per inference batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            "refit_serve_batch_seconds", "Inference time per batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.capture_backlog = Gauge(
+            "refit_serve_capture_backlog", "Rows waiting for the writer", ["kind"], registry=r
+        )
+        self.capture_written = Counter(
+            "refit_serve_capture_rows_written", "Rows written to Parquet", ["kind"], registry=r
+        )
+        self.capture_dropped = Counter(
+            "refit_serve_capture_rows_dropped",
+            "Rows dropped (queue full or writer failing)",
+            ["kind"],
+            registry=r,
+        )
+        self.version = Gauge(
+            "refit_serve_version_info",
+            "The version being served (value 1)",
+            ["version_id", "backend"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "refit_serve_reloads", "Hot-swap attempts by result (swapped, refused)", ["result"], registry=r
+        )
         for kind in ("capture", "feedback"):
             self.capture_written.labels(kind)
             self.capture_dropped.labels(kind)

@@ -78,14 +78,23 @@ class Server:
         if not options.version and not options.registry_root:
             raise ConfigError("refit serve needs --registry.root REG (with --alias) or --version DIR.")
         if options.registry_root and not options.version:
-            db = Path(options.registry_db) if options.registry_db else Path(options.registry_root) / "registry.db"
+            db = (
+                Path(options.registry_db)
+                if options.registry_db
+                else Path(options.registry_root) / "registry.db"
+            )
             if not db.is_file():
-                raise ConfigError(f"No registry at {options.registry_root} (no {db}); check --registry.root, or "
-                                  "create one with `refit registry register --version DIR`.")
+                raise ConfigError(
+                    f"No registry at {options.registry_root} (no {db}); check --registry.root, or "
+                    "create one with `refit registry register --version DIR`."
+                )
         self.options = options
         self.metrics = ServeMetrics()
-        self.registry = (Registry(options.registry_root, options.registry_db)
-                         if options.registry_root and not options.version else None)
+        self.registry = (
+            Registry(options.registry_root, options.registry_db)
+            if options.registry_root and not options.version
+            else None
+        )
         self._reload_lock = threading.Lock()
         self._refused: str | None = None  # a version refused once is not retried until the alias moves again
         self.last_error: str | None = None
@@ -114,8 +123,12 @@ class Server:
 
     def _writer(self, kind: str, schema) -> RotatingParquetWriter:
         writer = RotatingParquetWriter(
-            self.capture_dir, kind, schema, max_queue=self.options.capture_queue,
-            rotate_rows=self.options.rotate_rows, rotate_seconds=self.options.rotate_seconds,
+            self.capture_dir,
+            kind,
+            schema,
+            max_queue=self.options.capture_queue,
+            rotate_rows=self.options.rotate_rows,
+            rotate_seconds=self.options.rotate_seconds,
             on_written=self.metrics.capture_written.labels(kind).inc,
             on_dropped=self.metrics.capture_dropped.labels(kind).inc,
         )
@@ -125,7 +138,9 @@ class Server:
     def _target_id(self) -> str:
         """The id (or folder name) of what should be served now: cheap, polled by the watcher."""
         if self.options.version:
-            return str(read_version(self.options.version).get("version_id") or Path(self.options.version).name)
+            return str(
+                read_version(self.options.version).get("version_id") or Path(self.options.version).name
+            )
         return self.registry.resolve(self.options.alias)
 
     def _target(self, version_id: str | None = None) -> tuple[str, Path]:
@@ -157,12 +172,21 @@ class Server:
         for text, (label_id, probs) in zip(texts, results):
             rid = uuid.uuid4().hex
             label = slot.label_of(label_id)
-            out.append({"request_id": rid, "label": label, "label_id": label_id,
-                        "probabilities": {slot.label_of(i): float(p) for i, p in enumerate(probs)},
-                        "version_id": slot.version_id})
+            out.append(
+                {
+                    "request_id": rid,
+                    "label": label,
+                    "label_id": label_id,
+                    "probabilities": {slot.label_of(i): float(p) for i, p in enumerate(probs)},
+                    "version_id": slot.version_id,
+                }
+            )
             if self.capture is not None:  # the row is built on the writer thread (hashing is not free)
-                rows.append(lambda r=rid, t=text, li=label_id, lb=label, p=probs, v=slot.version_id:
-                            capture_row(r, at, v, t, li, lb, p, store))
+                rows.append(
+                    lambda r=rid, t=text, li=label_id, lb=label, p=probs, v=slot.version_id: capture_row(
+                        r, at, v, t, li, lb, p, store
+                    )
+                )
         self.metrics.texts.inc(len(texts))
         if rows:
             self.capture.put(rows)
@@ -171,17 +195,23 @@ class Server:
     def add_feedback(self, items: list[tuple[str, str | int]]) -> int:
         """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call."""
         if self.feedback is None:
-            raise FeedbackError("Feedback needs capture on (capture.enabled: true); this server stores nothing.")
+            raise FeedbackError(
+                "Feedback needs capture on (capture.enabled: true); this server stores nothing."
+            )
         labels = self.slot.labels
         rows = []
         for request_id, label in items:
             if not _REQUEST_ID.match(str(request_id)):
-                raise FeedbackError(f"request_id '{request_id}' is not a request id (32 hex characters, as "
-                                    "returned by /predict).")
+                raise FeedbackError(
+                    f"request_id '{request_id}' is not a request id (32 hex characters, as "
+                    "returned by /predict)."
+                )
             value = str(label)
             if value not in labels and not (value.isdigit() and int(value) < len(labels)):
-                raise FeedbackError(f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
-                                    f"(or their ids 0-{len(labels) - 1}).")
+                raise FeedbackError(
+                    f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
+                    f"(or their ids 0-{len(labels) - 1})."
+                )
             rows.append(feedback_row(str(request_id), value, utc_now()))
         return self.feedback.put(rows)
 
@@ -212,8 +242,12 @@ class Server:
         self._refused = version_id
         self.last_error = message
         self.metrics.reloads.labels("refused").inc()
-        log.error("refit serve: refused to swap to %s; still serving %s: %s", version_id, self.slot.version_id,
-                  message)
+        log.error(
+            "refit serve: refused to swap to %s; still serving %s: %s",
+            version_id,
+            self.slot.version_id,
+            message,
+        )
 
     def _watch(self) -> None:
         while not self._stop.wait(self.options.watch_interval_s):

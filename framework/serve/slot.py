@@ -41,10 +41,16 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
             raise Unavailable(f"no exports/{filename}")
         try:
             # No spinning: the event loop, tokenisation and capture threads share the cores with inference.
-            return OrtPredictor(path, "cuda" if device == "cuda" else "cpu", threads=threads,
-                                name=f"onnxruntime:{filename}", spinning=False)
+            return OrtPredictor(
+                path,
+                "cuda" if device == "cuda" else "cpu",
+                threads=threads,
+                name=f"onnxruntime:{filename}",
+                spinning=False,
+            )
         except ImportError as e:
             raise Unavailable(str(e)) from None
+
     return make
 
 
@@ -77,8 +83,12 @@ AUTO_ORDER = {"cpu": ("onnx-int8", "onnx", "pytorch"), "cuda": ("tensorrt", "onn
 _ARTEFACT = {"onnx-int8": "model.int8.onnx", "onnx": "model.onnx", "tensorrt": "model.plan"}
 # Parity when the version has no parity.json record: (largest max-abs logit diff, least argmax agreement).
 _DEFAULT_PARITY = {"onnx-int8": (0.5, 0.75), "onnx": (1e-3, 1.0), "tensorrt": (0.1, 0.9)}
-_WARMUP_TEXTS = ["a short one", "this is a somewhat longer input sentence, used only to warm the model up",
-                 "warm-up", "x " * 40]
+_WARMUP_TEXTS = [
+    "a short one",
+    "this is a somewhat longer input sentence, used only to warm the model up",
+    "warm-up",
+    "x " * 40,
+]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -151,8 +161,14 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return out, mask
 
 
-def _check_parity(backend: str, version_dir: Path, predictor: Predictor, model: torch.nn.Module,
-                  ids: np.ndarray, mask: np.ndarray) -> dict:
+def _check_parity(
+    backend: str,
+    version_dir: Path,
+    predictor: Predictor,
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    mask: np.ndarray,
+) -> dict:
     """The export against the PyTorch model of the same version on the warm-up inputs, within the tolerance
     the export recorded in exports/parity.json (or a default per backend when it recorded none)."""
     if backend == "pytorch":
@@ -180,8 +196,13 @@ def _check_parity(backend: str, version_dir: Path, predictor: Predictor, model: 
     return {**measured, "allowed_max_abs_diff": max_diff, "source": "parity.json" if record else "default"}
 
 
-def load_slot(version_dir: str | Path, backend: str = "auto", device: str = "cpu", threads: int | None = None,
-              max_length: int = 0) -> Slot:
+def load_slot(
+    version_dir: str | Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
+    max_length: int = 0,
+) -> Slot:
     """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
 
     Verification is the version module's own (read_version / load_version check the files against the
@@ -202,8 +223,16 @@ def load_slot(version_dir: str | Path, backend: str = "auto", device: str = "cpu
     if predictor is None:
         raise VersionError(f"No backend can serve {version_dir} here ({'; '.join(reasons)}).")
     labels = _labels(meta, model)
-    slot = Slot(str(meta.get("version_id") or version_dir.name), version_dir, chosen, predictor, tokenizer, labels,
-                _max_length(meta, tokenizer, max_length), tokenizer.pad_token_id or 0)
+    slot = Slot(
+        str(meta.get("version_id") or version_dir.name),
+        version_dir,
+        chosen,
+        predictor,
+        tokenizer,
+        labels,
+        _max_length(meta, tokenizer, max_length),
+        tokenizer.pad_token_id or 0,
+    )
     ids, mask = pad_batch(slot.tokenize(_warm_texts(version_dir)), slot.pad_id)
     try:
         for _ in range(2):  # warm-up: first calls allocate and pick kernels
@@ -212,9 +241,12 @@ def load_slot(version_dir: str | Path, backend: str = "auto", device: str = "cpu
     except Exception as e:
         raise VersionError(f"{chosen} backend failed on warm-up inputs for {version_dir}: {e}") from None
     if logits.shape[-1] != len(labels):
-        raise VersionError(f"{version_dir}: the model outputs {logits.shape[-1]} classes but refit.json names "
-                           f"{len(labels)} labels.")
+        raise VersionError(
+            f"{version_dir}: the model outputs {logits.shape[-1]} classes but refit.json names "
+            f"{len(labels)} labels."
+        )
     slot.parity = _check_parity(chosen, version_dir, predictor, model, ids, mask)
-    log.info("refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started)
+    log.info(
+        "refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started
+    )
     return slot
-

@@ -7,6 +7,14 @@ from refit.train.optim import adamw_param_groups, linear_warmup_decay
 from refit.train.trainer import LAST_CKPT, ResumeCheckpoint, build_trainer
 
 __all__ = [
-    "FinetuneResult", "LAST_CKPT", "ResumeCheckpoint", "SequenceClassifier", "VERSION_DIRNAME", "adamw_param_groups",
-    "build_trainer", "evaluate_version", "linear_warmup_decay", "run_finetune",
+    "FinetuneResult",
+    "LAST_CKPT",
+    "ResumeCheckpoint",
+    "SequenceClassifier",
+    "VERSION_DIRNAME",
+    "adamw_param_groups",
+    "build_trainer",
+    "evaluate_version",
+    "linear_warmup_decay",
+    "run_finetune",
 ]

@@ -12,8 +12,14 @@ from refit.models import encode_texts, load_version
 __all__ = ["evaluate_version"]
 
 
-def evaluate_version(version_dir: str | Path, texts: Sequence[str], labels: Sequence, *, batch_size: int = 64,
-                     max_length: int = 128) -> dict[str, float]:
+def evaluate_version(
+    version_dir: str | Path,
+    texts: Sequence[str],
+    labels: Sequence,
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> dict[str, float]:
     """Metrics of a version on labelled texts; labels may be ids or the version's label names."""
     model, tokenizer, meta = load_version(version_dir)
     ids = to_label_ids(list(labels), meta.get("labels") or [])

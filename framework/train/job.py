@@ -39,8 +39,9 @@ class FinetuneResult:
     wandb_dir: str | None
 
 
-def _checkpoint_to_resume(out: Path, resume: bool, config: dict | None = None,
-                          with_changes: bool = False) -> Path | None:
+def _checkpoint_to_resume(
+    out: Path, resume: bool, config: dict | None = None, with_changes: bool = False
+) -> Path | None:
     """The checkpoint to resume from; refuses to silently overwrite an earlier run's checkpoints, to resume
     from a damaged checkpoint, or (unless `with_changes`) under another training setup than its own."""
     last = out / "checkpoints" / LAST_CKPT
@@ -58,8 +59,11 @@ def _checkpoint_to_resume(out: Path, resume: bool, config: dict | None = None,
 
 
 def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
-    return {k[len(prefix):].removesuffix("_epoch"): float(v) for k, v in values.items()
-            if k.startswith(prefix) and not k.endswith("_step")}
+    return {
+        k[len(prefix) :].removesuffix("_epoch"): float(v)
+        for k, v in values.items()
+        if k.startswith(prefix) and not k.endswith("_step")
+    }
 
 
 @dataclass
@@ -77,28 +81,73 @@ class _Setup:
     trainer: L.Trainer
 
 
-def _setup(model: str, d: DataConfig, optim: OptimConfig, t: TrainerConfig, tracking: TrackingConfig, out: Path,
-           ckpt: Path | None, config: dict, callbacks: list[Callback] | None, wandb_group: str | None) -> _Setup:
+def _setup(
+    model: str,
+    d: DataConfig,
+    optim: OptimConfig,
+    t: TrainerConfig,
+    tracking: TrackingConfig,
+    out: Path,
+    ckpt: Path | None,
+    config: dict,
+    callbacks: list[Callback] | None,
+    wandb_group: str | None,
+) -> _Setup:
     """Data, model, loggers and Trainer; every config group is unpacked into plain values here."""
     L.seed_everything(t.seed, workers=True, verbose=False)
-    splits = load_splits(d.train, d.validation, d.test, d.dataset, d.dataset_config, d.text_column,
-                         d.label_column, d.max_train_samples)
+    splits = load_splits(
+        d.train,
+        d.validation,
+        d.test,
+        d.dataset,
+        d.dataset_config,
+        d.text_column,
+        d.label_column,
+        d.max_train_samples,
+    )
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
     check_max_length(hf_model, d.max_length)
-    datamodule = TextDataModule(splits, tokenizer, d.max_length, d.batch_size, d.eval_batch_size,
-                                d.group_by_length, d.num_workers, seed=t.seed)
+    datamodule = TextDataModule(
+        splits,
+        tokenizer,
+        d.max_length,
+        d.batch_size,
+        d.eval_batch_size,
+        d.group_by_length,
+        d.num_workers,
+        seed=t.seed,
+    )
     module = SequenceClassifier(hf_model, len(splits.label_names), **asdict(optim))
-    loggers = build_loggers(out, tracking.name or out.name, config,
-                            resolve_wandb_mode(tracking.wandb, tracking.mode), tracking.project, wandb_group,
-                            append=ckpt is not None)
+    loggers = build_loggers(
+        out,
+        tracking.name or out.name,
+        config,
+        resolve_wandb_mode(tracking.wandb, tracking.mode),
+        tracking.project,
+        wandb_group,
+        append=ckpt is not None,
+    )
     pl_trainer = build_trainer(
-        out, loggers=loggers, has_validation=datamodule.has("validation"), max_epochs=t.max_epochs,
-        max_steps=t.max_steps, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
-        strategy=t.strategy, num_nodes=t.num_nodes, gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
-        log_every_n_steps=t.log_every_n_steps, monitor=t.monitor, mode=t.mode,
-        early_stopping_patience=t.early_stopping_patience, checkpoint_every_n_steps=t.checkpoint_every_n_steps,
-        deterministic=t.deterministic, extra_callbacks=callbacks,
+        out,
+        loggers=loggers,
+        has_validation=datamodule.has("validation"),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        val_check_interval=t.val_check_interval,
+        log_every_n_steps=t.log_every_n_steps,
+        monitor=t.monitor,
+        mode=t.mode,
+        early_stopping_patience=t.early_stopping_patience,
+        checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+        deterministic=t.deterministic,
+        extra_callbacks=callbacks,
         run_info={"config": config, "data": splits.fingerprints},
     )
     return _Setup(out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer)
@@ -132,18 +181,38 @@ def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str]:
     return metrics, best
 
 
-def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | None, config: dict,
-            metrics: dict, best: str, train_seconds: float, store_texts: bool,
-            reference_texts: list[str] | None) -> tuple[Path, str]:
+def _record(
+    s: _Setup,
+    *,
+    model: str,
+    d: DataConfig,
+    seed: int,
+    parent: str | None,
+    config: dict,
+    metrics: dict,
+    best: str,
+    train_seconds: float,
+    store_texts: bool,
+    reference_texts: list[str] | None,
+) -> tuple[Path, str]:
     """Write the version (weights, lineage, metrics and drift reference) in one atomic write."""
     reference = None
-    ref_split = "validation" if s.datamodule.has("validation") else "test" if s.datamodule.has("test") else None
+    ref_split = (
+        "validation" if s.datamodule.has("validation") else "test" if s.datamodule.has("test") else None
+    )
     if reference_texts:
         ref_split = "given"
     if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
         texts = sample_texts(reference_texts or s.splits.texts[ref_split], d.reference_size, seed)
-        reference = build_reference(s.module.model, s.tokenizer, texts, meta={"split": ref_split}, seed=seed,
-                                    batch_size=d.eval_batch_size, max_length=d.max_length)
+        reference = build_reference(
+            s.module.model,
+            s.tokenizer,
+            texts,
+            meta={"split": ref_split},
+            seed=seed,
+            batch_size=d.eval_batch_size,
+            max_length=d.max_length,
+        )
         reference.store_texts = store_texts
     calibration = _calibrate(s, d, seed)
     if calibration is not None:
@@ -165,11 +234,13 @@ def _record(s: _Setup, *, model: str, d: DataConfig, seed: int, parent: str | No
             "seconds": round(train_seconds, 1),
             "best_checkpoint": best or None,
             "best_score": float(best_cb.best_model_score)
-            if best_cb is not None and best_cb.best_model_score is not None else None,
+            if best_cb is not None and best_cb.best_model_score is not None
+            else None,
         },
     }
-    return write_version(s.out / VERSION_DIRNAME, s.module.model, s.tokenizer, meta, reference,
-                         calibration), version_id
+    return write_version(
+        s.out / VERSION_DIRNAME, s.module.model, s.tokenizer, meta, reference, calibration
+    ), version_id
 
 
 def _calibrate(s: _Setup, d: DataConfig, seed: int) -> Calibration | None:
@@ -180,8 +251,9 @@ def _calibrate(s: _Setup, d: DataConfig, seed: int) -> Calibration | None:
     texts, labels = s.splits.texts["validation"], s.splits.labels["validation"]
     model = s.module.model
     was_training, device = model.training, next(model.parameters()).device
-    logits = predict_logits(TorchPredictor(model, str(device)), encode(s.tokenizer, texts, d.max_length,
-                                                                       d.eval_batch_size))
+    logits = predict_logits(
+        TorchPredictor(model, str(device)), encode(s.tokenizer, texts, d.max_length, d.eval_batch_size)
+    )
     model.train(was_training)
     return fit_calibration(logits, labels, source="validation", seed=seed)
 
@@ -214,16 +286,28 @@ def run_finetune(
     chose, e.g. a maintenance cycle's recent production inputs; never rows the model was trained on).
     """
     out = Path(output_dir)
-    ckpt = Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
+    ckpt = (
+        Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
+    )
     config = config or {}
     s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group)
     train_seconds = _fit(s)
     metrics, best = _evaluate(s)
     if not s.trainer.is_global_zero:
         return FinetuneResult(None, None, metrics, None)
-    version_dir, version_id = _record(s, model=model, d=data, seed=trainer.seed, parent=parent, config=config,
-                                      metrics=metrics, best=best, train_seconds=train_seconds,
-                                      store_texts=store_texts, reference_texts=reference_texts)
+    version_dir, version_id = _record(
+        s,
+        model=model,
+        d=data,
+        seed=trainer.seed,
+        parent=parent,
+        config=config,
+        metrics=metrics,
+        best=best,
+        train_seconds=train_seconds,
+        store_texts=store_texts,
+        reference_texts=reference_texts,
+    )
     if tracking.log_version:
         log_version_artifact(s.loggers, version_dir, version_id, metrics)
     return FinetuneResult(version_dir, version_id, metrics, finish(s.loggers))

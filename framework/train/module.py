@@ -41,8 +41,15 @@ class SequenceClassifier(L.LightningModule):
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         metrics.update(logits.detach().float(), batch["labels"])
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
-                 batch_size=batch["labels"].shape[0], sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch["labels"].shape[0],
+            sync_dist=not on_step,
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -20,11 +20,29 @@ CKPT_KEY = "refit"
 # Keys that define what is trained. Everything else (max_epochs/max_steps to extend a run, devices, logging,
 # tracking, output folders, eval batch size) may change on resume.
 TRAINING_KEYS = (
-    "model", "data.train", "data.validation", "data.test", "data.dataset", "data.dataset_config",
-    "data.text_column", "data.label_column", "data.max_length", "data.batch_size", "data.max_train_samples",
-    "data.group_by_length", "optim.lr", "optim.weight_decay", "optim.warmup_ratio", "optim.betas", "optim.eps",
-    "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.seed",
-    "trainer.monitor", "trainer.mode",
+    "model",
+    "data.train",
+    "data.validation",
+    "data.test",
+    "data.dataset",
+    "data.dataset_config",
+    "data.text_column",
+    "data.label_column",
+    "data.max_length",
+    "data.batch_size",
+    "data.max_train_samples",
+    "data.group_by_length",
+    "optim.lr",
+    "optim.weight_decay",
+    "optim.warmup_ratio",
+    "optim.betas",
+    "optim.eps",
+    "trainer.precision",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.seed",
+    "trainer.monitor",
+    "trainer.mode",
 )
 
 
@@ -56,8 +74,11 @@ def _get(config: dict, dotted: str) -> Any:
 
 def config_changes(saved: dict, current: dict, saved_data: dict | None = None) -> list[str]:
     """'key: checkpoint X, now Y' for each training-defining difference, data file contents included."""
-    changes = [f"{k}: checkpoint {_get(saved, k)!r}, now {_get(current, k)!r}"
-               for k in TRAINING_KEYS if _get(saved, k) != _get(current, k)]
+    changes = [
+        f"{k}: checkpoint {_get(saved, k)!r}, now {_get(current, k)!r}"
+        for k in TRAINING_KEYS
+        if _get(saved, k) != _get(current, k)
+    ]
     for split, fp in (saved_data or {}).items():
         path = _get(current, f"data.{split}")
         if "path" not in fp or not path or not Path(path).is_file():
@@ -76,6 +97,7 @@ def check_resume(checkpoint: Path, config: dict | None, allow_changes: bool) -> 
     changes = config_changes(info["config"], config, info.get("data"))
     if changes and not allow_changes:
         raise ConfigError(
-            f"--resume: this config differs from the one {checkpoint} was trained with: " + "; ".join(changes)
+            f"--resume: this config differs from the one {checkpoint} was trained with: "
+            + "; ".join(changes)
             + ". Resume with the same settings, or add --resume_with_changes to continue under the new ones."
         )

@@ -114,19 +114,47 @@ def build_trainer(
     callbacks: list[Callback] = [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps, run_info)]
     if has_validation:
         callbacks.append(
-            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                            enable_version_counter=False, auto_insert_metric_name=False)
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
         )
         if early_stopping_patience:
-            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
-                                           check_on_train_epoch_end=False))
+            callbacks.append(
+                EarlyStopping(
+                    monitor=monitor,
+                    mode=mode,
+                    patience=early_stopping_patience,
+                    check_on_train_epoch_end=False,
+                )
+            )
     if has_validation and isinstance(val_check_interval, int) and not isinstance(val_check_interval, bool):
         callbacks.append(_CheckValidationInterval(val_check_interval))
     callbacks += extra_callbacks or []
     try:
-        return _trainer(output_dir, loggers, has_validation, max_epochs, max_steps, precision, accelerator, devices,
-                        strategy, num_nodes, gradient_clip_val, accumulate_grad_batches, val_check_interval,
-                        log_every_n_steps, deterministic, callbacks)
+        return _trainer(
+            output_dir,
+            loggers,
+            has_validation,
+            max_epochs,
+            max_steps,
+            precision,
+            accelerator,
+            devices,
+            strategy,
+            num_nodes,
+            gradient_clip_val,
+            accumulate_grad_batches,
+            val_check_interval,
+            log_every_n_steps,
+            deterministic,
+            callbacks,
+        )
     except (MisconfigurationException, ValueError, TypeError) as e:  # Lightning's checks of these settings
         raise ConfigError(
             f"Lightning cannot run with trainer.accelerator={accelerator!r}, trainer.devices={devices!r}, "
@@ -134,9 +162,24 @@ def build_trainer(
         ) from None
 
 
-def _trainer(output_dir, loggers, has_validation, max_epochs, max_steps, precision, accelerator, devices, strategy,
-             num_nodes, gradient_clip_val, accumulate_grad_batches, val_check_interval, log_every_n_steps,
-             deterministic, callbacks) -> L.Trainer:
+def _trainer(
+    output_dir,
+    loggers,
+    has_validation,
+    max_epochs,
+    max_steps,
+    precision,
+    accelerator,
+    devices,
+    strategy,
+    num_nodes,
+    gradient_clip_val,
+    accumulate_grad_batches,
+    val_check_interval,
+    log_every_n_steps,
+    deterministic,
+    callbacks,
+) -> L.Trainer:
     return L.Trainer(
         default_root_dir=str(output_dir),
         max_epochs=max_epochs,

@@ -6,6 +6,17 @@ from refit.tune.space import DISTRIBUTIONS, apply_overrides, to_ray, validate_sp
 from refit.tune.trial import REPORTED_METRIC, make_trainable
 
 __all__ = [
-    "DISTRIBUTIONS", "REPORTED_METRIC", "SCHEDULERS", "SEARCHERS", "TrialRow", "apply_overrides", "collect_trials",
-    "make_scheduler", "make_searcher", "make_trainable", "to_ray", "validate_space", "write_outputs",
+    "DISTRIBUTIONS",
+    "REPORTED_METRIC",
+    "SCHEDULERS",
+    "SEARCHERS",
+    "TrialRow",
+    "apply_overrides",
+    "collect_trials",
+    "make_scheduler",
+    "make_searcher",
+    "make_trainable",
+    "to_ray",
+    "validate_space",
+    "write_outputs",
 ]

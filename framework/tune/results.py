@@ -43,37 +43,68 @@ def collect_trials(results, metric_name: str, monitor: str, mode: str, max_itera
         version = _version_of(trial_dir)
         final = None
         if version is not None:
-            final = json.loads((version / "refit.json").read_text())["metrics"]["validation"].get(monitor.split("/", 1)[1])
+            final = json.loads((version / "refit.json").read_text())["metrics"]["validation"].get(
+                monitor.split("/", 1)[1]
+            )
         iterations = int(result.metrics.get("training_iteration", 0)) if result.metrics else 0
         status = "error" if result.error else "finished" if version is not None else "stopped early"
-        rows.append(TrialRow(str((result.metrics or {}).get("trial_id", trial_dir.name)), status, dict(result.config or {}),
-                             best, final, iterations, float((result.metrics or {}).get("time_total_s", 0.0)),
-                             str(version) if version else None))
+        rows.append(
+            TrialRow(
+                str((result.metrics or {}).get("trial_id", trial_dir.name)),
+                status,
+                dict(result.config or {}),
+                best,
+                final,
+                iterations,
+                float((result.metrics or {}).get("time_total_s", 0.0)),
+                str(version) if version else None,
+            )
+        )
     return rows
 
 
-def write_outputs(rows: list[TrialRow], base: dict, out: Path, mode: str, monitor: str) -> tuple[Path, Path, TrialRow]:
+def write_outputs(
+    rows: list[TrialRow], base: dict, out: Path, mode: str, monitor: str
+) -> tuple[Path, Path, TrialRow]:
     """results.csv/json, best.yaml (a ready finetune config) and best_version/ (a copy, written atomically)."""
     from refit.tune.space import apply_overrides
 
     finished = [r for r in rows if r.final is not None]
     if not finished:
         errors = sum(r.status == "error" for r in rows)
-        raise RefitError(f"No trial finished ({len(rows)} trials, {errors} failed); see the trial logs under {out}.")
+        raise RefitError(
+            f"No trial finished ({len(rows)} trials, {errors} failed); see the trial logs under {out}."
+        )
     best = (max if mode == "max" else min)(finished, key=lambda r: r.final)
-    write_json(out / "results.json", {"trials": [vars(r) for r in rows], "best": vars(best), "monitor": monitor})
+    write_json(
+        out / "results.json", {"trials": [vars(r) for r in rows], "best": vars(best), "monitor": monitor}
+    )
     keys = sorted({k for r in rows for k in r.overrides})
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial", "status", *keys, f"best {monitor}", f"final {monitor}", "iterations", "seconds"])
+        writer.writerow(
+            ["trial", "status", *keys, f"best {monitor}", f"final {monitor}", "iterations", "seconds"]
+        )
         for r in rows:
-            writer.writerow([r.trial, r.status, *[r.overrides.get(k) for k in keys], r.best, r.final, r.iterations,
-                             round(r.seconds, 1)])
+            writer.writerow(
+                [
+                    r.trial,
+                    r.status,
+                    *[r.overrides.get(k) for k in keys],
+                    r.best,
+                    r.final,
+                    r.iterations,
+                    round(r.seconds, 1),
+                ]
+            )
     best_config = apply_overrides(base, best.overrides)
     best_config["output_dir"] = str(out / "best_run")
     best_yaml = out / "best.yaml"
-    atomic_write_text(best_yaml, f"# refit finetune --config {best_yaml}\n# best trial {best.trial}: {monitor} "
-                                 f"{best.final:.4f}\n" + yaml.safe_dump(best_config, sort_keys=False))
+    atomic_write_text(
+        best_yaml,
+        f"# refit finetune --config {best_yaml}\n# best trial {best.trial}: {monitor} "
+        f"{best.final:.4f}\n" + yaml.safe_dump(best_config, sort_keys=False),
+    )
     best_version = out / "best_version"
     with atomic_dir(best_version) as tmp:
         shutil.copytree(best.version, tmp, dirs_exist_ok=True)

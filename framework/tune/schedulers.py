@@ -15,15 +15,20 @@ def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict) -
 
     # ASHA stops any trial that reaches max_t; one more than the trial's own number of validations lets a
     # trial that survives every rung finish its run (evaluate, write its version) instead of being cut off.
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t + 1, grace_period=grace_period,
-                         reduction_factor=reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t + 1,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
 
 
 def _pbt(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
     from ray.tune.schedulers import PopulationBasedTraining
 
-    return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, grace_period),
-                                   hyperparam_mutations=space)
+    return PopulationBasedTraining(
+        time_attr="training_iteration", perturbation_interval=max(1, grace_period), hyperparam_mutations=space
+    )
 
 
 def _fifo(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:

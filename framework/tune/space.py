@@ -1,11 +1,11 @@
 """Search spaces in YAML over any dotted key of the finetune config, validated before Ray starts.
 
-    space:
-      optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
-      data.batch_size: {choice: [16, 32]}
-      optim.warmup_ratio: {uniform: [0.0, 0.2]}
-      trainer.max_epochs: {randint: [1, 4]}      # upper bound exclusive, as in Ray
-      optim.weight_decay: {grid: [0.0, 0.01]}    # every value, crossed with the samples
+space:
+  optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
+  data.batch_size: {choice: [16, 32]}
+  optim.warmup_ratio: {uniform: [0.0, 0.2]}
+  trainer.max_epochs: {randint: [1, 4]}      # upper bound exclusive, as in Ray
+  optim.weight_decay: {grid: [0.0, 0.01]}    # every value, crossed with the samples
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ _BOUNDED = ("loguniform", "uniform", "randint")
 def validate_space(space: dict[str, Any]) -> dict[str, tuple[str, list]]:
     """{dotted key: (distribution, arguments)}; every problem is a ConfigError naming the key."""
     if not space:
-        raise ConfigError("The search space is empty: give 'space' at least one key, e.g. "
-                          "optim.lr: {loguniform: [1.0e-5, 1.0e-3]}.")
+        raise ConfigError(
+            "The search space is empty: give 'space' at least one key, e.g. "
+            "optim.lr: {loguniform: [1.0e-5, 1.0e-3]}."
+        )
     valid = dotted_keys(FinetuneConfig)
     out = {}
     for key, spec in space.items():
@@ -36,8 +38,10 @@ def validate_space(space: dict[str, Any]) -> dict[str, tuple[str, list]]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"space: '{key}' is not a key of the finetune config.{hint}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(f"space.{key}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "
-                              f"{{loguniform: [1.0e-5, 1.0e-3]}}; got {spec!r}.")
+            raise ConfigError(
+                f"space.{key}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "
+                f"{{loguniform: [1.0e-5, 1.0e-3]}}; got {spec!r}."
+            )
         kind, args = next(iter(spec.items()))
         if not isinstance(args, list) or not args:
             raise ConfigError(f"space.{key}.{kind}: expected a non-empty list, got {args!r}.")
@@ -46,7 +50,9 @@ def validate_space(space: dict[str, Any]) -> dict[str, tuple[str, list]]:
                 raise ConfigError(f"space.{key}.{kind}: expected [low, high], got {args!r}.")
             low, high = args
             if low >= high:
-                raise ConfigError(f"space.{key}.{kind}: bounds the wrong way round or equal ({low} >= {high}).")
+                raise ConfigError(
+                    f"space.{key}.{kind}: bounds the wrong way round or equal ({low} >= {high})."
+                )
             if kind == "loguniform" and low <= 0:
                 raise ConfigError(f"space.{key}.loguniform: bounds must be > 0, got {low}.")
         out[key] = (kind, args)
@@ -57,8 +63,13 @@ def to_ray(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
     """Ray Tune sampling objects, keyed by the dotted finetune keys."""
     from ray import tune
 
-    makers = {"loguniform": lambda a: tune.loguniform(*a), "uniform": lambda a: tune.uniform(*a),
-              "randint": lambda a: tune.randint(*a), "choice": tune.choice, "grid": tune.grid_search}
+    makers = {
+        "loguniform": lambda a: tune.loguniform(*a),
+        "uniform": lambda a: tune.uniform(*a),
+        "randint": lambda a: tune.randint(*a),
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+    }
     return {key: makers[kind](args) for key, (kind, args) in space.items()}
 
 

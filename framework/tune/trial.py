@@ -45,9 +45,18 @@ def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
         report = _fit_only_report(cfg.trainer.monitor)
-        run_finetune(cfg.model, data=cfg.data, optim=cfg.optim, trainer=cfg.trainer, tracking=cfg.tracking,
-                     output_dir=attempt,
-                     parent=cfg.parent, config=config_to_dict(cfg), callbacks=[report], wandb_group=group,
-                     resume_from=resume_from)
+        run_finetune(
+            cfg.model,
+            data=cfg.data,
+            optim=cfg.optim,
+            trainer=cfg.trainer,
+            tracking=cfg.tracking,
+            output_dir=attempt,
+            parent=cfg.parent,
+            config=config_to_dict(cfg),
+            callbacks=[report],
+            wandb_group=group,
+            resume_from=resume_from,
+        )
 
     return trainable

@@ -10,7 +10,9 @@ from refit.kernels import mmd2_permutations, mmd2_permutations_reference, mmd2_p
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch here)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch here)"
+    ),
 ]
 
 
@@ -19,8 +21,15 @@ def _triton():
     pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
 
 
-@pytest.mark.parametrize("n,d,b,dtype", [(37, 13, 5, torch.float32), (257, 384, 101, torch.float32),
-                                         (45, 29, 7, torch.bfloat16), (1000, 384, 500, torch.float16)])
+@pytest.mark.parametrize(
+    "n,d,b,dtype",
+    [
+        (37, 13, 5, torch.float32),
+        (257, 384, 101, torch.float32),
+        (45, 29, 7, torch.bfloat16),
+        (1000, 384, 500, torch.float16),
+    ],
+)
 def test_cuda_kernel_matches_the_reference(n, d, b, dtype):
     torch.manual_seed(n)
     z = torch.randn(n, d, device="cuda").to(dtype)

@@ -22,15 +22,39 @@ def _meta(folder: Path) -> dict:
 
 def test_heads_with_recovery_writes_a_child_version(version, tmp_path, capsys):
     out = tmp_path / "heads"
-    assert main(["compress", "--version", str(version), "--method", "heads", "--amount", "0.5",
-                 "--importance_samples", "16", "--recovery.epochs", "1", "--recovery.lr", "1e-3",
-                 "--tracking.wandb", "false", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--version",
+                str(version),
+                "--method",
+                "heads",
+                "--amount",
+                "0.5",
+                "--importance_samples",
+                "16",
+                "--recovery.epochs",
+                "1",
+                "--recovery.lr",
+                "1e-3",
+                "--tracking.wandb",
+                "false",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     child = _meta(out / "version")
     assert child["parent"] == _meta(version)["version_id"] and child["recipe"] == "compress"
     c = child["compression"]
     assert c["summary"]["heads_pruned"] == 2 and c["gate"]["passed"]
     assert c["after"]["prunable_sparsity"] == pytest.approx(0.25, abs=0.01)  # recovery did not regrow heads
-    assert child["metrics"]["validation"]["accuracy"] >= _meta(version)["metrics"]["validation"]["accuracy"] - 0.01
+    assert (
+        child["metrics"]["validation"]["accuracy"]
+        >= _meta(version)["metrics"]["validation"]["accuracy"] - 0.01
+    )
     assert (out / "version" / "reference" / "embeddings.safetensors").is_file()
     # the child carries its own detector state, fitted on its own embeddings of the parent's reference texts
     from refit.drift import load_reference
@@ -38,20 +62,42 @@ def test_heads_with_recovery_writes_a_child_version(version, tmp_path, capsys):
 
     parent_ref, child_ref = load_reference(version), load_reference(out / "version")
     assert child_ref.texts == parent_ref.texts and set(child_ref.states) >= {"mmd", "ks"}
-    assert child_ref.states["mmd"].bandwidth == pytest.approx(median_bandwidth(child_ref.embeddings,
-                                                                               seed=child_ref.seed))
+    assert child_ref.states["mmd"].bandwidth == pytest.approx(
+        median_bandwidth(child_ref.embeddings, seed=child_ref.seed)
+    )
     from transformers import AutoModelForSequenceClassification
 
-    AutoModelForSequenceClassification.from_pretrained(out / "version" / "model")  # plain transformers loads it
+    AutoModelForSequenceClassification.from_pretrained(
+        out / "version" / "model"
+    )  # plain transformers loads it
     assert "latency" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("method,amount", [("ffn", 0.5), ("2:4", 0.5), ("fp16", 0.0)])
 def test_methods_write_gated_children(version, tmp_path, method, amount):
     out = tmp_path / "c"
-    assert main(["compress", "--version", str(version), "--method", method, "--amount", str(amount),
-                 "--importance_samples", "16", "--max_accuracy_drop", "5", "--tracking.wandb", "false",
-                 "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--version",
+                str(version),
+                "--method",
+                method,
+                "--amount",
+                str(amount),
+                "--importance_samples",
+                "16",
+                "--max_accuracy_drop",
+                "5",
+                "--tracking.wandb",
+                "false",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     c = _meta(out / "version")["compression"]
     if method == "fp16":
         assert c["after"]["size_mb"] < 0.6 * c["before"]["size_mb"]
@@ -70,8 +116,19 @@ def test_methods_write_gated_children(version, tmp_path, method, amount):
 
 def test_gate_refuses_an_over_pruned_model(version, tmp_path, capsys):
     out = tmp_path / "over"
-    code = main(["compress", "--version", str(version), "--method", "magnitude", "--amount", "0.97",
-                 "--output_dir", str(out)])
+    code = main(
+        [
+            "compress",
+            "--version",
+            str(version),
+            "--method",
+            "magnitude",
+            "--amount",
+            "0.97",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "accuracy gate failed" in err and "Traceback" not in err
@@ -96,7 +153,23 @@ def test_gate_refuses_a_parent_that_no_longer_scores_its_record(tmp_path, tiny_m
     assert "no longer reproduces" in err and "accuracy" in err and "recorded 1.0000, now 0.5000" in err
     assert not (out / "version").exists()
     # with a tolerance wide enough to accept the difference, the same parent passes the parent check
-    assert main(["compress", "--version", str(parent), "--method", "fp16", "--parent_tolerance", "70",
-                 "--max_accuracy_drop", "60", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--version",
+                str(parent),
+                "--method",
+                "fp16",
+                "--parent_tolerance",
+                "70",
+                "--max_accuracy_drop",
+                "60",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     gate = json.loads((out / "gate.json").read_text())
     assert gate["recorded"]["accuracy"] == 1.0 and gate["accuracy_drop_points"] == pytest.approx(50.0)

@@ -19,8 +19,17 @@ def version(tmp_path_factory, tiny_model_dir) -> Path:
 
 def test_second_compress_into_the_same_folder_is_refused(version, tmp_path, capsys):
     out = tmp_path / "child"
-    args = ["compress", "--version", str(version), "--output_dir", str(out), "--max_accuracy_drop", "100",
-            "--tracking.wandb", "false"]
+    args = [
+        "compress",
+        "--version",
+        str(version),
+        "--output_dir",
+        str(out),
+        "--max_accuracy_drop",
+        "100",
+        "--tracking.wandb",
+        "false",
+    ]
     assert main([*args, "--method", "magnitude", "--amount", "0.1"]) == 0
     first = (out / "version" / "refit.json").read_text()
     capsys.readouterr()
@@ -32,8 +41,26 @@ def test_second_compress_into_the_same_folder_is_refused(version, tmp_path, caps
 
 def test_head_pruning_says_heads_are_zeroed_until_export(version, tmp_path, capsys):
     out = tmp_path / "heads"
-    assert main(["compress", "--version", str(version), "--method", "heads", "--amount", "0.25",
-                 "--output_dir", str(out), "--max_accuracy_drop", "100", "--tracking.wandb", "false"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--version",
+                str(version),
+                "--method",
+                "heads",
+                "--amount",
+                "0.25",
+                "--output_dir",
+                str(out),
+                "--max_accuracy_drop",
+                "100",
+                "--tracking.wandb",
+                "false",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     compression = json.loads((out / "version" / "refit.json").read_text())["compression"]
     assert compression["before"]["size_mb"] == compression["after"]["size_mb"]  # what the note explains

@@ -19,9 +19,32 @@ DRIFT_EXIT = 3
 @pytest.fixture(scope="module")
 def version(tmp_path_factory, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("drift-version") / "run"
-    assert main(["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo", "--output_dir", str(out),
-                 "--trainer.max_epochs", "2", "--data.batch_size", "16", "--data.max_length", "48",
-                 "--optim.lr", "2e-3", "--tracking.wandb", "false", "--data.reference_size", "100"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--data.dataset",
+                "refit-demo",
+                "--output_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "2",
+                "--data.batch_size",
+                "16",
+                "--data.max_length",
+                "48",
+                "--optim.lr",
+                "2e-3",
+                "--tracking.wandb",
+                "false",
+                "--data.reference_size",
+                "100",
+            ]
+        )
+        == 0
+    )
     return out / "version"
 
 
@@ -31,8 +54,23 @@ def _rows(name: str) -> list[dict]:
 
 def test_demo_windows_shifted_style_is_flagged(version, tmp_path, capsys):
     out = tmp_path / "drift"
-    code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out),
-                 "--tests", "[mmd,ks,bbsd]", "--permutations", "300", "--tracking.wandb", "false"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            "refit-demo",
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[mmd,ks,bbsd]",
+            "--permutations",
+            "300",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     assert code == DRIFT_EXIT
     report = json.loads((out / "drift.json").read_text())
     by_name = {w["name"]: w for w in report["windows"]}
@@ -43,7 +81,9 @@ def test_demo_windows_shifted_style_is_flagged(version, tmp_path, capsys):
     assert by_name["shifted"]["most_unlike"] and len(by_name["test"]["class_shares"]) == 2
     assert by_name["test"]["accuracy"] is not None  # the demo windows carry labels
     html = (out / "report.html").read_text()
-    assert html.count("<svg") >= 3 and "shifted" in html and "http" not in html.replace("http://www.w3.org", "")
+    assert (
+        html.count("<svg") >= 3 and "shifted" in html and "http" not in html.replace("http://www.w3.org", "")
+    )
     assert "DRIFT" in capsys.readouterr().out
 
 
@@ -54,8 +94,23 @@ def test_folder_with_small_and_broken_files_is_checked_to_the_end(version, tmp_p
     (folder / "c-broken.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xff\xfe broken"}\n')
     write_jsonl(folder / "d-good.jsonl", _rows("test")[65:100])
     out = tmp_path / "drift"
-    code = main(["drift", "--version", str(version), "--data", str(folder), "--output_dir", str(out),
-                 "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            str(folder),
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[mmd]",
+            "--permutations",
+            "200",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     assert code == 0
     windows = {w["name"]: w for w in json.loads((out / "drift.json").read_text())["windows"]}
     assert windows["a-good"]["results"] and windows["d-good"]["results"]
@@ -64,19 +119,53 @@ def test_folder_with_small_and_broken_files_is_checked_to_the_end(version, tmp_p
 
 
 def test_fixed_size_and_time_windows(version, tmp_path):
-    rows = [{**r, "timestamp": f"2026-11-{20 + i // 40:02d}T10:00:00"} for i, r in enumerate(_rows("test")[:80])]
+    rows = [
+        {**r, "timestamp": f"2026-11-{20 + i // 40:02d}T10:00:00"} for i, r in enumerate(_rows("test")[:80])
+    ]
     rows += [{**r, "timestamp": "2026-11-22T10:00:00"} for r in _rows("shifted")[:40]]
     data = write_jsonl(tmp_path / "events.jsonl", rows)
     out = tmp_path / "by-time"
-    code = main(["drift", "--version", str(version), "--data", str(data), "--by_time", "day", "--output_dir",
-                 str(out), "--tests", "[mmd]", "--permutations", "200", "--tracking.wandb", "false"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            str(data),
+            "--by_time",
+            "day",
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[mmd]",
+            "--permutations",
+            "200",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     report = json.loads((out / "drift.json").read_text())
     assert code == (DRIFT_EXIT if report["drift"] else 0)
     names = [w["name"] for w in report["windows"]]
     assert names == ["2026-11-20", "2026-11-21", "2026-11-22"]
     out = tmp_path / "fixed"
-    code = main(["drift", "--version", str(version), "--data", str(data), "--window", "50", "--output_dir", str(out),
-                 "--tests", "[ks]", "--tracking.wandb", "false"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            str(data),
+            "--window",
+            "50",
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[ks]",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     report = json.loads((out / "drift.json").read_text())
     assert code == (DRIFT_EXIT if report["drift"] else 0)
     sizes = [w["size"] for w in report["windows"]]
@@ -95,8 +184,21 @@ def test_refresh_reference_rebuilds_embeddings_and_detector_state(version, tmp_p
     copy = tmp_path / "v"
     shutil.copytree(version, copy)
     holdout = write_jsonl(tmp_path / "holdout.jsonl", _rows("test")[:50])
-    assert main(["drift", "--version", str(copy), "--refresh_reference", "--reference_data", str(holdout),
-                 "--tracking.wandb", "false"]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--version",
+                str(copy),
+                "--refresh_reference",
+                "--reference_data",
+                str(holdout),
+                "--tracking.wandb",
+                "false",
+            ]
+        )
+        == 0
+    )
     ref = load_reference(copy)
     assert len(ref.texts) == 50 and ref.embeddings.shape[0] == 50 and ref.probs.shape == (50, 2)
     assert (copy / "reference" / "detector.json").is_file()
@@ -113,8 +215,19 @@ def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
 
 def test_tracked_drift_run_is_logged_offline(version, tmp_path):
     out = tmp_path / "tracked"
-    code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests",
-                 "[ks]"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            "refit-demo",
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[ks]",
+        ]
+    )
     assert code == (DRIFT_EXIT if json.loads((out / "drift.json").read_text())["drift"] else 0)
     assert list((out / "wandb").glob("offline-run-*"))
 
@@ -125,8 +238,24 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
     runs = {}
     for name, extra in (("plain", []), ("encoder", ["--encoder", str(version)])):
         out = tmp_path / name
-        code = main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests",
-                     "[mmd,ks]", "--permutations", "200", "--tracking.wandb", "false", *extra])
+        code = main(
+            [
+                "drift",
+                "--version",
+                str(version),
+                "--data",
+                "refit-demo",
+                "--output_dir",
+                str(out),
+                "--tests",
+                "[mmd,ks]",
+                "--permutations",
+                "200",
+                "--tracking.wandb",
+                "false",
+                *extra,
+            ]
+        )
         runs[name] = json.loads((out / "drift.json").read_text())
         assert code == (DRIFT_EXIT if runs[name]["drift"] else 0)
     assert runs["encoder"]["encoder"] == str(version)
@@ -137,13 +266,29 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
         assert enc["results"]["ks"]["drift"] == plain["results"]["ks"]["drift"]
 
 
-def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(version, tmp_path, monkeypatch, capsys):
+def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(
+    version, tmp_path, monkeypatch, capsys
+):
     """The version is immutable once written (the registry copies and verifies it whole): drift runs go to
     runs/drift/<version id>-<time> under the current folder, and the path is printed."""
     before = sorted(p.relative_to(version) for p in version.rglob("*"))
     monkeypatch.chdir(tmp_path)
-    assert main(["drift", "--version", str(version), "--data", str(demo_dir() / "test.jsonl"),
-                 "--tests", "[ks]", "--tracking.wandb", "false"]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--version",
+                str(version),
+                "--data",
+                str(demo_dir() / "test.jsonl"),
+                "--tests",
+                "[ks]",
+                "--tracking.wandb",
+                "false",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.relative_to(version) for p in version.rglob("*")) == before
     vid = json.loads((version / "refit.json").read_text())["version_id"]
     runs = list((tmp_path / "runs" / "drift").glob(f"{vid}-*"))
@@ -151,20 +296,40 @@ def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(versio
     assert str(Path("runs") / "drift" / runs[0].name / "report.html") in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("files", [
-    {"empty.jsonl": ""},
-    {"other-column.jsonl": "".join(json.dumps({"body": f"text {i}"}) + "\n" for i in range(40))},
-    {"tiny.jsonl": "".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(5)),
-     "empty.jsonl": "", "broken.jsonl": "{not json\n"},
-], ids=["empty file", "no text column", "every window skipped"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"empty.jsonl": ""},
+        {"other-column.jsonl": "".join(json.dumps({"body": f"text {i}"}) + "\n" for i in range(40))},
+        {
+            "tiny.jsonl": "".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(5)),
+            "empty.jsonl": "",
+            "broken.jsonl": "{not json\n",
+        },
+    ],
+    ids=["empty file", "no text column", "every window skipped"],
+)
 def test_nothing_tested_is_an_error_not_no_drift(version, tmp_path, files, capsys):
     folder = tmp_path / "prod"
     folder.mkdir()
     for name, text in files.items():
         (folder / name).write_text(text)
     out = tmp_path / "drift"
-    code = main(["drift", "--version", str(version), "--data", str(folder), "--output_dir", str(out),
-                 "--tests", "[mmd]", "--tracking.wandb", "false"])
+    code = main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            str(folder),
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[mmd]",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2, captured.out
     assert "Nothing to test" in captured.err and "no drift" not in captured.out
@@ -185,10 +350,25 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     meta = json.loads((version / "refit.json").read_text())
     assert meta["metrics"]["calibration"]["temperature"] == pytest.approx(cal.temperature)
     assert cal.accuracy == pytest.approx(meta["metrics"]["validation"]["accuracy"], abs=1e-6)
-    assert meta["metrics"]["calibration"]["ece_before"] == pytest.approx(meta["metrics"]["validation"]["ece"], abs=0.02)
+    assert meta["metrics"]["calibration"]["ece_before"] == pytest.approx(
+        meta["metrics"]["validation"]["ece"], abs=0.02
+    )
     out = tmp_path / "drift"
-    main(["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out), "--tests", "[ks]",
-          "--tracking.wandb", "false"])
+    main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--data",
+            "refit-demo",
+            "--output_dir",
+            str(out),
+            "--tests",
+            "[ks]",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     printed = capsys.readouterr().out
     report = json.loads((out / "drift.json").read_text())
     for w in report["windows"]:
@@ -200,6 +380,23 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     assert printed.count("est.acc=") == len(report["windows"])
     assert "estimated accuracy" in (out / "report.html").read_text()
     # a fixed encoder's probabilities are another model's: no estimate for this version from them
-    main(["drift", "--version", str(version), "--encoder", str(version), "--data", "refit-demo", "--output_dir",
-          str(tmp_path / "enc"), "--tests", "[ks]", "--tracking.wandb", "false"])
-    assert all("estimate" not in w for w in json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"])
+    main(
+        [
+            "drift",
+            "--version",
+            str(version),
+            "--encoder",
+            str(version),
+            "--data",
+            "refit-demo",
+            "--output_dir",
+            str(tmp_path / "enc"),
+            "--tests",
+            "[ks]",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
+    assert all(
+        "estimate" not in w for w in json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
+    )

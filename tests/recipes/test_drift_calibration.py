@@ -20,9 +20,14 @@ def embedded():
     model, tok, _ = load_classifier("minilm", ["negative", "positive"])
     texts = {
         "sst2": [json.loads(line)["text"] for line in (sst2 / "test.jsonl").read_text().splitlines()[:800]],
-        "tweets": [json.loads(line)["text"] for line in (tweets / "test.jsonl").read_text().splitlines()[:200]],
+        "tweets": [
+            json.loads(line)["text"] for line in (tweets / "test.jsonl").read_text().splitlines()[:200]
+        ],
     }
-    return {name: encode_texts(model, tok, t, batch_size=64, max_length=64).embeddings for name, t in texts.items()}
+    return {
+        name: encode_texts(model, tok, t, batch_size=64, max_length=64).embeddings
+        for name, t in texts.items()
+    }
 
 
 @pytest.mark.slow
@@ -32,7 +37,7 @@ def test_false_alarms_stay_near_alpha_and_a_new_domain_is_found(embedded, detect
     alarms = 0
     for t in range(trials):
         perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(t))
-        ref, cur = pool[perm[:n]], pool[perm[n:2 * n]]
+        ref, cur = pool[perm[:n]], pool[perm[n : 2 * n]]
         d = DETECTORS[detector]
         alarms += d.test(d.fit(ref, seed=t), ref, cur, alpha=0.05, seed=t, permutations=200).drift
     assert alarms / trials <= 0.15, f"{detector}: {alarms}/{trials} false alarms at alpha 0.05"

@@ -44,8 +44,22 @@ def test_onnx_export_has_dynamic_axes_and_parity(version):
 
 def test_onnx_int8_static_and_dynamic(version):
     for mode in ("static", "dynamic"):
-        assert main(["export", "--version", str(version), "--format", "onnx-int8", "--quantize.mode", mode,
-                     "--quantize.calibration_size", "8"]) == 0
+        assert (
+            main(
+                [
+                    "export",
+                    "--version",
+                    str(version),
+                    "--format",
+                    "onnx-int8",
+                    "--quantize.mode",
+                    mode,
+                    "--quantize.calibration_size",
+                    "8",
+                ]
+            )
+            == 0
+        )
         record = json.loads((version / "exports" / "parity.json").read_text())["model.int8.onnx"]
         assert record["info"]["quantization"] == f"{mode}-int8"
         assert record["parity"]["argmax_agreement"] == 1.0 and record["accuracy_drop_points"] <= 1.0
@@ -70,7 +84,10 @@ def test_failed_gate_writes_nothing(tmp_path, tiny_model_dir, capsys):
         model.classifier.bias[1] -= float(np.median(gap))
     labels = predict_logits(TorchPredictor(model), encode(tok, texts, 16, 64)).argmax(-1)
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": t, "label": int(y)} for t, y in zip(texts, labels)])
-    meta = {"labels": ["0", "1"], "config": {"data": {"train": str(val), "validation": str(val), "max_length": 16}}}
+    meta = {
+        "labels": ["0", "1"],
+        "config": {"data": {"train": str(val), "validation": str(val), "max_length": 16}},
+    }
     version = write_version(tmp_path / "edgy", model, tok, meta)
     code = main(["export", "--version", str(version), "--format", "onnx-int8", "--max_accuracy_drop", "0"])
     assert code == 2
@@ -79,12 +96,36 @@ def test_failed_gate_writes_nothing(tmp_path, tiny_model_dir, capsys):
 
 
 def test_edge_bundle_holds_what_the_device_needs(version):
-    assert main(["export", "--version", str(version), "--format", "edge", "--tensorrt.precision", "int8",
-                 "--quantize.calibration_size", "8", "--reference_size", "8"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--version",
+                str(version),
+                "--format",
+                "edge",
+                "--tensorrt.precision",
+                "int8",
+                "--quantize.calibration_size",
+                "8",
+                "--reference_size",
+                "8",
+            ]
+        )
+        == 0
+    )
     edge = version / "exports" / "edge"
     names = {p.name for p in edge.iterdir()}
-    assert {"model.onnx", "model.qdq.onnx", "calibration.npz", "reference.npz", "build_engine.py",
-            "build_engine.sh", "bundle.json", "README.md"} <= names
+    assert {
+        "model.onnx",
+        "model.qdq.onnx",
+        "calibration.npz",
+        "reference.npz",
+        "build_engine.py",
+        "build_engine.sh",
+        "bundle.json",
+        "README.md",
+    } <= names
     bundle = json.loads((edge / "bundle.json").read_text())
     assert bundle["precision"] == "int8" and bundle["onnx"]["qdq"] == "model.qdq.onnx"
     ref = np.load(edge / "reference.npz")
@@ -96,6 +137,7 @@ def test_edge_bundle_holds_what_the_device_needs(version):
 def test_tensorrt_without_tensorrt_is_a_clear_error(version, capsys):
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here; the engine test below covers it")
     except ImportError:
         pass
@@ -105,23 +147,59 @@ def test_tensorrt_without_tensorrt_is_a_clear_error(version, capsys):
 
 
 def test_tensorrt_engine_build_and_parity(version):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be installed on this CPU-only "
-                                           "machine); this runs on a GPU machine with pip install refit-ml[tensorrt]")
+    pytest.importorskip(
+        "tensorrt",
+        reason="TensorRT is not installed (it cannot be installed on this CPU-only "
+        "machine); this runs on a GPU machine with pip install refit-ml[tensorrt]",
+    )
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs a CUDA GPU")
-    assert main(["export", "--version", str(version), "--format", "tensorrt", "--device", "cpu",
-                 "--tensorrt.precision", "fp16", "--tensorrt.max_seq", "32"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--version",
+                str(version),
+                "--format",
+                "tensorrt",
+                "--device",
+                "cpu",
+                "--tensorrt.precision",
+                "fp16",
+                "--tensorrt.max_seq",
+                "32",
+            ]
+        )
+        == 0
+    )
     record = json.loads((version / "exports" / "parity.json").read_text())["model.plan"]
     assert record["parity"]["argmax_agreement"] >= 0.99
     assert json.loads((version / "exports" / "model.plan.json").read_text())["gpu"]
 
 
 def test_benchmark_table(version, tmp_path):
-    assert main(["benchmark", "--version", str(version), "--formats", "[pytorch, pytorch-int8, onnx, tensorrt]",
-                 "--iters", "3", "--throughput_batch", "4", "--tracking.wandb", "false",
-                 "--output_dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--version",
+                str(version),
+                "--formats",
+                "[pytorch, pytorch-int8, onnx, tensorrt]",
+                "--iters",
+                "3",
+                "--throughput_batch",
+                "4",
+                "--tracking.wandb",
+                "false",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     result = json.loads((version / "exports" / "benchmark.json").read_text())
     rows = {r["format"]: r for r in result["rows"]}
     assert rows["pytorch"]["speedup"] == 1.0 and rows["pytorch"]["accuracy"] == 1.0
@@ -157,7 +235,9 @@ def test_minilm_onnx_parity(tmp_path, minilm_dir):
     shutil.rmtree(version)
 
 
-def test_export_refuses_a_version_that_no_longer_scores_its_record(tmp_path, tiny_model_dir, toy_data, capsys):
+def test_export_refuses_a_version_that_no_longer_scores_its_record(
+    tmp_path, tiny_model_dir, toy_data, capsys
+):
     """#9 item 3 for export: the ONNX artefact would match the damaged PyTorch model (0.5 -> 0.5) and pass;
     the version's recorded 1.0 makes the export refuse it, writing nothing."""
     version = damaged_version(tmp_path, tiny_model_dir, toy_data)

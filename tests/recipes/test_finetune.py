@@ -67,8 +67,10 @@ def test_finetune_tiny_model_writes_a_loadable_version(tmp_path, tiny_model_dir,
     assert str(version) in printed and "accuracy" in printed
 
     texts = [json.loads(line)["text"] for line in toy_data["validation"].read_text().splitlines()]
-    torch.testing.assert_close(_logits(version / "model", texts),
-                               _best_checkpoint_logits(out / "checkpoints" / "best.ckpt", version, texts))
+    torch.testing.assert_close(
+        _logits(version / "model", texts),
+        _best_checkpoint_logits(out / "checkpoints" / "best.ckpt", version, texts),
+    )
     # the recorded validation accuracy is what the saved model really scores
     labels = [json.loads(line)["label"] for line in toy_data["validation"].read_text().splitlines()]
     acc = (_logits(version / "model", texts).argmax(-1) == torch.tensor(labels)).float().mean().item()
@@ -109,11 +111,25 @@ def _steps_logged(out: Path) -> list[int]:
 @pytest.mark.slow  # a subprocess
 def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, tiny_model_dir, toy_data):
     out = tmp_path / "run"
-    args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.max_epochs", "40",
-                         "--trainer.checkpoint_every_n_steps", "1", "--trainer.early_stopping_patience", "0")
+    args = finetune_args(
+        tiny_model_dir,
+        toy_data,
+        out,
+        "--trainer.max_epochs",
+        "40",
+        "--trainer.checkpoint_every_n_steps",
+        "1",
+        "--trainer.early_stopping_patience",
+        "0",
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "refit", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refit", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
@@ -142,8 +158,19 @@ def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, ti
 @pytest.mark.slow  # two DDP processes
 def test_ddp_on_two_cpu_processes_writes_one_version(tmp_path, tiny_model_dir, toy_data):
     out = tmp_path / "run"
-    args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.strategy", "ddp", "--trainer.devices", "2",
-                         "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1")
+    args = finetune_args(
+        tiny_model_dir,
+        toy_data,
+        out,
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "1",
+    )
     proc = subprocess.run([sys.executable, "-m", "refit", *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     versions = [p for p in out.iterdir() if (p / "refit.json").is_file()]
@@ -162,8 +189,21 @@ def test_minilm_on_real_sst2_rows(tmp_path, minilm_dir):
         rows = [json.loads(line) for line in (sst2 / f"{split}.jsonl").read_text().splitlines()[:n]]
         data[split] = write_jsonl(tmp_path / "data" / f"{split}.jsonl", rows)
     out = tmp_path / "run"
-    args = finetune_args("minilm", data, out, "--trainer.max_epochs", "2", "--data.batch_size", "16",
-                         "--optim.lr", "2e-4", "--data.max_length", "64", "--optim.warmup_ratio", "0.1")
+    args = finetune_args(
+        "minilm",
+        data,
+        out,
+        "--trainer.max_epochs",
+        "2",
+        "--data.batch_size",
+        "16",
+        "--optim.lr",
+        "2e-4",
+        "--data.max_length",
+        "64",
+        "--optim.warmup_ratio",
+        "0.1",
+    )
     assert main(args) == 0
     meta = _check_version(out / "version")
     assert meta["base_model"] == "minilm"

@@ -32,19 +32,79 @@ def champion_registry(tmp_path_factory, tiny_model_dir) -> Path:
     """A registry whose champion is the tiny model fine-tuned on the demo reviews."""
     root = tmp_path_factory.mktemp("champion")
     out = root / "run"
-    assert main(["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo", "--output_dir",
-                 str(out), "--trainer.max_epochs", "3", "--data.batch_size", "16", "--data.max_length", "48",
-                 "--optim.lr", "2e-3", "--tracking.wandb", "false", "--data.reference_size", "100"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--data.dataset",
+                "refit-demo",
+                "--output_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "3",
+                "--data.batch_size",
+                "16",
+                "--data.max_length",
+                "48",
+                "--optim.lr",
+                "2e-3",
+                "--tracking.wandb",
+                "false",
+                "--data.reference_size",
+                "100",
+            ]
+        )
+        == 0
+    )
     registry = root / "registry"
     assert main(["registry", "register", "--root", str(registry), "--version", str(out / "version")]) == 0
     vid = json.loads((out / "version" / "refit.json").read_text())["version_id"]
-    assert main(["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first",
-                 "--tracking.wandb", "false"]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "promote",
+                "--root",
+                str(registry),
+                "--version",
+                vid,
+                "--reason",
+                "first",
+                "--tracking.wandb",
+                "false",
+            ]
+        )
+        == 0
+    )
     # a second, never-promoted version: what a person might promote by hand during a cycle
-    assert main(["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo", "--output_dir",
-                 str(root / "spare"), "--trainer.max_steps", "2", "--data.max_length", "48",
-                 "--tracking.wandb", "false", "--data.reference_size", "20"]) == 0
-    assert main(["registry", "register", "--root", str(registry), "--version", str(root / "spare" / "version")]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--data.dataset",
+                "refit-demo",
+                "--output_dir",
+                str(root / "spare"),
+                "--trainer.max_steps",
+                "2",
+                "--data.max_length",
+                "48",
+                "--tracking.wandb",
+                "false",
+                "--data.reference_size",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["registry", "register", "--root", str(registry), "--version", str(root / "spare" / "version")])
+        == 0
+    )
     return registry
 
 
@@ -60,9 +120,12 @@ def setup(tmp_path, champion_registry):
         "registry": {"root": str(registry)},
         "inbox": {"windows": str(inbox), "golden": str(golden), "replay_size": 400, "holdout_fraction": 0.3},
         "policy": {"tests": ["mmd", "ks"], "alpha": 0.05, "permutations": 200, "min_accuracy": 0.95},
-        "retrain": {"data": {"max_length": 48, "batch_size": 16, "reference_size": 100},
-                    "optim": {"lr": 2e-3}, "trainer": {"max_epochs": 3},
-                    "tracking": {"wandb": False}},
+        "retrain": {
+            "data": {"max_length": 48, "batch_size": 16, "reference_size": 100},
+            "optim": {"lr": 2e-3},
+            "trainer": {"max_epochs": 3},
+            "tracking": {"wandb": False},
+        },
         "gate": {"golden_tolerance": 5.0, "recent_margin": 0.0},
         "deploy": {"formats": []},
         "tracking": {"wandb": False},
@@ -108,8 +171,12 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     exports = reg.get(after).path / "exports"
     assert (exports / "model.int8.onnx").is_file() and (exports / "model.onnx").is_file()
     parity = json.loads((exports / "parity.json").read_text())
-    assert parity["model.int8.onnx"]["passed"] and parity["model.int8.onnx"]["parity"]["argmax_agreement"] >= 0.9
-    assert run["details"]["exports"]["model.int8.onnx"]["bytes"] == (exports / "model.int8.onnx").stat().st_size
+    assert (
+        parity["model.int8.onnx"]["passed"] and parity["model.int8.onnx"]["parity"]["argmax_agreement"] >= 0.9
+    )
+    assert (
+        run["details"]["exports"]["model.int8.onnx"]["bytes"] == (exports / "model.int8.onnx").stat().st_size
+    )
     # a cycle keeps only what the version needs: no checkpoints left in the run folder
     assert not (Path(run["details"]["work_dir"]) / "finetune" / "checkpoints").exists()
     # promotion and the run's completion were one transaction: exactly one promote row for this challenger
@@ -139,14 +206,19 @@ def test_worse_challenger_is_not_promoted(setup):
 
 def test_sigkill_during_retraining_leaves_champion_and_database_intact(setup):
     cfg = yaml.safe_load(setup["config"].read_text())
-    cfg["retrain"]["trainer"].update({"max_epochs": 200, "checkpoint_every_n_steps": 1,
-                                      "early_stopping_patience": 0})
+    cfg["retrain"]["trainer"].update(
+        {"max_epochs": 200, "checkpoint_every_n_steps": 1, "early_stopping_patience": 0}
+    )
     slow = setup["tmp"] / "slow.yaml"
     slow.write_text(yaml.safe_dump(cfg))
     before = _champion(setup["registry"])
     audit_before = len(Registry(setup["registry"]).history())
-    proc = subprocess.Popen([sys.executable, "-m", "refit", "maintain", "--config", str(slow), "--once"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refit", "maintain", "--config", str(slow), "--once"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
     ckpt = setup["registry"] / "maintain" / "run-00001" / "finetune" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
@@ -208,8 +280,15 @@ def test_manual_promote_during_a_cycle_wins_and_the_cycle_is_superseded(setup, c
         if line.startswith("retrain because"):
             Registry(setup["registry"]).promote(spare, "hotfix by hand", actor="alice")
 
-    report = run_cycle(reg, inbox=cfg.inbox, policy=cfg.policy, retrain=cfg.retrain, gate_cfg=cfg.gate,
-                       deploy=cfg.deploy, log=log)
+    report = run_cycle(
+        reg,
+        inbox=cfg.inbox,
+        policy=cfg.policy,
+        retrain=cfg.retrain,
+        gate_cfg=cfg.gate,
+        deploy=cfg.deploy,
+        log=log,
+    )
     assert report.status == "superseded" and report.challenger
     assert reg.aliases()[CHAMPION] == spare  # the manual promote stands
     assert [m.actor for m in reg.history(CHAMPION)][-1] == "alice"
@@ -228,7 +307,9 @@ def test_bad_inbox_files_are_quarantined_and_do_not_block_valid_ones(setup, caps
     inbox = setup["inbox"]
     (inbox / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
     write_jsonl(inbox / "no-text.jsonl", [{"body": "hello", "label": "positive"}])
-    write_jsonl(inbox / "bad-label.jsonl", [{"text": "fine", "label": "positive"}, {"text": "odd", "label": "maybe"}])
+    write_jsonl(
+        inbox / "bad-label.jsonl", [{"text": "fine", "label": "positive"}, {"text": "odd", "label": "maybe"}]
+    )
     (inbox / ".capture-0001.tmp").write_bytes(b"partial")  # a writer's partial file: ignored, not quarantined
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     reg = Registry(setup["registry"])
@@ -284,24 +365,53 @@ def file_champion_registry(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path
     train = write_jsonl(root / "data" / "train.jsonl", _rows("train"))
     (root / "data" / "labels.json").write_text((demo_dir() / "labels.json").read_text())
     val = write_jsonl(root / "data" / "validation.jsonl", _rows("validation"))
-    assert main(["finetune", "--model", str(tiny_model_dir), "--data.train", str(train), "--data.validation",
-                 str(val), "--output_dir", str(root / "run"), "--trainer.max_steps", "3", "--data.max_length", "48",
-                 "--tracking.wandb", "false", "--data.reference_size", "50"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--data.train",
+                str(train),
+                "--data.validation",
+                str(val),
+                "--output_dir",
+                str(root / "run"),
+                "--trainer.max_steps",
+                "3",
+                "--data.max_length",
+                "48",
+                "--tracking.wandb",
+                "false",
+                "--data.reference_size",
+                "50",
+            ]
+        )
+        == 0
+    )
     registry = root / "registry"
-    assert main(["registry", "register", "--root", str(registry), "--version", str(root / "run" / "version")]) == 0
+    assert (
+        main(["registry", "register", "--root", str(registry), "--version", str(root / "run" / "version")])
+        == 0
+    )
     Registry(registry).promote(Registry(registry).list_versions()[0].id, "first")
     return registry, train
 
 
-def test_replay_that_is_impossible_fails_loudly_or_warns_when_allowed(tmp_path, setup, file_champion_registry,
-                                                                     capsys):
+def test_replay_that_is_impossible_fails_loudly_or_warns_when_allowed(
+    tmp_path, setup, file_champion_registry, capsys
+):
     """#9.9: replay configured but the champion's training data changed or vanished: never a silent skip."""
     src, train = file_champion_registry
     registry = tmp_path / "reg"
     shutil.copytree(src, registry)
     moved = train.with_suffix(".bak")
-    _edit(setup, registry={"root": str(registry)}, policy={"min_accuracy": 0.99, "min_new_labels": 10},
-          retrain={"trainer": {"max_steps": 2}})
+    _edit(
+        setup,
+        registry={"root": str(registry)},
+        policy={"min_accuracy": 0.99, "min_new_labels": 10},
+        retrain={"trainer": {"max_steps": 2}},
+    )
     try:
         train.rename(moved)
         assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 2
@@ -313,7 +423,10 @@ def test_replay_that_is_impossible_fails_loudly_or_warns_when_allowed(tmp_path, 
         assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 2
         assert "changed since training" in capsys.readouterr().err
         # the user explicitly allows it: the cycle goes on, with a warning in the output, run and report
-        assert main(["maintain", "--config", str(setup["config"]), "--once", "--inbox.replay_missing", "warn"]) == 0
+        assert (
+            main(["maintain", "--config", str(setup["config"]), "--once", "--inbox.replay_missing", "warn"])
+            == 0
+        )
         assert "WITHOUT replay" in capsys.readouterr().out
         run = Registry(registry).runs("maintain")[-1]
         assert any("WITHOUT replay" in n for n in run["details"]["notes"])
@@ -333,11 +446,17 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
 def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonzero(setup):
     """#9.12: SIGTERM mid-retrain under `--every`: the cycle is recorded as interrupted (not failed with
     advice to --resume, which maintain does not have) and the process exits non-zero."""
-    _edit(setup, retrain={"trainer": {"max_epochs": 200, "checkpoint_every_n_steps": 1,
-                                      "early_stopping_patience": 0}})
-    proc = subprocess.Popen([sys.executable, "-m", "refit", "maintain", "--config", str(setup["config"]),
-                             "--every", "1h"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ})
+    _edit(
+        setup,
+        retrain={"trainer": {"max_epochs": 200, "checkpoint_every_n_steps": 1, "early_stopping_patience": 0}},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refit", "maintain", "--config", str(setup["config"]), "--every", "1h"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     _wait_for(setup["registry"] / "maintain" / "run-00001" / "finetune" / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -360,9 +479,16 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 def _capture(rid: str, text: str | None) -> dict:
     import hashlib
 
-    return {"request_id": rid, "at": "2026-11-22T10:00:00+00:00", "version_id": "v1", "text": text,
-            "text_sha256": hashlib.sha256((text or "").encode()).hexdigest(), "prediction": 1, "label": "positive",
-            "probs": [0.4, 0.6]}
+    return {
+        "request_id": rid,
+        "at": "2026-11-22T10:00:00+00:00",
+        "version_id": "v1",
+        "text": text,
+        "text_sha256": hashlib.sha256((text or "").encode()).hexdigest(),
+        "prediction": 1,
+        "label": "positive",
+        "probs": [0.4, 0.6],
+    }
 
 
 def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys):
@@ -372,15 +498,25 @@ def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys
     inbox = setup["inbox"]
     (inbox / "2026-11-20.jsonl").unlink()
     shifted = _rows("shifted")
-    _parquet(inbox / "capture-0001.parquet", [_capture(f"r{i}", r["text"]) for i, r in enumerate(shifted[:100])])
+    _parquet(
+        inbox / "capture-0001.parquet", [_capture(f"r{i}", r["text"]) for i, r in enumerate(shifted[:100])]
+    )
     _parquet(inbox / "capture-0002.parquet", [_capture(f"h{i}", None) for i in range(10)])  # texts not stored
     (inbox / ".capture-0003.parquet.tmp").write_bytes(b"partial")
     names = ["negative", "positive"]
     labels = {f"r{i}": names[int(r["label"])] for i, r in enumerate(shifted[:100])}
     # late labels as names, or as integer ids written as strings
-    _parquet(inbox / "feedback-0001.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"] if i % 2 else
-                                                str(names.index(labels[f"r{i}"])),
-                                                "at": "2026-11-22T11:00:00+00:00"} for i in range(60)])
+    _parquet(
+        inbox / "feedback-0001.parquet",
+        [
+            {
+                "request_id": f"r{i}",
+                "label": labels[f"r{i}"] if i % 2 else str(names.index(labels[f"r{i}"])),
+                "at": "2026-11-22T11:00:00+00:00",
+            }
+            for i in range(60)
+        ],
+    )
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     reg = Registry(setup["registry"])
     run = reg.runs("maintain")[-1]
@@ -390,9 +526,11 @@ def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys
     assert run["details"]["drift"]["drift"] is True  # shifted inputs vs the champion's reference
 
     # labels arrive a cycle later for older requests (and one for a request not captured yet)
-    _parquet(inbox / "feedback-0002.parquet", [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"}
-                                               for i in range(60, 90)] + [{"request_id": "later", "label": "positive",
-                                                                           "at": "x"}])
+    _parquet(
+        inbox / "feedback-0002.parquet",
+        [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"} for i in range(60, 90)]
+        + [{"request_id": "later", "label": "positive", "at": "x"}],
+    )
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     run = reg.runs("maintain")[-1]
     assert run["details"]["counts"] == {"inputs": 0, "labelled": 30}, run["details"]
@@ -422,8 +560,10 @@ def test_promoted_champion_reference_describes_the_accepted_shift(setup):
     assert second["status"] == "no_action"
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None,
-                    reason="TensorRT is installed here, so a tensorrt export would build")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorrt") is not None,
+    reason="TensorRT is installed here, so a tensorrt export would build",
+)
 def test_challenger_whose_artefact_cannot_be_built_is_not_promoted(setup):
     """#10: deploy.formats names an artefact this machine cannot build (TensorRT, no GPU): the challenger is
     not deployable, so it is rejected and the champion stays."""
@@ -440,8 +580,16 @@ def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs
     """Drift switched off (alpha 0), no labelled floor: only the label-free estimate can call for a retrain.
     Its interval's upper end is < 1 (a floor of 1.0 triggers) and >= 0 (0.0 never does); min_new_labels
     stops short of the retrain itself. Estimated vs realised accuracy are in the run details and report."""
-    _edit(setup, policy={"alpha": 0.0, "min_accuracy": None, "min_estimated_accuracy": floor,
-                         "estimator": "atc", "min_new_labels": 100000})
+    _edit(
+        setup,
+        policy={
+            "alpha": 0.0,
+            "min_accuracy": None,
+            "min_estimated_accuracy": floor,
+            "estimator": "atc",
+            "min_new_labels": 100000,
+        },
+    )
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     run = Registry(setup["registry"]).runs("maintain")[-1]
     details = run["details"]
@@ -451,7 +599,9 @@ def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs
     assert all(0 <= est[m]["low"] <= est[m]["value"] <= est[m]["high"] <= 1 for m in ("cbpe", "atc", "doc"))
     realised = est["realised"]
     assert realised["method"] == "atc" and realised["n"] == 200  # every inbox row is labelled
-    assert realised["error_points"] == pytest.approx((est["atc"]["value"] - realised["accuracy"]) * 100, abs=0.01)
+    assert realised["error_points"] == pytest.approx(
+        (est["atc"]["value"] - realised["accuracy"]) * 100, abs=0.01
+    )
     triggered = [r for r in details["reasons"] if r.startswith("estimated accuracy")]
     assert bool(triggered) == (floor == 1.0)
     if triggered:

@@ -31,9 +31,27 @@ def test_fault_point_is_inert_unless_named(monkeypatch):
 @pytest.mark.slow
 def test_kills_after_the_promote_commit_and_mid_training_never_repeat_a_promotion(tmp_path):
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--phases", "promoted,training", "--repeats", "1",
-                           "--no-corruption", "--formats", "", "--out", str(out), "--keep", str(tmp_path / "work")],
-                          capture_output=True, text=True, env={**os.environ}, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--phases",
+            "promoted,training",
+            "--repeats",
+            "1",
+            "--no-corruption",
+            "--formats",
+            "",
+            "--out",
+            str(out),
+            "--keep",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "reliability.json").read_text())
     cases = {c["phase"]: c for c in result["kills"]["cases"]}

@@ -29,7 +29,9 @@ def test_init_then_one_cycle_runs_the_loop(tmp_path, tiny_model_dir, capsys):
     assert (loop / "production" / "shifted.jsonl").read_text() == (demo_dir() / "shifted.jsonl").read_text()
     assert (loop / "golden.jsonl").read_text() == (demo_dir() / "test.jsonl").read_text()
     cfg = yaml.safe_load(config.read_text())
-    assert cfg["registry"]["root"] == str(loop / "registry") and cfg["inbox"]["windows"] == str(loop / "production")
+    assert cfg["registry"]["root"] == str(loop / "registry") and cfg["inbox"]["windows"] == str(
+        loop / "production"
+    )
     assert not (loop / "runs" / "champion" / "checkpoints").exists()  # no 2x-model-size leftovers
     # the second command: one cycle sees the drift, retrains and gates (replay from the bundled data)
     assert main(["maintain", "--config", str(config), "--once"]) == 0

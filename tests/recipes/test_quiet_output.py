@@ -24,10 +24,17 @@ NOISE = [
 def test_finetune_with_tracking_prints_no_third_party_noise(tmp_path, tiny_model_dir, toy_data):
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "HF_HUB_DISABLE_PROGRESS_BARS")}
     env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    args = finetune_args(tiny_model_dir, toy_data, tmp_path / "run", "--tracking.wandb", "true",
-                         "--trainer.max_epochs", "1")
-    proc = subprocess.run([sys.executable, "-m", "refit", *args], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=tmp_path)
+    args = finetune_args(
+        tiny_model_dir, toy_data, tmp_path / "run", "--tracking.wandb", "true", "--trainer.max_epochs", "1"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     # refit's own result lines are all there, the W&B run included (tracking really was on)...

@@ -21,9 +21,15 @@ def versions(tmp_path_factory, tiny_model_dir):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     root = tmp_path_factory.mktemp("cli-versions")
-    return [write_version(root / vid, model, tok, {"version_id": vid, "recipe": "test",
-                                                    "metrics": {"validation": {"accuracy": 0.75}}})
-            for vid in ("v0", LONG_ID)]
+    return [
+        write_version(
+            root / vid,
+            model,
+            tok,
+            {"version_id": vid, "recipe": "test", "metrics": {"validation": {"accuracy": 0.75}}},
+        )
+        for vid in ("v0", LONG_ID)
+    ]
 
 
 @pytest.fixture
@@ -33,12 +39,15 @@ def root(tmp_path, versions):
     for v in versions:
         assert main(["registry", "register", "--root", root, "--version", str(v)]) == 0
     assert main(["registry", "promote", "--root", root, "--version", "v0", "--reason", "first", *off]) == 0
-    assert main(["registry", "promote", "--root", root, "--version", LONG_ID, "--reason", "second", *off]) == 0
+    assert (
+        main(["registry", "promote", "--root", root, "--version", LONG_ID, "--reason", "second", *off]) == 0
+    )
     return root
 
 
-@pytest.mark.parametrize("action", ["register", "list", "show", "promote", "rollback", "alias", "history",
-                                    "verify", "gc"])
+@pytest.mark.parametrize(
+    "action", ["register", "list", "show", "promote", "rollback", "alias", "history", "verify", "gc"]
+)
 def test_every_action_has_its_own_help(action, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["registry", action, "--help"])
@@ -56,9 +65,15 @@ def test_top_level_help_lists_the_actions(capsys):
         assert action in out
 
 
-@pytest.mark.parametrize(("argv", "missing"), [(["register"], "version"), (["promote"], "version"),
-                                               (["alias", "--version", "v0"], "alias"),
-                                               (["alias", "--alias", "staging"], "version")])
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        (["register"], "version"),
+        (["promote"], "version"),
+        (["alias", "--version", "v0"], "alias"),
+        (["alias", "--alias", "staging"], "version"),
+    ],
+)
 def test_required_options_are_enforced_by_the_parser(tmp_path, argv, missing, capsys):
     root = tmp_path / "reg"
     assert main(["registry", *argv, "--root", str(root)]) == 2
@@ -83,7 +98,9 @@ def test_json_output(root, capsys):
     assert main(["registry", "history", "--root", root, "--format", "json"]) == 0
     moves = json.loads(capsys.readouterr().out)
     assert [(m["from_version"], m["to_version"], m["reason"]) for m in moves] == [
-        (None, "v0", "first"), ("v0", LONG_ID, "second")]
+        (None, "v0", "first"),
+        ("v0", LONG_ID, "second"),
+    ]
     assert main(["registry", "show", "--root", root, "--version", "v0", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["version_id"] == "v0"
 

@@ -64,12 +64,17 @@ def test_resume_in_the_middle_of_an_epoch(tmp_path, tiny_model_dir, toy_data):
     assert json.loads((out / "version" / "refit.json").read_text())["training"]["global_step"] == 11
 
 
-def test_resume_with_another_training_setup_is_refused_unless_asked(tmp_path, tiny_model_dir, toy_data, capsys):
+def test_resume_with_another_training_setup_is_refused_unless_asked(
+    tmp_path, tiny_model_dir, toy_data, capsys
+):
     out, args = _unfinished_run(tmp_path, tiny_model_dir, toy_data, *_steps(2))
     ckpt = out / "checkpoints" / "last.ckpt"
     saved = ckpt.read_bytes()
-    for change, key in ((["--optim.lr", "0.5"], "optim.lr"), (["--data.batch_size", "4"], "data.batch_size"),
-                        (["--data.train", str(toy_data["test"])], "data.train")):
+    for change, key in (
+        (["--optim.lr", "0.5"], "optim.lr"),
+        (["--data.batch_size", "4"], "data.batch_size"),
+        (["--data.train", str(toy_data["test"])], "data.train"),
+    ):
         assert main([*args, *change, "--resume"]) == 2
         err = capsys.readouterr().err
         assert key in err and "--resume_with_changes" in err and "Traceback" not in err
@@ -81,7 +86,10 @@ def test_resume_with_another_training_setup_is_refused_unless_asked(tmp_path, ti
     assert ckpt.read_bytes() == saved, "a refused resume must leave the checkpoint alone"
     assert not (out / "version").exists()
     # asked for: it continues under the new settings
-    assert main([*args, "--resume", "--resume_with_changes", "--optim.lr", "0.5", "--trainer.max_steps", "4"]) == 0
+    assert (
+        main([*args, "--resume", "--resume_with_changes", "--optim.lr", "0.5", "--trainer.max_steps", "4"])
+        == 0
+    )
     meta = json.loads((out / "version" / "refit.json").read_text())
     assert meta["training"]["global_step"] == 4 and meta["config"]["optim"]["lr"] == 0.5
 

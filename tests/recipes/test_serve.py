@@ -33,7 +33,12 @@ from refit.serve import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, ServeOptions, Server  #
 from refit.serve.app import build_app  # noqa: E402
 
 LABELS = ["negative", "positive"]
-TEXTS = ["a wonderful, warm film", "a dull, lifeless mess", "ok", "the worst thing i have seen this year " * 3]
+TEXTS = [
+    "a wonderful, warm film",
+    "a dull, lifeless mess",
+    "ok",
+    "the worst thing i have seen this year " * 3,
+]
 
 
 def make_version(dest: Path, model_dir: Path, seed: int, data: dict | None = None) -> Path:
@@ -47,8 +52,12 @@ def make_version(dest: Path, model_dir: Path, seed: int, data: dict | None = Non
     config = AutoModelForSequenceClassification.from_pretrained(model_dir).config
     model = AutoModelForSequenceClassification.from_config(config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return write_version(dest, model, tokenizer, {"recipe": "test", "labels": LABELS,
-                                                  "config": {"data": {"max_length": 32, **(data or {})}}})
+    return write_version(
+        dest,
+        model,
+        tokenizer,
+        {"recipe": "test", "labels": LABELS, "config": {"data": {"max_length": 32, **(data or {})}}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +101,9 @@ def serving(options: ServeOptions):
 
 
 def options(registry: Registry, **kw) -> ServeOptions:
-    return ServeOptions(**{"registry_root": str(registry.root), "backend": "pytorch", "watch_interval_s": 0, **kw})
+    return ServeOptions(
+        **{"registry_root": str(registry.root), "backend": "pytorch", "watch_interval_s": 0, **kw}
+    )
 
 
 def read_rows(folder: Path, prefix: str) -> list[dict]:
@@ -158,8 +169,10 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
         np.testing.assert_allclose(row["probs"], [pred["probabilities"][n] for n in LABELS], atol=1e-6)
     feedback = read_rows(inbox, "feedback")
     assert pq.read_schema(next(inbox.glob("feedback-*.parquet"))).remove_metadata().equals(FEEDBACK_SCHEMA)
-    assert [(r["request_id"], r["label"]) for r in feedback] == [(preds[0]["request_id"], "positive"),
-                                                                 (preds[1]["request_id"], "0")]
+    assert [(r["request_id"], r["label"]) for r in feedback] == [
+        (preds[0]["request_id"], "positive"),
+        (preds[1]["request_id"], "0"),
+    ]
 
 
 def test_store_texts_false_keeps_only_hashes(registry, tmp_path):
@@ -204,7 +217,9 @@ def test_capture_writer_failure_never_fails_predictions(registry, tmp_path, capl
             time.sleep(0.05)
         text = client.get("/metrics").text
     assert codes == [200] * 5
-    assert server.capture.dropped == 20 and 'refit_serve_capture_rows_dropped_total{kind="capture"} 20.0' in text
+    assert (
+        server.capture.dropped == 20 and 'refit_serve_capture_rows_dropped_total{kind="capture"} 20.0' in text
+    )
     assert sum("capture rows are being dropped" in r.getMessage() for r in caplog.records) == 1
 
     import shutil
@@ -221,8 +236,10 @@ def test_capture_writer_failure_never_fails_predictions(registry, tmp_path, capl
 
 # --- hot swap -------------------------------------------------------------------------------------------
 def test_hot_swap_under_load_has_no_failed_requests(registry):
-    v1, v2 = registry.aliases()["champion"], next(v.id for v in registry.list_versions()
-                                                  if v.id != registry.aliases()["champion"])
+    v1, v2 = (
+        registry.aliases()["champion"],
+        next(v.id for v in registry.list_versions() if v.id != registry.aliases()["champion"]),
+    )
     with serving(options(registry, watch_interval_s=0.2, max_wait_ms=2)) as (client, server):
         stop = threading.Event()
         results: list[tuple[int, str | None, float]] = []
@@ -296,24 +313,58 @@ def test_serve_onnx_int8_export_by_default(tmp_path, tiny_model_dir):
     from refit.serve.slot import load_slot
     from tests.conftest import write_jsonl
 
-    val = write_jsonl(tmp_path / "val.jsonl", [{"text": t, "label": LABELS[i % 2]} for i, t in enumerate(TEXTS * 4)])
+    val = write_jsonl(
+        tmp_path / "val.jsonl", [{"text": t, "label": LABELS[i % 2]} for i, t in enumerate(TEXTS * 4)]
+    )
     data = {"train": str(val), "validation": str(val)}
     version = make_version(tmp_path / "v", tiny_model_dir, seed=3, data=data)
-    assert main(["export", "--version", str(version), "--format", "onnx-int8", "--validation", str(val),
-                 "--max_accuracy_drop", "100", "--quantize.calibration_size", "8"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--version",
+                str(version),
+                "--format",
+                "onnx-int8",
+                "--validation",
+                str(val),
+                "--max_accuracy_drop",
+                "100",
+                "--quantize.calibration_size",
+                "8",
+            ]
+        )
+        == 0
+    )
     slot = load_slot(version)
     assert slot.backend == "onnx-int8" and slot.parity["source"] == "parity.json"
     assert slot.parity["max_abs_diff"] <= slot.parity["allowed_max_abs_diff"]
 
     other = make_version(tmp_path / "other", tiny_model_dir, seed=4, data=data)
-    assert main(["export", "--version", str(other), "--format", "onnx", "--validation", str(val),
-                 "--max_accuracy_drop", "100"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--version",
+                str(other),
+                "--format",
+                "onnx",
+                "--validation",
+                str(val),
+                "--max_accuracy_drop",
+                "100",
+            ]
+        )
+        == 0
+    )
     (version / "exports" / "model.int8.onnx").write_bytes((other / "exports" / "model.onnx").read_bytes())
     with pytest.raises(VersionError, match="model.int8.onnx"):  # the exports manifest refuses it first
         load_slot(version)
     from refit.models import update_exports_manifest
 
-    update_exports_manifest(version, ["model.int8.onnx"])  # sealed as if refit wrote it: parity still refuses it
+    update_exports_manifest(
+        version, ["model.int8.onnx"]
+    )  # sealed as if refit wrote it: parity still refuses it
     with pytest.raises(VersionError, match="does not reproduce its PyTorch model"):
         load_slot(version)
 
@@ -330,9 +381,25 @@ def _start_server(registry, *args: str, timeout: float) -> tuple[subprocess.Pope
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "refit", "serve", "--registry.root", str(registry.root), "--port", str(port),
-         "--backend", "pytorch", "--watch_interval_s", "0", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "refit",
+            "serve",
+            "--registry.root",
+            str(registry.root),
+            "--port",
+            str(port),
+            "--backend",
+            "pytorch",
+            "--watch_interval_s",
+            "0",
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -349,13 +416,16 @@ def _start_server(registry, *args: str, timeout: float) -> tuple[subprocess.Pope
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_and_finalises_capture(registry):
-    proc, base = _start_server(registry, "--batching.max_wait_ms", "1000", "--capture.rotate_seconds", "3600",
-                               timeout=120)
+    proc, base = _start_server(
+        registry, "--batching.max_wait_ms", "1000", "--capture.rotate_seconds", "3600", timeout=120
+    )
     try:
         with ThreadPoolExecutor(8) as pool:
             # Each waits up to 1 s for batch company, so all are in flight when SIGTERM lands.
-            futures = [pool.submit(httpx.post, f"{base}/predict", json={"text": f"text {i}"}, timeout=30)
-                       for i in range(8)]
+            futures = [
+                pool.submit(httpx.post, f"{base}/predict", json={"text": f"text {i}"}, timeout=30)
+                for i in range(8)
+            ]
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
@@ -384,9 +454,16 @@ def test_shipped_serve_config_parses(capsys):
     from refit.config import build_parser, parse_config
     from refit.recipes import serve
 
-    cfg = parse_config(build_parser(serve.Config, "t", ""), serve.Config,
-                       ["--config", str(Path(__file__).parents[2] / "configs/serve/demo.yaml"),
-                        "--capture.store_texts", "false"])
+    cfg = parse_config(
+        build_parser(serve.Config, "t", ""),
+        serve.Config,
+        [
+            "--config",
+            str(Path(__file__).parents[2] / "configs/serve/demo.yaml"),
+            "--capture.store_texts",
+            "false",
+        ],
+    )
     opts = serve.options(cfg)
     assert opts.registry_root == "registry" and opts.store_texts is False and opts.max_batch_size == 32
     assert json.loads(json.dumps(opts.to_dict())) == opts.to_dict()  # what --workers hands each worker
@@ -405,8 +482,11 @@ def test_workers_write_their_own_capture_files(registry):
     try:
         time.sleep(3)  # the second worker may still be loading; both share the port
         with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60),
-                                    range(20)))
+            answers = list(
+                pool.map(
+                    lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60), range(20)
+                )
+            )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -23,16 +23,34 @@ def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4
     cfg = {
         "finetune": {
             "model": str(model),
-            "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"]),
-                     "batch_size": 8, "max_length": 32, "reference_size": 16},
-            "trainer": {"max_epochs": 4, "early_stopping_patience": 0, "log_every_n_steps": 1,
-                        "monitor": "val/loss", "mode": "min"},
+            "data": {
+                "train": str(data["train"]),
+                "validation": str(data["validation"]),
+                "test": str(data["test"]),
+                "batch_size": 8,
+                "max_length": 32,
+                "reference_size": 16,
+            },
+            "trainer": {
+                "max_epochs": 4,
+                "early_stopping_patience": 0,
+                "log_every_n_steps": 1,
+                "monitor": "val/loss",
+                "mode": "min",
+            },
             "tracking": {"wandb": False},
         },
         "space": {"optim.lr": {"loguniform": [1e-6, 3e-3]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}},
-        "scheduler": "asha", "num_samples": samples, "max_concurrent_trials": 2, "max_t": 4,
-        "grace_period": 1, "reduction_factor": 2, "storage_path": str(tmp_path / "tune"), "name": name,
-        "ray_num_cpus": 2, "seed": 0,
+        "scheduler": "asha",
+        "num_samples": samples,
+        "max_concurrent_trials": 2,
+        "max_t": 4,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        "storage_path": str(tmp_path / "tune"),
+        "name": name,
+        "ray_num_cpus": 2,
+        "seed": 0,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,9 +79,24 @@ def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model
     assert best_meta["metrics"]["validation"]["loss"] == pytest.approx(min(finals), rel=1e-6)
     assert 0.0 <= best_meta["metrics"]["validation"]["accuracy"] <= 1.0
     run = tmp_path / "from-best"
-    assert main(["finetune", "--config", str(out / "best.yaml"), "--output_dir", str(run),
-                 "--trainer.max_epochs", "1"]) == 0
-    assert best["optim"]["lr"] == json.loads((run / "version" / "refit.json").read_text())["config"]["optim"]["lr"]
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(out / "best.yaml"),
+                "--output_dir",
+                str(run),
+                "--trainer.max_epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        best["optim"]["lr"]
+        == json.loads((run / "version" / "refit.json").read_text())["config"]["optim"]["lr"]
+    )
 
 
 @pytest.mark.slow
@@ -73,8 +106,12 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     cfg["scheduler"], cfg["max_concurrent_trials"] = "fifo", 1
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "tune" / "resumable"
-    proc = subprocess.Popen([sys.executable, "-m", "refit", "tune", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refit", "tune", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
     deadline = time.time() + 400
     finished: list[Path] = []
     while time.time() < deadline and proc.poll() is None and not finished:

@@ -44,8 +44,12 @@ def test_bad_key_in_yaml_names_file_and_suggests(tmp_path, capsys):
 
 @pytest.mark.slow  # a subprocess
 def test_cli_process_prints_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "refit", "finetune", "--trainer.max_epoch", "2"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", "finetune", "--trainer.max_epoch", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "trainer.max_epochs" in proc.stderr
 

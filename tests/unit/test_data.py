@@ -37,7 +37,10 @@ def test_parquet_and_labels_json_names(tmp_path):
     "setup,fragment",
     [
         (lambda p: (None, "missing.jsonl"), "Data file not found"),
-        (lambda p: (write_jsonl(p / "t.jsonl", [{"sentence": "x", "label": 0}]), None), "no text column 'text'"),
+        (
+            lambda p: (write_jsonl(p / "t.jsonl", [{"sentence": "x", "label": 0}]), None),
+            "no text column 'text'",
+        ),
         (lambda p: (write_jsonl(p / "t.jsonl", [{"text": "x", "y": 0}]), None), "no label column 'label'"),
     ],
 )
@@ -80,17 +83,19 @@ def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
     order = list(sampler)
     assert sorted(order) == list(range(1000))
     spread = lambda idx: max(lengths[i] for i in idx) - min(lengths[i] for i in idx)  # noqa: E731
-    grouped = sum(spread(order[i:i + 16]) for i in range(0, 1000, 16))
+    grouped = sum(spread(order[i : i + 16]) for i in range(0, 1000, 16))
     shuffled = list(range(1000))
     random.Random(0).shuffle(shuffled)
-    plain = sum(spread(shuffled[i:i + 16]) for i in range(0, 1000, 16))
+    plain = sum(spread(shuffled[i : i + 16]) for i in range(0, 1000, 16))
     assert grouped < plain / 5
     sampler.set_epoch(1)
     assert list(sampler) != order
 
 
 def test_collator_pads_to_longest_in_batch():
-    batch = PadCollator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [8], "labels": 0}])
+    batch = PadCollator(pad_token_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [8], "labels": 0}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]

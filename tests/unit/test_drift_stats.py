@@ -115,5 +115,7 @@ def test_a_new_detector_is_one_class_and_one_line(monkeypatch):
     ref = _gauss(50, 4, 0)
     reference = fit_states(Reference(ref, None, [], {}), seed=0)
     assert isinstance(reference.states["mean-shift"], MeanState)
-    result = DETECTORS["mean-shift"].test(reference.state("mean-shift"), ref, _gauss(50, 4, 1, shift=2.0), alpha=0.05)
+    result = DETECTORS["mean-shift"].test(
+        reference.state("mean-shift"), ref, _gauss(50, 4, 1, shift=2.0), alpha=0.05
+    )
     assert result.drift

@@ -79,7 +79,9 @@ def test_estimators_follow_a_drop_in_accuracy():
     assert truth < cal.accuracy - 0.15
     est = estimate_accuracy(logits, cal)
     for name, e in est.items():  # every estimator sees the drop (ATC overshoots it on this shift: it assumes
-        assert e.low <= e.ci_low <= e.value <= e.ci_high <= e.high  # the confidences keep their validation shape)
+        assert (
+            e.low <= e.ci_low <= e.value <= e.ci_high <= e.high
+        )  # the confidences keep their validation shape)
         assert e.high < cal.accuracy - 0.08, name
     assert abs(est["cbpe"].value - truth) < 0.04  # still calibrated on this window: CBPE is right
 

@@ -21,7 +21,10 @@ def plain_version(tmp_path, tiny_model_dir) -> Path:
 
     val = write_jsonl(tmp_path / "val.jsonl", toy_rows(4, 1))
     train = write_jsonl(tmp_path / "train.jsonl", toy_rows(8, 0))
-    meta = {"labels": ["0", "1"], "config": {"data": {"train": str(train), "validation": str(val), "max_length": 16}}}
+    meta = {
+        "labels": ["0", "1"],
+        "config": {"data": {"train": str(train), "validation": str(val), "max_length": 16}},
+    }
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     return write_version(tmp_path / "v", model, AutoTokenizer.from_pretrained(tiny_model_dir), meta)
 
@@ -35,7 +38,10 @@ def test_a_new_compression_method_is_one_function_and_one_line(plain_version, tm
 
     monkeypatch.setitem(METHODS, "halve", Method(halve_classifier, hint="Do not halve."))  # the one line
     out = tmp_path / "c"
-    assert main(["compress", "--version", str(plain_version), "--method", "halve", "--output_dir", str(out)]) == 0
+    assert (
+        main(["compress", "--version", str(plain_version), "--method", "halve", "--output_dir", str(out)])
+        == 0
+    )
     record = json.loads((out / "version" / "refit.json").read_text())["compression"]
     assert record["method"] == "halve" and record["summary"] == {"halved": "classifier"}
     assert main(["compress", "--version", str(plain_version), "--method", "nope"]) == 2  # not a choice
@@ -53,11 +59,16 @@ def test_a_new_export_target_is_one_function_and_one_line(plain_version, monkeyp
         path = export_onnx(model, staging / "model.plain.onnx", opset=opts.opset)
         return [Artefact("model.plain.onnx", [path], lambda: OrtPredictor(path), {"plain": True})]
 
-    monkeypatch.setitem(TARGETS, "plain-onnx", Target(plain_onnx, "unoptimised ONNX", "model.plain.onnx",
-                                                      lambda p, device: OrtPredictor(p, device)))  # the one line
+    monkeypatch.setitem(
+        TARGETS,
+        "plain-onnx",
+        Target(plain_onnx, "unoptimised ONNX", "model.plain.onnx", lambda p, device: OrtPredictor(p, device)),
+    )  # the one line
     assert main(["export", "--version", str(plain_version), "--format", "plain-onnx"]) == 0
     assert (plain_version / "exports" / "model.plain.onnx").is_file()
-    assert json.loads((plain_version / "exports" / "parity.json").read_text())["model.plain.onnx"]["info"]["plain"]
+    assert json.loads((plain_version / "exports" / "parity.json").read_text())["model.plain.onnx"]["info"][
+        "plain"
+    ]
     assert load_export(plain_version, "plain-onnx").session is not None
     from refit.export.benchmark import formats
 

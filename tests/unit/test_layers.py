@@ -93,7 +93,7 @@ def _cycles(edges: list[tuple[str, str, str]]) -> list[list[str]]:
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = "done"
@@ -111,23 +111,33 @@ def test_every_component_has_a_layer():
 
 
 def test_imports_point_down_the_layers():
-    upward = [f"{where}: {a} imports {b}" for a, b, where in _edges()
-              if a in TIER and b in TIER and TIER[b] > TIER[a]]
-    assert not upward, "imports against the layers (cli -> recipes -> refit -> kernels):\n" + "\n".join(upward)
+    upward = [
+        f"{where}: {a} imports {b}"
+        for a, b, where in _edges()
+        if a in TIER and b in TIER and TIER[b] > TIER[a]
+    ]
+    assert not upward, "imports against the layers (cli -> recipes -> refit -> kernels):\n" + "\n".join(
+        upward
+    )
 
 
 def test_no_cycles_between_components():
     edges = _edges()
     cycles = _cycles(edges)
     where = {(a, b): w for a, b, w in edges}
-    described = [" -> ".join(c) + "  (" + ", ".join(where[(x, y)] for x, y in zip(c, c[1:])) + ")" for c in cycles]
+    described = [
+        " -> ".join(c) + "  (" + ", ".join(where[(x, y)] for x, y in zip(c, c[1:])) + ")" for c in cycles
+    ]
     assert not cycles, "import cycles between refit components:\n" + "\n".join(described)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from refit.export.runtimes import make_predictor\n", "io imports export"),
-    ("def f():\n    from refit.recipes import compress\n", "io imports recipes"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from refit.export.runtimes import make_predictor\n", "io imports export"),
+        ("def f():\n    from refit.recipes import compress\n", "io imports recipes"),
+    ],
+)
 def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, source, expected):
     """The check is not vacuous: a low-level module importing a higher one (even inside a function) fails."""
     fake_root = tmp_path

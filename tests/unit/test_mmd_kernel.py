@@ -30,15 +30,17 @@ def _naive(z: torch.Tensor, w: torch.Tensor, bandwidth: float) -> torch.Tensor:
 def test_reference_matches_the_definition(n, d, b):
     torch.manual_seed(n)
     z, w = torch.randn(n, d), torch.randn(n, b)
-    torch.testing.assert_close(mmd2_permutations_reference(z, w, 1.3, chunk=4).double(), _naive(z, w, 1.3),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        mmd2_permutations_reference(z, w, 1.3, chunk=4).double(), _naive(z, w, 1.3), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_chunking_does_not_change_the_result():
     torch.manual_seed(0)
     z, w = torch.randn(301, 17), torch.randn(301, 9)
-    torch.testing.assert_close(mmd2_permutations_reference(z, w, 2.0, chunk=64),
-                               mmd2_permutations_reference(z, w, 2.0, chunk=1000))
+    torch.testing.assert_close(
+        mmd2_permutations_reference(z, w, 2.0, chunk=64), mmd2_permutations_reference(z, w, 2.0, chunk=1000)
+    )
     assert torch.equal(mmd2_permutations(z, w, 2.0), mmd2_permutations_reference(z, w, 2.0))  # CPU dispatch
 
 
@@ -62,8 +64,9 @@ def test_triton_kernel_matches_reference_under_the_interpreter():
     pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
     # TRITON_INTERPRET must be set before triton is imported, hence a fresh process.
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for case in json.loads(proc.stdout.strip().splitlines()[-1]):
         assert case["err"] <= 1e-4 * max(1.0, case["scale"]), case

@@ -16,7 +16,9 @@ from tests.conftest import damaged_version
 def _piped(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """Run with stdout a pipe (not a tty), as in `refit ... | grep`."""
     env = {**os.environ, "COLUMNS": "80"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_registry_list_piped_shows_whole_ids_and_a_plain_title(tmp_path, tiny_model_dir, toy_data):
@@ -30,9 +32,11 @@ def test_registry_list_piped_shows_whole_ids_and_a_plain_title(tmp_path, tiny_mo
 
 def test_metric_tables_piped_never_cut_a_long_name(tmp_path):
     long = "challenger-v20261122-192233-abcdef-on-the-golden-set-of-2026-11-22"
-    code = ("from refit.report import print_metrics; "
-            f"print_metrics({{{long!r}: {{'accuracy': 0.9, 'f1_macro': 0.8, 'precision_macro': 0.7, "
-            "'recall_macro': 0.6, 'auroc': 0.5, 'ece': 0.1, 'loss': 0.3}}, title='t')")
+    code = (
+        "from refit.report import print_metrics; "
+        f"print_metrics({{{long!r}: {{'accuracy': 0.9, 'f1_macro': 0.8, 'precision_macro': 0.7, "
+        "'recall_macro': 0.6, 'auroc': 0.5, 'ece': 0.1, 'loss': 0.3}}, title='t')"
+    )
     proc = _piped("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert long in proc.stdout and "…" not in proc.stdout, proc.stdout

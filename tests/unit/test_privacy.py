@@ -29,7 +29,10 @@ def _rows(n: int, offset: int) -> list[dict]:
     out = []
     for i in range(n):
         j = (i + offset) % len(POSITIVE)
-        out += [{"text": f"{MARKER} {POSITIVE[j]} {i}", "label": 1}, {"text": f"{MARKER} {NEGATIVE[j]} {i}", "label": 0}]
+        out += [
+            {"text": f"{MARKER} {POSITIVE[j]} {i}", "label": 1},
+            {"text": f"{MARKER} {NEGATIVE[j]} {i}", "label": 0},
+        ]
     return out
 
 
@@ -46,16 +49,44 @@ def secret_env(monkeypatch):
 
 
 def test_store_texts_false_keeps_every_input_text_out_of_finetune_and_drift_outputs(
-        tmp_path, tiny_model_dir, secret_env, capsys):
-    data = {s: write_jsonl(tmp_path / "data" / f"{s}.jsonl", _rows(n, k))
-            for s, n, k in (("train", 24, 0), ("validation", 16, 1), ("test", 8, 2))}
-    production = write_jsonl(tmp_path / "prod" / "window.jsonl", [{"text": f"{MARKER} hello chat {i}"}
-                                                                  for i in range(40)])
+    tmp_path, tiny_model_dir, secret_env, capsys
+):
+    data = {
+        s: write_jsonl(tmp_path / "data" / f"{s}.jsonl", _rows(n, k))
+        for s, n, k in (("train", 24, 0), ("validation", 16, 1), ("test", 8, 2))
+    }
+    production = write_jsonl(
+        tmp_path / "prod" / "window.jsonl", [{"text": f"{MARKER} hello chat {i}"} for i in range(40)]
+    )
     out = tmp_path / "out"
-    assert main(["finetune", "--model", str(tiny_model_dir), "--data.train", str(data["train"]),
-                 "--data.validation", str(data["validation"]), "--data.test", str(data["test"]),
-                 "--output_dir", str(out / "finetune"), "--trainer.max_steps", "3", "--data.batch_size", "8",
-                 "--data.max_length", "32", "--privacy.store_texts", "false", "--tracking.wandb", "true"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_model_dir),
+                "--data.train",
+                str(data["train"]),
+                "--data.validation",
+                str(data["validation"]),
+                "--data.test",
+                str(data["test"]),
+                "--output_dir",
+                str(out / "finetune"),
+                "--trainer.max_steps",
+                "3",
+                "--data.batch_size",
+                "8",
+                "--data.max_length",
+                "32",
+                "--privacy.store_texts",
+                "false",
+                "--tracking.wandb",
+                "true",
+            ]
+        )
+        == 0
+    )
     version = out / "finetune" / "version"
     assert (out / "finetune" / "wandb").is_dir(), "the W&B run must be among the searched files"
     # the reference keeps hashes: drift still works on them, and says which inputs moved by hash
@@ -64,8 +95,19 @@ def test_store_texts_false_keeps_every_input_text_out_of_finetune_and_drift_outp
     texts = {r["text"] for r in _rows(16, 1)}
     assert {r["sha256"] for r in rows} <= {hashlib.sha256(t.encode()).hexdigest() for t in texts}
 
-    drift_args = ["drift", "--version", str(version), "--data", str(production), "--tests", "[mmd,ks]",
-                  "--permutations", "50", "--tracking.wandb", "true"]
+    drift_args = [
+        "drift",
+        "--version",
+        str(version),
+        "--data",
+        str(production),
+        "--tests",
+        "[mmd,ks]",
+        "--permutations",
+        "50",
+        "--tracking.wandb",
+        "true",
+    ]
     assert main([*drift_args, "--output_dir", str(out / "drift"), "--privacy.store_texts", "false"]) in (0, 3)
     report = json.loads((out / "drift" / "drift.json").read_text())
     unlike = report["windows"][0]["most_unlike"]

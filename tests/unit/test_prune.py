@@ -27,8 +27,9 @@ def batches() -> list[Batch]:
 
 def _logits(model, batch: Batch) -> torch.Tensor:
     with torch.no_grad():
-        return model(input_ids=torch.from_numpy(batch.input_ids),
-                     attention_mask=torch.from_numpy(batch.attention_mask)).logits
+        return model(
+            input_ids=torch.from_numpy(batch.input_ids), attention_mask=torch.from_numpy(batch.attention_mask)
+        ).logits
 
 
 def test_table_holds_every_method():
@@ -86,6 +87,8 @@ def test_structured_pruning_refuses_other_layouts(batches):
 
     from refit.errors import ModelError
 
-    distil = DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64))
+    distil = DistilBertForSequenceClassification(
+        DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    )
     with pytest.raises(ModelError, match="BERT-family"):
         PRUNERS["heads"](distil, 0.5, batches)

@@ -60,7 +60,9 @@ def test_onnx_quantizers_on_a_dynamo_export(name, raw_onnx, model, batches, tmp_
     if name in ("static-int8", "qdq-tensorrt"):
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     if name == "qdq-tensorrt":  # TensorRT takes symmetric int8: every zero point is 0
-        zero_points = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("zero_point")]
+        zero_points = [
+            onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("zero_point")
+        ]
         assert zero_points and all((z == 0).all() for z in zero_points)
     if name == "fp16":
         assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
@@ -92,10 +94,17 @@ def test_gate_trips_on_a_lossy_method_with_zero_tolerance(model, batches, tmp_pa
     assert check_gate("onnx-int8", baseline, candidate, 100.0)["passed"]
 
 
-@pytest.mark.parametrize("precision,major,graph,flags", [
-    ("fp32", 10, "fp32", []), ("fp16", 10, "fp32", ["FP16"]), ("int8", 10, "qdq", ["FP16", "INT8"]),
-    ("fp32", 11, "fp32", []), ("fp16", 11, "fp16", []), ("int8", 11, "qdq", []),
-])
+@pytest.mark.parametrize(
+    "precision,major,graph,flags",
+    [
+        ("fp32", 10, "fp32", []),
+        ("fp16", 10, "fp32", ["FP16"]),
+        ("int8", 10, "qdq", ["FP16", "INT8"]),
+        ("fp32", 11, "fp32", []),
+        ("fp16", 11, "fp16", []),
+        ("int8", 11, "qdq", []),
+    ],
+)
 def test_tensorrt_precision_comes_from_flags_on_10_and_from_the_graph_on_11(precision, major, graph, flags):
     assert onnx_for_precision(precision, major) == graph
     assert builder_flags(precision, major) == flags

@@ -20,9 +20,15 @@ def versions(tmp_path_factory, tiny_model_dir):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     root = tmp_path_factory.mktemp("versions")
-    return [write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test",
-                                                        "metrics": {"validation": {"accuracy": 0.5 + i / 10}}})
-            for i in range(3)]
+    return [
+        write_version(
+            root / f"v{i}",
+            model,
+            tok,
+            {"version_id": f"v{i}", "recipe": "test", "metrics": {"validation": {"accuracy": 0.5 + i / 10}}},
+        )
+        for i in range(3)
+    ]
 
 
 def test_alias_moves_are_audited_and_rollback_steps_back(tmp_path, versions):
@@ -42,7 +48,9 @@ def test_alias_moves_are_audited_and_rollback_steps_back(tmp_path, versions):
         reg.rollback()
     log = reg.history(CHAMPION)
     assert [m.action for m in log] == ["promote", "promote", "promote", "rollback", "rollback"]
-    assert log[1].metrics == {"accuracy": 0.6} and log[0].from_version is None and log[3].reason == "regression"
+    assert (
+        log[1].metrics == {"accuracy": 0.6} and log[0].from_version is None and log[3].reason == "regression"
+    )
     assert reg.get("champion").path.parent == reg.versions_dir
 
 

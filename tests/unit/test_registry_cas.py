@@ -87,7 +87,10 @@ def _promote_racer(root: str, target: str, barrier, results) -> None:
 def test_two_processes_promoting_against_the_same_champion_exactly_one_wins(reg):
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_promote_racer, args=(str(reg.root), t, barrier, results)) for t in ("v1", "v2", "v3")]
+    procs = [
+        ctx.Process(target=_promote_racer, args=(str(reg.root), t, barrier, results))
+        for t in ("v1", "v2", "v3")
+    ]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=60) for _ in procs]

@@ -58,7 +58,9 @@ def test_read_only_commands_do_not_write(reg, capsys):
 def test_versions_without_a_database_is_an_error_with_advice(reg):
     reg.db_path.unlink()
     for create in (True, False):
-        with pytest.raises(RegistryError, match=r"holds 3 version folder\(s\).*database .* is missing.*re-register"):
+        with pytest.raises(
+            RegistryError, match=r"holds 3 version folder\(s\).*database .* is missing.*re-register"
+        ):
             Registry(reg.root, create=create)
     assert not reg.db_path.exists()  # not silently rebuilt
 
@@ -162,7 +164,10 @@ def test_relative_root_works_from_another_working_directory(tmp_path, versions, 
     monkeypatch.chdir(tmp_path / "b")
     reg = Registry("../a/reg", create=False)
     champion = reg.get(CHAMPION)  # verified from here: not 'corrupt'
-    assert champion.path.is_absolute() and champion.path == (tmp_path / "a" / "reg" / "versions" / "v0").resolve()
+    assert (
+        champion.path.is_absolute()
+        and champion.path == (tmp_path / "a" / "reg" / "versions" / "v0").resolve()
+    )
     assert main(["registry", "verify", "--root", "../a/reg"]) == 0
     assert not (tmp_path / "b" / "reg").exists()
 

@@ -18,8 +18,10 @@ from refit.registry.mirror import mirror_alias
 def model_and_tok(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return (AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
-            AutoTokenizer.from_pretrained(tiny_model_dir))
+    return (
+        AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
 
 
 def _version_with_id(folder, model_and_tok, version_id):
@@ -41,8 +43,23 @@ def _reseal(version):
     write_manifest(version)
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", "../../precious", "a/b", "a\\b", ".hidden", "a..b", "x" * 129,
-                                 "white space", "nul\x00", "é"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        ".",
+        "..",
+        "../../precious",
+        "a/b",
+        "a\\b",
+        ".hidden",
+        "a..b",
+        "x" * 129,
+        "white space",
+        "nul\x00",
+        "é",
+    ],
+)
 def test_check_name_refuses(bad):
     with pytest.raises(VersionError, match="Invalid version id"):
         check_name(bad)
@@ -86,7 +103,9 @@ def test_write_version_refuses_a_bad_id(tmp_path, model_and_tok):
 
 def test_every_entry_point_checks_names(tmp_path, model_and_tok):
     reg = Registry(tmp_path / "reg")
-    reg.register(write_version(tmp_path / "src" / "v0", *model_and_tok, {"version_id": "v0", "recipe": "test"}))
+    reg.register(
+        write_version(tmp_path / "src" / "v0", *model_and_tok, {"version_id": "v0", "recipe": "test"})
+    )
     reg.promote("v0", "initial")
     with pytest.raises(VersionError, match="Invalid alias name 'a/b'"):
         reg.set_alias("a/b", "v0")
@@ -109,10 +128,24 @@ def test_every_entry_point_checks_names(tmp_path, model_and_tok):
 
 def test_cli_refuses_alias_with_slash(tmp_path, model_and_tok, capsys):
     reg = Registry(tmp_path / "reg")
-    reg.register(write_version(tmp_path / "src" / "v0", *model_and_tok, {"version_id": "v0", "recipe": "test"}))
+    reg.register(
+        write_version(tmp_path / "src" / "v0", *model_and_tok, {"version_id": "v0", "recipe": "test"})
+    )
     root = str(tmp_path / "reg")
-    code = main(["registry", "alias", "--root", root, "--alias", "prod/eu", "--version", "v0",
-                 "--tracking.wandb", "false"])
+    code = main(
+        [
+            "registry",
+            "alias",
+            "--root",
+            root,
+            "--alias",
+            "prod/eu",
+            "--version",
+            "v0",
+            "--tracking.wandb",
+            "false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Invalid alias name 'prod/eu'" in err and "Traceback" not in err
     assert main(["registry", "show", "--root", root, "--version", "../../precious"]) == 2

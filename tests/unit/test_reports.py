@@ -12,14 +12,24 @@ from refit.maintain.report import render_cycle
 
 
 def _drift(mmd_p: float, ks_p: float) -> dict:
-    return {"mmd": {"p_value": mmd_p, "drift": mmd_p <= 0.025, "threshold": 0.025},
-            "ks": {"p_value": ks_p, "drift": ks_p <= 0.025, "threshold": 0.025},
-            "drift": mmd_p <= 0.025 or ks_p <= 0.025}
+    return {
+        "mmd": {"p_value": mmd_p, "drift": mmd_p <= 0.025, "threshold": 0.025},
+        "ks": {"p_value": ks_p, "drift": ks_p <= 0.025, "threshold": 0.025},
+        "drift": mmd_p <= 0.025 or ks_p <= 0.025,
+    }
 
 
 def test_a_cycle_where_nothing_happened_has_no_empty_ab_table_and_no_minus_zero():
-    html = render_cycle({"status": "no_action", "champion": "v1", "drift": _drift(0.4, 0.6), "ab": {},
-                         "gate": [], "reasons": []})
+    html = render_cycle(
+        {
+            "status": "no_action",
+            "champion": "v1",
+            "drift": _drift(0.4, 0.6),
+            "ab": {},
+            "gate": [],
+            "reasons": [],
+        }
+    )
     assert "No challenger this cycle" in html
     assert "<th>model</th>" not in html  # the A/B table is not drawn empty
     assert "0.025" in html  # the drift table shows the threshold each test was judged at
@@ -30,11 +40,25 @@ def test_a_cycle_where_nothing_happened_has_no_empty_ab_table_and_no_minus_zero(
 
 def test_maintenance_report_plots_the_cycles():
     history = [
-        {"id": 1, "status": "no_action", "details": {"status": "no_action", "champion": "v1",
-                                                     "drift": _drift(0.3, 0.5), "ab": {}}},
-        {"id": 2, "status": "promoted", "details": {
-            "status": "promoted", "champion": "v1", "challenger": "v2", "drift": _drift(0.001, 1e-9),
-            "ab": {"champion": {"golden": 0.91, "recent": 0.62}, "challenger": {"golden": 0.92, "recent": 0.88}}}},
+        {
+            "id": 1,
+            "status": "no_action",
+            "details": {"status": "no_action", "champion": "v1", "drift": _drift(0.3, 0.5), "ab": {}},
+        },
+        {
+            "id": 2,
+            "status": "promoted",
+            "details": {
+                "status": "promoted",
+                "champion": "v1",
+                "challenger": "v2",
+                "drift": _drift(0.001, 1e-9),
+                "ab": {
+                    "champion": {"golden": 0.91, "recent": 0.62},
+                    "challenger": {"golden": 0.92, "recent": 0.88},
+                },
+            },
+        },
         {"id": 3, "status": "running", "details": {"champion": "v2"}},  # this cycle, still open in the db
     ]
     current = {"status": "no_action", "champion": "v2", "drift": _drift(0.2, 0.4), "ab": {}}
@@ -51,13 +75,28 @@ def test_maintenance_report_plots_the_cycles():
 
 
 def test_drift_report_draws_each_tests_own_threshold_not_alpha():
-    results = {"mmd": {"p_value": 0.2, "drift": False, "threshold": 0.05 / 3},
-               "ks": {"p_value": 0.3, "drift": False, "threshold": 0.05 / 3},
-               "classifier": {"p_value": 0.0185, "drift": False, "threshold": 0.05 / 3}}
-    report = {"version": {"id": "v1"}, "reference": {"size": 100, "class_shares": [0.5, 0.5]}, "alpha": 0.05,
-              "tests": list(results), "labels": ["neg", "pos"],
-              "windows": [{"name": "w1", "size": 100, "drift": False, "results": results,
-                           "class_shares": [0.5, 0.5], "projection": []}]}
+    results = {
+        "mmd": {"p_value": 0.2, "drift": False, "threshold": 0.05 / 3},
+        "ks": {"p_value": 0.3, "drift": False, "threshold": 0.05 / 3},
+        "classifier": {"p_value": 0.0185, "drift": False, "threshold": 0.05 / 3},
+    }
+    report = {
+        "version": {"id": "v1"},
+        "reference": {"size": 100, "class_shares": [0.5, 0.5]},
+        "alpha": 0.05,
+        "tests": list(results),
+        "labels": ["neg", "pos"],
+        "windows": [
+            {
+                "name": "w1",
+                "size": 100,
+                "drift": False,
+                "results": results,
+                "class_shares": [0.5, 0.5],
+                "projection": [],
+            }
+        ],
+    }
     html = render_report(report)
     for test in results:
         assert f"{test} threshold 0.0167" in html

@@ -26,14 +26,24 @@ class Recording:
 def model_and_tokenizer(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return (AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval(),
-            AutoTokenizer.from_pretrained(tiny_model_dir))
+    return (
+        AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval(),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
 
 
 def make_slot(model_and_tokenizer, vid: str = "v1") -> Slot:
     model, tokenizer = model_and_tokenizer
-    return Slot(vid, None, "pytorch", Recording(TorchPredictor(model)), tokenizer, ["neg", "pos"], 64,
-                tokenizer.pad_token_id)
+    return Slot(
+        vid,
+        None,
+        "pytorch",
+        Recording(TorchPredictor(model)),
+        tokenizer,
+        ["neg", "pos"],
+        64,
+        tokenizer.pad_token_id,
+    )
 
 
 def test_concurrent_texts_share_length_bucketed_batches(model_and_tokenizer):

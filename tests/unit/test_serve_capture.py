@@ -24,8 +24,19 @@ OPEN = re.compile(r"^\.capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet\.tmp$")
 
 
 def rows(n: int, store_text: bool = True) -> list[dict]:
-    return [capture_row(f"{i:032x}", "2026-01-01T00:00:00.000+00:00", "v1", f"text {i}", i % 2,
-                        "positive" if i % 2 else "negative", [0.25, 0.75], store_text) for i in range(n)]
+    return [
+        capture_row(
+            f"{i:032x}",
+            "2026-01-01T00:00:00.000+00:00",
+            "v1",
+            f"text {i}",
+            i % 2,
+            "positive" if i % 2 else "negative",
+            [0.25, 0.75],
+            store_text,
+        )
+        for i in range(n)
+    ]
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -52,7 +63,9 @@ def test_open_file_is_a_dot_file_until_rotation_by_rows(tmp_path):
 
 
 def test_rotation_by_seconds_finalises_without_shutdown(tmp_path):
-    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, rotate_seconds=0.3, flush_seconds=0.05)
+    writer = RotatingParquetWriter(
+        tmp_path, "capture", CAPTURE_SCHEMA, rotate_seconds=0.3, flush_seconds=0.05
+    )
     writer.put(rows(3))
     wait_for(lambda: any(FINAL.match(p.name) for p in tmp_path.iterdir()))
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
@@ -71,7 +84,9 @@ def test_row_makers_run_on_the_writer_and_texts_can_be_left_out(tmp_path):
 
 def test_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     dropped = []
-    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, max_queue=8, on_dropped=dropped.append)
+    writer = RotatingParquetWriter(
+        tmp_path, "capture", CAPTURE_SCHEMA, max_queue=8, on_dropped=dropped.append
+    )
     batch = rows(1)
     started = time.perf_counter()
     accepted = sum(writer.put(batch * 1) for _ in range(20000))

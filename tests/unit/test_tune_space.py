@@ -27,8 +27,13 @@ def test_bad_space_is_a_clear_error(space, fragment):
 
 
 def test_valid_space_and_overrides():
-    space = validate_space({"optim.lr": {"loguniform": [1e-5, 1e-3]}, "data.batch_size": {"choice": [8, 16]},
-                            "trainer.max_epochs": {"grid": [1, 2]}})
+    space = validate_space(
+        {
+            "optim.lr": {"loguniform": [1e-5, 1e-3]},
+            "data.batch_size": {"choice": [8, 16]},
+            "trainer.max_epochs": {"grid": [1, 2]},
+        }
+    )
     assert space["data.batch_size"] == ("choice", [8, 16])
     base = {"optim": {"lr": 1e-4, "eps": 1e-8}, "data": {"batch_size": 32}}
     out = apply_overrides(base, {"optim.lr": 3e-4, "data.batch_size": 8})
@@ -40,7 +45,8 @@ def test_ray_objects_are_built():
     pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
     from refit.tune import to_ray
 
-    ray_space = to_ray(validate_space({"optim.lr": {"loguniform": [1e-5, 1e-3]},
-                                       "trainer.max_epochs": {"grid": [1, 2]}}))
+    ray_space = to_ray(
+        validate_space({"optim.lr": {"loguniform": [1e-5, 1e-3]}, "trainer.max_epochs": {"grid": [1, 2]}})
+    )
     assert ray_space["trainer.max_epochs"] == {"grid_search": [1, 2]}
     assert 1e-5 <= ray_space["optim.lr"].sample() <= 1e-3

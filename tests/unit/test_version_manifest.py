@@ -27,8 +27,10 @@ from refit.registry import Registry
 def model_and_tok(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return (AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
-            AutoTokenizer.from_pretrained(tiny_model_dir))
+    return (
+        AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,12 @@ def pristine(tmp_path_factory, model_and_tok):
 
     from refit.drift.reference import Reference, fit_states
 
-    reference = fit_states(Reference(torch.randn(12, 4), torch.rand(12, 2), [f"text {i}" for i in range(12)],
-                                     {"split": "validation"}), 0)
+    reference = fit_states(
+        Reference(
+            torch.randn(12, 4), torch.rand(12, 2), [f"text {i}" for i in range(12)], {"split": "validation"}
+        ),
+        0,
+    )
     root = tmp_path_factory.mktemp("pristine")
     return write_version(root / "v", *model_and_tok, {"version_id": "v1", "recipe": "test"}, reference)
 
@@ -59,8 +65,14 @@ def test_manifest_lists_every_file_with_hash_and_size(version):
     expected = {p for p in on_disk if p != MANIFEST and not p.startswith("exports/")}
     listed = _listed(version)
     assert set(listed) == expected
-    assert {"refit.json", "model/model.safetensors", "model/config.json", "model/tokenizer.json",
-            "reference/embeddings.safetensors", "reference/detector.json"} <= expected  # detector state is sealed too
+    assert {
+        "refit.json",
+        "model/model.safetensors",
+        "model/config.json",
+        "model/tokenizer.json",
+        "reference/embeddings.safetensors",
+        "reference/detector.json",
+    } <= expected  # detector state is sealed too
     for rel, entry in listed.items():
         assert entry["size"] == (version / rel).stat().st_size
         assert entry["sha256"] == refit.io.sha256_file(version / rel)
@@ -185,7 +197,9 @@ def test_hashes_are_computed_once_per_unchanged_file(version, monkeypatch):
     verify_version(version)
     read_version(version)
     assert len(calls) == first  # nothing re-hashed
-    (version / "model" / "config.json").write_text((version / "model" / "config.json").read_text())  # same bytes
+    (version / "model" / "config.json").write_text(
+        (version / "model" / "config.json").read_text()
+    )  # same bytes
     verify_version(version)
     assert len(calls) == first + 1  # only the rewritten file, which is still intact
 
@@ -212,14 +226,21 @@ def test_drift_refresh_reference_keeps_the_version_sealed(tmp_path, model_and_to
     texts = [f"a short review number {i}" for i in range(12)]
     encoded = encode_texts(model, tok, texts, 8, 32)
     meta = {"split": "validation", "pooling": "mean", "layer": -1, "max_length": 32}
-    version = write_version(tmp_path / "v", model, tok, {"version_id": "v1", "recipe": "test", "labels": ["a", "b"]},
-                            fit_states(Reference(encoded.embeddings, encoded.probs, texts, meta), 0))
+    version = write_version(
+        tmp_path / "v",
+        model,
+        tok,
+        {"version_id": "v1", "recipe": "test", "labels": ["a", "b"]},
+        fit_states(Reference(encoded.embeddings, encoded.probs, texts, meta), 0),
+    )
     before = _listed(version)["reference/reference.json"]["sha256"]
     assert main(["drift", "--version", str(version), "--refresh_reference", "--tracking.wandb", "false"]) == 0
     verify_version(version)
     load_version(version)
     assert json.loads((version / "reference" / "reference.json").read_text())["refreshed_at"]
-    assert _listed(version)["reference/reference.json"]["sha256"] != before  # rewritten, and the manifest follows
+    assert (
+        _listed(version)["reference/reference.json"]["sha256"] != before
+    )  # rewritten, and the manifest follows
     assert "reference/detector.json" in _listed(version)
 
 
