@@ -137,66 +137,28 @@ def build_trainer(
         callbacks.append(_CheckValidationInterval(val_check_interval))
     callbacks += extra_callbacks or []
     try:
-        return _trainer(
-            output_dir,
-            loggers,
-            has_validation,
-            max_epochs,
-            max_steps,
-            precision,
-            accelerator,
-            devices,
-            strategy,
-            num_nodes,
-            gradient_clip_val,
-            accumulate_grad_batches,
-            val_check_interval,
-            log_every_n_steps,
-            deterministic,
-            callbacks,
+        return L.Trainer(
+            default_root_dir=str(output_dir),
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            precision=precision,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            gradient_clip_val=gradient_clip_val or None,
+            accumulate_grad_batches=accumulate_grad_batches,
+            val_check_interval=val_check_interval if has_validation else None,
+            limit_val_batches=None if has_validation else 0,
+            log_every_n_steps=log_every_n_steps,
+            deterministic=deterministic,
+            logger=loggers or False,
+            callbacks=callbacks,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError, TypeError) as e:  # Lightning's checks of these settings
         raise ConfigError(
             f"Lightning cannot run with trainer.accelerator={accelerator!r}, trainer.devices={devices!r}, "
             f"trainer.strategy={strategy!r}, trainer.precision={precision!r} on this machine: {e}"
         ) from None
-
-
-def _trainer(
-    output_dir,
-    loggers,
-    has_validation,
-    max_epochs,
-    max_steps,
-    precision,
-    accelerator,
-    devices,
-    strategy,
-    num_nodes,
-    gradient_clip_val,
-    accumulate_grad_batches,
-    val_check_interval,
-    log_every_n_steps,
-    deterministic,
-    callbacks,
-) -> L.Trainer:
-    return L.Trainer(
-        default_root_dir=str(output_dir),
-        max_epochs=max_epochs,
-        max_steps=max_steps,
-        precision=precision,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        gradient_clip_val=gradient_clip_val or None,
-        accumulate_grad_batches=accumulate_grad_batches,
-        val_check_interval=val_check_interval if has_validation else None,
-        limit_val_batches=None if has_validation else 0,
-        log_every_n_steps=log_every_n_steps,
-        deterministic=deterministic,
-        logger=loggers or False,
-        callbacks=callbacks,
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-    )
