@@ -116,7 +116,7 @@ def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, ti
         toy_data,
         out,
         "--trainer.max_epochs",
-        "40",
+        "400",  # long enough that the run cannot end before the poll below sees step 8, however fast the CPU
         "--trainer.checkpoint_every_n_steps",
         "1",
         "--trainer.early_stopping_patience",
@@ -136,13 +136,14 @@ def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, ti
         if last.is_file() and torch.load(last, weights_only=False)["global_step"] >= 8:
             break
         time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "--resume" in output
     interrupted = torch.load(last, weights_only=False)
     step = interrupted["global_step"]
-    assert 8 <= step < 40 * 6
+    assert 8 <= step < 400 * 6
     assert interrupted["optimizer_states"][0]["state"], "optimizer moments were not saved"
 
     total = step + 6
