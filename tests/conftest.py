@@ -198,3 +198,15 @@ def tiny_versions(tmp_path_factory, tiny_model_dir) -> list[Path]:
     return [
         write_version(root / f"v{i}", model, tok, {"version_id": f"v{i}", "recipe": "test"}) for i in range(6)
     ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigint():
+    """Lightning ignores SIGINT after a KeyboardInterrupt (so a second Ctrl-C cannot break its shutdown) and
+    never restores it; a child process would inherit that SIG_IGN and ignore the Ctrl-C a later test sends."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)

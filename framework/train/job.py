@@ -6,6 +6,8 @@ retraining must run exactly this code path, not a second training loop.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,6 +163,10 @@ def _fit(s: _Setup) -> float:
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
         if s.trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
+        # Lightning ignores SIGINT from the first Ctrl-C on and never restores it: give the process (a
+        # `maintain --every` loop, a notebook, child processes, which inherit SIG_IGN) its Ctrl-C back.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         raise RunInterrupted(
             f"Interrupted at step {s.trainer.global_step}; checkpoint saved to "
             f"{s.out / 'checkpoints' / LAST_CKPT}. Continue with the same command plus --resume."

@@ -129,6 +129,8 @@ def test_resume_after_ctrl_c_continues_steps_optimizer_and_schedule(tmp_path, ti
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # an ignored SIGINT is inherited across exec: make sure this child hears the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
