@@ -26,7 +26,14 @@ def _naive(z: torch.Tensor, w: torch.Tensor, bandwidth: float) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("n,d,b", [(7, 3, 2), (11, 5, 3)])
+def _dense(z: torch.Tensor, w: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """The whole kernel matrix in float64: the yardstick at sizes where the loop above is too slow."""
+    z, w = z.double(), w.double()
+    k = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bandwidth**2))
+    return ((k @ w) * w).sum(0)
+
+
+@pytest.mark.parametrize("n,d,b", [(7, 3, 2), (11, 5, 3), (9, 1, 1)])
 def test_reference_matches_the_definition(n, d, b):
     torch.manual_seed(n)
     z, w = torch.randn(n, d), torch.randn(n, b)
@@ -35,32 +42,65 @@ def test_reference_matches_the_definition(n, d, b):
     )
 
 
-def test_chunking_does_not_change_the_result():
+@pytest.mark.parametrize("chunk", [1, 64, 100, 301, 5000])
+def test_chunking_and_symmetry_do_not_change_the_result(chunk):
     torch.manual_seed(0)
-    z, w = torch.randn(301, 17), torch.randn(301, 9)
+    z, w = torch.randn(301, 17) * 3 + 5, torch.randn(301, 9)  # off-centre: the centring must not matter
     torch.testing.assert_close(
-        mmd2_permutations_reference(z, w, 2.0, chunk=64), mmd2_permutations_reference(z, w, 2.0, chunk=1000)
+        mmd2_permutations_reference(z, w, 2.0, chunk=chunk).double(), _dense(z, w, 2.0), rtol=1e-4, atol=1e-4
     )
-    assert torch.equal(mmd2_permutations(z, w, 2.0), mmd2_permutations_reference(z, w, 2.0))  # CPU dispatch
 
 
+def test_cpu_dispatch_is_the_reference():
+    torch.manual_seed(1)
+    z, w = torch.randn(50, 8), torch.randn(50, 4)
+    assert torch.equal(mmd2_permutations(z, w, 2.0), mmd2_permutations_reference(z, w, 2.0))
+
+
+def test_tf32_emulation_rounds_but_stays_close():
+    torch.manual_seed(2)
+    z, w = torch.randn(200, 384), torch.randn(200, 5)
+    exact = mmd2_permutations_reference(z, w, 20.0)
+    tf32 = mmd2_permutations_reference(z, w, 20.0, precision="tf32")
+    assert not torch.equal(exact, tf32)  # the emulation really drops mantissa bits
+    torch.testing.assert_close(tf32, exact, rtol=1e-3, atol=1e-3 * exact.abs().max().item())
+
+
+def test_unknown_precision_is_refused():
+    z, w = torch.randn(5, 2), torch.randn(5, 1)
+    with pytest.raises(ValueError, match="tf32, ieee"):
+        mmd2_permutations(z, w, 1.0, precision="fp8")
+
+
+# Odd sizes against the float64 definition, under the interpreter: n not a multiple of the block (16 there),
+# B = 1 and B spanning several permutation blocks, d = 1 and d spanning several depth blocks, a fixed
+# config with other block sizes, and two runs giving the same bits (no atomics).
 _TRITON_CHECK = textwrap.dedent("""
     import json, torch
-    from refit.kernels import mmd2_permutations_reference, mmd2_permutations_triton
+    from refit.kernels import mmd2_permutations_triton
+    def dense(z, w, bw):
+        z, w = z.double(), w.double()
+        k = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bw ** 2))
+        return ((k @ w) * w).sum(0)
     out = []
-    for n, d, b, dtype in [(37, 13, 5, torch.float32), (70, 40, 33, torch.float32), (45, 29, 7, torch.bfloat16),
-                           (33, 64, 40, torch.bfloat16)]:
+    cases = [(37, 13, 5, torch.float32, None), (45, 1, 1, torch.float32, None), (33, 40, 37, torch.float32, None),
+             (17, 29, 7, torch.bfloat16, None),
+             (50, 20, 20, torch.float32, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_D": 32})]
+    for n, d, b, dtype, config in cases:
         torch.manual_seed(n)
-        z, w = torch.randn(n, d).to(dtype), torch.randn(n, b)
-        got, want = mmd2_permutations_triton(z, w, 1.7), mmd2_permutations_reference(z, w, 1.7)
-        out.append({"case": [n, d, b, str(dtype)], "err": (got - want).abs().max().item(),
-                    "scale": want.abs().max().item()})
+        z, w = (torch.randn(n, d) + 2).to(dtype), torch.randn(n, b)
+        got = mmd2_permutations_triton(z, w, 1.7, config=config)
+        again = mmd2_permutations_triton(z, w, 1.7, config=config)
+        want = dense(z.float(), w, 1.7)
+        out.append({"case": [n, d, b, str(dtype), config], "err": (got.double() - want).abs().max().item(),
+                    "scale": want.abs().max().item(), "repeatable": bool(torch.equal(got, again)),
+                    "shape": list(got.shape)})
     print(json.dumps(out))
 """)
 
 
 @pytest.mark.slow  # a subprocess
-def test_triton_kernel_matches_reference_under_the_interpreter():
+def test_triton_kernel_matches_the_definition_under_the_interpreter():
     pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
     # TRITON_INTERPRET must be set before triton is imported, hence a fresh process.
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -68,5 +108,9 @@ def test_triton_kernel_matches_reference_under_the_interpreter():
         [sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for case in json.loads(proc.stdout.strip().splitlines()[-1]):
-        assert case["err"] <= 1e-4 * max(1.0, case["scale"]), case
+    cases = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(cases) == 5
+    for case in cases:
+        assert case["err"] <= 2e-5 * max(1.0, case["scale"]), case
+        assert case["repeatable"], case
+        assert case["shape"] == [case["case"][2]], case
