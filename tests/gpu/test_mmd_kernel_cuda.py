@@ -1,19 +1,17 @@
-"""The fused Triton MMD kernel on a real CUDA device against the PyTorch reference (odd sizes, two dtypes),
-and the public function dispatching to it. Skipped, with the reason, where there is no CUDA or no Triton."""
+"""The Triton MMD kernel on a real CUDA device against a float64 definition: fp32 and bf16 inputs, odd sizes,
+n not a multiple of any block, B = 1 and 2000, d = 1..1024, both precisions, bitwise repeatability, the
+public dispatch, and the permutation p-value unchanged by TF32. Skipped, with the reason, without CUDA or
+Triton."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from refit.kernels import mmd2_permutations, mmd2_permutations_reference, mmd2_permutations_triton
+from refit.kernels import mmd2_permutations, mmd2_permutations_triton
+from tests.gpu.conftest import NO_CUDA
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch here)"
-    ),
-]
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 
 
 @pytest.fixture(autouse=True)
@@ -21,27 +19,76 @@ def _triton():
     pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
 
 
+def _dense(z: torch.Tensor, w: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """W^T K W per column with the whole kernel matrix in float64 (on the GPU: fast at these sizes)."""
+    z, w = z.double(), w.double()
+    k = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bandwidth**2))
+    return ((k @ w) * w).sum(0)
+
+
 @pytest.mark.parametrize(
-    "n,d,b,dtype",
-    [
-        (37, 13, 5, torch.float32),
-        (257, 384, 101, torch.float32),
-        (45, 29, 7, torch.bfloat16),
-        (1000, 384, 500, torch.float16),
-    ],
+    "n,d,b",
+    [(37, 13, 5), (257, 384, 101), (1000, 1, 1), (999, 1024, 7), (1501, 384, 2000), (3000, 63, 129)],
 )
-def test_cuda_kernel_matches_the_reference(n, d, b, dtype):
-    torch.manual_seed(n)
-    z = torch.randn(n, d, device="cuda").to(dtype)
-    w = torch.randn(n, b, device="cuda")
-    got = mmd2_permutations_triton(z, w, 1.7)
-    want = mmd2_permutations_reference(z.cpu(), w.cpu(), 1.7)
-    assert got.is_cuda and got.shape == (b,)
-    scale = max(1.0, want.abs().max().item())
-    assert (got.cpu() - want).abs().max().item() <= 1e-4 * scale
+@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+def test_kernel_matches_the_definition(n, d, b, precision):
+    g = torch.Generator(device="cuda").manual_seed(n + d)
+    z = torch.randn(n, d, device="cuda", generator=g) + 1.0  # off-centre: the centring is exercised
+    w = torch.randn(n, b, device="cuda", generator=g)
+    bw = max(1.0, (2.0 * d) ** 0.5)
+    got = mmd2_permutations_triton(z, w, bw, precision=precision)
+    want = _dense(z, w, bw)
+    assert got.is_cuda and got.dtype == torch.float32 and got.shape == (b,)
+    assert torch.isfinite(got).all()
+    rel = ((got.double() - want).norm() / want.norm()).item()
+    assert rel <= (1e-5 if precision == "ieee" else 2e-3), rel
+
+
+def test_bf16_inputs_are_upcast_exactly():
+    g = torch.Generator(device="cuda").manual_seed(3)
+    z = torch.randn(333, 96, device="cuda", generator=g).bfloat16()
+    w = torch.randn(333, 17, device="cuda", generator=g)
+    got = mmd2_permutations_triton(z, w, 9.0, precision="ieee")
+    want = _dense(z.float(), w, 9.0)
+    assert ((got.double() - want).norm() / want.norm()).item() <= 1e-5
+
+
+def test_same_bits_on_every_run_and_for_a_fixed_config():
+    g = torch.Generator(device="cuda").manual_seed(4)
+    z, w = (
+        torch.randn(2049, 384, device="cuda", generator=g),
+        torch.randn(2049, 300, device="cuda", generator=g),
+    )
+    first = mmd2_permutations_triton(z, w, 20.0)
+    assert all(torch.equal(first, mmd2_permutations_triton(z, w, 20.0)) for _ in range(3))
+    fixed = {"BLOCK_N": 64, "BLOCK_B": 128, "BLOCK_D": 64, "num_warps": 4}
+    a, b = (
+        mmd2_permutations_triton(z, w, 20.0, config=fixed),
+        mmd2_permutations_triton(z, w, 20.0, config=fixed),
+    )
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, first, rtol=1e-4, atol=1e-6)
 
 
 def test_public_function_uses_the_kernel_on_cuda():
-    torch.manual_seed(0)
-    z, w = torch.randn(300, 64, device="cuda"), torch.randn(300, 50, device="cuda")
-    torch.testing.assert_close(mmd2_permutations(z, w, 2.0), mmd2_permutations_triton(z, w, 2.0))
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z, w = torch.randn(300, 64, device="cuda", generator=g), torch.randn(300, 50, device="cuda", generator=g)
+    assert torch.equal(mmd2_permutations(z, w, 2.0), mmd2_permutations_triton(z, w, 2.0))
+
+
+def test_tf32_leaves_the_drift_p_value_unchanged():
+    """A permutation test on a shifted window: TF32 in the distance part must give the same p."""
+    from refit.drift import mmd_test
+    from refit.drift.mmd import _permutation_weights, median_bandwidth
+
+    g = torch.Generator().manual_seed(5)
+    ref, cur = torch.randn(2000, 384, generator=g), torch.randn(300, 384, generator=g) + 0.05
+    bw = median_bandwidth(ref)
+    z = torch.cat([ref, cur]).cuda()
+    w = _permutation_weights(2000, 300, 500, 0, "cuda")
+    p = {}
+    for precision in ("ieee", "tf32"):
+        stats = mmd2_permutations_triton(z, w, bw, precision=precision).cpu()
+        p[precision] = (int((stats[1:] >= stats[0]).sum()) + 1) / 501
+    assert p["ieee"] == p["tf32"]
+    assert mmd_test(ref, cur, permutations=500, seed=0, bandwidth=bw).p_value == p["tf32"]
