@@ -15,7 +15,7 @@ and Z is centred first (distances do not change; the inner products get smaller,
 
 - `_mmd2_kernel` (Triton): a program owns one row tile and a large block of permutations (BLOCK_B, up to
   256: K is rebuilt ceil(B / BLOCK_B) times, not B / 32), builds each kernel tile once for that block from
-  Z (the distance part on TF32 tensor cores by default, `precision`), contracts it with W in IEEE fp32,
+  Z (the distance part on TF32 tensor cores by default, `precision`), contracts it with W at fp32 accuracy,
   and writes its per-permutation partial sum to its own row of a buffer. The buffer is summed in a fixed
   order afterwards, so results are bitwise repeatable (no atomics). Block sizes are autotuned per
   (n, d, B) bucket. Memory: O(n d + n B).
@@ -34,8 +34,9 @@ import torch
 
 __all__ = ["PRECISIONS", "mmd2_permutations", "mmd2_permutations_reference", "mmd2_permutations_triton"]
 
-# Precision of the distance part (Z Z^T). The contraction with W always runs in IEEE fp32: its rounding
-# would differ per permutation column and could reorder the permuted statistics around the observed one.
+# Precision of the distance part (Z Z^T). The contraction with W keeps fp32 accuracy (IEEE, or tf32x3 on
+# tensor cores): plain TF32 rounding there would differ per permutation column and could reorder the
+# permuted statistics around the observed one.
 # "tf32" is the default because, with Z centred, it left the permutation p-value equal to the fp32 one on
 # every calibration window measured (scripts/results/mmd_kernel.md).
 PRECISIONS = ("tf32", "ieee")
@@ -130,6 +131,7 @@ def _build_kernels():
         d_bucket,
         b_bucket,
         PRECISION: tl.constexpr,
+        CONTRACT_PRECISION: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_B: tl.constexpr,
         BLOCK_D: tl.constexpr,
@@ -167,7 +169,7 @@ def _build_kernels():
                 mask=col_ok[:, None] & perm_ok[None, :],
                 other=0.0,
             )
-            acc += tl.dot(k_tile, w_j, input_precision="ieee")
+            acc += tl.dot(k_tile, w_j, input_precision=CONTRACT_PRECISION)
         w_i = tl.load(
             w_ptr + rows[:, None] * n_perm + perms[None, :],
             mask=row_ok[:, None] & perm_ok[None, :],
@@ -235,6 +237,9 @@ def mmd2_permutations_triton(
         _bucket(d),
         _bucket(n_perm),
     )
+    # The contraction with W: fp32-accurate either way; under "tf32" on three TF32 tensor-core passes
+    # (tf32x3, error near fp32's) rather than on the much slower fp32 FMA path.
+    contract = "tf32x3" if precision == "tf32" else "ieee"
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if config is None and interpret:
         config = _INTERPRET_CONFIG
@@ -245,7 +250,7 @@ def mmd2_permutations_triton(
             (n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],
             (n_perm + meta["BLOCK_B"] - 1) // meta["BLOCK_B"],
         )
-        raw[grid](*args, PRECISION=precision, **meta, **extra)
+        raw[grid](*args, PRECISION=precision, CONTRACT_PRECISION=contract, **meta, **extra)
     else:
 
         def grid(meta):
@@ -254,7 +259,7 @@ def mmd2_permutations_triton(
                 (n_perm + meta["BLOCK_B"] - 1) // meta["BLOCK_B"],
             )
 
-        tuned[grid](*args, PRECISION=precision)
+        tuned[grid](*args, PRECISION=precision, CONTRACT_PRECISION=contract)
     return partial.sum(0)  # a fixed-order reduction: the same bits on every run
 
 
