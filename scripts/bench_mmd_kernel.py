@@ -405,7 +405,7 @@ def _markdown(result: dict) -> list[str]:
         lines += [
             f"## Triton kernel ({gpu['device']})",
             "",
-            f"Measured ceilings: fp32 matmul {ce['fp32_tflops']:.1f} TFLOP/s, TF32 {ce['tf32_tflops']:.1f} TFLOP/s. "
+            f"Measured ceilings: fp32 matmul {ce['fp32_tflops']:.3g} TFLOP/s, TF32 {ce['tf32_tflops']:.3g} TFLOP/s. "
             "FLOPs counted once per unordered pair (distance 2d, contraction 2B); roofline ratio = time at the "
             "measured ceilings (TF32: distance + 3 x contraction, tf32x3) / measured time.",
             "",
