@@ -15,13 +15,13 @@ and Z is centred first (distances do not change; the inner products get smaller,
 
 - `_mmd2_kernel` (Triton): a program owns one row tile and a large block of permutations (BLOCK_B, up to
   256: K is rebuilt ceil(B / BLOCK_B) times, not B / 32), builds each kernel tile once for that block from
-  Z (the distance part on TF32 tensor cores by default, `precision`), contracts it with W at fp32 accuracy,
+  Z (the distance part on TF32 tensor cores, tf32x3 by default, `precision`), contracts it with W at fp32 accuracy,
   and writes its per-permutation partial sum to its own row of a buffer. The buffer is summed in a fixed
   order afterwards, so results are bitwise repeatable (no atomics). Block sizes are autotuned per
   (n, d, B) bucket. Memory: O(n d + n B).
 - `mmd2_permutations_reference` (PyTorch): the same contraction, one row chunk against all columns j >= i
-  at a time (one GEMM with the squared norms folded in, exp in place); O(chunk n + n B) memory. `precision="tf32"` emulates the tensor cores' rounding of the distance
-  operands (10-bit mantissa, truncated), so the p-value effect of TF32 can be checked without a GPU.
+  at a time (one GEMM with the squared norms folded in, exp in place); O(chunk n + n B) memory. `precision="tf32"` / `"tf32x3"` emulate the tensor cores' rounding of the
+  distance operands (10-bit mantissa, truncated), so their p-value effect can be checked without a GPU.
 - `mmd2_permutations`: Triton on CUDA, the reference elsewhere.
 """
 
@@ -34,13 +34,14 @@ import torch
 
 __all__ = ["PRECISIONS", "mmd2_permutations", "mmd2_permutations_reference", "mmd2_permutations_triton"]
 
-# Precision of the distance part (Z Z^T). The contraction with W keeps fp32 accuracy (IEEE, or tf32x3 on
-# tensor cores): plain TF32 rounding there would differ per permutation column and could reorder the
-# permuted statistics around the observed one.
-# "tf32" is the default because, with Z centred, it left the permutation p-value equal to the fp32 one on
-# every calibration window measured (scripts/results/mmd_kernel.md).
-PRECISIONS = ("tf32", "ieee")
-DEFAULT_PRECISION = "tf32"
+# Precision of the distance part (Z Z^T) on CUDA: "tf32x3" (three TF32 tensor-core passes on a hi/lo split
+# of each operand, about fp32's error), "tf32" (one pass, 10-bit operands) or "ieee" (fp32 FMA, no tensor
+# cores). The default is tf32x3: plain TF32 moved the permutation p-value by 1/(B+1) on 1 of 30 no-drift
+# calibration windows of real embeddings (emulated, scripts/results/mmd_kernel.md), tf32x3 on none.
+# The contraction with W keeps fp32 accuracy in every mode (tf32x3 on tensor cores, or IEEE): TF32
+# rounding there would differ per permutation column and reorder the permuted statistics.
+PRECISIONS = ("tf32x3", "tf32", "ieee")
+DEFAULT_PRECISION = "tf32x3"
 
 
 def _check_precision(precision: str) -> None:
@@ -57,6 +58,11 @@ def _tf32(x: torch.Tensor) -> torch.Tensor:
 _MAX_BUFFER = 1 << 26  # floats in the reference's kernel-row buffer (256 MB): caps chunk x n for large n
 
 
+def _split3(hi: torch.Tensor, lo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Operands whose product is hi.hi^T + hi.lo^T + lo.hi^T (the tf32x3 sum), as one GEMM's inputs."""
+    return torch.cat([hi, hi, lo], 1), torch.cat([hi, lo, hi], 1)
+
+
 def mmd2_permutations_reference(
     z: torch.Tensor,
     weights: torch.Tensor,
@@ -70,14 +76,19 @@ def mmd2_permutations_reference(
     z = z - z.mean(0)
     w = weights.float()
     n, n_perm = w.shape
-    zd = _tf32(z) if precision == "tf32" else z
     sq = (z * z).sum(1, keepdim=True)
     neg_gamma = -1.0 / (2.0 * bandwidth * bandwidth)
     # -gamma ||z_i - z_j||^2 as one matrix product: [z, |z|^2, 1] . (-gamma [-2 z, 1, |z|^2])^T, so each
-    # chunk pair costs one GEMM and two in-place passes (clamp, exp) instead of five.
+    # row chunk costs one GEMM and two in-place passes (clamp, exp). The TF32 modes replace z . z by what
+    # the tensor cores compute: hi . hi (tf32), or hi . hi + hi . lo + lo . hi (tf32x3), in the same GEMM.
     ones = torch.ones_like(sq)
-    left = torch.cat([zd, sq, ones], 1)
-    right = torch.cat([zd * -2.0, ones, sq], 1).mul_(neg_gamma)
+    if precision == "ieee":
+        zl, zr = z, z
+    else:
+        hi = _tf32(z)
+        zl, zr = (hi, hi) if precision == "tf32" else _split3(hi, _tf32(z - hi))
+    left = torch.cat([zl, sq, ones], 1)
+    right = torch.cat([zr * -2.0, ones, sq], 1).mul_(neg_gamma)
     out = torch.zeros(n_perm, dtype=torch.float32, device=z.device)
     chunk = max(1, min(chunk, n, _MAX_BUFFER // n))
     k_buf = torch.empty(chunk * n, dtype=torch.float32, device=z.device)
@@ -237,9 +248,9 @@ def mmd2_permutations_triton(
         _bucket(d),
         _bucket(n_perm),
     )
-    # The contraction with W: fp32-accurate either way; under "tf32" on three TF32 tensor-core passes
+    # The contraction with W: fp32-accurate either way; under the TF32 modes on three TF32 tensor-core passes
     # (tf32x3, error near fp32's) rather than on the much slower fp32 FMA path.
-    contract = "tf32x3" if precision == "tf32" else "ieee"
+    contract = "ieee" if precision == "ieee" else "tf32x3"
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if config is None and interpret:
         config = _INTERPRET_CONFIG
