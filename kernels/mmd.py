@@ -15,13 +15,14 @@ and Z is centred first (distances do not change; the inner products get smaller,
 
 - `_mmd2_kernel` (Triton): a program owns one row tile and a large block of permutations (BLOCK_B, up to
   256: K is rebuilt ceil(B / BLOCK_B) times, not B / 32), builds each kernel tile once for that block from
-  Z (the distance part on TF32 tensor cores, tf32x3 by default, `precision`), contracts it with W at fp32 accuracy,
-  and writes its per-permutation partial sum to its own row of a buffer. The buffer is summed in a fixed
-  order afterwards, so results are bitwise repeatable (no atomics). Block sizes are autotuned per
-  (n, d, B) bucket. Memory: O(n d + n B).
+  Z (the distance part on TF32 tensor cores, tf32x3 by default, `precision`), contracts it with W at
+  fp32 accuracy, and writes its per-permutation partial sum to its own row of a buffer. The buffer is
+  summed in a fixed order afterwards, so results are bitwise repeatable (no atomics) for a given block
+  configuration. Block sizes are autotuned per (n, d, B) bucket. Memory: O(n d + n B).
 - `mmd2_permutations_reference` (PyTorch): the same contraction, one row chunk against all columns j >= i
-  at a time (one GEMM with the squared norms folded in, exp in place); O(chunk n + n B) memory. `precision="tf32"` / `"tf32x3"` emulate the tensor cores' rounding of the
-  distance operands (10-bit mantissa, truncated), so their p-value effect can be checked without a GPU.
+  at a time (one GEMM with the squared norms folded in, exp in place); O(chunk n + n B) memory.
+  `precision="tf32"` / `"tf32x3"` emulate the tensor cores' rounding of the distance operands (10-bit
+  mantissa, truncated), so their p-value effect can be checked without a GPU.
 - `mmd2_permutations`: Triton on CUDA, the reference elsewhere.
 """
 
@@ -36,8 +37,8 @@ __all__ = ["PRECISIONS", "mmd2_permutations", "mmd2_permutations_reference", "mm
 
 # Precision of the distance part (Z Z^T) on CUDA: "tf32x3" (three TF32 tensor-core passes on a hi/lo split
 # of each operand, about fp32's error), "tf32" (one pass, 10-bit operands) or "ieee" (fp32 FMA, no tensor
-# cores). The default is tf32x3: plain TF32 moved the permutation p-value by 1/(B+1) on 1 of 30 no-drift
-# calibration windows of real embeddings (emulated, scripts/results/mmd_kernel.md), tf32x3 on none.
+# cores). The default is tf32x3: plain TF32 moved the permutation p-value by 1/(B+1) on 4 of 120 windows of
+# real embeddings (emulated on CPU, scripts/results/mmd_kernel.md), tf32x3 on none.
 # The contraction with W keeps fp32 accuracy in every mode (tf32x3 on tensor cores, or IEEE): TF32
 # rounding there would differ per permutation column and reorder the permuted statistics.
 PRECISIONS = ("tf32x3", "tf32", "ieee")

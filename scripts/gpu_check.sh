@@ -81,8 +81,9 @@ RESERVE=30
 step() { # step NAME LIMIT_SECONDS COMMAND...: run one step with its own limit and log, never abort the script
   local name=$1 limit=$2
   shift 2
-  local t0=$SECONDS rc=0 left
-  left=$((BUDGET - (SECONDS - STARTED) - (name == "report" ? 0 : RESERVE)))
+  local t0=$SECONDS rc=0 left reserve=$RESERVE
+  [[ $name == report ]] && reserve=0
+  left=$((BUDGET - (SECONDS - STARTED) - reserve))
   ((limit > left)) && limit=$left
   if ((limit < 5)); then
     echo "$name skipped: the ${BUDGET}s budget is spent" | tee -a "$LOGS/steps.txt"
@@ -165,7 +166,7 @@ install() {
     "import refit, refit.kernels, refit.train, refit.drift; print('refit importable from', refit.__file__)")
 }
 export -f install
-step install 120 install
+step install 180 install
 REFIT_SITE="$(cat "$WORK/refit_site" 2>/dev/null || echo "$ROOT")"
 # refit from the install first, the carried wheels next, the repository root last (for `tests.gpu`).
 export PYTHONPATH="$REFIT_SITE:$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
