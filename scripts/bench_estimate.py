@@ -175,14 +175,26 @@ class Variants:
         w = np.minimum(w, self.clip)
         return w / w.sum()
 
+    def _weighted_temperature(self, w: np.ndarray) -> float:
+        """The T minimising the w-weighted validation NLL (bounded search on log T, as fit_temperature)."""
+        from scipy.optimize import minimize_scalar
+
+        from refit.estimate.calibration import log_probs
+
+        rows = np.arange(len(self.labels_val))
+
+        def nll(log_t: float) -> float:
+            return float(-(w * log_probs(self.logp_val / np.exp(log_t))[rows, self.labels_val]).sum())
+
+        return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+
     def __call__(self, logp_window: np.ndarray, emb_window: np.ndarray) -> dict[str, float]:
-        from refit.estimate.calibration import fit_temperature
         from refit.estimate.estimators import ESTIMATORS
 
         w = self.weights(emb_window)
         conf_win = np.exp(logp_window).max(1)
         iw_acc = float(w @ self.correct_val)
-        t = fit_temperature(self.logp_val[w > w.max() * 1e-3], self.labels_val[w > w.max() * 1e-3])
+        t = self._weighted_temperature(w)
         cbpe = float(ESTIMATORS["cbpe"](logp_window, self.cal).mean())
         doc = float(ESTIMATORS["doc"](logp_window, self.cal).mean())
         from refit.estimate import apply_temperature

@@ -152,8 +152,8 @@ def _run_policy(name: str, champion: Path, stream, floor: float, args) -> list[d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=200)
-    parser.add_argument("--replay", type=int, default=200, help="sst2 training rows replayed per retrain")
-    parser.add_argument("--golden", type=int, default=300, help="sst2 validation rows as the golden set")
+    parser.add_argument("--replay", type=int, default=150, help="sst2 training rows replayed per retrain")
+    parser.add_argument("--golden", type=int, default=200, help="sst2 validation rows as the golden set")
     parser.add_argument(
         "--policy",
         choices=[*POLICIES, "both"],
