@@ -210,12 +210,15 @@ class Variants:
 
 
 def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Variants) -> dict:
-    from refit.estimate import ESTIMATORS, estimate_accuracy
+    from sklearn.metrics import f1_score
+
+    from refit.estimate import ESTIMATORS, estimate_accuracy, estimate_f1
 
     rng = np.random.default_rng(seed)
     per_domain = {}
     for domain, d in data.items():
         logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
+        f1_errors = []
         emb = d["embeddings"].double().numpy()
         correct = logits.argmax(1) == labels
         pool_acc = float(correct.mean())
@@ -233,6 +236,8 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Vari
             for m, v in variants(logits[idx], emb[idx]).items():
                 errors[m].append(abs(v - truth) * 100)
                 signed[m].append((v - truth) * 100)
+            truth_f1 = f1_score(labels[idx], logits[idx].argmax(1), average="macro")
+            f1_errors.append(abs(estimate_f1(logits[idx], cal, bootstrap=20).value - truth_f1) * 100)
             errors["no_change"].append(abs(cal.accuracy - truth) * 100)
             errors["noise_floor"].append(abs(pool_acc - truth) * 100)
         per_domain[domain] = {
@@ -243,6 +248,8 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Vari
             "mae": {m: round(float(np.mean(v)), 2) for m, v in errors.items()},
             "bias": {m: round(float(np.mean(v)), 2) for m, v in signed.items()},
             "coverage": {m: round(c / windows, 2) for m, c in covered.items()},
+            "cbpe_f1_mae": round(float(np.mean(f1_errors)), 2),
+            "pool_macro_f1": round(float(f1_score(labels, logits.argmax(1), average="macro")), 4),
             "whole_pool_estimate": {m: round(e.value, 4) for m, e in estimate_accuracy(logits, cal).items()},
         }
         print(domain, per_domain[domain]["mae"], flush=True)
@@ -349,7 +356,14 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
-    head = ["domain", "pool acc", *[f"{m} MAE" for m in methods], *[f"{m} cover" for m in ESTIMATORS]]
+    head = [
+        "domain",
+        "pool acc",
+        *[f"{m} MAE" for m in methods],
+        *[f"{m} cover" for m in ESTIMATORS],
+        "pool macro-F1",
+        "cbpe_f1 MAE",
+    ]
     lines = [
         f"# Label-free accuracy estimation ({result['machine']})",
         "",
@@ -369,25 +383,25 @@ def main() -> None:
             + " | ".join(f"{d['mae'][m]:.2f}" for m in methods)
             + " | "
             + " | ".join(f"{d['coverage'][m]:.2f}" for m in ESTIMATORS)
-            + " |"
+            + f" | {d['pool_macro_f1']:.3f} | {d['cbpe_f1_mae']:.2f} |"
         )
     lines.append(
         "| **mean over domains** | | "
         + " | ".join(f"**{overall[m]:.2f}**" for m in methods)
         + " |"
-        + " |" * len(ESTIMATORS)
+        + " |" * (len(ESTIMATORS) + 2)
     )
     lines.append(
         "| mean over shifted domains | | "
         + " | ".join(f"{overall_shifted[m]:.2f}" for m in methods)
         + " |"
-        + " |" * len(ESTIMATORS)
+        + " |" * (len(ESTIMATORS) + 2)
     )
     lines.append(
         f"| mean over the {len(harmed)} domains where accuracy < validation's | | "
         + " | ".join(f"{overall_harmed[m]:.2f}" for m in methods)
         + " |"
-        + " |" * len(ESTIMATORS)
+        + " |" * (len(ESTIMATORS) + 2)
     )
     lines += [
         "",
