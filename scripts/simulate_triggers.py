@@ -253,6 +253,9 @@ def main() -> None:
         "",
         f"Harm-aware retrained {result['retrain_reduction'] * 100:.0f}% less often (goal >= 50%); mean served "
         f"accuracy {result['served_accuracy_change_points']:+.2f} points vs drift-only (goal: no loss). "
+        "'retrained' = a challenger was trained in that cycle, whether the gate then promoted or rejected it "
+        "(status); 'served acc.' = the accuracy of the champion holding the alias when the window arrived, on "
+        "its labels. Gate reasons per cycle are in maintenance-triggers.json (runs.*.gate). "
         "One run, one seed; a window of "
         f"{args.window} rows has about {100 * (0.8 * 0.2 / args.window) ** 0.5:.1f} points of sampling sd.",
     ]
