@@ -301,6 +301,9 @@ class PolicyConfig:
             not merely facing different inputs. Needs a champion with a calibrator (calibration.json).
         estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc or doc (default doc: the
             lowest error across domains in scripts/results/estimate.md; refit.estimate.PRIMARY).
+        retrain_on_drift: Retrain when the drift tests fire (default). false: drift is still tested and
+            reported, but a retrain needs evidence of harm (min_estimated_accuracy, min_accuracy, age,
+            schedule): the harm-aware policy of scripts/results/maintenance-triggers.md.
     """
 
     tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
@@ -312,6 +315,7 @@ class PolicyConfig:
     min_new_labels: NonNegativeInt = 20
     min_estimated_accuracy: ClosedUnitInterval | None = None
     estimator: Literal["cbpe", "atc", "doc"] = "doc"
+    retrain_on_drift: bool = True
 
     def __post_init__(self) -> None:
         # The names themselves are checked against the drift table by the recipe (settings sit below drift/).

@@ -1,6 +1,6 @@
 """Label-free performance estimation: a version's calibrator (temperature scaling fitted on validation,
 stored as calibration.json in the version) and the CBPE, ATC and DoC accuracy estimators with bootstrap
-intervals. Low level (numpy only): training writes the calibrator, drift and maintenance read it."""
+intervals, and CBPE's expected macro-F1. Low level (numpy only): training writes the calibrator, drift and maintenance read it."""
 
 from refit.estimate.calibration import (
     CALIBRATION_JSON,
@@ -11,7 +11,14 @@ from refit.estimate.calibration import (
     fit_temperature,
     load_calibration,
 )
-from refit.estimate.estimators import ESTIMATORS, PRIMARY, Estimate, estimate_accuracy, log_probs_of
+from refit.estimate.estimators import (
+    ESTIMATORS,
+    PRIMARY,
+    Estimate,
+    estimate_accuracy,
+    estimate_f1,
+    log_probs_of,
+)
 
 __all__ = [
     "CALIBRATION_JSON",
@@ -21,6 +28,7 @@ __all__ = [
     "Estimate",
     "apply_temperature",
     "estimate_accuracy",
+    "estimate_f1",
     "expected_calibration_error",
     "fit_calibration",
     "fit_temperature",

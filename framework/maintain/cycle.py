@@ -321,7 +321,7 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
     results = {t: r for t, r in c.report.drift.items() if isinstance(r, dict)}
     detail = ", ".join(f"{t} p={r['p_value']:.3g}" for t, r in results.items()) or "not tested"
     c.report.reasons = retrain_reasons(
-        bool(c.report.drift.get("drift")),
+        bool(c.report.drift.get("drift")) and policy.retrain_on_drift,
         detail,
         champion_recent,
         policy.min_accuracy,

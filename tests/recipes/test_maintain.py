@@ -608,3 +608,19 @@ def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs
         assert "atc" in triggered[0] and "not retraining" in details["reasons"][-1]
     html = (Path(details["work_dir"]) / "report.html").read_text()
     assert "Estimated accuracy of the champion" in html and "Realised accuracy on 200 labelled rows" in html
+
+
+def test_harm_aware_policy_reports_drift_but_does_not_retrain_on_it(setup):
+    """#12 policy.retrain_on_drift false: the shifted inbox still reads as drift (tested and recorded), but
+    with no labelled floor and an estimated-accuracy floor of 0 nothing calls for a retrain: no_action, the
+    champion stays. (The same inbox retrains under the default policy: test_shift_triggers_retrain_...)"""
+    _edit(
+        setup,
+        policy={"min_accuracy": None, "retrain_on_drift": False, "min_estimated_accuracy": 0.0},
+    )
+    before = _champion(setup["registry"])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["details"]["drift"]["drift"] is True, run["details"]["drift"]
+    assert run["status"] == "no_action" and run["details"]["reasons"] == []
+    assert _champion(setup["registry"]) == before

@@ -125,3 +125,32 @@ def test_retrain_policy_needs_the_whole_interval_below_the_floor():
     assert reasons(0.70, 0.75, 0.79) and "0.7500" in reasons(0.70, 0.75, 0.79)[0]
     assert reasons(0.72, 0.77, 0.82) == []  # estimate below the floor, interval reaches it: no retrain
     assert retrain_reasons(False, "", None, None, 0.0, None, False, None, 0.8) == []  # nothing estimated
+
+
+def test_cbpe_expected_f1_tracks_the_realised_macro_f1_of_calibrated_windows():
+    """#12: CBPE's expected macro-F1 against sklearn's macro-F1 of the sampled labels, on windows whose class
+    balance and sharpness differ from validation's (F1, unlike accuracy, moves with the balance)."""
+    from sklearn.metrics import f1_score
+
+    from refit.estimate import estimate_f1
+
+    val_logits, val_labels = _draw(3000, seed=7, classes=3)
+    cal = fit_calibration(val_logits * 2, val_labels)
+    errors, covered = [], 0
+    for seed in range(10):
+        logits, labels = _draw(1000, seed=200 + seed, classes=3, scale=1.0 + seed * 0.3)
+        logits[:, 0] += 1.5  # skewed towards class 0
+        labels = (
+            np.random.default_rng(seed).random(len(logits))[:, None]
+            > np.cumsum(apply_temperature(logits, 1.0), 1)
+        ).sum(1)
+        truth = f1_score(labels, logits.argmax(1), average="macro")
+        est = estimate_f1(logits * 2, cal, seed=seed)
+        errors.append(abs(est.value - truth))
+        covered += est.ci_low - 0.03 <= truth <= est.ci_high + 0.03
+        assert est.method == "cbpe_f1" and 0 <= est.ci_low <= est.value <= est.ci_high <= 1
+    assert np.mean(errors) < 0.03 and covered >= 8
+    flat = estimate_f1(np.zeros((50, 2)), cal)  # every row 50/50: the expected F1 of a coin
+    assert flat.value == pytest.approx(1 / 3, abs=0.01)  # class 0 always predicted: F1_0 = 2/3, F1_1 = 0
+    with pytest.raises(ValueError, match="estimate_f1 needs logits"):
+        estimate_f1(np.zeros(3), cal)
