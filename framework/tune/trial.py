@@ -33,6 +33,27 @@ def _fit_only_report(metric: str, checkpoints: bool):
     return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end", save_checkpoints=checkpoints)
 
 
+def _perturbed_optimizer_settings():
+    """Restoring a checkpoint restores the optimizer's learning rate and weight decay with it, which would
+    undo what PBT just changed: after the restore, set them (and the schedule's base) from this trial's
+    config again. The warm-up/decay schedule keeps its place (step) in training."""
+    from lightning.pytorch.callbacks import Callback
+
+    class TakePerturbedSettings(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            lr, weight_decay = pl_module.hparams.lr, pl_module.hparams.weight_decay
+            for config in trainer.lr_scheduler_configs:
+                scheduler = config.scheduler
+                scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+                for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                    group["initial_lr"] = lr
+                    group["lr"] = lr * factor(scheduler.last_epoch)
+            for optimizer in trainer.optimizers:  # groups as refit.train.optim builds them: decayed first
+                optimizer.param_groups[0]["weight_decay"] = weight_decay
+
+    return TakePerturbedSettings()
+
+
 def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
 
@@ -58,7 +79,9 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        report = _fit_only_report(cfg.trainer.monitor, checkpoints)
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints)]
+        if resume_from is not None:
+            callbacks.append(_perturbed_optimizer_settings())
         try:
             run_finetune(
                 cfg.model,
@@ -69,7 +92,7 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
                 output_dir=attempt,
                 parent=cfg.parent,
                 config=config_to_dict(cfg),
-                callbacks=[report],
+                callbacks=callbacks,
                 wandb_group=group,
                 resume_from=resume_from,
                 resumable=False,

@@ -162,23 +162,69 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
 
 
 @pytest.mark.slow
-def test_pbt_exploits_checkpoints_and_optuna_searches(tmp_path, tiny_model_dir, toy_data):
-    """PBT on a local Ray: the worst trial is restarted from a better one's Tune checkpoint. Optuna (TPE):
-    the seeded search samples inside the space and ends with a best version."""
+def test_pbt_restarts_the_worst_trial_from_a_better_ones_checkpoint(tmp_path, tiny_model_dir, toy_data):
+    """PBT on a local Ray: trials hand Tune checkpoints, and an exploited trial is restarted from one."""
     pbt = _config(tmp_path, tiny_model_dir, toy_data, "pbt", scheduler="pbt", grace_period=1)
+    cfg = yaml.safe_load(pbt.read_text())
+    cfg["finetune"]["trainer"]["max_epochs"] = 3
+    pbt.write_text(yaml.safe_dump(cfg))
     assert main(["tune", "--config", str(pbt)]) == 0
     out = tmp_path / "tune" / "pbt"
     assert len(_rows(out)) == 4
     assert list(out.glob("*/checkpoint_*/checkpoint")), "PBT trials handed Tune no checkpoints"
-    restored = list(out.glob("trials/*/run-*/restored.ckpt"))
-    assert restored, "PBT exploited no trial (no trial was restarted from a checkpoint)"
+    exploits = (out / "pbt_global.txt").read_text().splitlines()  # Ray's log of PBT's exploit decisions
+    assert exploits, "PBT exploited no trial"
+    assert list(out.glob("trials/*/run-*/restored.ckpt")), "no trial was restarted from a checkpoint"
     assert (out / "best_version" / "refit.json").is_file()
 
+
+@pytest.mark.slow
+def test_optuna_searcher_samples_the_space_and_ends_with_a_best_version(tmp_path, tiny_model_dir, toy_data):
     opt = _config(
-        tmp_path, tiny_model_dir, toy_data, "optuna", samples=3, scheduler="fifo", searcher="optuna"
+        tmp_path, tiny_model_dir, toy_data, "optuna", samples=2, scheduler="fifo", searcher="optuna"
     )
+    cfg = yaml.safe_load(opt.read_text())
+    cfg["finetune"]["trainer"]["max_epochs"] = 1
+    opt.write_text(yaml.safe_dump(cfg))
     assert main(["tune", "--config", str(opt)]) == 0
-    rows = _rows(tmp_path / "tune" / "optuna")
-    assert len(rows) == 3 and all(r["status"] == "finished" for r in rows)
+    out = tmp_path / "tune" / "optuna"
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
     lrs = [float(r["optim.lr"]) for r in rows]
-    assert all(1e-6 <= lr <= 3e-3 for lr in lrs) and len(set(lrs)) == 3
+    assert all(1e-6 <= lr <= 3e-3 for lr in lrs) and lrs[0] != lrs[1]
+    assert (out / "best_version" / "refit.json").is_file()
+
+
+def test_a_restored_trial_trains_with_its_own_new_learning_rate(tmp_path, tiny_model_dir, toy_data):
+    """PBT hands a trial another trial's checkpoint with a changed lr; Lightning's restore would bring the
+    old lr (and schedule base) back with the optimizer state unless the trial sets its own again."""
+    from lightning.pytorch.callbacks import Callback
+
+    from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+    from refit.train import run_finetune
+    from refit.tune.trial import _perturbed_optimizer_settings
+
+    data = DataConfig(
+        train=str(toy_data["train"]), validation=str(toy_data["validation"]), batch_size=8, max_length=32
+    )
+    trainer = TrainerConfig(max_epochs=1, early_stopping_patience=0)
+    common = {"data": data, "trainer": trainer, "tracking": TrackingConfig(wandb=False)}
+    run_finetune(str(tiny_model_dir), optim=OptimConfig(lr=1e-3), output_dir=tmp_path / "donor", **common)
+    seen = {}
+
+    class Probe(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen["base_lrs"] = list(trainer.lr_scheduler_configs[0].scheduler.base_lrs)
+            seen["decay"] = trainer.optimizers[0].param_groups[0]["weight_decay"]
+
+    trainer2 = TrainerConfig(max_epochs=2, early_stopping_patience=0)
+    run_finetune(
+        str(tiny_model_dir),
+        optim=OptimConfig(lr=2e-5, weight_decay=0.05),
+        output_dir=tmp_path / "exploiter",
+        resume_from=tmp_path / "donor" / "checkpoints" / "last.ckpt",
+        callbacks=[_perturbed_optimizer_settings(), Probe()],
+        resumable=False,
+        **{**common, "trainer": trainer2},
+    )
+    assert seen["base_lrs"] == [2e-5, 2e-5] and seen["decay"] == 0.05
