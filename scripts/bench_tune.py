@@ -1,12 +1,12 @@
-"""`refit tune` on real data: ASHA against FIFO random search, and the per-trial overhead of tune.
+"""`refit tune` on real data: per-trial overhead against `refit finetune`, and ASHA against FIFO wall time.
 
-    python scripts/bench_tune.py [--trials 4] [--train-rows 400]
+    python scripts/bench_tune.py --part search      # 8-trial FIFO vs ASHA, same search, same run
+    python scripts/bench_tune.py --part overhead    # refit finetune vs a one-trial refit tune, interleaved
 
-MiniLM on a subset of ../shared/datasets/sst2. Both searches sample the same learning rates and warm-ups
-(same seed, same trial count, one trial at a time so they do not compete for the 2 cores); reported: best
-validation accuracy and the total trial-seconds each spent. Overhead: one `refit finetune` run against a
-one-trial `refit tune` of the same config (wall-clock of the whole command, Ray start included).
-Writes scripts/results/tune.{json,md}.
+MiniLM on subsets of ../shared/datasets/sst2 (read there, never copied into the repo; the subsets are written
+under runs/bench-tune/, which git ignores). Wall-clock of whole commands, interpreter start and Ray start
+included. The machine is shared: every comparison is made in the same run, the overhead one interleaved and
+repeated. Each part merges its figures into scripts/results/tune.json and rewrites scripts/results/tune.md.
 """
 
 from __future__ import annotations
@@ -14,38 +14,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shutil
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "datasets" / "sst2"
+# ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
+SST2 = Path(os.environ.get("REFIT_DATASETS", ROOT.parent / "shared" / "datasets")) / "sst2"
 RESULTS = ROOT / "scripts" / "results"
+WORK = ROOT / "runs" / "bench-tune"
+MACHINE = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other engineers' jobs"
 
 
-def _write_subset(folder: Path, rows: int) -> dict[str, str]:
+def _subset(name: str, train_rows: int, validation_rows: int) -> dict[str, str]:
+    if not (SST2 / "train.jsonl").is_file():
+        sys.exit(
+            f"needs the real dataset at {SST2} (../shared/datasets beside the checkout, or $REFIT_DATASETS)"
+        )
+    folder = WORK / name
+    folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for split, n in (("train", rows), ("validation", 200)):
+    for split, n in (("train", train_rows), ("validation", validation_rows)):
         lines = (SST2 / f"{split}.jsonl").read_text().splitlines()[:n]
         (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
         out[split] = str(folder / f"{split}.jsonl")
     return out
 
 
-def _finetune_cfg(data: dict) -> dict:
-    return {
-        "model": "minilm",
-        "data": {**data, "max_length": 48, "batch_size": 16, "reference_size": 50},
-        "trainer": {"max_epochs": 2, "val_check_interval": 0.5, "early_stopping_patience": 0},
-        "tracking": {"wandb": False},
-    }
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
 
 
-def _refit(args: list[str], env: dict) -> float:
+def _refit(args: list[str]) -> float:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "refit", *args],
@@ -57,102 +64,202 @@ def _refit(args: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--train-rows", type=int, default=400)
-    args = parser.parse_args()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    work = Path(tempfile.mkdtemp(prefix="refit-bench-tune-"))
-    data = _write_subset(work, args.train_rows)
-    base = _finetune_cfg(data)
+def _write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def search(trials: int, train_rows: int) -> dict:
+    """The same 8-trial search (same seed, same sampled configs) under FIFO and ASHA, 2 trials at a time."""
+    data = _subset("search", train_rows, 32)
+    base = {
+        "model": "minilm",
+        "data": {**data, "max_length": 32, "batch_size": 8, "reference_size": 16},
+        # 8 validations per trial (every 2 of 8 batches, 2 epochs) so that ASHA's rungs come early
+        "trainer": {
+            "max_epochs": 2,
+            "val_check_interval": 2,
+            "early_stopping_patience": 0,
+            "monitor": "val/loss",
+            "mode": "min",
+        },
+        "tracking": {"wandb": False},
+    }
     space = {"optim.lr": {"loguniform": [5e-6, 5e-4]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}}
-    searches = {}
-    for scheduler in ("asha", "fifo"):
+    out = {
+        "setup": {
+            "train_rows": train_rows,
+            "validation_rows": 32,
+            "max_length": 32,
+            "epochs": 2,
+            "validations_per_trial": 8,
+            "trials": trials,
+            "concurrent": 2,
+            "cpus_per_trial": 1,
+            "asha": {"grace_period": 1, "reduction_factor": 3, "max_t": 8},
+            "space": space,
+        }
+    }
+    for scheduler in ("fifo", "asha"):
+        name = f"search-{scheduler}"
+        shutil.rmtree(WORK / "tune" / name, ignore_errors=True)
         cfg = {
             "finetune": base,
             "space": space,
             "scheduler": scheduler,
-            "num_samples": args.trials,
-            "max_concurrent_trials": 1,
-            "max_t": 4,
+            "num_samples": trials,
+            "max_concurrent_trials": 2,
+            "cpus_per_trial": 1,
+            "ray_num_cpus": 2,
+            "max_t": 8,
             "grace_period": 1,
-            "reduction_factor": 2,
-            "storage_path": str(work / "tune"),
-            "name": scheduler,
+            "reduction_factor": 3,
+            "storage_path": str(WORK / "tune"),
+            "name": name,
             "seed": 0,
         }
-        path = work / f"{scheduler}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        wall = _refit(["tune", "--config", str(path)], env)
-        results = json.loads((work / "tune" / scheduler / "results.json").read_text())
-        trials = results["trials"]
-        searches[scheduler] = {
+        load = _load()
+        wall = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", cfg))])
+        rows = json.loads((WORK / "tune" / name / "results.json").read_text())["trials"]
+        out[scheduler] = {
             "wall_s": round(wall, 1),
-            "trial_seconds": round(sum(t["seconds"] for t in trials), 1),
-            "best_val_accuracy": max(t["best"] for t in trials if t["best"] is not None),
-            "stopped_early": sum(t["status"] == "stopped early" for t in trials),
-            "trials": len(trials),
+            "trial_seconds": round(sum(r["seconds"] for r in rows), 1),
+            "validations": sum(r["iterations"] for r in rows),
+            "best_val_loss": min(r["best"] for r in rows if r["best"] is not None),
+            "stopped_early": sum(r["status"] == "stopped early" for r in rows),
+            "errors": sum(r["status"] == "error" for r in rows),
+            "load_before": load,
         }
-        print(scheduler, searches[scheduler])
+        print(scheduler, out[scheduler], flush=True)
+    out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
+    return out
 
-    one = work / "one.yaml"
-    one.write_text(
-        yaml.safe_dump(
+
+def overhead(repeats: int, train_rows: int) -> dict:
+    """`refit finetune` and the same config as a one-trial `refit tune` (same 2 CPUs), interleaved."""
+    data = _subset("overhead", train_rows, 64)
+    base = {
+        "model": "minilm",
+        "data": {**data, "max_length": 48, "batch_size": 16, "reference_size": 32},
+        "optim": {"lr": 5e-5},
+        "trainer": {"max_epochs": 1, "val_check_interval": 0.5, "early_stopping_patience": 0},
+        "tracking": {"wandb": False},
+    }
+    runs = []
+    for i in range(repeats):
+        plain_dir = WORK / f"plain-{i}"
+        shutil.rmtree(plain_dir, ignore_errors=True)
+        plain = _write(WORK / f"plain-{i}.yaml", {**base, "output_dir": str(plain_dir)})
+        name = f"one-{i}"
+        shutil.rmtree(WORK / "tune" / name, ignore_errors=True)
+        one = {
+            "finetune": base,
+            "space": {"optim.lr": {"choice": [5e-5]}},
+            "num_samples": 1,
+            "scheduler": "fifo",
+            "cpus_per_trial": 2,
+            "ray_num_cpus": 2,
+            "storage_path": str(WORK / "tune"),
+            "name": name,
+        }
+        load = _load()
+        t_plain = _refit(["finetune", "--config", str(plain)])
+        t_tune = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", one))])
+        row = json.loads((WORK / "tune" / name / "results.json").read_text())["trials"][0]
+        trial_fit = json.loads((Path(row["version"]) / "refit.json").read_text())["training"]["seconds"]
+        plain_fit = json.loads((plain_dir / "version" / "refit.json").read_text())["training"]["seconds"]
+        ckpt = next(Path(row["version"]).parent.glob("checkpoints/best.ckpt"))
+        runs.append(
             {
-                "finetune": base,
-                "space": {"optim.lr": {"choice": [5e-5]}},
-                "num_samples": 1,
-                "scheduler": "fifo",
-                "storage_path": str(work / "tune"),
-                "name": "one",
+                "finetune_s": round(t_plain, 1),
+                "tune_one_trial_s": round(t_tune, 1),
+                "ratio": round(t_tune / t_plain, 3),
+                "trial_s_inside_tune": round(row["seconds"], 1),
+                "fit_s_finetune": plain_fit,
+                "fit_s_trial": trial_fit,
+                "best_ckpt_mb_finetune": round(
+                    (plain_dir / "checkpoints" / "best.ckpt").stat().st_size / 1e6, 1
+                ),
+                "best_ckpt_mb_trial": round(ckpt.stat().st_size / 1e6, 1),
+                "load_before": load,
             }
         )
-    )
-    plain = work / "plain.yaml"
-    plain.write_text(yaml.safe_dump({**base, "optim": {"lr": 5e-5}, "output_dir": str(work / "plain")}))
-    t_finetune = _refit(["finetune", "--config", str(plain)], env)
-    t_tune = _refit(["tune", "--config", str(one)], env)
-    trial_s = json.loads((work / "tune" / "one" / "results.json").read_text())["trials"][0]["seconds"]
-    result = {
-        "machine": "2-core x86_64 CPU, no GPU (shared with other jobs during the run)",
-        "setup": {
-            "model": "all-MiniLM-L6-v2",
-            "train_rows": args.train_rows,
-            "validation_rows": 200,
-            "epochs": 2,
-            "validations_per_trial": 4,
-            "trials": args.trials,
-            "space": space,
-        },
-        "searches": searches,
-        "overhead": {
-            "finetune_s": round(t_finetune, 1),
-            "tune_one_trial_s": round(t_tune, 1),
-            "trial_time_inside_tune_s": round(trial_s, 1),
-            "ratio_whole_command": round(t_tune / t_finetune, 3),
-        },
+        print(runs[-1], flush=True)
+    return {
+        "setup": {"train_rows": train_rows, "validation_rows": 64, "max_length": 48, "epochs": 1, "cpus": 2},
+        "runs": runs,
+        "median_ratio": round(statistics.median(r["ratio"] for r in runs), 3),
     }
+
+
+def _markdown(result: dict) -> str:
+    lines = [f"# refit tune on sst2 ({result['machine']})", ""]
+    if "search" in result:
+        s = result["search"]
+        st = s["setup"]
+        lines += [
+            f"## ASHA vs FIFO, the same {st['trials']}-trial search, same run",
+            "",
+            f"MiniLM, {st['train_rows']} training rows, {st['validation_rows']} validation rows, seq "
+            f"{st['max_length']}, {st['epochs']} epochs with {st['validations_per_trial']} validations per trial "
+            f"(short trials, so that both searches fit the time), {st['concurrent']} trials at a time, "
+            f"{st['cpus_per_trial']} CPU each; ASHA grace 1, reduction factor 3; monitor val/loss.",
+            "",
+            "| search | wall s | trial-seconds | validations run | best val/loss | stopped early | load avg |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for key, label in (("fifo", "FIFO (random)"), ("asha", "ASHA")):
+            r = s[key]
+            lines.append(
+                f"| {label} | {r['wall_s']} | {r['trial_seconds']} | {r['validations']} | "
+                f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} |"
+            )
+        lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
+    if "overhead" in result:
+        o = result["overhead"]
+        st = o["setup"]
+        lines += [
+            "## Per-trial overhead: `refit finetune` vs the same config as a one-trial `refit tune`",
+            "",
+            f"MiniLM, {st['train_rows']} training rows, {st['validation_rows']} validation rows, seq "
+            f"{st['max_length']}, {st['epochs']} epoch, both with {st['cpus']} CPUs; whole commands, "
+            "interleaved; the tune figure includes Ray's start and the worker's imports.",
+            "",
+            "| finetune s | one-trial tune s | ratio | fit s (finetune / trial) | best.ckpt MB (finetune / trial) "
+            "| load avg |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in o["runs"]:
+            lines.append(
+                f"| {r['finetune_s']} | {r['tune_one_trial_s']} | {r['ratio']} | {r['fit_s_finetune']} / "
+                f"{r['fit_s_trial']} | {r['best_ckpt_mb_finetune']} / {r['best_ckpt_mb_trial']} | "
+                f"{r['load_before']} |"
+            )
+        lines += ["", f"Median ratio: **{o['median_ratio']}** (goal <= 1.10).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("search", "overhead"), required=True)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--train-rows", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "tune.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    # figures of this script's current method only (older files held another layout)
+    result = {k: v for k, v in result.items() if k in ("search", "overhead") and "setup" in v}
+    if args.part == "search":
+        result["search"] = search(args.trials, args.train_rows or 64)
+    else:
+        result["overhead"] = overhead(args.repeats, args.train_rows or 256)
+    result = {"machine": MACHINE, **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tune.json").write_text(json.dumps(result, indent=2) + "\n")
-    a, f, o = searches["asha"], searches["fifo"], result["overhead"]
-    lines = [
-        f"# refit tune on sst2 ({result['machine']})",
-        "",
-        f"MiniLM, {args.train_rows} training rows, 200 validation rows, 2 epochs with 2 validations each, "
-        f"{args.trials} trials, one at a time.",
-        "",
-        "| search | best val accuracy | trial-seconds | wall s | stopped early |",
-        "|---|---|---|---|---|",
-        f"| ASHA | {a['best_val_accuracy']:.4f} | {a['trial_seconds']} | {a['wall_s']} | {a['stopped_early']} |",
-        f"| FIFO (random) | {f['best_val_accuracy']:.4f} | {f['trial_seconds']} | {f['wall_s']} | "
-        f"{f['stopped_early']} |",
-        "",
-        f"Overhead: `refit finetune` {o['finetune_s']} s; the same config as a one-trial `refit tune` "
-        f"{o['tune_one_trial_s']} s ({o['ratio_whole_command']}x, Ray start and worker start included).",
-    ]
-    (RESULTS / "tune.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "tune.md").write_text(_markdown(result))
+    print(_markdown(result))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def _setup(
     config: dict,
     callbacks: list[Callback] | None,
     wandb_group: str | None,
+    resumable: bool = True,
 ) -> _Setup:
     """Data, model, loggers and Trainer; every config group is unpacked into plain values here."""
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -151,6 +152,7 @@ def _setup(
         deterministic=t.deterministic,
         extra_callbacks=callbacks,
         run_info={"config": config, "data": splits.fingerprints},
+        resumable=resumable,
     )
     return _Setup(out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer)
 
@@ -281,6 +283,7 @@ def run_finetune(
     resume_with_changes: bool = False,
     store_texts: bool = True,
     reference_texts: list[str] | None = None,
+    resumable: bool = True,
 ) -> FinetuneResult:
     """Fine-tune, evaluate the best checkpoint on validation and test, and write OUTPUT_DIR/version.
 
@@ -290,13 +293,14 @@ def run_finetune(
     `store_texts` False (privacy.store_texts) keeps only hashes of the reference texts in the version.
     `reference_texts` replaces the validation sample as the drift reference (held-out inputs the caller
     chose, e.g. a maintenance cycle's recent production inputs; never rows the model was trained on).
+    `resumable` False (Tune trials, which Tune restarts itself) writes no last.ckpt and a weights-only best.ckpt.
     """
     out = Path(output_dir)
     ckpt = (
         Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     )
     config = config or {}
-    s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group)
+    s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group, resumable)
     train_seconds = _fit(s)
     metrics, best = _evaluate(s)
     if not s.trainer.is_global_zero:

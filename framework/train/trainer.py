@@ -98,8 +98,13 @@ def build_trainer(
     deterministic: bool = False,
     extra_callbacks: list[Callback] | None = None,
     run_info: dict | None = None,
+    resumable: bool = True,
 ) -> L.Trainer:
     """A Trainer whose best checkpoint (on `monitor`) ends up in output_dir/checkpoints.
+
+    `resumable` False is for runs whose supervisor restarts them itself (Ray Tune trials): no last.ckpt for
+    `--resume`, and a weights-only best.ckpt (a third of a full one: no optimizer state), which is all the
+    final evaluation reloads.
 
     Settings Lightning would refuse (an unknown strategy, an accelerator or device count this machine does
     not have, a precision it cannot run) are a ConfigError naming the `trainer.` key, before any training.
@@ -111,7 +116,9 @@ def build_trainer(
             f"{', '.join(s for s in strategies if 'xla' not in s and 'tpu' not in s)}."
         )
     ckpt_dir = Path(output_dir) / "checkpoints"
-    callbacks: list[Callback] = [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps, run_info)]
+    callbacks: list[Callback] = (
+        [ResumeCheckpoint(ckpt_dir, checkpoint_every_n_steps, run_info)] if resumable else []
+    )
     if has_validation:
         callbacks.append(
             ModelCheckpoint(
@@ -122,6 +129,7 @@ def build_trainer(
                 save_top_k=1,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
+                save_weights_only=not resumable,
             )
         )
         if early_stopping_patience:

@@ -28,19 +28,22 @@ class TrialRow:
     version: str | None
 
 
-def _version_of(trial_dir: Path) -> Path | None:
-    versions = sorted(trial_dir.glob("run-*/version/refit.json"))
+def _version_of(trial_runs: Path) -> Path | None:
+    """The version of the trial's last attempt (a PBT-restarted trial has several; only the last finishes)."""
+    versions = sorted(trial_runs.glob("run-*/version/refit.json"), key=lambda p: int(p.parts[-3][4:]))
     return versions[-1].parent if versions else None
 
 
-def collect_trials(results, metric_name: str, monitor: str, mode: str, max_iterations: int) -> list[TrialRow]:
+def collect_trials(results, metric_name: str, monitor: str, mode: str, runs_dir: Path) -> list[TrialRow]:
+    """One row per trial from Ray's results and the trial's runs under RUNS_DIR/<trial id>."""
     rows = []
     for result in results:
         trial_dir = Path(result.path)
         history = result.metrics_dataframe
         values = history[metric_name].tolist() if history is not None and metric_name in history else []
         best = (max(values) if mode == "max" else min(values)) if values else None
-        version = _version_of(trial_dir)
+        trial_id = (result.metrics or {}).get("trial_id")
+        version = _version_of(runs_dir / trial_id) if trial_id else None
         final = None
         if version is not None:
             final = json.loads((version / "refit.json").read_text())["metrics"]["validation"].get(
@@ -50,7 +53,7 @@ def collect_trials(results, metric_name: str, monitor: str, mode: str, max_itera
         status = "error" if result.error else "finished" if version is not None else "stopped early"
         rows.append(
             TrialRow(
-                str((result.metrics or {}).get("trial_id", trial_dir.name)),
+                str(trial_id or trial_dir.name),
                 status,
                 dict(result.config or {}),
                 best,

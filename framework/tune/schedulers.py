@@ -52,7 +52,14 @@ def _optuna(metric: str, mode: str, seed: int) -> Any:
     return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))
 
 
-SEARCHERS: dict[str, Callable[..., Any] | None] = {"random": None, "optuna": _optuna}
+def _random(metric: str, mode: str, seed: int) -> Any:
+    from ray.tune.search import BasicVariantGenerator
+
+    # seeded, so that two searches with the same seed (say FIFO and ASHA) try the same configs
+    return BasicVariantGenerator(random_state=seed)
+
+
+SEARCHERS: dict[str, Callable[..., Any]] = {"random": _random, "optuna": _optuna}
 
 
 def make_scheduler(name: str, max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
@@ -60,5 +67,4 @@ def make_scheduler(name: str, max_t: int, grace_period: int, reduction_factor: f
 
 
 def make_searcher(name: str, metric: str, mode: str, seed: int) -> Any:
-    maker = SEARCHERS[name]
-    return maker(metric, mode, seed) if maker else None
+    return SEARCHERS[name](metric, mode, seed)

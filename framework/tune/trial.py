@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from refit.config import config_to_dict, parse_config_dict
+from refit.errors import RunInterrupted
 from refit.settings import FinetuneConfig
 from refit.train import run_finetune
 from refit.tune.space import apply_overrides
@@ -16,9 +17,12 @@ __all__ = ["make_trainable", "REPORTED_METRIC"]
 REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so the monitored metric is renamed
 
 
-def _fit_only_report(metric: str):
+def _fit_only_report(metric: str, checkpoints: bool):
     """Ray's Lightning callback, silenced outside fit: the job's final validate/test calls would
-    otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version."""
+    otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version.
+    `checkpoints` hands Tune a full Lightning checkpoint at every report (PBT and resuming mid-trial need
+    one; it costs a write of weights plus optimizer state, three times the model's size, every validation).
+    """
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     class FitOnlyReport(TuneReportCheckpointCallback):
@@ -26,17 +30,48 @@ def _fit_only_report(metric: str):
             if trainer.state.fn == "fit" and not trainer.sanity_checking:
                 super()._handle(trainer, pl_module)
 
-    return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end")
+    return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end", save_checkpoints=checkpoints)
 
 
-def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
-    """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers)."""
+def _perturbed_optimizer_settings():
+    """Restoring a checkpoint restores the optimizer's learning rate and weight decay with it, which would
+    undo what PBT just changed: after the restore, set them (and the schedule's base) from this trial's
+    config again. The warm-up/decay schedule keeps its place (step) in training."""
+    from lightning.pytorch.callbacks import Callback
+
+    class TakePerturbedSettings(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            lr, weight_decay = pl_module.hparams.lr, pl_module.hparams.weight_decay
+            for config in trainer.lr_scheduler_configs:
+                scheduler = config.scheduler
+                scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+                for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                    group["initial_lr"] = lr
+                    group["lr"] = lr * factor(scheduler.last_epoch)
+            for optimizer in trainer.optimizers:  # groups as refit.train.optim builds them: decayed first
+                optimizer.param_groups[0]["weight_decay"] = weight_decay
+
+    return TakePerturbedSettings()
+
+
+def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> Callable[[dict], None]:
+    """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
+
+    Each attempt of a trial writes RUNS_DIR/<trial id>/run-N (the search's own folder, on the storage path):
+    Ray would otherwise stage it elsewhere and copy checkpoints and version into storage at the end, and a
+    PBT-restarted trial's earlier attempts would be lost.
+
+    A trial writes no checkpoints of its own for `--resume` (Tune restarts trials itself) and a weights-only
+    best.ckpt. A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
+    reports as RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next trial at once
+    (`reuse_actors`) instead of being replaced by a fresh process that imports everything again.
+    """
 
     def trainable(overrides: dict) -> None:
         from ray import tune
 
         cfg = parse_config_dict(FinetuneConfig, apply_overrides(base, overrides), where="in the tuned config")
-        trial_dir = Path(tune.get_context().get_trial_dir())
+        trial_dir = Path(runs_dir) / tune.get_context().get_trial_id()
         attempt = trial_dir / f"run-{len(list(trial_dir.glob('run-*')))}"
         resume_from = None
         checkpoint = tune.get_checkpoint()  # set when Tune restores or PBT exploits this trial
@@ -44,19 +79,27 @@ def make_trainable(base: dict, group: str) -> Callable[[dict], None]:
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        report = _fit_only_report(cfg.trainer.monitor)
-        run_finetune(
-            cfg.model,
-            data=cfg.data,
-            optim=cfg.optim,
-            trainer=cfg.trainer,
-            tracking=cfg.tracking,
-            output_dir=attempt,
-            parent=cfg.parent,
-            config=config_to_dict(cfg),
-            callbacks=[report],
-            wandb_group=group,
-            resume_from=resume_from,
-        )
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints)]
+        if resume_from is not None:
+            callbacks.append(_perturbed_optimizer_settings())
+        try:
+            run_finetune(
+                cfg.model,
+                data=cfg.data,
+                optim=cfg.optim,
+                trainer=cfg.trainer,
+                tracking=cfg.tracking,
+                output_dir=attempt,
+                parent=cfg.parent,
+                config=config_to_dict(cfg),
+                callbacks=callbacks,
+                wandb_group=group,
+                resume_from=resume_from,
+                resumable=False,
+            )
+        except RunInterrupted:  # Tune stopped this trial (a trial thread never receives Ctrl-C itself)
+            # Ray's own way to end a trial thread quietly; returning would make Ray report once more and
+            # wait for an answer that never comes, so the worker could not take the next trial.
+            raise SystemExit(0) from None
 
     return trainable

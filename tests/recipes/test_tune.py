@@ -1,4 +1,5 @@
-"""`refit tune` on a real local Ray (2 CPUs) with a tiny model: ASHA, outputs, best config, resume."""
+"""`refit tune` on a real local Ray (2 CPUs) with a tiny model: ASHA, PBT, Optuna, outputs, best config,
+resume."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from refit.cli import main
@@ -19,7 +21,15 @@ from refit.cli import main
 pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
 
 
-def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4) -> Path:
+ASHA_RUNGS = (1, 2, 4)  # grace_period 1, reduction_factor 2, four validations per trial (ASHA max_t 5)
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4, **search) -> Path:
     cfg = {
         "finetune": {
             "model": str(model),
@@ -51,6 +61,7 @@ def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4
         "name": name,
         "ray_num_cpus": 2,
         "seed": 0,
+        **search,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,14 +72,21 @@ def _config(tmp_path: Path, model: Path, data: dict, name: str, samples: int = 4
 def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model_dir, toy_data, capsys):
     assert main(["tune", "--config", str(_config(tmp_path, tiny_model_dir, toy_data, "asha"))]) == 0
     out = tmp_path / "tune" / "asha"
-    with (out / "results.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(out)
     assert len(rows) == 4 and {"optim.lr", "optim.warmup_ratio"} <= set(rows[0])
     statuses = [r["status"] for r in rows]
     assert "finished" in statuses
     assert "stopped early" in statuses, f"ASHA stopped no trial: {statuses}"
-    stopped = [r for r in rows if r["status"] == "stopped early"]
-    assert all(int(r["iterations"]) < 4 for r in stopped)
+    # ASHA decides only at its rungs, whatever the timing: a stopped trial's last report is a rung (it may be
+    # the last one, 4, when a trial reaches it behind better ones), a finished trial reported all four.
+    for r in rows:
+        expected = ASHA_RUNGS if r["status"] == "stopped early" else (4,)
+        assert int(r["iterations"]) in expected, r
+    # trials write no --resume checkpoint of their own and a weights-only best.ckpt; Tune got no checkpoints
+    assert not list(out.glob("trials/*/run-*/checkpoints/last.ckpt"))
+    assert not list(out.glob("*/checkpoint_*"))
+    best_ckpt = next(out.glob("trials/*/run-*/checkpoints/best.ckpt"))
+    assert "optimizer_states" not in torch.load(best_ckpt, map_location="cpu", weights_only=True)
     assert "refit tune: 4 trials" in capsys.readouterr().out
 
     best = yaml.safe_load((out / "best.yaml").read_text())
@@ -115,19 +133,19 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     deadline = time.time() + 400
     finished: list[Path] = []
     while time.time() < deadline and proc.poll() is None and not finished:
-        finished = list(out.glob("*/run-*/version/refit.json"))
+        finished = list(out.glob("trials/*/run-*/version/refit.json"))
         time.sleep(1)
     assert finished, "no trial finished before the interruption"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
-    first = {p: p.read_text() for p in out.glob("*/run-*/version/refit.json")}
+    first = {p: p.read_text() for p in out.glob("trials/*/run-*/version/refit.json")}
 
     assert main(["tune", "--config", str(config), "--resume"]) == 0
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
     for path, text in first.items():
         assert path.read_text() == text, f"{path} was trained again"
-    assert len(list(out.glob("*/run-*/version/refit.json"))) == 4
+    assert len(list(out.glob("trials/*/run-*/version/refit.json"))) == 4
 
 
 def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
@@ -136,3 +154,77 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
     assert "wrong way round" in capsys.readouterr().err
     assert main(["tune", "--config", str(config), "--resume"]) == 2
     assert "no search to resume" in capsys.readouterr().err
+    grid = '{"trainer.max_epochs": {"grid": [1, 2]}}'
+    assert main(["tune", "--config", str(config), "--searcher", "optuna", "--space", grid]) == 2
+    assert "'grid' cannot be used with searcher 'optuna'" in capsys.readouterr().err
+    assert main(["tune", "--config", str(config), "--scheduler", "pbt", "--trial_checkpoints", "false"]) == 2
+    assert "cannot be used with scheduler 'pbt'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pbt_restarts_the_worst_trial_from_a_better_ones_checkpoint(tmp_path, tiny_model_dir, toy_data):
+    """PBT on a local Ray: trials hand Tune checkpoints, and an exploited trial is restarted from one."""
+    pbt = _config(tmp_path, tiny_model_dir, toy_data, "pbt", scheduler="pbt", grace_period=1)
+    cfg = yaml.safe_load(pbt.read_text())
+    cfg["finetune"]["trainer"]["max_epochs"] = 3
+    pbt.write_text(yaml.safe_dump(cfg))
+    assert main(["tune", "--config", str(pbt)]) == 0
+    out = tmp_path / "tune" / "pbt"
+    assert len(_rows(out)) == 4
+    assert list(out.glob("*/checkpoint_*/checkpoint")), "PBT trials handed Tune no checkpoints"
+    exploits = (out / "pbt_global.txt").read_text().splitlines()  # Ray's log of PBT's exploit decisions
+    assert exploits, "PBT exploited no trial"
+    assert list(out.glob("trials/*/run-*/restored.ckpt")), "no trial was restarted from a checkpoint"
+    assert (out / "best_version" / "refit.json").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_searcher_samples_the_space_and_ends_with_a_best_version(tmp_path, tiny_model_dir, toy_data):
+    opt = _config(
+        tmp_path, tiny_model_dir, toy_data, "optuna", samples=2, scheduler="fifo", searcher="optuna"
+    )
+    cfg = yaml.safe_load(opt.read_text())
+    cfg["finetune"]["trainer"]["max_epochs"] = 1
+    opt.write_text(yaml.safe_dump(cfg))
+    assert main(["tune", "--config", str(opt)]) == 0
+    out = tmp_path / "tune" / "optuna"
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
+    lrs = [float(r["optim.lr"]) for r in rows]
+    assert all(1e-6 <= lr <= 3e-3 for lr in lrs) and lrs[0] != lrs[1]
+    assert (out / "best_version" / "refit.json").is_file()
+
+
+def test_a_restored_trial_trains_with_its_own_new_learning_rate(tmp_path, tiny_model_dir, toy_data):
+    """PBT hands a trial another trial's checkpoint with a changed lr; Lightning's restore would bring the
+    old lr (and schedule base) back with the optimizer state unless the trial sets its own again."""
+    from lightning.pytorch.callbacks import Callback
+
+    from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+    from refit.train import run_finetune
+    from refit.tune.trial import _perturbed_optimizer_settings
+
+    data = DataConfig(
+        train=str(toy_data["train"]), validation=str(toy_data["validation"]), batch_size=8, max_length=32
+    )
+    trainer = TrainerConfig(max_epochs=1, early_stopping_patience=0)
+    common = {"data": data, "trainer": trainer, "tracking": TrackingConfig(wandb=False)}
+    run_finetune(str(tiny_model_dir), optim=OptimConfig(lr=1e-3), output_dir=tmp_path / "donor", **common)
+    seen = {}
+
+    class Probe(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen["base_lrs"] = list(trainer.lr_scheduler_configs[0].scheduler.base_lrs)
+            seen["decay"] = trainer.optimizers[0].param_groups[0]["weight_decay"]
+
+    trainer2 = TrainerConfig(max_epochs=2, early_stopping_patience=0)
+    run_finetune(
+        str(tiny_model_dir),
+        optim=OptimConfig(lr=2e-5, weight_decay=0.05),
+        output_dir=tmp_path / "exploiter",
+        resume_from=tmp_path / "donor" / "checkpoints" / "last.ckpt",
+        callbacks=[_perturbed_optimizer_settings(), Probe()],
+        resumable=False,
+        **{**common, "trainer": trainer2},
+    )
+    assert seen["base_lrs"] == [2e-5, 2e-5] and seen["decay"] == 0.05
