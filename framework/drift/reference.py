@@ -34,8 +34,11 @@ from refit.drift.detectors import DETECTORS, KSState, MMDState
 from refit.errors import VersionError
 from refit.io import write_json
 from refit.models import Pooling, encode_texts
+from refit.models.embed import Layers
 
 __all__ = [
+    "DEFAULT_LAYER",
+    "DEFAULT_POOLING",
     "Reference",
     "build_reference",
     "fit_states",
@@ -49,6 +52,13 @@ REFERENCE_DIRNAME = "reference"
 _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
 _STATE_TENSORS, _STATE_META = "detector.safetensors", "detector.json"
 _HOW = ("split", "pooling", "layer", "max_length")  # what a re-embedded reference keeps of its parent's meta
+
+# How a new reference is embedded (recorded in reference.json; windows are embedded the same way, and a
+# reference that records no layer is read as the last one, which was the only choice before). Chosen by
+# scripts/bench_drift_power.py (scripts/results/drift.md): fine-tuning collapses the last layer toward
+# the label, so the last layer alone misses shifts that do not move the prediction.
+DEFAULT_POOLING: Pooling = "mean"
+DEFAULT_LAYER: Layers = -1
 
 
 @dataclass
@@ -140,7 +150,10 @@ def _load_states(folder: Path) -> tuple[dict[str, Any], int] | None:
         values = {
             f.name: tensors[f"{name}.{f.name}"] if f"{name}.{f.name}" in tensors else plain[f.name]
             for f in dataclasses.fields(state_type)
+            if f"{name}.{f.name}" in tensors or f.name in plain
         }
+        # A field added after the version was written keeps its dataclass default, which is chosen to
+        # mean what the version was fitted with (e.g. MMDState.scales [1.0]: the single median kernel).
         states[name] = state_type(**values)
     return states, meta["seed"]
 
@@ -170,8 +183,8 @@ def build_reference(
     seed: int,
     batch_size: int = 64,
     max_length: int = 128,
-    pooling: Pooling = "mean",
-    layer: int = -1,
+    pooling: Pooling = DEFAULT_POOLING,
+    layer: Layers = DEFAULT_LAYER,
     device: str | None = None,
 ) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
