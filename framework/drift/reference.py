@@ -34,7 +34,7 @@ from refit.drift.detectors import DETECTORS, KSState, MMDState
 from refit.errors import VersionError
 from refit.io import write_json
 from refit.models import Pooling, encode_texts
-from refit.models.embed import Layers
+from refit.models.embed import Layers, layer_list
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -189,6 +189,8 @@ def build_reference(
 ) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
     encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
+    if layer == "all":  # recorded as the indices themselves, so windows are embedded the same way
+        layer = layer_list(layer, model.config.num_hidden_layers)
     how = {"pooling": pooling, "layer": layer, "max_length": max_length, **meta}
     return fit_states(Reference(encoded.embeddings, encoded.probs, list(texts), how), seed)
 

@@ -17,9 +17,9 @@ import torch
 __all__ = ["Encoded", "Layers", "Pooling", "encode_texts", "layer_list", "pool_hidden"]
 
 Pooling = Literal["mean", "cls"]
-Layers = (
-    int | Sequence[int]
-)  # one hidden-state index (0 = embedding layer, -1 = last), or several, concatenated
+# One hidden-state index (0 = the embedding layer, -1 = the last), several (pooled one by one, then
+# concatenated), or "all": every hidden state, resolved by `layer_list` against the model.
+Layers = int | Sequence[int] | Literal["all"]
 
 
 @dataclass
@@ -36,8 +36,10 @@ def pool_hidden(states: torch.Tensor, attention_mask: torch.Tensor, pooling: Poo
     return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-def layer_list(layer: Layers) -> list[int]:
-    """The hidden-state indices a `layer` value names, in order."""
+def layer_list(layer: Layers, num_hidden_layers: int) -> list[int]:
+    """The hidden-state indices a `layer` value names, in order ("all": 0 .. num_hidden_layers)."""
+    if layer == "all":
+        return list(range(num_hidden_layers + 1))
     return [int(layer)] if isinstance(layer, int) else [int(i) for i in layer]
 
 
@@ -58,7 +60,7 @@ def encode_texts(
     Inputs are sorted by length so batches carry little padding; rows come back in the input order.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    layers = layer_list(layer)
+    layers = layer_list(layer, model.config.num_hidden_layers)
     was_training = model.training
     model.eval().to(device)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

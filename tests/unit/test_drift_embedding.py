@@ -25,6 +25,7 @@ from refit.drift.reference import (
     load_reference,
 )
 from refit.models import encode_texts
+from refit.models.embed import layer_list
 
 TEXTS = ["a fine film", "dull and long", "the plot is clever", "i left early", "warm and funny", "meh"]
 
@@ -53,6 +54,9 @@ def test_several_layers_are_pooled_one_by_one_and_concatenated(tiny):
     torch.testing.assert_close(both.embeddings, torch.cat([first.embeddings, last.embeddings], 1))
     torch.testing.assert_close(both.probs, last.probs)
     assert not torch.allclose(first.embeddings, last.embeddings)  # two different layers, not one twice
+    every = encode_texts(model, tok, TEXTS, batch_size=4, max_length=16, layer="all", device="cpu")
+    assert every.embeddings.shape == (len(TEXTS), (model.config.num_hidden_layers + 1) * hidden)
+    torch.testing.assert_close(every.embeddings[:, :hidden], first.embeddings)
     cls = encode_texts(model, tok, TEXTS, max_length=16, pooling="cls", layer=[0, -1], device="cpu")
     assert cls.embeddings.shape == both.embeddings.shape and not torch.allclose(
         cls.embeddings, both.embeddings
@@ -68,11 +72,14 @@ def _version_with(root, model, tok, reference) -> Path:
 def test_a_new_reference_records_the_default_embedding_and_windows_follow_it(tiny, tmp_path):
     model, tok = tiny
     ref = build_reference(model, tok, TEXTS, meta={"split": "validation"}, seed=0, max_length=16)
-    assert ref.meta["pooling"] == DEFAULT_POOLING and ref.meta["layer"] == DEFAULT_LAYER
+    n = model.config.num_hidden_layers
+    assert ref.meta["pooling"] == DEFAULT_POOLING
+    assert layer_list(ref.meta["layer"], n) == layer_list(DEFAULT_LAYER, n)
+    assert ref.meta["layer"] != "all"  # the indices themselves are recorded, not a word that could change
     version = _version_with(tmp_path / "new", model, tok, ref)
     loaded = load_reference(version)
     encoder = VersionEncoder.like_reference(version, loaded.meta, device="cpu")
-    assert encoder.layer == DEFAULT_LAYER and encoder.pooling == DEFAULT_POOLING
+    assert layer_list(encoder.layer, n) == layer_list(DEFAULT_LAYER, n) and encoder.pooling == DEFAULT_POOLING
     torch.testing.assert_close(encoder.encode(TEXTS).embeddings, loaded.embeddings)
 
 
