@@ -418,6 +418,13 @@ def markdown(summary: dict, meta: dict, sizes: list[int], shifts: list[str], row
     return lines
 
 
+def _version_note(version: str | None) -> str:
+    """What the measured version is: its own note, or the benchmark's default fine-tune."""
+    meta_file = Path(version or "") / "refit.json"
+    note = json.loads(meta_file.read_text()).get("note") if version and meta_file.is_file() else None
+    return note or "MiniLM fine-tuned by this script: 1 epoch on 3000 sst2 rows"
+
+
 def report(files: list[Path], default_row: str, old_row: str) -> None:
     """Summarise sweep files (runs/bench-drift-power/*.json) into scripts/results/drift_power.{json,md}
     and the power section of scripts/results/drift.md."""
@@ -441,6 +448,7 @@ def report(files: list[Path], default_row: str, old_row: str) -> None:
         k: runs[0][k]
         for k in ("machine", "version", "reference_size", "alpha", "permutations", "multi_scales")
     }
+    meta["version"] = next((r["version"] for r in runs if r["version"]), None)
     meta["seconds"] = sum(r["seconds"] for r in runs)
     meta["fast_vs_library_pvalues"] = f"{agree} of {len(checks)} identical"
     meta["trials_per_cell"] = counts
@@ -462,8 +470,9 @@ def report(files: list[Path], default_row: str, old_row: str) -> None:
     head = [
         f"# Drift power on subtle shifts ({meta['machine']})",
         "",
-        f"Made by `python scripts/bench_drift_power.py` ({meta['seconds']} s of tests). Version: MiniLM "
-        f"fine-tuned 1 epoch on 3000 sst2 rows; reference: its {meta['reference_size']} sst2 validation inputs. "
+        f"Made by `python scripts/bench_drift_power.py` ({meta['seconds']} s of tests). Version: "
+        f"{meta['version']} ({_version_note(meta['version'])}); reference: its {meta['reference_size']} sst2 "
+        "validation inputs. "
         "Windows from sst2 test (see the script's docstring for each shift). alpha 0.05 for every row: a "
         "row `X + bbsd` runs both at alpha / 2 (Bonferroni, one family-wise alpha). B = "
         f"{meta['permutations']} permutations, p = (k + 1) / (B + 1); `mmd-multi` sums Gaussian kernels of "
