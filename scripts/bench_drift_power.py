@@ -9,7 +9,8 @@ drawn from sst2 test (1821 sentences, never seen in training or in the reference
 - no drift: a random window of sst2 test (>= 200 trials per size: the false-alarm rate);
 - word-level shifts: every word of each window sentence is, with probability r, replaced by a random
   word type of sst2 train ("replace"), followed by an inserted word type of airline tweets ("insert"), or
-  dropped ("delete"); most sentences keep all their words at r = 1%;
+  dropped ("delete"); most sentences keep all their words at r = 1%; and "replace 1% by 10 words": the
+  same 10 word types of airline tweets every time (a coherent new topic rather than random words);
 - label-conditional: the window's positive share raised from 50% to 65% or 80%;
 - a nearby domain mixed in: 5-100% of the window from cr_customer_reviews (product review sentences).
 
