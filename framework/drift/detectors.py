@@ -11,7 +11,7 @@ dataclass of tensors and plain values; refit.drift.reference saves it beside the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -49,16 +49,24 @@ class Detector(Protocol):
 @dataclass
 class MMDState:
     bandwidth: float  # median pairwise distance of the reference
+    # The kernel is the sum of Gaussians of widths bandwidth * scale. A state stored before scales existed
+    # loads with [1.0]: the single median-heuristic kernel it was fitted and judged with.
+    scales: list[float] = field(default_factory=lambda: [1.0])
 
 
 class MMD:
-    """Gaussian-kernel MMD, permutation p-value (k + 1) / (B + 1); bandwidth fitted on the reference."""
+    """Gaussian-kernel MMD, permutation p-value (k + 1) / (B + 1); bandwidth fitted on the reference.
+
+    New states use a multi-bandwidth kernel (`scales` times the median heuristic, summed): the median
+    width alone is too wide for shifts that move a few inputs a little (scripts/results/drift.md).
+    """
 
     on_probs = False
     state_type = MMDState
+    scales: ClassVar[tuple[float, ...]] = (1.0,)
 
     def fit(self, reference: torch.Tensor, *, seed: int = 0) -> MMDState:
-        return MMDState(median_bandwidth(reference, seed=seed))
+        return MMDState(median_bandwidth(reference, seed=seed), list(self.scales))
 
     def test(
         self,
@@ -71,7 +79,8 @@ class MMD:
         permutations: int = 500,
         label_names: list[str] | None = None,
     ) -> DriftResult:
-        return mmd_test(reference, current, permutations, seed, alpha, state.bandwidth if state else None)
+        widths = [state.bandwidth * s for s in state.scales] if state else None
+        return mmd_test(reference, current, permutations, seed, alpha, widths)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from refit.models import Encoded, Pooling, encode_texts, load_version
+from refit.models.embed import Layers
 
 __all__ = ["VersionEncoder", "embed"]
 
@@ -20,7 +21,7 @@ class VersionEncoder:
         self,
         version_dir: str | Path,
         pooling: Pooling = "mean",
-        layer: int = -1,
+        layer: Layers = -1,
         max_length: int = 128,
         batch_size: int = 64,
         device: str | None = None,
@@ -31,7 +32,8 @@ class VersionEncoder:
 
     @classmethod
     def like_reference(cls, version_dir: str | Path, reference_meta: dict, **kwargs) -> VersionEncoder:
-        """An encoder with the pooling, layer and max length the reference was made with."""
+        """An encoder with the pooling, layer(s) and max length the reference was made with (a reference
+        that records none was made from the mean-pooled last layer, the only embedding there was then)."""
         return cls(
             version_dir,
             pooling=reference_meta.get("pooling", "mean"),
@@ -57,7 +59,7 @@ def embed(
     version_dir: str | Path,
     texts: Sequence[str],
     pooling: Pooling = "mean",
-    layer: int = -1,
+    layer: Layers = -1,
     max_length: int = 128,
     batch_size: int = 64,
 ) -> torch.Tensor:

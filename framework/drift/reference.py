@@ -34,8 +34,11 @@ from refit.drift.detectors import DETECTORS, KSState, MMDState
 from refit.errors import VersionError
 from refit.io import write_json
 from refit.models import Pooling, encode_texts
+from refit.models.embed import Layers, layer_list
 
 __all__ = [
+    "DEFAULT_LAYER",
+    "DEFAULT_POOLING",
     "Reference",
     "build_reference",
     "fit_states",
@@ -49,6 +52,15 @@ REFERENCE_DIRNAME = "reference"
 _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
 _STATE_TENSORS, _STATE_META = "detector.safetensors", "detector.json"
 _HOW = ("split", "pooling", "layer", "max_length")  # what a re-embedded reference keeps of its parent's meta
+
+# How a new reference is embedded (recorded in reference.json; windows are embedded the same way, and a
+# reference that records no layer is read as the last one, which was the only choice before). Chosen by
+# scripts/bench_drift_power.py (scripts/results/drift_power.md): fine-tuning collapses the last layer
+# toward the label, so a label-blind test on it sees little that BBSD does not; the mean-pooled output of
+# the second transformer layer still sees a nearby domain mixed in (power 0.43 vs 0.03 at 10% of a
+# window of 200), with false alarms at alpha. Label shifts are left to BBSD (refit drift's default tests).
+DEFAULT_POOLING: Pooling = "mean"
+DEFAULT_LAYER: Layers = 2
 
 
 @dataclass
@@ -140,7 +152,10 @@ def _load_states(folder: Path) -> tuple[dict[str, Any], int] | None:
         values = {
             f.name: tensors[f"{name}.{f.name}"] if f"{name}.{f.name}" in tensors else plain[f.name]
             for f in dataclasses.fields(state_type)
+            if f"{name}.{f.name}" in tensors or f.name in plain
         }
+        # A field added after the version was written keeps its dataclass default, which is chosen to
+        # mean what the version was fitted with (e.g. MMDState.scales [1.0]: the single median kernel).
         states[name] = state_type(**values)
     return states, meta["seed"]
 
@@ -170,12 +185,14 @@ def build_reference(
     seed: int,
     batch_size: int = 64,
     max_length: int = 128,
-    pooling: Pooling = "mean",
-    layer: int = -1,
+    pooling: Pooling = DEFAULT_POOLING,
+    layer: Layers = DEFAULT_LAYER,
     device: str | None = None,
 ) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
     encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
+    if layer == "all":  # recorded as the indices themselves, so windows are embedded the same way
+        layer = layer_list(layer, model.config.num_hidden_layers)
     how = {"pooling": pooling, "layer": layer, "max_length": max_length, **meta}
     return fit_states(Reference(encoded.embeddings, encoded.probs, list(texts), how), seed)
 

@@ -1,6 +1,9 @@
 """Sentence embeddings and class probabilities from a classifier, in one forward pass.
 
-Drift checks need both: embeddings for MMD/KS/classifier tests and softmax outputs for BBSD.
+Drift checks need both: embeddings for MMD/KS/classifier tests and softmax outputs for BBSD. Which hidden
+layer(s) and pooling make the embedding is the drift reference's choice (refit.drift.reference records it);
+several layers are pooled one by one and concatenated, because fine-tuning collapses the last layer toward
+the label while earlier layers still see what the words are (scripts/results/drift.md).
 """
 
 from __future__ import annotations
@@ -11,15 +14,33 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Encoded", "Pooling", "encode_texts"]
+__all__ = ["Encoded", "Layers", "Pooling", "encode_texts", "layer_list", "pool_hidden"]
 
 Pooling = Literal["mean", "cls"]
+# One hidden-state index (0 = the embedding layer, -1 = the last), several (pooled one by one, then
+# concatenated), or "all": every hidden state, resolved by `layer_list` against the model.
+Layers = int | Sequence[int] | Literal["all"]
 
 
 @dataclass
 class Encoded:
-    embeddings: torch.Tensor  # float32 [n, hidden]
+    embeddings: torch.Tensor  # float32 [n, hidden * number of layers]
     probs: torch.Tensor  # float32 [n, num_labels]
+
+
+def pool_hidden(states: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """[batch, hidden]: the CLS token's state, or the mask-aware mean over the tokens."""
+    if pooling == "cls":
+        return states[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def layer_list(layer: Layers, num_hidden_layers: int) -> list[int]:
+    """The hidden-state indices a `layer` value names, in order ("all": 0 .. num_hidden_layers)."""
+    if layer == "all":
+        return list(range(num_hidden_layers + 1))
+    return [int(layer)] if isinstance(layer, int) else [int(i) for i in layer]
 
 
 @torch.inference_mode()
@@ -30,14 +51,16 @@ def encode_texts(
     batch_size: int = 64,
     max_length: int = 128,
     pooling: Pooling = "mean",
-    layer: int = -1,
+    layer: Layers = -1,
     device: str | torch.device | None = None,
 ) -> Encoded:
-    """Mean-pooled (mask-aware) or CLS embeddings of one hidden layer, plus softmax outputs.
+    """Mean-pooled (mask-aware) or CLS embeddings of one hidden layer (or several, concatenated), plus
+    softmax outputs.
 
     Inputs are sorted by length so batches carry little padding; rows come back in the input order.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    layers = layer_list(layer, model.config.num_hidden_layers)
     was_training = model.training
     model.eval().to(device)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -48,17 +71,12 @@ def encode_texts(
             [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         ).to(device)
         out = model(**batch, output_hidden_states=True)
-        states = out.hidden_states[layer]
-        if pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        embs.append(pooled.float().cpu())
+        pooled = [pool_hidden(out.hidden_states[i], batch["attention_mask"], pooling) for i in layers]
+        embs.append(torch.cat(pooled, dim=1).float().cpu())
         probs.append(out.logits.float().softmax(-1).cpu())
     model.train(was_training)
     if not embs:
-        hidden, labels = model.config.hidden_size, model.config.num_labels
+        hidden, labels = model.config.hidden_size * len(layers), model.config.num_labels
         return Encoded(torch.empty(0, hidden), torch.empty(0, labels))
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
