@@ -190,6 +190,8 @@ def build_reference(
     device: str | None = None,
 ) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
+    if layer == DEFAULT_LAYER:  # a model shallower than the default layer uses its last one
+        layer = min(DEFAULT_LAYER, model.config.num_hidden_layers)
     encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
     if layer == "all":  # recorded as the indices themselves, so windows are embedded the same way
         layer = layer_list(layer, model.config.num_hidden_layers)

@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from refit.errors import ConfigError
+
 __all__ = ["Encoded", "Layers", "Pooling", "encode_texts", "layer_list", "pool_hidden"]
 
 Pooling = Literal["mean", "cls"]
@@ -40,7 +42,14 @@ def layer_list(layer: Layers, num_hidden_layers: int) -> list[int]:
     """The hidden-state indices a `layer` value names, in order ("all": 0 .. num_hidden_layers)."""
     if layer == "all":
         return list(range(num_hidden_layers + 1))
-    return [int(layer)] if isinstance(layer, int) else [int(i) for i in layer]
+    layers = [int(layer)] if isinstance(layer, int) else [int(i) for i in layer]
+    bad = [i for i in layers if not -(num_hidden_layers + 1) <= i <= num_hidden_layers]
+    if bad:
+        raise ConfigError(
+            f"layer {bad[0]} does not exist: this model has hidden states 0..{num_hidden_layers} "
+            f"(0 = embeddings, -1 = last layer)"
+        )
+    return layers
 
 
 @torch.inference_mode()

@@ -150,3 +150,16 @@ def test_new_mmd_state_stores_the_default_scales_and_uses_them(tmp_path):
     got = DETECTORS["mmd"].test(state, ref, cur, alpha=0.05, seed=0, permutations=99)
     widths = [state.bandwidth * s for s in state.scales]
     assert got.statistic == pytest.approx(mmd_test(ref, cur, 99, 0, 0.05, widths).statistic)
+
+
+def test_a_layer_the_model_lacks_is_a_config_error_and_a_shallow_model_uses_its_last_layer(tiny):
+    from refit.errors import ConfigError
+
+    model, tok = tiny
+    n = model.config.num_hidden_layers
+    with pytest.raises(ConfigError, match=f"hidden states 0..{n}"):
+        layer_list(n + 1, n)
+    shallow = type(model)(type(model.config)(**{**model.config.to_dict(), "num_hidden_layers": 1}))
+    ref = build_reference(shallow, tok, TEXTS, meta={"split": "validation"}, seed=0, max_length=16)
+    assert ref.meta["layer"] == min(DEFAULT_LAYER, 1)
+    assert ref.embeddings.shape == (len(TEXTS), shallow.config.hidden_size)
