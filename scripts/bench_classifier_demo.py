@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=300)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--n_tests", type=int, default=4, help="Bonferroni share: the demo with all four tests")
+    ap.add_argument(
+        "--no_sst2", action="store_true", help="skip the sst2 splits (a property of the test only)"
+    )
     args = ap.parse_args()
     from scipy.stats import chi2_contingency
 
@@ -136,7 +139,9 @@ def main() -> None:
         "template_counts_test": counts[1],
         "template_chi2_p": float(chi.pvalue),
     }
-    if SST2 is not None:  # real text, no drift by construction: random halves of sst2 test rows
+    if (
+        SST2 is not None and not args.no_sst2
+    ):  # real text, no drift by construction: random halves of sst2 test rows
         sst = _encode(args.encoder, _texts(SST2)[:SST2_ROWS])
         g = np.random.default_rng(1)
         p = []
@@ -165,6 +170,21 @@ def main() -> None:
     _markdown(json.loads(out.read_text()))
 
 
+NOTES = """\
+Reading: "before" is the demo data as shipped until issue #13.6, "after" the same 600 review texts split
+again at random (scripts/make_demo_data.py, first seed tried). On no-drift splits the classifier test's
+false alarms stay at alpha and at its share (binomial noise at 300 splits: about +-0.013 around 0.05,
++-0.006 around 0.0125), on demo and on sst2 embeddings alike: the test is calibrated. The shipped validation
+and test splits really differed in their text: template mix chi-square p = 0.001. Partly chance (over 300
+generator seeds, the mix of the other 7 templates differs at p < 0.05 in 5% of them: the shipped draw was
+an unlucky one) and partly built in: the splits were written one after the other, each refusing texts
+already used, so the template with only 20 texts a label ran out (on average 3.2 rows in validation, 2.2
+in test, where 12.5 are due; 0 in the shipped test). The fine-tuned version's embeddings make that
+difference visible to the classifier. After the re-split the three splits are exchangeable, the template
+mix agrees (p = 0.25), and what is left between them is chance, which the test flags at its null rate.
+"""
+
+
 def _markdown(res: dict) -> None:
     lines = [
         f"# Classifier test on the demo's own test split ({res['machine']})",
@@ -185,11 +205,11 @@ def _markdown(res: dict) -> None:
             else "-"
         )
         lines.append(
-            f"| {r['data']} | {Path(r['encoder']).name} | {r['observed_p_median']:.3g} [{lo:.2g}, {hi:.2g}], "
+            f"| {r['data']} | {'/'.join(Path(r['encoder']).parts[-2:])} | {r['observed_p_median']:.3g} [{lo:.2g}, {hi:.2g}], "
             f"{r['observed_flagged_at_share']:.2f} | {r['null_false_alarms_at_alpha']:.3f} / "
             f"{r['null_false_alarms_at_share']:.3f} ({r['null_splits']}) | {sst} | {r['template_chi2_p']:.2g} |"
         )
-    (RESULTS / "classifier_demo.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "classifier_demo.md").write_text("\n".join(lines + ["", NOTES]) + "\n")
 
 
 if __name__ == "__main__":
