@@ -41,9 +41,11 @@ class _Frame:
     left: float
     every: int  # label every n-th window when there are too many to fit
     label_h: float  # vertical room the rotated labels take below the axis
+    key_w: float  # width of one legend entry; entries wrap onto more rows (many classes)
+    key_rows: int
 
     @classmethod
-    def over(cls, names: list[str]) -> _Frame:
+    def over(cls, names: list[str], series: list[str]) -> _Frame:
         cos, sin = math.cos(math.radians(_ANGLE)), math.sin(math.radians(_ANGLE))
         widths = [len(_short(n)) * _CHAR_W for n in names]
         left = float(PAD)
@@ -54,7 +56,9 @@ class _Frame:
         step = (W - left - 20) / max(len(names), 1)
         every = max(1, math.ceil(14 / (step * sin)))  # rotated labels stay 14 px apart
         label_h = max((w * sin + 11 * cos for w in widths), default=0.0) + 8
-        return cls(names, left, every, label_h)
+        key_w = max((len(_short(k)) * _CHAR_W for k in series), default=0.0) + 24
+        per_row = max(1, int((W - 16) // key_w))
+        return cls(names, left, every, label_h, key_w, max(1, math.ceil(len(series) / per_row)))
 
     @property
     def axis_y(self) -> float:
@@ -62,7 +66,7 @@ class _Frame:
 
     @property
     def height(self) -> float:
-        return self.axis_y + self.label_h + 24  # labels, then one line of legend
+        return self.axis_y + self.label_h + 16 * self.key_rows + 8  # labels, then the legend
 
     def x(self, i: int, series: int = 0, n_series: int = 1) -> float:
         step = (W - self.left - 20) / max(len(self.names), 1)
@@ -94,8 +98,13 @@ class _Frame:
         return out
 
     def legend(self, slot: int, color: str, shape: str, label: str) -> str:
-        x, y = self.left + 8 + 110 * slot, self.height - 8
-        return f'{_marker(shape, x, y - 4, color, "", "key")}<text x="{x + 8}" y="{y}" fill="{color}">{html.escape(label)}</text>'
+        per_row = max(1, int((W - 16) // self.key_w))
+        x = 8 + self.key_w * (slot % per_row)
+        y = self.axis_y + self.label_h + 16 * (slot // per_row) + 12
+        return (
+            f'{_marker(shape, x + 4, y - 4, color, "", "key")}<text x="{x + 12}" y="{y}" fill="{color}">'
+            f"{html.escape(_short(label))}</text>"
+        )
 
 
 _SHAPES = ["circle", "square", "triangle", "diamond"]
@@ -133,7 +142,7 @@ def _pvalue_chart(windows: list[dict], tests: list[str], alpha: float) -> str:
         frac = (math.log10(max(p, _P_FLOOR)) - math.log10(_P_FLOOR)) / -math.log10(_P_FLOOR)
         return TOP + PLOT_H - frac * PLOT_H
 
-    frame = _Frame.over([w["name"] for w in windows])
+    frame = _Frame.over([w["name"] for w in windows], tests)
     parts = frame.open(
         "p-value per window (log scale; below a test's dashed line, its share of alpha, = drift)", "p-value"
     )
@@ -212,7 +221,7 @@ def _scatter(reference: list[list[float]], current: list[list[float]], title: st
 
 def _shares_chart(windows: list[dict], reference_shares: list[float], labels: list[str]) -> str:
     """Predicted class shares per window, against the reference's shares (dashed)."""
-    frame = _Frame.over([w["name"] for w in windows])
+    frame = _Frame.over([w["name"] for w in windows], labels)
     parts = frame.open("predicted class shares per window (dashed: reference)", "share")
 
     def y(v: float) -> float:

@@ -145,8 +145,10 @@ def test_drift_report_in_a_browser(browser, loop, tmp_path):
 
 
 def test_stress_drift_report_in_a_browser(browser, tmp_path):
-    """40 windows with long names, every test's p-value at the plot's floor: labels fit, no point hides."""
+    """40 windows with long names, every test's p-value at the plot's floor, 20 classes with long names:
+    labels and legends fit, no point hides."""
     tests = ["mmd", "ks", "classifier", "bbsd"]
+    labels = [f"comp.sys.category-{i:02d}.hardware" for i in range(20)]
     windows = [
         {
             "name": f"production-2026-11-{i:02d}T00:00:00[{1000 * i}:{1000 * i + 1000}]",
@@ -156,7 +158,7 @@ def test_stress_drift_report_in_a_browser(browser, tmp_path):
                 t: {"p_value": 1e-12, "drift": True, "threshold": 0.0125, "explanation": f"{t} moved"}
                 for t in tests
             },
-            "class_shares": [0.5, 0.5],
+            "class_shares": [(1 + c + i % 3) / sum(1 + k + i % 3 for k in range(20)) for c in range(20)],
             "projection": [[0.1 * i, 0.2]],
             "most_unlike": [{"text": "a new kind of input", "score": 0.5}],
         }
@@ -164,11 +166,11 @@ def test_stress_drift_report_in_a_browser(browser, tmp_path):
     ]
     report = {
         "version": {"id": "v1"},
-        "reference": {"size": 500, "class_shares": [0.5, 0.5]},
+        "reference": {"size": 500, "class_shares": [0.05] * 20},
         "reference_projection": [[0.0, 0.0], [1.0, 1.0]],
         "alpha": 0.05,
         "tests": tests,
-        "labels": ["negative", "positive"],
+        "labels": labels,
         "windows": windows,
     }
     page = tmp_path / "stress" / "report.html"
