@@ -70,7 +70,8 @@ class _Frame:
 
     def x(self, i: int, series: int = 0, n_series: int = 1) -> float:
         step = (W - self.left - 20) / max(len(self.names), 1)
-        return self.left + step * (i + 0.5) + _DODGE * (series - (n_series - 1) / 2)
+        dodge = min(_DODGE, 0.8 * step / max(n_series, 1))  # the series of one window stay within its step
+        return self.left + step * (i + 0.5) + dodge * (series - (n_series - 1) / 2)
 
     def open(self, title: str, y_label: str) -> list[str]:
         mid = TOP + PLOT_H / 2
@@ -87,7 +88,7 @@ class _Frame:
     def labels(self) -> list[str]:
         out = []
         for i, name in enumerate(self.names):
-            if i % self.every and i != len(self.names) - 1:
+            if i % self.every:
                 continue
             x, y = self.x(i), self.axis_y + 12
             out.append(
