@@ -182,6 +182,10 @@ already used, so the template with only 20 texts a label ran out (on average 3.2
 in test, where 12.5 are due; 0 in the shipped test). The fine-tuned version's embeddings make that
 difference visible to the classifier. After the re-split the three splits are exchangeable, the template
 mix agrees (p = 0.25), and what is left between them is chance, which the test flags at its null rate.
+Through the CLI (`refit drift --data refit-demo --tests [mmd,ks,classifier,bbsd] --seed S`, S = 0..3, each
+data with the demo version fine-tuned on it): before, the test split is DRIFT on 4 of 4 seeds (classifier p
+0.0027, 0.0083, 0.0098, 0.0028; the other tests no drift); after, no drift on 4 of 4 (classifier p 0.90,
+0.20, 0.78, 0.30), while the shifted chat window stays DRIFT for every test.
 """
 
 
