@@ -6,7 +6,13 @@ so the shipped files are reproducible:
 
     python scripts/make_demo_data.py        # writes framework/data/demo/*.jsonl
 
-Style "reviews" (train/validation/test): formal sentences reviewing products and services.
+Style "reviews" (train/validation/test): formal sentences reviewing products and services, written as one
+pool of unique texts and then split at random (label-balanced), so that the three splits are exchangeable.
+Writing them one after the other instead (train, then validation, then test, each refusing texts already
+used) made them differ: a template with few variants runs out as the pool fills, and the shipped
+validation and test splits ended up with different template mixes (chi-square p = 0.001), which the
+classifier drift test rightly flagged on the demo's own test split (issue #13.6,
+scripts/results/classifier_demo.md).
 Style "chat" (shifted.jsonl): casual, lowercase social-media messages about the same things, for showing
 that `refit drift` notices a change of input style.
 """
@@ -128,13 +134,28 @@ def _make(pos: list[str], neg: list[str], n: int, rng: random.Random, seen: set[
     return rows
 
 
+SPLITS = {"train": 400, "validation": 100, "test": 100}
+
+
+def _split(rows: list[dict], rng: random.Random) -> dict[str, list[dict]]:
+    """Random, label-balanced parts of one pool: no split is drawn after another has used up texts."""
+    by_label = [[r for r in rows if r["label"] == label] for label in (0, 1)]
+    for part in by_label:
+        rng.shuffle(part)
+    out, start = {}, 0
+    for name, n in SPLITS.items():
+        out[name] = [r for part in by_label for r in part[start // 2 : (start + n) // 2]]
+        rng.shuffle(out[name])
+        start += n
+    return out
+
+
 def main() -> None:
     rng = random.Random(SEED)
     seen: set[str] = set()
+    reviews = [r for n in SPLITS.values() for r in _make(REVIEW_POS, REVIEW_NEG, n, rng, seen)]
     files = {
-        "train": _make(REVIEW_POS, REVIEW_NEG, 400, rng, seen),
-        "validation": _make(REVIEW_POS, REVIEW_NEG, 100, rng, seen),
-        "test": _make(REVIEW_POS, REVIEW_NEG, 100, rng, seen),
+        **_split(reviews, random.Random(SEED + 1)),  # its own stream: shifted.jsonl stays as it was
         "shifted": _make(CHAT_POS, CHAT_NEG, 200, rng, seen),
     }
     OUT.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,82 @@ def test_drift_report_draws_each_tests_own_threshold_not_alpha():
         ],
     }
     html = render_report(report)
-    for test in results:
-        assert f"{test} threshold 0.0167" in html
+    assert "mmd, ks, classifier threshold 0.0167" in html  # one line for the tests that share a threshold
     assert "alpha 0.05</text>" not in html  # the old single line at alpha, above a p-value that is no drift
+
+
+def _windows_report(names: list[str], p_value: float) -> dict:
+    tests = ["mmd", "ks", "classifier"]
+    return {
+        "version": {"id": "v1"},
+        "reference": {"size": 100, "class_shares": [0.5, 0.5]},
+        "alpha": 0.05,
+        "tests": tests,
+        "labels": ["neg", "pos"],
+        "windows": [
+            {
+                "name": name,
+                "size": 25,
+                "drift": p_value < 0.05 / 3,
+                "results": {
+                    t: {
+                        "p_value": p_value,
+                        "drift": p_value < 0.05 / 3,
+                        "threshold": 0.05 / 3,
+                        "explanation": f"{t} on {name}",
+                    }
+                    for t in tests
+                },
+                "class_shares": [0.5, 0.5],
+                "projection": [[0.0, 0.0]],
+                "most_unlike": [{"text": f"odd input of {name}", "score": 0.4}],
+            }
+            for name in names
+        ],
+    }
+
+
+def _marker_centres(svg: str) -> list[tuple[float, float]]:
+    circles = [
+        (float(x), float(y)) for x, y in re.findall(r'<circle class="pt" cx="([\d.]+)" cy="([\d.]+)"', svg)
+    ]
+    rects = [
+        (float(x) + 3.2, float(y) + 3.2)
+        for x, y in re.findall(r'<rect class="pt" x="([\d.]+)" y="([\d.]+)"', svg)
+    ]
+    polys = [
+        tuple(map(float, p.split()[0].split(",")))
+        for p in re.findall(r'<polygon class="pt" points="([^"]+)"', svg)
+    ]
+    return (
+        circles + rects + [(x, y + 4) for x, y in polys]
+    )  # a polygon's first vertex is 4 px above its centre
+
+
+def test_points_at_the_floor_do_not_hide_each_other():
+    """Every test's p-value far below the plot's floor: the points are offset and differ in shape."""
+    html = render_report(_windows_report(["w1", "w2"], 1e-12))
+    pvalues = re.findall(r"<svg.*?</svg>", html, flags=re.S)[0]
+    markers = re.findall(r'class="pt" ', pvalues)
+    assert len(markers) == 6  # 3 tests x 2 windows
+    assert (
+        len({m for m in re.findall(r'<(circle|rect|polygon) class="pt"', pvalues)}) == 3
+    )  # a shape per test
+    xs = sorted(x for x, _ in _marker_centres(pvalues))
+    assert len(set(xs)) == 6 and min(b - a for a, b in zip(xs, xs[1:])) >= 4, xs
+
+
+def test_every_window_says_what_moved_and_keeps_its_full_name_on_the_axis():
+    names = [f"shifted[{25 * i}:{25 * i + 25}]" for i in range(8)]
+    html = render_report(_windows_report(names, 0.4))
+    for name in names:
+        assert f"What moved in {name} (no drift)" in html and f"ks on {name}" in html
+        assert f"odd input of {name}" in html
+        assert re.search(
+            rf'class="xlabel"[^>]*><title>{re.escape(name)}</title>{re.escape(name)}</text>', html
+        )
+    long = "production-2026-11-22T14:00:00[1000:2000]"
+    label = re.search(
+        r'class="xlabel"[^>]*><title>[^<]*</title>([^<]*)</text>', render_report(_windows_report([long], 0.4))
+    )
+    assert label.group(1).endswith("[1000:2000]") and len(label.group(1)) < len(long)  # the end tells apart
