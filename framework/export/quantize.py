@@ -57,7 +57,7 @@ def _without_value_info(src: Path, work: Path) -> Path:
 
 # What dynamic int8 quantises by default; the benchmark compares it with the other choices
 # (scripts/results/export.md).
-DYNAMIC_INT8_DEFAULTS = {"per_channel": True, "reduce_range": False, "op_types": ("MatMul", "Attention")}
+DYNAMIC_INT8_DEFAULTS = {"per_channel": True, "reduce_range": False, "op_types": None}
 
 
 def dynamic_int8(
@@ -66,7 +66,7 @@ def dynamic_int8(
     *,
     per_channel: bool = True,
     reduce_range: bool = False,
-    op_types: Sequence[str] | None = ("MatMul", "Attention"),
+    op_types: Sequence[str] | None = None,
 ) -> Path:
     """ONNX Runtime `quantize_dynamic` with int8 weights and every choice that matters for speed/accuracy.
 
