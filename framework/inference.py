@@ -10,6 +10,7 @@ from the runtime, not from how each was driven.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ __all__ = [
     "Predictor",
     "TorchPredictor",
     "OrtPredictor",
+    "ORT_OPT_LEVELS",
+    "physical_cores",
     "ORT_PROVIDERS",
     "encode",
     "predict_logits",
@@ -75,8 +78,29 @@ ORT_PROVIDERS = {
 }
 
 
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads share one core's int8 units, so ORT's
+    intra-op pool gains nothing from them); the logical count where the topology is not readable."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text(), (topo / "core_id").read_text()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+# graph_optimization_level names -> onnxruntime.GraphOptimizationLevel members.
+ORT_OPT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
 class OrtPredictor:
-    """An ONNX Runtime session. Threads default to torch's count so CPU rows compare like for like."""
+    """An ONNX Runtime session with the CPU settings measured best for refit's models
+    (scripts/results/export.md): intra-op threads = physical cores, one inter-op thread (the graph is a
+    chain), all graph optimisations, idle threads spinning (3.23x eager against 2.20x without, at load 4-7).
+    Pass spinning=False where other threads need the cores (refit serve does)."""
 
     def __init__(
         self,
@@ -85,6 +109,7 @@ class OrtPredictor:
         threads: int | None = None,
         name: str | None = None,
         spinning: bool = True,
+        opt_level: str = "all",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -94,6 +119,10 @@ class OrtPredictor:
             raise ExportError(
                 f"Unknown ONNX Runtime device '{device}'; use one of {', '.join(ORT_PROVIDERS)}."
             )
+        if opt_level not in ORT_OPT_LEVELS:
+            raise ExportError(
+                f"Unknown ONNX Runtime opt_level '{opt_level}'; use one of {', '.join(ORT_OPT_LEVELS)}."
+            )
         wanted = ORT_PROVIDERS[device][0]
         if wanted not in ort.get_available_providers():
             raise ExportError(
@@ -101,11 +130,11 @@ class OrtPredictor:
                 "Install `onnxruntime-gpu` (with TensorRT libraries for the TensorRT provider) on a GPU machine."
             )
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        if (
-            not spinning
-        ):  # idle ORT threads sleep instead of spinning: a server's other threads need the cores
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[opt_level])
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(path), options, providers=ORT_PROVIDERS[device])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.name = name or f"onnxruntime-{device}"

@@ -21,7 +21,7 @@ import torch
 from refit.errors import ExportError
 from refit.export.edge import write_bundle
 from refit.export.onnx import Exporter, export_onnx, onnx_files, optimize_transformer
-from refit.export.quantize import ONNX_QUANTIZERS
+from refit.export.quantize import DYNAMIC_INT8_DEFAULTS, ONNX_QUANTIZERS
 from refit.export.tensorrt import Profile, build_engine, onnx_for_precision
 from refit.inference import Batch, OrtPredictor, Predictor, TorchPredictor, predict_logits
 
@@ -95,6 +95,10 @@ def onnx_int8_target(model: torch.nn.Module, staging: Path, opts: ExportOptions)
         if opts.quantize != "dynamic-int8"
         else 0,
     }
+    if opts.quantize == "dynamic-int8":
+        info["options"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in DYNAMIC_INT8_DEFAULTS.items()
+        }
     return [*fp32, Artefact("model.int8.onnx", [out], _ort(out, opts, "onnx-int8"), info)]
 
 

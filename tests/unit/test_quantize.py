@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,77 @@ def test_torch_dynamic_int8_leaves_the_original_alone(model):
     before = model.classifier.weight.clone()
     TORCH_QUANTIZERS["dynamic-int8"](model)
     assert isinstance(model.classifier, torch.nn.Linear) and torch.equal(model.classifier.weight, before)
+
+
+@pytest.fixture(scope="module")
+def fused_onnx(model, tmp_path_factory) -> Path:
+    """The graph dynamic int8 starts from: TorchScript export, then ORT's BERT fusions (Attention etc.)."""
+    from refit.export.onnx import export_onnx, optimize_transformer
+
+    work = tmp_path_factory.mktemp("fused")
+    raw = export_onnx(model, work / "raw.onnx")
+    assert optimize_transformer(raw, work / "fused.onnx", model.config)["Attention"] == 2
+    return work / "fused.onnx"
+
+
+def _int8_weights(path: Path) -> dict[str, np.ndarray]:
+    return {
+        t.name: onnx.numpy_helper.to_array(t)
+        for t in onnx.load(str(path)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.dims
+    }
+
+
+def test_dynamic_int8_choices_reach_the_graph(fused_onnx, model, batches, tmp_path):
+    """Each knob of dynamic_int8 changes the graph the way it claims, and every variant still computes the
+    model (logits within int8 rounding of PyTorch's)."""
+    from refit.export.quantize import dynamic_int8
+
+    def build(name, **kw):
+        out = dynamic_int8(fused_onnx, tmp_path / f"{name}.onnx", **kw)
+        logits = predict_logits(OrtPredictor(out), batches[:2])
+        assert np.abs(logits - predict_logits(TorchPredictor(model), batches[:2])).max() < 0.1, name
+        return out, {n.op_type for n in onnx.load(str(out)).graph.node}
+
+    matmul, ops = build("matmul", op_types=("MatMul",))
+    assert "QAttention" not in ops and "Attention" in ops and "MatMulInteger" in ops
+    _, ops = build("attention", op_types=("MatMul", "Attention"))
+    assert "QAttention" in ops and "Attention" not in ops
+    everything, ops = build("all", op_types=None)  # also the embedding tables (Gather / EmbedLayerNorm)
+    assert everything.stat().st_size < matmul.stat().st_size
+
+    def scales(path):  # the weight scales: one per output column when per-channel
+        return [
+            onnx.numpy_helper.to_array(t)
+            for t in onnx.load(str(path)).graph.initializer
+            if t.name.endswith("_scale") and t.data_type == onnx.TensorProto.FLOAT
+        ]
+
+    per_tensor, _ = build("per_tensor", op_types=("MatMul",), per_channel=False)
+    assert max(s.size for s in scales(matmul)) > 1 and max(s.size for s in scales(per_tensor)) == 1
+    reduced, _ = build("reduced", op_types=("MatMul",), reduce_range=True)  # 7-bit weights
+    assert max(np.abs(w).max() for w in _int8_weights(reduced).values()) <= 64
+    assert max(np.abs(w).max() for w in _int8_weights(matmul).values()) > 64
+
+
+def test_ort_session_settings(raw_onnx):
+    """The session options OrtPredictor promises: intra-op threads = physical cores, one inter-op thread,
+    all graph optimisations, spinning unless turned off (a server)."""
+    import onnxruntime as ort
+
+    from refit.errors import ExportError
+    from refit.inference import physical_cores
+
+    assert 1 <= physical_cores() <= os.cpu_count()
+    opts = OrtPredictor(raw_onnx).session.get_session_options()
+    assert opts.intra_op_num_threads == physical_cores() and opts.inter_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    opts = OrtPredictor(
+        raw_onnx, threads=1, spinning=False, opt_level="extended"
+    ).session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ExportError, match="opt_level 'fastest'; use one of basic, extended, all"):
+        OrtPredictor(raw_onnx, opt_level="fastest")
