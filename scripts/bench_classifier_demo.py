@@ -31,16 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import make_demo_data as demo  # noqa: E402
+from _datasets import DATASETS  # noqa: E402
 
 from refit.drift.classifier import classifier_test  # noqa: E402
 
 CACHE = ROOT / "runs" / "bench_cache"
 RESULTS = ROOT / "scripts" / "results"
-# ../shared beside a checkout, or two levels up beside a worktree folder
-SST2 = next(
-    (p for p in (d / "shared" / "datasets" / "sst2" / "test.jsonl" for d in ROOT.parents[:2]) if p.is_file()),
-    None,
-)
+SST2 = DATASETS / "sst2" / "test.jsonl"
+SST2 = SST2 if SST2.is_file() else None
 SST2_ROWS = 600  # enough for 200-row draws; keeps the encoding short on a loaded CPU
 
 

@@ -27,7 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+from _datasets import DATASETS  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 CACHE = Path("/tmp/refit-bench-drift")
 DOMAINS = [

@@ -39,7 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout (REFIT_DATASETS overrides: a worktree sits one level deeper)
-DATASETS = Path(os.environ.get("REFIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+from _datasets import DATASETS  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-drift-power"
 ALPHA = 0.05

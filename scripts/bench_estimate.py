@@ -33,9 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = Path(
-    os.environ.get("REFIT_DATASETS") or ROOT.parent / "shared" / "datasets"
-)  # ../shared in a clone
+from _datasets import DATASETS  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-estimate"  # ignored folder: fine-tuned version and logits
 DOMAINS = {  # name -> (data sets, splits)

@@ -26,7 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "datasets" / "sst2"  # --data overrides (a worktree has no ../shared)
+from _datasets import DATASETS  # noqa: E402
+
+SST2 = DATASETS / "sst2"  # --data overrides
 RESULTS = ROOT / "scripts" / "results"
 SEQ = 64
 

@@ -25,7 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "datasets" / "sst2"
+from _datasets import DATASETS  # noqa: E402
+
+SST2 = DATASETS / "sst2"
 RESULTS = ROOT / "scripts" / "results"
 BATCH, MAX_LEN, WARMUP = 32, 64, 5
 

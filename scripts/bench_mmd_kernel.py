@@ -42,7 +42,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("REFIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+from _datasets import DATASETS  # noqa: E402
+
 CACHE = ROOT / "runs" / "mmd-calib"
 DOMAINS = ["mr_rt_polarity", "amazon_electronics", "airline_tweets"]
 

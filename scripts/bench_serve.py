@@ -40,7 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results"
-IMDB = ROOT.parent / "shared" / "datasets" / "imdb_reviews" / "validation.jsonl"
+from _datasets import DATASETS  # noqa: E402
+
+IMDB = DATASETS / "imdb_reviews" / "validation.jsonl"
 LABELS = ["negative", "positive"]
 SEQ = 64
 

@@ -26,7 +26,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
-SST2 = Path(os.environ.get("REFIT_DATASETS", ROOT.parent / "shared" / "datasets")) / "sst2"
+from _datasets import DATASETS  # noqa: E402
+
+SST2 = DATASETS / "sst2"
 RESULTS = ROOT / "scripts" / "results"
 WORK = ROOT / "runs" / "bench-tune"
 MACHINE = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other engineers' jobs"

@@ -38,7 +38,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+from _datasets import DATASETS  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 _VERSION_INFO = re.compile(r'refit_serve_version_info\{[^}]*version_id="([^"]+)"')
 

@@ -40,9 +40,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = Path(
-    os.environ.get("REFIT_DATASETS") or ROOT.parent / "shared" / "datasets"
-)  # ../shared in a clone
+from _datasets import DATASETS  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 WORK = ROOT / "runs" / "simulate-triggers"
 STREAM = [  # (domain label, data sets, splits, windows)

@@ -19,7 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tracebacks into every later test: import it here, while sys.stderr is the real one.
 import lightning.pytorch  # noqa: E402, F401
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# $REFIT_DATASETS, as for the scripts (scripts/_datasets.py), else ../shared/datasets beside the checkout.
+SHARED_DATASETS = Path(
+    os.environ.get("REFIT_DATASETS") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+)
 
 
 def shared_dataset(name: str) -> Path:
@@ -27,7 +30,7 @@ def shared_dataset(name: str) -> Path:
     path = SHARED_DATASETS / name
     if not (path / "train.jsonl").is_file():
         pytest.skip(
-            f"needs the real dataset {path} (../shared/datasets beside the checkout); not present here"
+            f"needs the real dataset {path} (../shared/datasets beside the checkout, or $REFIT_DATASETS); not present here"
         )
     return path
 
