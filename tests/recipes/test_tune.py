@@ -145,7 +145,13 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
         assert len(list(csv.DictReader(f))) == 4
     for path, text in first.items():
         assert path.read_text() == text, f"{path} was trained again"
-    assert len(list(out.glob("trials/*/run-*/version/refit.json"))) == 4
+    # Every trial has a version; a trial that ended its training but was not yet recorded as finished by
+    # Tune when the interrupt came is run again as a new attempt (run-1), the earlier one left untouched.
+    versions = list(out.glob("trials/*/run-*/version/refit.json"))
+    trials = {p.parents[2].name for p in versions}
+    assert len(trials) == 4
+    with (out / "results.csv").open() as f:
+        assert {row["trial"] for row in csv.DictReader(f)} == trials
 
 
 def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
