@@ -6,8 +6,42 @@ so a worktree or a machine with the data elsewhere needs one variable, not a fla
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("REFIT_DATASETS") or ROOT.parent / "shared" / "datasets")
+
+
+def read_rows(name: str, split: str) -> list[dict]:
+    """The rows of one split of a shared dataset (JSONL: text, label)."""
+    return [json.loads(line) for line in (DATASETS / name / f"{split}.jsonl").read_text().splitlines()]
+
+
+def sst2_version(cache: Path, *, rows: int, reference_size: int, max_length: int = 64) -> Path:
+    """A MiniLM version fine-tuned 1 epoch on the first `rows` sst2 training rows, made once under `cache`.
+
+    The drift, drift-power and estimate benchmarks all judge such a model; one recipe keeps them alike.
+    """
+    out = cache / "sst2-minilm"
+    if not (out / "version" / "refit.json").is_file():
+        from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+        from refit.train import run_finetune
+
+        sst2 = DATASETS / "sst2"
+        run_finetune(
+            "minilm",
+            data=DataConfig(
+                train=str(sst2 / "train.jsonl"),
+                validation=str(sst2 / "validation.jsonl"),
+                max_length=max_length,
+                max_train_samples=rows,
+                reference_size=reference_size,
+            ),
+            optim=OptimConfig(lr=5e-5),
+            trainer=TrainerConfig(max_epochs=1),
+            tracking=TrackingConfig(wandb=False),
+            output_dir=out,
+        )
+    return out / "version"

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-from _datasets import DATASETS  # noqa: E402
+from _datasets import read_rows, sst2_version  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = Path("/tmp/refit-bench-drift")
@@ -42,34 +42,8 @@ DOMAINS = [
 N = 200
 
 
-def _rows(name: str, split: str = "test") -> list[dict]:
-    return [json.loads(line) for line in (DATASETS / name / f"{split}.jsonl").read_text().splitlines()]
-
-
 def _version(path: Path | None) -> Path:
-    if path:
-        return path
-    out = CACHE / "sst2-minilm"
-    if not (out / "version" / "refit.json").is_file():
-        from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
-        from refit.train import run_finetune
-
-        sst2 = DATASETS / "sst2"
-        run_finetune(
-            "minilm",
-            data=DataConfig(
-                train=str(sst2 / "train.jsonl"),
-                validation=str(sst2 / "validation.jsonl"),
-                max_length=64,
-                max_train_samples=2000,
-                reference_size=512,
-            ),
-            optim=OptimConfig(lr=5e-5),
-            trainer=TrainerConfig(max_epochs=1),
-            tracking=TrackingConfig(wandb=False),
-            output_dir=out,
-        )
-    return out / "version"
+    return path or sst2_version(CACHE, rows=2000, reference_size=512, max_length=64)
 
 
 def _encoded(version: Path) -> dict[str, dict]:
@@ -82,7 +56,7 @@ def _encoded(version: Path) -> dict[str, dict]:
     encoder = VersionEncoder(version, max_length=64)
     out = {}
     for name in ["sst2", *DOMAINS]:
-        rows = _rows(name)
+        rows = read_rows(name, "test")
         rows = random.Random(0).sample(rows, min(len(rows), 1000)) if name != "sst2" else rows
         enc = encoder.encode([r["text"] for r in rows])
         out[name] = {

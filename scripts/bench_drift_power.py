@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout (REFIT_DATASETS overrides: a worktree sits one level deeper)
-from _datasets import DATASETS  # noqa: E402
+from _datasets import DATASETS, read_rows, sst2_version  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-drift-power"
@@ -53,39 +53,13 @@ COHERENT = f"replace 1% by {FEW_WORDS} words"
 MULTI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of the median-heuristic bandwidth
 
 
-def _rows(name: str, split: str) -> list[dict]:
-    return [json.loads(line) for line in (DATASETS / name / f"{split}.jsonl").read_text().splitlines()]
-
-
 def _version(path: Path | None) -> Path:
-    if path:
-        return path
-    out = CACHE / "sst2-minilm"
-    if not (out / "version" / "refit.json").is_file():
-        from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
-        from refit.train import run_finetune
-
-        sst2 = DATASETS / "sst2"
-        run_finetune(
-            "minilm",
-            data=DataConfig(
-                train=str(sst2 / "train.jsonl"),
-                validation=str(sst2 / "validation.jsonl"),
-                max_length=MAX_LENGTH,
-                max_train_samples=3000,
-                reference_size=512,
-            ),
-            optim=OptimConfig(lr=5e-5),
-            trainer=TrainerConfig(max_epochs=1),
-            tracking=TrackingConfig(wandb=False),
-            output_dir=out,
-        )
-    return out / "version"
+    return path or sst2_version(CACHE, rows=3000, reference_size=512, max_length=MAX_LENGTH)
 
 
 def _vocabulary(name: str) -> list[str]:
     """Distinct word types of a training set, sorted (so a seeded draw is reproducible)."""
-    return sorted({w for r in _rows(name, "train") for w in r["text"].split()})
+    return sorted({w for r in read_rows(name, "train") for w in r["text"].split()})
 
 
 def shift_words(text: str, kind: str, rate: float, vocab: list[str], seed: str) -> str:
@@ -116,14 +90,14 @@ def build_pools(reference_texts: list[str] | None = None) -> tuple[list[str], di
                 texts.append(t)
         return [where[t] for t in items]
 
-    validation = ids([r["text"] for r in _rows("sst2", "validation")])
-    test = _rows("sst2", "test")
+    validation = ids([r["text"] for r in read_rows("sst2", "validation")])
+    test = read_rows("sst2", "test")
     sst2 = [r["text"] for r in test]
     pools = {"sst2": ids(sst2), "labels": [r["label"] for r in test]}
     vocab = {"replace": _vocabulary("sst2"), "insert": _vocabulary("airline_tweets"), "delete": []}
     for kind, rate in WORD_SHIFTS:
         pools[f"{kind} {rate:.0%}"] = ids([shift_words(t, kind, rate, vocab[kind], "power") for t in sst2])
-    pools[DOMAIN] = ids([r["text"] for s in ("validation", "test") for r in _rows(DOMAIN, s)])
+    pools[DOMAIN] = ids([r["text"] for s in ("validation", "test") for r in read_rows(DOMAIN, s)])
     # A coherent replacement: the same few foreign words (a new topic leaking in), not random ones.
     few = random.Random(0).sample(vocab["insert"], FEW_WORDS)
     pools[COHERENT] = ids([shift_words(t, "replace", 0.01, few, "power") for t in sst2])
@@ -522,7 +496,7 @@ def main() -> None:
         from refit.drift.reference import sample_texts
 
         version = None
-        reference = sample_texts([r["text"] for r in _rows("sst2", "validation")], 512, 42)
+        reference = sample_texts([r["text"] for r in read_rows("sst2", "validation")], 512, 42)
     else:
         version = _version(args.version)
         reference = load_reference(version).texts

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-from _datasets import DATASETS  # noqa: E402
+from _datasets import DATASETS, sst2_version  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-estimate"  # ignored folder: fine-tuned version and logits
@@ -73,29 +73,7 @@ def _rows(names: list[str], splits: list[str]) -> list[dict]:
 
 
 def _version(path: Path | None) -> Path:
-    if path:
-        return path
-    out = CACHE / "sst2-minilm"
-    if not (out / "version" / "refit.json").is_file():
-        from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
-        from refit.train import run_finetune
-
-        sst2 = DATASETS / "sst2"
-        run_finetune(
-            "minilm",
-            data=DataConfig(
-                train=str(sst2 / "train.jsonl"),
-                validation=str(sst2 / "validation.jsonl"),
-                max_length=MAX_LENGTH,
-                max_train_samples=2000,
-                reference_size=256,
-            ),
-            optim=OptimConfig(lr=5e-5),
-            trainer=TrainerConfig(max_epochs=1),
-            tracking=TrackingConfig(wandb=False),
-            output_dir=out,
-        )
-    return out / "version"
+    return path or sst2_version(CACHE, rows=2000, reference_size=256, max_length=MAX_LENGTH)
 
 
 def _scores(version: Path, pool: int) -> dict[str, dict]:
