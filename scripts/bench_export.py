@@ -283,6 +283,11 @@ def main() -> None:
     ap.add_argument(
         "--reuse_exports", action="store_true", help="keep exports/ and benchmark.json as they are"
     )
+    ap.add_argument(
+        "--reuse_steps",
+        action="store_true",
+        help="rewrite the report from WORKDIR/steps.json without re-timing",
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-export")
     args = ap.parse_args()
     if not (args.data / "test.jsonl").is_file():
@@ -315,7 +320,10 @@ def main() -> None:
     exports = version / "exports"
     parity = json.loads((exports / "parity.json").read_text())
     table = json.loads((exports / "benchmark.json").read_text())
-    res = steps(version, args.data, args.workdir / "steps", args.iters, args.rounds)
+    if args.reuse_steps:
+        res = json.loads((args.workdir / "steps.json").read_text())
+    else:
+        res = steps(version, args.data, args.workdir / "steps", args.iters, args.rounds)
     (args.workdir / "steps.json").write_text(json.dumps(res, indent=2))
     meta = json.loads((version / "refit.json").read_text())
     fp32, int8 = parity["model.onnx"], parity["model.int8.onnx"]
