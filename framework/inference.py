@@ -99,7 +99,7 @@ ORT_OPT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"
 class OrtPredictor:
     """An ONNX Runtime session with the CPU settings measured best for refit's models
     (scripts/results/export.md): intra-op threads = physical cores, one inter-op thread (the graph is a
-    chain), all graph optimisations, idle threads spinning (3.23x eager against 2.20x without, at load 4-7).
+    chain), all graph optimisations, idle threads spinning (3.33x eager fp32 against 2.26x without).
     Pass spinning=False where other threads need the cores (refit serve does)."""
 
     def __init__(

@@ -96,9 +96,7 @@ def onnx_int8_target(model: torch.nn.Module, staging: Path, opts: ExportOptions)
         else 0,
     }
     if opts.quantize == "dynamic-int8":
-        info["options"] = {
-            k: list(v) if isinstance(v, tuple) else v for k, v in DYNAMIC_INT8_DEFAULTS.items()
-        }
+        info["options"] = dict(DYNAMIC_INT8_DEFAULTS)
     return [*fp32, Artefact("model.int8.onnx", [out], _ort(out, opts, "onnx-int8"), info)]
 
 
