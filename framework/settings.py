@@ -299,8 +299,8 @@ class PolicyConfig:
         min_estimated_accuracy: Retrain when the upper end of the 95% interval of the champion's accuracy
             estimated without labels on the new inputs (refit.estimate) falls below this: the model is hurt,
             not merely facing different inputs. Needs a champion with a calibrator (calibration.json).
-        estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc or doc (default doc: the
-            lowest error across domains in scripts/results/estimate.md; refit.estimate.PRIMARY).
+        estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc, doc or cbpe_ls (CBPE
+            corrected for label shift; needs a champion whose calibration.json has the confusion table).
         retrain_on_drift: Retrain when the drift tests fire (default). false: drift is still tested and
             reported, but a retrain needs evidence of harm (min_estimated_accuracy, min_accuracy, age,
             schedule): the harm-aware policy of scripts/results/maintenance-triggers.md.
@@ -314,7 +314,7 @@ class PolicyConfig:
     always_retrain: bool = False
     min_new_labels: NonNegativeInt = 20
     min_estimated_accuracy: ClosedUnitInterval | None = None
-    estimator: Literal["cbpe", "atc", "doc"] = "doc"
+    estimator: Literal["cbpe", "atc", "doc", "cbpe_ls"] = "doc"
     retrain_on_drift: bool = True
 
     def __post_init__(self) -> None:

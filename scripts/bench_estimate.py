@@ -5,7 +5,10 @@
 The model: MiniLM fine-tuned here for one epoch on 2000 rows of ../shared/datasets/sst2 (max length 64),
 cached under runs/bench-estimate/ with each domain's log-probabilities and embeddings (set REFIT_DATASETS
 when the data sets are not in ../shared); fine-tuning stores its calibrator (temperature fitted on sst2
-validation, refit.estimate). Besides the shipped estimators it evaluates candidate variants (class Variants).
+validation, refit.estimate; a calibrator from before format /2 gets its confusion table from the cached
+validation scores). Besides the shipped estimators (cbpe, atc, doc, cbpe_ls) it evaluates candidate variants
+(class Variants) and AutoEval-style meta-regressions (class Meta: leave-one-domain-out, and fitted on
+synthetic shifts of validation only).
 Each domain's pool is up to --pool labelled rows (test split, plus validation where the test split is small;
 sentiment140: only its hand-labelled test split; the three UCI sentence sets pooled into one domain). From a
 pool, --windows windows of 200 rows are drawn (without replacement within a window) and each estimator is
@@ -55,6 +58,7 @@ DOMAINS = {  # name -> (data sets, splits)
 }
 N = 200
 MAX_LENGTH = 64
+TRIGGER_ESTIMATORS = ("doc", "cbpe_ls")
 _UCI, _AIR, _BOOKS, _S140 = (
     "uci_sentences (amazon+imdb+yelp)",
     "airline_tweets",
@@ -104,6 +108,164 @@ def _scores(version: Path, pool: int) -> dict[str, dict]:
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
+
+
+def _lengths(version: Path, pool: int, vid: str) -> dict[str, np.ndarray]:
+    """Untruncated token count of every row of every pool (same rows and order as _scores), cached: a
+    window-level feature of the meta-regression variants (long reviews are truncated at MAX_LENGTH)."""
+    cache = CACHE / f"lengths-{vid}-{pool}.npz"
+    keys = ["validation", *DOMAINS]
+    if cache.is_file():
+        z = np.load(cache)
+        return {k: z[f"d{i}"] for i, k in enumerate(keys)}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(version / "model")
+    out = {}
+    for domain, (names, splits) in {"validation": (["sst2"], ["validation"]), **DOMAINS}.items():
+        rows = _rows(names, splits)
+        if domain != "validation":
+            rows = random.Random(0).sample(rows, min(len(rows), pool))
+        out[domain] = np.array([len(tokenizer(r["text"])["input_ids"]) for r in rows])
+    np.savez(cache, **{f"d{i}": out[k] for i, k in enumerate(keys)})
+    return out
+
+
+def _with_confusion(cal, validation: dict):
+    """A calibrator from before format /2 (no confusion table) completed from the cached validation scores:
+    the same rows it was fitted on, so this is what fine-tuning now stores."""
+    import dataclasses
+
+    from refit.estimate import fit_calibration
+
+    if cal.confusion is not None:
+        return cal
+    fitted = fit_calibration(validation["logits"].double().numpy(), validation["labels"].numpy())
+    return dataclasses.replace(cal, confusion=fitted.confusion, class_prior=fitted.class_prior)
+
+
+class Meta:
+    """AutoEval-style meta-regression (Deng & Zheng, CVPR 2021; Guillory et al.'s DoC regression): a ridge
+    regression from label-free window features to the window's accuracy, fitted on LABELLED windows.
+
+    It predicts the residual of a base estimator (doc or cbpe_ls), so strong regularisation falls back to the
+    base. Features (each window of n rows, relative to the version's validation split where it matters):
+    the shipped estimators' values and their differences, mean entropy, predicted-positive share and its
+    shift, BBSE's prior shift, mean log token length and share truncated at MAX_LENGTH, distance between
+    the window's and validation's mean (normalised) embedding, mean nearest-validation-neighbour cosine,
+    the sd of max-probability and its KS distance to validation's. Alpha is chosen by cross-validation over
+    groups of the training windows (leave one domain, or one synthetic shift family, out).
+
+    Two ways to get labelled windows:
+    - lodo: every other domain's windows plus random validation windows (what late production labels give
+      an estimator once it has seen other shifts); the held-out domain never reaches its fit.
+    - synth: no external labels at all, only synthetic shifts of the version's own validation split
+      (random, length-stratified and class-rebalanced subsamples): what a new version has.
+    """
+
+    names = ("meta_doc_lodo", "meta_ls_lodo", "meta_doc_synth", "meta_ls_synth")
+    alphas = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+    def __init__(self, validation: dict, lengths: np.ndarray, cal) -> None:
+        self.cal = cal
+        emb = validation["embeddings"].double().numpy()
+        self.emb_val = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        self.mean_val = self.emb_val.mean(0)
+        self.logp_val = validation["logits"].double().numpy()
+        self.labels_val = validation["labels"].numpy()
+        self.len_val = lengths
+        self.conf_val = np.sort(np.exp(self.logp_val).max(1))
+        self.pos_val = float(self.logp_val.argmax(1).mean())
+        self.loglen_val = float(np.log(lengths).mean())
+
+    def features(self, logp: np.ndarray, emb: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
+        from refit.estimate import ESTIMATORS, window_prior
+        from refit.estimate.calibration import neg_entropy
+
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        conf = np.exp(logp).max(1)
+        est = {m: float(ESTIMATORS[m](logp, self.cal).mean()) for m in ESTIMATORS}
+        pos = float(logp.argmax(1).mean())
+        grid = np.sort(np.r_[conf, self.conf_val])
+        cdf = lambda a: np.searchsorted(np.sort(a), grid, side="right") / len(a)  # noqa: E731
+        return {
+            "doc": est["doc"],
+            "cbpe_ls": est["cbpe_ls"],
+            "cbpe-doc": est["cbpe"] - est["doc"],
+            "atc-doc": est["atc"] - est["doc"],
+            "ls-doc": est["cbpe_ls"] - est["doc"],
+            "entropy": float(-neg_entropy(self.cal.calibrate(logp)).mean()),
+            "pos_shift": pos - self.pos_val,
+            "abs_pos_shift": abs(pos - self.pos_val),
+            "prior_shift": float(window_prior(logp, self.cal)[-1] - self.cal.class_prior[-1]),
+            "loglen_shift": float(np.log(lengths).mean()) - self.loglen_val,
+            "truncated": float((lengths > MAX_LENGTH).mean()),
+            "emb_dist": float(np.linalg.norm(emb.mean(0) - self.mean_val)),
+            "nn_cos": float((emb @ self.emb_val.T).max(1).mean()),
+            "conf_sd": float(conf.std()),
+            "conf_ks": float(np.abs(cdf(conf) - cdf(self.conf_val)).max()),
+        }
+
+    def synthetic_windows(self, seed: int, per: int = 10) -> tuple[list[dict], list[float], list[str]]:
+        """(features, accuracy, family) of validation subsamples of N rows under synthetic shifts."""
+        rng = np.random.default_rng(seed)
+        correct = (self.logp_val.argmax(1) == self.labels_val).astype(np.float64)
+        rows = np.arange(len(correct))
+        by_len = rows[np.argsort(self.len_val, kind="stable")]
+        thirds = np.array_split(by_len, 3)
+        pools = {"random": [rows]}
+        pools["length"] = thirds + [np.r_[thirds[0], thirds[1]], np.r_[thirds[1], thirds[2]]]
+        pos, neg = rows[self.labels_val == 1], rows[self.labels_val == 0]
+        feats, accs, fams = [], [], []
+        for family, subsets in pools.items():
+            for sub in subsets:
+                for _ in range(per):
+                    idx = rng.choice(sub, size=min(N, len(sub)), replace=False)
+                    feats.append(self._row_features(idx))
+                    accs.append(float(correct[idx].mean()))
+                    fams.append(family)
+        for share in (0.1, 0.25, 0.4, 0.6, 0.75, 0.9):
+            for _ in range(per):
+                k = int(round(share * N))
+                idx = np.r_[rng.choice(pos, k, replace=False), rng.choice(neg, N - k, replace=False)]
+                feats.append(self._row_features(idx))
+                accs.append(float(correct[idx].mean()))
+                fams.append(f"balance {share}")
+        return feats, accs, fams
+
+    def _row_features(self, idx: np.ndarray) -> dict[str, float]:
+        emb = self.emb_val[idx]
+        return self.features(self.logp_val[idx], emb, self.len_val[idx])
+
+    @classmethod
+    def fit_predict(
+        cls, train: list[dict], truth: list[float], groups: list[str], test: list[dict], base: str
+    ):
+        """Ridge on the residual truth - base, alpha by leave-one-group-out; predictions for `test`."""
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        cols = [c for c in train[0] if c not in ("doc", "cbpe_ls")] + ["doc"]
+        x = np.array([[f[c] for c in cols] for f in train])
+        y = np.array(truth) - np.array([f[base] for f in train])
+        g = np.array(groups)
+
+        def model(alpha: float):
+            return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+
+        def cv_error(alpha: float) -> float:
+            errs = []
+            for held in np.unique(g):
+                m = model(alpha).fit(x[g != held], y[g != held])
+                errs.append(np.abs(m.predict(x[g == held]) - y[g == held]).mean())
+            return float(np.mean(errs))
+
+        alpha = min(cls.alphas, key=cv_error)
+        m = model(alpha).fit(x, y)
+        xt = np.array([[f[c] for c in cols] for f in test])
+        pred = np.array([f[base] for f in test]) + m.predict(xt)
+        return np.clip(pred, 0.0, 1.0), alpha
 
 
 class Variants:
@@ -194,13 +356,22 @@ class Variants:
         return {k: min(1.0, max(0.0, v)) for k, v in out.items()}
 
 
-def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Variants) -> dict:
+def evaluate(
+    data: dict[str, dict],
+    cal,
+    windows: int,
+    seed: int,
+    variants: Variants,
+    meta: Meta,
+    lengths: dict[str, np.ndarray],
+) -> dict:
     from sklearn.metrics import f1_score
 
     from refit.estimate import ESTIMATORS, estimate_accuracy, estimate_f1
 
     rng = np.random.default_rng(seed)
     per_domain = {}
+    window_features: dict[str, list[tuple[dict, float]]] = {}  # domain -> (features, truth) per window
     for domain, d in data.items():
         logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
         f1_errors = []
@@ -209,6 +380,7 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Vari
         pool_acc = float(correct.mean())
         n = min(N, len(labels))
         errors = {m: [] for m in [*ESTIMATORS, *Variants.names, "no_change", "noise_floor"]}
+        window_features[domain] = []
         signed = {m: [] for m in [*ESTIMATORS, *Variants.names]}
         covered = {m: 0 for m in ESTIMATORS}
         for w in range(windows):
@@ -218,6 +390,9 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Vari
                 errors[m].append(abs(e.value - truth) * 100)
                 signed[m].append((e.value - truth) * 100)
                 covered[m] += e.low <= truth <= e.high
+            window_features[domain].append(
+                (meta.features(logits[idx], emb[idx], lengths[domain][idx]), truth)
+            )
             for m, v in variants(logits[idx], emb[idx]).items():
                 errors[m].append(abs(v - truth) * 100)
                 signed[m].append((v - truth) * 100)
@@ -238,53 +413,103 @@ def evaluate(data: dict[str, dict], cal, windows: int, seed: int, variants: Vari
             "whole_pool_estimate": {m: round(e.value, 4) for m, e in estimate_accuracy(logits, cal).items()},
         }
         print(domain, per_domain[domain]["mae"], flush=True)
+    _meta_errors(per_domain, window_features, meta, seed)
     return per_domain
+
+
+def _meta_errors(per_domain: dict, window_features: dict, meta: Meta, seed: int) -> None:
+    """The Meta variants' MAE and bias per domain: lodo fits on every OTHER domain's windows plus random
+    validation windows; synth on synthetic validation windows only (one fit serves every domain)."""
+    synth_x, synth_y, synth_g = meta.synthetic_windows(seed)
+    val_x = [f for f, g in zip(synth_x, synth_g) if g == "random"]
+    val_y = [y for y, g in zip(synth_y, synth_g) if g == "random"]
+    for domain, wins in window_features.items():
+        test, truth = [f for f, _ in wins], np.array([t for _, t in wins])
+        train_x, train_y, train_g = list(val_x), list(val_y), ["validation"] * len(val_x)
+        for other, ows in window_features.items():
+            if other != domain:  # the held-out domain's windows never reach its fit
+                train_x += [f for f, _ in ows]
+                train_y += [t for _, t in ows]
+                train_g += [other] * len(ows)
+        d = per_domain[domain]
+        d.setdefault("meta_alpha", {})
+        for base, tag in (("doc", "doc"), ("cbpe_ls", "ls")):
+            for kind, (x, y, g) in (
+                ("lodo", (train_x, train_y, train_g)),
+                ("synth", (synth_x, synth_y, synth_g)),
+            ):
+                pred, alpha = Meta.fit_predict(x, y, g, test, base)
+                name = f"meta_{tag}_{kind}"
+                d["mae"][name] = round(float(np.mean(np.abs(pred - truth))) * 100, 2)
+                d["bias"][name] = round(float(np.mean(pred - truth)) * 100, 2)
+                d["meta_alpha"][name] = alpha
+        print(domain, {m: d["mae"][m] for m in Meta.names}, flush=True)
+
+
+def other_window_seeds(data: dict[str, dict], cal, windows: int, seeds: tuple[int, ...]) -> dict:
+    """Mean-over-domains MAE of doc and cbpe_ls on fresh window draws (same model, same pools): how much of
+    their gap is the luck of one draw of windows."""
+    from refit.estimate import estimate_accuracy
+
+    out = {}
+    for seed in seeds:
+        rng, mae = np.random.default_rng(seed), {m: [] for m in TRIGGER_ESTIMATORS}
+        for d in data.values():
+            logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
+            errs = {m: [] for m in mae}
+            for w in range(windows):
+                idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
+                truth = float((logits[idx].argmax(1) == labels[idx]).mean())
+                est = estimate_accuracy(logits[idx], cal, methods=list(mae), bootstrap=2, seed=w)
+                for m in mae:
+                    errs[m].append(abs(est[m].value - truth) * 100)
+            for m in mae:
+                mae[m].append(float(np.mean(errs[m])))
+        out[str(seed)] = {m: round(float(np.mean(v)), 2) for m, v in mae.items()}
+    return out
 
 
 def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int, margin: float) -> dict:
     """Which windows each retrain trigger would fire on (no retraining: a trigger-rate comparison only).
 
     drift-only: BBSD (KS on the model's probabilities vs its stored reference, alpha 0.05), the one drift test
-    that needs no embeddings; harm-aware: the upper end of DoC's interval for the expected accuracy (what
-    policy.min_estimated_accuracy reads) below validation accuracy - margin.
+    that needs no embeddings; harm-aware: the upper end of an estimator's interval for the expected accuracy
+    (what policy.min_estimated_accuracy reads) below validation accuracy - margin, for doc and cbpe_ls.
     A window is truly harmed when its realised accuracy is below that floor.
     """
     from refit.drift import DETECTORS
     from refit.drift.reference import load_reference
-    from refit.estimate import PRIMARY, estimate_accuracy
+    from refit.estimate import estimate_accuracy
 
     reference = load_reference(version)
     bbsd = DETECTORS["bbsd"]
     floor = cal.accuracy - margin
     rng = np.random.default_rng(seed + 1)
-    counts = {
-        "windows": 0,
-        "harmed": 0,
-        "drift_only": 0,
-        "harm_aware": 0,
-        "drift_only_missed": 0,
-        "harm_aware_missed": 0,
-        "drift_only_needless": 0,
-        "harm_aware_needless": 0,
-        "point": 0,
-        "point_missed": 0,
-        "point_needless": 0,
-    }
+    rules = ["drift_only", *(f"{k}_{m}" for m in TRIGGER_ESTIMATORS for k in ("harm_aware", "point"))]
+    counts = {"windows": 0, "harmed": 0}
+    for r in rules:
+        counts.update({r: 0, f"{r}_missed": 0, f"{r}_needless": 0})
     for d in data.values():
         logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
         for w in range(windows):
             idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
             harmed = float((logits[idx].argmax(1) == labels[idx]).mean()) < floor
             probs = torch.from_numpy(logits[idx]).float().softmax(-1)
-            drift = bbsd.test(reference.state("bbsd"), reference.probs, probs, alpha=0.05, seed=w).drift
-            est = estimate_accuracy(logits[idx], cal, methods=[PRIMARY], seed=w)[PRIMARY]
-            hurt = est.ci_high < floor  # as refit.maintain.policy
+            fired = {
+                "drift_only": bbsd.test(
+                    reference.state("bbsd"), reference.probs, probs, alpha=0.05, seed=w
+                ).drift
+            }
+            est = estimate_accuracy(logits[idx], cal, methods=list(TRIGGER_ESTIMATORS), seed=w)
+            for m in TRIGGER_ESTIMATORS:
+                fired[f"harm_aware_{m}"] = est[m].ci_high < floor  # as refit.maintain.policy
+                fired[f"point_{m}"] = est[m].value < floor
             counts["windows"] += 1
             counts["harmed"] += harmed
-            for name, fired in (("drift_only", drift), ("harm_aware", hurt), ("point", est.value < floor)):
-                counts[name] += fired
-                counts[f"{name}_missed"] += harmed and not fired
-                counts[f"{name}_needless"] += fired and not harmed
+            for name, f in fired.items():
+                counts[name] += bool(f)
+                counts[f"{name}_missed"] += harmed and not f
+                counts[f"{name}_needless"] += bool(f) and not harmed
     return {"floor": round(floor, 4), "margin_points": margin * 100, **counts}
 
 
@@ -302,6 +527,7 @@ def main() -> None:
     from refit.estimate import ESTIMATORS, load_calibration
 
     started = time.perf_counter()
+    load_before = os.getloadavg()
     version = _version(args.version)
     cal = load_calibration(version)
     if cal is None:
@@ -310,10 +536,14 @@ def main() -> None:
         )
     scores = _scores(version, args.pool)
     validation = scores.pop("validation")
+    cal = _with_confusion(cal, validation)
+    lengths = _lengths(version, args.pool, json.loads((version / "refit.json").read_text())["version_id"])
     data = scores
-    per_domain = evaluate(data, cal, args.windows, args.seed, Variants(validation, cal))
+    meta = Meta(validation, lengths["validation"], cal)
+    per_domain = evaluate(data, cal, args.windows, args.seed, Variants(validation, cal), meta, lengths)
     trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
-    methods = [*ESTIMATORS, *Variants.names, "no_change", "noise_floor"]
+    seeds = other_window_seeds(data, cal, args.windows, (args.seed + 11, args.seed + 12, args.seed + 13))
+    methods = [*ESTIMATORS, *Variants.names, *Meta.names, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
     overall_shifted = {
@@ -322,7 +552,7 @@ def main() -> None:
     # the harm case: domains where the model is worse than on validation (what a retrain trigger must see)
     harmed = [k for k, d in per_domain.items() if d["pool_accuracy"] < cal.accuracy]
     overall_harmed = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in harmed])), 2) for m in methods}
-    best = min([*ESTIMATORS, *Variants.names], key=lambda m: overall[m])
+    best = min([*ESTIMATORS, *Variants.names, *Meta.names], key=lambda m: overall[m])
     best_shipped = min(ESTIMATORS, key=lambda m: overall[m])
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
@@ -339,10 +569,13 @@ def main() -> None:
         "harmed_domains": harmed,
         "mae_mean_over_harmed_domains": overall_harmed,
         "triggers": trig,
+        "other_window_seeds": seeds,
         "best": best,
         "best_shipped": best_shipped,
         "cbpe_f1_mae_mean": round(float(np.mean([d["cbpe_f1_mae"] for d in per_domain.values()])), 2),
         "seconds": round(time.perf_counter() - started),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -356,12 +589,12 @@ def write_report(result: dict) -> None:
     from refit.estimate import ESTIMATORS
 
     cal = SimpleNamespace(**result["calibration"])
-    args = SimpleNamespace(windows=result["windows_per_domain"])
     per_domain, trig = result["per_domain"], result["triggers"]
     overall, overall_shifted = result["mae_mean_over_domains"], result["mae_mean_over_shifted_domains"]
     harmed, overall_harmed = result["harmed_domains"], result["mae_mean_over_harmed_domains"]
-    best = result["best"]
-    methods = [*ESTIMATORS, *Variants.names, "no_change", "noise_floor"]
+    best, windows = result["best"], result["windows_per_domain"]
+    methods = [*ESTIMATORS, *Variants.names, *Meta.names, "no_change", "noise_floor"]
+    pd = {k: d["mae"] for k, d in per_domain.items()}
     head = [
         "domain",
         "pool acc",
@@ -370,15 +603,22 @@ def write_report(result: dict) -> None:
         "pool macro-F1",
         "cbpe_f1 MAE",
     ]
+    load = ", ".join(
+        f"{w} {tuple(round(x, 1) for x in result[f'load_{w}'])}"
+        for w in ("before", "after")
+        if f"load_{w}" in result
+    )
     lines = [
         f"# Label-free accuracy estimation ({result['machine']})",
         "",
         f"MiniLM fine-tuned 1 epoch on 2000 sst2 rows; temperature {cal.temperature:.3f} fitted on sst2 "
         f"validation (n {cal.n}, accuracy {cal.accuracy:.3f}; ECE {cal.ece_before:.3f} -> "
-        f"{cal.ece_after:.3f} out-of-fold). {args.windows} windows of {N} per domain (fewer rows: one window "
+        f"{cal.ece_after:.3f} out-of-fold). {windows} windows of {N} per domain (fewer rows: one window "
         f"of the pool); MAE in accuracy points vs the window's true accuracy; cover = share of windows whose "
         "true accuracy is inside the 95% bootstrap interval. `no_change` = validation accuracy as the "
-        "estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a window).",
+        "estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a window). "
+        f"Evaluation took {result['seconds']} s from cached scores (load average 1/5/15 min: {load}; an "
+        "untimed accuracy run, one thread).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -391,95 +631,130 @@ def write_report(result: dict) -> None:
             + " | ".join(f"{d['coverage'][m]:.2f}" for m in ESTIMATORS)
             + f" | {d['pool_macro_f1']:.3f} | {d['cbpe_f1_mae']:.2f} |"
         )
-    lines.append(
-        "| **mean over domains** | | "
-        + " | ".join(f"**{overall[m]:.2f}**" for m in methods)
-        + " |"
-        + " |" * (len(ESTIMATORS) + 2)
-    )
-    lines.append(
-        "| mean over shifted domains | | "
-        + " | ".join(f"{overall_shifted[m]:.2f}" for m in methods)
-        + " |"
-        + " |" * (len(ESTIMATORS) + 2)
-    )
-    lines.append(
-        f"| mean over the {len(harmed)} domains where accuracy < validation's | | "
-        + " | ".join(f"{overall_harmed[m]:.2f}" for m in methods)
-        + " |"
-        + " |" * (len(ESTIMATORS) + 2)
-    )
+    for label, figures, bold in (
+        ("**mean over domains**", overall, True),
+        ("mean over shifted domains", overall_shifted, False),
+        (f"mean over the {len(harmed)} domains where accuracy < validation's", overall_harmed, False),
+    ):
+        cells = [f"**{figures[m]:.2f}**" if bold else f"{figures[m]:.2f}" for m in methods]
+        lines.append(f"| {label} | | " + " | ".join(cells) + " |" + " |" * (len(ESTIMATORS) + 2))
+    ls_bias = {k: d["bias"]["cbpe_ls"] for k, d in per_domain.items()}
+    lodo_alpha = {k: d["meta_alpha"]["meta_ls_lodo"] for k, d in per_domain.items()}
     lines += [
         "",
-        f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over domains "
-        f"(goal <= 3: NOT met); {overall_harmed[best]:.2f} over the domains where the model is hurt "
-        f"(accuracy below validation's: {', '.join(harmed)}). Took {result['seconds']} s "
-        "(fine-tuning and scoring are cached under runs/bench-estimate/ by a first run: about 20 min for "
-        "fine-tuning and 15 min for scoring on this machine shared with 5 other jobs, load 10-20, 2026-12-01).",
+        f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over the {len(per_domain)} "
+        f"domains (goal <= 3: NOT met; doc {overall['doc']:.2f}, noise floor {overall['noise_floor']:.2f}); "
+        f"{overall_harmed[best]:.2f} over the domains where the model is hurt (accuracy below validation's: "
+        f"{', '.join(harmed)}; doc {overall_harmed['doc']:.2f} there).",
         "",
-        "Candidate variants (class Variants in the script; point estimates, not shipped): `iw` importance-"
-        "weighted validation accuracy (logistic domain classifier on a 32-d PCA of the version's mean-pooled "
-        "embeddings, C 0.05, weights clipped at 20x the mean), `iw_doc` DoC on the re-weighted validation "
-        "rows, `iw_cbpe` CBPE with the temperature refitted on the re-weighted rows, `atc_mc` ATC on "
-        "max-probability (identical to `atc` here: with 2 classes max-probability and entropy order rows "
-        "the same way), `cbpe_doc` the mean of the two. `cbpe_f1` is CBPE's expected macro-F1 "
-        "(refit.estimate.estimate_f1) against the window's realised macro-F1.",
+        "`cbpe_ls` (shipped in refit.estimate, not the default): CBPE corrected for label shift. The window's "
+        "class prior is estimated by BBSE (validation's confusion table [predicted][true], stored in "
+        "calibration.json, solved against the window's share of each predicted class; Lipton et al. 2018), "
+        "the calibrated probabilities are re-weighted by the prior ratio (Saerens et al. 2002) and averaged "
+        "at the predicted class. No parameter is fitted on any domain: validation only, like doc. It fixes "
+        f"airline_tweets ({pd[_AIR]['doc']:.1f} -> {pd[_AIR]['cbpe_ls']:.1f} points: 80% negative tweets, "
+        f"89% predicted negative, so each prediction is likelier right than its calibrated probability) and "
+        f"helps sentiment140 ({pd[_S140]['doc']:.1f} -> {pd[_S140]['cbpe_ls']:.1f}) and uci_sentences "
+        f"({pd[_UCI]['doc']:.1f} -> {pd[_UCI]['cbpe_ls']:.1f}, still the worst domain). It costs where the "
+        "model's lean is a bias the domain gives it rather than a prior (balanced Amazon reviews predicted "
+        f"mostly negative): amazon_electronics {pd['amazon_electronics']['doc']:.1f} -> "
+        f"{pd['amazon_electronics']['cbpe_ls']:.1f} (bias {ls_bias['amazon_electronics']:+.1f}: it over-"
+        "states accuracy there, the unsafe direction for a retrain trigger). It was found in this pass after "
+        "the domains were known, among a handful of label-shift variants (EM instead of BBSE, a damped "
+        "prior, soft confusion: 3.7-4.2 points on the same windows, exploratory, not in this script); plain BBSE was kept because it has no "
+        "tuned parameter. One fine-tuned model; on three fresh draws of windows (seeds "
+        + ", ".join(result.get("other_window_seeds", {}))
+        + ") the means are doc "
+        + " / ".join(f"{v['doc']:.2f}" for v in result.get("other_window_seeds", {}).values())
+        + ", cbpe_ls "
+        + " / ".join(f"{v['cbpe_ls']:.2f}" for v in result.get("other_window_seeds", {}).values())
+        + ".",
         "",
-        "What the variants show:",
-        "- Importance weighting fixes part of the failure on the short, easy inputs: uci_sentences "
-        f"{per_domain[_UCI]['mae']['doc']:.1f} -> {per_domain[_UCI]['mae']['iw']:.1f} points (iw), "
-        f"airline_tweets {per_domain[_AIR]['mae']['doc']:.1f} -> {per_domain[_AIR]['mae']['iw']:.1f}: the "
-        "validation sentences that look like the window are the ones the model gets right more often. It "
-        "breaks where the window has almost no look-alike among the validation rows (long Amazon reviews, "
-        f"tweets: amazon_books {per_domain[_BOOKS]['mae']['doc']:.1f} -> "
-        f"{per_domain[_BOOKS]['mae']['iw']:.1f}, sentiment140 {per_domain[_S140]['mae']['doc']:.1f} -> "
-        f"{per_domain[_S140]['mae']['iw']:.1f}): presumably a few validation rows then carry most of the "
-        f"weight (not measured here), so the estimate is their noisy accuracy. Averaged over domains no variant beats DoC "
-        f"({', '.join(f'{m} {overall[m]:.2f}' for m in Variants.names)}).",
-        "- So the gap to <= 3 points is not closed by re-weighting a 872-row validation set; it would need "
-        "labelled examples closer to the production domains (or a few labels per window), not a cleverer "
-        "use of the same confidences. This is one fine-tuned model (1 epoch, 2000 rows), 25 windows per "
-        "domain, one seed.",
-        f"- CBPE's expected macro-F1 errs like its accuracy where classes are balanced and more where the "
-        f"prediction balance moves (mean {result['cbpe_f1_mae_mean']:.2f} points over domains; airline tweets, "
-        "mostly negative, are the worst case).",
+        "Meta-regression (`meta_*`, class Meta in the script; AutoEval, Deng & Zheng 2021; not shipped): a "
+        "ridge regression of the window's accuracy minus a base estimator (doc or cbpe_ls) on 15 label-free "
+        "window features (the estimators and their differences, entropy, predicted-class share and BBSE "
+        "prior shift, mean log token length, share truncated at 64 tokens, embedding distance and nearest-"
+        "neighbour cosine to validation, confidence spread and KS distance), alpha in {0.1 ... 1000} by "
+        "leave-one-group-out inside the training windows. `*_lodo`: fitted on the 10 OTHER domains' windows "
+        "plus 25 random validation windows (the held-out domain never reaches its fit); `*_synth`: fitted on "
+        "synthetic shifts of the version's own validation split only (random, length-stratified and "
+        "class-rebalanced subsamples of 200; word dropout was not tried: it needs new inference), what a new "
+        "version has. Neither beats its base on the mean: "
+        f"meta_doc_lodo {overall['meta_doc_lodo']:.2f} and meta_ls_lodo {overall['meta_ls_lodo']:.2f} "
+        f"(vs {overall['doc']:.2f} / {overall['cbpe_ls']:.2f}), meta_doc_synth {overall['meta_doc_synth']:.2f}, "
+        f"meta_ls_synth {overall['meta_ls_synth']:.2f}. The two domains that dominate the error are each "
+        "unlike every other: with one held out, no other domain shows the pattern (short, easy, less "
+        "confident inputs; a model lean that is right), so a fit on the others learns nothing that transfers "
+        f"and sometimes the opposite (airline_tweets: meta_ls_lodo {pd[_AIR]['meta_ls_lodo']:.1f}, with "
+        f"alpha {lodo_alpha[_AIR]:g} chosen there by the inner folds). In-domain and near-domain windows "
+        f"improve (sst2 {pd['sst2 (in-domain)']['doc']:.1f} -> {pd['sst2 (in-domain)']['meta_doc_lodo']:.1f}), "
+        "held-out shifts do not. The synthetic fit learns validation's own length/accuracy relation, which "
+        f"misleads on long reviews (amazon_dvd meta_doc_synth {pd['amazon_dvd']['meta_doc_synth']:.1f}). "
+        "So no meta estimator is shipped: with 10 labelled domains it does not generalise to an 11th; with "
+        "labelled windows from the SAME production stream (what `refit maintain` records as realised "
+        "accuracy) it might, but that is not what this benchmark can show honestly.",
+        "",
+        "Older variants (class Variants; point estimates, not shipped): `iw` importance-weighted validation "
+        "accuracy (logistic domain classifier on a 32-d PCA of the version's mean-pooled embeddings, C 0.05, "
+        "weights clipped at 20x the mean), `iw_doc` DoC on the re-weighted validation rows, `iw_cbpe` CBPE "
+        "with the temperature refitted on the re-weighted rows, `atc_mc` ATC on max-probability (identical "
+        "to `atc` with 2 classes), `cbpe_doc` the mean of the two. Importance weighting fixes part of "
+        f"uci_sentences ({pd[_UCI]['doc']:.1f} -> {pd[_UCI]['iw']:.1f}, iw) but breaks where validation has "
+        f"no look-alikes (amazon_books {pd[_BOOKS]['doc']:.1f} -> {pd[_BOOKS]['iw']:.1f}, sentiment140 "
+        f"{pd[_S140]['doc']:.1f} -> {pd[_S140]['iw']:.1f}). `cbpe_f1` is CBPE's expected macro-F1 "
+        f"(refit.estimate.estimate_f1) against the window's realised macro-F1: mean {result['cbpe_f1_mae_mean']:.2f} "
+        "points, worst where the prediction balance moves (airline tweets).",
     ]
+    rows = [("drift-only (BBSD, alpha 0.05)", "drift_only")]
+    for m in TRIGGER_ESTIMATORS:
+        rows += [
+            (f"harm-aware ({m} expected-accuracy upper bound < floor)", f"harm_aware_{m}"),
+            (f"point estimate ({m} estimate < floor; not a shipped policy)", f"point_{m}"),
+        ]
     lines += [
         "",
-        f"Retrain triggers over the same {trig['windows']} windows (trigger rates only; the run with real retraining "
-        f"and served accuracy is scripts/results/maintenance-triggers.md): floor = validation accuracy - 5 points = {trig['floor']:.3f}; {trig['harmed']} windows "
-        "are truly below it.",
+        f"Retrain triggers over the same {trig['windows']} windows (trigger rates only; the run with real "
+        "retraining and served accuracy is scripts/results/maintenance-triggers.md): floor = validation "
+        f"accuracy - 5 points = {trig['floor']:.3f}; {trig['harmed']} windows are truly below it.",
         "",
         "| trigger | fires | misses a harmed window | fires on an unharmed window |",
         "|---|---|---|---|",
-        f"| drift-only (BBSD, alpha 0.05) | {trig['drift_only']} | {trig['drift_only_missed']} | "
-        f"{trig['drift_only_needless']} |",
-        f"| harm-aware (doc expected-accuracy upper bound < floor) | {trig['harm_aware']} | {trig['harm_aware_missed']} | "
-        f"{trig['harm_aware_needless']} |",
-        f"| point estimate (doc estimate < floor; not a shipped policy) | {trig['point']} | "
-        f"{trig['point_missed']} | {trig['point_needless']} |",
+        *(f"| {label} | {trig[k]} | {trig[f'{k}_missed']} | {trig[f'{k}_needless']} |" for label, k in rows),
         "",
-        "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap; "
-        "the realised-accuracy interval, wider by the binomial noise of a window, would need the estimate "
-        "about 6 points under the floor at n = 200 and fired on 1 window of these, missing 98). Against "
-        "drift-only it fires far less often and rarely needlessly, but it misses more truly harmed windows: "
-        "at n = 200 it trades recall for precision. 'Truly harmed' is the window's realised accuracy, "
-        "itself a noisy (about 2-3 points) measure of the domain's.",
-    ]
-    lines += [
+        "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap). "
+        "With doc (the default, refit.estimate.PRIMARY) it fires far less often than drift-only and rarely "
+        "needlessly, but misses more truly harmed windows: at n = 200 it trades recall for precision. With "
+        "cbpe_ls it almost never fires: 86 of the 99 harmed windows are amazon_electronics, imdb_reviews, "
+        "amazon_kitchen and cr_customer_reviews (25, 24, 23, 14; measured with the same windows), where "
+        "cbpe_ls over-states accuracy (mean bias "
+        + ", ".join(
+            f"{ls_bias[k]:+.1f}"
+            for k in ("amazon_electronics", "imdb_reviews", "amazon_kitchen", "cr_customer_reviews")
+        )
+        + " points), and its interval for the expected accuracy is wider (mean width 5.3 points vs doc's 1.8 "
+        "over the 275 windows: the prior is re-estimated in every bootstrap replicate). So cbpe_ls is the better point estimate and the worse alarm; "
+        "policy.estimator stays doc by default and cbpe_ls is there to choose where label shift is the "
+        "expected change. 'Truly harmed' is the window's realised accuracy, itself a noisy (about 2-3 "
+        "points) measure of the domain's.",
         "",
         "Reading the table:",
-        "- The goal (<= 3 points for the best estimator) is missed on the average over all domains and met "
-        "(by doc) on the domains where the model is worse than on validation (the case a retrain trigger exists "
-        "for; that subset is chosen with the labels, so it is a reading aid, not a held-out result).",
-        "- All three under-estimate on domains the model finds easier but less familiar (short tweets and "
-        "sentences: airline_tweets, uci_sentences): its confidence falls there while its accuracy rises, "
-        "and no confidence-based estimator can tell the two apart. On these two the error is on the safe "
-        "side for a retrain trigger (it over-states harm rather than hiding it), and it is why "
-        "min_estimated_accuracy acts on the interval's upper end only.",
-        "- ATC is badly off when the whole confidence distribution moves (long Amazon reviews truncated to 64 "
-        "tokens: few inputs clear a threshold set on short SST sentences); CBPE and DoC, which average the "
-        "confidences, degrade gracefully.",
+        "- The goal (<= 3 points for the best estimator, mean over all 11 domains) is NOT met: best "
+        f"{overall[best]:.2f} ({best}). It is met by doc ({overall_harmed['doc']:.2f}) on the domains where "
+        "the model is worse than on validation (a subset chosen with the labels: a reading aid, not a "
+        "held-out result).",
+        "- What is left is uci_sentences (short, easy sentences: the model's confidence falls while its "
+        "accuracy rises) and the label-shift/lean ambiguity (airline_tweets vs amazon_electronics look "
+        "alike to a confidence-based estimator: both predicted mostly negative; only labels tell a right "
+        "lean from a wrong one). Neither re-weighting validation nor regressing on other domains closes it. "
+        "Even an oracle that picks the better of doc and cbpe_ls for each domain with the labels averages "
+        f"{np.mean([min(m['doc'], m['cbpe_ls']) for m in pd.values()]):.2f}: uci_sentences alone keeps the "
+        "mean above 3. (Exploratory, not in this script: a label-shift fit check, the KS distance between "
+        "the window's calibrated scores and validation's class-conditional mixture at the BBSE prior, is "
+        "0.43/0.41 on amazon_electronics/kitchen and 0.20 on airline_tweets, but about 0.04 on validation "
+        "windows, so a test at any usual level rejects label shift on every shifted domain; a gate placed "
+        "between would be tuned on these domains.)",
+        "- ATC is badly off when the whole confidence distribution moves (long reviews truncated to 64 "
+        "tokens); CBPE and DoC, which average the confidences, degrade gracefully.",
         "- `cover` counts windows whose realised accuracy lies in the 95% interval; in-domain it is near "
         "0.95, under shift it falls with the estimator's bias, which the interval does not include.",
         "- The model is deliberately briefly trained (CPU shared): validation accuracy "

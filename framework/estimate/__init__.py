@@ -1,5 +1,5 @@
 """Label-free performance estimation: a version's calibrator (temperature scaling fitted on validation,
-stored as calibration.json in the version) and the CBPE, ATC and DoC accuracy estimators with bootstrap
+stored as calibration.json in the version) and the CBPE, ATC, DoC and label-shift-corrected CBPE accuracy estimators with bootstrap
 intervals, and CBPE's expected macro-F1. Low level (numpy only): training writes the calibrator, drift and maintenance read it."""
 
 from refit.estimate.calibration import (
@@ -18,6 +18,8 @@ from refit.estimate.estimators import (
     estimate_accuracy,
     estimate_f1,
     log_probs_of,
+    usable,
+    window_prior,
 )
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "fit_temperature",
     "load_calibration",
     "log_probs_of",
+    "usable",
+    "window_prior",
 ]

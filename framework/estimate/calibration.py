@@ -37,14 +37,16 @@ __all__ = [
 
 CALIBRATION_JSON = "calibration.json"
 ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in refit.evaluate, so the figures compare
-_FORMAT = "refit-calibration/1"
+_FORMAT = "refit-calibration/2"  # /2 added class_prior and confusion (cbpe_ls); /1 files still load
+_FORMATS = ("refit-calibration/1", _FORMAT)
 
 
 def log_probs(scores: np.ndarray) -> np.ndarray:
-    """Log-softmax of logits; also accepts probabilities' logs (softmax is shift-invariant per row)."""
+    """Log-softmax of logits [..., classes]; also accepts probabilities' logs (softmax is shift-invariant
+    per row). Leading axes are free, so the estimators can score a stack of bootstrap replicates at once."""
     z = np.asarray(scores, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -95,7 +97,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 def neg_entropy(probs: np.ndarray) -> np.ndarray:
     """Negative entropy per row (ATC's score: Garg et al. 2022 found it better than max-probability)."""
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    return (p * np.log(p)).sum(axis=1)
+    return (p * np.log(p)).sum(axis=-1)
 
 
 @dataclass
@@ -111,6 +113,9 @@ class Calibration:
     ece_after: float  # out-of-fold: 2-fold cross-fitted, so it is not flattered by fitting on the same rows
     source: str = "validation"
     note: str = ""
+    # what label-shift estimation (estimators.cbpe_ls) needs; None in files made before it existed
+    class_prior: list[float] | None = None  # share of each class among the validation labels
+    confusion: list[list[float]] | None = None  # [predicted][true] joint shares on validation (sum 1)
 
     def calibrate(self, logits_or_log_probs: np.ndarray) -> np.ndarray:
         return apply_temperature(logits_or_log_probs, self.temperature)
@@ -159,7 +164,11 @@ def fit_calibration(
     oof = np.empty_like(cal)
     for fit_on, score_on in (halves, halves[::-1]):
         oof[score_on] = apply_temperature(logits[score_on], fit_temperature(logits[fit_on], labels[fit_on]))
-    accuracy = float((raw.argmax(1) == labels).mean())
+    predicted = raw.argmax(1)
+    accuracy = float((predicted == labels).mean())
+    classes = logits.shape[1]
+    confusion = np.zeros((classes, classes))
+    np.add.at(confusion, (predicted, labels), 1.0 / len(labels))
     return Calibration(
         temperature=t,
         n=len(labels),
@@ -169,7 +178,21 @@ def fit_calibration(
         ece_before=expected_calibration_error(raw, labels),
         ece_after=expected_calibration_error(oof, labels),
         source=source,
+        class_prior=[float(x) for x in confusion.sum(0)],
+        confusion=[[float(x) for x in row] for row in confusion],
     )
+
+
+def _check_label_shift_fields(cal: Calibration) -> None:
+    """confusion must be a square table of shares summing to 1 and class_prior its column sums."""
+    confusion = np.asarray(cal.confusion, dtype=np.float64)
+    prior = np.asarray(cal.class_prior, dtype=np.float64)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or prior.shape != confusion.shape[:1]:
+        raise ValueError("confusion must be [classes][classes] and class_prior [classes]")
+    if not (np.isfinite(confusion).all() and (confusion >= 0).all() and abs(confusion.sum() - 1) < 1e-6):
+        raise ValueError("confusion must hold non-negative shares that sum to 1")
+    if not np.allclose(confusion.sum(0), prior, atol=1e-6):
+        raise ValueError("class_prior must equal the column sums of confusion")
 
 
 def load_calibration(version_dir: str | Path) -> Calibration | None:
@@ -181,11 +204,13 @@ def load_calibration(version_dir: str | Path) -> Calibration | None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.pop("format", None) != _FORMAT:
-            raise ValueError(f"format is not {_FORMAT}")
+        if raw.pop("format", None) not in _FORMATS:
+            raise ValueError(f"format is not one of {', '.join(_FORMATS)}")
         cal = Calibration(**raw)
         if not (cal.temperature > 0 and math.isfinite(cal.temperature)):
             raise ValueError(f"temperature {cal.temperature} is not a positive number")
+        if cal.confusion is not None or cal.class_prior is not None:
+            _check_label_shift_fields(cal)
     except (ValueError, TypeError) as exc:
         raise VersionError(f"{path} is not a valid calibration file ({exc}).") from None
     return cal

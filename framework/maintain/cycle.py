@@ -32,7 +32,7 @@ from refit.drift.embed import VersionEncoder
 from refit.drift.reference import load_reference
 from refit.drift.windows import Window
 from refit.errors import ConfigError, DataError, RefitError, RunInterrupted
-from refit.estimate import load_calibration
+from refit.estimate import load_calibration, usable
 from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
@@ -279,6 +279,12 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
         c.report.notes.append(
             f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
             "calibration.json (made before refit.estimate): accuracy not estimated"
+        )
+    elif calibration is not None and policy.estimator not in usable(calibration):
+        c.report.notes.append(
+            f"policy.estimator is {policy.estimator} but champion {c.champion.id}'s calibration.json has no "
+            "confusion table (made before cbpe_ls): min_estimated_accuracy cannot act this cycle (the other "
+            "estimators are still recorded)"
         )
     window = run_window(
         Window("new data", sample),

@@ -372,7 +372,7 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     printed = capsys.readouterr().out
     report = json.loads((out / "drift.json").read_text())
     for w in report["windows"]:
-        assert set(w["estimate"]) == {"cbpe", "atc", "doc"}
+        assert set(w["estimate"]) == {"cbpe", "atc", "doc", "cbpe_ls"}
         for e in w["estimate"].values():
             assert 0 <= e["low"] <= e["value"] <= e["high"] <= 1 and e["n"] == w["size"]
     test = {w["name"]: w for w in report["windows"]}["test"]

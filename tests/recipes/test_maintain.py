@@ -595,8 +595,11 @@ def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs
     details = run["details"]
     assert run["status"] == "no_action" and details["drift"]["drift"] is False
     est = details["estimate"]
-    assert set(est) == {"cbpe", "atc", "doc", "realised"}
-    assert all(0 <= est[m]["low"] <= est[m]["value"] <= est[m]["high"] <= 1 for m in ("cbpe", "atc", "doc"))
+    assert set(est) == {"cbpe", "atc", "doc", "cbpe_ls", "realised"}
+    assert all(
+        0 <= est[m]["low"] <= est[m]["value"] <= est[m]["high"] <= 1
+        for m in ("cbpe", "atc", "doc", "cbpe_ls")
+    )
     realised = est["realised"]
     assert realised["method"] == "atc" and realised["n"] == 200  # every inbox row is labelled
     assert realised["error_points"] == pytest.approx(

@@ -99,7 +99,7 @@ def test_bootstrap_is_seeded_and_unknown_methods_refused():
     logits, labels = _draw(300, seed=9)
     cal = fit_calibration(logits, labels)
     assert estimate_accuracy(logits, cal, seed=3) == estimate_accuracy(logits, cal, seed=3)
-    with pytest.raises(ValueError, match="allowed: cbpe, atc, doc"):
+    with pytest.raises(ValueError, match="allowed: cbpe, atc, doc, cbpe_ls"):
         estimate_accuracy(logits, cal, methods=["nannyml"])
 
 
@@ -154,3 +154,70 @@ def test_cbpe_expected_f1_tracks_the_realised_macro_f1_of_calibrated_windows():
     assert flat.value == pytest.approx(1 / 3, abs=0.01)  # class 0 always predicted: F1_0 = 2/3, F1_1 = 0
     with pytest.raises(ValueError, match="estimate_f1 needs logits"):
         estimate_f1(np.zeros(3), cal)
+
+
+def _label_shift(n: int, share_positive: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pure label shift: y drawn with the given prior, x | y fixed (class 0 tight around -1, class 1 wide
+    around +1, so the two classes' recalls differ and accuracy moves with the prior); logits are the exact
+    log-likelihoods, i.e. calibrated posteriors for a balanced prior."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < share_positive).astype(np.int64)
+    sd = np.where(y == 1, 1.5, 0.5)
+    x = rng.normal(np.where(y == 1, 1.0, -1.0), sd)
+    logits = np.stack(
+        [-((x + 1) ** 2) / (2 * 0.25) - np.log(0.5), -((x - 1) ** 2) / (2 * 2.25) - np.log(1.5)], 1
+    )
+    return logits, y
+
+
+def test_cbpe_ls_follows_accuracy_under_pure_label_shift_where_cbpe_does_not():
+    """#12: the window's prior is recovered by BBSE and the re-weighted CBPE tracks the accuracy, which moves
+    with the prior because one class is easier; plain CBPE, calibrated for validation's balance, does not."""
+    from refit.estimate import window_prior
+
+    val_logits, val_labels = _label_shift(4000, 0.5, seed=11)
+    cal = fit_calibration(val_logits, val_labels)
+    assert np.asarray(cal.confusion).sum() == pytest.approx(1.0)
+    assert cal.class_prior == pytest.approx([0.5, 0.5], abs=0.03)
+    for share in (0.1, 0.5, 0.9):
+        logits, labels = _label_shift(3000, share, seed=12)
+        truth = float((logits.argmax(1) == labels).mean())
+        assert window_prior(logits, cal)[1] == pytest.approx(share, abs=0.04)
+        est = estimate_accuracy(logits, cal, methods=["cbpe", "cbpe_ls"], seed=1)
+        assert abs(est["cbpe_ls"].value - truth) < 0.025, share
+        assert est["cbpe_ls"].ci_low <= est["cbpe_ls"].value <= est["cbpe_ls"].ci_high
+        if share != 0.5:
+            assert abs(est["cbpe"].value - truth) > 2 * abs(est["cbpe_ls"].value - truth) + 0.02, share
+
+
+def test_cbpe_ls_bootstrap_re_estimates_the_prior_of_each_replicate():
+    """The prior is a window statistic: a replicate with other class shares has another prior, so the
+    interval is the spread of re-estimated values, not of rows scored under one fixed prior."""
+    from refit.estimate import ESTIMATORS, window_prior
+
+    val_logits, val_labels = _label_shift(4000, 0.5, seed=13)
+    cal = fit_calibration(val_logits, val_labels)
+    logits, _ = _label_shift(300, 0.8, seed=14)
+    stack = np.stack([logits[:150], logits[150:]])  # two windows at once: leading axis = replicate
+    per = ESTIMATORS["cbpe_ls"](stack, cal)
+    for k in range(2):
+        assert per[k] == pytest.approx(ESTIMATORS["cbpe_ls"](stack[k], cal))
+        assert window_prior(stack, cal)[k] == pytest.approx(window_prior(stack[k], cal))
+
+
+def test_a_calibration_from_before_the_confusion_table_serves_the_other_estimators(tmp_path):
+    """calibration.json format /1 (no confusion table) still loads; cbpe_ls is left out by default and
+    refused by name when asked for; a corrupt table is refused on load."""
+    logits, labels = _draw(300, seed=15)
+    cal = fit_calibration(logits, labels)
+    cal.save(tmp_path)
+    data = json.loads((tmp_path / CALIBRATION_JSON).read_text())
+    old = {k: v for k, v in data.items() if k not in ("confusion", "class_prior")}
+    (tmp_path / CALIBRATION_JSON).write_text(json.dumps({**old, "format": "refit-calibration/1"}))
+    legacy = load_calibration(tmp_path)
+    assert legacy.confusion is None and set(estimate_accuracy(logits, legacy)) == {"cbpe", "atc", "doc"}
+    with pytest.raises(ValueError, match="cbpe_ls.*confusion table"):
+        estimate_accuracy(logits, legacy, methods=["cbpe_ls"])
+    (tmp_path / CALIBRATION_JSON).write_text(json.dumps({**data, "confusion": [[0.5, 0.5], [0.5, 0.5]]}))
+    with pytest.raises(VersionError, match="sum to 1"):
+        load_calibration(tmp_path)
