@@ -306,7 +306,8 @@ class PolicyConfig:
             schedule): the harm-aware policy of scripts/results/maintenance-triggers.md.
     """
 
-    tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
+    # The same default pair as `refit drift` (recipes/drift.py): label-blind MMD plus BBSD, alpha / 2 each.
+    tests: list[str] = field(default_factory=lambda: ["mmd", "bbsd"])
     alpha: ClosedUnitInterval = 0.05
     permutations: PositiveInt = 500
     min_accuracy: ClosedUnitInterval | None = None

@@ -266,6 +266,42 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
         assert enc["results"]["ks"]["drift"] == plain["results"]["ks"]["drift"]
 
 
+def test_pretrained_encoder_embeds_while_the_version_predicts(version, tiny_model_dir, tmp_path):
+    """--encoder MODEL_FOLDER (a pre-trained model, no refit version): the label-blind test runs on that
+    model's mean-pooled last layer, while BBSD and the class shares keep the version's own outputs, so
+    they equal the plain check's exactly."""
+    runs = {}
+    for name, extra in (("plain", []), ("encoder", ["--encoder", str(tiny_model_dir)])):
+        out = tmp_path / name
+        main(
+            [
+                "drift",
+                "--version",
+                str(version),
+                "--data",
+                "refit-demo",
+                "--output_dir",
+                str(out),
+                "--tests",
+                "[mmd,bbsd]",
+                "--tracking.wandb",
+                "false",
+                *extra,
+            ]
+        )
+        runs[name] = json.loads((out / "drift.json").read_text())
+    meta = runs["encoder"]["reference"]["meta"]
+    assert meta["encoder"] == str(tiny_model_dir) and meta["pooling"] == "mean" and meta["layer"] == -1
+    assert runs["plain"]["reference"]["meta"].get("encoder") is None
+    for plain, enc in zip(runs["plain"]["windows"], runs["encoder"]["windows"], strict=True):
+        assert enc["results"]["bbsd"]["p_value"] == plain["results"]["bbsd"]["p_value"]
+        assert enc["class_shares"] == plain["class_shares"]
+    # the embedding did change: another model's hidden states give other MMD statistics
+    assert [w["results"]["mmd"]["statistic"] for w in runs["encoder"]["windows"]] != [
+        w["results"]["mmd"]["statistic"] for w in runs["plain"]["windows"]
+    ]
+
+
 def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(
     version, tmp_path, monkeypatch, capsys
 ):
@@ -379,7 +415,7 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     assert abs(test["estimate"]["cbpe"]["value"] - test["accuracy"]) < 0.15  # in-domain: calibration holds
     assert printed.count("est.acc=") == len(report["windows"])
     assert "estimated accuracy" in (out / "report.html").read_text()
-    # a fixed encoder's probabilities are another model's: no estimate for this version from them
+    # under a fixed encoder the probabilities are still the version's: the same estimates
     main(
         [
             "drift",
@@ -397,6 +433,5 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
             "false",
         ]
     )
-    assert all(
-        "estimate" not in w for w in json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
-    )
+    fixed = json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
+    assert [w["estimate"] for w in fixed] == [w["estimate"] for w in report["windows"]]
