@@ -48,7 +48,7 @@ def load_encoder(spec: str | Path):
         with quiet_transformers():  # a classifier checkpoint's head is not needed: no notice about it
             return AutoModel.from_pretrained(source).eval(), AutoTokenizer.from_pretrained(source), False
     except (OSError, ValueError) as e:
-        raise ModelError(f"Cannot load --encoder '{spec}': {e}") from None
+        raise ModelError(f"Cannot load the drift encoder '{spec}': {e}") from None
 
 
 class VersionEncoder:
