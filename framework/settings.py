@@ -92,6 +92,11 @@ class DataConfig:
         num_workers: DataLoader worker processes.
         max_train_samples: Use only the first N training rows (0 = all); handy for smoke runs.
         reference_size: Validation inputs embedded as the drift reference of the version.
+        reference_encoder: What embeds the drift reference (and every window checked against it):
+            'base' (default) the pre-trained model this lineage was fine-tuned from, never fine-tuned
+            itself, so a label-blind test still sees inputs that leave the prediction alone (a retrain
+            from a version keeps that version's encoder); 'version' the version's own hidden state 2;
+            or a pre-trained model ('minilm', a hub id, a model folder). scripts/results/drift_power.md.
     """
 
     train: str | None = None
@@ -108,6 +113,7 @@ class DataConfig:
     num_workers: NonNegativeInt = 0
     max_train_samples: NonNegativeInt = 0
     reference_size: NonNegativeInt = 512
+    reference_encoder: str = "base"
 
     def __post_init__(self) -> None:
         if self.dataset and (self.train or self.validation or self.test):
@@ -306,7 +312,8 @@ class PolicyConfig:
             schedule): the harm-aware policy of scripts/results/maintenance-triggers.md.
     """
 
-    tests: list[str] = field(default_factory=lambda: ["mmd", "ks"])
+    # The same default pair as `refit drift` (recipes/drift.py): label-blind MMD plus BBSD, alpha / 2 each.
+    tests: list[str] = field(default_factory=lambda: ["mmd", "bbsd"])
     alpha: ClosedUnitInterval = 0.05
     permutations: PositiveInt = 500
     min_accuracy: ClosedUnitInterval | None = None

@@ -27,7 +27,7 @@ from refit.drift import DETECTORS
 from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder
 from refit.drift.html import render_report
-from refit.drift.reference import Reference, fit_states, load_reference
+from refit.drift.reference import DEFAULT_LAYER, DEFAULT_POOLING, Reference, fit_states, load_reference
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
 from refit.estimate import PRIMARY, load_calibration
@@ -37,6 +37,7 @@ from refit.settings import PrivacyConfig, TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 
 DRIFT_EXIT = 3
+VERSION_ITSELF = "version"  # --encoder version (with --refresh_reference): the version's own layers
 # The classifier test trains on half of reference + window, stratified: smaller windows cannot be split.
 CLASSIFIER_MIN_WINDOW = 10
 
@@ -57,7 +58,12 @@ class Config:
         alpha: Family-wise false-alarm rate per window (split evenly across the tests: Bonferroni).
         permutations: Permutations for the MMD test.
         min_window: Windows smaller than this are skipped, with the reason in the report.
-        encoder: Embed with this other version instead (a fixed encoder across retrains).
+        encoder: Embed with this fixed encoder for this check (the reference's texts are re-embedded): a
+            pre-trained model ('minilm', a hub id or a local Hugging Face folder; its mean-pooled last
+            layer) or another version (embedded like the reference). With refresh_reference it is stored
+            in the reference instead ('version': the version's own hidden layers). A new version's
+            reference is embedded by its base model already (data.reference_encoder). BBSD and the
+            accuracy estimates always use the version's own outputs.
         refresh_reference: Re-embed the reference with the version (and refit the detectors), then stop
             unless data is given too.
         reference_data: With refresh_reference: a file of held-out inputs to build the reference from
@@ -137,9 +143,7 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
     encoded = encoder.encode(texts)
     meta = {
         "split": cfg.reference_data or "previous reference texts",
-        "pooling": encoder.pooling,
-        "layer": encoder.layer,
-        "max_length": encoder.max_length,
+        **encoder.how(),
         "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     reference = Reference(encoded.embeddings, encoded.probs, texts, meta, store_texts=cfg.privacy.store_texts)
@@ -205,6 +209,16 @@ def run(cfg: Config) -> int:
         _require_testable(windows, cfg)
     if cfg.refresh_reference:
         how = dict(load_reference(version).meta)
+        how.pop("encoder_sha256", None)  # re-embedding records the encoder's weights as they load now
+        if cfg.encoder:  # stored in the refreshed reference: "version" is the version's own layers
+            how["encoder"] = None if cfg.encoder == VERSION_ITSELF else cfg.encoder
+            if how["encoder"] is None:
+                how["layer"], how["pooling"] = DEFAULT_LAYER, DEFAULT_POOLING
+        if (cfg.pooling is not None or cfg.layers is not None) and how.get("encoder"):
+            raise ConfigError(
+                f"--pooling and --layers choose the version's own hidden layers, but this reference is "
+                f"embedded by the fixed encoder '{how['encoder']}': add --encoder version to use them."
+            )
         if cfg.pooling is not None:
             how["pooling"] = cfg.pooling
         if cfg.layers is not None:
@@ -212,19 +226,25 @@ def run(cfg: Config) -> int:
         _refresh_reference(cfg, VersionEncoder.like_reference(version, how), version)
         if not cfg.data:
             return 0
+    override = None if cfg.refresh_reference else cfg.encoder  # a refreshed reference already has it
+    if override == VERSION_ITSELF:
+        raise ConfigError(
+            "--encoder version re-embeds the stored reference with the version's own layers: add "
+            "--refresh_reference (a one-off check with another encoder takes a model or version)."
+        )
     reference = load_reference(version)
-    encoder = VersionEncoder.like_reference(Path(cfg.encoder) if cfg.encoder else version, reference.meta)
+    encoder = VersionEncoder.like_reference(version, reference.meta, encoder=override)
     state_dir: Path | None = version
-    # Label-free accuracy estimates need the version's own probabilities: none under a fixed --encoder.
-    calibration = None if cfg.encoder else load_calibration(version)
-    if cfg.encoder:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
+    calibration = load_calibration(version)  # the probabilities are the version's, --encoder or not
+    if override:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
         if not reference.texts:
             raise ConfigError(
                 f"--encoder re-embeds the reference texts, but {version}/reference holds none (or "
                 "only their hashes): refresh it with --refresh_reference --reference_data FILE."
             )
         encoded = encoder.encode(reference.texts)
-        reference = Reference(encoded.embeddings, encoded.probs, reference.texts, reference.meta)
+        how = {**reference.meta, **encoder.how()}
+        reference = Reference(encoded.embeddings, encoded.probs, reference.texts, how)
         state_dir = None
     # Never inside the version: it is immutable once written (the registry copies and verifies it whole).
     out = Path(
@@ -256,7 +276,7 @@ def run(cfg: Config) -> int:
     ref_points, _ = pca_2d(reference.embeddings, seed=cfg.seed)
     report = {
         "version": {"id": meta["version_id"], "path": str(version.resolve())},
-        "encoder": str(cfg.encoder or version),
+        "encoder": str(override or reference.meta.get("encoder") or version),
         "config": config_to_dict(cfg),
         "tests": cfg.tests,
         "alpha": cfg.alpha,

@@ -169,6 +169,9 @@ def speed() -> dict:
     }
 
 
+KEEP_MARKER = "<!-- bench_drift.py rewrites the text above this line only -->"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", type=Path)
@@ -219,7 +222,10 @@ def main() -> None:
         f"MMD permutation test, n_ref {s['n_ref']}, n {s['n']}, d {s['d']}, B {s['permutations']}: "
         f"ours {s['ours_s']} s, naive per-permutation copy {s['naive_s']} s ({s['speedup']}x). {s['note']}.",
     ]
-    (RESULTS / "drift.md").write_text("\n".join(lines) + "\n")
+    # Notes written by hand and the power summary of bench_drift_power.py follow the marker: kept as they are.
+    report = RESULTS / "drift.md"
+    kept = report.read_text().partition(KEEP_MARKER)[2] if report.is_file() else ""
+    report.write_text("\n".join(lines) + f"\n\n{KEEP_MARKER}{kept or chr(10)}")
     print("\n".join(lines))
 
 

@@ -403,7 +403,7 @@ def _version_note(version: str | None) -> str:
 
 def report(files: list[Path], default_row: str, old_row: str) -> None:
     """Summarise sweep files (runs/bench-drift-power/*.json) into scripts/results/drift_power.{json,md}
-    and the power section of scripts/results/drift.md."""
+    (the power summary at the end of scripts/results/drift.md is written by hand from these)."""
     runs = [json.loads(f.read_text()) for f in files]
     grid: dict = {}
     for r in runs:

@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from refit.drift.detectors import DETECTORS, KSState, MMDState
-from refit.errors import VersionError
+from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
+from refit.errors import ConfigError, VersionError
 from refit.io import write_json
 from refit.models import Pooling, encode_texts
 from refit.models.embed import Layers, layer_list
@@ -44,6 +45,7 @@ __all__ = [
     "fit_states",
     "load_reference",
     "reembed",
+    "reference_encoder",
     "sample_texts",
     "REFERENCE_DIRNAME",
 ]
@@ -53,12 +55,14 @@ _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference
 _STATE_TENSORS, _STATE_META = "detector.safetensors", "detector.json"
 _HOW = ("split", "pooling", "layer", "max_length")  # what a re-embedded reference keeps of its parent's meta
 
-# How a new reference is embedded (recorded in reference.json; windows are embedded the same way, and a
-# reference that records no layer is read as the last one, which was the only choice before). Chosen by
-# scripts/bench_drift_power.py (scripts/results/drift_power.md): fine-tuning collapses the last layer
-# toward the label, so a label-blind test on it sees little that BBSD does not; the mean-pooled output of
-# the second transformer layer still sees a nearby domain mixed in (power 0.43 vs 0.03 at 10% of a
-# window of 200), with false alarms at alpha. Label shifts are left to BBSD (refit drift's default tests).
+# How a reference is embedded when the version embeds it itself (data.reference_encoder 'version'; new
+# versions default to their base model as a fixed encoder instead: reference_encoder). Recorded in
+# reference.json; windows are embedded the same way, and a reference that records no layer is read as the
+# last one, which was the only choice before. Chosen by scripts/bench_drift_power.py
+# (scripts/results/drift_power.md): fine-tuning collapses the last layer toward the label, so a
+# label-blind test on it sees little that BBSD does not; the mean-pooled output of the second transformer
+# layer still sees a nearby domain mixed in (power 0.43 vs 0.03 at 10% of a window of 200), with false
+# alarms at alpha. The base model's own embedding sees it best (0.92).
 DEFAULT_POOLING: Pooling = "mean"
 DEFAULT_LAYER: Layers = 2
 
@@ -188,8 +192,40 @@ def build_reference(
     pooling: Pooling = DEFAULT_POOLING,
     layer: Layers = DEFAULT_LAYER,
     device: str | None = None,
+    encoder: str | None = None,
 ) -> Reference:
-    """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them."""
+    """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them.
+
+    With `encoder` (a pre-trained model: see reference_encoder), the embeddings are that model's
+    mean-pooled last layer and only the probabilities are the model's; `pooling` and `layer` then do not
+    apply. The encoder's weights digest is recorded, so windows are refused if it later loads others."""
+    if encoder is not None:
+        enc_model, enc_tokenizer, is_version = load_encoder(encoder)
+        if is_version:
+            raise ConfigError(
+                f"The reference encoder must be a pre-trained model ('minilm', a hub id or a model folder), "
+                f"not a refit version: {encoder}. Use 'base' to keep a parent version's encoder."
+            )
+        fixed = encode_texts(
+            enc_model,
+            enc_tokenizer,
+            list(texts),
+            batch_size,
+            max_length,
+            ENCODER_POOLING,
+            ENCODER_LAYER,
+            device,
+        )
+        own = encode_texts(model, tokenizer, list(texts), batch_size, max_length, "mean", -1, device)
+        how = {
+            **meta,
+            "pooling": ENCODER_POOLING,
+            "layer": ENCODER_LAYER,
+            "max_length": max_length,
+            "encoder": encoder,
+            "encoder_sha256": fingerprint(enc_model),
+        }
+        return fit_states(Reference(fixed.embeddings, own.probs, list(texts), how), seed)
     if layer == DEFAULT_LAYER:  # a model shallower than the default layer uses its last one
         layer = min(DEFAULT_LAYER, model.config.num_hidden_layers)
     encoded = encode_texts(model, tokenizer, list(texts), batch_size, max_length, pooling, layer, device)
@@ -197,6 +233,28 @@ def build_reference(
         layer = layer_list(layer, model.config.num_hidden_layers)
     how = {"pooling": pooling, "layer": layer, "max_length": max_length, **meta}
     return fit_states(Reference(encoded.embeddings, encoded.probs, list(texts), how), seed)
+
+
+def reference_encoder(choice: str, base_model: str) -> str | None:
+    """The fixed encoder a new version's reference is embedded by, from `data.reference_encoder`
+    (None: the version itself, its hidden state DEFAULT_LAYER).
+
+    'base' is the pre-trained model the lineage started from: the fine-tune's base model, or, when that is
+    a refit version (a retrain from the champion), that version's own reference encoder, so every version
+    of a lineage is judged in one embedding space. A model folder is recorded as an absolute path."""
+    if choice == "version":
+        return None
+    spec = base_model if choice == "base" else choice
+    path = Path(spec).expanduser()
+    if (path / "refit.json").is_file():
+        if choice != "base":
+            raise ConfigError(
+                f"Invalid value for 'data.reference_encoder': {spec} is a refit version; give 'base', "
+                "'version' or a pre-trained model ('minilm', a hub id or a model folder)."
+            )
+        meta_file = path / REFERENCE_DIRNAME / _META
+        return json.loads(meta_file.read_text()).get("encoder") if meta_file.is_file() else None
+    return str(path.resolve()) if path.exists() else spec
 
 
 def reembed(
@@ -210,7 +268,7 @@ def reembed(
 ) -> Reference:
     """The same texts embedded by another model (a compressed child, a fixed encoder), detectors refitted."""
     meta = {k: reference.meta[k] for k in _HOW if k in reference.meta}
-    return build_reference(
+    child = build_reference(
         model,
         tokenizer,
         reference.texts,
@@ -221,7 +279,15 @@ def reembed(
         pooling=meta.get("pooling", "mean"),
         layer=meta.get("layer", -1),
         device=device,
+        encoder=reference.meta.get("encoder"),  # a fixed encoder stays; only the probabilities are new
     )
+    was, now = reference.meta.get("encoder_sha256"), child.meta.get("encoder_sha256")
+    if was and now != was:
+        raise VersionError(
+            f"The reference encoder '{reference.meta['encoder']}' now loads other weights than the parent's "
+            f"reference was embedded with (sha256 {now[:12]}... vs {was[:12]}...): refusing to mix them."
+        )
+    return child
 
 
 def load_reference(version_dir: str | Path) -> Reference:

@@ -27,7 +27,7 @@ Layers = int | Sequence[int] | Literal["all"]
 @dataclass
 class Encoded:
     embeddings: torch.Tensor  # float32 [n, hidden * number of layers]
-    probs: torch.Tensor  # float32 [n, num_labels]
+    probs: torch.Tensor | None  # float32 [n, num_labels]; None from an encoder without a classifier head
 
 
 def pool_hidden(states: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -64,7 +64,7 @@ def encode_texts(
     device: str | torch.device | None = None,
 ) -> Encoded:
     """Mean-pooled (mask-aware) or CLS embeddings of one hidden layer (or several, concatenated), plus
-    softmax outputs.
+    softmax outputs (None for a plain encoder, e.g. a sentence-embedding model, which has no logits).
 
     Inputs are sorted by length so batches carry little padding; rows come back in the input order.
     """
@@ -82,11 +82,13 @@ def encode_texts(
         out = model(**batch, output_hidden_states=True)
         pooled = [pool_hidden(out.hidden_states[i], batch["attention_mask"], pooling) for i in layers]
         embs.append(torch.cat(pooled, dim=1).float().cpu())
-        probs.append(out.logits.float().softmax(-1).cpu())
+        logits = getattr(out, "logits", None)
+        if logits is not None:
+            probs.append(logits.float().softmax(-1).cpu())
     model.train(was_training)
     if not embs:
         hidden, labels = model.config.hidden_size * len(layers), model.config.num_labels
         return Encoded(torch.empty(0, hidden), torch.empty(0, labels))
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return Encoded(torch.cat(embs)[inverse], torch.cat(probs)[inverse])
+    return Encoded(torch.cat(embs)[inverse], torch.cat(probs)[inverse] if probs else None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from refit.errors import ModelError
 
-__all__ = ["resolve_model", "load_classifier", "check_max_length", "MINILM"]
+__all__ = ["resolve_model", "load_classifier", "check_max_length", "quiet_transformers", "MINILM"]
 
 MINILM = "minilm"
 
@@ -35,7 +35,7 @@ def resolve_model(name: str) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Hide the expected 'newly initialized classifier' notice; real errors still raise."""
     from transformers.utils import logging as hf_logging
 
@@ -54,7 +54,7 @@ def load_classifier(name: str, label_names: list[str]):
     source, parent = resolve_model(name)
     id2label = dict(enumerate(label_names))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForSequenceClassification.from_pretrained(
                 source,

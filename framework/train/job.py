@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import Splits, TextDataModule, load_splits
-from refit.drift.reference import build_reference, sample_texts
+from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import Calibration, fit_calibration
 from refit.inference import TorchPredictor, encode, predict_logits
@@ -220,6 +220,7 @@ def _record(
             seed=seed,
             batch_size=d.eval_batch_size,
             max_length=d.max_length,
+            encoder=reference_encoder(d.reference_encoder, model),
         )
         reference.store_texts = store_texts
     calibration = _calibrate(s, d, seed)

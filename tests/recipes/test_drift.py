@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 from refit.cli import main
 from refit.data import demo_dir
 from refit.drift import embed, load_reference
+from refit.drift.reference import reference_encoder
+from refit.errors import ConfigError
 from tests.conftest import write_jsonl
 
 DRIFT_EXIT = 3
@@ -232,11 +235,12 @@ def test_tracked_drift_run_is_logged_offline(version, tmp_path):
     assert list((out / "wandb").glob("offline-run-*"))
 
 
-def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
-    """--encoder re-embeds the reference with that encoder and refits the detector state; with the version
-    itself as the encoder, the outcome must equal the plain check's."""
+def test_fixed_encoder_reembeds_the_reference(version, tiny_model_dir, tmp_path):
+    """--encoder re-embeds the reference with that encoder and refits the detector state; with the encoder
+    the reference was made with (the base model, by default), the outcome must equal the plain check's."""
+    assert load_reference(version).meta["encoder"] == str(tiny_model_dir)
     runs = {}
-    for name, extra in (("plain", []), ("encoder", ["--encoder", str(version)])):
+    for name, extra in (("plain", []), ("encoder", ["--encoder", str(tiny_model_dir)])):
         out = tmp_path / name
         code = main(
             [
@@ -258,12 +262,86 @@ def test_fixed_encoder_reembeds_the_reference(version, tmp_path):
         )
         runs[name] = json.loads((out / "drift.json").read_text())
         assert code == (DRIFT_EXIT if runs[name]["drift"] else 0)
-    assert runs["encoder"]["encoder"] == str(version)
+    assert runs["encoder"]["encoder"] == runs["plain"]["encoder"] == str(tiny_model_dir)
     for plain, enc in zip(runs["plain"]["windows"], runs["encoder"]["windows"]):
         assert plain["drift"] == enc["drift"]
         assert enc["results"]["mmd"]["p_value"] == pytest.approx(plain["results"]["mmd"]["p_value"], rel=0.05)
         # KS's reference half is drawn anew (seed 0 here, the training seed in the stored state): same verdict
         assert enc["results"]["ks"]["drift"] == plain["results"]["ks"]["drift"]
+
+
+def _drift(version: Path, out: Path, *extra: str) -> tuple[int, dict | None]:
+    code = main(
+        ["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out)]
+        + ["--tests", "[mmd,bbsd]", "--tracking.wandb", "false", *extra]
+    )
+    report = out / "drift.json"
+    return code, json.loads(report.read_text()) if report.is_file() else None
+
+
+def test_the_base_encoder_embeds_while_the_version_predicts(version, tiny_model_dir, tmp_path):
+    """A new version's reference is embedded by its base model (never fine-tuned; mean-pooled last layer,
+    weights digest recorded) while BBSD and the class shares keep the version's own outputs: they equal
+    those of the same version re-embedded with its own layers (--refresh_reference --encoder version),
+    whose MMD sees other embeddings."""
+    meta = load_reference(version).meta
+    assert meta["encoder"] == str(tiny_model_dir) and meta["pooling"] == "mean" and meta["layer"] == -1
+    assert len(meta["encoder_sha256"]) == 64
+    own = tmp_path / "own"
+    shutil.copytree(version, own)
+    assert main(["drift", "--version", str(own), "--refresh_reference", "--encoder", "version"]) == 0
+    own_meta = load_reference(own).meta
+    assert "encoder" not in own_meta and "encoder_sha256" not in own_meta
+    _, base = _drift(version, tmp_path / "base")
+    _, mine = _drift(own, tmp_path / "mine")
+    assert mine["encoder"] == str(own)
+    for b, m in zip(base["windows"], mine["windows"], strict=True):
+        assert b["results"]["bbsd"]["p_value"] == m["results"]["bbsd"]["p_value"]
+        assert b["class_shares"] == m["class_shares"]
+    assert [w["results"]["mmd"]["statistic"] for w in base["windows"]] != [
+        w["results"]["mmd"]["statistic"] for w in mine["windows"]
+    ]
+    # the stored choice is followed by later checks with no flag; --layers needs the version's own layers
+    code = main(["drift", "--version", str(version), "--refresh_reference", "--layers", "[0]"])
+    assert code == 2
+
+
+def test_an_encoder_that_now_loads_other_weights_is_refused(version, tiny_model_dir, tmp_path):
+    """Fail closed: the reference records its encoder's weights digest; if the encoder folder changes
+    (retrained, replaced), windows are refused instead of compared in another embedding space, the
+    reference is untouched, and --refresh_reference re-embeds with the weights as they now are."""
+    from transformers import AutoModel, AutoTokenizer
+
+    enc = tmp_path / "encoder"
+    shutil.copytree(tiny_model_dir, enc)
+    copy = tmp_path / "v"
+    shutil.copytree(version, copy)
+    assert main(["drift", "--version", str(copy), "--refresh_reference", "--encoder", str(enc)]) == 0
+    stored = load_reference(copy).meta["encoder_sha256"]
+    model = AutoModel.from_pretrained(enc)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.add_(0.01)
+    model.save_pretrained(enc)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(enc)
+    code, report = _drift(copy, tmp_path / "refused")
+    assert code == 2 and report is None
+    assert load_reference(copy).meta["encoder_sha256"] == stored
+    assert main(["drift", "--version", str(copy), "--refresh_reference"]) == 0
+    assert load_reference(copy).meta["encoder_sha256"] != stored
+    code, report = _drift(copy, tmp_path / "after")
+    assert code in (0, DRIFT_EXIT) and report["windows"]
+
+
+def test_reference_encoder_choice(version, tiny_model_dir):
+    """'base' is the fine-tune's base model, or a parent version's own encoder (one space per lineage);
+    'version' is none; a version is no encoder to name."""
+    assert reference_encoder("base", "minilm") == "minilm"
+    assert reference_encoder("base", str(tiny_model_dir)) == str(tiny_model_dir.resolve())
+    assert reference_encoder("base", str(version)) == str(tiny_model_dir)
+    assert reference_encoder("version", "minilm") is None
+    assert reference_encoder("org/some-model", "minilm") == "org/some-model"
+    with pytest.raises(ConfigError, match="refit version"):
+        reference_encoder(str(version), "minilm")
 
 
 def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(
@@ -379,7 +457,7 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     assert abs(test["estimate"]["cbpe"]["value"] - test["accuracy"]) < 0.15  # in-domain: calibration holds
     assert printed.count("est.acc=") == len(report["windows"])
     assert "estimated accuracy" in (out / "report.html").read_text()
-    # a fixed encoder's probabilities are another model's: no estimate for this version from them
+    # under a fixed encoder the probabilities are still the version's: the same estimates
     main(
         [
             "drift",
@@ -397,6 +475,5 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
             "false",
         ]
     )
-    assert all(
-        "estimate" not in w for w in json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
-    )
+    fixed = json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
+    assert [w["estimate"] for w in fixed] == [w["estimate"] for w in report["windows"]]
