@@ -4,14 +4,17 @@ Goals (issue #14): ORT int8 4x faster than eager fp32 at batch 1, seq 64, with a
 drop; ONNX fp32 argmax agreement >= 99.9% and max-abs logit diff <= 1e-4.
 
     python scripts/bench_export.py --data ../shared/datasets/sst2 [--version DIR] [--rows 3000]
-        [--iters 200] [--rounds 5]
+        [--iters 200] [--rounds 5] [--stage all|prepare|time]
 
 Steps: `refit finetune` (1 epoch on the first ROWS training rows; cached under --workdir), `refit export`
 onnx and onnx-int8 (gated, parity on all 872 validation sentences), `refit benchmark` (the format table),
-then the int8 recipe step by step (both exporters, fused fp32, int8 per-channel / reduce-range / op-type
-variants, session options, IO binding), each runner's latency timed in ROUNDS rounds interleaved with eager
-fp32 (the machine is shared: interleaving keeps other load from favouring one side) and its accuracy on
-sst2 validation and test. Writes scripts/results/export.{json,md}.
+then the int8 recipe step by step (both exporters, fused fp32 with and without SkipLayerNormalization,
+dynamic int8 per-channel / reduce-range / op-type variants, static Q/DQ int8 with s8/u8 activations and
+MinMax/Percentile calibration, session options: threads, spinning, fixed shape, GELU approximation, memory
+arena), each runner's latency timed in ROUNDS rounds interleaved with eager fp32 (the machine is shared:
+interleaving keeps other load from favouring one side) and its accuracy on sst2 validation and test.
+`--stage prepare` does the untimed part (exports, graphs, accuracy; cached), `--stage time` the timed
+part, so only the latter needs the machine to itself. Writes scripts/results/export.{json,md}.
 """
 
 from __future__ import annotations
@@ -295,7 +298,7 @@ def steps(version: Path, data: Path, work: Path, iters: int, rounds: int, prepar
             quality[name], session_ops[name] = cached[name]["quality"], cached[name]["ops"]
             continue
         opt_file = optimized / f"g{i}.onnx"
-        session = _Session(path, threads=cores, inter=1, disabled=disabled[name], save_optimized=opt_file)
+        session = _Session(path, threads=1, inter=1, disabled=disabled[name], save_optimized=opt_file)
         session_ops[name] = _op_counts(opt_file)
         wanted = splits if name in with_test else ["validation"]
         quality[name] = {s: _accuracy(session, *splits[s], ref[s]) for s in wanted}
