@@ -1,9 +1,12 @@
 """ONNX quantisation, one table with one interface (src.onnx, dst.onnx, calibration batches -> dst).
 
 - dynamic-int8: ONNX Runtime `quantize_dynamic` (int8 weights, activations quantised on the fly), CPU.
-  Per-channel weight scales: on MiniLM fine-tuned on sst2 per-tensor scales cost 1.15 accuracy points on
-  the validation split, per-channel 0.34 (scripts/results/export.md).
+  Per-channel weight scales: on MiniLM fine-tuned on sst2 per-tensor scales cost 0.80 accuracy points on
+  the validation split, per-channel none (-0.11, scripts/results/export.md).
 - static-int8: ONNX Runtime `quantize_static`, Q/DQ format, activation ranges calibrated on N inputs.
+  On ORT's CPU provider it is slower than dynamic int8 (MiniLM, batch 1: 0.7x-2.1x eager fp32 against
+  4.2x): the session keeps dozens of QuantizeLinear/DequantizeLinear nodes, s8 activations get no fused
+  int8 MatMul for every layer, and attention stays unfused (scripts/results/export.md).
 - qdq-tensorrt: static Q/DQ with symmetric int8 weights and activations, per-channel weights, the explicit
   quantisation TensorRT builds INT8 engines from (the only INT8 route in TensorRT 11).
 - fp16: float16 weights and compute with float32 inputs/outputs kept, the strongly typed FP16 graph that
@@ -71,7 +74,7 @@ def dynamic_int8(
 ) -> Path:
     """ONNX Runtime `quantize_dynamic` with int8 weights and every choice that matters for speed/accuracy.
 
-    per_channel: one weight scale per output column (on fine-tuned MiniLM: -0.23 validation points against
+    per_channel: one weight scale per output column (on fine-tuned MiniLM: -0.11 validation points against
     +0.80 per tensor, scripts/results/export.md). reduce_range: 7-bit weights, only needed on CPUs without VNNI whose u8*s8 products
     saturate. op_types: None quantises every op ORT knows (also Gather, i.e. the embedding table).
     """
