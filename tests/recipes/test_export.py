@@ -251,3 +251,15 @@ def test_export_refuses_a_version_that_no_longer_scores_its_record(
     assert code == 2 and "Traceback" not in err
     assert "no longer reproduces" in err and "recorded 1.0000, now 0.5000" in err
     assert list((version / "exports").iterdir()) == []
+
+
+def test_export_with_a_relative_version_path(version, monkeypatch):
+    """`refit export --version runs/demo/version`, as the README writes it: a path relative to the working
+    directory seals exports/, first export and re-export (it was taken as relative to exports/ and refused)."""
+    trained = version
+    monkeypatch.chdir(trained.parent.parent)
+    relative = trained.relative_to(trained.parent.parent)
+    assert main(["export", "--version", str(relative), "--format", "onnx", "--onnx.optimize", "false"]) == 0
+    assert main(["export", "--version", str(relative), "--format", "onnx", "--onnx.optimize", "false"]) == 0
+    sealed = json.loads((trained / "exports" / "manifest.json").read_text())
+    assert {"model.onnx", "parity.json"} <= {f["path"] for f in sealed["files"]}
