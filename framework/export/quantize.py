@@ -1,9 +1,12 @@
 """ONNX quantisation, one table with one interface (src.onnx, dst.onnx, calibration batches -> dst).
 
 - dynamic-int8: ONNX Runtime `quantize_dynamic` (int8 weights, activations quantised on the fly), CPU.
-  Per-channel weight scales: on MiniLM fine-tuned on sst2 per-tensor scales cost 1.15 accuracy points on
-  the validation split, per-channel 0.34 (scripts/results/export.md).
+  Per-channel weight scales: on MiniLM fine-tuned on sst2 per-tensor scales cost 0.80 accuracy points on
+  the validation split, per-channel none (-0.11, scripts/results/export.md).
 - static-int8: ONNX Runtime `quantize_static`, Q/DQ format, activation ranges calibrated on N inputs.
+  On ORT's CPU provider it is slower than dynamic int8 (MiniLM, batch 1: 0.7x-2.1x eager fp32 against
+  4.2x): the session keeps dozens of QuantizeLinear/DequantizeLinear nodes, s8 activations get no fused
+  int8 MatMul for every layer, and attention stays unfused (scripts/results/export.md).
 - qdq-tensorrt: static Q/DQ with symmetric int8 weights and activations, per-channel weights, the explicit
   quantisation TensorRT builds INT8 engines from (the only INT8 route in TensorRT 11).
 - fp16: float16 weights and compute with float32 inputs/outputs kept, the strongly typed FP16 graph that
@@ -15,7 +18,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from refit.errors import ConfigError, MissingExtra
 
@@ -23,6 +26,7 @@ __all__ = [
     "ONNX_QUANTIZERS",
     "DYNAMIC_INT8_DEFAULTS",
     "dynamic_int8",
+    "static_int8",
     "ort_dynamic_int8",
     "ort_static_int8",
     "qdq_for_tensorrt",
@@ -70,7 +74,7 @@ def dynamic_int8(
 ) -> Path:
     """ONNX Runtime `quantize_dynamic` with int8 weights and every choice that matters for speed/accuracy.
 
-    per_channel: one weight scale per output column (on fine-tuned MiniLM: -0.23 validation points against
+    per_channel: one weight scale per output column (on fine-tuned MiniLM: -0.11 validation points against
     +0.80 per tensor, scripts/results/export.md). reduce_range: 7-bit weights, only needed on CPUs without VNNI whose u8*s8 products
     saturate. op_types: None quantises every op ORT knows (also Gather, i.e. the embedding table).
     """
@@ -107,7 +111,27 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def _static(src: Path, dst: Path, calibration: Sequence[Any], symmetric: bool, per_channel: bool) -> Path:
+_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def static_int8(
+    src: Path,
+    dst: Path,
+    calibration: Sequence[Any],
+    *,
+    activation_type: Literal["int8", "uint8"] = "int8",
+    symmetric: bool = True,
+    per_channel: bool = True,
+    method: Literal["minmax", "percentile", "entropy"] = "minmax",
+    op_types: Sequence[str] = ("MatMul", "Gemm"),
+) -> Path:
+    """ONNX Runtime `quantize_static` in Q/DQ format with int8 weights and every choice the benchmark
+    compares (scripts/results/export.md).
+
+    activation_type/symmetric: int8 symmetric (what TensorRT takes) or uint8 asymmetric (ORT's U8S8
+    kernels on x86). method: how activation ranges are read from the calibration inputs; the histogram
+    ones (percentile, entropy) need every calibration batch padded to one length.
+    """
     onnx, q = _onnx()
     if not calibration:
         raise ConfigError(
@@ -121,10 +145,11 @@ def _static(src: Path, dst: Path, calibration: Sequence[Any], symmetric: bool, p
             str(dst),
             _Reader(calibration),
             quant_format=q.QuantFormat.QDQ,
-            activation_type=q.QuantType.QInt8,
+            activation_type=q.QuantType.QInt8 if activation_type == "int8" else q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,
             per_channel=per_channel,
-            op_types_to_quantize=["MatMul", "Gemm"],
+            op_types_to_quantize=list(op_types),
+            calibrate_method=getattr(q.CalibrationMethod, _CALIBRATORS[method]),
             extra_options={
                 "ActivationSymmetric": symmetric,
                 "WeightSymmetric": True,
@@ -138,12 +163,12 @@ def _static(src: Path, dst: Path, calibration: Sequence[Any], symmetric: bool, p
 
 def ort_static_int8(src: Path, dst: Path, calibration: Sequence[Any]) -> Path:
     """Q/DQ int8 with MinMax ranges from the calibration inputs (asymmetric activations, for ORT)."""
-    return _static(src, dst, calibration, symmetric=False, per_channel=False)
+    return static_int8(src, dst, calibration, activation_type="int8", symmetric=False, per_channel=False)
 
 
 def qdq_for_tensorrt(src: Path, dst: Path, calibration: Sequence[Any]) -> Path:
     """Q/DQ int8 the way TensorRT wants it: symmetric activations and weights, per-channel weights."""
-    return _static(src, dst, calibration, symmetric=True, per_channel=True)
+    return static_int8(src, dst, calibration, activation_type="int8", symmetric=True, per_channel=True)
 
 
 def onnx_fp16(src: Path, dst: Path, calibration: Sequence[Any] = ()) -> Path:

@@ -23,7 +23,14 @@ from refit.export.edge import write_bundle
 from refit.export.onnx import Exporter, export_onnx, onnx_files, optimize_transformer
 from refit.export.quantize import DYNAMIC_INT8_DEFAULTS, ONNX_QUANTIZERS
 from refit.export.tensorrt import Profile, build_engine, onnx_for_precision
-from refit.inference import Batch, OrtPredictor, Predictor, TorchPredictor, predict_logits
+from refit.inference import (
+    ORT_CPU_DISABLED_OPTIMIZERS,
+    Batch,
+    OrtPredictor,
+    Predictor,
+    TorchPredictor,
+    predict_logits,
+)
 
 __all__ = ["ExportOptions", "Artefact", "Target", "TARGETS", "install", "load_export"]
 
@@ -67,10 +74,14 @@ def _ort(path: Path, opts: ExportOptions, name: str) -> Callable[[], Predictor]:
 
 
 def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
-    """model.onnx: float32, dynamic axes, graph-optimised for BERT-family models when `optimize`."""
+    """model.onnx: float32, dynamic axes, graph-optimised for BERT-family models when `optimize`.
+
+    SkipLayerNormalization is fused only for a GPU: ONNX Runtime's CPU kernel for it is slower than the
+    Add + LayerNormalization it replaces (refit.export.onnx.optimize_transformer)."""
     raw = _raw(model, staging, opts)
     out = staging / "model.onnx"
-    fused = optimize_transformer(raw, out, model.config) if opts.optimize else None
+    sln = opts.device != "cpu"
+    fused = optimize_transformer(raw, out, model.config, skip_layer_norm=sln) if opts.optimize else None
     if fused is None:
         for f in onnx_files(raw):
             shutil.copy(f, staging / f.name)
@@ -79,6 +90,7 @@ def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
         "exporter": opts.exporter,
         "optimized": fused is not None,
         "fused_ops": fused or {},
+        "skip_layer_norm_fused": bool(fused) and sln,
     }
     return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
 
@@ -97,6 +109,8 @@ def onnx_int8_target(model: torch.nn.Module, staging: Path, opts: ExportOptions)
     }
     if opts.quantize == "dynamic-int8":
         info["options"] = dict(DYNAMIC_INT8_DEFAULTS)
+    if opts.device == "cpu":  # what OrtPredictor keeps ORT from doing to the graph at load
+        info["ort_disabled_optimizers"] = list(ORT_CPU_DISABLED_OPTIMIZERS)
     return [*fp32, Artefact("model.int8.onnx", [out], _ort(out, opts, "onnx-int8"), info)]
 
 

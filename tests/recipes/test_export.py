@@ -35,6 +35,8 @@ def test_onnx_export_has_dynamic_axes_and_parity(version):
     record = json.loads((exports / "parity.json").read_text())["model.onnx"]
     assert record["parity"]["max_abs_diff"] <= 1e-4 and record["parity"]["argmax_agreement"] == 1.0
     assert record["info"]["fused_ops"].get("Attention") == 2  # ORT's BERT fusion found both layers
+    assert "SkipLayerNormalization" not in record["info"]["fused_ops"]  # slower on CPU (export.md)
+    assert record["info"]["skip_layer_norm_fused"] is False
     predictor = OrtPredictor(exports / "model.onnx")
     for batch, seq in ((1, 5), (7, 31)):  # batch and sequence are dynamic
         ids = np.full((batch, seq), 2000, dtype=np.int64)
@@ -64,6 +66,7 @@ def test_onnx_int8_static_and_dynamic(version):
         assert record["info"]["quantization"] == f"{mode}-int8"
         if mode == "dynamic":  # the choices measured in scripts/results/export.md, recorded with the artefact
             assert record["info"]["options"] == {"per_channel": True, "reduce_range": False, "op_types": None}
+            assert record["info"]["ort_disabled_optimizers"] == ["SkipLayerNormFusion"]
         assert record["parity"]["argmax_agreement"] == 1.0 and record["accuracy_drop_points"] <= 1.0
 
 
@@ -248,3 +251,15 @@ def test_export_refuses_a_version_that_no_longer_scores_its_record(
     assert code == 2 and "Traceback" not in err
     assert "no longer reproduces" in err and "recorded 1.0000, now 0.5000" in err
     assert list((version / "exports").iterdir()) == []
+
+
+def test_export_with_a_relative_version_path(version, monkeypatch):
+    """`refit export --version runs/demo/version`, as the README writes it: a path relative to the working
+    directory seals exports/, first export and re-export (it was taken as relative to exports/ and refused)."""
+    trained = version
+    monkeypatch.chdir(trained.parent.parent)
+    relative = trained.relative_to(trained.parent.parent)
+    assert main(["export", "--version", str(relative), "--format", "onnx", "--onnx.optimize", "false"]) == 0
+    assert main(["export", "--version", str(relative), "--format", "onnx", "--onnx.optimize", "false"]) == 0
+    sealed = json.loads((trained / "exports" / "manifest.json").read_text())
+    assert {"model.onnx", "parity.json"} <= {f["path"] for f in sealed["files"]}

@@ -189,3 +189,44 @@ def test_ort_session_settings(raw_onnx):
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ExportError, match="opt_level 'fastest'; use one of basic, extended, all"):
         OrtPredictor(raw_onnx, opt_level="fastest")
+
+
+def test_skip_layer_norm_stays_unfused_on_cpu(model, batches, tmp_path):
+    """ORT 1.32's CPU SkipLayerNormalization is slower than the Add + LayerNormalization it replaces
+    (scripts/results/export.md): optimize_transformer leaves it out unless asked, and OrtPredictor's
+    session does not fuse it back, while the logits stay those of the fused graph."""
+    from refit.export.onnx import export_onnx, optimize_transformer
+
+    raw = export_onnx(model, tmp_path / "raw.onnx")
+    plain = optimize_transformer(raw, tmp_path / "plain.onnx", model.config)
+    fused = optimize_transformer(raw, tmp_path / "sln.onnx", model.config, skip_layer_norm=True)
+    assert "SkipLayerNormalization" not in plain and fused["SkipLayerNormalization"] == 4
+    assert plain["Attention"] == fused["Attention"] == 2
+
+    ran = OrtPredictor(tmp_path / "plain.onnx", save_optimized=tmp_path / "ran.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node}
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops and "Attention" in ops
+    ref = predict_logits(OrtPredictor(tmp_path / "sln.onnx"), batches[:2])
+    assert np.abs(predict_logits(ran, batches[:2]) - ref).max() < 1e-4
+
+
+def test_static_int8_choices_reach_the_graph(raw_onnx, model, batches, tmp_path):
+    """int8 symmetric activations have zero points 0; uint8 asymmetric ones are uint8; per-channel weights
+    have one scale per output column; the histogram calibrator runs on equal-length batches. Each variant
+    still computes the model."""
+    from refit.export.quantize import static_int8
+
+    ref = predict_logits(TorchPredictor(model), batches[:2])
+
+    def build(name, **kw):
+        out = static_int8(raw_onnx, tmp_path / f"{name}.onnx", batches[:2], **kw)
+        assert np.abs(predict_logits(OrtPredictor(out), batches[:2]) - ref).max() < 0.1, name
+        return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+
+    sym = build("s8", activation_type="int8", symmetric=True, per_channel=True)
+    zero_points = [v for k, v in sym.items() if k.endswith("zero_point")]
+    assert zero_points and all(z.dtype == np.int8 and (z == 0).all() for z in zero_points)
+    assert max(v.size for k, v in sym.items() if k.endswith("_scale")) > 1  # per-channel weight scales
+    asym = build("u8", activation_type="uint8", symmetric=False, per_channel=False, method="percentile")
+    assert any(v.dtype == np.uint8 for k, v in asym.items() if k.endswith("zero_point"))
+    assert max(v.size for k, v in asym.items() if k.endswith("_scale")) == 1
