@@ -195,13 +195,17 @@ def update_exports_manifest(version_dir: str | Path, changed: Iterable[str | Pat
 
 
 def _top_entry(exports: Path, entry: str | Path) -> str:
-    """The top-level name in exports/ of an entry given as a name, a relative path or an absolute path."""
+    """The top-level name in exports/ of an entry given as a name, a path relative to exports/, a path
+    relative to the current folder (runs/demo/version/exports/onnx, as a user types it) or an absolute path."""
     path = Path(entry)
     if path.is_absolute():
         try:
             path = path.resolve().relative_to(exports.resolve())
         except ValueError:
             raise VersionError(f"{entry} is not inside {exports}.") from None
+    elif len(path.parts) > 1:  # relative to the current folder when that lands inside exports/ (else
+        with contextlib.suppress(ValueError):  # it is read as relative to exports/)
+            path = path.resolve().relative_to(exports.resolve())
     if not path.parts or path.parts[0] in ("..", MANIFEST):
         raise VersionError(f"{entry} does not name an entry of {exports}.")
     return path.parts[0]

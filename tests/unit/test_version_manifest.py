@@ -163,6 +163,18 @@ def test_export_installed_without_resealing_is_refused_until_sealed(version):
         read_version(version)
 
 
+def test_an_entry_given_relative_to_the_current_folder_is_sealed_by_its_name(version, monkeypatch):
+    """`refit export --version runs/demo/version` hands the sealer cwd-relative paths: the entry is the
+    one inside exports/, not a top-level 'runs' entry (which left the real file unsealed and refused)."""
+    monkeypatch.chdir(version.parent.parent)
+    relative = version.relative_to(version.parent.parent) / "exports" / "model.cwd.onnx"
+    relative.write_bytes(b"cwd")
+    update_exports_manifest(version, [relative])
+    read_version(version)
+    listed = {e["path"] for e in json.loads((version / "exports" / MANIFEST).read_text())["files"]}
+    assert "model.cwd.onnx" in listed
+
+
 def test_failed_export_changes_nothing(version):
     with adding_exports(version) as staging:
         (staging / "model.onnx").write_bytes(b"first")
