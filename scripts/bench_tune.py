@@ -112,13 +112,19 @@ def _phases(search_dir: Path, started_at: float, wall: float) -> dict:
     }
 
 
-def search(trials: int, train_rows: int, validation_rows: int) -> dict:
+def search(
+    trials: int,
+    train_rows: int,
+    validation_rows: int,
+    schedulers: tuple[str, ...] = ("fifo", "asha"),
+    reduction_factor: float | None = None,
+) -> dict:
     """The same 8-trial search (same seed, same sampled configs) under FIFO and ASHA, 2 trials at a time,
     8 validations per trial (4 an epoch, 2 epochs); ASHA with `refit tune`'s own default grace period and
     reduction factor (what a user gets who sets neither)."""
     from refit.recipes.tune import Config
 
-    grace, reduction = Config().grace_period, Config().reduction_factor
+    grace, reduction = Config().grace_period, reduction_factor or Config().reduction_factor
     data = _subset("search", train_rows, validation_rows)
     batch = 8
     every = max(1, train_rows // batch // 4)
@@ -151,7 +157,7 @@ def search(trials: int, train_rows: int, validation_rows: int) -> dict:
             "space": space,
         }
     }
-    for scheduler in ("fifo", "asha"):
+    for scheduler in schedulers:
         name = f"search-{scheduler}"
         shutil.rmtree(WORK / "tune" / name, ignore_errors=True)
         cfg = {
@@ -163,6 +169,8 @@ def search(trials: int, train_rows: int, validation_rows: int) -> dict:
             "cpus_per_trial": 1,
             "ray_num_cpus": 2,
             "max_t": validations,
+            "grace_period": grace,
+            "reduction_factor": reduction,
             "storage_path": str(WORK / "tune"),
             "name": name,
             "seed": 0,
@@ -184,7 +192,8 @@ def search(trials: int, train_rows: int, validation_rows: int) -> dict:
             "phases": _phases(WORK / "tune" / name, started_at, wall),
         }
         print(scheduler, out[scheduler], flush=True)
-    out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
+    if "fifo" in out and "asha" in out:
+        out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
     return out
 
 
@@ -335,6 +344,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-rows", type=int, default=None)
     parser.add_argument("--validation-rows", type=int, default=64)
+    parser.add_argument(
+        "--extra",
+        metavar="NAME",
+        help="a side measurement (e.g. ASHA alone at another reduction factor): written to "
+        "runs/bench-tune/NAME.json only, the results files are left alone",
+    )
+    parser.add_argument("--schedulers", default="fifo,asha")
+    parser.add_argument("--reduction-factor", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -342,6 +359,17 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.is_file() else {}
     # figures of this script's current method only (older files held another layout)
     result = {k: v for k, v in result.items() if k in ("search", "overhead") and "setup" in v}
+    if args.extra:
+        extra = search(
+            args.trials,
+            args.train_rows or 320,
+            args.validation_rows,
+            tuple(args.schedulers.split(",")),
+            args.reduction_factor,
+        )
+        (WORK / f"{args.extra}.json").write_text(json.dumps(extra, indent=2) + "\n")
+        print(json.dumps(extra, indent=2))
+        return
     if args.part == "search":
         previous = result.get("search", {})
         previous = previous.get("previous", previous if "fifo" in previous else None)
