@@ -7,8 +7,6 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from refit.evaluate import METRIC_NAMES
-
 __all__ = ["console", "table", "print_metrics"]
 
 # Column headers short enough for an 80-column terminal.
@@ -32,6 +30,10 @@ def table(title: str, columns: tuple[str, ...] | list[str], *, right: tuple[str,
 
 def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     """One row per split, one column per metric."""
+    # here, not at the top: refit.evaluate loads torchmetrics and Lightning (about 8 s), which commands that
+    # only print tables (a search's driver) never need
+    from refit.evaluate import METRIC_NAMES
+
     seen = {k for values in metrics.values() for k in values}
     names = [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))
     headers = [_SHORT.get(n, n) for n in names]

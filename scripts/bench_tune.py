@@ -53,9 +53,10 @@ def _load() -> float:
     return round(os.getloadavg()[0], 1)
 
 
-def _refit(args: list[str]) -> float:
+def _refit(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, epoch start) of one whole command."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "refit", *args],
         check=True,
@@ -63,7 +64,7 @@ def _refit(args: list[str]) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return time.perf_counter() - started
+    return time.perf_counter() - started, started_at
 
 
 def _write(path: Path, cfg: dict) -> Path:
@@ -71,16 +72,68 @@ def _write(path: Path, cfg: dict) -> Path:
     return path
 
 
-def search(trials: int, train_rows: int) -> dict:
-    """The same 8-trial search (same seed, same sampled configs) under FIFO and ASHA, 2 trials at a time."""
-    data = _subset("search", train_rows, 32)
+def _phases(search_dir: Path, started_at: float, wall: float) -> dict:
+    """Where one search's wall time went, from the recipe's own clock (results.json) and each trial
+    attempt's timings.json: the fixed cost a scheduler cannot shrink, and the per-trial costs."""
+    timings = json.loads((search_dir / "results.json").read_text())["timings"]
+    trials = [json.loads(f.read_text()) for f in search_dir.glob("trials/*/run-*/timings.json")]
+    marks = [t["marks"] for t in trials]
+    first_per_worker: dict[int, dict] = {}
+    for t in sorted(trials, key=lambda t: t["marks"]["trial_start"]):
+        first_per_worker.setdefault(t["worker"]["pid"], t)
+    firsts = [id(t) for t in first_per_worker.values()]
+    setup = [t["marks"]["fit_setup"] - t["marks"]["trial_start"] for t in trials if "fit_setup" in t["marks"]]
+    first_setup = [t["marks"]["fit_setup"] - t["marks"]["trial_start"] for t in first_per_worker.values()]
+    later_setup = [
+        t["marks"]["fit_setup"] - t["marks"]["trial_start"]
+        for t in trials
+        if id(t) not in firsts and "fit_setup" in t["marks"]
+    ]
+    final = [m["trial_end"] - m["train_end"] for m in marks if "train_end" in m]
+    first_start = min(m["trial_start"] for m in marks)
+    first_fit = min(m["fit_setup"] for m in marks if "fit_setup" in m)
+    last_end = max(m["trial_end"] for m in marks)
+    ray_ready = timings["started_at"] + timings["checks_s"] + timings["ray_init_s"]
+    mean = lambda xs: round(statistics.mean(xs), 1) if xs else None  # noqa: E731
+    return {
+        "command_start_to_recipe_s": round(timings["started_at"] - started_at, 1),
+        "recipe_checks_s": timings["checks_s"],
+        "ray_init_s": timings["ray_init_s"],
+        "ray_ready_to_first_trial_s": round(first_start - ray_ready, 1),
+        "first_trial_setup_s": mean(first_setup),  # data, tokeniser, model: and the worker's imports
+        "later_trial_setup_s": mean(later_setup),  # the same in a reused worker
+        "trial_setup_s_all": round(sum(setup), 1),
+        "final_eval_and_version_s": mean(final),  # per finished trial: evaluate best, reference, write
+        "finished_trials": len(final),
+        "command_start_to_first_fit_s": round(first_fit - started_at, 1),
+        "last_trial_end_to_command_end_s": round(started_at + wall - last_end, 1),
+        "ray_shutdown_s": timings["ray_shutdown_s"],
+        "workers": len(first_per_worker),
+    }
+
+
+def search(
+    trials: int,
+    train_rows: int,
+    validation_rows: int,
+    schedulers: tuple[str, ...] = ("fifo", "asha"),
+    reduction_factor: float | None = None,
+) -> dict:
+    """The same 8-trial search (same seed, same sampled configs) under FIFO and ASHA, 2 trials at a time,
+    8 validations per trial (4 an epoch, 2 epochs); ASHA with `refit tune`'s own default grace period and
+    reduction factor (what a user gets who sets neither)."""
+    from refit.recipes.tune import Config
+
+    grace, reduction = Config().grace_period, reduction_factor or Config().reduction_factor
+    data = _subset("search", train_rows, validation_rows)
+    batch = 8
+    every = max(1, train_rows // batch // 4)
     base = {
         "model": "minilm",
-        "data": {**data, "max_length": 32, "batch_size": 8, "reference_size": 16},
-        # 8 validations per trial (every 2 of 8 batches, 2 epochs) so that ASHA's rungs come early
+        "data": {**data, "max_length": 32, "batch_size": batch, "reference_size": 16},
         "trainer": {
             "max_epochs": 2,
-            "val_check_interval": 2,
+            "val_check_interval": every,
             "early_stopping_patience": 0,
             "monitor": "val/loss",
             "mode": "min",
@@ -88,21 +141,23 @@ def search(trials: int, train_rows: int) -> dict:
         "tracking": {"wandb": False},
     }
     space = {"optim.lr": {"loguniform": [5e-6, 5e-4]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}}
+    validations = 2 * ((train_rows // batch) // every)
     out = {
         "setup": {
             "train_rows": train_rows,
-            "validation_rows": 32,
+            "validation_rows": validation_rows,
             "max_length": 32,
+            "batch_size": batch,
             "epochs": 2,
-            "validations_per_trial": 8,
+            "validations_per_trial": validations,
             "trials": trials,
             "concurrent": 2,
             "cpus_per_trial": 1,
-            "asha": {"grace_period": 1, "reduction_factor": 3, "max_t": 8},
+            "asha": {"grace_period": grace, "reduction_factor": reduction, "max_t": validations},
             "space": space,
         }
     }
-    for scheduler in ("fifo", "asha"):
+    for scheduler in schedulers:
         name = f"search-{scheduler}"
         shutil.rmtree(WORK / "tune" / name, ignore_errors=True)
         cfg = {
@@ -113,27 +168,32 @@ def search(trials: int, train_rows: int) -> dict:
             "max_concurrent_trials": 2,
             "cpus_per_trial": 1,
             "ray_num_cpus": 2,
-            "max_t": 8,
-            "grace_period": 1,
-            "reduction_factor": 3,
+            "max_t": validations,
+            "grace_period": grace,
+            "reduction_factor": reduction,
             "storage_path": str(WORK / "tune"),
             "name": name,
             "seed": 0,
         }
         load = _load()
-        wall = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", cfg))])
+        wall, started_at = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", cfg))])
         rows = json.loads((WORK / "tune" / name / "results.json").read_text())["trials"]
+        full = [r["seconds"] for r in rows if r["iterations"] == validations]
         out[scheduler] = {
             "wall_s": round(wall, 1),
             "trial_seconds": round(sum(r["seconds"] for r in rows), 1),
+            "full_trial_s": round(statistics.median(full), 1) if full else None,
             "validations": sum(r["iterations"] for r in rows),
             "best_val_loss": min(r["best"] for r in rows if r["best"] is not None),
             "stopped_early": sum(r["status"] == "stopped early" for r in rows),
             "errors": sum(r["status"] == "error" for r in rows),
             "load_before": load,
+            "load_after": _load(),
+            "phases": _phases(WORK / "tune" / name, started_at, wall),
         }
         print(scheduler, out[scheduler], flush=True)
-    out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
+    if "fifo" in out and "asha" in out:
+        out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
     return out
 
 
@@ -165,8 +225,8 @@ def overhead(repeats: int, train_rows: int) -> dict:
             "name": name,
         }
         load = _load()
-        t_plain = _refit(["finetune", "--config", str(plain)])
-        t_tune = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", one))])
+        t_plain, _ = _refit(["finetune", "--config", str(plain)])
+        t_tune, _ = _refit(["tune", "--config", str(_write(WORK / f"{name}.yaml", one))])
         row = json.loads((WORK / "tune" / name / "results.json").read_text())["trials"][0]
         trial_fit = json.loads((Path(row["version"]) / "refit.json").read_text())["training"]["seconds"]
         plain_fit = json.loads((plain_dir / "version" / "refit.json").read_text())["training"]["seconds"]
@@ -194,29 +254,66 @@ def overhead(repeats: int, train_rows: int) -> dict:
     }
 
 
+_PHASES = (
+    ("command_start_to_recipe_s", "interpreter, imports, config (driver)"),
+    ("ray_init_s", "ray.init"),
+    ("ray_ready_to_first_trial_s", "Tune start to the first trial's entry"),
+    ("first_trial_setup_s", "a worker's first trial: imports + data + model (mean)"),
+    ("later_trial_setup_s", "a reused worker's trial: data + tokenise + model (mean)"),
+    ("command_start_to_first_fit_s", "command start to the first fit (critical path)"),
+    ("final_eval_and_version_s", "per finished trial: evaluate best, reference, version (mean)"),
+    ("finished_trials", "finished trials (each pays the line above)"),
+    ("last_trial_end_to_command_end_s", "last trial end to command end (Tune end, shutdown, outputs)"),
+    ("ray_shutdown_s", "of which ray.shutdown"),
+)
+
+
 def _markdown(result: dict) -> str:
     lines = [f"# refit tune on sst2 ({result['machine']})", ""]
     if "search" in result:
         s = result["search"]
         st = s["setup"]
+        a = st["asha"]
         lines += [
             f"## ASHA vs FIFO, the same {st['trials']}-trial search, same run",
             "",
             f"MiniLM, {st['train_rows']} training rows, {st['validation_rows']} validation rows, seq "
-            f"{st['max_length']}, {st['epochs']} epochs with {st['validations_per_trial']} validations per trial "
-            f"(short trials, so that both searches fit the time), {st['concurrent']} trials at a time, "
-            f"{st['cpus_per_trial']} CPU each; ASHA grace 1, reduction factor 3; monitor val/loss.",
+            f"{st['max_length']}, batch {st['batch_size']}, {st['epochs']} epochs with "
+            f"{st['validations_per_trial']} validations per trial, {st['concurrent']} trials at a time, "
+            f"{st['cpus_per_trial']} CPU each; ASHA grace {a['grace_period']}, reduction factor "
+            f"{a['reduction_factor']} (the recipe's defaults); monitor val/loss.",
             "",
-            "| search | wall s | trial-seconds | validations run | best val/loss | stopped early | load avg |",
-            "|---|---|---|---|---|---|---|",
+            "| search | wall s | trial-seconds | full trial s | validations run | best val/loss | stopped early "
+            "| load avg before / after |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key, label in (("fifo", "FIFO (random)"), ("asha", "ASHA")):
             r = s[key]
             lines.append(
-                f"| {label} | {r['wall_s']} | {r['trial_seconds']} | {r['validations']} | "
-                f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} |"
+                f"| {label} | {r['wall_s']} | {r['trial_seconds']} | {r['full_trial_s']} | {r['validations']} | "
+                f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} / {r['load_after']} |"
             )
         lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
+        if "previous" in s:
+            p, pst = s["previous"], s["previous"]["setup"]
+            lines += [
+                f"Previous (2026-12-01, before the fixed-cost cuts): {pst['train_rows']} training rows, "
+                f"{pst['validation_rows']} validation rows, ASHA grace {pst['asha']['grace_period']}, reduction "
+                f"factor {pst['asha']['reduction_factor']}: FIFO {p['fifo']['wall_s']} s "
+                f"(load {p['fifo']['load_before']}), ASHA {p['asha']['wall_s']} s (load "
+                f"{p['asha']['load_before']}), {p['fifo']['validations']} vs {p['asha']['validations']} "
+                f"validations: ratio {p['asha_over_fifo_wall']}.",
+                "",
+            ]
+        lines += [
+            "### Where each search's time went (seconds; from the recipe's clock and each trial's timings.json)",
+            "",
+            "| phase | FIFO | ASHA |",
+            "|---|---|---|",
+        ]
+        for key, label in _PHASES:
+            lines.append(f"| {label} | {s['fifo']['phases'].get(key)} | {s['asha']['phases'].get(key)} |")
+        lines.append("")
     if "overhead" in result:
         o = result["overhead"]
         st = o["setup"]
@@ -246,6 +343,15 @@ def main() -> None:
     parser.add_argument("--part", choices=("search", "overhead"), required=True)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-rows", type=int, default=None)
+    parser.add_argument("--validation-rows", type=int, default=64)
+    parser.add_argument(
+        "--extra",
+        metavar="NAME",
+        help="a side measurement (e.g. ASHA alone at another reduction factor): written to "
+        "runs/bench-tune/NAME.json only, the results files are left alone",
+    )
+    parser.add_argument("--schedulers", default="fifo,asha")
+    parser.add_argument("--reduction-factor", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -253,8 +359,23 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.is_file() else {}
     # figures of this script's current method only (older files held another layout)
     result = {k: v for k, v in result.items() if k in ("search", "overhead") and "setup" in v}
+    if args.extra:
+        extra = search(
+            args.trials,
+            args.train_rows or 320,
+            args.validation_rows,
+            tuple(args.schedulers.split(",")),
+            args.reduction_factor,
+        )
+        (WORK / f"{args.extra}.json").write_text(json.dumps(extra, indent=2) + "\n")
+        print(json.dumps(extra, indent=2))
+        return
     if args.part == "search":
-        result["search"] = search(args.trials, args.train_rows or 64)
+        previous = result.get("search", {})
+        previous = previous.get("previous", previous if "fifo" in previous else None)
+        result["search"] = search(args.trials, args.train_rows or 320, args.validation_rows)
+        if previous:
+            result["search"]["previous"] = {k: v for k, v in previous.items() if k != "previous"}
     else:
         result["overhead"] = overhead(args.repeats, args.train_rows or 256)
     result = {"machine": MACHINE, **result}

@@ -67,9 +67,11 @@ def collect_trials(results, metric_name: str, monitor: str, mode: str, runs_dir:
 
 
 def write_outputs(
-    rows: list[TrialRow], base: dict, out: Path, mode: str, monitor: str
+    rows: list[TrialRow], base: dict, out: Path, mode: str, monitor: str, timings: dict | None = None
 ) -> tuple[Path, Path, TrialRow]:
-    """results.csv/json, best.yaml (a ready finetune config) and best_version/ (a copy, written atomically)."""
+    """results.csv/json, best.yaml (a ready finetune config) and best_version/ (a copy, written atomically).
+
+    `timings`: the search's own seconds per phase (Ray start, the search, ...), kept in results.json."""
     from refit.tune.space import apply_overrides
 
     finished = [r for r in rows if r.final is not None]
@@ -80,7 +82,8 @@ def write_outputs(
         )
     best = (max if mode == "max" else min)(finished, key=lambda r: r.final)
     write_json(
-        out / "results.json", {"trials": [vars(r) for r in rows], "best": vars(best), "monitor": monitor}
+        out / "results.json",
+        {"trials": [vars(r) for r in rows], "best": vars(best), "monitor": monitor, "timings": timings or {}},
     )
     keys = sorted({k for r in rows for k in r.overrides})
     with (out / "results.csv").open("w", newline="") as f:

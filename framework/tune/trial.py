@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from refit.config import config_to_dict, parse_config_dict
 from refit.errors import RunInterrupted
+from refit.io import write_json
 from refit.settings import FinetuneConfig
-from refit.train import run_finetune
 from refit.tune.space import apply_overrides
 
-__all__ = ["make_trainable", "REPORTED_METRIC"]
+__all__ = ["make_trainable", "REPORTED_METRIC", "TIMINGS_FILE"]
 
 REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so the monitored metric is renamed
+TIMINGS_FILE = "timings.json"  # in each attempt's folder: where the trial's seconds went
 
 
 def _fit_only_report(metric: str, checkpoints: bool):
@@ -54,6 +56,44 @@ def _perturbed_optimizer_settings():
     return TakePerturbedSettings()
 
 
+def _phase_clock(marks: dict[str, float]):
+    """Records when fit set up (data, tokeniser and model loaded), training started and ended."""
+    from lightning.pytorch.callbacks import Callback
+
+    class PhaseClock(Callback):
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            if stage == "fit":
+                marks["fit_setup"] = time.time()
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            marks["train_start"] = time.time()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            marks["train_end"] = time.time()
+
+    return PhaseClock()
+
+
+def _write_timings(path: Path, marks: dict[str, float]) -> None:
+    """Seconds per phase of one attempt, plus wall-clock marks (epoch seconds) and the worker process's id
+    and start, so that a benchmark can line trials up and tell a worker's start and imports (its process
+    start to its first trial) from the trial itself."""
+    import os
+
+    import psutil
+
+    names = ("trial_start", "fit_setup", "train_start", "train_end", "trial_end")
+    have = [n for n in names if n in marks]
+    write_json(
+        path,
+        {
+            "marks": {n: marks[n] for n in have},
+            "phases_s": {f"{a}->{b}": round(marks[b] - marks[a], 2) for a, b in zip(have, have[1:])},
+            "worker": {"pid": os.getpid(), "started": psutil.Process().create_time()},
+        },
+    )
+
+
 def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
 
@@ -68,7 +108,11 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
     """
 
     def trainable(overrides: dict) -> None:
+        marks = {"trial_start": time.time()}
         from ray import tune
+
+        # imported here, in the worker: the search's driver never loads Lightning or transformers (8 s here)
+        from refit.train import run_finetune
 
         cfg = parse_config_dict(FinetuneConfig, apply_overrides(base, overrides), where="in the tuned config")
         trial_dir = Path(runs_dir) / tune.get_context().get_trial_id()
@@ -79,7 +123,7 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints)]
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints), _phase_clock(marks)]
         if resume_from is not None:
             callbacks.append(_perturbed_optimizer_settings())
         try:
@@ -101,5 +145,9 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
             # Ray's own way to end a trial thread quietly; returning would make Ray report once more and
             # wait for an answer that never comes, so the worker could not take the next trial.
             raise SystemExit(0) from None
+        finally:
+            marks["trial_end"] = time.time()
+            attempt.mkdir(parents=True, exist_ok=True)
+            _write_timings(attempt / TIMINGS_FILE, marks)
 
     return trainable

@@ -88,6 +88,16 @@ def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model
     best_ckpt = next(out.glob("trials/*/run-*/checkpoints/best.ckpt"))
     assert "optimizer_states" not in torch.load(best_ckpt, map_location="cpu", weights_only=True)
     assert "refit tune: 4 trials" in capsys.readouterr().out
+    # every attempt says where its time went, in order; two workers ran all four trials (reused, not replaced)
+    timings = [json.loads(p.read_text()) for p in out.glob("trials/*/run-*/timings.json")]
+    assert len(timings) == 4
+    for t in timings:
+        marks = [t["marks"][k] for k in ("trial_start", "fit_setup", "train_start", "trial_end")]
+        assert marks == sorted(marks), t
+        assert t["worker"]["started"] <= t["marks"]["trial_start"]
+    assert len({t["worker"]["pid"] for t in timings}) == 2
+    search_clock = json.loads((out / "results.json").read_text())["timings"]
+    assert search_clock["ray_init_s"] > 0 and search_clock["search_s"] > 0
 
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert (out / "best.yaml").read_text().startswith("# refit finetune --config")

@@ -50,3 +50,34 @@ def test_ray_objects_are_built():
     )
     assert ray_space["trainer.max_epochs"] == {"grid_search": [1, 2]}
     assert 1e-5 <= ray_space["optim.lr"].sample() <= 1e-3
+
+
+def test_the_search_driver_loads_neither_lightning_nor_transformers():
+    """The driver only samples, schedules and writes the outputs; Lightning and transformers (about 8 s of
+    imports here) load in the trial workers, which train. A fresh interpreter, so earlier tests' imports do
+    not count."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "lightning", "transformers", "torchmetrics")
+    code = (
+        "import sys, refit.cli, refit.recipes.tune, refit.tune, refit.report; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"the tune driver imports {out.strip()}"
+
+
+def test_environment_sets_values_only_for_the_duration(monkeypatch):
+    """The local Ray's processes start inside this block and keep its values; the caller's environment is
+    left as it was (a variable it had is restored, one it lacked is removed)."""
+    import os
+
+    from refit.recipes.tune import _environment
+
+    monkeypatch.setenv("REFIT_TEST_KEPT", "before")
+    monkeypatch.delenv("REFIT_TEST_NEW", raising=False)
+    with _environment({"REFIT_TEST_KEPT": "during", "REFIT_TEST_NEW": "1"}):
+        assert os.environ["REFIT_TEST_KEPT"] == "during" and os.environ["REFIT_TEST_NEW"] == "1"
+    assert os.environ["REFIT_TEST_KEPT"] == "before"
+    assert "REFIT_TEST_NEW" not in os.environ
