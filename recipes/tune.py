@@ -49,7 +49,7 @@ class Config:
         num_samples: Trials to sample (each grid value is crossed with these).
         max_concurrent_trials: Trials running at once (0 = as many as resources allow).
         time_budget_s: Stop the search after this many seconds (0 = no limit).
-        max_t: ASHA: most validations a trial may run.
+        max_t: ASHA: most validations a trial may run (its rungs all fall before the last one).
         grace_period: ASHA: validations before a trial can be stopped (PBT: perturbation interval).
             A trial reports at every validation: set finetune.trainer.val_check_interval (a share of an
             epoch, or every N batches) so that it reports several times and ASHA can stop it early.

@@ -21,7 +21,7 @@ from refit.cli import main
 pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
 
 
-ASHA_RUNGS = (1, 2, 4)  # grace_period 1, reduction_factor 2, four validations per trial (ASHA max_t 5)
+ASHA_RUNGS = (1, 2)  # grace_period 1, reduction_factor 2, four validations per trial: no rung at the last one
 
 
 def _rows(out: Path) -> list[dict]:
@@ -77,11 +77,14 @@ def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model
     statuses = [r["status"] for r in rows]
     assert "finished" in statuses
     assert "stopped early" in statuses, f"ASHA stopped no trial: {statuses}"
-    # ASHA decides only at its rungs, whatever the timing: a stopped trial's last report is a rung (it may be
-    # the last one, 4, when a trial reaches it behind better ones), a finished trial reported all four.
+    # ASHA decides only at its rungs, whatever the timing: a stopped trial's last report is a rung, never the
+    # trial's last validation (stopping there would throw away a trained model); a finished trial reported
+    # all four and has its version.
     for r in rows:
         expected = ASHA_RUNGS if r["status"] == "stopped early" else (4,)
         assert int(r["iterations"]) in expected, r
+    finished = [r for r in rows if r["status"] == "finished"]
+    assert len(list(out.glob("trials/*/run-*/version/refit.json"))) == len(finished)
     # trials write no --resume checkpoint of their own and a weights-only best.ckpt; Tune got no checkpoints
     assert not list(out.glob("trials/*/run-*/checkpoints/last.ckpt"))
     assert not list(out.glob("*/checkpoint_*"))
