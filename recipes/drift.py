@@ -4,8 +4,9 @@
     refit drift --version runs/demo/version --data events.jsonl --by_time day --tests [mmd,ks,bbsd]
     refit drift --version runs/demo/version --refresh_reference --reference_data holdout.jsonl
 
-Each window of inputs is embedded by the version (or a fixed --encoder version) and tested against the
-version's reference (reference/ in the version). Writes drift.json and report.html to --output_dir
+Each window of inputs is embedded as the version's reference was (by the version's base model for new
+versions, or the version's own layers; --encoder tries another for one check), the version itself gives
+the probabilities (BBSD, estimates), and both are tested against the reference (reference/ in the version). Writes drift.json and report.html to --output_dir
 (default runs/drift/<version id>-<time> under the current folder: never inside the version, which is
 immutable once written). Exit code: 0 no window drifted, 3 at least one drifted, 2 a mistake in the input
 or nothing could be tested (an empty file, a missing text column, every window under --min_window).
