@@ -191,9 +191,8 @@ def run(cfg: Config) -> Path:
 
     existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
     write_json(parity_file, {**existing, **records})
-    # seal exports/ (every later load verifies it); timing.cache is TensorRT's, when it ran. Entries go by
-    # name: a path relative to the working directory (a relative --version) is not one relative to exports/.
-    update_exports_manifest(version, [*(p.name for p in placed), parity_file.name, "timing.cache"])
+    # seal exports/ (every later load verifies it); timing.cache is TensorRT's, when it ran
+    update_exports_manifest(version, [*placed, parity_file, "timing.cache"])
 
     # report
     print_metrics(scores, title=f"refit export {cfg.format}: validation")

@@ -4,7 +4,6 @@ itself is built, saved and loaded by refit.drift.reference)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,8 +152,9 @@ def embed(
     encoder, or its own pooling and layer), so they compare with the reference. `pooling` or `layer`
     instead embed with the version's own hidden states (mean-pooled last layer where one is not given)."""
     if pooling is None and layer is None:
-        meta_file = Path(version_dir) / "reference" / "reference.json"  # written by refit.drift.reference
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        from refit.drift.reference import load_reference  # its one reader; reference.py builds on this module
+
+        meta = dict(load_reference(version_dir).meta)
         if max_length is not None:
             meta["max_length"] = max_length
         return (

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import Splits, TextDataModule, load_splits
+from refit.drift.embed import load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import Calibration, fit_calibration
@@ -81,6 +82,7 @@ class _Setup:
     module: SequenceClassifier
     loggers: list
     trainer: L.Trainer
+    reference_encoder: str | None  # what embeds the version's drift reference (None: the version itself)
 
 
 def _setup(
@@ -110,6 +112,11 @@ def _setup(
     )
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
     check_max_length(hf_model, d.max_length)
+    encoder = reference_encoder(d.reference_encoder, model) if d.reference_size else None
+    # an encoder other than the model just loaded (chosen, or a parent version's) must load now, not
+    # after the training that a failure at the version's write would throw away
+    if encoder is not None and (d.reference_encoder != "base" or model_parent is not None):
+        load_encoder(encoder)
     datamodule = TextDataModule(
         splits,
         tokenizer,
@@ -154,7 +161,9 @@ def _setup(
         run_info={"config": config, "data": splits.fingerprints},
         resumable=resumable,
     )
-    return _Setup(out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer)
+    return _Setup(
+        out, ckpt, splits, tokenizer, model_parent, datamodule, module, loggers, pl_trainer, encoder
+    )
 
 
 def _fit(s: _Setup) -> float:
@@ -220,7 +229,7 @@ def _record(
             seed=seed,
             batch_size=d.eval_batch_size,
             max_length=d.max_length,
-            encoder=reference_encoder(d.reference_encoder, model),
+            encoder=s.reference_encoder,
         )
         reference.store_texts = store_texts
     calibration = _calibrate(s, d, seed)

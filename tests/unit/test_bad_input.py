@@ -448,6 +448,11 @@ CASES: list[Case] = [
     ("drift no tests", lambda w: w.drift("--tests", "[]"), ["tests"]),
     ("drift encoder missing", lambda w: w.drift("--encoder", str(w.tmp / "enc")), ["enc"]),
     (
+        "finetune reference encoder missing",
+        lambda w: w.finetune("--data.reference_encoder", str(w.tmp / "no-encoder")),
+        ["no-encoder"],
+    ),
+    (
         "drift reference data missing",
         lambda w: w.drift("--refresh_reference", "--reference_data", str(w.tmp / "ref.jsonl")),
         ["ref.jsonl"],
