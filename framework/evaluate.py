@@ -17,23 +17,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassAUROC,
-    MulticlassCalibrationError,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
 from refit.data import load_splits
 from refit.errors import ConfigError, DataError, RefitError
 from refit.inference import Batch, encode
 from refit.models import load_version
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 __all__ = [
     "METRIC_NAMES",
@@ -57,7 +52,20 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """Accuracy, macro F1/precision/recall, AUROC and expected calibration error (15 bins).
 
     All take logits (softmax is applied inside), so binary and multi-class share one code path.
+    torchmetrics is imported here, not at module level: it pulls in transformers and Lightning's
+    utilities (about 4 s on a small machine), which every command that only imports this module for its
+    gate or its metric names (`refit drift`, every `--help`) would pay for.
     """
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassAUROC,
+        MulticlassCalibrationError,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
     return MetricCollection(
         {
             "accuracy": MulticlassAccuracy(num_classes, average="micro"),

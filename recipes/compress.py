@@ -27,7 +27,6 @@ from jsonargparse.typing import (
 
 from refit.compress import METHODS, Method
 from refit.compress.prune import shrink_pruned_heads, sparsity
-from refit.compress.recovery import recover
 from refit.config import config_to_dict
 from refit.drift.reference import Reference, load_reference, reembed
 from refit.errors import ConfigError
@@ -172,6 +171,8 @@ def _compress(cfg: Config, gd: GateData, out: Path) -> tuple[torch.nn.Module, di
     model.save_pretrained(staged)
     gd.tokenizer.save_pretrained(staged)
     r = cfg.recovery
+    from refit.compress.recovery import recover  # Lightning loads only for a recovery fine-tune
+
     recovered = recover(
         staged,
         gd.meta,

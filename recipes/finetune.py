@@ -15,13 +15,15 @@ from refit.config import config_to_dict
 from refit.models import REFIT_JSON
 from refit.report import print_metrics
 from refit.settings import FinetuneConfig
-from refit.train import VERSION_DIRNAME, run_finetune
 
 Config = FinetuneConfig
 
 
 def run(cfg: FinetuneConfig) -> Path | int | None:
-    # setup: the config is parsed and validated by the CLI; everything else happens in the job.
+    # setup: the config is parsed and validated by the CLI; everything else happens in the job. The job is
+    # imported here, not at the top: it loads Lightning, which `refit finetune --help` does not need.
+    from refit.train import VERSION_DIRNAME, run_finetune
+
     finished = Path(cfg.output_dir) / VERSION_DIRNAME
     if cfg.resume and (finished / REFIT_JSON).is_file():
         print(f"Nothing to resume: the run in {cfg.output_dir} is finished; its model version is {finished}.")

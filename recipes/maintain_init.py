@@ -26,7 +26,6 @@ from refit.data import DEMO_NAME, demo_dir
 from refit.errors import ConfigError
 from refit.registry import Registry
 from refit.settings import DataConfig, FinetuneConfig, OptimConfig, TrackingConfig, TrainerConfig
-from refit.train import run_finetune
 
 
 @dataclass
@@ -78,6 +77,8 @@ def _lay_out(root: Path, cfg: Config) -> str:
         tracking=TrackingConfig(wandb=False),
         output_dir=str(run_dir),
     )
+    from refit.train import run_finetune  # Lightning loads when training starts, not for --help
+
     # the full config goes into refit.json: replay finds the champion's training data (the demo set) through it
     result = run_finetune(
         ft.model,

@@ -1,9 +1,30 @@
-"""Labelled text: files, the bundled demo set and Hugging Face datasets, tokenised once and batched."""
+"""Labelled text: files, the bundled demo set and Hugging Face datasets, tokenised once and batched.
 
-from refit.data.batching import LengthGroupedSampler, PadCollator, TokenizedDataset, tokenize
+Files and splits are plain Python; the batching and the Lightning data module need torch and Lightning,
+which take 2-6 s to import on a small machine. Those names are imported on first use (PEP 562), so a
+command that only reads rows (`refit drift`, `refit registry`, every `--help`) never pays for Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from refit.data.files import SUFFIXES, file_fingerprint, read_rows, read_table
-from refit.data.module import TextDataModule
 from refit.data.splits import DEMO_NAME, Splits, demo_dir, load_splits, to_label_ids
+
+if TYPE_CHECKING:
+    from refit.data.batching import LengthGroupedSampler, PadCollator, TokenizedDataset, tokenize
+    from refit.data.module import TextDataModule
+
+# name -> submodule that defines it, imported when the name is first read
+_LAZY = {
+    "LengthGroupedSampler": "refit.data.batching",
+    "PadCollator": "refit.data.batching",
+    "TokenizedDataset": "refit.data.batching",
+    "tokenize": "refit.data.batching",
+    "TextDataModule": "refit.data.module",
+}
 
 __all__ = [
     "DEMO_NAME",
@@ -21,3 +42,11 @@ __all__ = [
     "to_label_ids",
     "tokenize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later reads skip this hook
+        return value
+    raise AttributeError(f"module 'refit.data' has no attribute {name!r}")

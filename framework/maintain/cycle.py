@@ -23,8 +23,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-
 from refit.config import config_to_dict
 from refit.data import read_table, to_label_ids
 from refit.drift.check import run_window
@@ -35,7 +33,7 @@ from refit.errors import ConfigError, DataError, RefitError, RunInterrupted
 from refit.estimate import load_calibration, usable
 from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
-from refit.maintain.faults import fault_point
+from refit.maintain.faults import fault_point, training_fault_callback
 from refit.maintain.inbox import InboxBatch, read_inbox
 from refit.maintain.policy import gate, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
@@ -43,7 +41,7 @@ from refit.maintain.report import render_cycle
 from refit.models import read_version
 from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
-from refit.train import evaluate_version, run_finetune
+from refit.train import evaluate_version
 
 __all__ = ["CycleInterrupted", "CycleReport", "run_cycle", "DONE_STATUSES"]
 
@@ -100,14 +98,6 @@ class _Cycle:
     finished: bool = False  # the run row was finished inside the promotion's transaction
     recent_eval: list[tuple[str, int]] = field(default_factory=list)
     recent_train: list[tuple[str, int]] = field(default_factory=list)
-
-
-class _FaultInTraining(Callback):
-    """Calls the 'training' fault point after the first optimiser step (mid-training)."""
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == 1:
-            fault_point("training")
 
 
 def run_cycle(
@@ -375,6 +365,9 @@ def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
     reference = _reference_texts(
         c, trained={t for t, _ in train}, validation=[t for t, _ in validation], size=data.reference_size
     )
+    # Imported here: Lightning loads only in a cycle that retrains (a cycle with nothing to do stays light).
+    from refit.train import run_finetune
+
     result = run_finetune(
         str(c.champion.path),
         data=data,
@@ -384,7 +377,7 @@ def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
         output_dir=out,
         parent=c.champion.id,
         config=config,
-        callbacks=[_FaultInTraining()],
+        callbacks=[training_fault_callback()],
         reference_texts=reference,
         store_texts=retrain.privacy.store_texts,
     )

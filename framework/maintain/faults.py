@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAULT_ENV", "PHASES", "fault_point"]
+__all__ = ["FAULT_ENV", "PHASES", "fault_point", "training_fault_callback"]
 
 FAULT_ENV = "REFIT_FAULT_AT"
 PHASES = (
@@ -36,3 +36,16 @@ def fault_point(phase: str) -> None:
         raise ValueError(f"unknown fault phase {phase!r}; known: {PHASES}")
     if os.environ.get(FAULT_ENV) == phase:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def training_fault_callback():
+    """A Lightning callback that calls the 'training' fault point after the first optimiser step
+    (mid-training). Built on call, so importing the maintenance loop does not import Lightning."""
+    from lightning.pytorch.callbacks import Callback
+
+    class FaultInTraining(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 1:
+                fault_point("training")
+
+    return FaultInTraining()

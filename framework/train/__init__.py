@@ -1,10 +1,35 @@
-"""Training: the LightningModule, its optimiser, the Trainer builder and the fine-tune job."""
+"""Training: the LightningModule, its optimiser, the Trainer builder and the fine-tune job.
+
+Everything here but `evaluate_version` needs Lightning (4-6 s to import on a small machine), so those
+names are imported on first use (PEP 562): a command that trains pays for it when training starts, and
+`--help`, `refit drift` and a maintenance cycle that does not retrain never do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from refit.train.evaluate import evaluate_version
-from refit.train.job import VERSION_DIRNAME, FinetuneResult, run_finetune
-from refit.train.module import SequenceClassifier
-from refit.train.optim import adamw_param_groups, linear_warmup_decay
-from refit.train.trainer import LAST_CKPT, ResumeCheckpoint, build_trainer
+
+if TYPE_CHECKING:
+    from refit.train.job import VERSION_DIRNAME, FinetuneResult, run_finetune
+    from refit.train.module import SequenceClassifier
+    from refit.train.optim import adamw_param_groups, linear_warmup_decay
+    from refit.train.trainer import LAST_CKPT, ResumeCheckpoint, build_trainer
+
+# name -> submodule that defines it, imported when the name is first read
+_LAZY = {
+    "VERSION_DIRNAME": "refit.train.job",
+    "FinetuneResult": "refit.train.job",
+    "run_finetune": "refit.train.job",
+    "SequenceClassifier": "refit.train.module",
+    "adamw_param_groups": "refit.train.optim",
+    "linear_warmup_decay": "refit.train.optim",
+    "LAST_CKPT": "refit.train.trainer",
+    "ResumeCheckpoint": "refit.train.trainer",
+    "build_trainer": "refit.train.trainer",
+}
 
 __all__ = [
     "FinetuneResult",
@@ -18,3 +43,11 @@ __all__ = [
     "linear_warmup_decay",
     "run_finetune",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later reads skip this hook
+        return value
+    raise AttributeError(f"module 'refit.train' has no attribute {name!r}")
