@@ -58,6 +58,7 @@ DOMAINS = {  # name -> (data sets, splits)
 }
 N = 200
 MAX_LENGTH = 64
+TRAIN_ROWS = 2000  # sst2 rows the benchmark's version is fine-tuned on
 TRIGGER_ESTIMATORS = ("doc", "cbpe_ls")
 _UCI, _AIR, _BOOKS, _S140 = (
     "uci_sentences (amazon+imdb+yelp)",
@@ -77,7 +78,7 @@ def _rows(names: list[str], splits: list[str]) -> list[dict]:
 
 
 def _version(path: Path | None) -> Path:
-    return path or sst2_version(CACHE, rows=2000, reference_size=256, max_length=MAX_LENGTH)
+    return path or sst2_version(CACHE, rows=TRAIN_ROWS, reference_size=256, max_length=MAX_LENGTH)
 
 
 def _scores(version: Path, pool: int) -> dict[str, dict]:
@@ -131,6 +132,40 @@ def _lengths(version: Path, pool: int, vid: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _base_embeddings(pool: int, vid: str) -> dict[str, np.ndarray]:
+    """Every pool's rows (same rows and order as _scores), sst2 validation and the version's 2000 training rows
+    embedded by the BASE encoder (pre-trained MiniLM, mean-pooled last layer, max length MAX_LENGTH: how a
+    version's drift reference is embedded with data.reference_encoder base), cached: the label-blind second
+    view of the inputs that the base-embedding variants (class BaseView) read."""
+    cache = CACHE / f"base-embeddings-{vid}-{pool}.npz"
+    keys = ["train", "validation", *DOMAINS]
+    if cache.is_file():
+        z = np.load(cache)
+        return {**{k: z[f"d{i}"] for i, k in enumerate(keys)}, "train_labels": z["train_labels"]}
+    from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, load_encoder
+    from refit.models import encode_texts
+
+    model, tokenizer, _ = load_encoder("minilm")
+    out = {}
+    groups = {"train": (["sst2"], ["train"]), "validation": (["sst2"], ["validation"]), **DOMAINS}
+    for domain, (names, splits) in groups.items():
+        rows = _rows(names, splits)
+        if domain == "train":
+            rows = rows[
+                :TRAIN_ROWS
+            ]  # the rows the version was fine-tuned on (max_train_samples keeps the first)
+        elif domain != "validation":
+            rows = random.Random(0).sample(rows, min(len(rows), pool))
+        texts = [r["text"] for r in rows]
+        emb = encode_texts(model, tokenizer, texts, 64, MAX_LENGTH, ENCODER_POOLING, ENCODER_LAYER, "cpu")
+        out[domain] = emb.embeddings.numpy()
+        out[f"{domain}/labels"] = np.array([r["label"] for r in rows])
+        print(f"base-embedded {domain}: {len(rows)} rows", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **{f"d{i}": out[k] for i, k in enumerate(keys)}, train_labels=out["train/labels"])
+    return {**{k: out[k] for k in keys}, "train_labels": out["train/labels"]}
+
+
 def _with_confusion(cal, validation: dict):
     """A calibrator from before format /2 (no confusion table) completed from the cached validation scores:
     the same rows it was fitted on, so this is what fine-tuning now stores."""
@@ -142,6 +177,25 @@ def _with_confusion(cal, validation: dict):
         return cal
     fitted = fit_calibration(validation["logits"].double().numpy(), validation["labels"].numpy())
     return dataclasses.replace(cal, confusion=fitted.confusion, class_prior=fitted.class_prior)
+
+
+def _with_probe(cal, validation: dict, base: dict[str, np.ndarray]):
+    """A calibrator from before format /3 (no probe) completed from the cached base embeddings of the training
+    rows and validation: the same fit (refit.estimate.fit_probe) fine-tuning now stores."""
+    import dataclasses
+
+    from refit.estimate import fit_probe
+
+    if cal.probe is not None:
+        return cal
+    probe = fit_probe(
+        base["train"],
+        base["train_labels"],
+        base["validation"],
+        validation["logits"].double().numpy(),
+        validation["labels"].numpy(),
+    )
+    return dataclasses.replace(cal, probe=probe)
 
 
 class Meta:
