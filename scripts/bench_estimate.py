@@ -59,7 +59,8 @@ DOMAINS = {  # name -> (data sets, splits)
 N = 200
 MAX_LENGTH = 64
 TRAIN_ROWS = 2000  # sst2 rows the benchmark's version is fine-tuned on
-TRIGGER_ESTIMATORS = ("doc", "cbpe_ls")
+TRIGGER_ESTIMATORS = ("doc", "cbpe_ls", "twoview")
+FRESH_SEEDS = (101, 102, 103)  # window draws never looked at while twoview was developed (on seed 0)
 _UCI, _AIR, _BOOKS, _S140 = (
     "uci_sentences (amazon+imdb+yelp)",
     "airline_tweets",
@@ -238,7 +239,7 @@ class Meta:
 
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         conf = np.exp(logp).max(1)
-        est = {m: float(ESTIMATORS[m](logp, self.cal).mean()) for m in ESTIMATORS}
+        est = {m: float(ESTIMATORS[m](logp, self.cal).mean()) for m in ("cbpe", "atc", "doc", "cbpe_ls")}
         pos = float(logp.argmax(1).mean())
         grid = np.sort(np.r_[conf, self.conf_val])
         cdf = lambda a: np.searchsorted(np.sort(a), grid, side="right") / len(a)  # noqa: E731
@@ -410,12 +411,53 @@ class Variants:
         return {k: min(1.0, max(0.0, v)) for k, v in out.items()}
 
 
+class BaseView:
+    """Variants on the base encoder's embeddings that did not become twoview (point estimates, not shipped),
+    kept so the log in estimate.md can be re-measured; twoview's own parts are refit.estimate's.
+
+    - iw_base / iw_doc_base: Variants' iw and iw_doc with the domain classifier on the base encoder's
+      embeddings instead of the version's.
+    - stack_doc: DoC on the stacked (version + probe) max-probability, never label-shift corrected.
+    - stack_ls: the stack re-weighted by the version's BBSE prior, always (twoview without its gate).
+    - gate_doc_ls: twoview's gate choosing between the shipped doc and cbpe_ls (no stack).
+    """
+
+    names = ("iw_base", "iw_doc_base", "stack_doc", "stack_ls", "gate_doc_ls")
+
+    def __init__(self, validation: dict, base_validation: np.ndarray, cal) -> None:
+        self.cal = cal
+        self.iw = Variants({**validation, "embeddings": torch.from_numpy(base_validation)}, cal)
+
+    def __call__(self, logp: np.ndarray, base: np.ndarray) -> dict[str, float]:
+        from refit.estimate import ESTIMATORS, window_prior
+        from refit.estimate.estimators import _at, _bbse, _shift
+
+        cal, probe = self.cal, self.cal.probe
+        prior = np.asarray(cal.class_prior)
+        w = self.iw.weights(base)
+        iw_acc = float(w @ self.iw.correct_val)
+        second = probe.logits(base)
+        stacked = probe.stack(logp, second)
+        version_prior = window_prior(logp, cal)
+        probe_prior = _bbse(second.argmax(-1), np.asarray(probe.confusion), prior)
+        agree = float((version_prior - prior) @ (probe_prior - prior)) > 0
+        out = {
+            "iw_base": iw_acc,
+            "iw_doc_base": iw_acc - float(w @ self.iw.conf_val) + float(np.exp(logp).max(1).mean()),
+            "stack_doc": float(cal.accuracy - probe.stack_mean_confidence + stacked.max(-1).mean()),
+            "stack_ls": float(_at(_shift(stacked, version_prior, prior), logp.argmax(-1)).mean()),
+            "gate_doc_ls": float(ESTIMATORS["cbpe_ls" if agree else "doc"](logp, cal).mean()),
+        }
+        return {k: min(1.0, max(0.0, v)) for k, v in out.items()}
+
+
 def evaluate(
     data: dict[str, dict],
     cal,
     windows: int,
     seed: int,
     variants: Variants,
+    base_view: BaseView,
     meta: Meta,
     lengths: dict[str, np.ndarray],
 ) -> dict:
@@ -433,21 +475,21 @@ def evaluate(
         correct = logits.argmax(1) == labels
         pool_acc = float(correct.mean())
         n = min(N, len(labels))
-        errors = {m: [] for m in [*ESTIMATORS, *Variants.names, "no_change", "noise_floor"]}
+        errors = {m: [] for m in [*ESTIMATORS, *Variants.names, *BaseView.names, "no_change", "noise_floor"]}
         window_features[domain] = []
-        signed = {m: [] for m in [*ESTIMATORS, *Variants.names]}
+        signed = {m: [] for m in [*ESTIMATORS, *Variants.names, *BaseView.names]}
         covered = {m: 0 for m in ESTIMATORS}
         for w in range(windows):
             idx = rng.choice(len(labels), size=n, replace=False)
             truth = float(correct[idx].mean())
-            for m, e in estimate_accuracy(logits[idx], cal, seed=w).items():
+            for m, e in estimate_accuracy(logits[idx], cal, seed=w, embeddings=d["base"][idx]).items():
                 errors[m].append(abs(e.value - truth) * 100)
                 signed[m].append((e.value - truth) * 100)
                 covered[m] += e.low <= truth <= e.high
             window_features[domain].append(
                 (meta.features(logits[idx], emb[idx], lengths[domain][idx]), truth)
             )
-            for m, v in variants(logits[idx], emb[idx]).items():
+            for m, v in {**variants(logits[idx], emb[idx]), **base_view(logits[idx], d["base"][idx])}.items():
                 errors[m].append(abs(v - truth) * 100)
                 signed[m].append((v - truth) * 100)
             truth_f1 = f1_score(labels[idx], logits[idx].argmax(1), average="macro")
@@ -501,26 +543,38 @@ def _meta_errors(per_domain: dict, window_features: dict, meta: Meta, seed: int)
 
 
 def other_window_seeds(data: dict[str, dict], cal, windows: int, seeds: tuple[int, ...]) -> dict:
-    """Mean-over-domains MAE of doc and cbpe_ls on fresh window draws (same model, same pools): how much of
-    their gap is the luck of one draw of windows."""
+    """MAE of doc, cbpe_ls and twoview on fresh window draws (same model, same pools): the mean over domains
+    per seed, and per domain averaged over the seeds (with the signed error: + is over-stated accuracy)."""
     from refit.estimate import estimate_accuracy
 
-    out = {}
+    means, per = {}, {k: {m: [] for m in TRIGGER_ESTIMATORS} for k in data}
+    signed = {k: {m: [] for m in TRIGGER_ESTIMATORS} for k in data}
     for seed in seeds:
         rng, mae = np.random.default_rng(seed), {m: [] for m in TRIGGER_ESTIMATORS}
-        for d in data.values():
+        for k, d in data.items():
             logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
             errs = {m: [] for m in mae}
             for w in range(windows):
                 idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
                 truth = float((logits[idx].argmax(1) == labels[idx]).mean())
-                est = estimate_accuracy(logits[idx], cal, methods=list(mae), bootstrap=2, seed=w)
+                est = estimate_accuracy(
+                    logits[idx], cal, methods=list(mae), bootstrap=2, seed=w, embeddings=d["base"][idx]
+                )
                 for m in mae:
-                    errs[m].append(abs(est[m].value - truth) * 100)
+                    errs[m].append((est[m].value - truth) * 100)
             for m in mae:
-                mae[m].append(float(np.mean(errs[m])))
-        out[str(seed)] = {m: round(float(np.mean(v)), 2) for m, v in mae.items()}
-    return out
+                mae[m].append(float(np.mean(np.abs(errs[m]))))
+                per[k][m].append(float(np.mean(np.abs(errs[m]))))
+                signed[k][m].append(float(np.mean(errs[m])))
+        means[str(seed)] = {m: round(float(np.mean(v)), 2) for m, v in mae.items()}
+    per_domain = {
+        k: {
+            "mae": {m: round(float(np.mean(v)), 2) for m, v in per[k].items()},
+            "bias": {m: round(float(np.mean(v)), 2) for m, v in signed[k].items()},
+        }
+        for k in data
+    }
+    return {"seeds": means, "per_domain": per_domain}
 
 
 def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int, margin: float) -> dict:
@@ -528,7 +582,8 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
 
     drift-only: BBSD (KS on the model's probabilities vs its stored reference, alpha 0.05), the one drift test
     that needs no embeddings; harm-aware: the upper end of an estimator's interval for the expected accuracy
-    (what policy.min_estimated_accuracy reads) below validation accuracy - margin, for doc and cbpe_ls.
+    (what policy.min_estimated_accuracy reads) below validation accuracy - margin, for doc, cbpe_ls and
+    twoview.
     A window is truly harmed when its realised accuracy is below that floor.
     """
     from refit.drift import DETECTORS
@@ -541,6 +596,7 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
     rng = np.random.default_rng(seed + 1)
     rules = ["drift_only", *(f"{k}_{m}" for m in TRIGGER_ESTIMATORS for k in ("harm_aware", "point"))]
     counts = {"windows": 0, "harmed": 0}
+    widths = {m: [] for m in TRIGGER_ESTIMATORS}
     for r in rules:
         counts.update({r: 0, f"{r}_missed": 0, f"{r}_needless": 0})
     for d in data.values():
@@ -554,8 +610,11 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
                     reference.state("bbsd"), reference.probs, probs, alpha=0.05, seed=w
                 ).drift
             }
-            est = estimate_accuracy(logits[idx], cal, methods=list(TRIGGER_ESTIMATORS), seed=w)
+            est = estimate_accuracy(
+                logits[idx], cal, methods=list(TRIGGER_ESTIMATORS), seed=w, embeddings=d["base"][idx]
+            )
             for m in TRIGGER_ESTIMATORS:
+                widths[m].append((est[m].ci_high - est[m].ci_low) * 100)
                 fired[f"harm_aware_{m}"] = est[m].ci_high < floor  # as refit.maintain.policy
                 fired[f"point_{m}"] = est[m].value < floor
             counts["windows"] += 1
@@ -564,7 +623,8 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
                 counts[name] += bool(f)
                 counts[f"{name}_missed"] += harmed and not f
                 counts[f"{name}_needless"] += bool(f) and not harmed
-    return {"floor": round(floor, 4), "margin_points": margin * 100, **counts}
+    mean_width = {m: round(float(np.mean(v)), 2) for m, v in widths.items()}
+    return {"floor": round(floor, 4), "margin_points": margin * 100, **counts, "ci_width_points": mean_width}
 
 
 def main() -> None:
@@ -591,13 +651,21 @@ def main() -> None:
     scores = _scores(version, args.pool)
     validation = scores.pop("validation")
     cal = _with_confusion(cal, validation)
-    lengths = _lengths(version, args.pool, json.loads((version / "refit.json").read_text())["version_id"])
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    lengths = _lengths(version, args.pool, vid)
+    base = _base_embeddings(args.pool, vid)
+    cal = _with_probe(cal, validation, base)
     data = scores
+    for domain, d in data.items():
+        d["base"] = base[domain]
     meta = Meta(validation, lengths["validation"], cal)
-    per_domain = evaluate(data, cal, args.windows, args.seed, Variants(validation, cal), meta, lengths)
+    base_view = BaseView(validation, base["validation"], cal)
+    per_domain = evaluate(
+        data, cal, args.windows, args.seed, Variants(validation, cal), base_view, meta, lengths
+    )
     trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
-    seeds = other_window_seeds(data, cal, args.windows, (args.seed + 11, args.seed + 12, args.seed + 13))
-    methods = [*ESTIMATORS, *Variants.names, *Meta.names, "no_change", "noise_floor"]
+    fresh = other_window_seeds(data, cal, args.windows, FRESH_SEEDS)
+    methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
     overall_shifted = {
@@ -606,13 +674,15 @@ def main() -> None:
     # the harm case: domains where the model is worse than on validation (what a retrain trigger must see)
     harmed = [k for k, d in per_domain.items() if d["pool_accuracy"] < cal.accuracy]
     overall_harmed = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in harmed])), 2) for m in methods}
-    best = min([*ESTIMATORS, *Variants.names, *Meta.names], key=lambda m: overall[m])
+    best = min([*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names], key=lambda m: overall[m])
     best_shipped = min(ESTIMATORS, key=lambda m: overall[m])
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
         f"torch {torch.__version__}",
         "version": str(version),
-        "calibration": {k: v for k, v in vars(cal).items()},
+        "calibration": {k: v for k, v in vars(cal).items() if k != "probe"},
+        "probe": {k: v for k, v in cal.probe.to_dict().items() if k not in ("coef", "intercept")},
+        "development_seed": args.seed,
         "window": N,
         "windows_per_domain": args.windows,
         "pool": args.pool,
@@ -623,7 +693,8 @@ def main() -> None:
         "harmed_domains": harmed,
         "mae_mean_over_harmed_domains": overall_harmed,
         "triggers": trig,
-        "other_window_seeds": seeds,
+        "fresh_seeds": fresh["seeds"],
+        "fresh_per_domain": fresh["per_domain"],
         "best": best,
         "best_shipped": best_shipped,
         "cbpe_f1_mae_mean": round(float(np.mean([d["cbpe_f1_mae"] for d in per_domain.values()])), 2),
