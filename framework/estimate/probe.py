@@ -49,6 +49,10 @@ class Probe:
     stack_mean_confidence: float  # mean max-probability of the stack on validation (DoC's baseline)
     train_rows: int
     dim: int
+    # the encoder whose embeddings it reads (as the drift reference records it): a caller embedding windows
+    # with another encoder (a one-off `refit drift --encoder`) must not feed them to the probe
+    encoder: str = ""
+    encoder_sha256: str = ""
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """The probe's logits [..., n, classes] of embeddings [..., n, dim] (the base encoder's)."""
@@ -116,6 +120,8 @@ def fit_probe(
     val_embeddings: np.ndarray,
     val_logits: np.ndarray,
     val_labels: np.ndarray,
+    encoder: str = "",
+    encoder_sha256: str = "",
 ) -> Probe:
     """Fit the probe on training rows (base-encoder embeddings, labels), then its stack with the version and
     its confusion table on validation (the version's logits or log-probabilities and the same rows' labels)."""
@@ -150,6 +156,8 @@ def fit_probe(
         stack_mean_confidence=0.0,
         train_rows=len(train_labels),
         dim=dim,
+        encoder=encoder,
+        encoder_sha256=encoder_sha256,
     )
     probe.stack_mean_confidence = float(probe.stack(val_logits, probe_val).max(-1).mean())
     return probe

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import Splits, TextDataModule, load_splits
-from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, load_encoder
+from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import PROBE_ROWS, Calibration, Probe, fit_calibration, fit_probe
@@ -309,6 +309,8 @@ def _fit_probe(s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, devi
             embed(list(s.splits.texts["validation"])),
             val_logits,
             val_labels,
+            encoder=s.reference_encoder,
+            encoder_sha256=fingerprint(enc_model),
         )
     except ValueError:  # one class in the training rows: no probe, twoview is then refused by name
         return None

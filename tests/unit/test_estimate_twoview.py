@@ -142,6 +142,8 @@ def test_fine_tuning_stores_a_probe_that_twoview_uses(tmp_path, tiny_model_dir):
     )
     cal = load_calibration(result.version_dir)
     assert cal.probe is not None and cal.probe.dim == 32 and cal.probe.train_rows > 0
+    reference = json.loads((result.version_dir / "reference" / "reference.json").read_text())
+    assert cal.probe.encoder_sha256 == reference["encoder_sha256"]  # the reference's encoder, checked
     texts = ["a wonderful film", "dull and far too long", "I loved every minute", "a waste of time"] * 10
     emb = embed(result.version_dir, texts).numpy()
     logits = np.random.default_rng(0).normal(size=(len(texts), 2))  # any logits: the version's own view
