@@ -629,6 +629,51 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
     return {"floor": round(floor, 4), "margin_points": margin * 100, **counts, "ci_width_points": mean_width}
 
 
+def probe_cost(version: Path, repeats: int = 2) -> dict:
+    """Wall time of what fine-tuning adds for twoview (a timed run: take the machine-wide bench lock): load the
+    base encoder and fingerprint it, embed TRAIN_ROWS training rows and sst2 validation (max length
+    MAX_LENGTH), fit_probe. The first repeat includes cold file reads."""
+    from _datasets import read_rows
+
+    from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
+    from refit.estimate import fit_probe
+    from refit.models import encode_texts
+
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    logp = torch.load(CACHE / f"scores-{vid}-600.pt", weights_only=True)["validation"]["logits"]
+    train, val = read_rows("sst2", "train")[:TRAIN_ROWS], read_rows("sst2", "validation")
+    out = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "rows": len(train) + len(val)}
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model, tokenizer, _ = load_encoder("minilm")
+        fingerprint(model)
+        t1 = time.perf_counter()
+        emb = [
+            encode_texts(
+                model,
+                tokenizer,
+                [r["text"] for r in rows],
+                64,
+                MAX_LENGTH,
+                ENCODER_POOLING,
+                ENCODER_LAYER,
+                "cpu",
+            ).embeddings.numpy()
+            for rows in (train, val)
+        ]
+        t2 = time.perf_counter()
+        labels = [np.array([r["label"] for r in rows]) for rows in (train, val)]
+        fit_probe(emb[0], labels[0], emb[1], logp.double().numpy(), labels[1])
+        runs.append(
+            {"load_s": t1 - t0, "embed_s": time.perf_counter() - t1 - 0, "fit_s": time.perf_counter() - t2}
+        )
+        runs[-1]["embed_s"] = t2 - t1
+    out["runs"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
+    out["load_after"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", type=Path)
@@ -636,9 +681,18 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="only rewrite estimate.md from estimate.json")
+    parser.add_argument(
+        "--probe-cost",
+        action="store_true",
+        help="time what fine-tuning adds for twoview (run under the bench lock), into estimate.json, and rewrite",
+    )
     args = parser.parse_args()
-    if args.report:
-        write_report(json.loads((RESULTS / "estimate.json").read_text()))
+    if args.report or args.probe_cost:
+        result = json.loads((RESULTS / "estimate.json").read_text())
+        if args.probe_cost:
+            result["probe_cost"] = probe_cost(_version(args.version))
+            (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_report(result)
         return
     from refit.estimate import ESTIMATORS, load_calibration
 
@@ -707,6 +761,22 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
+
+
+def probe_cost_text(cost: dict) -> str:
+    """One sentence of the probe's fine-tune-time cost (probe_cost's figures)."""
+    runs = cost["runs"]
+    total = " / ".join(f"{r['load_s'] + r['embed_s'] + r['fit_s']:.1f}" for r in runs)
+    embed = " / ".join(f"{r['embed_s']:.1f}" for r in runs)
+    return (
+        f"loading and fingerprinting the base encoder, embedding {cost['rows']} rows (training sample and "
+        f"validation, max length {MAX_LENGTH}) and fitting the probe took {total} s "
+        f"in {len(runs)} repeats (embedding {embed} s; the first "
+        f"repeat reads the files cold), {cost['threads']} threads, a timed run under the machine-wide lock, load "
+        f"average before {tuple(round(x, 1) for x in cost['load_before'])}, after "
+        f"{tuple(round(x, 1) for x in cost['load_after'])}; this version's 1-epoch fine-tune on 2000 rows took "
+        "1039 s (refit.json, another run and load)."
+    )
 
 
 def write_report(result: dict) -> None:
@@ -835,7 +905,11 @@ def write_report(result: dict) -> None:
         "fixed encoder (data.reference_encoder base, the default); needs the window's embeddings from that "
         "encoder (`estimate_accuracy(..., embeddings=...)`), so it is left out where a caller passes none and "
         "refused by name for versions without a probe (calibration.json /1, /2 still load).",
-        "",
+        *(
+            [f"What it adds to a fine-tune: {probe_cost_text(result['probe_cost'])}", ""]
+            if "probe_cost" in result
+            else [""]
+        ),
         "Selection bias, plainly: twoview is the last of about 50 variants (log below), all compared on the "
         f"seed-{result['development_seed']} windows of these same 11 domains, and its gate was designed after "
         "seeing each view's BBSE prior per domain. The fresh draws rule out the luck of one draw of windows, "

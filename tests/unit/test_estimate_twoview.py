@@ -149,3 +149,25 @@ def test_fine_tuning_stores_a_probe_that_twoview_uses(tmp_path, tiny_model_dir):
     logits = np.random.default_rng(0).normal(size=(len(texts), 2))  # any logits: the version's own view
     est = estimate_accuracy(logits, cal, embeddings=emb, methods=["twoview"], bootstrap=10)["twoview"]
     assert 0 <= est.low <= est.value <= est.high <= 1 and est.n == len(texts)
+
+
+def test_twoview_is_near_the_truth_without_shift_for_three_classes():
+    """In-distribution windows of a 3-class task: the stack and the prior gate work for k classes too."""
+    rng = np.random.default_rng(8)
+
+    def rows(n: int):
+        y = rng.integers(0, 3, n)
+        emb = np.eye(3, DIM)[y] * 1.5 + rng.normal(0, 1.0, size=(n, DIM))
+        logits = np.eye(3)[y] * 1.5 + rng.normal(0, 1.0, size=(n, 3))
+        return logits, emb, y
+
+    train_logits, train_emb, train_y = rows(1500)
+    val_logits, val_emb, val_y = rows(1500)
+    cal = fit_calibration(val_logits, val_y)
+    cal.probe = fit_probe(train_emb, train_y, val_emb, val_logits, val_y)
+    errors = []
+    for _ in range(5):
+        logits, emb, y = rows(1000)
+        est = estimate_accuracy(logits, cal, embeddings=emb, methods=["twoview"], bootstrap=20)["twoview"]
+        errors.append(abs(est.value - _truth(logits, y)))
+    assert np.mean(errors) < 0.03
