@@ -21,7 +21,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.special import log_softmax
 
 __all__ = ["PROBE_ROWS", "Probe", "fit_probe", "unit_rows"]
 
@@ -65,6 +64,8 @@ class Probe:
 
     def stack(self, logits: np.ndarray, probe_logits: np.ndarray) -> np.ndarray:
         """Stacked probabilities [..., n, classes] from the version's logits and the probe's."""
+        from scipy.special import log_softmax  # here, not at import: scipy.special costs ~0.3 s to load
+
         a, b = self.stack_weights
         z = (
             a * log_softmax(logits, axis=-1)
@@ -101,6 +102,7 @@ class Probe:
 def _fit_stack(version_logits: np.ndarray, probe_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(a, b, c_1 .. c_{k-1}) minimising validation NLL of the stack (c_0 fixed at 0: softmax is shift-free)."""
     from scipy.optimize import minimize
+    from scipy.special import log_softmax
 
     lf, lg = log_softmax(version_logits, axis=-1), log_softmax(probe_logits, axis=-1)
     rows, classes = np.arange(len(labels)), lf.shape[1]
