@@ -579,6 +579,53 @@ def other_window_seeds(data: dict[str, dict], cal, windows: int, seeds: tuple[in
     return {"seeds": means, "per_domain": per_domain}
 
 
+def probe_sensitivity(
+    data: dict[str, dict], cal, validation: dict, base: dict, windows: int, seeds: tuple
+) -> dict:
+    """twoview's mean MAE over domains (point estimates) with its probe refitted at other regularisations and
+    on fewer training rows: how much the result rests on the shipped defaults (C 1, PROBE_ROWS rows). Not a
+    search: the shipped values were fixed before this was measured, and are not changed by it."""
+    import dataclasses
+
+    import refit.estimate.probe as probe_module
+    from refit.estimate import ESTIMATORS, fit_probe
+
+    shipped_c, out = probe_module.PROBE_C, {}
+    logits_val, labels_val = validation["logits"].double().numpy(), validation["labels"].numpy()
+    try:
+        for c in (0.3, 1.0, 3.0, 10.0):
+            probe_module.PROBE_C = c
+            for rows in (500, 1000, TRAIN_ROWS):
+                fitted = fit_probe(
+                    base["train"][:rows],
+                    base["train_labels"][:rows],
+                    base["validation"],
+                    logits_val,
+                    labels_val,
+                )
+                variant = dataclasses.replace(cal, probe=fitted)
+                means = []
+                for seed in seeds:
+                    rng, per = np.random.default_rng(seed), []
+                    for d in data.values():
+                        logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
+                        errs = []
+                        for _ in range(windows):
+                            idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
+                            truth = float((logits[idx].argmax(1) == labels[idx]).mean())
+                            second = fitted.logits(d["base"][idx])
+                            value = float(
+                                np.clip(ESTIMATORS["twoview"](logits[idx], variant, second).mean(), 0, 1)
+                            )
+                            errs.append(abs(value - truth) * 100)
+                        per.append(float(np.mean(errs)))
+                    means.append(float(np.mean(per)))
+                out[f"C {c:g}, {rows} rows"] = {str(s): round(m, 2) for s, m in zip(seeds, means)}
+    finally:
+        probe_module.PROBE_C = shipped_c
+    return out
+
+
 def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int, margin: float) -> dict:
     """Which windows each retrain trigger would fire on (no retraining: a trigger-rate comparison only).
 
@@ -721,6 +768,7 @@ def main() -> None:
     )
     trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
     fresh = other_window_seeds(data, cal, args.windows, FRESH_SEEDS)
+    sensitivity = probe_sensitivity(data, cal, validation, base, args.windows, (args.seed, *FRESH_SEEDS))
     methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
@@ -751,6 +799,7 @@ def main() -> None:
         "triggers": trig,
         "fresh_seeds": fresh["seeds"],
         "fresh_per_domain": fresh["per_domain"],
+        "probe_sensitivity": sensitivity,
         "best": best,
         "best_shipped": best_shipped,
         "cbpe_f1_mae_mean": round(float(np.mean([d["cbpe_f1_mae"] for d in per_domain.values()])), 2),
@@ -758,9 +807,51 @@ def main() -> None:
         "load_before": load_before,
         "load_after": os.getloadavg(),
     }
+    previous = RESULTS / "estimate.json"
+    if previous.is_file() and "probe_cost" in json.loads(
+        previous.read_text()
+    ):  # timed separately (--probe-cost)
+        result["probe_cost"] = json.loads(previous.read_text())["probe_cost"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
+
+
+def sensitivity_lines(result: dict) -> list[str]:
+    """The probe-sensitivity table (probe_sensitivity's figures), or nothing when it was not measured."""
+    sens = result.get("probe_sensitivity")
+    if not sens:
+        return []
+    seeds = list(next(iter(sens.values())))
+    dev = str(result["development_seed"])
+    lines = [
+        "How much the result rests on the probe's shipped settings (C 1, all 2000 training rows; fixed before "
+        "this was measured, not changed by it): twoview's mean MAE over the 11 domains with the probe refitted "
+        f"at other settings, on the development draw (seed {dev}) and the fresh ones:",
+        "",
+        "| probe | "
+        + " | ".join(f"seed {s}{' (dev)' if s == dev else ''}" for s in seeds)
+        + " | fresh mean |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+    for name, v in sens.items():
+        fresh = np.mean([v[s] for s in seeds if s != dev])
+        lines.append(f"| {name} | " + " | ".join(f"{v[s]:.2f}" for s in seeds) + f" | {fresh:.2f} |")
+    fresh_all = {k: float(np.mean([v[s] for s in seeds if s != dev])) for k, v in sens.items()}
+    under = [k for k, m in fresh_all.items() if m <= 3]
+    rest = [m for m in fresh_all.values() if m > 3]
+    ls = np.mean([v["cbpe_ls"] for v in result["fresh_seeds"].values()])
+    lines += [
+        "",
+        f"At or under 3 on the fresh draws: {'; '.join(under) or 'none'}; the other {len(rest)} from "
+        f"{min(rest, default=0):.2f} to {max(rest, default=0):.2f}, "
+        f"{'every one' if max(fresh_all.values()) < ls else 'not all'} below cbpe_ls ({ls:.2f}). So the goal is met only with "
+        "the probe fitted on all 2000 training rows at moderate regularisation: a probe on fewer rows is "
+        "weaker and its stack helps less, and at C 10 the gate misses airline_tweets more often. A version "
+        "trained on fewer rows than this should not expect the benchmark's figure.",
+        "",
+    ]
+    return lines
 
 
 def probe_cost_text(cost: dict) -> str:
@@ -918,6 +1009,7 @@ def write_report(result: dict) -> None:
         "default C, stack and confusion on validation, a sign test with no threshold). What would settle it: "
         "a new labelled domain, or a second fine-tuned model, neither done here.",
         "",
+        *sensitivity_lines(result),
         "Variant log (mean MAE over the 11 domains on the development windows; `*` = in this script's table, "
         "the rest exploratory, measured with the same windows and cached scores, not in this script):",
         "- length: temperature as a function of log token length (fitted on validation) 8.63 for cbpe, 5.55 "
