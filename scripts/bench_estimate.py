@@ -1,4 +1,4 @@
-"""Label-free accuracy estimation on real text: CBPE, ATC and DoC against the true accuracy of windows.
+"""Label-free accuracy estimation on real text: CBPE, ATC, DoC, cbpe_ls, twoview against windows' true accuracy.
 
     python scripts/bench_estimate.py [--version DIR] [--windows 25] [--pool 600]
 
@@ -6,8 +6,9 @@ The model: MiniLM fine-tuned here for one epoch on 2000 rows of ../shared/datase
 cached under runs/bench-estimate/ with each domain's log-probabilities and embeddings (set REFIT_DATASETS
 when the data sets are not in ../shared); fine-tuning stores its calibrator (temperature fitted on sst2
 validation, refit.estimate; a calibrator from before format /2 gets its confusion table from the cached
-validation scores). Besides the shipped estimators (cbpe, atc, doc, cbpe_ls) it evaluates candidate variants
-(class Variants) and AutoEval-style meta-regressions (class Meta: leave-one-domain-out, and fitted on
+validation scores, one from before /3 its twoview probe from the cached base-encoder embeddings of the training
+rows). Besides the shipped estimators (cbpe, atc, doc, cbpe_ls, twoview) it evaluates candidate variants
+(classes Variants, BaseView) and AutoEval-style meta-regressions (class Meta: leave-one-domain-out, and fitted on
 synthetic shifts of validation only).
 Each domain's pool is up to --pool labelled rows (test split, plus validation where the test split is small;
 sentiment140: only its hand-labelled test split; the three UCI sentence sets pooled into one domain). From a
@@ -15,7 +16,8 @@ pool, --windows windows of 200 rows are drawn (without replacement within a wind
 compared with the window's true accuracy. Reported per domain: mean absolute error (points), the share of
 windows whose true accuracy lies in the estimator's 95% bootstrap interval, and two baselines:
 "no change" (validation accuracy as the estimate) and the "noise floor" (the MAE of an oracle that knows
-the pool's accuracy exactly: a window of 200 is itself a noisy measurement of it, about 2 points).
+the pool's accuracy exactly: a window of 200 is itself a noisy measurement of it, about 2 points). The
+--seed windows are the development draw; doc, cbpe_ls and twoview are also scored on FRESH_SEEDS draws.
 Writes scripts/results/estimate.{json,md}.
 """
 
@@ -58,7 +60,9 @@ DOMAINS = {  # name -> (data sets, splits)
 }
 N = 200
 MAX_LENGTH = 64
-TRIGGER_ESTIMATORS = ("doc", "cbpe_ls")
+TRAIN_ROWS = 2000  # sst2 rows the benchmark's version is fine-tuned on
+TRIGGER_ESTIMATORS = ("doc", "cbpe_ls", "twoview")
+FRESH_SEEDS = (101, 102, 103)  # window draws never looked at while twoview was developed (on seed 0)
 _UCI, _AIR, _BOOKS, _S140 = (
     "uci_sentences (amazon+imdb+yelp)",
     "airline_tweets",
@@ -77,7 +81,7 @@ def _rows(names: list[str], splits: list[str]) -> list[dict]:
 
 
 def _version(path: Path | None) -> Path:
-    return path or sst2_version(CACHE, rows=2000, reference_size=256, max_length=MAX_LENGTH)
+    return path or sst2_version(CACHE, rows=TRAIN_ROWS, reference_size=256, max_length=MAX_LENGTH)
 
 
 def _scores(version: Path, pool: int) -> dict[str, dict]:
@@ -131,6 +135,40 @@ def _lengths(version: Path, pool: int, vid: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _base_embeddings(pool: int, vid: str) -> dict[str, np.ndarray]:
+    """Every pool's rows (same rows and order as _scores), sst2 validation and the version's 2000 training rows
+    embedded by the BASE encoder (pre-trained MiniLM, mean-pooled last layer, max length MAX_LENGTH: how a
+    version's drift reference is embedded with data.reference_encoder base), cached: the label-blind second
+    view of the inputs that the base-embedding variants (class BaseView) read."""
+    cache = CACHE / f"base-embeddings-{vid}-{pool}.npz"
+    keys = ["train", "validation", *DOMAINS]
+    if cache.is_file():
+        z = np.load(cache)
+        return {**{k: z[f"d{i}"] for i, k in enumerate(keys)}, "train_labels": z["train_labels"]}
+    from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, load_encoder
+    from refit.models import encode_texts
+
+    model, tokenizer, _ = load_encoder("minilm")
+    out = {}
+    groups = {"train": (["sst2"], ["train"]), "validation": (["sst2"], ["validation"]), **DOMAINS}
+    for domain, (names, splits) in groups.items():
+        rows = _rows(names, splits)
+        if domain == "train":
+            rows = rows[
+                :TRAIN_ROWS
+            ]  # the rows the version was fine-tuned on (max_train_samples keeps the first)
+        elif domain != "validation":
+            rows = random.Random(0).sample(rows, min(len(rows), pool))
+        texts = [r["text"] for r in rows]
+        emb = encode_texts(model, tokenizer, texts, 64, MAX_LENGTH, ENCODER_POOLING, ENCODER_LAYER, "cpu")
+        out[domain] = emb.embeddings.numpy()
+        out[f"{domain}/labels"] = np.array([r["label"] for r in rows])
+        print(f"base-embedded {domain}: {len(rows)} rows", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **{f"d{i}": out[k] for i, k in enumerate(keys)}, train_labels=out["train/labels"])
+    return {**{k: out[k] for k in keys}, "train_labels": out["train/labels"]}
+
+
 def _with_confusion(cal, validation: dict):
     """A calibrator from before format /2 (no confusion table) completed from the cached validation scores:
     the same rows it was fitted on, so this is what fine-tuning now stores."""
@@ -142,6 +180,25 @@ def _with_confusion(cal, validation: dict):
         return cal
     fitted = fit_calibration(validation["logits"].double().numpy(), validation["labels"].numpy())
     return dataclasses.replace(cal, confusion=fitted.confusion, class_prior=fitted.class_prior)
+
+
+def _with_probe(cal, validation: dict, base: dict[str, np.ndarray]):
+    """A calibrator from before format /3 (no probe) completed from the cached base embeddings of the training
+    rows and validation: the same fit (refit.estimate.fit_probe) fine-tuning now stores."""
+    import dataclasses
+
+    from refit.estimate import fit_probe
+
+    if cal.probe is not None:
+        return cal
+    probe = fit_probe(
+        base["train"],
+        base["train_labels"],
+        base["validation"],
+        validation["logits"].double().numpy(),
+        validation["labels"].numpy(),
+    )
+    return dataclasses.replace(cal, probe=probe)
 
 
 class Meta:
@@ -184,7 +241,7 @@ class Meta:
 
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         conf = np.exp(logp).max(1)
-        est = {m: float(ESTIMATORS[m](logp, self.cal).mean()) for m in ESTIMATORS}
+        est = {m: float(ESTIMATORS[m](logp, self.cal).mean()) for m in ("cbpe", "atc", "doc", "cbpe_ls")}
         pos = float(logp.argmax(1).mean())
         grid = np.sort(np.r_[conf, self.conf_val])
         cdf = lambda a: np.searchsorted(np.sort(a), grid, side="right") / len(a)  # noqa: E731
@@ -356,12 +413,53 @@ class Variants:
         return {k: min(1.0, max(0.0, v)) for k, v in out.items()}
 
 
+class BaseView:
+    """Variants on the base encoder's embeddings that did not become twoview (point estimates, not shipped),
+    kept so the log in estimate.md can be re-measured; twoview's own parts are refit.estimate's.
+
+    - iw_base / iw_doc_base: Variants' iw and iw_doc with the domain classifier on the base encoder's
+      embeddings instead of the version's.
+    - stack_doc: DoC on the stacked (version + probe) max-probability, never label-shift corrected.
+    - stack_ls: the stack re-weighted by the version's BBSE prior, always (twoview without its gate).
+    - gate_doc_ls: twoview's gate choosing between the shipped doc and cbpe_ls (no stack).
+    """
+
+    names = ("iw_base", "iw_doc_base", "stack_doc", "stack_ls", "gate_doc_ls")
+
+    def __init__(self, validation: dict, base_validation: np.ndarray, cal) -> None:
+        self.cal = cal
+        self.iw = Variants({**validation, "embeddings": torch.from_numpy(base_validation)}, cal)
+
+    def __call__(self, logp: np.ndarray, base: np.ndarray) -> dict[str, float]:
+        from refit.estimate import ESTIMATORS, window_prior
+        from refit.estimate.estimators import _at, _bbse, _shift
+
+        cal, probe = self.cal, self.cal.probe
+        prior = np.asarray(cal.class_prior)
+        w = self.iw.weights(base)
+        iw_acc = float(w @ self.iw.correct_val)
+        second = probe.logits(base)
+        stacked = probe.stack(logp, second)
+        version_prior = window_prior(logp, cal)
+        probe_prior = _bbse(second.argmax(-1), np.asarray(probe.confusion), prior)
+        agree = float((version_prior - prior) @ (probe_prior - prior)) > 0
+        out = {
+            "iw_base": iw_acc,
+            "iw_doc_base": iw_acc - float(w @ self.iw.conf_val) + float(np.exp(logp).max(1).mean()),
+            "stack_doc": float(cal.accuracy - probe.stack_mean_confidence + stacked.max(-1).mean()),
+            "stack_ls": float(_at(_shift(stacked, version_prior, prior), logp.argmax(-1)).mean()),
+            "gate_doc_ls": float(ESTIMATORS["cbpe_ls" if agree else "doc"](logp, cal).mean()),
+        }
+        return {k: min(1.0, max(0.0, v)) for k, v in out.items()}
+
+
 def evaluate(
     data: dict[str, dict],
     cal,
     windows: int,
     seed: int,
     variants: Variants,
+    base_view: BaseView,
     meta: Meta,
     lengths: dict[str, np.ndarray],
 ) -> dict:
@@ -379,21 +477,21 @@ def evaluate(
         correct = logits.argmax(1) == labels
         pool_acc = float(correct.mean())
         n = min(N, len(labels))
-        errors = {m: [] for m in [*ESTIMATORS, *Variants.names, "no_change", "noise_floor"]}
+        errors = {m: [] for m in [*ESTIMATORS, *Variants.names, *BaseView.names, "no_change", "noise_floor"]}
         window_features[domain] = []
-        signed = {m: [] for m in [*ESTIMATORS, *Variants.names]}
+        signed = {m: [] for m in [*ESTIMATORS, *Variants.names, *BaseView.names]}
         covered = {m: 0 for m in ESTIMATORS}
         for w in range(windows):
             idx = rng.choice(len(labels), size=n, replace=False)
             truth = float(correct[idx].mean())
-            for m, e in estimate_accuracy(logits[idx], cal, seed=w).items():
+            for m, e in estimate_accuracy(logits[idx], cal, seed=w, embeddings=d["base"][idx]).items():
                 errors[m].append(abs(e.value - truth) * 100)
                 signed[m].append((e.value - truth) * 100)
                 covered[m] += e.low <= truth <= e.high
             window_features[domain].append(
                 (meta.features(logits[idx], emb[idx], lengths[domain][idx]), truth)
             )
-            for m, v in variants(logits[idx], emb[idx]).items():
+            for m, v in {**variants(logits[idx], emb[idx]), **base_view(logits[idx], d["base"][idx])}.items():
                 errors[m].append(abs(v - truth) * 100)
                 signed[m].append((v - truth) * 100)
             truth_f1 = f1_score(labels[idx], logits[idx].argmax(1), average="macro")
@@ -447,25 +545,84 @@ def _meta_errors(per_domain: dict, window_features: dict, meta: Meta, seed: int)
 
 
 def other_window_seeds(data: dict[str, dict], cal, windows: int, seeds: tuple[int, ...]) -> dict:
-    """Mean-over-domains MAE of doc and cbpe_ls on fresh window draws (same model, same pools): how much of
-    their gap is the luck of one draw of windows."""
+    """MAE of doc, cbpe_ls and twoview on fresh window draws (same model, same pools): the mean over domains
+    per seed, and per domain averaged over the seeds (with the signed error: + is over-stated accuracy)."""
     from refit.estimate import estimate_accuracy
 
-    out = {}
+    means, per = {}, {k: {m: [] for m in TRIGGER_ESTIMATORS} for k in data}
+    signed = {k: {m: [] for m in TRIGGER_ESTIMATORS} for k in data}
     for seed in seeds:
         rng, mae = np.random.default_rng(seed), {m: [] for m in TRIGGER_ESTIMATORS}
-        for d in data.values():
+        for k, d in data.items():
             logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
             errs = {m: [] for m in mae}
             for w in range(windows):
                 idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
                 truth = float((logits[idx].argmax(1) == labels[idx]).mean())
-                est = estimate_accuracy(logits[idx], cal, methods=list(mae), bootstrap=2, seed=w)
+                est = estimate_accuracy(
+                    logits[idx], cal, methods=list(mae), bootstrap=2, seed=w, embeddings=d["base"][idx]
+                )
                 for m in mae:
-                    errs[m].append(abs(est[m].value - truth) * 100)
+                    errs[m].append((est[m].value - truth) * 100)
             for m in mae:
-                mae[m].append(float(np.mean(errs[m])))
-        out[str(seed)] = {m: round(float(np.mean(v)), 2) for m, v in mae.items()}
+                mae[m].append(float(np.mean(np.abs(errs[m]))))
+                per[k][m].append(float(np.mean(np.abs(errs[m]))))
+                signed[k][m].append(float(np.mean(errs[m])))
+        means[str(seed)] = {m: round(float(np.mean(v)), 2) for m, v in mae.items()}
+    per_domain = {
+        k: {
+            "mae": {m: round(float(np.mean(v)), 2) for m, v in per[k].items()},
+            "bias": {m: round(float(np.mean(v)), 2) for m, v in signed[k].items()},
+        }
+        for k in data
+    }
+    return {"seeds": means, "per_domain": per_domain}
+
+
+def probe_sensitivity(
+    data: dict[str, dict], cal, validation: dict, base: dict, windows: int, seeds: tuple
+) -> dict:
+    """twoview's mean MAE over domains (point estimates) with its probe refitted at other regularisations and
+    on fewer training rows: how much the result rests on the shipped defaults (C 1, PROBE_ROWS rows). Not a
+    search: the shipped values were fixed before this was measured, and are not changed by it."""
+    import dataclasses
+
+    import refit.estimate.probe as probe_module
+    from refit.estimate import ESTIMATORS, fit_probe
+
+    shipped_c, out = probe_module.PROBE_C, {}
+    logits_val, labels_val = validation["logits"].double().numpy(), validation["labels"].numpy()
+    try:
+        for c in (0.3, 1.0, 3.0, 10.0):
+            probe_module.PROBE_C = c
+            for rows in (500, 1000, TRAIN_ROWS):
+                fitted = fit_probe(
+                    base["train"][:rows],
+                    base["train_labels"][:rows],
+                    base["validation"],
+                    logits_val,
+                    labels_val,
+                )
+                variant = dataclasses.replace(cal, probe=fitted)
+                means = []
+                for seed in seeds:
+                    rng, per = np.random.default_rng(seed), []
+                    for d in data.values():
+                        logits, labels = d["logits"].double().numpy(), d["labels"].numpy()
+                        errs = []
+                        for _ in range(windows):
+                            idx = rng.choice(len(labels), size=min(N, len(labels)), replace=False)
+                            truth = float((logits[idx].argmax(1) == labels[idx]).mean())
+                            second = fitted.logits(d["base"][idx])
+                            value = float(
+                                np.clip(ESTIMATORS["twoview"](logits[idx], variant, second).mean(), 0, 1)
+                            )
+                            errs.append(abs(value - truth) * 100)
+                        per.append(float(np.mean(errs)))
+                    means.append(float(np.mean(per)))
+                out[f"C {c:g}, {rows} rows"] = {str(s): round(m, 2) for s, m in zip(seeds, means)}
+    finally:
+        probe_module.PROBE_C = shipped_c
     return out
 
 
@@ -474,7 +631,8 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
 
     drift-only: BBSD (KS on the model's probabilities vs its stored reference, alpha 0.05), the one drift test
     that needs no embeddings; harm-aware: the upper end of an estimator's interval for the expected accuracy
-    (what policy.min_estimated_accuracy reads) below validation accuracy - margin, for doc and cbpe_ls.
+    (what policy.min_estimated_accuracy reads) below validation accuracy - margin, for doc, cbpe_ls and
+    twoview.
     A window is truly harmed when its realised accuracy is below that floor.
     """
     from refit.drift import DETECTORS
@@ -487,6 +645,7 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
     rng = np.random.default_rng(seed + 1)
     rules = ["drift_only", *(f"{k}_{m}" for m in TRIGGER_ESTIMATORS for k in ("harm_aware", "point"))]
     counts = {"windows": 0, "harmed": 0}
+    widths = {m: [] for m in TRIGGER_ESTIMATORS}
     for r in rules:
         counts.update({r: 0, f"{r}_missed": 0, f"{r}_needless": 0})
     for d in data.values():
@@ -500,8 +659,11 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
                     reference.state("bbsd"), reference.probs, probs, alpha=0.05, seed=w
                 ).drift
             }
-            est = estimate_accuracy(logits[idx], cal, methods=list(TRIGGER_ESTIMATORS), seed=w)
+            est = estimate_accuracy(
+                logits[idx], cal, methods=list(TRIGGER_ESTIMATORS), seed=w, embeddings=d["base"][idx]
+            )
             for m in TRIGGER_ESTIMATORS:
+                widths[m].append((est[m].ci_high - est[m].ci_low) * 100)
                 fired[f"harm_aware_{m}"] = est[m].ci_high < floor  # as refit.maintain.policy
                 fired[f"point_{m}"] = est[m].value < floor
             counts["windows"] += 1
@@ -510,7 +672,53 @@ def triggers(data: dict[str, dict], cal, version: Path, windows: int, seed: int,
                 counts[name] += bool(f)
                 counts[f"{name}_missed"] += harmed and not f
                 counts[f"{name}_needless"] += bool(f) and not harmed
-    return {"floor": round(floor, 4), "margin_points": margin * 100, **counts}
+    mean_width = {m: round(float(np.mean(v)), 2) for m, v in widths.items()}
+    return {"floor": round(floor, 4), "margin_points": margin * 100, **counts, "ci_width_points": mean_width}
+
+
+def probe_cost(version: Path, repeats: int = 2) -> dict:
+    """Wall time of what fine-tuning adds for twoview (a timed run: take the machine-wide bench lock): load the
+    base encoder and fingerprint it, embed TRAIN_ROWS training rows and sst2 validation (max length
+    MAX_LENGTH), fit_probe. The first repeat includes cold file reads."""
+    from _datasets import read_rows
+
+    from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
+    from refit.estimate import fit_probe
+    from refit.models import encode_texts
+
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    logp = torch.load(CACHE / f"scores-{vid}-600.pt", weights_only=True)["validation"]["logits"]
+    train, val = read_rows("sst2", "train")[:TRAIN_ROWS], read_rows("sst2", "validation")
+    out = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "rows": len(train) + len(val)}
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model, tokenizer, _ = load_encoder("minilm")
+        fingerprint(model)
+        t1 = time.perf_counter()
+        emb = [
+            encode_texts(
+                model,
+                tokenizer,
+                [r["text"] for r in rows],
+                64,
+                MAX_LENGTH,
+                ENCODER_POOLING,
+                ENCODER_LAYER,
+                "cpu",
+            ).embeddings.numpy()
+            for rows in (train, val)
+        ]
+        t2 = time.perf_counter()
+        labels = [np.array([r["label"] for r in rows]) for rows in (train, val)]
+        fit_probe(emb[0], labels[0], emb[1], logp.double().numpy(), labels[1])
+        runs.append(
+            {"load_s": t1 - t0, "embed_s": time.perf_counter() - t1 - 0, "fit_s": time.perf_counter() - t2}
+        )
+        runs[-1]["embed_s"] = t2 - t1
+    out["runs"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
+    out["load_after"] = os.getloadavg()
+    return out
 
 
 def main() -> None:
@@ -520,9 +728,18 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="only rewrite estimate.md from estimate.json")
+    parser.add_argument(
+        "--probe-cost",
+        action="store_true",
+        help="time what fine-tuning adds for twoview (run under the bench lock), into estimate.json, and rewrite",
+    )
     args = parser.parse_args()
-    if args.report:
-        write_report(json.loads((RESULTS / "estimate.json").read_text()))
+    if args.report or args.probe_cost:
+        result = json.loads((RESULTS / "estimate.json").read_text())
+        if args.probe_cost:
+            result["probe_cost"] = probe_cost(_version(args.version))
+            (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_report(result)
         return
     from refit.estimate import ESTIMATORS, load_calibration
 
@@ -537,13 +754,22 @@ def main() -> None:
     scores = _scores(version, args.pool)
     validation = scores.pop("validation")
     cal = _with_confusion(cal, validation)
-    lengths = _lengths(version, args.pool, json.loads((version / "refit.json").read_text())["version_id"])
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    lengths = _lengths(version, args.pool, vid)
+    base = _base_embeddings(args.pool, vid)
+    cal = _with_probe(cal, validation, base)
     data = scores
+    for domain, d in data.items():
+        d["base"] = base[domain]
     meta = Meta(validation, lengths["validation"], cal)
-    per_domain = evaluate(data, cal, args.windows, args.seed, Variants(validation, cal), meta, lengths)
+    base_view = BaseView(validation, base["validation"], cal)
+    per_domain = evaluate(
+        data, cal, args.windows, args.seed, Variants(validation, cal), base_view, meta, lengths
+    )
     trig = triggers(data, cal, version, args.windows, args.seed, margin=0.05)
-    seeds = other_window_seeds(data, cal, args.windows, (args.seed + 11, args.seed + 12, args.seed + 13))
-    methods = [*ESTIMATORS, *Variants.names, *Meta.names, "no_change", "noise_floor"]
+    fresh = other_window_seeds(data, cal, args.windows, FRESH_SEEDS)
+    sensitivity = probe_sensitivity(data, cal, validation, base, args.windows, (args.seed, *FRESH_SEEDS))
+    methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.startswith("sst2")]
     overall_shifted = {
@@ -552,13 +778,15 @@ def main() -> None:
     # the harm case: domains where the model is worse than on validation (what a retrain trigger must see)
     harmed = [k for k, d in per_domain.items() if d["pool_accuracy"] < cal.accuracy]
     overall_harmed = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in harmed])), 2) for m in methods}
-    best = min([*ESTIMATORS, *Variants.names, *Meta.names], key=lambda m: overall[m])
+    best = min([*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names], key=lambda m: overall[m])
     best_shipped = min(ESTIMATORS, key=lambda m: overall[m])
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
         f"torch {torch.__version__}",
         "version": str(version),
-        "calibration": {k: v for k, v in vars(cal).items()},
+        "calibration": {k: v for k, v in vars(cal).items() if k != "probe"},
+        "probe": {k: v for k, v in cal.probe.to_dict().items() if k not in ("coef", "intercept")},
+        "development_seed": args.seed,
         "window": N,
         "windows_per_domain": args.windows,
         "pool": args.pool,
@@ -569,7 +797,9 @@ def main() -> None:
         "harmed_domains": harmed,
         "mae_mean_over_harmed_domains": overall_harmed,
         "triggers": trig,
-        "other_window_seeds": seeds,
+        "fresh_seeds": fresh["seeds"],
+        "fresh_per_domain": fresh["per_domain"],
+        "probe_sensitivity": sensitivity,
         "best": best,
         "best_shipped": best_shipped,
         "cbpe_f1_mae_mean": round(float(np.mean([d["cbpe_f1_mae"] for d in per_domain.values()])), 2),
@@ -577,9 +807,67 @@ def main() -> None:
         "load_before": load_before,
         "load_after": os.getloadavg(),
     }
+    previous = RESULTS / "estimate.json"
+    if previous.is_file() and "probe_cost" in json.loads(
+        previous.read_text()
+    ):  # timed separately (--probe-cost)
+        result["probe_cost"] = json.loads(previous.read_text())["probe_cost"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "estimate.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
+
+
+def sensitivity_lines(result: dict) -> list[str]:
+    """The probe-sensitivity table (probe_sensitivity's figures), or nothing when it was not measured."""
+    sens = result.get("probe_sensitivity")
+    if not sens:
+        return []
+    seeds = list(next(iter(sens.values())))
+    dev = str(result["development_seed"])
+    lines = [
+        "How much the result rests on the probe's shipped settings (C 1, all 2000 training rows; fixed before "
+        "this was measured, not changed by it): twoview's mean MAE over the 11 domains with the probe refitted "
+        f"at other settings, on the development draw (seed {dev}) and the fresh ones:",
+        "",
+        "| probe | "
+        + " | ".join(f"seed {s}{' (dev)' if s == dev else ''}" for s in seeds)
+        + " | fresh mean |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+    for name, v in sens.items():
+        fresh = np.mean([v[s] for s in seeds if s != dev])
+        lines.append(f"| {name} | " + " | ".join(f"{v[s]:.2f}" for s in seeds) + f" | {fresh:.2f} |")
+    fresh_all = {k: float(np.mean([v[s] for s in seeds if s != dev])) for k, v in sens.items()}
+    under = [k for k, m in fresh_all.items() if m <= 3]
+    rest = [m for m in fresh_all.values() if m > 3]
+    ls = np.mean([v["cbpe_ls"] for v in result["fresh_seeds"].values()])
+    lines += [
+        "",
+        f"At or under 3 on the fresh draws: {'; '.join(under) or 'none'}; the other {len(rest)} from "
+        f"{min(rest, default=0):.2f} to {max(rest, default=0):.2f}, "
+        f"{'every one' if max(fresh_all.values()) < ls else 'not all'} below cbpe_ls ({ls:.2f}). So the goal is met only with "
+        "the probe fitted on all 2000 training rows at moderate regularisation: a probe on fewer rows is "
+        "weaker and its stack helps less, and at C 10 the gate misses airline_tweets more often. A version "
+        "trained on fewer rows than this should not expect the benchmark's figure.",
+        "",
+    ]
+    return lines
+
+
+def probe_cost_text(cost: dict) -> str:
+    """One sentence of the probe's fine-tune-time cost (probe_cost's figures)."""
+    runs = cost["runs"]
+    total = " / ".join(f"{r['load_s'] + r['embed_s'] + r['fit_s']:.1f}" for r in runs)
+    embed = " / ".join(f"{r['embed_s']:.1f}" for r in runs)
+    return (
+        f"loading and fingerprinting the base encoder, embedding {cost['rows']} rows (training sample and "
+        f"validation, max length {MAX_LENGTH}) and fitting the probe took {total} s "
+        f"in {len(runs)} repeats (embedding {embed} s; the first "
+        f"repeat reads the files cold), {cost['threads']} threads, a timed run under the machine-wide lock, load "
+        f"average before {tuple(round(x, 1) for x in cost['load_before'])}, after "
+        f"{tuple(round(x, 1) for x in cost['load_after'])}; this version's 1-epoch fine-tune on 2000 rows took "
+        "1039 s (refit.json, another run and load)."
+    )
 
 
 def write_report(result: dict) -> None:
@@ -593,8 +881,13 @@ def write_report(result: dict) -> None:
     overall, overall_shifted = result["mae_mean_over_domains"], result["mae_mean_over_shifted_domains"]
     harmed, overall_harmed = result["harmed_domains"], result["mae_mean_over_harmed_domains"]
     best, windows = result["best"], result["windows_per_domain"]
-    methods = [*ESTIMATORS, *Variants.names, *Meta.names, "no_change", "noise_floor"]
+    fresh, fresh_pd = result["fresh_seeds"], result["fresh_per_domain"]
+    fresh_mean = {m: float(np.mean([v[m] for v in fresh.values()])) for m in TRIGGER_ESTIMATORS}
+    methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names, "no_change", "noise_floor"]
     pd = {k: d["mae"] for k, d in per_domain.items()}
+    probe = result["probe"]
+    probe_acc = sum(probe["confusion"][k][k] for k in range(len(probe["confusion"])))
+    met = fresh_mean["twoview"] <= 3 and overall["twoview"] <= 3
     head = [
         "domain",
         "pool acc",
@@ -608,17 +901,24 @@ def write_report(result: dict) -> None:
         for w in ("before", "after")
         if f"load_{w}" in result
     )
+    seeds = ", ".join(fresh)
+    per_seed_twoview = " / ".join(f"{v['twoview']:.2f}" for v in fresh.values())
     lines = [
         f"# Label-free accuracy estimation ({result['machine']})",
         "",
         f"MiniLM fine-tuned 1 epoch on 2000 sst2 rows; temperature {cal.temperature:.3f} fitted on sst2 "
         f"validation (n {cal.n}, accuracy {cal.accuracy:.3f}; ECE {cal.ece_before:.3f} -> "
-        f"{cal.ece_after:.3f} out-of-fold). {windows} windows of {N} per domain (fewer rows: one window "
-        f"of the pool); MAE in accuracy points vs the window's true accuracy; cover = share of windows whose "
-        "true accuracy is inside the 95% bootstrap interval. `no_change` = validation accuracy as the "
-        "estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a window). "
-        f"Evaluation took {result['seconds']} s from cached scores (load average 1/5/15 min: {load}; an "
-        "untimed accuracy run, one thread).",
+        f"{cal.ece_after:.3f} out-of-fold). twoview's probe: logistic regression on the pre-trained MiniLM's "
+        f"mean-pooled embeddings of the same {probe['train_rows']} training rows (validation accuracy "
+        f"{probe_acc:.3f}), stacked with the version on validation (weights {probe['stack_weights'][0]:.2f} "
+        f"version, {probe['stack_weights'][1]:.2f} probe). {windows} windows of {N} per domain (fewer rows: "
+        "one window of the pool); MAE in accuracy points vs the window's true accuracy; cover = share of "
+        "windows whose true accuracy is inside the 95% bootstrap interval. `no_change` = validation accuracy "
+        "as the estimate; `noise_floor` = an oracle that knows the pool's accuracy (sampling noise of a "
+        f"window). This table's windows are the DEVELOPMENT draw (seed {result['development_seed']}): every "
+        f"variant below was compared on them; the fresh draws (seeds {seeds}) are in the next table. "
+        f"Evaluation took {result['seconds']} s from cached scores and base embeddings (load average 1/5/15 "
+        f"min: {load}; an untimed accuracy run, one thread).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -638,72 +938,128 @@ def write_report(result: dict) -> None:
     ):
         cells = [f"**{figures[m]:.2f}**" if bold else f"{figures[m]:.2f}" for m in methods]
         lines.append(f"| {label} | | " + " | ".join(cells) + " |" + " |" * (len(ESTIMATORS) + 2))
-    ls_bias = {k: d["bias"]["cbpe_ls"] for k, d in per_domain.items()}
-    lodo_alpha = {k: d["meta_alpha"]["meta_ls_lodo"] for k, d in per_domain.items()}
+    cols = TRIGGER_ESTIMATORS
     lines += [
         "",
+        f"Fresh window draws (seeds {seeds}: {windows} windows per domain each, never looked at while the "
+        "variants were compared; MAE averaged over the three draws, bias = mean signed error, + = accuracy "
+        "over-stated, the unsafe direction for a retrain trigger):",
+        "",
+        "| domain | "
+        + " | ".join(f"{m} MAE" for m in cols)
+        + " | "
+        + " | ".join(f"{m} bias" for m in cols)
+        + " |",
+        "|---|" + "---|" * (2 * len(cols)),
+        *(
+            f"| {k} | "
+            + " | ".join(f"{v['mae'][m]:.2f}" for m in cols)
+            + " | "
+            + " | ".join(f"{v['bias'][m]:+.2f}" for m in cols)
+            + " |"
+            for k, v in fresh_pd.items()
+        ),
+        "| **mean over domains** | "
+        + " | ".join(f"**{fresh_mean[m]:.2f}**" for m in cols)
+        + " |"
+        + " |" * len(cols),
+        *(
+            f"| seed {s} | " + " | ".join(f"{v[m]:.2f}" for m in cols) + " |" + " |" * len(cols)
+            for s, v in fresh.items()
+        ),
+        "",
         f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over the {len(per_domain)} "
-        f"domains (goal <= 3: NOT met; doc {overall['doc']:.2f}, noise floor {overall['noise_floor']:.2f}); "
-        f"{overall_harmed[best]:.2f} over the domains where the model is hurt (accuracy below validation's: "
-        f"{', '.join(harmed)}; doc {overall_harmed['doc']:.2f} there).",
+        f"domains on the development windows and {fresh_mean['twoview']:.2f} on the fresh draws "
+        f"({per_seed_twoview}); cbpe_ls {fresh_mean['cbpe_ls']:.2f}, "
+        f"doc {fresh_mean['doc']:.2f} there; noise floor {overall['noise_floor']:.2f}. The goal (<= 3 points) "
+        + ("is met on this benchmark" if met else "is NOT met")
+        + ", with the caveat below: the domains were known while twoview was chosen.",
         "",
-        "`cbpe_ls` (shipped in refit.estimate, not the default): CBPE corrected for label shift. The window's "
-        "class prior is estimated by BBSE (validation's confusion table [predicted][true], stored in "
-        "calibration.json, solved against the window's share of each predicted class; Lipton et al. 2018), "
-        "the calibrated probabilities are re-weighted by the prior ratio (Saerens et al. 2002) and averaged "
-        "at the predicted class. No parameter is fitted on any domain: validation only, like doc. It fixes "
-        f"airline_tweets ({pd[_AIR]['doc']:.1f} -> {pd[_AIR]['cbpe_ls']:.1f} points: 80% negative tweets, "
-        f"89% predicted negative, so each prediction is likelier right than its calibrated probability) and "
-        f"helps sentiment140 ({pd[_S140]['doc']:.1f} -> {pd[_S140]['cbpe_ls']:.1f}) and uci_sentences "
-        f"({pd[_UCI]['doc']:.1f} -> {pd[_UCI]['cbpe_ls']:.1f}, still the worst domain). It costs where the "
-        "model's lean is a bias the domain gives it rather than a prior (balanced Amazon reviews predicted "
-        f"mostly negative): amazon_electronics {pd['amazon_electronics']['doc']:.1f} -> "
-        f"{pd['amazon_electronics']['cbpe_ls']:.1f} (bias {ls_bias['amazon_electronics']:+.1f}: it over-"
-        "states accuracy there, the unsafe direction for a retrain trigger). It was found in this pass after "
-        "the domains were known, among a handful of label-shift variants (EM instead of BBSE, a damped "
-        "prior, soft confusion: 3.7-4.2 points on the same windows, exploratory, not in this script); plain BBSE was kept because it has no "
-        "tuned parameter. One fine-tuned model; on three fresh draws of windows (seeds "
-        + ", ".join(result.get("other_window_seeds", {}))
-        + ") the means are doc "
-        + " / ".join(f"{v['doc']:.2f}" for v in result.get("other_window_seeds", {}).values())
-        + ", cbpe_ls "
-        + " / ".join(f"{v['cbpe_ls']:.2f}" for v in result.get("other_window_seeds", {}).values())
-        + ".",
+        "`twoview` (shipped in refit.estimate, not the default): two views of each input. The version's "
+        "logits, and a probe, a logistic regression (sklearn's default C 1, not tuned) on the base encoder's "
+        "embeddings (the pre-trained MiniLM that embeds the version's drift reference), fitted on the "
+        "version's training rows; it never saw fine-tuning, so it errs differently. On validation the two are "
+        "stacked (softmax(a log p_version + b log p_probe + c), fitted by NLL) and the probe's confusion table "
+        "is kept. On a window: the class prior is estimated by BBSE from each view; label shift is believed "
+        "only where both move the prior the same way (the dot product of the two prior shifts is positive: "
+        "no threshold) and then the stacked probabilities are re-weighted by the version's prior and averaged "
+        "at the version's predicted class, as cbpe_ls does; otherwise DoC on the stack (validation accuracy "
+        "minus the drop of the stack's mean confidence). Why it works here: a true change of the label "
+        "balance moves both views' predictions (airline_tweets: both predict fewer positives; "
+        f"{pd[_AIR]['twoview']:.1f} points as cbpe_ls), a lean the domain gives the fine-tuned model does not "
+        f"move the probe's (amazon_electronics: the version predicts 27% of the pool positive, the probe 67%: no correction, "
+        f"{pd['amazon_electronics']['twoview']:.1f} points vs cbpe_ls {pd['amazon_electronics']['cbpe_ls']:.1f}); "
+        "and the stack keeps the probe's confidence on short easy sentences where the version's falls "
+        f"(uci_sentences {pd[_UCI]['doc']:.1f} -> {pd[_UCI]['twoview']:.1f}: still the worst domain, still "
+        "under-estimated). Stored at fine-tune time in calibration.json (format /3, key "
+        "`probe`: coefficients, stack, confusion; refit.estimate.probe) when the reference is embedded by a "
+        "fixed encoder (data.reference_encoder base, the default); needs the window's embeddings from that "
+        "encoder (`estimate_accuracy(..., embeddings=...)`), so it is left out where a caller passes none and "
+        "refused by name for versions without a probe (calibration.json /1, /2 still load).",
+        *(
+            [f"What it adds to a fine-tune: {probe_cost_text(result['probe_cost'])}", ""]
+            if "probe_cost" in result
+            else [""]
+        ),
+        "Selection bias, plainly: twoview is the last of about 50 variants (log below), all compared on the "
+        f"seed-{result['development_seed']} windows of these same 11 domains, and its gate was designed after "
+        "seeing each view's BBSE prior per domain. The fresh draws rule out the luck of one draw of windows, "
+        "NOT the choice of a rule that suits these domains; no domain was held out, and there is one "
+        "fine-tuned model. What limits the risk: nothing in it is fitted on a domain or tuned (probe at its "
+        "default C, stack and confusion on validation, a sign test with no threshold). What would settle it: "
+        "a new labelled domain, or a second fine-tuned model, neither done here.",
         "",
-        "Meta-regression (`meta_*`, class Meta in the script; AutoEval, Deng & Zheng 2021; not shipped): a "
-        "ridge regression of the window's accuracy minus a base estimator (doc or cbpe_ls) on 15 label-free "
-        "window features (the estimators and their differences, entropy, predicted-class share and BBSE "
-        "prior shift, mean log token length, share truncated at 64 tokens, embedding distance and nearest-"
-        "neighbour cosine to validation, confidence spread and KS distance), alpha in {0.1 ... 1000} by "
-        "leave-one-group-out inside the training windows. `*_lodo`: fitted on the 10 OTHER domains' windows "
-        "plus 25 random validation windows (the held-out domain never reaches its fit); `*_synth`: fitted on "
-        "synthetic shifts of the version's own validation split only (random, length-stratified and "
-        "class-rebalanced subsamples of 200; word dropout was not tried: it needs new inference), what a new "
-        "version has. Neither beats its base on the mean: "
-        f"meta_doc_lodo {overall['meta_doc_lodo']:.2f} and meta_ls_lodo {overall['meta_ls_lodo']:.2f} "
-        f"(vs {overall['doc']:.2f} / {overall['cbpe_ls']:.2f}), meta_doc_synth {overall['meta_doc_synth']:.2f}, "
-        f"meta_ls_synth {overall['meta_ls_synth']:.2f}. The two domains that dominate the error are each "
-        "unlike every other: with one held out, no other domain shows the pattern (short, easy, less "
-        "confident inputs; a model lean that is right), so a fit on the others learns nothing that transfers "
-        f"and sometimes the opposite (airline_tweets: meta_ls_lodo {pd[_AIR]['meta_ls_lodo']:.1f}, with "
-        f"alpha {lodo_alpha[_AIR]:g} chosen there by the inner folds). In-domain and near-domain windows "
-        f"improve (sst2 {pd['sst2 (in-domain)']['doc']:.1f} -> {pd['sst2 (in-domain)']['meta_doc_lodo']:.1f}), "
-        "held-out shifts do not. The synthetic fit learns validation's own length/accuracy relation, which "
-        f"misleads on long reviews (amazon_dvd meta_doc_synth {pd['amazon_dvd']['meta_doc_synth']:.1f}). "
-        "So no meta estimator is shipped: with 10 labelled domains it does not generalise to an 11th; with "
-        "labelled windows from the SAME production stream (what `refit maintain` records as realised "
-        "accuracy) it might, but that is not what this benchmark can show honestly.",
+        *sensitivity_lines(result),
+        "Variant log (mean MAE over the 11 domains on the development windows; `*` = in this script's table, "
+        "the rest exploratory, measured with the same windows and cached scores, not in this script):",
+        "- length: temperature as a function of log token length (fitted on validation) 8.63 for cbpe, 5.55 "
+        "with the label-shift correction (it extrapolates to long reviews); length-binned temperatures "
+        "(2/3/4 validation quantile bins, last bin open) cbpe_ls 3.81/3.76/4.00, cbpe 5.7-6.3.",
+        "- a switch or blend of doc and cbpe_ls by the predicted-class share's z-test against validation's: "
+        "z > 1.96 3.75, z > 3 3.80, weighted by 1 - p 3.80, the plain mean 4.08.",
+        f"- importance weighting on the base embeddings* (domain classifier validation vs window, PCA 32, C "
+        f"0.05, clip 20): iw_base {overall['iw_base']:.2f}, iw_doc_base {overall['iw_doc_base']:.2f} (fixes "
+        f"uci_sentences, {pd[_UCI]['iw_doc_base']:.1f}, breaks airline_tweets {pd[_AIR]['iw_doc_base']:.1f} and "
+        f"sentiment140 {pd[_S140]['iw_doc_base']:.1f}); with the label-shift correction from the weighted "
+        "confusion table 6.82; PCA 16: 6.25 / 4.22 / 6.54; C 0.5: 9.19 / 6.35 / 9.40; the same on the "
+        "version's own embeddings 5.54 / 4.93 / 5.62.",
+        "- the probe alone: its calibrated probability of the version's prediction 7.85; agreement in probit "
+        "space (ALine with one pair and slope 1: validation accuracy shifted by the agreement's probit shift) "
+        "9.35.",
+        f"- the stack without the gate: stack_cbpe 5.00, stack_ls* {overall['stack_ls']:.2f} (uci "
+        f"{pd[_UCI]['stack_ls']:.1f}), stack_doc* {overall['stack_doc']:.2f} (airline {pd[_AIR]['stack_doc']:.1f}); "
+        "with log length (clamped at validation's maximum) in the stack 5.03 / 4.33; the mean of the two "
+        "calibrated probabilities instead of a stack 6.43, with the prior 4.11.",
+        "- other priors: BBSE from the probe alone 8.85 (stack 8.16), from the joint 4-cell table of both "
+        "predictions 4.27 (stack 4.04), the mean of the two priors 4.07 (stack 3.85); DoC plus cbpe_ls's "
+        "correction term (cbpe_ls - cbpe) 3.95 (on the stack 5.55).",
+        f"- the gate on other pairs: gate_doc_ls* (doc or cbpe_ls) {overall['gate_doc_ls']:.2f}; stack_doc or "
+        "cbpe_ls 3.14; stack_doc or the stack at the joint prior 3.48; stack_doc or the stack at the "
+        f"version's prior = twoview {overall['twoview']:.2f}.",
         "",
-        "Older variants (class Variants; point estimates, not shipped): `iw` importance-weighted validation "
-        "accuracy (logistic domain classifier on a 32-d PCA of the version's mean-pooled embeddings, C 0.05, "
-        "weights clipped at 20x the mean), `iw_doc` DoC on the re-weighted validation rows, `iw_cbpe` CBPE "
-        "with the temperature refitted on the re-weighted rows, `atc_mc` ATC on max-probability (identical "
-        "to `atc` with 2 classes), `cbpe_doc` the mean of the two. Importance weighting fixes part of "
-        f"uci_sentences ({pd[_UCI]['doc']:.1f} -> {pd[_UCI]['iw']:.1f}, iw) but breaks where validation has "
-        f"no look-alikes (amazon_books {pd[_BOOKS]['doc']:.1f} -> {pd[_BOOKS]['iw']:.1f}, sentiment140 "
-        f"{pd[_S140]['doc']:.1f} -> {pd[_S140]['iw']:.1f}). `cbpe_f1` is CBPE's expected macro-F1 "
-        f"(refit.estimate.estimate_f1) against the window's realised macro-F1: mean {result['cbpe_f1_mae_mean']:.2f} "
-        "points, worst where the prediction balance moves (airline tweets).",
+        "`cbpe_ls` (shipped, not the default): CBPE corrected for label shift. The window's class prior is "
+        "estimated by BBSE (validation's confusion table [predicted][true], stored in calibration.json, solved "
+        "against the window's share of each predicted class; Lipton et al. 2018), the calibrated "
+        "probabilities are re-weighted by the prior ratio (Saerens et al. 2002) and averaged at the predicted "
+        f"class. It fixes airline_tweets ({pd[_AIR]['doc']:.1f} -> {pd[_AIR]['cbpe_ls']:.1f} points) but "
+        "reads the lean a domain gives the model as a prior: amazon_electronics "
+        f"{pd['amazon_electronics']['doc']:.1f} -> {pd['amazon_electronics']['cbpe_ls']:.1f} (bias "
+        f"{per_domain['amazon_electronics']['bias']['cbpe_ls']:+.1f}, over-stated). twoview is cbpe_ls with "
+        "that ambiguity settled by the second view.",
+        "",
+        "Meta-regression (`meta_*`, class Meta; AutoEval, Deng & Zheng 2021; not shipped): a ridge regression "
+        "of the window's accuracy minus a base estimator (doc or cbpe_ls) on 15 label-free window features, "
+        "alpha by leave-one-group-out. `*_lodo`: fitted on the 10 OTHER domains' windows plus validation "
+        "windows; `*_synth`: on synthetic shifts of validation only. Neither beats its base: meta_doc_lodo "
+        f"{overall['meta_doc_lodo']:.2f}, meta_ls_lodo {overall['meta_ls_lodo']:.2f}, meta_doc_synth "
+        f"{overall['meta_doc_synth']:.2f}, meta_ls_synth {overall['meta_ls_synth']:.2f}: the two domains "
+        "that dominate the error are each unlike every other, so a fit on the others does not transfer.",
+        "",
+        "Older variants (class Variants; not shipped): `iw` importance-weighted validation accuracy on the "
+        "version's own embeddings, `iw_doc`, `iw_cbpe` (temperature refitted on the re-weighted rows), "
+        "`atc_mc` (identical to `atc` with 2 classes), `cbpe_doc` the mean of the two. `cbpe_f1` is CBPE's "
+        f"expected macro-F1 against the window's realised macro-F1: mean {result['cbpe_f1_mae_mean']:.2f} "
+        "points.",
     ]
     rows = [("drift-only (BBSD, alpha 0.05)", "drift_only")]
     for m in TRIGGER_ESTIMATORS:
@@ -711,6 +1067,7 @@ def write_report(result: dict) -> None:
             (f"harm-aware ({m} expected-accuracy upper bound < floor)", f"harm_aware_{m}"),
             (f"point estimate ({m} estimate < floor; not a shipped policy)", f"point_{m}"),
         ]
+    width = trig["ci_width_points"]
     lines += [
         "",
         f"Retrain triggers over the same {trig['windows']} windows (trigger rates only; the run with real "
@@ -721,44 +1078,42 @@ def write_report(result: dict) -> None:
         "|---|---|---|---|",
         *(f"| {label} | {trig[k]} | {trig[f'{k}_missed']} | {trig[f'{k}_needless']} |" for label, k in rows),
         "",
-        "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap). "
-        "With doc (the default, refit.estimate.PRIMARY) it fires far less often than drift-only and rarely "
-        "needlessly, but misses more truly harmed windows: at n = 200 it trades recall for precision. With "
-        "cbpe_ls it almost never fires: 86 of the 99 harmed windows are amazon_electronics, imdb_reviews, "
-        "amazon_kitchen and cr_customer_reviews (25, 24, 23, 14; measured with the same windows), where "
-        "cbpe_ls over-states accuracy (mean bias "
-        + ", ".join(
-            f"{ls_bias[k]:+.1f}"
-            for k in ("amazon_electronics", "imdb_reviews", "amazon_kitchen", "cr_customer_reviews")
-        )
-        + " points), and its interval for the expected accuracy is wider (mean width 5.3 points vs doc's 1.8 "
-        "over the 275 windows: the prior is re-estimated in every bootstrap replicate). So cbpe_ls is the better point estimate and the worse alarm; "
-        "policy.estimator stays doc by default and cbpe_ls is there to choose where label shift is the "
-        "expected change. 'Truly harmed' is the window's realised accuracy, itself a noisy (about 2-3 "
-        "points) measure of the domain's.",
+        "The shipped rule reads the upper end of the 95% interval of the expected accuracy (row bootstrap); "
+        f"its mean width over the {trig['windows']} windows: doc {width['doc']:.1f} points, cbpe_ls "
+        f"{width['cbpe_ls']:.1f}, twoview {width['twoview']:.1f} (both re-estimate the prior in every "
+        "replicate, and twoview's gate can flip between replicates). With doc (the default, "
+        "refit.estimate.PRIMARY) it fires far less often than drift-only and rarely needlessly, but misses "
+        "more truly harmed windows. With cbpe_ls it almost never fires (its over-statement on the Amazon "
+        f"domains and its wide interval). With twoview it fires {trig['harm_aware_twoview']} times, misses "
+        f"{trig['harm_aware_twoview_missed']} harmed windows (doc {trig['harm_aware_doc_missed']}) and fires "
+        f"needlessly {trig['harm_aware_twoview_needless']} times (doc {trig['harm_aware_doc_needless']}): as "
+        "an alarm it trades a few more misses for fewer false alarms, so it is not better than doc on both "
+        "counts and the default stays doc (PRIMARY, policy.estimator). As a point estimate against the floor "
+        f"twoview misses {trig['point_twoview_missed']} and fires needlessly "
+        f"{trig['point_twoview_needless']} times (doc {trig['point_doc_missed']} / "
+        f"{trig['point_doc_needless']}). 'Truly harmed' is the window's realised accuracy, itself a noisy "
+        "(about 2-3 points) measure of the domain's.",
         "",
-        "Reading the table:",
-        "- The goal (<= 3 points for the best estimator, mean over all 11 domains) is NOT met: best "
-        f"{overall[best]:.2f} ({best}). It is met by doc ({overall_harmed['doc']:.2f}) on the domains where "
-        "the model is worse than on validation (a subset chosen with the labels: a reading aid, not a "
-        "held-out result).",
-        "- What is left is uci_sentences (short, easy sentences: the model's confidence falls while its "
-        "accuracy rises) and the label-shift/lean ambiguity (airline_tweets vs amazon_electronics look "
-        "alike to a confidence-based estimator: both predicted mostly negative; only labels tell a right "
-        "lean from a wrong one). Neither re-weighting validation nor regressing on other domains closes it. "
-        "Even an oracle that picks the better of doc and cbpe_ls for each domain with the labels averages "
-        f"{np.mean([min(m['doc'], m['cbpe_ls']) for m in pd.values()]):.2f}: uci_sentences alone keeps the "
-        "mean above 3. (Exploratory, not in this script: a label-shift fit check, the KS distance between "
-        "the window's calibrated scores and validation's class-conditional mixture at the BBSE prior, is "
-        "0.43/0.41 on amazon_electronics/kitchen and 0.20 on airline_tweets, but about 0.04 on validation "
-        "windows, so a test at any usual level rejects label shift on every shifted domain; a gate placed "
-        "between would be tuned on these domains.)",
+        "Reading the tables:",
+        f"- twoview is the best estimate ({overall['twoview']:.2f} on the development windows, "
+        f"{fresh_mean['twoview']:.2f} on fresh ones) and does not make the unsafe direction worse than cbpe_ls: "
+        f"on the {len(harmed)} domains where the model is hurt its largest over-statement on the fresh draws is "
+        + f"{max(fresh_pd[k]['bias']['twoview'] for k in harmed):+.1f} points (cbpe_ls "
+        + f"{max(fresh_pd[k]['bias']['cbpe_ls'] for k in harmed):+.1f}, doc "
+        + f"{max(fresh_pd[k]['bias']['doc'] for k in harmed):+.1f}); it over-states more than doc on "
+        f"cr_customer_reviews ({fresh_pd['cr_customer_reviews']['bias']['twoview']:+.1f} vs "
+        f"{fresh_pd['cr_customer_reviews']['bias']['doc']:+.1f}) and sentiment140 "
+        f"({fresh_pd[_S140]['bias']['twoview']:+.1f} vs {fresh_pd[_S140]['bias']['doc']:+.1f}).",
+        "- What is left is uci_sentences (short, easy sentences: the version's confidence falls while its "
+        f"accuracy rises; twoview {pd[_UCI]['twoview']:.1f}, under-estimated) and imdb_reviews (long reviews "
+        f"truncated at 64 tokens, over-stated by every estimator: twoview {pd['imdb_reviews']['twoview']:.1f}).",
         "- ATC is badly off when the whole confidence distribution moves (long reviews truncated to 64 "
         "tokens); CBPE and DoC, which average the confidences, degrade gracefully.",
         "- `cover` counts windows whose realised accuracy lies in the 95% interval; in-domain it is near "
         "0.95, under shift it falls with the estimator's bias, which the interval does not include.",
         "- The model is deliberately briefly trained (CPU shared): validation accuracy "
-        f"{cal.accuracy:.3f}, and it was under-confident (T {cal.temperature:.2f} < 1) before calibration.",
+        f"{cal.accuracy:.3f} (the probe on the frozen base encoder reaches {probe_acc:.3f}), and it was "
+        f"under-confident (T {cal.temperature:.2f} < 1) before calibration.",
     ]
     (RESULTS / "estimate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,5 +1,5 @@
 """Label-free performance estimation: a version's calibrator (temperature scaling fitted on validation,
-stored as calibration.json in the version) and the CBPE, ATC, DoC and label-shift-corrected CBPE accuracy estimators with bootstrap
+stored as calibration.json in the version) and the CBPE, ATC, DoC, label-shift-corrected CBPE and two-view accuracy estimators with bootstrap
 intervals, and CBPE's expected macro-F1. Low level (numpy only): training writes the calibrator, drift and maintenance read it."""
 
 from refit.estimate.calibration import (
@@ -21,18 +21,22 @@ from refit.estimate.estimators import (
     usable,
     window_prior,
 )
+from refit.estimate.probe import PROBE_ROWS, Probe, fit_probe
 
 __all__ = [
     "CALIBRATION_JSON",
     "Calibration",
     "ESTIMATORS",
     "PRIMARY",
+    "PROBE_ROWS",
     "Estimate",
+    "Probe",
     "apply_temperature",
     "estimate_accuracy",
     "estimate_f1",
     "expected_calibration_error",
     "fit_calibration",
+    "fit_probe",
     "fit_temperature",
     "load_calibration",
     "log_probs_of",

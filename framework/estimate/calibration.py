@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from refit.errors import VersionError
+from refit.estimate.probe import Probe
 from refit.io import write_json
 
 __all__ = [
@@ -37,8 +38,8 @@ __all__ = [
 
 CALIBRATION_JSON = "calibration.json"
 ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in refit.evaluate, so the figures compare
-_FORMAT = "refit-calibration/2"  # /2 added class_prior and confusion (cbpe_ls); /1 files still load
-_FORMATS = ("refit-calibration/1", _FORMAT)
+_FORMAT = "refit-calibration/3"  # /2 added class_prior and confusion (cbpe_ls), /3 probe (twoview)
+_FORMATS = ("refit-calibration/1", "refit-calibration/2", _FORMAT)  # older files still load
 
 
 def log_probs(scores: np.ndarray) -> np.ndarray:
@@ -116,6 +117,8 @@ class Calibration:
     # what label-shift estimation (estimators.cbpe_ls) needs; None in files made before it existed
     class_prior: list[float] | None = None  # share of each class among the validation labels
     confusion: list[list[float]] | None = None  # [predicted][true] joint shares on validation (sum 1)
+    # what twoview needs (a probe on the base encoder's embeddings: refit.estimate.probe); None before /3
+    probe: Probe | None = None
 
     def calibrate(self, logits_or_log_probs: np.ndarray) -> np.ndarray:
         return apply_temperature(logits_or_log_probs, self.temperature)
@@ -206,6 +209,8 @@ def load_calibration(version_dir: str | Path) -> Calibration | None:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.pop("format", None) not in _FORMATS:
             raise ValueError(f"format is not one of {', '.join(_FORMATS)}")
+        if raw.get("probe") is not None:
+            raw["probe"] = Probe.from_dict(raw["probe"])
         cal = Calibration(**raw)
         if not (cal.temperature > 0 and math.isfinite(cal.temperature)):
             raise ValueError(f"temperature {cal.temperature} is not a positive number")

@@ -1,9 +1,10 @@
 """Accuracy of a model on a window of unlabelled inputs, estimated from its own probabilities.
 
-Four estimators, one table (ESTIMATORS: name -> per-row statistic); each window estimate is the mean of a
+Five estimators, one table (ESTIMATORS: name -> per-row statistic); each window estimate is the mean of a
 per-row statistic, so one bootstrap serves all of them. A statistic may depend on the whole window
-(cbpe_ls: the window's estimated class prior), so it is computed on each bootstrap replicate in turn (the
-functions take logits [..., n, classes], leading axes being replicates):
+(cbpe_ls, twoview: the window's estimated class prior), so it is computed on each bootstrap replicate in turn
+(the functions take logits [..., n, classes], leading axes being replicates, and twoview the probe's logits
+of the same rows as `second`):
 
 - cbpe: confidence-based performance estimation (NannyML's CBPE for classifiers): with calibrated
   probabilities the chance that a prediction is right is its max-probability, so the expected accuracy
@@ -24,6 +25,13 @@ functions take logits [..., n, classes], leading axes being replicates):
   assumes the shift is in the label balance only: where the model's lean is a bias the domain gives it
   (balanced Amazon electronics reviews, 27% predicted positive) it reads the lean as a prior and
   over-estimates. Needs the calibration's confusion table (calibration.json format /2).
+- twoview: a second view settles that ambiguity. A probe on the base encoder's embeddings (refit.estimate.
+  probe: fitted on the training rows, stacked with the version on validation) estimates the window's prior
+  by BBSE too; label shift is believed only where both views move the prior the same way (a label-balance
+  change moves every classifier's predictions; a lean the domain gives the fine-tuned model does not move
+  the probe's), and then it is cbpe_ls on the stacked probabilities; otherwise DoC on the stack's
+  confidence. The stack also keeps the probe's confidence where the version's falls on easy inputs. Needs
+  the probe (calibration.json format /3) and the window's base-encoder embeddings.
 
 Two 95% intervals. `low`/`high` are for the accuracy the window's labels would show, were they known: a percentile bootstrap over
 the window's rows (fixed seed) for the estimate, with each replicate then drawn as a binomial share of n
@@ -38,11 +46,12 @@ Both cover sampling noise, NOT the estimator's bias under shift (scripts/results
 not a per-row mean, so it sits beside the accuracy table rather than in it.
 
 PRIMARY is the estimator shown first (drift table, report) and the maintenance default: doc, which every
-calibrator can serve and which errs on the safe side for a retrain trigger. cbpe_ls has the lower mean error
-in scripts/results/estimate.md (3.85 points over 11 domains vs doc's 4.66), but where it errs it
-over-states accuracy (the model's lean read as a prior: Amazon electronics, +6 points) and its interval is
-wide (the prior is re-estimated per replicate), so as a trigger it missed 96 of 99 harmed windows there
-against doc's 45: a better point estimate, a worse alarm.
+calibrator can serve and which errs on the safe side for a retrain trigger. In scripts/results/estimate.md
+twoview has the lowest mean error (2.80 points over 11 domains on fresh windows; cbpe_ls 3.76, doc 4.67),
+but its interval is wide (the prior re-estimated and the gate re-decided per replicate: 5.4 points vs doc's
+1.8), so as a trigger it missed 51 of 99 harmed windows against doc's 45 (with 3 needless alarms vs 9);
+cbpe_ls over-states accuracy where a lean is read as a prior and missed 96: better point estimates, not
+better alarms.
 """
 
 from __future__ import annotations
@@ -69,43 +78,71 @@ BOOTSTRAP = 200
 LEVEL = 0.95
 
 
-def _cbpe(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+def _cbpe(logits: np.ndarray, cal: Calibration, second: np.ndarray | None = None) -> np.ndarray:
     return cal.calibrate(logits).max(axis=-1)
 
 
-def _atc(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+def _atc(logits: np.ndarray, cal: Calibration, second: np.ndarray | None = None) -> np.ndarray:
     return (neg_entropy(cal.calibrate(logits)) > cal.atc_threshold).astype(np.float64)
 
 
-def _doc(logits: np.ndarray, cal: Calibration) -> np.ndarray:
+def _doc(logits: np.ndarray, cal: Calibration, second: np.ndarray | None = None) -> np.ndarray:
     # mean of (acc_val - conf_val + conf_i) == acc_val - (conf_val - mean conf_window)
     return cal.accuracy - cal.mean_confidence + apply_temperature(logits, 1.0).max(axis=-1)
+
+
+def _bbse(predicted: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """BBSE prior [..., classes] from predicted classes [..., n] and a [predicted][true] table."""
+    share = np.eye(len(prior))[predicted].mean(-2)  # [..., classes]
+    ratio = share @ np.linalg.pinv(confusion).T  # solves confusion @ ratio == predicted share
+    shares = np.clip(ratio * prior, 0.0, None)
+    total = shares.sum(-1, keepdims=True)
+    return np.where(total > 0, shares / np.where(total > 0, total, 1.0), prior)
 
 
 def window_prior(logits: np.ndarray, cal: Calibration) -> np.ndarray:
     """BBSE: the class prior [..., classes] of windows of logits [..., n, classes], from the share of each
     predicted class and validation's confusion table (least squares, so a singular table still answers;
     negative shares clipped to 0)."""
-    confusion, prior = np.asarray(cal.confusion), np.asarray(cal.class_prior)
-    predicted = np.eye(len(prior))[np.asarray(logits).argmax(-1)].mean(-2)  # [..., classes]
-    ratio = predicted @ np.linalg.pinv(confusion).T  # solves confusion @ ratio == predicted share
-    shares = np.clip(ratio * prior, 0.0, None)
-    total = shares.sum(-1, keepdims=True)
-    return np.where(total > 0, shares / np.where(total > 0, total, 1.0), prior)
+    return _bbse(np.asarray(logits).argmax(-1), np.asarray(cal.confusion), np.asarray(cal.class_prior))
 
 
-def _cbpe_ls(logits: np.ndarray, cal: Calibration) -> np.ndarray:
-    probs, prior = cal.calibrate(logits), np.asarray(cal.class_prior)
-    window = window_prior(logits, cal)
-    ratio = np.divide(
-        window, prior, out=np.ones_like(window), where=prior > 0
-    )  # a class absent on validation: 1
+def _shift(probs: np.ndarray, window: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Probabilities re-weighted from validation's class prior to the window's (Saerens et al. 2002)."""
+    ratio = np.divide(window, prior, out=np.ones_like(window), where=prior > 0)  # a class absent: 1
     shifted = probs * ratio[..., None, :]
-    shifted = shifted / np.maximum(shifted.sum(-1, keepdims=True), 1e-300)
-    return np.take_along_axis(shifted, probs.argmax(-1)[..., None], -1)[..., 0]
+    return shifted / np.maximum(shifted.sum(-1, keepdims=True), 1e-300)
+
+
+def _at(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(probs, predicted[..., None], -1)[..., 0]
+
+
+def _cbpe_ls(logits: np.ndarray, cal: Calibration, second: np.ndarray | None = None) -> np.ndarray:
+    probs = cal.calibrate(logits)
+    shifted = _shift(probs, window_prior(logits, cal), np.asarray(cal.class_prior))
+    return _at(shifted, probs.argmax(-1))
 
 
 _cbpe_ls.needs = "confusion"  # the Calibration field it reads; calibration.json /1 files lack it
+
+
+def _twoview(logits: np.ndarray, cal: Calibration, second: np.ndarray | None = None) -> np.ndarray:
+    """`second`: the probe's logits [..., n, classes] of the same rows (refit.estimate.probe)."""
+    if second is None:
+        raise ValueError("twoview needs the window's base-encoder embeddings (embeddings=...)")
+    probe, prior = cal.probe, np.asarray(cal.class_prior)
+    stacked = probe.stack(logits, second)
+    version_prior = window_prior(logits, cal)
+    probe_prior = _bbse(second.argmax(-1), np.asarray(probe.confusion), prior)
+    # label shift is believed only where both views move the prior the same way (binary: the same sign)
+    corroborated = ((version_prior - prior) * (probe_prior - prior)).sum(-1) > 0  # [...]
+    shifted = _at(_shift(stacked, version_prior, prior), np.asarray(logits).argmax(-1))
+    doc = cal.accuracy - probe.stack_mean_confidence + stacked.max(-1)
+    return np.where(corroborated[..., None], shifted, doc)
+
+
+_twoview.needs = "probe"
 
 # name -> per-row statistic whose window mean is the estimated accuracy
 ESTIMATORS: dict[str, Callable[[np.ndarray, Calibration], np.ndarray]] = {
@@ -113,13 +150,20 @@ ESTIMATORS: dict[str, Callable[[np.ndarray, Calibration], np.ndarray]] = {
     "atc": _atc,
     "doc": _doc,
     "cbpe_ls": _cbpe_ls,
+    "twoview": _twoview,
 }
 PRIMARY = "doc"
 
 
-def usable(cal: Calibration) -> list[str]:
-    """The estimators this calibrator can serve (cbpe_ls needs the confusion table of format /2)."""
-    return [m for m, fn in ESTIMATORS.items() if getattr(cal, getattr(fn, "needs", ""), True) is not None]
+def usable(cal: Calibration, embeddings: bool = False) -> list[str]:
+    """The estimators this calibrator can serve (cbpe_ls needs the confusion table of format /2, twoview the
+    probe of format /3 and, with `embeddings` False, is left out: it also reads the window's base-encoder
+    embeddings)."""
+    return [
+        m
+        for m, fn in ESTIMATORS.items()
+        if getattr(cal, getattr(fn, "needs", ""), True) is not None and (embeddings or m != "twoview")
+    ]
 
 
 @dataclass
@@ -151,30 +195,42 @@ def estimate_accuracy(
     bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     level: float = LEVEL,
+    embeddings: np.ndarray | None = None,
 ) -> dict[str, Estimate]:
-    """Every requested estimator (default: every one the calibrator can serve) on one window of logits (or
-    log-probabilities) [n, classes]."""
-    methods = usable(cal) if methods is None else list(methods)
+    """Every requested estimator (default: every one the calibrator and the inputs can serve) on one window
+    of logits (or log-probabilities) [n, classes]; `embeddings` [n, dim] are the same rows embedded by the
+    version's base encoder (how its drift reference is embedded), which twoview needs."""
+    has_embeddings = embeddings is not None
+    methods = usable(cal, has_embeddings) if methods is None else list(methods)
     unknown = [m for m in methods if m not in ESTIMATORS]
     if unknown:
         raise ValueError(f"unknown estimator(s) {unknown}; allowed: {', '.join(ESTIMATORS)}")
-    missing = [m for m in methods if m not in usable(cal)]
+    missing = [m for m in methods if m not in usable(cal, True)]
     if missing:
         raise ValueError(
-            f"estimator(s) {missing} need a calibration.json with a confusion table (format /2); this "
-            f"calibrator has none (fit it again): usable here: {', '.join(usable(cal))}"
+            f"estimator(s) {missing} need a calibration.json with a confusion table (format /2; twoview: "
+            f"a probe, format /3); this calibrator has none (fine-tune again): usable here: "
+            f"{', '.join(usable(cal, has_embeddings))}"
         )
+    if "twoview" in methods and not has_embeddings:
+        raise ValueError("estimator twoview needs the window's base-encoder embeddings (embeddings=...)")
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or len(logits) == 0:
         raise ValueError(f"estimate_accuracy needs logits [n >= 1, classes], got shape {logits.shape}")
+    second = None
+    if has_embeddings and "twoview" in methods:
+        if len(embeddings) != len(logits):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(logits)} rows of logits")
+        second = cal.probe.logits(embeddings)
     n = len(logits)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, n, size=(bootstrap, n))  # same resamples for every method
     out = {}
     replicates = logits[rows]  # [bootstrap, n, classes]
+    second_replicates = None if second is None else second[rows]
     for name in methods:
-        stat = ESTIMATORS[name](logits, cal)
-        means = np.clip(ESTIMATORS[name](replicates, cal).mean(axis=-1), 0.0, 1.0)
+        stat = ESTIMATORS[name](logits, cal, second)
+        means = np.clip(ESTIMATORS[name](replicates, cal, second_replicates).mean(axis=-1), 0.0, 1.0)
         realised = rng.binomial(n, means) / n  # what labels of n rows would show at that accuracy
         q = [(1 - level) / 2, (1 + level) / 2]
         lo, hi = np.quantile(realised, q)

@@ -13,16 +13,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import Splits, TextDataModule, load_splits
-from refit.drift.embed import load_encoder
+from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
-from refit.estimate import Calibration, fit_calibration
+from refit.estimate import PROBE_ROWS, Calibration, Probe, fit_calibration, fit_probe
 from refit.inference import TorchPredictor, encode, predict_logits
-from refit.models import check_max_length, load_classifier, new_version_id, write_version
+from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
 from refit.train.module import SequenceClassifier
@@ -273,7 +274,46 @@ def _calibrate(s: _Setup, d: DataConfig, seed: int) -> Calibration | None:
         TorchPredictor(model, str(device)), encode(s.tokenizer, texts, d.max_length, d.eval_batch_size)
     )
     model.train(was_training)
-    return fit_calibration(logits, labels, source="validation", seed=seed)
+    calibration = fit_calibration(logits, labels, source="validation", seed=seed)
+    if s.reference_encoder is not None and d.reference_size:
+        calibration.probe = _fit_probe(s, d, logits, labels, seed, str(device))
+    return calibration
+
+
+def _fit_probe(s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, device: str) -> Probe | None:
+    """The twoview estimator's probe (refit.estimate.probe): training rows (a seeded sample of at most
+    PROBE_ROWS) and validation embedded by the drift reference's fixed encoder, as windows are embedded.
+    None where the training split has one class."""
+    enc_model, enc_tokenizer, is_version = load_encoder(s.reference_encoder)
+    if is_version:  # build_reference refuses a version as encoder; nothing to fit a probe on
+        return None
+    train_texts, train_labels = s.splits.texts["train"], np.asarray(s.splits.labels["train"])
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[:PROBE_ROWS])
+
+    def embed(texts: list[str]):
+        return encode_texts(
+            enc_model,
+            enc_tokenizer,
+            texts,
+            d.eval_batch_size,
+            d.max_length,
+            ENCODER_POOLING,
+            ENCODER_LAYER,
+            device,
+        ).embeddings.numpy()
+
+    try:
+        return fit_probe(
+            embed([train_texts[i] for i in pick]),
+            train_labels[pick],
+            embed(list(s.splits.texts["validation"])),
+            val_logits,
+            val_labels,
+            encoder=s.reference_encoder,
+            encoder_sha256=fingerprint(enc_model),
+        )
+    except ValueError:  # one class in the training rows: no probe, twoview is then refused by name
+        return None
 
 
 def run_finetune(
