@@ -305,8 +305,10 @@ class PolicyConfig:
         min_estimated_accuracy: Retrain when the upper end of the 95% interval of the champion's accuracy
             estimated without labels on the new inputs (refit.estimate) falls below this: the model is hurt,
             not merely facing different inputs. Needs a champion with a calibrator (calibration.json).
-        estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc, doc or cbpe_ls (CBPE
-            corrected for label shift; needs a champion whose calibration.json has the confusion table).
+        estimator: The label-free estimator for min_estimated_accuracy: cbpe, atc, doc, cbpe_ls (CBPE
+            corrected for label shift; needs a champion whose calibration.json has the confusion table) or
+            twoview (the version stacked with a probe on its base encoder's embeddings; needs a champion
+            fine-tuned with a base-model drift reference, which stores the probe).
         retrain_on_drift: Retrain when the drift tests fire (default). false: drift is still tested and
             reported, but a retrain needs evidence of harm (min_estimated_accuracy, min_accuracy, age,
             schedule): the harm-aware policy of scripts/results/maintenance-triggers.md.
@@ -321,7 +323,7 @@ class PolicyConfig:
     always_retrain: bool = False
     min_new_labels: NonNegativeInt = 20
     min_estimated_accuracy: ClosedUnitInterval | None = None
-    estimator: Literal["cbpe", "atc", "doc", "cbpe_ls"] = "doc"
+    estimator: Literal["cbpe", "atc", "doc", "cbpe_ls", "twoview"] = "doc"
     retrain_on_drift: bool = True
 
     def __post_init__(self) -> None:

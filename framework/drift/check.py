@@ -36,7 +36,8 @@ def run_window(
     reference only, with `seed`. `version_dir` is no longer read (the states travel with the reference);
     it is accepted so that existing callers keep working. With the version's `calibration` (and its own
     probabilities: not a fixed --encoder's), the entry carries the label-free accuracy estimates
-    ("estimate": {method: {value, low, high, n}}, refit.estimate).
+    ("estimate": {method: {value, low, high, n}}, refit.estimate); twoview among them only where the window
+    was embedded by the very encoder weights its probe was fitted on (not under a one-off --encoder).
     """
     entry = {
         "name": window.name,
@@ -71,10 +72,17 @@ def run_window(
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     if calibration is not None:
-        entry["estimate"] = {
-            k: e.to_dict()
-            for k, e in estimate_accuracy(log_probs_of(encoded.probs.numpy()), calibration, seed=seed).items()
-        }
+        probe = calibration.probe
+        same_view = probe is not None and bool(probe.encoder_sha256) and (
+            probe.encoder_sha256 == encoder.encoder_sha256
+        )
+        estimates = estimate_accuracy(
+            log_probs_of(encoded.probs.numpy()),
+            calibration,
+            seed=seed,
+            embeddings=encoded.embeddings.numpy() if same_view else None,
+        )
+        entry["estimate"] = {k: e.to_dict() for k, e in estimates.items()}
     entry["class_shares"] = class_shares(encoded.probs)
     entry["most_unlike"] = most_unlike(reference.embeddings, encoded.embeddings, window.texts)
     _, (entry["projection"],) = pca_2d(reference.embeddings, encoded.embeddings, seed=seed)

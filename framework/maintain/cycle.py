@@ -270,11 +270,11 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
             f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
             "calibration.json (made before refit.estimate): accuracy not estimated"
         )
-    elif calibration is not None and policy.estimator not in usable(calibration):
+    elif calibration is not None and policy.estimator not in usable(calibration, embeddings=True):
+        needs = "a probe (made before twoview)" if policy.estimator == "twoview" else "a confusion table"
         c.report.notes.append(
             f"policy.estimator is {policy.estimator} but champion {c.champion.id}'s calibration.json has no "
-            "confusion table (made before cbpe_ls): min_estimated_accuracy cannot act this cycle (the other "
-            "estimators are still recorded)"
+            f"{needs}: min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"
         )
     window = run_window(
         Window("new data", sample),

@@ -450,14 +450,16 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     printed = capsys.readouterr().out
     report = json.loads((out / "drift.json").read_text())
     for w in report["windows"]:
-        assert set(w["estimate"]) == {"cbpe", "atc", "doc", "cbpe_ls"}
+        # twoview too: the version's reference encoder (its base model) stored a probe at fine-tune time
+        assert set(w["estimate"]) == {"cbpe", "atc", "doc", "cbpe_ls", "twoview"}
         for e in w["estimate"].values():
             assert 0 <= e["low"] <= e["value"] <= e["high"] <= 1 and e["n"] == w["size"]
     test = {w["name"]: w for w in report["windows"]}["test"]
     assert abs(test["estimate"]["cbpe"]["value"] - test["accuracy"]) < 0.15  # in-domain: calibration holds
     assert printed.count("est.acc=") == len(report["windows"])
     assert "estimated accuracy" in (out / "report.html").read_text()
-    # under a fixed encoder the probabilities are still the version's: the same estimates
+    # under a one-off fixed encoder the probabilities are still the version's: the same estimates, but no
+    # twoview (its probe reads the reference encoder's embeddings, not another encoder's)
     main(
         [
             "drift",
@@ -476,4 +478,5 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
         ]
     )
     fixed = json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
-    assert [w["estimate"] for w in fixed] == [w["estimate"] for w in report["windows"]]
+    own = [{k: v for k, v in w["estimate"].items() if k != "twoview"} for w in report["windows"]]
+    assert [w["estimate"] for w in fixed] == own

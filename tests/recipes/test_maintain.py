@@ -575,18 +575,21 @@ def test_challenger_whose_artefact_cannot_be_built_is_not_promoted(setup):
     assert any("could not be built" in line and "TensorRT" in line for line in run["details"]["gate"])
 
 
-@pytest.mark.parametrize("floor", [1.0, 0.0])
-def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs_realised(setup, floor):
+@pytest.mark.parametrize(("floor", "estimator"), [(1.0, "atc"), (0.0, "twoview")])
+def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs_realised(
+    setup, floor, estimator
+):
     """Drift switched off (alpha 0), no labelled floor: only the label-free estimate can call for a retrain.
     Its interval's upper end is < 1 (a floor of 1.0 triggers) and >= 0 (0.0 never does); min_new_labels
-    stops short of the retrain itself. Estimated vs realised accuracy are in the run details and report."""
+    stops short of the retrain itself. Estimated vs realised accuracy are in the run details and report;
+    twoview (which also reads the inputs' base-encoder embeddings) serves as the policy's estimator too."""
     _edit(
         setup,
         policy={
             "alpha": 0.0,
             "min_accuracy": None,
             "min_estimated_accuracy": floor,
-            "estimator": "atc",
+            "estimator": estimator,
             "min_new_labels": 100000,
         },
     )
@@ -595,20 +598,18 @@ def test_min_estimated_accuracy_triggers_on_the_interval_and_records_estimate_vs
     details = run["details"]
     assert run["status"] == "no_action" and details["drift"]["drift"] is False
     est = details["estimate"]
-    assert set(est) == {"cbpe", "atc", "doc", "cbpe_ls", "realised"}
-    assert all(
-        0 <= est[m]["low"] <= est[m]["value"] <= est[m]["high"] <= 1
-        for m in ("cbpe", "atc", "doc", "cbpe_ls")
-    )
+    methods = ("cbpe", "atc", "doc", "cbpe_ls", "twoview")
+    assert set(est) == {*methods, "realised"}
+    assert all(0 <= est[m]["low"] <= est[m]["value"] <= est[m]["high"] <= 1 for m in methods)
     realised = est["realised"]
-    assert realised["method"] == "atc" and realised["n"] == 200  # every inbox row is labelled
+    assert realised["method"] == estimator and realised["n"] == 200  # every inbox row is labelled
     assert realised["error_points"] == pytest.approx(
-        (est["atc"]["value"] - realised["accuracy"]) * 100, abs=0.01
+        (est[estimator]["value"] - realised["accuracy"]) * 100, abs=0.01
     )
     triggered = [r for r in details["reasons"] if r.startswith("estimated accuracy")]
     assert bool(triggered) == (floor == 1.0)
     if triggered:
-        assert "atc" in triggered[0] and "not retraining" in details["reasons"][-1]
+        assert estimator in triggered[0] and "not retraining" in details["reasons"][-1]
     html = (Path(details["work_dir"]) / "report.html").read_text()
     assert "Estimated accuracy of the champion" in html and "Realised accuracy on 200 labelled rows" in html
 
