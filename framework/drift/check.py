@@ -73,8 +73,10 @@ def run_window(
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     if calibration is not None:
         probe = calibration.probe
-        same_view = probe is not None and bool(probe.encoder_sha256) and (
-            probe.encoder_sha256 == encoder.encoder_sha256
+        same_view = (
+            probe is not None
+            and bool(probe.encoder_sha256)
+            and (probe.encoder_sha256 == encoder.encoder_sha256)
         )
         estimates = estimate_accuracy(
             log_probs_of(encoded.probs.numpy()),
