@@ -24,7 +24,7 @@ Writes scripts/results/estimate.{json,md}.
 NAME instead (its validation split for calibration and the probe, cached under runs/bench-estimate/NAME-minilm),
 NAME's test split as the in-domain pool, sst2 test as a shifted domain, the other domains as for sst2; the
 estimators are refit.estimate's, unchanged. Writes scripts/results/estimate-NAME.{json,md} (no probe-sensitivity
-table: that question is settled on sst2).
+table: that question is settled on sst2; no Meta variants: their synthetic windows need a larger validation split).
 """
 
 from __future__ import annotations
@@ -70,6 +70,20 @@ TRAIN_ROWS = 2000  # source rows the benchmark's version is fine-tuned on
 TRIGGER_ESTIMATORS = ("doc", "cbpe_ls", "twoview")
 FRESH_SEEDS = (101, 102, 103)  # window draws never looked at while twoview was developed (on seed 0)
 SOURCE_READINGS = {  # --source NAME: the reading of estimate-NAME.md, written after its figures were seen
+    "cr_customer_reviews": (
+        "twoview's advantage holds on a model it was not chosen on, but its figure does not: the rule, "
+        "unchanged, is again the best estimator (on the development draw also the best of every variant in "
+        "this script), by about as much as on the sst2 model, and it is not carried by one domain (without "
+        "airline_tweets, where doc fails, it still leads); the issue's goal (<= 3 points) is NOT met on this "
+        "model. Expect about 3.5 points, not estimate.md's 2.8, on a model nobody tuned the rule on. What "
+        "costs most here: sentiment140 (every estimator under-states it by 7-10 points; no_change is better) "
+        "and amazon_electronics (over-stated by every estimator, the unsafe direction; twoview the least). "
+        "twoview over-states imdb_reviews more than doc does. As an alarm (harm-aware, upper bound < floor) "
+        "twoview and cbpe_ls fire on nearly the same windows (all but 2 of 275 agree: equal counts are not a "
+        "copy), fewer needless alarms than doc for one more miss. One second model and one source domain: "
+        "this is evidence, not proof, of transfer; cr's in-domain pool is its 376-row test split, so its "
+        "windows overlap and its noise floor is low."
+    ),
 }
 _UCI, _AIR, _BOOKS, _S140 = (
     "uci_sentences (amazon+imdb+yelp)",
@@ -500,7 +514,7 @@ def evaluate(
     seed: int,
     variants: Variants,
     base_view: BaseView,
-    meta: Meta,
+    meta: Meta | None,
     lengths: dict[str, np.ndarray],
 ) -> dict:
     from sklearn.metrics import f1_score
@@ -528,9 +542,10 @@ def evaluate(
                 errors[m].append(abs(e.value - truth) * 100)
                 signed[m].append((e.value - truth) * 100)
                 covered[m] += e.low <= truth <= e.high
-            window_features[domain].append(
-                (meta.features(logits[idx], emb[idx], lengths[domain][idx]), truth)
-            )
+            if meta is not None:
+                window_features[domain].append(
+                    (meta.features(logits[idx], emb[idx], lengths[domain][idx]), truth)
+                )
             for m, v in {**variants(logits[idx], emb[idx]), **base_view(logits[idx], d["base"][idx])}.items():
                 errors[m].append(abs(v - truth) * 100)
                 signed[m].append((v - truth) * 100)
@@ -551,7 +566,8 @@ def evaluate(
             "whole_pool_estimate": {m: round(e.value, 4) for m, e in estimate_accuracy(logits, cal).items()},
         }
         print(domain, per_domain[domain]["mae"], flush=True)
-    _meta_errors(per_domain, window_features, meta, seed)
+    if meta is not None:
+        _meta_errors(per_domain, window_features, meta, seed)
     return per_domain
 
 
@@ -812,7 +828,9 @@ def main() -> None:
     data = scores
     for domain, d in data.items():
         d["base"] = base[domain]
-    meta = Meta(validation, lengths["validation"], cal)
+    # Meta's synthetic validation windows need more validation rows than a small source has (376 for cr)
+    meta = Meta(validation, lengths["validation"], cal) if args.source == "sst2" else None
+    meta_names = Meta.names if meta is not None else []
     base_view = BaseView(validation, base["validation"], cal)
     per_domain = evaluate(
         data, cal, args.windows, args.seed, Variants(validation, cal), base_view, meta, lengths
@@ -824,7 +842,7 @@ def main() -> None:
         if args.source == "sst2"
         else {}
     )
-    methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names, "no_change", "noise_floor"]
+    methods = [*ESTIMATORS, *Variants.names, *BaseView.names, *meta_names, "no_change", "noise_floor"]
     overall = {m: round(float(np.mean([d["mae"][m] for d in per_domain.values()])), 2) for m in methods}
     shifted = [k for k in per_domain if not k.endswith("(in-domain)")]
     overall_shifted = {
@@ -833,7 +851,7 @@ def main() -> None:
     # the harm case: domains where the model is worse than on validation (what a retrain trigger must see)
     harmed = [k for k, d in per_domain.items() if d["pool_accuracy"] < cal.accuracy]
     overall_harmed = {m: round(float(np.mean([per_domain[k]["mae"][m] for k in harmed])), 2) for m in methods}
-    best = min([*ESTIMATORS, *Variants.names, *BaseView.names, *Meta.names], key=lambda m: overall[m])
+    best = min([*ESTIMATORS, *Variants.names, *BaseView.names, *meta_names], key=lambda m: overall[m])
     best_shipped = min(ESTIMATORS, key=lambda m: overall[m])
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
@@ -961,12 +979,17 @@ def write_source_report(result: dict) -> None:
     over_fresh = {m: max(fresh_pd[k]["bias"][m] for k in harmed) for m in TRIGGER_ESTIMATORS}
     ranked = sorted(TRIGGER_ESTIMATORS, key=lambda m: fresh_mean[m])
     load = ", ".join(f"{w} {tuple(round(x, 1) for x in result[f'load_{w}'])}" for w in ("before", "after"))
+    per_seed = " / ".join(f"{v['twoview']:.2f}" for v in fresh.values())
+    wins = {m: sum(d["mae"]["twoview"] < d["mae"][m] for d in fresh_pd.values()) for m in ("cbpe_ls", "doc")}
+    no_air = {
+        m: float(np.mean([d["mae"][m] for k, d in fresh_pd.items() if k != _AIR])) for m in TRIGGER_ESTIMATORS
+    }
     lines = [
         f"# twoview out of sample: MiniLM fine-tuned on {source} ({result['machine']})",
         "",
-        "Reading: "
-        + SOURCE_READINGS.get(source, "")
-        + f" Mean MAE over the {len(per_domain)} domains, fresh draws (development draw): "
+        "Reading: " + SOURCE_READINGS.get(source, "(not written yet)"),
+        "",
+        f"Figures: mean MAE over the {len(per_domain)} domains, fresh draws (development draw): "
         + ", ".join(f"{m} {fresh_mean[m]:.2f} ({overall[m]:.2f})" for m in ranked)
         + f"; no_change {overall['no_change']:.2f}, noise floor {overall['noise_floor']:.2f} (development draw)."
         + (
@@ -976,6 +999,11 @@ def write_source_report(result: dict) -> None:
             if sst2
             else ""
         )
+        + f" twoview per seed: {per_seed}; lower than "
+        f"cbpe_ls on {wins['cbpe_ls']} and than doc on {wins['doc']} of the {len(fresh_pd)} domains (fresh); "
+        "without airline_tweets: "
+        + ", ".join(f"{m} {no_air[m]:.2f}" for m in ranked)
+        + "."
         + f" twoview's largest over-statement on the {len(harmed)} harmed domains (pool accuracy below "
         f"validation's): {over_fresh['twoview']:+.1f} points on the fresh draws, {over_dev['twoview']:+.1f} on "
         f"the development draw (cbpe_ls {over_fresh['cbpe_ls']:+.1f} / {over_dev['cbpe_ls']:+.1f}, doc "
@@ -991,7 +1019,8 @@ def write_source_report(result: dict) -> None:
         f"pool: {source} test; sst2 test is a shifted domain; the other domains as in estimate.md. "
         f"{result['windows_per_domain']} windows of {N} per domain (fewer rows: one window of the pool); MAE "
         "in accuracy points; bias = mean signed error, + = accuracy over-stated (the unsafe direction). "
-        f"Harmed domains: {', '.join(harmed)}. Evaluation took {result['seconds']} s from cached scores "
+        f"Harmed domains: {', '.join(harmed)}. Fine-tune, pool scoring and embedding ran under the "
+        "machine-wide bench lock (2 threads); evaluation took {result['seconds']} s from cached scores "
         f"(load average {load}; an untimed accuracy run).",
         "",
         f"Development draw (seed {result['development_seed']}; the seed twoview was chosen on, for the sst2 "
@@ -1045,6 +1074,32 @@ def write_source_report(result: dict) -> None:
     ]
     (RESULTS / f"estimate-{source}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def out_of_sample_lines() -> list[str]:
+    """estimate.md's closing pointer to each --source check (estimate-NAME.json), with its headline figures."""
+    lines = []
+    for path in sorted(RESULTS.glob("estimate-*.json")):
+        r = json.loads(path.read_text())
+        mean = {m: float(np.mean([v[m] for v in r["fresh_seeds"].values()])) for m in TRIGGER_ESTIMATORS}
+        lines += [
+            "",
+            f"Out of sample ({path.with_suffix('.md').name}): the same recipe fine-tuned on {r['source']} instead, "
+            "twoview unchanged, mean MAE over the 11 domains on the fresh draws: "
+            + ", ".join(f"{m} {mean[m]:.2f}" for m in sorted(mean, key=mean.get))
+            + f" (development draw: twoview {r['mae_mean_over_domains']['twoview']:.2f}). "
+            + (
+                "twoview is again the best, "
+                if r["best_shipped"] == "twoview"
+                else "twoview is NOT the best, "
+            )
+            + (
+                "and within the goal there."
+                if mean["twoview"] <= 3
+                else "but above the goal (3 points) there."
+            ),
+        ]
+    return lines
 
 
 def write_report(result: dict) -> None:
@@ -1280,6 +1335,7 @@ def write_report(result: dict) -> None:
         f"{cal.accuracy:.3f} (the probe on the frozen base encoder reaches {probe_acc:.3f}), and it was "
         f"under-confident (T {cal.temperature:.2f} < 1) before calibration.",
     ]
+    lines += out_of_sample_lines()
     (RESULTS / "estimate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
