@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
 from _datasets import DATASETS  # noqa: E402
 
+REPORTED, TIMINGS = "objective", "timings.json"  # refit.tune.trial's names (not imported: no Ray needed)
+
 SST2 = DATASETS / "sst2"
 RESULTS = ROOT / "scripts" / "results"
 WORK = ROOT / "runs" / "bench-tune"
@@ -326,6 +328,181 @@ def final_pass(repeats: int) -> dict:
     }
 
 
+def _curves(search_dir: Path) -> list[dict]:
+    """Each trial of a recorded search in the order Tune created them: its reported values and the
+    seconds of each report interval (the first includes the trial's setup), plus its end-of-trial seconds."""
+    trials = []
+    for result in search_dir.glob("*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if not reports:
+            continue
+        timings = json.loads(
+            next((search_dir / "trials" / reports[0]["trial_id"]).glob(f"run-*/{TIMINGS}")).read_text()
+        )
+        marks = timings["marks"]
+        trials.append(
+            {
+                "trial": reports[0]["trial_id"],
+                "values": [r[REPORTED] for r in reports],
+                "seconds": [r["time_this_iter_s"] for r in reports],
+                "end_s": max(0.0, marks["trial_end"] - marks["trial_start"] - reports[-1]["time_total_s"]),
+            }
+        )
+    return sorted(trials, key=lambda t: int(t["trial"].rsplit("_", 1)[1]))
+
+
+def _simulate(curves: list[dict], slots: int, decide, finish_at: int) -> dict:
+    """Replays recorded trials through a scheduler rule on `slots` workers, in Tune's order: `decide(trial,
+    iteration, value, state)` says whether a trial goes on after a report. Returns the makespan, the
+    validations run, the trials that finished and the best value seen / of a finished trial."""
+    import heapq
+
+    clock, free, queue, events = 0.0, slots, list(range(len(curves))), []
+    state: dict = {}
+    out = {"validations": 0, "finished": [], "seen": []}
+
+    def start(i: int, at: float) -> None:
+        heapq.heappush(events, (at + curves[i]["seconds"][0], i, 1))
+
+    while queue and free:
+        start(queue.pop(0), 0.0)
+        free -= 1
+    while events:
+        clock, i, it = heapq.heappop(events)
+        value = curves[i]["values"][it - 1]
+        out["validations"] += 1
+        out["seen"].append(value)
+        if it < finish_at and decide(i, it, value, state):
+            heapq.heappush(events, (clock + curves[i]["seconds"][it], i, it + 1))
+            continue
+        if it == finish_at:
+            out["finished"].append(i)
+            clock += curves[i]["end_s"]
+        if queue:
+            start(queue.pop(0), clock)
+        else:
+            out.setdefault("ends", []).append(clock)
+    out["makespan_s"] = round(max(out["ends"]), 1)
+    return out
+
+
+def _simulate_promotions(
+    curves: list[dict], slots: int, rungs: list[int], rf: int, finish_at: int, pause_s: float
+):
+    """Replays recorded trials through ASHA as its paper states it (Li et al. 2020, algorithm 2), which Ray's
+    stopping variant is not: a trial pauses at each rung, and a free worker resumes the best paused trial that
+    is in the top floor(n/rf) of the n trials recorded at its rung (highest rung first), else starts a new one.
+    The first trial at a rung is never waved through. `pause_s`: what one pause + resume costs (a full
+    checkpoint written, then restored in a worker)."""
+    import heapq
+
+    bounds = [*rungs, finish_at]
+    recorded: dict[int, dict[int, float]] = {r: {} for r in rungs}
+    promoted: dict[int, set] = {r: set() for r in rungs}
+    new, events, busy = list(range(len(curves))), [], 0
+    out = {"validations": 0, "finished": [], "seen": [], "pauses": 0}
+    clock = 0.0
+
+    def job(at: float) -> bool:
+        for r in reversed(rungs):
+            ranked = sorted(recorded[r], key=recorded[r].get)[: len(recorded[r]) // rf]
+            for i in ranked:
+                if i not in promoted[r]:
+                    promoted[r].add(i)
+                    out["pauses"] += 1
+                    stop = bounds[bounds.index(r) + 1]
+                    seconds = pause_s + sum(curves[i]["seconds"][r:stop])
+                    heapq.heappush(events, (at + seconds, i, r, stop))
+                    return True
+        if new:
+            i = new.pop(0)
+            heapq.heappush(events, (at + sum(curves[i]["seconds"][: bounds[0]]), i, 0, bounds[0]))
+            return True
+        return False
+
+    while busy < slots and job(clock):
+        busy += 1
+    while events:
+        clock, i, start, stop = heapq.heappop(events)
+        busy -= 1
+        out["validations"] += stop - start
+        out["seen"] += curves[i]["values"][start:stop]
+        if stop == finish_at:
+            out["finished"].append(i)
+            clock += curves[i]["end_s"]
+        else:
+            recorded[stop][i] = curves[i]["values"][stop - 1]
+        while busy < slots and job(clock):
+            busy += 1
+    out["makespan_s"] = round(clock, 1)
+    return out
+
+
+def _asha_rule(rungs: list[int], rf: float):
+    """Ray's asynchronous rule (AsyncHyperBandScheduler._Bracket.on_result), loss minimised: at a rung, a
+    trial stops if its value is worse than the (1 - 1/rf) quantile of the values recorded there before it."""
+    import numpy as np
+
+    def decide(i, it, value, state) -> bool:
+        if it not in rungs:
+            return True
+        recorded = state.setdefault(it, [])
+        cutoff = np.nanpercentile([-v for v in recorded], (1 - 1 / rf) * 100) if recorded else None
+        recorded.append(value)
+        return cutoff is None or -value >= cutoff
+
+    return decide
+
+
+def replay(search_dir: Path, asha_dir: Path | None) -> dict:
+    """Untimed: FIFO's recorded learning curves replayed through scheduler rules, to see what a rule would
+    save and which configs it keeps before building it. Checked against the real ASHA run of the same
+    search (same seeded configs) where there is one."""
+    curves = _curves(search_dir)
+    n_val = max(len(c["values"]) for c in curves)
+    rows = {}
+    for name, rungs, rf in (
+        ("fifo", [], 2),
+        ("asha rf 2 (rungs 1, 2, 4)", [1, 2, 4], 2),
+        ("asha rf 3 (rungs 1, 3)", [1, 3], 3),
+        ("asha rf 4 (rungs 1, 4)", [1, 4], 4),
+    ):
+        sim = _simulate(curves, 2, _asha_rule(rungs, rf), n_val)
+        best_finished = min(min(curves[i]["values"]) for i in sim["finished"])
+        rows[name] = {
+            "makespan_s": sim["makespan_s"],
+            "validations": sim["validations"],
+            "finished": sim["finished"],
+            "best_seen": round(min(sim["seen"]), 4),
+            "best_finished": round(best_finished, 4),
+        }
+    for pause_s in (0.0, 3.0, 6.0):
+        sim = _simulate_promotions(curves, 2, [1, 2, 4], 2, n_val, pause_s)
+        rows[f"promotion asha rf 2 (rungs 1, 2, 4), {pause_s:g} s a pause"] = {
+            "makespan_s": sim["makespan_s"],
+            "validations": sim["validations"],
+            "finished": sim["finished"],
+            "pauses": sim["pauses"],
+            "best_seen": round(min(sim["seen"]), 4),
+            "best_finished": round(min(min(curves[i]["values"]) for i in sim["finished"]), 4),
+        }
+    fifo = rows["fifo"]["makespan_s"]
+    for r in rows.values():
+        r["over_fifo"] = round(r["makespan_s"] / fifo, 3)
+    out = {
+        "setup": {"from": str(search_dir), "trials": len(curves), "validations_per_trial": n_val},
+        "rows": rows,
+        "curves": [{"trial": c["trial"], "values": [round(v, 4) for v in c["values"]]} for c in curves],
+    }
+    if asha_dir is not None and (asha_dir / "results.json").is_file():
+        real = json.loads((asha_dir / "results.json").read_text())["trials"]
+        out["real_asha"] = {
+            "validations": sum(r["iterations"] for r in real),
+            "finished": sum(r["status"] == "finished" for r in real),
+        }
+    return out
+
+
 # what a search run's history row keeps (the phases table is the latest run's only)
 _RUN_KEYS = ("note", "date", "setup", "fifo", "asha", "asha_over_fifo_wall")
 
@@ -439,7 +616,7 @@ def _markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("search", "overhead", "final"), required=True)
+    parser.add_argument("--part", choices=("search", "overhead", "final", "replay"), required=True)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-rows", type=int, default=None)
     parser.add_argument("--validation-rows", type=int, default=64)
@@ -473,6 +650,11 @@ def main() -> None:
         )
         (WORK / f"{args.extra}.json").write_text(json.dumps(extra, indent=2) + "\n")
         print(json.dumps(extra, indent=2))
+        return
+    if args.part == "replay":
+        found = replay(WORK / "tune" / "search-fifo", WORK / "tune" / "search-asha")
+        (WORK / "replay.json").write_text(json.dumps(found, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in found.items() if k != "curves"}, indent=2))
         return
     if args.part == "search":
         earlier = result.get("search", {})
