@@ -3,6 +3,7 @@
     python scripts/bench_tune.py --part search      # 8-trial FIFO vs ASHA, same search, same run
     python scripts/bench_tune.py --part overhead    # refit finetune vs a one-trial refit tune, interleaved
     python scripts/bench_tune.py --part final       # a finished run's final validation + calibration, 1 vs 2 passes
+    python scripts/bench_tune.py --part replay      # untimed: the last FIFO search's curves through scheduler rules
 
 MiniLM on subsets of ../shared/datasets/sst2 (read there, never copied into the repo; the subsets are written
 under runs/bench-tune/, which git ignores). Wall-clock of whole commands, interpreter start and Ray start
@@ -466,6 +467,8 @@ def replay(search_dir: Path, asha_dir: Path | None) -> dict:
         ("asha rf 2 (rungs 1, 2, 4)", [1, 2, 4], 2),
         ("asha rf 3 (rungs 1, 3)", [1, 3], 3),
         ("asha rf 4 (rungs 1, 4)", [1, 4], 4),
+        ("asha rf 2, grace 2 (rungs 2, 4)", [2, 4], 2),
+        ("asha rf 2, grace 4 (rung 4)", [4], 2),
     ):
         sim = _simulate(curves, 2, _asha_rule(rungs, rf), n_val)
         best_finished = min(min(curves[i]["values"]) for i in sim["finished"])
@@ -546,9 +549,16 @@ def _markdown(result: dict) -> str:
                 f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} / {r['load_after']} |"
             )
         lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
+        f_full, a_full = s["fifo"]["full_trial_s"], s["asha"]["full_trial_s"]
+        if f_full and a_full and abs(f_full / a_full - 1) > 0.1:  # the machine's speed changed in between
+            lines += [
+                f"Not a same-speed figure: the same full trial took {f_full} s under FIFO and {a_full} s under "
+                "ASHA (the machine's load changed between the two); the replay below compares them at one speed.",
+                "",
+            ]
         if s.get("history"):
             lines += [
-                "Earlier runs of this comparison (newest first; each row says what changed after it):",
+                "Earlier runs of this comparison (newest first; when, and what differed):",
                 "",
                 "| run | train rows | reduction factor | FIFO wall s | ASHA wall s | validations FIFO / ASHA "
                 "| best val/loss FIFO / ASHA | ratio | load avg |",
@@ -611,6 +621,26 @@ def _markdown(result: dict) -> str:
                 f"{r['one_pass_s']} | {r['saved_s']} |"
             )
         lines.append("")
+    if "replay" in result:
+        r = result["replay"]
+        lines += [
+            "## Replay: FIFO's recorded curves through scheduler rules (untimed, simulated)",
+            "",
+            f"The {r['setup']['trials']} trials of the FIFO search above, each validation interval taking the "
+            "seconds it took there, replayed on 2 workers through each rule; the makespan leaves out the "
+            "search's fixed cost (Ray's start, shutdown). Ray's ASHA replayed gives the real ASHA run's "
+            f"validations ({r.get('real_asha', {}).get('validations')}) and finished trials "
+            f"({r.get('real_asha', {}).get('finished')}).",
+            "",
+            "| rule | makespan s | / FIFO | validations | finished trials | best val/loss seen / of a finished trial |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in r["rows"].items():
+            lines.append(
+                f"| {name} | {row['makespan_s']} | {row['over_fifo']} | {row['validations']} | "
+                f"{len(row['finished'])} | {row['best_seen']:.4f} / {row['best_finished']:.4f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -635,7 +665,9 @@ def main() -> None:
     path = RESULTS / "tune.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     # figures of this script's current method only (older files held another layout)
-    result = {k: v for k, v in result.items() if k in ("search", "overhead", "final") and "setup" in v} | {
+    result = {
+        k: v for k, v in result.items() if k in ("search", "overhead", "final", "replay") and "setup" in v
+    } | {
         k: v
         for k, v in result.items()
         if k == "side_runs"  # hand-recorded measurements, kept as they are
@@ -652,11 +684,8 @@ def main() -> None:
         print(json.dumps(extra, indent=2))
         return
     if args.part == "replay":
-        found = replay(WORK / "tune" / "search-fifo", WORK / "tune" / "search-asha")
-        (WORK / "replay.json").write_text(json.dumps(found, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in found.items() if k != "curves"}, indent=2))
-        return
-    if args.part == "search":
+        result["replay"] = replay(WORK / "tune" / "search-fifo", WORK / "tune" / "search-asha")
+    elif args.part == "search":
         earlier = result.get("search", {})
         history = earlier.pop("history", [])
         if "fifo" in earlier:  # the run this one replaces heads the history
