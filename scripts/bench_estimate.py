@@ -944,6 +944,32 @@ def probe_cost_text(cost: dict) -> str:
     )
 
 
+def fresh_table(per_domain: dict, mean: dict, per_seed: dict) -> list[str]:
+    """Markdown rows: MAE and bias of TRIGGER_ESTIMATORS per domain on the fresh draws, their mean, per seed."""
+    cols, blank = TRIGGER_ESTIMATORS, " |" * len(TRIGGER_ESTIMATORS)
+    return [
+        "| domain | "
+        + " | ".join(f"{m} MAE" for m in cols)
+        + " | "
+        + " | ".join(f"{m} bias" for m in cols)
+        + " |",
+        "|---|" + "---|" * (2 * len(cols)),
+        *(
+            f"| {k} | "
+            + " | ".join(f"{v['mae'][m]:.2f}" for m in cols)
+            + " | "
+            + " | ".join(f"{v['bias'][m]:+.2f}" for m in cols)
+            + " |"
+            for k, v in per_domain.items()
+        ),
+        "| **mean over domains** | " + " | ".join(f"**{mean[m]:.2f}**" for m in cols) + " |" + blank,
+        *(
+            f"| seed {s} | " + " | ".join(f"{v[m]:.2f}" for m in cols) + " |" + blank
+            for s, v in per_seed.items()
+        ),
+    ]
+
+
 def trigger_table(trig: dict) -> list[str]:
     """The retrain-trigger table (triggers' counts) with its one-line heading."""
     rows = [("drift-only (BBSD, alpha 0.05)", "drift_only")]
@@ -1048,23 +1074,7 @@ def write_source_report(result: dict) -> None:
         f"Fresh window draws (seeds {', '.join(fresh)}, {result['windows_per_domain']} windows per domain each; "
         "MAE and bias averaged over the three draws):",
         "",
-        "| domain | doc MAE | cbpe_ls MAE | twoview MAE | doc bias | cbpe_ls bias | twoview bias |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| {k} | "
-            + " | ".join(f"{d['mae'][m]:.2f}" for m in TRIGGER_ESTIMATORS)
-            + " | "
-            + " | ".join(f"{d['bias'][m]:+.2f}" for m in TRIGGER_ESTIMATORS)
-            + " |"
-            for k, d in fresh_pd.items()
-        ),
-        "| **mean over domains** | "
-        + " | ".join(f"**{fresh_overall[m]:.2f}**" for m in TRIGGER_ESTIMATORS)
-        + " | | | |",
-        *(
-            f"| seed {s} | " + " | ".join(f"{v[m]:.2f}" for m in TRIGGER_ESTIMATORS) + " | | | |"
-            for s, v in fresh.items()
-        ),
+        *fresh_table(fresh_pd, fresh_overall, fresh),
         "",
         *trigger_table(trig),
         "",
@@ -1170,35 +1180,13 @@ def write_report(result: dict) -> None:
     ):
         cells = [f"**{figures[m]:.2f}**" if bold else f"{figures[m]:.2f}" for m in methods]
         lines.append(f"| {label} | | " + " | ".join(cells) + " |" + " |" * (len(ESTIMATORS) + 2))
-    cols = TRIGGER_ESTIMATORS
     lines += [
         "",
         f"Fresh window draws (seeds {seeds}: {windows} windows per domain each, never looked at while the "
         "variants were compared; MAE averaged over the three draws, bias = mean signed error, + = accuracy "
         "over-stated, the unsafe direction for a retrain trigger):",
         "",
-        "| domain | "
-        + " | ".join(f"{m} MAE" for m in cols)
-        + " | "
-        + " | ".join(f"{m} bias" for m in cols)
-        + " |",
-        "|---|" + "---|" * (2 * len(cols)),
-        *(
-            f"| {k} | "
-            + " | ".join(f"{v['mae'][m]:.2f}" for m in cols)
-            + " | "
-            + " | ".join(f"{v['bias'][m]:+.2f}" for m in cols)
-            + " |"
-            for k, v in fresh_pd.items()
-        ),
-        "| **mean over domains** | "
-        + " | ".join(f"**{fresh_mean[m]:.2f}**" for m in cols)
-        + " |"
-        + " |" * len(cols),
-        *(
-            f"| seed {s} | " + " | ".join(f"{v[m]:.2f}" for m in cols) + " |" + " |" * len(cols)
-            for s, v in fresh.items()
-        ),
+        *fresh_table(fresh_pd, fresh_mean, fresh),
         "",
         f"Best estimator: **{best}**, MAE {overall[best]:.2f} points averaged over the {len(per_domain)} "
         f"domains on the development windows and {fresh_mean['twoview']:.2f} on the fresh draws "

@@ -7,11 +7,11 @@ command that only reads rows (`refit drift`, `refit registry`, every `--help`) n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from refit.data.files import SUFFIXES, file_fingerprint, read_rows, read_table
 from refit.data.splits import DEMO_NAME, Splits, demo_dir, load_splits, to_label_ids
+from refit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from refit.data.batching import LengthGroupedSampler, PadCollator, TokenizedDataset, tokenize
@@ -44,9 +44,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later reads skip this hook
-        return value
-    raise AttributeError(f"module 'refit.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

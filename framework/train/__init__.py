@@ -7,9 +7,9 @@ names are imported on first use (PEP 562): a command that trains pays for it whe
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from refit.lazy import lazy_exports
 from refit.train.evaluate import evaluate_version
 
 if TYPE_CHECKING:
@@ -45,9 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later reads skip this hook
-        return value
-    raise AttributeError(f"module 'refit.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -21,7 +21,7 @@ SOURCES = {"framework": "refit", "kernels": "refit.kernels", "recipes": "refit.r
 # the component graph must stay acyclic (checked below across all layers).
 LAYERS: list[set[str]] = [
     {"kernels"},
-    {"errors", "__init__"},
+    {"errors", "__init__", "lazy"},
     {"io"},
     {"settings", "config"},
     {"data"},
