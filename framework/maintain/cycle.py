@@ -289,6 +289,17 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
         calibration,
     )
     c.report.estimate = window.get("estimate", {})
+    if (
+        calibration is not None
+        and policy.min_estimated_accuracy is not None
+        and policy.estimator in usable(calibration, embeddings=True)
+        and policy.estimator not in c.report.estimate
+    ):  # twoview whose probe's encoder no longer embeds the reference (re-embedded with --encoder version)
+        c.report.notes.append(
+            f"policy.estimator {policy.estimator} could not be estimated on the new inputs: champion "
+            f"{c.champion.id}'s drift reference is no longer embedded by the encoder its probe was fitted on; "
+            "min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"
+        )
     c.report.drift = {
         t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
         for t, r in window["results"].items()
