@@ -193,14 +193,16 @@ def build_reference(
     layer: Layers = DEFAULT_LAYER,
     device: str | None = None,
     encoder: str | None = None,
+    loaded_encoder: tuple | None = None,
 ) -> Reference:
     """Embed `texts` (held-out inputs, never training ones) with the model and fit every detector on them.
 
     With `encoder` (a pre-trained model: see reference_encoder), the embeddings are that model's
     mean-pooled last layer and only the probabilities are the model's; `pooling` and `layer` then do not
-    apply. The encoder's weights digest is recorded, so windows are refused if it later loads others."""
+    apply. The encoder's weights digest is recorded, so windows are refused if it later loads others.
+    `loaded_encoder`: what load_encoder(encoder) returned, where the caller has it already."""
     if encoder is not None:
-        enc_model, enc_tokenizer, is_version = load_encoder(encoder)
+        enc_model, enc_tokenizer, is_version = loaded_encoder or load_encoder(encoder)
         if is_version:
             raise ConfigError(
                 f"The reference encoder must be a pre-trained model ('minilm', a hub id or a model folder), "

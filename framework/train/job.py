@@ -232,6 +232,8 @@ def _record(
     )
     if reference_texts:
         ref_split = "given"
+    # the fixed encoder, loaded once for both of its uses here: the drift reference and twoview's probe
+    encoder = load_encoder(s.reference_encoder) if s.reference_encoder and d.reference_size else None
     if ref_split and d.reference_size:  # held-out inputs only; detector state fitted on them alone
         texts = sample_texts(reference_texts or s.splits.texts[ref_split], d.reference_size, seed)
         reference = build_reference(
@@ -243,9 +245,10 @@ def _record(
             batch_size=d.eval_batch_size,
             max_length=d.max_length,
             encoder=s.reference_encoder,
+            loaded_encoder=encoder,
         )
         reference.store_texts = store_texts
-    calibration = _calibrate(s, d, seed, val_logits)
+    calibration = _calibrate(s, d, seed, val_logits, encoder)
     if calibration is not None:
         metrics = {**metrics, "calibration": calibration.metrics()}
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
@@ -274,7 +277,9 @@ def _record(
     ), version_id
 
 
-def _calibrate(s: _Setup, d: DataConfig, seed: int, val_logits: np.ndarray | None) -> Calibration | None:
+def _calibrate(
+    s: _Setup, d: DataConfig, seed: int, val_logits: np.ndarray | None, encoder: tuple | None
+) -> Calibration | None:
     """Temperature scaling fitted on the validation logits of the best checkpoint (refit.estimate): the
     version's label-free accuracy estimates start from it. None without a validation split. It reuses the
     logits of the final validation (`val_logits`, in split order); only where there are none (distributed,
@@ -291,18 +296,18 @@ def _calibrate(s: _Setup, d: DataConfig, seed: int, val_logits: np.ndarray | Non
         )
         model.train(was_training)
     calibration = fit_calibration(val_logits, labels, source="validation", seed=seed)
-    if s.reference_encoder is not None and d.reference_size:
-        calibration.probe = _fit_probe(s, d, val_logits, labels, seed, device)
+    if encoder is not None:
+        calibration.probe = _fit_probe(s, d, val_logits, labels, seed, device, encoder)
     return calibration
 
 
-def _fit_probe(s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, device: str) -> Probe | None:
+def _fit_probe(
+    s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, device: str, encoder: tuple
+) -> Probe | None:
     """The twoview estimator's probe (refit.estimate.probe): training rows (a seeded sample of at most
-    PROBE_ROWS) and validation embedded by the drift reference's fixed encoder, as windows are embedded.
-    None where the training split has one class."""
-    enc_model, enc_tokenizer, is_version = load_encoder(s.reference_encoder)
-    if is_version:  # build_reference refuses a version as encoder; nothing to fit a probe on
-        return None
+    PROBE_ROWS) and validation embedded by the drift reference's fixed encoder (`encoder`: what
+    load_encoder returned), as windows are embedded. None where the training split has one class."""
+    enc_model, enc_tokenizer, _ = encoder  # never a version: reference_encoder refuses one
     train_texts, train_labels = s.splits.texts["train"], np.asarray(s.splits.labels["train"])
     pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[:PROBE_ROWS])
 
@@ -318,18 +323,18 @@ def _fit_probe(s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, devi
             device,
         ).embeddings.numpy()
 
-    try:
-        return fit_probe(
-            embed([train_texts[i] for i in pick]),
-            train_labels[pick],
-            embed(list(s.splits.texts["validation"])),
-            val_logits,
-            val_labels,
-            encoder=s.reference_encoder,
-            encoder_sha256=fingerprint(enc_model),
-        )
-    except ValueError:  # one class in the training rows: no probe, twoview is then refused by name
+    picked = train_labels[pick]
+    if len(np.unique(picked)) < 2:  # one class among the training rows: twoview is then refused by name
         return None
+    return fit_probe(
+        embed([train_texts[i] for i in pick]),
+        picked,
+        embed(list(s.splits.texts["validation"])),
+        val_logits,
+        val_labels,
+        encoder=s.reference_encoder,
+        encoder_sha256=fingerprint(enc_model),
+    )
 
 
 def run_finetune(
