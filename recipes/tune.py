@@ -27,7 +27,9 @@ from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
 from refit.tune import (
     REPORTED_METRIC,
+    RESTORING,
     collect_trials,
+    count_trials,
     make_scheduler,
     make_searcher,
     make_trainable,
@@ -44,21 +46,25 @@ class Config:
     Args:
         finetune: The base finetune config every trial starts from (same keys as `refit finetune`).
         space: {dotted finetune key: {loguniform|uniform|randint: [low, high]} or {choice|grid: [values]}}.
-        scheduler: 'asha' (stops bad trials early), 'pbt' or 'fifo'.
+        scheduler: 'asha' (stops bad trials early, asynchronously), 'halving' (synchronous successive
+            halving: pauses every trial at each rung until all have reached it, keeps the best
+            1/reduction_factor; needs trial checkpoints), 'pbt' or 'fifo'.
         searcher: 'random' or 'optuna' (TPE, seeded; in the tune extra; no grid values).
         num_samples: Trials to sample (each grid value is crossed with these).
-        max_concurrent_trials: Trials running at once (0 = as many as resources allow).
+        max_concurrent_trials: Trials running at once (0 = as many as resources allow; with 'halving',
+            limit it through cpus_per_trial/ray_num_cpus instead: its paused trials would count).
         time_budget_s: Stop the search after this many seconds (0 = no limit).
-        max_t: ASHA: most validations a trial may run (its rungs all fall before the last one).
-        grace_period: ASHA: validations before a trial can be stopped (PBT: perturbation interval).
+        max_t: ASHA/halving: most validations a trial may run (its rungs all fall before the last one).
+        grace_period: ASHA/halving: validations before a trial can be stopped (PBT: perturbation
+            interval).
             A trial reports at every validation: set finetune.trainer.val_check_interval (a share of an
             epoch, or every N batches) so that it reports several times and ASHA can stop it early.
-        reduction_factor: ASHA: keep the best 1/reduction_factor at each rung.
+        reduction_factor: ASHA/halving: keep the best 1/reduction_factor at each rung.
         reuse_actors: Run the next trial in the finished (or stopped) trial's worker process, which has
             imported torch, transformers and Lightning already (about 10 s per trial saved here).
         trial_checkpoints: Hand Tune a full checkpoint at every validation so that trials can be restored
-            mid-run. Default (unset): only for PBT, which needs them to exploit; without them `--resume`
-            keeps finished trials and restarts unfinished ones from the start.
+            mid-run. Default (unset): only for PBT and halving, which restore trials; without them
+            `--resume` keeps finished trials and restarts unfinished ones from the start.
         cpus_per_trial: CPUs reserved per trial.
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).
         storage_path: Where searches are stored.
@@ -71,7 +77,7 @@ class Config:
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scheduler: Literal["asha", "pbt", "fifo"] = "asha"
+    scheduler: Literal["asha", "halving", "pbt", "fifo"] = "asha"
     searcher: Literal["random", "optuna"] = "random"
     num_samples: PositiveInt = 8
     max_concurrent_trials: int = 0
@@ -152,10 +158,17 @@ def run(cfg: Config) -> int:
             f"space.{grids[0]}: 'grid' cannot be used with searcher 'optuna' (Optuna samples every value); "
             "use {choice: [...]} or searcher 'random'."
         )
-    checkpoints = cfg.scheduler == "pbt" if cfg.trial_checkpoints is None else cfg.trial_checkpoints
-    if cfg.scheduler == "pbt" and not checkpoints:
+    restores = cfg.scheduler in RESTORING
+    checkpoints = restores if cfg.trial_checkpoints is None else cfg.trial_checkpoints
+    if restores and not checkpoints:
         raise ConfigError(
-            "trial_checkpoints: false cannot be used with scheduler 'pbt', which restores trials."
+            f"trial_checkpoints: false cannot be used with scheduler '{cfg.scheduler}', which restores trials."
+        )
+    if cfg.scheduler == "halving" and cfg.max_concurrent_trials:
+        raise ConfigError(
+            "max_concurrent_trials cannot be used with scheduler 'halving': its paused trials count as "
+            "running, so the search would stop at the first rung. Limit trials at once with "
+            "cpus_per_trial (and ray_num_cpus) instead, or set max_concurrent_trials: 0."
         )
     base = _absolute_paths(config_to_dict(cfg.finetune))
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
@@ -203,10 +216,20 @@ def run(cfg: Config) -> int:
                     mode=mode,
                     num_samples=cfg.num_samples,
                     scheduler=make_scheduler(
-                        cfg.scheduler, cfg.max_t, cfg.grace_period, cfg.reduction_factor, ray_space
+                        cfg.scheduler,
+                        max_t=cfg.max_t,
+                        grace_period=cfg.grace_period,
+                        reduction_factor=cfg.reduction_factor,
+                        space=ray_space,
+                        num_samples=count_trials(space, cfg.num_samples),
                     ),
-                    search_alg=make_searcher(cfg.searcher, REPORTED_METRIC, mode, cfg.seed),
-                    max_concurrent_trials=cfg.max_concurrent_trials or None,
+                    search_alg=make_searcher(
+                        cfg.searcher,
+                        metric=REPORTED_METRIC,
+                        mode=mode,
+                        seed=cfg.seed,
+                        max_concurrent=cfg.max_concurrent_trials,
+                    ),
                     time_budget_s=cfg.time_budget_s or None,
                     reuse_actors=cfg.reuse_actors,
                 ),

@@ -171,7 +171,8 @@ def search(
             "space": space,
             "scheduler": scheduler,
             "num_samples": trials,
-            "max_concurrent_trials": 2,
+            # 2 at a time either way (2 CPUs, 1 a trial); 'halving' refuses the limit (paused trials count)
+            "max_concurrent_trials": 0 if scheduler == "halving" else 2,
             "cpus_per_trial": 1,
             "ray_num_cpus": 2,
             "max_t": validations,
@@ -198,8 +199,9 @@ def search(
             "phases": _phases(WORK / "tune" / name, started_at, wall),
         }
         print(scheduler, out[scheduler], flush=True)
-    if "fifo" in out and "asha" in out:
-        out["asha_over_fifo_wall"] = round(out["asha"]["wall_s"] / out["fifo"]["wall_s"], 3)
+    for scheduler in schedulers:
+        if scheduler != "fifo" and "fifo" in out:
+            out[f"{scheduler}_over_fifo_wall"] = round(out[scheduler]["wall_s"] / out["fifo"]["wall_s"], 3)
     return out
 
 
@@ -507,7 +509,17 @@ def replay(search_dir: Path, asha_dir: Path | None) -> dict:
 
 
 # what a search run's history row keeps (the phases table is the latest run's only)
-_RUN_KEYS = ("note", "date", "setup", "fifo", "asha", "asha_over_fifo_wall")
+_RUN_KEYS = (
+    "note",
+    "date",
+    "setup",
+    "fifo",
+    "asha",
+    "asha_over_fifo_wall",
+    "halving",
+    "halving_over_fifo_wall",
+)
+_LABELS = {"fifo": "FIFO (random)", "asha": "ASHA", "halving": "successive halving"}
 
 _PHASES = (
     ("command_start_to_recipe_s", "interpreter, imports, config (driver)"),
@@ -530,7 +542,7 @@ def _markdown(result: dict) -> str:
         st = s["setup"]
         a = st["asha"]
         lines += [
-            f"## ASHA vs FIFO, the same {st['trials']}-trial search, same run",
+            f"## ASHA (and successive halving) vs FIFO, the same {st['trials']}-trial search, same run",
             "",
             f"MiniLM, {st['train_rows']} training rows, {st['validation_rows']} validation rows, seq "
             f"{st['max_length']}, batch {st['batch_size']}, {st['epochs']} epochs with "
@@ -542,13 +554,19 @@ def _markdown(result: dict) -> str:
             "| load avg before / after |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for key, label in (("fifo", "FIFO (random)"), ("asha", "ASHA")):
-            r = s[key]
+        ran = [key for key in _LABELS if key in s]
+        for key in ran:
+            r, label = s[key], _LABELS[key]
             lines.append(
                 f"| {label} | {r['wall_s']} | {r['trial_seconds']} | {r['full_trial_s']} | {r['validations']} | "
                 f"{r['best_val_loss']:.4f} | {r['stopped_early']} | {r['load_before']} / {r['load_after']} |"
             )
-        lines += ["", f"ASHA wall time / FIFO wall time: **{s['asha_over_fifo_wall']}** (goal <= 0.5).", ""]
+        lines.append("")
+        for key in ran[1:]:
+            lines.append(
+                f"{_LABELS[key]} wall time / FIFO wall time: **{s[f'{key}_over_fifo_wall']}** (goal <= 0.5)."
+            )
+        lines.append("")
         f_full, a_full = s["fifo"]["full_trial_s"], s["asha"]["full_trial_s"]
         if f_full and a_full and abs(f_full / a_full - 1) > 0.1:  # the machine's speed changed in between
             lines += [
@@ -576,11 +594,11 @@ def _markdown(result: dict) -> str:
         lines += [
             "### Where each search's time went (seconds; from the recipe's clock and each trial's timings.json)",
             "",
-            "| phase | FIFO | ASHA |",
-            "|---|---|---|",
+            "| phase | " + " | ".join(_LABELS[k] for k in ran) + " |",
+            "|---|" + "---|" * len(ran),
         ]
         for key, label in _PHASES:
-            lines.append(f"| {label} | {s['fifo']['phases'].get(key)} | {s['asha']['phases'].get(key)} |")
+            lines.append(f"| {label} | " + " | ".join(str(s[k]["phases"].get(key)) for k in ran) + " |")
         lines.append("")
     if "overhead" in result:
         o = result["overhead"]
@@ -691,7 +709,9 @@ def main() -> None:
         if "fifo" in earlier:  # the run this one replaces heads the history
             history = [{k: v for k, v in earlier.items() if k in _RUN_KEYS}, *history]
         result["search"] = {
-            **search(args.trials, args.train_rows or 320, args.validation_rows),
+            **search(
+                args.trials, args.train_rows or 320, args.validation_rows, tuple(args.schedulers.split(","))
+            ),
             "note": args.note,
             "history": history,
         }
