@@ -33,6 +33,7 @@ from refit.tune import (
     make_scheduler,
     make_searcher,
     make_trainable,
+    rungs,
     to_ray,
     validate_space,
     write_outputs,
@@ -63,8 +64,9 @@ class Config:
         reuse_actors: Run the next trial in the finished (or stopped) trial's worker process, which has
             imported torch, transformers and Lightning already (about 10 s per trial saved here).
         trial_checkpoints: Hand Tune a full checkpoint at every validation so that trials can be restored
-            mid-run. Default (unset): only for PBT and halving, which restore trials; without them
-            `--resume` keeps finished trials and restarts unfinished ones from the start.
+            mid-run. Default (unset): for PBT at every validation, for halving at its rungs only (where
+            it pauses), none otherwise; without them `--resume` keeps finished trials and restarts
+            unfinished ones from the start.
         cpus_per_trial: CPUs reserved per trial.
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).
         storage_path: Where searches are stored.
@@ -198,7 +200,16 @@ def run(cfg: Config) -> int:
         )
     clock.append(("ray_init", time.perf_counter()))
     trainable = tune.with_resources(
-        make_trainable(base, group=cfg.name, checkpoints=checkpoints, runs_dir=str(out / "trials")),
+        make_trainable(
+            base,
+            group=cfg.name,
+            checkpoints=checkpoints,
+            runs_dir=str(out / "trials"),
+            # halving pauses trials only at its rungs: a checkpoint at any other report would never be read
+            checkpoint_at=frozenset(rungs(cfg.max_t, cfg.grace_period, cfg.reduction_factor))
+            if cfg.scheduler == "halving" and cfg.trial_checkpoints is None
+            else None,
+        ),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
     )
 

@@ -19,17 +19,32 @@ REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so th
 TIMINGS_FILE = "timings.json"  # in each attempt's folder: where the trial's seconds went
 
 
-def _fit_only_report(metric: str, checkpoints: bool):
+def _fit_only_report(metric: str, checkpoints: bool, checkpoint_at: frozenset[int] | None = None):
     """Ray's Lightning callback, silenced outside fit: the job's final validate/test calls would
     otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version.
-    `checkpoints` hands Tune a full Lightning checkpoint at every report (PBT and resuming mid-trial need
-    one; it costs a write of weights plus optimizer state, three times the model's size, every validation).
+    `checkpoints` hands Tune a full Lightning checkpoint at a report (PBT and resuming mid-trial need
+    one; it costs a write of weights plus optimizer state, three times the model's size): at every report,
+    or only at the reports numbered in `checkpoint_at` (1-based; successive halving pauses only at its
+    rungs). The count travels in the checkpoint itself (a Lightning callback state), so it goes on
+    across a pause and resume.
     """
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     class FitOnlyReport(TuneReportCheckpointCallback):
+        reports = 0
+
+        def state_dict(self) -> dict:
+            return {"reports": self.reports}
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            self.reports = int(state_dict.get("reports", 0))
+
         def _handle(self, trainer, pl_module) -> None:
             if trainer.state.fn == "fit" and not trainer.sanity_checking:
+                self.reports += 1
+                self._save_checkpoints = checkpoints and (
+                    checkpoint_at is None or self.reports in checkpoint_at
+                )
                 super()._handle(trainer, pl_module)
 
     return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end", save_checkpoints=checkpoints)
@@ -94,7 +109,9 @@ def _write_timings(path: Path, marks: dict[str, float]) -> None:
     )
 
 
-def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> Callable[[dict], None]:
+def make_trainable(
+    base: dict, group: str, checkpoints: bool, runs_dir: str, checkpoint_at: frozenset[int] | None = None
+) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
 
     Each attempt of a trial writes RUNS_DIR/<trial id>/run-N (the search's own folder, on the storage path):
@@ -102,7 +119,7 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
     PBT-restarted trial's earlier attempts would be lost.
 
     A trial writes no checkpoints of its own for `--resume` (Tune restarts trials itself) and a weights-only
-    best.ckpt. A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
+    best.ckpt; Tune gets one at every report (`checkpoints`) or at the reports in `checkpoint_at`. A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
     reports as RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next trial at once
     (`reuse_actors`) instead of being replaced by a fresh process that imports everything again.
     """
@@ -123,7 +140,7 @@ def make_trainable(base: dict, group: str, checkpoints: bool, runs_dir: str) -> 
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints), _phase_clock(marks)]
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints, checkpoint_at), _phase_clock(marks)]
         if resume_from is not None:
             callbacks.append(_perturbed_optimizer_settings())
         try:

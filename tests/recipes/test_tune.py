@@ -168,6 +168,17 @@ def test_successive_halving_pauses_every_trial_at_each_rung_and_resumes_the_best
     resumed = [a for t in reached_2 for a in (out / "trials" / t).glob("run-*") if a.name != "run-0"]
     assert resumed and all((a / "restored.ckpt").is_file() for a in resumed)
     assert not list(out.glob("trials/*/run-0/restored.ckpt"))
+    # Tune got checkpoints at the rungs only (where a pause can come): the survivor's 3rd and 4th reports
+    # carried none, so its two kept checkpoints are its first two, and each resume read a rung's count
+    (survivor_dir,) = out.glob(f"trainable_{finished['trial']}_*")
+    assert sorted(c.name for c in survivor_dir.glob("checkpoint_*")) == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+    ]
+    for restored in resumed:
+        state = torch.load(restored / "restored.ckpt", map_location="cpu", weights_only=True)["callbacks"]
+        (reports,) = [v["reports"] for k, v in state.items() if "FitOnlyReport" in k]
+        assert reports in (1, 2)
     # the survivor's version trained its 2 epochs once in all: steps went on from each resume, mid-epoch too
     meta = json.loads(next((out / "trials" / finished["trial"]).glob("run-*/version/refit.json")).read_text())
     train_rows = len(toy_data["train"].read_text().splitlines())
