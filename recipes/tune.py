@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -28,6 +28,8 @@ from refit.settings import FinetuneConfig
 from refit.tune import (
     REPORTED_METRIC,
     RESTORING,
+    SCHEDULERS,
+    SEARCHERS,
     collect_trials,
     count_trials,
     make_scheduler,
@@ -79,8 +81,8 @@ class Config:
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scheduler: Literal["asha", "halving", "pbt", "fifo"] = "asha"
-    searcher: Literal["random", "optuna"] = "random"
+    scheduler: str = "asha"
+    searcher: str = "random"
     num_samples: PositiveInt = 8
     max_concurrent_trials: int = 0
     time_budget_s: NonNegativeFloat = 0
@@ -97,6 +99,12 @@ class Config:
     ray_num_cpus: int | None = None
     resume: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # checked here, not by a Literal, so that a registered scheduler or searcher is a choice
+        for key, table in (("scheduler", SCHEDULERS), ("searcher", SEARCHERS)):
+            if getattr(self, key) not in table:
+                raise ValueError(f"Unknown {key!r} {getattr(self, key)!r}; allowed: {', '.join(table)}.")
 
 
 def _absolute_paths(base: dict) -> dict:
@@ -165,6 +173,11 @@ def run(cfg: Config) -> int:
     if restores and not checkpoints:
         raise ConfigError(
             f"trial_checkpoints: false cannot be used with scheduler '{cfg.scheduler}', which restores trials."
+        )
+    if cfg.scheduler == "halving" and (cfg.reduction_factor < 2 or cfg.reduction_factor % 1):
+        raise ConfigError(
+            f"reduction_factor: scheduler 'halving' needs a whole number of 2 or more (Ray's bracket counts "
+            f"validations in whole steps), got {cfg.reduction_factor}."
         )
     if cfg.scheduler == "halving" and cfg.max_concurrent_trials:
         raise ConfigError(

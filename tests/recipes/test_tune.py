@@ -236,6 +236,11 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
     assert "cannot be used with scheduler 'pbt'" in capsys.readouterr().err
     assert main(["tune", "--config", str(config), "--scheduler", "halving"]) == 2  # the config sets 2 at once
     assert "max_concurrent_trials cannot be used with scheduler 'halving'" in capsys.readouterr().err
+    args = ["--scheduler", "halving", "--max_concurrent_trials", "0", "--reduction_factor", "1.5"]
+    assert main(["tune", "--config", str(config), *args]) == 2
+    assert "reduction_factor: scheduler 'halving' needs a whole number" in capsys.readouterr().err
+    assert main(["tune", "--config", str(config), "--scheduler", "hyperband"]) == 2
+    assert "Unknown 'scheduler' 'hyperband'; allowed: asha, halving, pbt, fifo" in capsys.readouterr().err
 
 
 @pytest.mark.slow
