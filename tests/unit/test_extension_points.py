@@ -93,3 +93,25 @@ def test_a_new_recipe_is_one_file_and_one_line(tmp_path, monkeypatch, capsys):
     assert main(["hello", "--name", "refit"]) == 0
     assert "hello refit" in capsys.readouterr().out
     assert main([]) == 2 and "greet someone" in capsys.readouterr().out  # listed in the usage
+
+
+def test_a_new_tune_scheduler_is_one_function_and_one_line(monkeypatch):
+    pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
+    from refit.config import parse_config_dict
+    from refit.errors import ConfigError
+    from refit.recipes.tune import Config
+    from refit.tune import SCHEDULERS, make_scheduler
+
+    def median(max_t, grace_period, reduction_factor, space, num_samples):  # the new scheduler
+        from ray.tune.schedulers import MedianStoppingRule
+
+        return MedianStoppingRule(grace_period=grace_period)
+
+    with pytest.raises(ConfigError, match="allowed: asha, halving, pbt, fifo"):
+        parse_config_dict(Config, {"scheduler": "median"})
+    monkeypatch.setitem(SCHEDULERS, "median", median)  # the one line
+    cfg = parse_config_dict(Config, {"scheduler": "median"})
+    built = make_scheduler(
+        cfg.scheduler, max_t=4, grace_period=2, reduction_factor=2, space={}, num_samples=4
+    )
+    assert type(built).__name__ == "MedianStoppingRule"
