@@ -70,6 +70,9 @@ class Config:
             it pauses), none otherwise; without them `--resume` keeps finished trials and restarts
             unfinished ones from the start.
         cpus_per_trial: CPUs reserved per trial.
+        borrow_idle_cpus: With the Ray started here and CPU trials, a trial also trains on the CPUs no
+            trial holds at the moment (the last trials of a search would leave cores idle); a trial that
+            starts takes its CPUs back within 2 s.
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).
         storage_path: Where searches are stored.
         name: This search's folder under storage_path (a fixed name makes --resume find it).
@@ -92,6 +95,7 @@ class Config:
     reuse_actors: bool = True
     trial_checkpoints: bool | None = None
     cpus_per_trial: PositiveFloat = 1
+    borrow_idle_cpus: bool = True
     gpus_per_trial: NonNegativeFloat = 0
     storage_path: str = "runs/tune"
     name: str = "search"
@@ -222,6 +226,11 @@ def run(cfg: Config) -> int:
             checkpoint_at=frozenset(rungs(cfg.max_t, cfg.grace_period, cfg.reduction_factor))
             if cfg.scheduler == "halving" and cfg.trial_checkpoints is None
             else None,
+            # only where refit's own Ray has the machine and trials are CPU-bound (a cluster's free CPUs
+            # are on other nodes; a GPU trial's speed is not its CPU threads)
+            borrow_cpus=max(1, int(cfg.cpus_per_trial))
+            if cfg.borrow_idle_cpus and not address and not cfg.gpus_per_trial
+            else 0,
         ),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
     )

@@ -89,7 +89,38 @@ def _phase_clock(marks: dict[str, float]):
     return PhaseClock()
 
 
-def _write_timings(path: Path, marks: dict[str, float]) -> None:
+def _borrow_idle_cpus(own: int, threads_used: set[int], every_s: float = 2.0):
+    """On a machine Ray runs on alone (refit's own local Ray), a CPU trial's torch threads also take up the
+    CPUs no trial holds at the moment, checked every `every_s` seconds of training: successive halving's
+    last survivor, or the last trials of any search, would otherwise train on one core while the others
+    idle. Ray's reservation does not change; a trial that starts takes its CPUs back within `every_s`
+    (for that long a core runs two threads). The thread counts used go into `threads_used`."""
+    import os
+
+    import ray
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    ceiling = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or own
+
+    class BorrowIdleCpus(Callback):
+        checked = -float("inf")
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            now = time.monotonic()
+            if now - self.checked < every_s:
+                return
+            self.checked = now
+            idle = int(ray.available_resources().get("CPU", 0))
+            threads = max(1, min(ceiling, own + idle))
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+            threads_used.add(threads)
+
+    return BorrowIdleCpus()
+
+
+def _write_timings(path: Path, marks: dict[str, float], threads_used: set[int]) -> None:
     """Seconds per phase of one attempt, plus wall-clock marks (epoch seconds) and the worker process's id
     and start, so that a benchmark can line trials up and tell a worker's start and imports (its process
     start to its first trial) from the trial itself."""
@@ -105,12 +136,18 @@ def _write_timings(path: Path, marks: dict[str, float]) -> None:
             "marks": {n: marks[n] for n in have},
             "phases_s": {f"{a}->{b}": round(marks[b] - marks[a], 2) for a, b in zip(have, have[1:])},
             "worker": {"pid": os.getpid(), "started": psutil.Process().create_time()},
+            "torch_threads": sorted(threads_used),  # while training, with borrow_cpus
         },
     )
 
 
 def make_trainable(
-    base: dict, group: str, checkpoints: bool, runs_dir: str, checkpoint_at: frozenset[int] | None = None
+    base: dict,
+    group: str,
+    checkpoints: bool,
+    runs_dir: str,
+    checkpoint_at: frozenset[int] | None = None,
+    borrow_cpus: int = 0,
 ) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
 
@@ -119,13 +156,14 @@ def make_trainable(
     PBT-restarted trial's earlier attempts would be lost.
 
     A trial writes no checkpoints of its own for `--resume` (Tune restarts trials itself) and a weights-only
-    best.ckpt; Tune gets one at every report (`checkpoints`) or at the reports in `checkpoint_at`. A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
+    best.ckpt; Tune gets one at every report (`checkpoints`) or at the reports in `checkpoint_at`.
+    `borrow_cpus` (a trial's own CPUs; 0 = off): train on idle CPUs too (`_borrow_idle_cpus`). A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
     reports as RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next trial at once
     (`reuse_actors`) instead of being replaced by a fresh process that imports everything again.
     """
 
     def trainable(overrides: dict) -> None:
-        marks = {"trial_start": time.time()}
+        marks, threads_used = {"trial_start": time.time()}, set()
         from ray import tune
 
         # imported here, in the worker: the search's driver never loads Lightning or transformers (8 s here)
@@ -143,6 +181,8 @@ def make_trainable(
         callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints, checkpoint_at), _phase_clock(marks)]
         if resume_from is not None:
             callbacks.append(_perturbed_optimizer_settings())
+        if borrow_cpus:
+            callbacks.append(_borrow_idle_cpus(borrow_cpus, threads_used))
         try:
             run_finetune(
                 cfg.model,
@@ -165,6 +205,6 @@ def make_trainable(
         finally:
             marks["trial_end"] = time.time()
             attempt.mkdir(parents=True, exist_ok=True)
-            _write_timings(attempt / TIMINGS_FILE, marks)
+            _write_timings(attempt / TIMINGS_FILE, marks, threads_used)
 
     return trainable

@@ -187,6 +187,22 @@ def test_successive_halving_pauses_every_trial_at_each_rung_and_resumes_the_best
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs: one held by the trial, one idle")
+def test_a_trial_alone_on_the_local_ray_also_trains_on_the_idle_cpu(tmp_path, tiny_model_dir, toy_data):
+    config = _config(tmp_path, tiny_model_dir, toy_data, "alone", samples=1, scheduler="fifo")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["finetune"]["trainer"]["max_epochs"] = 1
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["tune", "--config", str(config)]) == 0
+    (timings,) = (tmp_path / "tune" / "alone").glob("trials/*/run-0/timings.json")
+    assert json.loads(timings.read_text())["torch_threads"] == [2]  # 1 CPU its own + 1 no trial held
+    config.write_text(yaml.safe_dump({**cfg, "name": "alone-off", "borrow_idle_cpus": False}))
+    assert main(["tune", "--config", str(config)]) == 0
+    (timings,) = (tmp_path / "tune" / "alone-off").glob("trials/*/run-0/timings.json")
+    assert json.loads(timings.read_text())["torch_threads"] == []
+
+
+@pytest.mark.slow
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, toy_data):
     config = _config(tmp_path, tiny_model_dir, toy_data, "resumable")
     cfg = yaml.safe_load(config.read_text())
