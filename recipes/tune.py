@@ -27,15 +27,12 @@ from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
 from refit.tune import (
     REPORTED_METRIC,
-    RESTORING,
     SCHEDULERS,
     SEARCHERS,
     collect_trials,
-    count_trials,
     make_scheduler,
     make_searcher,
     make_trainable,
-    rungs,
     to_ray,
     validate_space,
     write_outputs,
@@ -49,26 +46,21 @@ class Config:
     Args:
         finetune: The base finetune config every trial starts from (same keys as `refit finetune`).
         space: {dotted finetune key: {loguniform|uniform|randint: [low, high]} or {choice|grid: [values]}}.
-        scheduler: 'asha' (stops bad trials early, asynchronously), 'halving' (synchronous successive
-            halving: pauses every trial at each rung until all have reached it, keeps the best
-            1/reduction_factor; needs trial checkpoints), 'pbt' or 'fifo'.
+        scheduler: 'asha' (stops bad trials early), 'pbt' or 'fifo'.
         searcher: 'random' or 'optuna' (TPE, seeded; in the tune extra; no grid values).
         num_samples: Trials to sample (each grid value is crossed with these).
-        max_concurrent_trials: Trials running at once (0 = as many as resources allow; with 'halving',
-            limit it through cpus_per_trial/ray_num_cpus instead: its paused trials would count).
+        max_concurrent_trials: Trials running at once (0 = as many as resources allow).
         time_budget_s: Stop the search after this many seconds (0 = no limit).
-        max_t: ASHA/halving: most validations a trial may run (its rungs all fall before the last one).
-        grace_period: ASHA/halving: validations before a trial can be stopped (PBT: perturbation
-            interval).
+        max_t: ASHA: most validations a trial may run (its rungs all fall before the last one).
+        grace_period: ASHA: validations before a trial can be stopped (PBT: perturbation interval).
             A trial reports at every validation: set finetune.trainer.val_check_interval (a share of an
             epoch, or every N batches) so that it reports several times and ASHA can stop it early.
-        reduction_factor: ASHA/halving: keep the best 1/reduction_factor at each rung.
+        reduction_factor: ASHA: keep the best 1/reduction_factor at each rung.
         reuse_actors: Run the next trial in the finished (or stopped) trial's worker process, which has
             imported torch, transformers and Lightning already (about 10 s per trial saved here).
         trial_checkpoints: Hand Tune a full checkpoint at every validation so that trials can be restored
-            mid-run. Default (unset): for PBT at every validation, for halving at its rungs only (where
-            it pauses), none otherwise; without them `--resume` keeps finished trials and restarts
-            unfinished ones from the start.
+            mid-run. Default (unset): only for PBT, which needs them to exploit; without them `--resume`
+            keeps finished trials and restarts unfinished ones from the start.
         cpus_per_trial: CPUs reserved per trial.
         borrow_idle_cpus: With the Ray started here and CPU trials, a trial also trains on the CPUs no
             trial holds at the moment (the last trials of a search would leave cores idle); a trial that
@@ -172,22 +164,10 @@ def run(cfg: Config) -> int:
             f"space.{grids[0]}: 'grid' cannot be used with searcher 'optuna' (Optuna samples every value); "
             "use {choice: [...]} or searcher 'random'."
         )
-    restores = cfg.scheduler in RESTORING
-    checkpoints = restores if cfg.trial_checkpoints is None else cfg.trial_checkpoints
-    if restores and not checkpoints:
+    checkpoints = cfg.scheduler == "pbt" if cfg.trial_checkpoints is None else cfg.trial_checkpoints
+    if cfg.scheduler == "pbt" and not checkpoints:
         raise ConfigError(
-            f"trial_checkpoints: false cannot be used with scheduler '{cfg.scheduler}', which restores trials."
-        )
-    if cfg.scheduler == "halving" and (cfg.reduction_factor < 2 or cfg.reduction_factor % 1):
-        raise ConfigError(
-            f"reduction_factor: scheduler 'halving' needs a whole number of 2 or more (Ray's bracket counts "
-            f"validations in whole steps), got {cfg.reduction_factor}."
-        )
-    if cfg.scheduler == "halving" and cfg.max_concurrent_trials:
-        raise ConfigError(
-            "max_concurrent_trials cannot be used with scheduler 'halving': its paused trials count as "
-            "running, so the search would stop at the first rung. Limit trials at once with "
-            "cpus_per_trial (and ray_num_cpus) instead, or set max_concurrent_trials: 0."
+            "trial_checkpoints: false cannot be used with scheduler 'pbt', which restores trials."
         )
     base = _absolute_paths(config_to_dict(cfg.finetune))
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
@@ -222,10 +202,6 @@ def run(cfg: Config) -> int:
             group=cfg.name,
             checkpoints=checkpoints,
             runs_dir=str(out / "trials"),
-            # halving pauses trials only at its rungs: a checkpoint at any other report would never be read
-            checkpoint_at=frozenset(rungs(cfg.max_t, cfg.grace_period, cfg.reduction_factor))
-            if cfg.scheduler == "halving" and cfg.trial_checkpoints is None
-            else None,
             # only where refit's own Ray has the machine and trials are CPU-bound (a cluster's free CPUs
             # are on other nodes; a GPU trial's speed is not its CPU threads)
             borrow_cpus=max(1, int(cfg.cpus_per_trial))
@@ -254,7 +230,6 @@ def run(cfg: Config) -> int:
                         grace_period=cfg.grace_period,
                         reduction_factor=cfg.reduction_factor,
                         space=ray_space,
-                        num_samples=count_trials(space, cfg.num_samples),
                     ),
                     search_alg=make_searcher(
                         cfg.searcher,

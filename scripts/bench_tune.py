@@ -171,8 +171,7 @@ def search(
             "space": space,
             "scheduler": scheduler,
             "num_samples": trials,
-            # 2 at a time either way (2 CPUs, 1 a trial); 'halving' refuses the limit (paused trials count)
-            "max_concurrent_trials": 0 if scheduler == "halving" else 2,
+            "max_concurrent_trials": 2,
             "cpus_per_trial": 1,
             "ray_num_cpus": 2,
             "max_t": validations,
@@ -516,10 +515,8 @@ _RUN_KEYS = (
     "fifo",
     "asha",
     "asha_over_fifo_wall",
-    "halving",
-    "halving_over_fifo_wall",
 )
-_LABELS = {"fifo": "FIFO (random)", "asha": "ASHA", "halving": "successive halving"}
+_LABELS = {"fifo": "FIFO (random)", "asha": "ASHA"}
 
 _PHASES = (
     ("command_start_to_recipe_s", "interpreter, imports, config (driver)"),
@@ -542,7 +539,7 @@ def _markdown(result: dict) -> str:
         st = s["setup"]
         a = st["asha"]
         lines += [
-            f"## ASHA (and successive halving) vs FIFO, the same {st['trials']}-trial search, same run",
+            f"## ASHA vs FIFO, the same {st['trials']}-trial search, same run",
             "",
             f"MiniLM, {st['train_rows']} training rows, {st['validation_rows']} validation rows, seq "
             f"{st['max_length']}, batch {st['batch_size']}, {st['epochs']} epochs with "

@@ -7,10 +7,10 @@ from typing import Any
 
 from refit.errors import ConfigError
 
-__all__ = ["RESTORING", "SCHEDULERS", "SEARCHERS", "make_scheduler", "make_searcher", "rungs"]
+__all__ = ["SCHEDULERS", "SEARCHERS", "make_scheduler", "make_searcher"]
 
 
-def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict, num_samples: int) -> Any:
+def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     class LastValidationKeptASHA(ASHAScheduler):
@@ -33,7 +33,7 @@ def _asha(max_t: int, grace_period: int, reduction_factor: float, space: dict, n
     )
 
 
-def _pbt(max_t: int, grace_period: int, reduction_factor: float, space: dict, num_samples: int) -> Any:
+def _pbt(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
     from ray.tune.schedulers import PopulationBasedTraining
 
     return PopulationBasedTraining(
@@ -41,96 +41,13 @@ def _pbt(max_t: int, grace_period: int, reduction_factor: float, space: dict, nu
     )
 
 
-def _fifo(max_t: int, grace_period: int, reduction_factor: float, space: dict, num_samples: int) -> Any:
+def _fifo(max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
-    """The validations at which trials are compared: grace * rf^k, all before a trial's last (max_t)."""
-    out, t = [], float(grace_period)
-    while t < max_t:
-        if not out or int(t) > out[-1]:
-            out.append(int(t))
-        t *= reduction_factor
-    return out
-
-
-def _halving(max_t: int, grace_period: int, reduction_factor: float, space: dict, num_samples: int) -> Any:
-    from ray.tune.schedulers import HyperBandScheduler
-    from ray.tune.schedulers.hyperband import _Bracket
-
-    class SuccessiveHalving(HyperBandScheduler):
-        """Synchronous successive halving, one bracket holding every trial: each trial pauses at a rung
-        until all live trials have reached it, then the best 1/rf go on and the rest stop.
-
-        Why not ASHA: with few workers, Ray's asynchronous ASHA continues every trial that is first at a
-        rung (nothing to compare it with yet), so on 8 trials and 2 workers half of them ran to the end
-        (37 of 64 validations; scripts/results/tune.md). Why not Ray's HyperBand: it fills its most
-        conservative bracket (no stopping at all) first, so 8 trials never reach an aggressive one. Ray's
-        own bracket (_Bracket) does the bookkeeping; this class only puts every trial into one bracket
-        whose rungs are those of `rungs()`, all before the last validation (like refit's ASHA, so that a
-        trial that trained to the end always writes its version). Pausing needs a checkpoint at every
-        report (trial_checkpoints) and a mid-epoch resume, as PBT does.
-        """
-
-        def __init__(self) -> None:
-            super().__init__(
-                time_attr="training_iteration",
-                max_t=max_t,
-                reduction_factor=reduction_factor,
-                stop_last_trials=False,  # the survivors run to their own end
-            )
-            self._bracket = _Bracket(
-                time_attr="training_iteration",
-                max_trials=num_samples,
-                init_t_attr=grace_period,
-                max_t_attr=max_t,
-                eta=reduction_factor,
-                s=len(rungs(max_t, grace_period, reduction_factor)),
-                stop_last_trials=False,
-            )
-            self._hyperbands = [[self._bracket]]
-            self._added, self._processing = 0, False
-
-        def on_trial_add(self, tune_controller, trial) -> None:
-            if self._added == num_samples:
-                raise RuntimeError(f"SuccessiveHalving was built for {num_samples} trials; got one more.")
-            self._added += 1
-            self._bracket.add_trial(trial)
-            self._trial_info[trial] = self._bracket, 0
-
-        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-            self._bracket.update_trial_stats(trial, result)
-            if self._bracket.continue_trial(trial):
-                return self.CONTINUE
-            if self._added < num_samples:  # trials not yet started must reach this rung too
-                return self.PAUSE
-            return self._process_bracket(tune_controller, self._bracket)
-
-        def on_trial_remove(self, tune_controller, trial) -> None:
-            # Ray's HyperBand re-examines a bracket after a removal only until its first halving; here
-            # a trial that fails later must not leave the others paused for ever.
-            self._bracket.cleanup_trial(trial)
-            if self._added == num_samples:
-                self._process_bracket(tune_controller, self._bracket)
-
-        def _process_bracket(self, tune_controller, bracket) -> str:
-            if self._processing:  # stopping a bad trial removes it, which lands here again
-                return self.PAUSE
-            self._processing = True
-            try:
-                return super()._process_bracket(tune_controller, bracket)
-            finally:
-                self._processing = False
-
-    return SuccessiveHalving()
-
-
-SCHEDULERS: dict[str, Callable[..., Any]] = {"asha": _asha, "halving": _halving, "pbt": _pbt, "fifo": _fifo}
-# schedulers that pause and restore trials: they need a checkpoint from every report
-RESTORING = ("halving", "pbt")
+SCHEDULERS: dict[str, Callable[..., Any]] = {"asha": _asha, "pbt": _pbt, "fifo": _fifo}
 
 
 def _optuna(metric: str, mode: str, seed: int, max_concurrent: int) -> Any:
@@ -156,10 +73,8 @@ def _random(metric: str, mode: str, seed: int, max_concurrent: int) -> Any:
 SEARCHERS: dict[str, Callable[..., Any]] = {"random": _random, "optuna": _optuna}
 
 
-def make_scheduler(
-    name: str, *, max_t: int, grace_period: int, reduction_factor: float, space: dict, num_samples: int
-) -> Any:
-    return SCHEDULERS[name](max_t, grace_period, reduction_factor, space, num_samples)
+def make_scheduler(name: str, *, max_t: int, grace_period: int, reduction_factor: float, space: dict) -> Any:
+    return SCHEDULERS[name](max_t, grace_period, reduction_factor, space)
 
 
 def make_searcher(name: str, *, metric: str, mode: str, seed: int, max_concurrent: int = 0) -> Any:

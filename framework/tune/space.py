@@ -17,7 +17,7 @@ from refit.config import dotted_keys
 from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
 
-__all__ = ["DISTRIBUTIONS", "validate_space", "to_ray", "apply_overrides", "count_trials"]
+__all__ = ["DISTRIBUTIONS", "validate_space", "to_ray", "apply_overrides"]
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint", "grid")
 _BOUNDED = ("loguniform", "uniform", "randint")
@@ -71,15 +71,6 @@ def to_ray(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
         "grid": tune.grid_search,
     }
     return {key: makers[kind](args) for key, (kind, args) in space.items()}
-
-
-def count_trials(space: dict[str, tuple[str, list]], num_samples: int) -> int:
-    """How many trials Tune makes: every grid value is crossed with the samples (Ray's own rule)."""
-    total = num_samples
-    for kind, args in space.values():
-        if kind == "grid":
-            total *= len(args)
-    return total
 
 
 def apply_overrides(config: dict, overrides: dict[str, Any]) -> dict:

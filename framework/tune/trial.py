@@ -19,32 +19,17 @@ REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so th
 TIMINGS_FILE = "timings.json"  # in each attempt's folder: where the trial's seconds went
 
 
-def _fit_only_report(metric: str, checkpoints: bool, checkpoint_at: frozenset[int] | None = None):
+def _fit_only_report(metric: str, checkpoints: bool):
     """Ray's Lightning callback, silenced outside fit: the job's final validate/test calls would
     otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version.
-    `checkpoints` hands Tune a full Lightning checkpoint at a report (PBT and resuming mid-trial need
-    one; it costs a write of weights plus optimizer state, three times the model's size): at every report,
-    or only at the reports numbered in `checkpoint_at` (1-based; successive halving pauses only at its
-    rungs). The count travels in the checkpoint itself (a Lightning callback state), so it goes on
-    across a pause and resume.
+    `checkpoints` hands Tune a full Lightning checkpoint at every report (PBT and resuming mid-trial need
+    one; it costs a write of weights plus optimizer state, three times the model's size, every validation).
     """
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     class FitOnlyReport(TuneReportCheckpointCallback):
-        reports = 0
-
-        def state_dict(self) -> dict:
-            return {"reports": self.reports}
-
-        def load_state_dict(self, state_dict: dict) -> None:
-            self.reports = int(state_dict.get("reports", 0))
-
         def _handle(self, trainer, pl_module) -> None:
             if trainer.state.fn == "fit" and not trainer.sanity_checking:
-                self.reports += 1
-                self._save_checkpoints = checkpoints and (
-                    checkpoint_at is None or self.reports in checkpoint_at
-                )
                 super()._handle(trainer, pl_module)
 
     return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end", save_checkpoints=checkpoints)
@@ -91,9 +76,8 @@ def _phase_clock(marks: dict[str, float]):
 
 def _borrow_idle_cpus(own: int, threads_used: set[int], every_s: float = 2.0):
     """On a machine Ray runs on alone (refit's own local Ray), a CPU trial's torch threads also take up the
-    CPUs no trial holds at the moment, checked every `every_s` seconds of training: successive halving's
-    last survivor, or the last trials of any search, would otherwise train on one core while the others
-    idle. Ray's reservation does not change; a trial that starts takes its CPUs back within `every_s`
+    CPUs no trial holds at the moment, checked every `every_s` seconds of training: the last trials of a
+    search (ASHA's survivors) would otherwise train on one core while the others idle. Ray's reservation does not change; a trial that starts takes its CPUs back within `every_s`
     (for that long a core runs two threads). The thread counts used go into `threads_used`."""
     import os
 
@@ -146,7 +130,6 @@ def make_trainable(
     group: str,
     checkpoints: bool,
     runs_dir: str,
-    checkpoint_at: frozenset[int] | None = None,
     borrow_cpus: int = 0,
 ) -> Callable[[dict], None]:
     """A function trainable closed over the base config (a plain dict, so Ray can ship it to workers).
@@ -156,7 +139,7 @@ def make_trainable(
     PBT-restarted trial's earlier attempts would be lost.
 
     A trial writes no checkpoints of its own for `--resume` (Tune restarts trials itself) and a weights-only
-    best.ckpt; Tune gets one at every report (`checkpoints`) or at the reports in `checkpoint_at`.
+    best.ckpt; Tune gets one at every report where `checkpoints`.
     `borrow_cpus` (a trial's own CPUs; 0 = off): train on idle CPUs too (`_borrow_idle_cpus`). A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
     reports as RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next trial at once
     (`reuse_actors`) instead of being replaced by a fresh process that imports everything again.
@@ -178,7 +161,7 @@ def make_trainable(
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints, checkpoint_at), _phase_clock(marks)]
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints), _phase_clock(marks)]
         if resume_from is not None:
             callbacks.append(_perturbed_optimizer_settings())
         if borrow_cpus:

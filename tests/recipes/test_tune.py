@@ -131,62 +131,6 @@ def test_asha_search_writes_results_best_config_and_version(tmp_path, tiny_model
 
 
 @pytest.mark.slow
-def test_successive_halving_pauses_every_trial_at_each_rung_and_resumes_the_best(
-    tmp_path, tiny_model_dir, toy_data
-):
-    """4 trials, rungs at 1 and 2 validations: all 4 stop at the first rung, the best 2 go on (resumed from
-    their checkpoints if they had paused), the best of those trains to the end; the others stay stopped."""
-    config = _config(
-        tmp_path, tiny_model_dir, toy_data, "halving", scheduler="halving", max_concurrent_trials=0
-    )
-    cfg = yaml.safe_load(config.read_text())  # 12 batches an epoch, a validation every 6: rung 1 is mid-epoch
-    cfg["finetune"]["data"]["batch_size"] = 4
-    cfg["finetune"]["trainer"].update(max_epochs=2, val_check_interval=6)
-    config.write_text(yaml.safe_dump(cfg))
-    assert main(["tune", "--config", str(config)]) == 0
-    out = tmp_path / "tune" / "halving"
-    rows = _rows(out)
-    assert sorted(int(r["iterations"]) for r in rows) == [1, 1, 2, 4], rows
-    (finished,) = [r for r in rows if r["status"] == "finished"]
-    assert int(finished["iterations"]) == 4
-    assert all(r["status"] == "stopped early" for r in rows if int(r["iterations"]) < 4)
-    # who went on was decided at each rung on the value reported there: each attempt's own metrics log
-    # (Ray's result.json can lose the line of a trial paused at once)
-    reported: dict[str, list] = {}
-    for log in sorted(out.glob("trials/*/run-*/logs/metrics.csv")):
-        with log.open() as f:
-            for row in csv.DictReader(f):
-                if row["val/loss"]:
-                    reported.setdefault(log.parts[-4], []).append((int(row["step"]), float(row["val/loss"])))
-    reported = {t: [v for _, v in sorted(vals)] for t, vals in reported.items()}
-    by_rung_1 = sorted(reported, key=lambda t: reported[t][0])
-    reached_2 = {r["trial"] for r in rows if int(r["iterations"]) >= 2}
-    assert reached_2 == set(by_rung_1[:2])
-    assert finished["trial"] == min(reached_2, key=lambda t: reported[t][1])
-    # a paused trial resumed from Tune's checkpoint of its own state (the last trial to reach a rung is the
-    # one that triggers the halving and goes straight on, so the survivor paused once or twice)
-    resumed = [a for t in reached_2 for a in (out / "trials" / t).glob("run-*") if a.name != "run-0"]
-    assert resumed and all((a / "restored.ckpt").is_file() for a in resumed)
-    assert not list(out.glob("trials/*/run-0/restored.ckpt"))
-    # Tune got checkpoints at the rungs only (where a pause can come): the survivor's 3rd and 4th reports
-    # carried none, so its two kept checkpoints are its first two, and each resume read a rung's count
-    (survivor_dir,) = out.glob(f"trainable_{finished['trial']}_*")
-    assert sorted(c.name for c in survivor_dir.glob("checkpoint_*")) == [
-        "checkpoint_000000",
-        "checkpoint_000001",
-    ]
-    for restored in resumed:
-        state = torch.load(restored / "restored.ckpt", map_location="cpu", weights_only=True)["callbacks"]
-        (reports,) = [v["reports"] for k, v in state.items() if "FitOnlyReport" in k]
-        assert reports in (1, 2)
-    # the survivor's version trained its 2 epochs once in all: steps went on from each resume, mid-epoch too
-    meta = json.loads(next((out / "trials" / finished["trial"]).glob("run-*/version/refit.json")).read_text())
-    train_rows = len(toy_data["train"].read_text().splitlines())
-    assert meta["training"]["global_step"] == 2 * -(-train_rows // 4)
-    assert (out / "best_version" / "refit.json").is_file()
-
-
-@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs: one held by the trial, one idle")
 def test_a_trial_alone_on_the_local_ray_also_trains_on_the_idle_cpu(tmp_path, tiny_model_dir, toy_data):
     config = _config(tmp_path, tiny_model_dir, toy_data, "alone", samples=1, scheduler="fifo")
@@ -250,13 +194,8 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
     assert "'grid' cannot be used with searcher 'optuna'" in capsys.readouterr().err
     assert main(["tune", "--config", str(config), "--scheduler", "pbt", "--trial_checkpoints", "false"]) == 2
     assert "cannot be used with scheduler 'pbt'" in capsys.readouterr().err
-    assert main(["tune", "--config", str(config), "--scheduler", "halving"]) == 2  # the config sets 2 at once
-    assert "max_concurrent_trials cannot be used with scheduler 'halving'" in capsys.readouterr().err
-    args = ["--scheduler", "halving", "--max_concurrent_trials", "0", "--reduction_factor", "1.5"]
-    assert main(["tune", "--config", str(config), *args]) == 2
-    assert "reduction_factor: scheduler 'halving' needs a whole number" in capsys.readouterr().err
     assert main(["tune", "--config", str(config), "--scheduler", "hyperband"]) == 2
-    assert "Unknown 'scheduler' 'hyperband'; allowed: asha, halving, pbt, fifo" in capsys.readouterr().err
+    assert "Unknown 'scheduler' 'hyperband'; allowed: asha, pbt, fifo" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -102,16 +102,14 @@ def test_a_new_tune_scheduler_is_one_function_and_one_line(monkeypatch):
     from refit.recipes.tune import Config
     from refit.tune import SCHEDULERS, make_scheduler
 
-    def median(max_t, grace_period, reduction_factor, space, num_samples):  # the new scheduler
+    def median(max_t, grace_period, reduction_factor, space):  # the new scheduler
         from ray.tune.schedulers import MedianStoppingRule
 
         return MedianStoppingRule(grace_period=grace_period)
 
-    with pytest.raises(ConfigError, match="allowed: asha, halving, pbt, fifo"):
+    with pytest.raises(ConfigError, match="allowed: asha, pbt, fifo"):
         parse_config_dict(Config, {"scheduler": "median"})
     monkeypatch.setitem(SCHEDULERS, "median", median)  # the one line
     cfg = parse_config_dict(Config, {"scheduler": "median"})
-    built = make_scheduler(
-        cfg.scheduler, max_t=4, grace_period=2, reduction_factor=2, space={}, num_samples=4
-    )
+    built = make_scheduler(cfg.scheduler, max_t=4, grace_period=2, reduction_factor=2, space={})
     assert type(built).__name__ == "MedianStoppingRule"

@@ -81,24 +81,3 @@ def test_environment_sets_values_only_for_the_duration(monkeypatch):
         assert os.environ["REFIT_TEST_KEPT"] == "during" and os.environ["REFIT_TEST_NEW"] == "1"
     assert os.environ["REFIT_TEST_KEPT"] == "before"
     assert "REFIT_TEST_NEW" not in os.environ
-
-
-def test_rungs_fall_before_the_last_validation():
-    from refit.tune import rungs
-
-    assert rungs(8, 1, 2) == [1, 2, 4]  # never at max_t: a trial that trained to the end keeps its version
-    assert rungs(4, 1, 2) == [1, 2]
-    assert rungs(10, 1, 3) == [1, 3, 9]
-    assert rungs(8, 3, 2) == [3, 6]
-    assert rungs(8, 1, 1.5) == [1, 2, 3, 5, 7]  # fractional factors: each rung once, rounded down
-    assert rungs(1, 1, 2) == []
-
-
-def test_trial_count_crosses_grid_values_with_the_samples():
-    from refit.tune import count_trials, validate_space
-
-    space = validate_space(
-        {"optim.lr": {"loguniform": [1e-5, 1e-3]}, "trainer.max_epochs": {"grid": [1, 2, 3]}}
-    )
-    assert count_trials(space, 4) == 12
-    assert count_trials(validate_space({"optim.lr": {"uniform": [0.1, 0.2]}}), 5) == 5
