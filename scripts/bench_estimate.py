@@ -639,7 +639,7 @@ def probe_sensitivity(
     data: dict[str, dict], cal, validation: dict, base: dict, windows: int, seeds: tuple
 ) -> dict:
     """twoview's mean MAE over domains (point estimates) with its probe refitted at other regularisations and
-    on fewer training rows: how much the result rests on the shipped defaults (C 1, PROBE_ROWS rows). Not a
+    on fewer training rows: how much the result rests on the shipped defaults (C 1, data.probe_rows 2000 rows). Not a
     search: the shipped values were fixed before this was measured, and are not changed by it."""
     import dataclasses
 

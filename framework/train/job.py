@@ -22,7 +22,7 @@ from refit.data import Splits, TextDataModule, load_splits
 from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
-from refit.estimate import PROBE_ROWS, Calibration, Probe, fit_calibration, fit_probe
+from refit.estimate import Calibration, Probe, fit_calibration, fit_probe
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
@@ -296,7 +296,7 @@ def _calibrate(
         )
         model.train(was_training)
     calibration = fit_calibration(val_logits, labels, source="validation", seed=seed)
-    if encoder is not None:
+    if encoder is not None and d.probe_rows:  # data.probe_rows 0: no probe, no twoview for this version
         calibration.probe = _fit_probe(s, d, val_logits, labels, seed, device, encoder)
     return calibration
 
@@ -305,11 +305,11 @@ def _fit_probe(
     s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, device: str, encoder: tuple
 ) -> Probe | None:
     """The twoview estimator's probe (refit.estimate.probe): training rows (a seeded sample of at most
-    PROBE_ROWS) and validation embedded by the drift reference's fixed encoder (`encoder`: what
+    data.probe_rows) and validation embedded by the drift reference's fixed encoder (`encoder`: what
     load_encoder returned), as windows are embedded. None where the training split has one class."""
     enc_model, enc_tokenizer, _ = encoder  # never a version: reference_encoder refuses one
     train_texts, train_labels = s.splits.texts["train"], np.asarray(s.splits.labels["train"])
-    pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[:PROBE_ROWS])
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[: d.probe_rows])
 
     def embed(texts: list[str]):
         return encode_texts(
