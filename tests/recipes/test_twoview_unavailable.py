@@ -29,8 +29,9 @@ def _rows(name: str) -> list[dict]:
 
 
 def _finetune(model: Path, out: Path, *extra: str) -> Path:
+    """A tiny version of the demo reviews (1 epoch on 128 rows): its reference and probe by the base model."""
     argv = ["finetune", "--model", str(model), "--data.dataset", "refit-demo", "--output_dir", str(out)]
-    argv += ["--trainer.max_epochs", "1", "--data.max_length", "32", "--data.batch_size", "32"]
+    argv += ["--trainer.max_epochs", "1", "--data.max_train_samples", "128", "--data.max_length", "32"]
     argv += ["--optim.lr", "2e-3", "--tracking.wandb", "false", "--data.reference_size", "60", *extra]
     assert main(argv) == 0
     return out / "version"
@@ -105,5 +106,22 @@ def test_maintain_notes_a_champion_without_a_probe(no_probe_version, tmp_path):
     assert set(details["estimate"]) == OTHERS  # the others are still recorded
     assert any(
         "policy.estimator is twoview" in n and "has no probe" in n and "data.probe_rows 0" in n
+        for n in details["notes"]
+    ), details["notes"]
+
+
+def test_maintain_notes_a_champion_whose_reference_another_encoder_embeds(tmp_path, tiny_model_dir):
+    """The champion has a probe, but its reference was re-embedded by the version's own layers (as a user
+    would: `refit drift --refresh_reference --encoder version`), so no window is embedded the way the probe
+    reads: twoview is not estimated, the cycle says why, and the floor it cannot check retrains nothing."""
+    version = _finetune(tiny_model_dir, tmp_path / "run")
+    assert load_calibration(version).probe is not None
+    assert main(["drift", "--version", str(version), "--refresh_reference", "--encoder", "version"]) == 0
+    run = _cycle(tmp_path, version)
+    details = run["details"]
+    assert run["status"] == "no_action" and details["reasons"] == []
+    assert set(details["estimate"]) == OTHERS
+    assert any(
+        "twoview could not be estimated" in n and "no longer embedded by the encoder its probe" in n
         for n in details["notes"]
     ), details["notes"]
