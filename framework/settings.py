@@ -97,6 +97,10 @@ class DataConfig:
             itself, so a label-blind test still sees inputs that leave the prediction alone (a retrain
             from a version keeps that version's encoder); 'version' the version's own hidden state 2;
             or a pre-trained model ('minilm', a hub id, a model folder). scripts/results/drift_power.md.
+        probe_rows: Training rows (a seeded sample) the twoview estimator's probe is fitted on, where the
+            reference is embedded by a fixed encoder; 0 = no probe. The probe costs one pass of that
+            encoder over these rows and over validation (18-26 s per MiniLM fine-tune on 2 CPU cores at
+            2000); without it the version's twoview estimate is unavailable (the others remain).
     """
 
     train: str | None = None
@@ -114,6 +118,7 @@ class DataConfig:
     max_train_samples: NonNegativeInt = 0
     reference_size: NonNegativeInt = 512
     reference_encoder: str = "base"
+    probe_rows: NonNegativeInt = 2000
 
     def __post_init__(self) -> None:
         if self.dataset and (self.train or self.validation or self.test):

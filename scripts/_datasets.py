@@ -19,22 +19,25 @@ def read_rows(name: str, split: str) -> list[dict]:
     return [json.loads(line) for line in (DATASETS / name / f"{split}.jsonl").read_text().splitlines()]
 
 
-def sst2_version(cache: Path, *, rows: int, reference_size: int, max_length: int = 64) -> Path:
-    """A MiniLM version fine-tuned 1 epoch on the first `rows` sst2 training rows, made once under `cache`.
+def sst2_version(
+    cache: Path, *, rows: int, reference_size: int, max_length: int = 64, source: str = "sst2"
+) -> Path:
+    """A MiniLM version fine-tuned 1 epoch on the first `rows` training rows of sst2 (or of another shared
+    data set, `source`), made once under `cache` (folder SOURCE-minilm).
 
     The drift, drift-power and estimate benchmarks all judge such a model; one recipe keeps them alike.
     """
-    out = cache / "sst2-minilm"
+    out = cache / f"{source}-minilm"
     if not (out / "version" / "refit.json").is_file():
         from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
         from refit.train import run_finetune
 
-        sst2 = DATASETS / "sst2"
+        splits = DATASETS / source
         run_finetune(
             "minilm",
             data=DataConfig(
-                train=str(sst2 / "train.jsonl"),
-                validation=str(sst2 / "validation.jsonl"),
+                train=str(splits / "train.jsonl"),
+                validation=str(splits / "validation.jsonl"),
                 max_length=max_length,
                 max_train_samples=rows,
                 reference_size=reference_size,

@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 from _datasets import read_rows, sst2_version  # noqa: E402
+from _results import write_keeping_notes  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = Path("/tmp/refit-bench-drift")
@@ -223,9 +224,7 @@ def main() -> None:
         f"ours {s['ours_s']} s, naive per-permutation copy {s['naive_s']} s ({s['speedup']}x). {s['note']}.",
     ]
     # Notes written by hand and the power summary of bench_drift_power.py follow the marker: kept as they are.
-    report = RESULTS / "drift.md"
-    kept = report.read_text().partition(KEEP_MARKER)[2] if report.is_file() else ""
-    report.write_text("\n".join(lines) + f"\n\n{KEEP_MARKER}{kept or chr(10)}")
+    write_keeping_notes(RESULTS / "drift.md", "\n".join(lines), KEEP_MARKER)
     print("\n".join(lines))
 
 

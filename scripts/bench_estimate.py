@@ -112,30 +112,11 @@ def _domains(source: str) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def _version(path: Path | None, source: str = "sst2") -> Path:
-    """The benchmark's version: sst2's is shared with the drift benchmarks (_datasets.sst2_version); another
-    source gets the same recipe (1 epoch, TRAIN_ROWS rows, lr 5e-5, the default seed) on its own splits."""
-    if path or source == "sst2":
-        return path or sst2_version(CACHE, rows=TRAIN_ROWS, reference_size=256, max_length=MAX_LENGTH)
-    out = CACHE / f"{source}-minilm"
-    if not (out / "version" / "refit.json").is_file():
-        from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
-        from refit.train import run_finetune
-
-        run_finetune(
-            "minilm",
-            data=DataConfig(
-                train=str(DATASETS / source / "train.jsonl"),
-                validation=str(DATASETS / source / "validation.jsonl"),
-                max_length=MAX_LENGTH,
-                max_train_samples=TRAIN_ROWS,
-                reference_size=256,
-            ),
-            optim=OptimConfig(lr=5e-5),
-            trainer=TrainerConfig(max_epochs=1),
-            tracking=TrackingConfig(wandb=False),
-            output_dir=out,
-        )
-    return out / "version"
+    """The benchmark's version: `path`, else _datasets.sst2_version's recipe fine-tuned on `source` (sst2's is
+    shared with the drift benchmarks)."""
+    return path or sst2_version(
+        CACHE, rows=TRAIN_ROWS, reference_size=256, max_length=MAX_LENGTH, source=source
+    )
 
 
 def _scores(version: Path, pool: int, source: str = "sst2") -> dict[str, dict]:
@@ -639,7 +620,7 @@ def probe_sensitivity(
     data: dict[str, dict], cal, validation: dict, base: dict, windows: int, seeds: tuple
 ) -> dict:
     """twoview's mean MAE over domains (point estimates) with its probe refitted at other regularisations and
-    on fewer training rows: how much the result rests on the shipped defaults (C 1, PROBE_ROWS rows). Not a
+    on fewer training rows: how much the result rests on the shipped defaults (C 1, data.probe_rows 2000 rows). Not a
     search: the shipped values were fixed before this was measured, and are not changed by it."""
     import dataclasses
 

@@ -29,6 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
 from _datasets import DATASETS  # noqa: E402
+from _results import write_keeping_notes  # noqa: E402
 
 REPORTED, TIMINGS = "objective", "timings.json"  # refit.tune.trial's names (not imported: no Ray needed)
 
@@ -719,10 +720,8 @@ def main() -> None:
     result = {"machine": MACHINE, **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    md = RESULTS / "tune.md"
     # the hand-written reading below the marker survives a rerun of any part
-    notes = md.read_text().partition(NOTES_MARKER)[2] if md.is_file() else ""
-    md.write_text(_markdown(result) + f"\n{NOTES_MARKER}{notes or chr(10)}")
+    write_keeping_notes(RESULTS / "tune.md", _markdown(result), NOTES_MARKER)
     print(_markdown(result))
 
 

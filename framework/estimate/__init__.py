@@ -21,14 +21,13 @@ from refit.estimate.estimators import (
     usable,
     window_prior,
 )
-from refit.estimate.probe import PROBE_ROWS, Probe, fit_probe
+from refit.estimate.probe import Probe, fit_probe
 
 __all__ = [
     "CALIBRATION_JSON",
     "Calibration",
     "ESTIMATORS",
     "PRIMARY",
-    "PROBE_ROWS",
     "Estimate",
     "Probe",
     "apply_temperature",

@@ -22,12 +22,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["PROBE_ROWS", "Probe", "fit_probe", "unit_rows"]
+__all__ = ["Probe", "fit_probe", "unit_rows"]
 
 PROBE_C = 1.0  # sklearn's default inverse regularisation: not tuned on any domain
-PROBE_ROWS = (
-    2000  # training rows the probe is fitted on at most (a 384-d linear model; bounds the embedding cost)
-)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

@@ -271,7 +271,11 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
             "calibration.json (made before refit.estimate): accuracy not estimated"
         )
     elif calibration is not None and policy.estimator not in usable(calibration, embeddings=True):
-        needs = "a probe (made before twoview)" if policy.estimator == "twoview" else "a confusion table"
+        needs = (
+            "probe (made before twoview, or with data.probe_rows 0)"
+            if policy.estimator == "twoview"
+            else "confusion table"
+        )
         c.report.notes.append(
             f"policy.estimator is {policy.estimator} but champion {c.champion.id}'s calibration.json has no "
             f"{needs}: min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"

@@ -19,10 +19,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from refit.data import Splits, TextDataModule, load_splits
-from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, fingerprint, load_encoder
+from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
-from refit.estimate import PROBE_ROWS, Calibration, Probe, fit_calibration, fit_probe
+from refit.estimate import Calibration, Probe, fit_calibration, fit_probe
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
@@ -248,7 +248,10 @@ def _record(
             loaded_encoder=encoder,
         )
         reference.store_texts = store_texts
-    calibration = _calibrate(s, d, seed, val_logits, encoder)
+    # the encoder's weights digest as the reference recorded it (computed once, there): the probe must read
+    # the very embeddings the reference and its windows are made of
+    digest = reference.meta.get("encoder_sha256") if reference is not None else None
+    calibration = _calibrate(s, d, seed, val_logits, encoder, encoder_sha256=digest)
     if calibration is not None:
         metrics = {**metrics, "calibration": calibration.metrics()}
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
@@ -278,12 +281,20 @@ def _record(
 
 
 def _calibrate(
-    s: _Setup, d: DataConfig, seed: int, val_logits: np.ndarray | None, encoder: tuple | None
+    s: _Setup,
+    d: DataConfig,
+    seed: int,
+    val_logits: np.ndarray | None,
+    encoder: tuple | None,
+    *,
+    encoder_sha256: str | None,
 ) -> Calibration | None:
     """Temperature scaling fitted on the validation logits of the best checkpoint (refit.estimate): the
     version's label-free accuracy estimates start from it. None without a validation split. It reuses the
     logits of the final validation (`val_logits`, in split order); only where there are none (distributed,
-    mixed precision) does it run the model over validation again, on this process at the model's own dtype."""
+    mixed precision) does it run the model over validation again, on this process at the model's own dtype.
+    The probe is fitted where the reference is embedded by the fixed `encoder`, whose digest it recorded
+    (`encoder_sha256`), and data.probe_rows is not 0."""
     if not s.datamodule.has("validation") or len(s.splits.labels.get("validation") or []) < 2:
         return None
     texts, labels = s.splits.texts["validation"], s.splits.labels["validation"]
@@ -296,20 +307,31 @@ def _calibrate(
         )
         model.train(was_training)
     calibration = fit_calibration(val_logits, labels, source="validation", seed=seed)
-    if encoder is not None:
-        calibration.probe = _fit_probe(s, d, val_logits, labels, seed, device, encoder)
+    if encoder is not None and encoder_sha256 and d.probe_rows:  # probe_rows 0: no twoview for this version
+        calibration.probe = _fit_probe(
+            s, d, val_logits, labels, seed, device, encoder, encoder_sha256=encoder_sha256
+        )
     return calibration
 
 
 def _fit_probe(
-    s: _Setup, d: DataConfig, val_logits, val_labels, seed: int, device: str, encoder: tuple
+    s: _Setup,
+    d: DataConfig,
+    val_logits,
+    val_labels,
+    seed: int,
+    device: str,
+    encoder: tuple,
+    *,
+    encoder_sha256: str,
 ) -> Probe | None:
     """The twoview estimator's probe (refit.estimate.probe): training rows (a seeded sample of at most
-    PROBE_ROWS) and validation embedded by the drift reference's fixed encoder (`encoder`: what
-    load_encoder returned), as windows are embedded. None where the training split has one class."""
+    data.probe_rows) and validation embedded by the drift reference's fixed encoder (`encoder`: what
+    load_encoder returned; `encoder_sha256`: its weights digest, as the reference recorded it), as windows
+    are embedded. None where the training split has one class."""
     enc_model, enc_tokenizer, _ = encoder  # never a version: reference_encoder refuses one
     train_texts, train_labels = s.splits.texts["train"], np.asarray(s.splits.labels["train"])
-    pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[:PROBE_ROWS])
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[: d.probe_rows])
 
     def embed(texts: list[str]):
         return encode_texts(
@@ -333,7 +355,7 @@ def _fit_probe(
         val_logits,
         val_labels,
         encoder=s.reference_encoder,
-        encoder_sha256=fingerprint(enc_model),
+        encoder_sha256=encoder_sha256,
     )
 
 
