@@ -1,0 +1,86 @@
+"""The first mistakes a new user makes with the README's commands: each exits 2 with a message that names
+the key or path and says what to give instead, never a traceback (found by running every README command).
+
+- `--version runs/demo`: the fine-tune's run folder instead of the version inside it.
+- a shipped config whose data paths are relative (`../shared/datasets/...`) run from another folder.
+- `--model runs/my-model` that does not exist: one slash reads like a hub id (org/name).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refit.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run folder laid out as `refit finetune` leaves it: the version is OUTPUT_DIR/version."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    root = tmp_path_factory.mktemp("first-hour") / "run"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    write_version(root / "version", model, tok, {"version_id": "v-first-hour", "recipe": "test"})
+    return root
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["benchmark", "--version"],
+        ["export", "--format", "onnx", "--version"],
+        ["drift", "--data", "refit-demo", "--tracking.wandb", "false", "--version"],
+    ],
+    ids=["benchmark", "export", "drift"],
+)
+def test_run_folder_given_as_version_points_at_the_version_inside(run_folder, argv, capsys):
+    code = main([*argv, str(run_folder)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert f"{run_folder} is not a refit model version" in err
+    assert f"its model version is {run_folder / 'version'}" in err
+
+
+def test_missing_version_folder_says_what_to_give(tmp_path, capsys):
+    code = main(["benchmark", "--version", str(tmp_path / "nosuch" / "version")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such folder" in err and "Model version:" in err
+
+
+def test_shipped_config_with_relative_data_paths_names_the_key(tmp_path, monkeypatch):
+    """configs/finetune/minilm-sst2.yaml points at ../shared/datasets: from a folder where that is absent the
+    message names the key, the absolute path looked for and that relative paths follow the current folder."""
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", "finetune", "--config", "configs/finetune/minilm-sst2.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    looked = (tmp_path / "../shared/datasets/sst2/train.jsonl").absolute()
+    assert "'data.train'" in proc.stderr and str(looked) in proc.stderr
+    assert "current folder" in proc.stderr
+    assert not (tmp_path / "runs").exists(), "nothing may be written on bad input"
+
+
+def test_missing_relative_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch, toy_data, capsys):
+    """`--model runs/my-model` (absent) while `runs/` exists: a local path, refused as such before any
+    hub lookup (which offline would fail with an unrelated connection message)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    argv = ["finetune", "--model", "runs/my-model", "--data.train", str(toy_data["train"])]
+    code = main([*argv, "--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Model folder not found: runs/my-model" in err and "'model' takes 'minilm'" in err
+    assert "huggingface.co" not in err
