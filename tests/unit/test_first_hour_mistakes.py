@@ -84,3 +84,16 @@ def test_missing_relative_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypa
     assert code == 2, err
     assert "Model folder not found: runs/my-model" in err and "'model' takes 'minilm'" in err
     assert "huggingface.co" not in err
+
+
+def test_maintain_with_a_misspelt_registry_root_creates_nothing(tmp_path, capsys):
+    """`refit maintain --registry.root regsitry`: refused by name, and no empty registry is left behind
+    (it was created, then the cycle stopped on 'no champion yet')."""
+    root = tmp_path / "regsitry"
+    code = main(
+        ["maintain", "--config", "configs/maintain/demo.yaml", "--once", "--registry.root", str(root)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"No registry at {root}" in err and "refit registry register" in err
+    assert not root.exists()
