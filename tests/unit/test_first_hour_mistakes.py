@@ -97,3 +97,47 @@ def test_maintain_with_a_misspelt_registry_root_creates_nothing(tmp_path, capsys
     assert code == 2, err
     assert f"No registry at {root}" in err and "refit registry register" in err
     assert not root.exists()
+
+
+@pytest.fixture(scope="module")
+def demo_trained(tmp_path_factory, tiny_model_dir) -> Path:
+    """A version whose refit.json says it was trained on the bundled demo set (as the quickstart's is)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    meta = {
+        "version_id": "v-demo-trained",
+        "recipe": "finetune",
+        "labels": ["negative", "positive"],
+        "config": {"data": {"dataset": "refit-demo", "max_length": 32}},
+        "metrics": {"validation": {"accuracy": 0.5}},
+    }
+    return write_version(tmp_path_factory.mktemp("demo-trained") / "version", model, tok, meta)
+
+
+def test_validation_file_is_used_for_a_version_trained_on_the_demo_set(demo_trained, tmp_path):
+    """`--validation FILE` on a version trained on `data.dataset: refit-demo` was silently replaced by the
+    demo's own validation split (the dataset name won over the file)."""
+    from refit.evaluate import evaluation_texts
+    from refit.models import read_version
+    from tests.conftest import write_jsonl
+
+    rows = [{"text": "my own positive row", "label": "positive"}, {"text": "my own negative row", "label": 0}]
+    own = write_jsonl(tmp_path / "own.jsonl", rows)
+    texts, labels = evaluation_texts(read_version(demo_trained), "validation", str(own))
+    assert texts == ["my own positive row", "my own negative row"] and labels == [1, 0]
+
+
+@pytest.mark.parametrize("recipe", ["compress", "export", "benchmark"])
+def test_missing_validation_file_is_refused_not_ignored(demo_trained, tmp_path, recipe, capsys):
+    argv = [recipe, "--version", str(demo_trained), "--validation", str(tmp_path / "nosuch.jsonl")]
+    if recipe == "compress":
+        argv += ["--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--validation {tmp_path / 'nosuch.jsonl'}: no such file" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
