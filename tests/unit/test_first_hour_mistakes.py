@@ -141,3 +141,10 @@ def test_missing_validation_file_is_refused_not_ignored(demo_trained, tmp_path, 
     assert code == 2, err
     assert f"--validation {tmp_path / 'nosuch.jsonl'}: no such file" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_drift_data_that_does_not_exist_names_the_flag_and_what_it_takes(demo_trained, tmp_path, capsys):
+    code = main(["drift", "--version", str(demo_trained), "--data", str(tmp_path / "production")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--data {tmp_path / 'production'}" in err and "a folder of them" in err and "refit-demo" in err
