@@ -148,3 +148,15 @@ def test_drift_data_that_does_not_exist_names_the_flag_and_what_it_takes(demo_tr
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"--data {tmp_path / 'production'}" in err and "a folder of them" in err and "refit-demo" in err
+
+
+def test_registry_given_a_folder_where_it_takes_an_id_says_how_to_register_it(run_folder, tmp_path, capsys):
+    from refit.registry import Registry
+
+    Registry(tmp_path / "registry").register(run_folder / "version")
+    folder = str(run_folder / "version")
+    code = main(["registry", "show", "--root", str(tmp_path / "registry"), "--version", folder])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"Invalid version id or alias '{folder}'" in err
+    assert f"refit registry register --version {folder}" in err and "refit registry list" in err
