@@ -111,8 +111,12 @@ _NOISY_LOGGERS = [
 ]
 # logger -> message starts dropped from it (the logger's other messages still show).
 _NOISY_MESSAGES = {
-    # onnxruntime's quantizer advises pre-processing on the root logger (we quantise dynamically)
-    "": ("Please consider to run pre-processing before quantization",),
+    # onnxruntime's quantizer advises pre-processing on the root logger (refit's graphs need none: dynamic
+    # int8, and the edge bundle's Q/DQ model); ORT words it two ways (the second from static quantisation)
+    "": (
+        "Please consider to run pre-processing before quantization",
+        "Please consider pre-processing before quantization",
+    ),
     # Ray's notice that its secure default is on (the warning that it is OFF still shows)
     "ray._private.authentication.authentication_token_setup": (
         "Token authentication is enabled for this Ray",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from refit.data import load_splits
+from refit.data import load_splits, read_table, to_label_ids
 from refit.errors import ConfigError, DataError, RefitError
 from refit.inference import Batch, encode
 from refit.models import load_version
@@ -116,6 +116,15 @@ def evaluation_texts(
     d = (meta.get("config") or {}).get("data") or {}
     files = {"train": d.get("train"), "validation": d.get("validation"), "test": d.get("test")}
     if override:
+        if not Path(override).is_file():
+            raise DataError(
+                f"--validation {override}: no such file (looked for {Path(override).absolute()}); give a "
+                ".jsonl, .csv or .parquet file with text and label columns, or leave it out to use the "
+                "version's own validation split."
+            )
+        if d.get("dataset"):  # trained on a named dataset (the demo, a hub set): it would replace the file
+            texts, raw = read_table(override, d.get("text_column", "text"), d.get("label_column", "label"))
+            return texts, to_label_ids(raw, meta.get("labels") or [])
         files[split] = override
     if not d.get("dataset") and not files[split]:
         return None

@@ -65,8 +65,9 @@ class Config:
             in the reference instead ('version': the version's own hidden layers). A new version's
             reference is embedded by its base model already (data.reference_encoder). BBSD and the
             accuracy estimates always use the version's own outputs.
-        refresh_reference: Re-embed the reference with the version (and refit the detectors), then stop
-            unless data is given too.
+        refresh_reference: Re-embed the reference (in place: the version is re-sealed) with the encoder it
+            records, as that encoder loads now, or with --encoder; refit the detectors; then stop unless
+            data is given too.
         reference_data: With refresh_reference: a file of held-out inputs to build the reference from
             (default: the reference's own texts).
         reference_size: Inputs sampled from reference_data for a refreshed reference.
@@ -129,7 +130,7 @@ class Config:
 
 
 def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> None:
-    """Re-embed held-out inputs with the version and store them, with refitted detector state."""
+    """Re-embed held-out inputs with the reference's encoder and store them, with refitted detector state."""
     if cfg.reference_data:
         texts, _ = read_table(cfg.reference_data, cfg.text_column, None)
         rng = random.Random(cfg.seed)

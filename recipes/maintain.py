@@ -117,6 +117,8 @@ def run(cfg: Config) -> int:
     every_s = parse_every(cfg.every) if cfg.every else None  # a bad schedule is refused before any cycle
     if cfg.cron:
         check_cron(cfg.cron)
+    # A cycle needs a registry with a champion: a misspelt --registry.root is refused, never created empty.
+    Registry(cfg.registry.root, cfg.registry.db, create=False)
     registry = Registry(cfg.registry.root, cfg.registry.db)
     if "champion" not in registry.aliases():
         raise ConfigError(

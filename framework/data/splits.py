@@ -151,6 +151,12 @@ def load_splits(
         for split, path in paths.items():
             if not path:
                 continue
+            if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
+                raise DataError(
+                    f"Data file not found: 'data.{split}' is {path} (looked for {Path(path).absolute()}). "
+                    f"Point 'data.{split}' at a .jsonl, .csv or .parquet file; a relative path is read from "
+                    "the current folder, not from the config's."
+                )
             texts[split], raw[split] = read_table(path, text_column, label_column)
             sources[split] = path
             fingerprints[split] = file_fingerprint(path, len(texts[split]))

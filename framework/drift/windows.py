@@ -49,7 +49,10 @@ def _files(path: Path) -> list[Path]:
         if not files:
             raise DataError(f"{path} holds no data files ({', '.join(SUFFIXES)}).")
         return files
-    raise DataError(f"Data not found: {path}")
+    raise DataError(
+        f"Data not found: --data {path} (looked for {path.absolute()}); give a .jsonl, .csv or .parquet file, "
+        f"a folder of them (one window per file) or '{DEMO_NAME}'."
+    )
 
 
 def _from_rows(

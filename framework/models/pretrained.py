@@ -25,12 +25,22 @@ def resolve_model(name: str) -> tuple[str, str | None]:
     if (path / "refit.json").is_file():
         meta = json.loads((path / "refit.json").read_text())
         return str(path / "model"), meta.get("version_id")
+    accepted = "'model' takes 'minilm', a Hugging Face hub id, a model folder or a refit version folder."
     if path.exists() and not (path / "config.json").is_file():
+        inner = path / "version"
+        hint = f" It is a run folder: its version is {inner}." if (inner / "refit.json").is_file() else ""
         raise ModelError(
-            f"{path} is neither a model folder (no config.json) nor a refit version (no refit.json)."
+            f"{path} is neither a model folder (no config.json) nor a refit version (no refit.json).{hint} "
+            + accepted
         )
-    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise ModelError(f"Model folder not found: {path}")
+    # `runs/my-model` reads like a hub id (org/name), but a hub org is not a folder here: a path it is.
+    looks_local = (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or (path.parent.name != "" and path.parent.is_dir())
+    )
+    if not path.exists() and looks_local:
+        raise ModelError(f"Model folder not found: {path} (looked for {path.absolute()}). " + accepted)
     return name, None
 
 

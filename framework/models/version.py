@@ -299,10 +299,21 @@ def _check(
             )
 
 
+def _not_a_version(folder: Path, why: str) -> VersionError:
+    """The error for a folder that is not a version, with the likely fix: the first mistake users make is
+    giving a fine-tune's run folder (OUTPUT_DIR) instead of the version inside it (OUTPUT_DIR/version)."""
+    inner = folder / "version"
+    if (inner / REFIT_JSON).is_file():
+        hint = f" It is a run folder: its model version is {inner}."
+    else:
+        hint = f" Give the folder a fine-tune printed as 'Model version:' (OUTPUT_DIR/version, with {REFIT_JSON})."
+    return VersionError(f"{folder} is not a refit model version ({why}).{hint}")
+
+
 def _verify_main(folder: Path) -> None:
     manifest_file = folder / MANIFEST
     if not manifest_file.is_file() and not (folder / REFIT_JSON).is_file():
-        raise VersionError(f"{folder} is not a refit model version (no {REFIT_JSON}).")
+        raise _not_a_version(folder, f"no {REFIT_JSON}")
     if not manifest_file.is_file():
         raise VersionError(
             f"{folder} has no {MANIFEST}, so its files cannot be verified; refusing to use it. Versions written "
@@ -318,7 +329,7 @@ def verify_version(version_dir: str | Path) -> None:
     """
     folder = Path(version_dir)
     if not folder.is_dir():
-        raise VersionError(f"{folder} is not a refit model version (no such folder).")
+        raise _not_a_version(folder, "no such folder")
     _verify_main(folder)
     exports = folder / EXPORTS
     if not exports.is_dir():
@@ -341,7 +352,7 @@ def read_version(version_dir: str | Path, verify: bool = True) -> dict:
     if verify:
         verify_version(path)
     if not meta_file.is_file():
-        raise VersionError(f"{path} is not a refit model version (no {REFIT_JSON}).")
+        raise _not_a_version(path, f"no {REFIT_JSON}")
     if not weights_file(path).is_file():
         raise VersionError(f"{path} is incomplete: {weights_file(path)} is missing.")
     try:

@@ -314,7 +314,15 @@ class Registry:
 
     def resolve(self, ref: str) -> str:
         """A version id from an id or an alias."""
-        check_name(ref, "version id or alias")
+        try:
+            check_name(ref, "version id or alias")
+        except VersionError as e:
+            if isinstance(ref, str) and "/" in ref:  # a version folder where the registry wants its id
+                raise VersionError(
+                    f"{e} A folder? `refit registry register --version {ref}` copies a version in; the other "
+                    "actions take its id or an alias (`refit registry list` shows them)."
+                ) from None
+            raise
         with self._tx() as db:
             alias = db.execute("SELECT version_id FROM aliases WHERE name = ?", (ref,)).fetchone()
             if alias:

@@ -43,3 +43,23 @@ def test_finetune_with_tracking_prints_no_third_party_noise(tmp_path, tiny_model
     # ...and none of the known third-party notices
     found = [n for n in NOISE if n in out]
     assert not found, f"noise {found} in:\n{out}"
+
+
+def test_both_wordings_of_onnxruntimes_pre_processing_advice_are_dropped():
+    """`refit export --format edge` printed ORT's static-quantisation wording, which the filter missed."""
+    import logging
+
+    from refit.cli import _quiet_third_party
+
+    _quiet_third_party()
+    root = logging.getLogger()
+
+    def shown(msg: str) -> bool:
+        record = logging.LogRecord("root", logging.WARNING, __file__, 1, msg, None, None)
+        return all(f.filter(record) for f in root.filters)
+
+    assert not shown("Please consider to run pre-processing before quantization. Refer to example: ...")
+    assert not shown(
+        "Please consider pre-processing before quantization. See https://github.com/microsoft/..."
+    )
+    assert shown("Please consider something else entirely")

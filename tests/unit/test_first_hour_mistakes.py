@@ -1,0 +1,162 @@
+"""The first mistakes a new user makes with the README's commands: each exits 2 with a message that names
+the key or path and says what to give instead, never a traceback (found by running every README command).
+
+- `--version runs/demo`: the fine-tune's run folder instead of the version inside it.
+- a shipped config whose data paths are relative (`../shared/datasets/...`) run from another folder.
+- `--model runs/my-model` that does not exist: one slash reads like a hub id (org/name).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refit.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run folder laid out as `refit finetune` leaves it: the version is OUTPUT_DIR/version."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    root = tmp_path_factory.mktemp("first-hour") / "run"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    write_version(root / "version", model, tok, {"version_id": "v-first-hour", "recipe": "test"})
+    return root
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["benchmark", "--version"],
+        ["export", "--format", "onnx", "--version"],
+        ["drift", "--data", "refit-demo", "--tracking.wandb", "false", "--version"],
+    ],
+    ids=["benchmark", "export", "drift"],
+)
+def test_run_folder_given_as_version_points_at_the_version_inside(run_folder, argv, capsys):
+    code = main([*argv, str(run_folder)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert f"{run_folder} is not a refit model version" in err
+    assert f"its model version is {run_folder / 'version'}" in err
+
+
+def test_missing_version_folder_says_what_to_give(tmp_path, capsys):
+    code = main(["benchmark", "--version", str(tmp_path / "nosuch" / "version")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such folder" in err and "Model version:" in err
+
+
+def test_shipped_config_with_relative_data_paths_names_the_key(tmp_path, monkeypatch):
+    """configs/finetune/minilm-sst2.yaml points at ../shared/datasets: from a folder where that is absent the
+    message names the key, the absolute path looked for and that relative paths follow the current folder."""
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", "finetune", "--config", "configs/finetune/minilm-sst2.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    looked = (tmp_path / "../shared/datasets/sst2/train.jsonl").absolute()
+    assert "'data.train'" in proc.stderr and str(looked) in proc.stderr
+    assert "current folder" in proc.stderr
+    assert not (tmp_path / "runs").exists(), "nothing may be written on bad input"
+
+
+def test_missing_relative_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch, toy_data, capsys):
+    """`--model runs/my-model` (absent) while `runs/` exists: a local path, refused as such before any
+    hub lookup (which offline would fail with an unrelated connection message)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    argv = ["finetune", "--model", "runs/my-model", "--data.train", str(toy_data["train"])]
+    code = main([*argv, "--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Model folder not found: runs/my-model" in err and "'model' takes 'minilm'" in err
+    assert "huggingface.co" not in err
+
+
+def test_maintain_with_a_misspelt_registry_root_creates_nothing(tmp_path, capsys):
+    """`refit maintain --registry.root regsitry`: refused by name, and no empty registry is left behind
+    (it was created, then the cycle stopped on 'no champion yet')."""
+    root = tmp_path / "regsitry"
+    code = main(
+        ["maintain", "--config", "configs/maintain/demo.yaml", "--once", "--registry.root", str(root)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"No registry at {root}" in err and "refit registry register" in err
+    assert not root.exists()
+
+
+@pytest.fixture(scope="module")
+def demo_trained(tmp_path_factory, tiny_model_dir) -> Path:
+    """A version whose refit.json says it was trained on the bundled demo set (as the quickstart's is)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    meta = {
+        "version_id": "v-demo-trained",
+        "recipe": "finetune",
+        "labels": ["negative", "positive"],
+        "config": {"data": {"dataset": "refit-demo", "max_length": 32}},
+        "metrics": {"validation": {"accuracy": 0.5}},
+    }
+    return write_version(tmp_path_factory.mktemp("demo-trained") / "version", model, tok, meta)
+
+
+def test_validation_file_is_used_for_a_version_trained_on_the_demo_set(demo_trained, tmp_path):
+    """`--validation FILE` on a version trained on `data.dataset: refit-demo` was silently replaced by the
+    demo's own validation split (the dataset name won over the file)."""
+    from refit.evaluate import evaluation_texts
+    from refit.models import read_version
+    from tests.conftest import write_jsonl
+
+    rows = [{"text": "my own positive row", "label": "positive"}, {"text": "my own negative row", "label": 0}]
+    own = write_jsonl(tmp_path / "own.jsonl", rows)
+    texts, labels = evaluation_texts(read_version(demo_trained), "validation", str(own))
+    assert texts == ["my own positive row", "my own negative row"] and labels == [1, 0]
+
+
+@pytest.mark.parametrize("recipe", ["compress", "export", "benchmark"])
+def test_missing_validation_file_is_refused_not_ignored(demo_trained, tmp_path, recipe, capsys):
+    argv = [recipe, "--version", str(demo_trained), "--validation", str(tmp_path / "nosuch.jsonl")]
+    if recipe == "compress":
+        argv += ["--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--validation {tmp_path / 'nosuch.jsonl'}: no such file" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_drift_data_that_does_not_exist_names_the_flag_and_what_it_takes(demo_trained, tmp_path, capsys):
+    code = main(["drift", "--version", str(demo_trained), "--data", str(tmp_path / "production")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--data {tmp_path / 'production'}" in err and "a folder of them" in err and "refit-demo" in err
+
+
+def test_registry_given_a_folder_where_it_takes_an_id_says_how_to_register_it(run_folder, tmp_path, capsys):
+    from refit.registry import Registry
+
+    Registry(tmp_path / "registry").register(run_folder / "version")
+    folder = str(run_folder / "version")
+    code = main(["registry", "show", "--root", str(tmp_path / "registry"), "--version", folder])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"Invalid version id or alias '{folder}'" in err
+    assert f"refit registry register --version {folder}" in err and "refit registry list" in err
