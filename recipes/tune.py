@@ -23,6 +23,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from refit import report
 from refit.config import config_to_dict
+from refit.data import check_data_file
 from refit.errors import ConfigError
 from refit.settings import FinetuneConfig
 from refit.tune import (
@@ -169,6 +170,11 @@ def run(cfg: Config) -> int:
         raise ConfigError(
             "trial_checkpoints: false cannot be used with scheduler 'pbt', which restores trials."
         )
+    data = cfg.finetune.data
+    if not data.dataset:  # before Ray starts: otherwise every trial fails on the same missing file
+        for split in ("train", "validation", "test"):
+            if getattr(data, split):
+                check_data_file(split, getattr(data, split))
     base = _absolute_paths(config_to_dict(cfg.finetune))
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
     storage = Path(cfg.storage_path).resolve()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from refit.data.files import SUFFIXES, file_fingerprint, read_rows, read_table
-from refit.data.splits import DEMO_NAME, Splits, demo_dir, load_splits, to_label_ids
+from refit.data.splits import DEMO_NAME, Splits, check_data_file, demo_dir, load_splits, to_label_ids
 from refit.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "SUFFIXES",
     "demo_dir",
     "file_fingerprint",
+    "check_data_file",
     "load_splits",
     "read_rows",
     "read_table",

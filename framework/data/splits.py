@@ -11,7 +11,7 @@ from pathlib import Path
 from refit.data.files import file_fingerprint, read_table
 from refit.errors import DataError
 
-__all__ = ["Splits", "load_splits", "demo_dir", "to_label_ids", "DEMO_NAME"]
+__all__ = ["Splits", "check_data_file", "load_splits", "demo_dir", "to_label_ids", "DEMO_NAME"]
 
 DEMO_NAME = "refit-demo"
 SPLITS = ("train", "validation", "test")
@@ -116,6 +116,16 @@ def _from_hub(name: str, config: str | None, text_column: str, label_column: str
     return texts, labels, names
 
 
+def check_data_file(split: str, path: str) -> None:
+    """A missing file is a DataError naming its key (`refit tune` checks before Ray starts any trial)."""
+    if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
+        raise DataError(
+            f"Data file not found: 'data.{split}' is {path} (looked for {Path(path).absolute()}). "
+            f"Point 'data.{split}' at a .jsonl, .csv or .parquet file; a relative path is read from "
+            "the current folder, not from the config's."
+        )
+
+
 def load_splits(
     train: str | None,
     validation: str | None,
@@ -151,12 +161,7 @@ def load_splits(
         for split, path in paths.items():
             if not path:
                 continue
-            if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
-                raise DataError(
-                    f"Data file not found: 'data.{split}' is {path} (looked for {Path(path).absolute()}). "
-                    f"Point 'data.{split}' at a .jsonl, .csv or .parquet file; a relative path is read from "
-                    "the current folder, not from the config's."
-                )
+            check_data_file(split, path)
             texts[split], raw[split] = read_table(path, text_column, label_column)
             sources[split] = path
             fingerprints[split] = file_fingerprint(path, len(texts[split]))

@@ -80,7 +80,9 @@ def write_outputs(
         raise RefitError(
             f"No trial finished ({len(rows)} trials, {errors} failed); see the trial logs under {out}."
         )
-    best = (max if mode == "max" else min)(finished, key=lambda r: r.final)
+    # ties go to the trial made first, by id: Ray's order of results changes when a search is resumed
+    sign = -1 if mode == "max" else 1
+    best = min(finished, key=lambda r: (sign * r.final, r.trial))
     write_json(
         out / "results.json",
         {"trials": [vars(r) for r in rows], "best": vars(best), "monitor": monitor, "timings": timings or {}},

@@ -194,6 +194,10 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
     assert "'grid' cannot be used with searcher 'optuna'" in capsys.readouterr().err
     assert main(["tune", "--config", str(config), "--scheduler", "pbt", "--trial_checkpoints", "false"]) == 2
     assert "cannot be used with scheduler 'pbt'" in capsys.readouterr().err
+    missing = str(tmp_path / "nosuch.jsonl")
+    assert main(["tune", "--config", str(config), "--finetune.data.validation", missing]) == 2
+    assert "Data file not found: 'data.validation'" in capsys.readouterr().err
+    assert not (tmp_path / "tune" / "bad").exists()  # refused before Ray started any trial
     assert main(["tune", "--config", str(config), "--scheduler", "hyperband"]) == 2
     assert "Unknown 'scheduler' 'hyperband'; allowed: asha, pbt, fifo" in capsys.readouterr().err
 

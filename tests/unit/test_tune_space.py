@@ -81,3 +81,22 @@ def test_environment_sets_values_only_for_the_duration(monkeypatch):
         assert os.environ["REFIT_TEST_KEPT"] == "during" and os.environ["REFIT_TEST_NEW"] == "1"
     assert os.environ["REFIT_TEST_KEPT"] == "before"
     assert "REFIT_TEST_NEW" not in os.environ
+
+
+def test_tied_trials_give_the_same_best_whatever_the_order_of_results(tmp_path):
+    """Ray lists results in another order after a resume; the best of equal scores is the first trial."""
+    from refit.tune import TrialRow, write_outputs
+
+    rows = []
+    for trial in ("t_00002", "t_00000", "t_00001"):
+        version = tmp_path / trial / "version"
+        version.mkdir(parents=True)
+        (version / "refit.json").write_text(trial)
+        final = 0.5 if trial != "t_00001" else 0.7
+        rows.append(TrialRow(trial, "finished", {"optim.lr": 1e-5}, final, final, 2, 1.0, str(version)))
+    for mode, want in (("max", "t_00001"), ("min", "t_00000")):
+        for order in (rows, rows[::-1]):
+            out = tmp_path / f"out-{mode}-{len(list(tmp_path.iterdir()))}"
+            out.mkdir()
+            _, best_version, best = write_outputs(order, {"data": {}}, out, mode, "val/accuracy")
+            assert best.trial == want and (best_version / "refit.json").read_text() == want
