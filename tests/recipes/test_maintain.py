@@ -251,6 +251,10 @@ def test_second_cycle_is_refused_while_one_holds_the_lock(setup, capsys):
 
 
 def test_no_champion_and_bad_schedule_are_clear_errors(tmp_path, setup, capsys):
+    assert main(["maintain", "--registry.root", str(tmp_path / "nosuch"), "--once"]) == 2
+    assert "No registry at" in capsys.readouterr().err
+    assert not (tmp_path / "nosuch").exists()  # a misspelt root is refused, never created empty
+    Registry(tmp_path / "empty")  # a registry with no champion yet
     assert main(["maintain", "--registry.root", str(tmp_path / "empty"), "--once"]) == 2
     assert "no champion" in capsys.readouterr().err
     assert main(["maintain", "--config", str(setup["config"]), "--every", "soon"]) == 2
