@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "predict_logits",
     "latency_ms",
+    "interleaved_p50_ms",
     "throughput",
 ]
 
@@ -202,6 +203,19 @@ def latency_ms(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> t
         predictor(batch.input_ids, batch.attention_mask)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times), float(np.percentile(times, 95))
+
+
+def interleaved_p50_ms(
+    predictors: Sequence[Predictor], batch: Batch, *, warmup: int, iters: int, rounds: int
+) -> list[float]:
+    """p50 single-call ms of each predictor, measured in alternating rounds (median of the round medians):
+    two models timed one after the other, minutes apart, compare the machine's load as much as the models
+    (a shared CPU swung a parent/child pair from 490/14 ms to 27/435 ms that way)."""
+    per_round: list[list[float]] = [[] for _ in predictors]
+    for _ in range(rounds):
+        for times, predictor in zip(per_round, predictors, strict=True):
+            times.append(latency_ms(predictor, batch, warmup, iters)[0])
+    return [statistics.median(times) for times in per_round]
 
 
 def throughput(predictor: Predictor, batch: Batch, warmup: int, iters: int) -> float:

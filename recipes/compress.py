@@ -40,7 +40,7 @@ from refit.evaluate import (
     load_gate_data,
     score,
 )
-from refit.inference import TorchPredictor, encode, latency_ms, predict_logits
+from refit.inference import TorchPredictor, encode, interleaved_p50_ms, predict_logits
 from refit.io import write_json
 from refit.models import new_version_id, write_version
 from refit.report import print_metrics
@@ -101,10 +101,16 @@ def _weights_mb(model: torch.nn.Module) -> float:
     return round(sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6, 2)
 
 
-def _latency(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> float:
-    """p50 ms at batch 1 of the model as a deployment runs it (pruned heads physically removed)."""
+def _deployed(model: torch.nn.Module) -> TorchPredictor:
+    """The model as a deployment runs it (pruned heads physically removed), on a copy."""
+    return TorchPredictor(shrink_pruned_heads(copy.deepcopy(model)))
+
+
+def _latencies(parent: TorchPredictor, child: torch.nn.Module, tokenizer, text: str, max_length: int):
+    """p50 ms at batch 1 of parent and child, in alternating rounds (a fair pair on a shared machine)."""
     batch = encode(tokenizer, [text], max_length, 1)[0]
-    return round(latency_ms(TorchPredictor(shrink_pruned_heads(copy.deepcopy(model))), batch, 3, 20)[0], 3)
+    ms = interleaved_p50_ms([parent, _deployed(child)], batch, warmup=3, iters=20, rounds=5)
+    return tuple(round(m, 3) for m in ms)
 
 
 def _reference(model, tokenizer, parent: Path) -> Reference | None:
@@ -120,12 +126,8 @@ def _reference(model, tokenizer, parent: Path) -> Reference | None:
     return child
 
 
-def _measure(model: torch.nn.Module, tokenizer, text: str, max_length: int) -> dict:
-    return {
-        "size_mb": _weights_mb(model),
-        "latency_ms": _latency(model, tokenizer, text, max_length),
-        **sparsity(model),
-    }
+def _measure(model: torch.nn.Module) -> dict:
+    return {"size_mb": _weights_mb(model), **sparsity(model)}
 
 
 def _importance_batches(method: Method, meta: dict, tokenizer, samples: int, max_length: int) -> list:
@@ -156,7 +158,8 @@ def _setup(cfg: Config) -> tuple[GateData, dict, dict, dict]:
         if gd.used_recorded_split
         else {"reproduced": False, "reason": "--validation given"}
     )
-    before = _measure(gd.model, gd.tokenizer, gd.texts[0], gd.max_length)
+    # the parent as deployed, kept for the latency pair at the end (compression may change gd.model in place)
+    before = {**_measure(gd.model), "runner": _deployed(gd.model)}
     return gd, baseline, parent_check, before
 
 
@@ -256,7 +259,10 @@ def run(cfg: Config) -> Path:
     # work: compress, optionally recover, gate
     model, summary, recovered = _compress(cfg, gd, out)
     candidate, gate = _gate(cfg, gd, model, baseline, parent_check, out)
-    after = _measure(model, gd.tokenizer, gd.texts[0], gd.max_length)
+    after = _measure(model)
+    before["latency_ms"], after["latency_ms"] = _latencies(
+        before.pop("runner"), model, gd.tokenizer, gd.texts[0], gd.max_length
+    )
 
     # record
     compression = {
