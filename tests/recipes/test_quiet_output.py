@@ -63,3 +63,43 @@ def test_both_wordings_of_onnxruntimes_pre_processing_advice_are_dropped():
         "Please consider pre-processing before quantization. See https://github.com/microsoft/..."
     )
     assert shown("Please consider something else entirely")
+
+
+def _quiet_env() -> dict:
+    """The user's environment: none of the quieting variables refit sets for itself."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    return env
+
+
+def test_registry_moves_mirrored_to_wandb_print_only_refits_lines(tmp_path, tiny_versions):
+    """`refit registry promote/rollback/alias` with the W&B mirror on printed W&B's
+    "wandb: Adding directory to artifact (...)... Done." line for every move."""
+    root = str(tmp_path / "reg")
+
+    def refit(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "refit", "registry", *args, "--root", root],
+            capture_output=True,
+            text=True,
+            env=_quiet_env(),
+            timeout=300,
+            cwd=tmp_path,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        return out
+
+    for v in tiny_versions[:2]:
+        refit("register", "--version", str(v))
+    outputs = [
+        refit("promote", "--version", "v0", "--tracking.wandb", "true"),
+        refit("promote", "--version", "v1", "--tracking.wandb", "true"),
+        refit("rollback", "--tracking.wandb", "true"),
+        refit("alias", "--alias", "staging", "--version", "v1", "--tracking.wandb", "true"),
+    ]
+    assert "champion: - -> v0" in outputs[0] and "champion: v1 -> v0 (rollback)" in outputs[2], outputs
+    # the mirror really ran: one offline W&B run per move, each holding the version as an artifact
+    assert len(list((tmp_path / "reg" / "wandb").glob("offline-run-*"))) == 4
+    found = [(n, out) for out in outputs for n in ("wandb:", "Adding directory") if n in out]
+    assert not found, found
