@@ -84,9 +84,7 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if state["server"] is None:
             state["server"] = Server(options)
         srv = state["server"]
-        log.warning(
-            "refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path
-        )
+        log.info("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
         try:
             yield
         finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush
@@ -163,6 +161,7 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
 
 def create_app_from_env():
     """uvicorn factory for `--workers N`: every worker process reads the options and builds its own server."""
+    _log_to_stderr()  # a worker is a fresh (spawned) process: the parent's logging setup is not inherited
     return build_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
 
 
@@ -209,7 +208,8 @@ def run_server(
 
 
 def _log_to_stderr() -> None:
-    """refit's own serve lines at INFO (uvicorn configures its own loggers)."""
+    """refit's own serve lines (serving, swapped, shut down) are INFO: show INFO and up on stderr.
+    uvicorn configures only its own loggers; without this Python's fallback handler shows WARNING and up."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

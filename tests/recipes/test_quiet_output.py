@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import finetune_args
 
 NOISE = [
@@ -103,3 +105,32 @@ def test_registry_moves_mirrored_to_wandb_print_only_refits_lines(tmp_path, tiny
     assert len(list((tmp_path / "reg" / "wandb").glob("offline-run-*"))) == 4
     found = [(n, out) for out in outputs for n in ("wandb:", "Adding directory") if n in out]
     assert not found, found
+
+
+def test_serves_own_progress_lines_are_info_not_warnings(tmp_path, tiny_versions, caplog):
+    """`refit serve` logged "serving", "swapped" and "shut down cleanly" as WARNING: a user (or a log alert)
+    reads those as something wrong. They are INFO; real trouble (a refused version) stays an ERROR."""
+    import asyncio
+    import logging
+
+    pytest.importorskip("fastapi", reason="needs the [serve] extra")
+    from refit.serve import ServeOptions, Server
+    from refit.serve.app import build_app
+
+    opts = ServeOptions(version=str(tiny_versions[0]), backend="pytorch", capture_dir=str(tmp_path / "inbox"))
+    with caplog.at_level(logging.INFO, logger="refit.serve"):
+        server = Server(opts)
+        app = build_app(server=server)
+
+        async def lifespan() -> None:  # the app's own start and stop, as uvicorn runs them
+            async with app.router.lifespan_context(app):
+                await asyncio.to_thread(server.reload, True)
+
+        asyncio.run(lifespan())
+    own = {r.getMessage().split(" ")[2]: r.levelname for r in caplog.records if r.name == "refit.serve"}
+    assert {k: own.get(k) for k in ("serving", "swapped", "shut")} == {
+        "serving": "INFO",
+        "swapped": "INFO",
+        "shut": "INFO",
+    }, own
+    assert "WARNING" not in own.values()

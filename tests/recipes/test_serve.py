@@ -442,7 +442,8 @@ def test_stop_signal_drains_in_flight_requests_finalises_capture_and_exits_0(reg
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
-    assert "shut down cleanly" in out
+    assert "INFO refit.serve: refit serve: shut down cleanly" in out, out  # shown, and at its true level
+    assert "WARNING refit.serve" not in out, out
 
 
 def test_cli_refuses_missing_registry_with_a_message(tmp_path, capsys):
