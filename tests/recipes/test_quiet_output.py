@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import finetune_args
+from tests.conftest import damaged_version, finetune_args
 
 NOISE = [
     "weights_only",  # torch.load FutureWarning / Lightning's notice
@@ -134,3 +134,27 @@ def test_serves_own_progress_lines_are_info_not_warnings(tmp_path, tiny_versions
         "shut": "INFO",
     }, own
     assert "WARNING" not in own.values()
+
+
+def test_benchmark_of_torch_int8_prints_no_quantized_tensor_deprecation(tmp_path, tiny_model_dir, toy_data):
+    """`refit benchmark` printed torch's "torch.quantize_per_tensor ... are deprecated" UserWarning when it
+    built the pytorch-int8 row (a baseline row; refit's own int8 path is ONNX Runtime)."""
+    import json
+
+    version = damaged_version(tmp_path, tiny_model_dir, toy_data)  # loads, and names its validation split
+    args = ["benchmark", "--version", str(version), "--formats", "[pytorch, pytorch-int8]"]
+    args += ["--iters", "3", "--throughput_batch", "4"]
+    args += ["--tracking.wandb", "false", "--output_dir", str(tmp_path / "bench")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", *args],
+        capture_output=True,
+        text=True,
+        env=_quiet_env(),
+        timeout=300,
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    rows = {r["format"]: r for r in json.loads((version / "exports" / "benchmark.json").read_text())["rows"]}
+    assert rows["pytorch-int8"]["p50_ms"] > 0, rows  # the quantised model really was built and run
+    assert "quantize_per_tensor" not in out and "Warning" not in out, out
