@@ -158,3 +158,32 @@ def test_benchmark_of_torch_int8_prints_no_quantized_tensor_deprecation(tmp_path
     rows = {r["format"]: r for r in json.loads((version / "exports" / "benchmark.json").read_text())["rows"]}
     assert rows["pytorch-int8"]["p50_ms"] > 0, rows  # the quantised model really was built and run
     assert "quantize_per_tensor" not in out and "Warning" not in out, out
+
+
+def test_mid_epoch_resume_prints_no_dataloader_not_resumable_warning(tmp_path, tiny_model_dir, toy_data):
+    """Lightning warns "You're resuming from a checkpoint that ended before the epoch ended and your
+    dataloader is not resumable ... unreliable results" on every mid-epoch `--resume`. refit's resume does
+    continue correctly there (steps, schedule and optimizer state go on from the checkpoint; only the
+    order of the resumed epoch's remaining batches restarts), so the notice is dropped."""
+    import json
+    import shutil
+
+    from refit.cli import main
+
+    out = tmp_path / "run"
+    args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.early_stopping_patience", "0")
+    # 6 steps an epoch (48 rows, batch 8): stop and checkpoint at step 8, in the middle of epoch 1
+    assert main([*args, "--trainer.max_steps", "8", "--trainer.checkpoint_every_n_steps", "8"]) == 0
+    shutil.rmtree(out / "version")
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", *args, "--resume", "--trainer.max_steps", "11"],
+        capture_output=True,
+        text=True,
+        env=_quiet_env(),
+        timeout=600,
+        cwd=tmp_path,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert json.loads((out / "version" / "refit.json").read_text())["training"]["global_step"] == 11
+    assert "not resumable" not in text and "resuming from a checkpoint that ended" not in text, text
