@@ -101,6 +101,15 @@ _NOISY_WARNINGS = [
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # torch pytree API used by Lightning
     r"Exporting aten::index operator of advanced indexing.*",  # ONNX exporter on BERT's position ids (non-negative)
     r"Converting a tensor to a Python boolean might cause the trace.*",  # HF masking under the ONNX tracer
+    # torch 2.13's notice on quantised tensors (raised as a UserWarning by torch.ao's dynamic int8, which
+    # refit measures as a baseline row in `refit benchmark`; the served int8 path is ONNX Runtime)
+    r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation.*",
+    # Lightning on every mid-epoch `refit finetune --resume` ("... your dataloader is not resumable ...
+    # unreliable results"). refit's resume does continue correctly there: the global step, learning-rate
+    # schedule and optimizer state go on from the checkpoint (tests/recipes/test_resume.py); only the
+    # resumed epoch's remaining batches come from a restarted loader order (in that one epoch some examples
+    # may repeat and others be skipped), which is what the notice warns about.
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not.*",
 ]
 # Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
 _NOISY_LOGGERS = [

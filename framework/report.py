@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -21,8 +22,13 @@ def console() -> Console:
 
 
 def table(title: str, columns: tuple[str, ...] | list[str], *, right: tuple[str, ...] = ()) -> Table:
-    """A table whose cells fold onto more lines rather than being cut with an ellipsis."""
-    out = Table(title=title)
+    """A table whose cells fold onto more lines rather than being cut with an ellipsis.
+
+    rich wraps a title to the table's own width, so a narrow table (`registry gc`: three short columns)
+    broke its title, path and all, over several lines; the table is at least as wide as its title instead
+    (on a terminal narrower than that, rich still fits it to the terminal).
+    """
+    out = Table(title=title, min_width=cell_len(title))
     for col in columns:
         out.add_column(col, overflow="fold", justify="right" if col in right else "left")
     return out

@@ -42,7 +42,7 @@ from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
 from refit.export import TARGETS
 from refit.maintain import check_cron, cycle_lock, parse_every, run_cycle, run_forever
-from refit.registry import Registry
+from refit.registry import NoRegistry, Registry
 from refit.registry.mirror import mirror_alias
 from refit.settings import (
     DeployConfig,
@@ -118,7 +118,10 @@ def run(cfg: Config) -> int:
     if cfg.cron:
         check_cron(cfg.cron)
     # A cycle needs a registry with a champion: a misspelt --registry.root is refused, never created empty.
-    Registry(cfg.registry.root, cfg.registry.db, create=False)
+    try:
+        Registry(cfg.registry.root, cfg.registry.db, create=False)
+    except NoRegistry as e:
+        raise NoRegistry(f"{e} Check --registry.root (and --registry.db).") from None
     registry = Registry(cfg.registry.root, cfg.registry.db)
     if "champion" not in registry.aliases():
         raise ConfigError(

@@ -30,7 +30,7 @@ from rich.console import Console
 from refit.config import build_parser, parse_config
 from refit.errors import ConfigError
 from refit.models import read_version
-from refit.registry import CHAMPION, Registry, apply_gc, plan_gc, verify_registry
+from refit.registry import CHAMPION, NoRegistry, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
 from refit.report import console as _console
 from refit.report import table as _table
@@ -240,7 +240,10 @@ def _mirror(cfg, registry: Registry, move) -> None:
 
 def run(cfg) -> int:
     dry_run = isinstance(cfg, Gc) and not cfg.yes
-    registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY) and not dry_run)
+    try:
+        registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY) and not dry_run)
+    except NoRegistry as e:
+        raise NoRegistry(f"{e} Check --root (and --db).") from None
     console = _console()
     if isinstance(cfg, Register):
         v = registry.register(Path(cfg.version))

@@ -13,7 +13,8 @@ The backend is the version's int8 or fp32 ONNX export when present (CPU), Tensor
 PyTorch otherwise. Every input and prediction is captured to REGISTRY/inbox as rotating Parquet files for
 `refit maintain`. When the alias moves (a promotion or a rollback) the new version is verified, warmed
 up and parity-checked in a second slot, then swapped in; a version that fails is refused and the old one
-keeps serving. SIGTERM stops accepting, answers in-flight requests and finalises the capture files.
+keeps serving. SIGTERM or Ctrl-C stops accepting, answers in-flight requests, finalises the capture files
+and exits 0 (a second Ctrl-C cuts in-flight requests off: exit 130).
 """
 
 from __future__ import annotations
@@ -134,7 +135,6 @@ def options(cfg: Config) -> ServeOptions:
 
 
 def run(cfg: Config) -> int:
-    run_server(
+    return run_server(
         options(cfg), cfg.host, cfg.port, cfg.workers, cfg.graceful_timeout_s, access_log=cfg.access_log
     )
-    return 0

@@ -32,12 +32,18 @@ def mirror_alias(
         return None
     import wandb
 
-    artifact = wandb.Artifact(
-        "refit-model", type="model", metadata={"version_id": version_id, "reason": reason}
-    )
-    artifact.add_dir(str(version_path))
+    def log_to(target) -> None:
+        # Built only once a run is open: W&B's quiet mode (WANDB_SILENT, which the CLI sets) takes effect
+        # at wandb.init, and before it `add_dir` printed "wandb: Adding directory to artifact ..." on every
+        # promote, rollback and alias move.
+        artifact = wandb.Artifact(
+            "refit-model", type="model", metadata={"version_id": version_id, "reason": reason}
+        )
+        artifact.add_dir(str(version_path))
+        target.log_artifact(artifact, aliases=[alias, version_id])
+
     if run is not None:
-        run.log_artifact(artifact, aliases=[alias, version_id])
+        log_to(run)
         return str(Path(run.dir).parent)
     run = wandb.init(
         project=project,
@@ -47,7 +53,7 @@ def mirror_alias(
         name=f"{alias}-{version_id}",
         config={"alias": alias, "version": version_id, "reason": reason},
     )
-    run.log_artifact(artifact, aliases=[alias, version_id])
+    log_to(run)
     folder = str(Path(run.dir).parent)
     run.finish()
     return folder

@@ -37,6 +37,7 @@ __all__ = [
     "AliasMove",
     "Superseded",
     "RegistryError",
+    "NoRegistry",
     "CHAMPION",
     "CHALLENGER",
     "STALE_AFTER_S",
@@ -50,6 +51,11 @@ STALE_AFTER_S = 600.0
 
 class RegistryError(RefitError):
     """The registry folder or its database is missing, damaged or inconsistent."""
+
+
+class NoRegistry(RegistryError):
+    """No registry where one was to be opened read-only. The message names no flag: each command spells its
+    own (`--root` for `refit registry`, `--registry.root` for maintain and serve) and adds it."""
 
 
 class Superseded(RefitError):
@@ -187,9 +193,8 @@ class Registry:
             )
         if not create:
             what = "no such folder" if not self.root.exists() else f"no database {self.db_path}"
-            raise RegistryError(
-                f"No registry at {self.root} ({what}). Check --root (and --db); `refit registry register` "
-                "creates a registry."
+            raise NoRegistry(
+                f"No registry at {self.root} ({what}); `refit registry register --version DIR` creates one."
             )
 
     def _connect_checked(self) -> None:

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -83,9 +84,7 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if state["server"] is None:
             state["server"] = Server(options)
         srv = state["server"]
-        log.warning(
-            "refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path
-        )
+        log.info("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
         try:
             yield
         finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush
@@ -162,6 +161,7 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
 
 def create_app_from_env():
     """uvicorn factory for `--workers N`: every worker process reads the options and builds its own server."""
+    _log_to_stderr()  # a worker is a fresh (spawned) process: the parent's logging setup is not inherited
     return build_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
 
 
@@ -173,12 +173,14 @@ def run_server(
     graceful_timeout_s: float = 30.0,
     log_level: str = "info",
     access_log: bool = True,
-) -> None:
-    """Serve until SIGTERM/SIGINT; then stop accepting, answer in-flight requests, flush capture, return.
+) -> int:
+    """Serve until SIGTERM/SIGINT; then stop accepting, answer in-flight requests, flush capture, return 0.
 
     With one worker the server is built here first, so a bad version or registry is a clean RefitError
     before any port is opened. With `workers > 1` uvicorn starts N processes that each load the model and
-    write their own capture files (names are unique per file, so they never collide).
+    write their own capture files (names are unique per file, so they never collide); its supervisor
+    returns normally after stopping them. Returns the exit code: 0 after a graceful stop, 130 when a second
+    Ctrl-C forced it (in-flight requests cut off; the capture files are still finalised by the lifespan).
     """
     try:
         import uvicorn
@@ -193,9 +195,39 @@ def run_server(
     }
     if workers == 1:
         app = build_app(server=Server(options))  # a bad version fails here, before logging is set up
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        uvicorn.run(app, **common)
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _log_to_stderr()
+        server = _graceful_server(uvicorn)(uvicorn.Config(app, **common))
+        server.run()
+        if not server.started:  # the port is taken or startup failed: uvicorn has logged why
+            return 1
+        return 130 if server.force_exit else 0
+    _log_to_stderr()
     os.environ[OPTIONS_ENV] = json.dumps(options.to_dict())
     uvicorn.run("refit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
+    return 0
+
+
+def _log_to_stderr() -> None:
+    """refit's own serve lines (serving, swapped, shut down) are INFO: show INFO and up on stderr.
+    uvicorn configures only its own loggers; without this Python's fallback handler shows WARNING and up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _graceful_server(uvicorn):
+    """uvicorn's Server with one change: a stop signal ends in a normal return, not a re-raised signal.
+
+    uvicorn handles SIGTERM/SIGINT by setting `should_exit` (a second Ctrl-C sets `force_exit`), shuts
+    down gracefully (stop accepting, wait for in-flight requests, run the lifespan's shutdown, which drains
+    the batcher and finalises the capture files), and then re-raises the signal so that the process dies
+    by it: exit status 143, which systemd and Kubernetes may count as a failure. Here the signal has been
+    handled in full once the shutdown is done, so it is not re-raised and `refit serve` exits 0.
+    """
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    return GracefulServer

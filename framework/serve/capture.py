@@ -29,6 +29,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refit.io import private_dir
+
 __all__ = [
     "CAPTURE_SCHEMA",
     "FEEDBACK_SCHEMA",
@@ -216,9 +218,17 @@ class RotatingParquetWriter:
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         name = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}.parquet"
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         self._final = self.folder / name
         self._tmp = self.folder / f".{name}.tmp"
+        # Captured inputs and labels are user data: owner-only (0o600) whatever the umask. The file is
+        # created with that mode first; ParquetWriter then truncates it, which keeps the mode, and the
+        # rename to the final name keeps it too.
+        fd = os.open(self._tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask; fchmod is not
+        finally:
+            os.close(fd)
         self._writer = pq.ParquetWriter(str(self._tmp), self.schema)
         self._file_rows = 0
         self._opened_at = time.monotonic()

@@ -235,7 +235,7 @@ class Server:
             self._refused = None
             self.metrics.set_version(new.version_id, new.backend)
             self.metrics.reloads.labels("swapped").inc()
-            log.warning("refit serve: swapped %s -> %s (%s)", previous, new.version_id, new.backend)
+            log.info("refit serve: swapped %s -> %s (%s)", previous, new.version_id, new.backend)
             return {"version_id": new.version_id, "swapped": True, "previous": previous}
 
     def _refuse(self, message: str, version_id: str) -> None:
@@ -273,4 +273,4 @@ class Server:
                 writer.close()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
-        log.warning("refit serve: shut down cleanly in %.2f s", time.perf_counter() - started)
+        log.info("refit serve: shut down cleanly in %.2f s", time.perf_counter() - started)

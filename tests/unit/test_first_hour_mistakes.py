@@ -96,6 +96,8 @@ def test_maintain_with_a_misspelt_registry_root_creates_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"No registry at {root}" in err and "refit registry register" in err
+    assert "Check --registry.root (and --registry.db)" in err  # maintain's flag, not `refit registry`'s
+    assert "--root " not in err
     assert not root.exists()
 
 

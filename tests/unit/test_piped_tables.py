@@ -54,3 +54,13 @@ def test_configs_lists_as_json(tmp_path):
     assert demo["command"] == "refit finetune --config configs/finetune/demo.yaml"
     bad = _piped("-m", "refit", "configs", "--format", "xml")
     assert bad.returncode == 2 and "--format table|json" in bad.stderr
+
+
+def test_registry_gc_piped_keeps_its_title_on_one_line(tmp_path):
+    """A narrow table (three short columns) wrapped its long title to the table's width, path and all."""
+    root = tmp_path / "a-registry-folder-with-a-long-name" / "registry"
+    Registry(root)
+    proc = _piped("-m", "refit", "registry", "gc", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert f"registry gc {root} (keep the last 3 champions)" in proc.stdout, proc.stdout
+    assert "Nothing to remove." in proc.stdout and "Dry run" not in proc.stdout

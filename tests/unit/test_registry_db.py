@@ -42,6 +42,7 @@ def test_read_only_open_of_a_missing_root_creates_nothing(tmp_path, capsys):
         assert main(["registry", action, "--root", str(missing)]) == 2
         err = capsys.readouterr().err
         assert f"No registry at {missing}" in err and "Traceback" not in err
+        assert "Check --root (and --db)" in err  # `refit registry`'s own flags
     assert not missing.exists()
 
 

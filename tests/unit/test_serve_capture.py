@@ -120,3 +120,28 @@ def test_put_after_close_is_dropped_not_raised(tmp_path):
 def test_empty_writer_leaves_no_file(tmp_path, prefix, schema):
     RotatingParquetWriter(tmp_path / "inbox", prefix, schema).close()
     assert not (tmp_path / "inbox").exists() or not list(Path(tmp_path / "inbox").iterdir())
+
+
+@pytest.mark.parametrize("prefix,schema", [("capture", CAPTURE_SCHEMA), ("feedback", FEEDBACK_SCHEMA)])
+def test_capture_and_feedback_files_are_owner_only_whatever_the_umask(tmp_path, prefix, schema):
+    """Captured inputs and late labels are user data: files 0o600 and a new folder 0o700, even under umask 0."""
+    import os
+    import stat
+
+    folder = tmp_path / "new" / "inbox"
+    old = os.umask(0)
+    try:
+        writer = RotatingParquetWriter(folder, prefix, schema, flush_seconds=0.05)
+        feedback = [feedback_row(f"{i:032x}", "positive", "t") for i in range(3)]
+        data = rows(3) if prefix == "capture" else feedback
+        writer.put(data)
+        wait_for(lambda: writer.written == 3)
+        (open_file,) = list(folder.iterdir())
+        assert stat.S_IMODE(open_file.stat().st_mode) == 0o600  # while being written
+        writer.close()
+    finally:
+        os.umask(old)
+    (final,) = list(folder.iterdir())
+    assert final.name.startswith(f"{prefix}-") and pq.read_metadata(final).num_rows == 3
+    assert stat.S_IMODE(final.stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
