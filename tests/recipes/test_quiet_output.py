@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,16 +30,7 @@ def test_finetune_with_tracking_prints_no_third_party_noise(tmp_path, tiny_model
     args = finetune_args(
         tiny_model_dir, toy_data, tmp_path / "run", "--tracking.wandb", "true", "--trainer.max_epochs", "1"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "refit", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    out = _refit_output(args, tmp_path, env)
     # refit's own result lines are all there, the W&B run included (tracking really was on)...
     assert "refit finetune: v" in out and "Model version:" in out and "W&B run:" in out, out
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the offline W&B run was not written"
@@ -74,23 +66,28 @@ def _quiet_env() -> dict:
     return env
 
 
+def _refit_output(args: list[str], cwd: Path, env: dict | None = None) -> str:
+    """stdout + stderr of `python -m refit ARGS` run as a user would, which must succeed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", *args],
+        capture_output=True,
+        text=True,
+        env=env or _quiet_env(),
+        timeout=600,
+        cwd=cwd,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return out
+
+
 def test_registry_moves_mirrored_to_wandb_print_only_refits_lines(tmp_path, tiny_versions):
     """`refit registry promote/rollback/alias` with the W&B mirror on printed W&B's
     "wandb: Adding directory to artifact (...)... Done." line for every move."""
     root = str(tmp_path / "reg")
 
     def refit(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "refit", "registry", *args, "--root", root],
-            capture_output=True,
-            text=True,
-            env=_quiet_env(),
-            timeout=300,
-            cwd=tmp_path,
-        )
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out
-        return out
+        return _refit_output(["registry", *args, "--root", root], tmp_path)
 
     for v in tiny_versions[:2]:
         refit("register", "--version", str(v))
@@ -145,16 +142,7 @@ def test_benchmark_of_torch_int8_prints_no_quantized_tensor_deprecation(tmp_path
     args = ["benchmark", "--version", str(version), "--formats", "[pytorch, pytorch-int8]"]
     args += ["--iters", "3", "--throughput_batch", "4"]
     args += ["--tracking.wandb", "false", "--output_dir", str(tmp_path / "bench")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "refit", *args],
-        capture_output=True,
-        text=True,
-        env=_quiet_env(),
-        timeout=300,
-        cwd=tmp_path,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    out = _refit_output(args, tmp_path)
     rows = {r["format"]: r for r in json.loads((version / "exports" / "benchmark.json").read_text())["rows"]}
     assert rows["pytorch-int8"]["p50_ms"] > 0, rows  # the quantised model really was built and run
     assert "quantize_per_tensor" not in out and "Warning" not in out, out
@@ -175,15 +163,6 @@ def test_mid_epoch_resume_prints_no_dataloader_not_resumable_warning(tmp_path, t
     # 6 steps an epoch (48 rows, batch 8): stop and checkpoint at step 8, in the middle of epoch 1
     assert main([*args, "--trainer.max_steps", "8", "--trainer.checkpoint_every_n_steps", "8"]) == 0
     shutil.rmtree(out / "version")
-    proc = subprocess.run(
-        [sys.executable, "-m", "refit", *args, "--resume", "--trainer.max_steps", "11"],
-        capture_output=True,
-        text=True,
-        env=_quiet_env(),
-        timeout=600,
-        cwd=tmp_path,
-    )
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text
+    text = _refit_output([*args, "--resume", "--trainer.max_steps", "11"], tmp_path)
     assert json.loads((out / "version" / "refit.json").read_text())["training"]["global_step"] == 11
     assert "not resumable" not in text and "resuming from a checkpoint that ended" not in text, text
