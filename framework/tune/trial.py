@@ -76,9 +76,9 @@ def _phase_clock(marks: dict[str, float]):
 
 def _borrow_idle_cpus(own: int, threads_used: set[int], every_s: float = 2.0):
     """On a machine Ray runs on alone (refit's own local Ray), a CPU trial's torch threads also take up the
-    CPUs no trial holds at the moment, checked every `every_s` seconds of training: the last trials of a
-    search (ASHA's survivors) would otherwise train on one core while the others idle: 1.4x faster training
-    for a lone MiniLM trial on 2 cores (scripts/results/tune.md). Ray's reservation does not change; a trial
+    CPUs no trial holds at the moment, checked every `every_s` seconds of training. The last trials of a
+    search (ASHA's survivors) would otherwise train on one core while the others idle; a lone MiniLM trial
+    on 2 cores trains 1.4x faster with it (scripts/results/tune.md). Ray's reservation does not change; a trial
     that starts takes its CPUs back within `every_s` (for that long a core runs two threads). The thread
     counts used go into `threads_used`."""
     import os
@@ -144,10 +144,13 @@ def make_trainable(
     PBT-restarted trial's earlier attempts would be lost.
 
     A trial writes no checkpoints of its own for `--resume` (Tune restarts trials itself) and a weights-only
-    best.ckpt; Tune gets one at every report where `checkpoints`.
-    `borrow_cpus` (a trial's own CPUs; 0 = off): train on idle CPUs too (`_borrow_idle_cpus`). A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job
-    reports as RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next trial at once
-    (`reuse_actors`) instead of being replaced by a fresh process that imports everything again.
+    best.ckpt; Tune gets one at every report where `checkpoints`. `borrow_cpus` (a trial's own CPUs; 0 =
+    off): train on idle CPUs too (`_borrow_idle_cpus`).
+
+    A trial Tune stops (ASHA) leaves Lightning through Ray's SystemExit, which the finetune job reports as
+    RunInterrupted: the trial ends the way Ray expects (SystemExit(0)), so the worker is free for the next
+    trial at once (`reuse_actors`) instead of being replaced by a fresh process that imports everything
+    again.
     """
 
     def trainable(overrides: dict) -> None:
