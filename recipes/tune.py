@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from refit import report
 from refit.config import config_to_dict
@@ -80,7 +80,7 @@ class Config:
     scheduler: str = "asha"
     searcher: str = "random"
     num_samples: PositiveInt = 8
-    max_concurrent_trials: int = 0
+    max_concurrent_trials: NonNegativeInt = 0
     time_budget_s: NonNegativeFloat = 0
     max_t: PositiveInt = 10
     grace_period: PositiveInt = 1
