@@ -31,7 +31,7 @@ from refit.drift.html import render_report
 from refit.drift.reference import DEFAULT_LAYER, DEFAULT_POOLING, Reference, fit_states, load_reference
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
-from refit.estimate import PRIMARY, load_calibration
+from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
 from refit.io import atomic_write_text, write_json
 from refit.models import Pooling, editing_version, read_version
 from refit.settings import PrivacyConfig, TrackingConfig
@@ -276,6 +276,7 @@ def run(cfg: Config) -> int:
     from refit.drift.explain import class_shares, pca_2d
 
     ref_points, _ = pca_2d(reference.embeddings, seed=cfg.seed)
+    twoview_missing = twoview_unavailable(calibration, encoder.encoder_sha256)
     report = {
         "version": {"id": meta["version_id"], "path": str(version.resolve())},
         "encoder": str(override or reference.meta.get("encoder") or version),
@@ -292,6 +293,8 @@ def run(cfg: Config) -> int:
         "windows": results,
         "drift": any(w["drift"] for w in results),
         "calibration": calibration.metrics() if calibration is not None else None,
+        # estimators left out of every window's estimates, each with why (not a silent absence)
+        "unavailable_estimates": {"twoview": twoview_missing} if twoview_missing else {},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(out / "drift.json", report)
@@ -303,5 +306,7 @@ def run(cfg: Config) -> int:
         status = f"skipped ({w['skipped']})" if w["skipped"] else ("DRIFT" if w["drift"] else "no drift")
         pvals = "  ".join(f"{t}={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
         print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}{_accuracy_text(w)}")
+    for name, why in report["unavailable_estimates"].items():
+        print(f"Estimate {name} not available: {why}")
     print(f"Report: {out / 'report.html'}   Data: {out / 'drift.json'}")
     return DRIFT_EXIT if report["drift"] else 0

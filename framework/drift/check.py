@@ -11,7 +11,7 @@ from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.reference import Reference
 from refit.drift.windows import Window
 from refit.errors import DataError
-from refit.estimate import Calibration, estimate_accuracy, log_probs_of
+from refit.estimate import Calibration, estimate_accuracy, log_probs_of, twoview_unavailable
 from refit.evaluate import score_probs
 
 __all__ = ["run_window"]
@@ -72,17 +72,13 @@ def run_window(
         entry["results"][name] = result.to_dict()
     entry["drift"] = any(r["drift"] for r in entry["results"].values())
     if calibration is not None:
-        probe = calibration.probe
-        same_view = (
-            probe is not None
-            and bool(probe.encoder_sha256)
-            and (probe.encoder_sha256 == encoder.encoder_sha256)
-        )
         estimates = estimate_accuracy(
             log_probs_of(encoded.probs.numpy()),
             calibration,
             seed=seed,
-            embeddings=encoded.embeddings.numpy() if same_view else None,
+            embeddings=None
+            if twoview_unavailable(calibration, encoder.encoder_sha256)
+            else encoded.embeddings.numpy(),
         )
         entry["estimate"] = {k: e.to_dict() for k, e in estimates.items()}
     entry["class_shares"] = class_shares(encoded.probs)

@@ -338,6 +338,10 @@ def render_report(report: dict) -> str:
         f"{', '.join(tests)}. {sum(w['drift'] for w in tested)} of {len(tested)} tested windows drifted"
         f"{f'; {len(windows) - len(tested)} skipped' if len(windows) > len(tested) else ''}.</p>",
         _table(windows, tests),
+        *(
+            f"<p class='note'>Estimate {html.escape(name)} not available: {html.escape(why)}.</p>"
+            for name, why in report.get("unavailable_estimates", {}).items()
+        ),
         _pvalue_chart(tested, tests, report["alpha"]) if tested else "",
         _shares_chart(tested, report["reference"].get("class_shares", []), report.get("labels", []))
         if tested

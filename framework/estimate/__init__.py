@@ -18,6 +18,7 @@ from refit.estimate.estimators import (
     estimate_accuracy,
     estimate_f1,
     log_probs_of,
+    twoview_unavailable,
     usable,
     window_prior,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "fit_temperature",
     "load_calibration",
     "log_probs_of",
+    "twoview_unavailable",
     "usable",
     "window_prior",
 ]

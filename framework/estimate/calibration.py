@@ -38,8 +38,14 @@ __all__ = [
 
 CALIBRATION_JSON = "calibration.json"
 ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in refit.evaluate, so the figures compare
-_FORMAT = "refit-calibration/3"  # /2 added class_prior and confusion (cbpe_ls), /3 probe (twoview)
-_FORMATS = ("refit-calibration/1", "refit-calibration/2", _FORMAT)  # older files still load
+# /2 added class_prior and confusion (cbpe_ls), /3 probe (twoview), /4 no_probe (why a version has none)
+_FORMAT = "refit-calibration/4"
+_FORMATS = (
+    "refit-calibration/1",
+    "refit-calibration/2",
+    "refit-calibration/3",
+    _FORMAT,
+)  # older files still load
 
 
 def log_probs(scores: np.ndarray) -> np.ndarray:
@@ -119,6 +125,9 @@ class Calibration:
     confusion: list[list[float]] | None = None  # [predicted][true] joint shares on validation (sum 1)
     # what twoview needs (a probe on the base encoder's embeddings: refit.estimate.probe); None before /3
     probe: Probe | None = None
+    # why `probe` is None, as fine-tuning found it (data.probe_rows 0, a one-class sample, no fixed encoder);
+    # "" where there is a probe, or in a file from before /4 (an older version: the reason is not known)
+    no_probe: str = ""
 
     def calibrate(self, logits_or_log_probs: np.ndarray) -> np.ndarray:
         return apply_temperature(logits_or_log_probs, self.temperature)

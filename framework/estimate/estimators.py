@@ -166,6 +166,26 @@ def usable(cal: Calibration, embeddings: bool = False) -> list[str]:
     ]
 
 
+def twoview_unavailable(cal: Calibration | None, encoder_sha256: str | None) -> str:
+    """Why twoview cannot be estimated on windows embedded by the encoder whose weights digest is
+    `encoder_sha256` ('' where it can): every report that leaves it out says this instead of going quiet."""
+    if cal is None:
+        return (
+            "the version has no calibration.json (made before refit.estimate, or without a validation split)"
+        )
+    probe = cal.probe
+    if probe is None:
+        return (
+            f"the version has no probe: {cal.no_probe or 'an older version, made before twoview stored one'}"
+        )
+    if not probe.encoder_sha256 or probe.encoder_sha256 != encoder_sha256:
+        return (
+            f"the windows are not embedded by the encoder its probe was fitted on ({probe.encoder or '?'}): a "
+            "one-off --encoder, or a reference re-embedded by another encoder (--refresh_reference --encoder)"
+        )
+    return ""
+
+
 @dataclass
 class Estimate:
     """Estimated accuracy of one window, with its percentile-bootstrap interval."""

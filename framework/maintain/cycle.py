@@ -272,7 +272,7 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
         )
     elif calibration is not None and policy.estimator not in usable(calibration, embeddings=True):
         needs = (
-            "probe (made before twoview, or with data.probe_rows 0)"
+            f"probe ({calibration.no_probe or 'an older version, made before twoview stored one'})"
             if policy.estimator == "twoview"
             else "confusion table"
         )

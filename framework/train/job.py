@@ -6,6 +6,7 @@ retraining must run exactly this code path, not a second training loop.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from refit.train.trainer import LAST_CKPT, build_trainer
 __all__ = ["FinetuneResult", "run_finetune", "VERSION_DIRNAME"]
 
 VERSION_DIRNAME = "version"
+log = logging.getLogger("refit.train")
 
 
 @dataclass
@@ -294,7 +296,8 @@ def _calibrate(
     logits of the final validation (`val_logits`, in split order); only where there are none (distributed,
     mixed precision) does it run the model over validation again, on this process at the model's own dtype.
     The probe is fitted where the reference is embedded by the fixed `encoder`, whose digest it recorded
-    (`encoder_sha256`), and data.probe_rows is not 0."""
+    (`encoder_sha256`), and data.probe_rows is not 0; otherwise `no_probe` records why, and a warning says
+    it (a version without twoview must not be found out only when a policy asks for it)."""
     if not s.datamodule.has("validation") or len(s.splits.labels.get("validation") or []) < 2:
         return None
     texts, labels = s.splits.texts["validation"], s.splits.labels["validation"]
@@ -307,11 +310,36 @@ def _calibrate(
         )
         model.train(was_training)
     calibration = fit_calibration(val_logits, labels, source="validation", seed=seed)
-    if encoder is not None and encoder_sha256 and d.probe_rows:  # probe_rows 0: no twoview for this version
-        calibration.probe = _fit_probe(
+    if not d.probe_rows:  # the opt-out of the probe's cost
+        calibration.no_probe = "fine-tuned with data.probe_rows 0 (the opt-out of the probe)"
+    elif encoder is None or not encoder_sha256:
+        calibration.no_probe = (
+            "the drift reference is not embedded by a fixed encoder (data.reference_encoder version, or "
+            "data.reference_size 0): the probe reads that encoder's embeddings"
+        )
+    else:
+        calibration.probe, calibration.no_probe = _fit_probe(
             s, d, val_logits, labels, seed, device, encoder, encoder_sha256=encoder_sha256
         )
+    if calibration.no_probe and d.probe_rows:  # an opt-out (probe_rows 0) is recorded, not warned about
+        log.warning(
+            "No twoview estimate for this version (the other estimators remain): %s.", calibration.no_probe
+        )
     return calibration
+
+
+def _probe_sample_problem(labels: np.ndarray, names: list[str], probe_rows: int) -> str:
+    """Why these sampled training labels cannot fit the probe ('' where they can): a logistic regression
+    needs at least two classes among them."""
+    if len(np.unique(labels)) >= 2:
+        return ""
+    counts = ", ".join(
+        f"{names[k] if k < len(names) else k}: {n}" for k, n in zip(*np.unique(labels, return_counts=True))
+    )
+    return (
+        f"the probe's sample of {len(labels)} training row(s) (data.probe_rows {probe_rows}) has fewer than "
+        f"2 classes ({counts or 'no rows'}); it needs rows of at least 2 classes"
+    )
 
 
 def _fit_probe(
@@ -324,14 +352,19 @@ def _fit_probe(
     encoder: tuple,
     *,
     encoder_sha256: str,
-) -> Probe | None:
+) -> tuple[Probe | None, str]:
     """The twoview estimator's probe (refit.estimate.probe): training rows (a seeded sample of at most
     data.probe_rows) and validation embedded by the drift reference's fixed encoder (`encoder`: what
     load_encoder returned; `encoder_sha256`: its weights digest, as the reference recorded it), as windows
-    are embedded. None where the training split has one class."""
+    are embedded. Returns (probe, ''), or (None, why) where the sample has fewer than two classes: the
+    reason is stored with the version, so `refit drift` and `refit maintain` can say why twoview is absent."""
     enc_model, enc_tokenizer, _ = encoder  # never a version: reference_encoder refuses one
     train_texts, train_labels = s.splits.texts["train"], np.asarray(s.splits.labels["train"])
     pick = np.sort(np.random.default_rng(seed).permutation(len(train_texts))[: d.probe_rows])
+    picked = train_labels[pick]
+    problem = _probe_sample_problem(picked, s.splits.label_names, d.probe_rows)
+    if problem:  # checked before the encoder's pass over the rows, which would be wasted
+        return None, problem
 
     def embed(texts: list[str]):
         return encode_texts(
@@ -345,10 +378,7 @@ def _fit_probe(
             device,
         ).embeddings.numpy()
 
-    picked = train_labels[pick]
-    if len(np.unique(picked)) < 2:  # one class among the training rows: twoview is then refused by name
-        return None
-    return fit_probe(
+    probe = fit_probe(
         embed([train_texts[i] for i in pick]),
         picked,
         embed(list(s.splits.texts["validation"])),
@@ -357,6 +387,7 @@ def _fit_probe(
         encoder=s.reference_encoder,
         encoder_sha256=encoder_sha256,
     )
+    return probe, ""
 
 
 def run_finetune(

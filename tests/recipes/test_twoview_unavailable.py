@@ -1,15 +1,19 @@
 """When a version cannot give the twoview estimate, every consumer says so instead of acting on nothing.
 
-Two ways a version ends up without it: fine-tuned with `data.probe_rows 0` (no probe stored, the opt-out
-of the probe's fine-tune-time cost), or its drift reference re-embedded by another encoder than the one
-its probe reads (`refit drift --refresh_reference --encoder version`). `refit drift` leaves twoview out of
-the estimates and keeps the others; a maintenance cycle whose policy names twoview notes why it could not
-act, and gives no reason to retrain from an estimate that does not exist.
+Ways a version ends up without it: fine-tuned with `data.probe_rows 0` (no probe stored, the opt-out
+of the probe's fine-tune-time cost), a probe sample of one class (too few rows, or a rare class), made
+before the probe existed, or its drift reference re-embedded by another encoder than the one its probe
+reads (`refit drift --refresh_reference --encoder version`). Fine-tuning records why (calibration.json's
+no_probe) and warns where it was not asked for; `refit drift` leaves twoview out of the estimates, keeps
+the others and says why in its table, drift.json and report.html; a maintenance cycle whose policy names
+twoview notes why it could not act, and gives no reason to retrain from an estimate that does not exist.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import yaml
 from refit.cli import main
 from refit.data import demo_dir
 from refit.estimate import CALIBRATION_JSON, load_calibration
+from refit.models import editing_version
 from refit.registry import CHAMPION, Registry
 from tests.conftest import write_jsonl
 
@@ -80,17 +85,62 @@ def _cycle(tmp_path: Path, version: Path) -> dict:
     return reg.runs("maintain")[-1]
 
 
-def test_probe_rows_0_stores_no_probe_and_drift_leaves_twoview_out(no_probe_version, tmp_path):
-    """data.probe_rows 0: calibration.json has the calibrator but no probe; `refit drift` still checks and
-    estimates, with every estimator but twoview."""
+def _drift(version: Path, out: Path, capsys) -> tuple[dict, str, str]:
+    """`refit drift` of the demo data against `version`: (drift.json, the printed table, report.html)."""
+    argv = ["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out)]
+    capsys.readouterr()
+    assert main([*argv, "--tests", "[ks]", "--tracking.wandb", "false"]) in (0, 3)
+    printed = capsys.readouterr().out
+    return json.loads((out / "drift.json").read_text()), printed, (out / "report.html").read_text()
+
+
+def _says_twoview_is_missing(report: dict, printed: str, html: str, why: str) -> None:
+    """Every output of `refit drift` names twoview as not available, with `why` in its reason."""
+    assert why in report["unavailable_estimates"]["twoview"], report["unavailable_estimates"]
+    line = next(x for x in printed.splitlines() if x.startswith("Estimate twoview not available"))
+    assert why in line, printed
+    assert "Estimate twoview not available" in html and why.replace("'", "&#x27;") in html
+
+
+def test_probe_rows_0_stores_no_probe_and_drift_leaves_twoview_out(no_probe_version, tmp_path, capsys):
+    """data.probe_rows 0: calibration.json has the calibrator but no probe, and says why; `refit drift` still
+    checks and estimates, with every estimator but twoview, and says twoview is not available and why."""
     raw = json.loads((no_probe_version / CALIBRATION_JSON).read_text())
     assert raw.get("probe") is None and raw["temperature"] > 0
+    assert "data.probe_rows 0" in raw["no_probe"]
     assert load_calibration(no_probe_version).probe is None
-    out = tmp_path / "drift"
-    argv = ["drift", "--version", str(no_probe_version), "--data", "refit-demo", "--output_dir", str(out)]
-    assert main([*argv, "--tests", "[ks]", "--tracking.wandb", "false"]) in (0, 3)
-    windows = json.loads((out / "drift.json").read_text())["windows"]
+    report, printed, html = _drift(no_probe_version, tmp_path / "drift", capsys)
+    windows = report["windows"]
     assert windows and all(set(w["estimate"]) == OTHERS for w in windows)
+    _says_twoview_is_missing(report, printed, html, "data.probe_rows 0")
+
+
+def test_a_one_class_probe_sample_is_warned_about_and_recorded(tmp_path, tiny_model_dir, caplog, capsys):
+    """A probe sample with one class (here data.probe_rows 1: a sample of one row; a rare class in a small
+    sample does the same) cannot fit the probe: fine-tuning still succeeds, but warns with the class counts
+    and data.probe_rows, records the reason in calibration.json, and `refit drift` repeats it."""
+    with caplog.at_level(logging.WARNING, logger="refit.train"):
+        version = _finetune(tiny_model_dir, tmp_path / "run", "--data.probe_rows", "1")
+    warned = [r.getMessage() for r in caplog.records if "twoview" in r.getMessage()]
+    assert len(warned) == 1 and "data.probe_rows 1" in warned[0] and "fewer than 2 classes" in warned[0]
+    labels = json.loads((version / "refit.json").read_text())["labels"]
+    assert any(f"({name}: 1)" in warned[0] for name in labels), warned  # the one class and its count
+    cal = load_calibration(version)
+    assert cal.probe is None and cal.no_probe and cal.no_probe in warned[0]
+    _says_twoview_is_missing(*_drift(version, tmp_path / "drift", capsys), "data.probe_rows 1")
+
+
+def test_drift_says_why_an_older_version_has_no_twoview(no_probe_version, tmp_path, capsys):
+    """A calibration.json from before the reason was recorded (format /3, no probe, no no_probe): the
+    reason given is that the version is older."""
+    old = tmp_path / "old-version"
+    shutil.copytree(no_probe_version, old)
+    with editing_version(old) as tmp:
+        raw = json.loads((tmp / CALIBRATION_JSON).read_text())
+        del raw["no_probe"]
+        (tmp / CALIBRATION_JSON).write_text(json.dumps({**raw, "format": "refit-calibration/3"}))
+    assert load_calibration(old).no_probe == ""
+    _says_twoview_is_missing(*_drift(old, tmp_path / "drift", capsys), "an older version")
 
 
 def test_probe_rows_must_not_be_negative(capsys):

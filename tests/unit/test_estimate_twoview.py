@@ -20,6 +20,7 @@ from refit.estimate import (
     fit_calibration,
     fit_probe,
     load_calibration,
+    twoview_unavailable,
     usable,
 )
 
@@ -100,7 +101,7 @@ def test_twoview_needs_the_window_embeddings_and_a_probe(tmp_path):
     cal.save(tmp_path)
     assert load_calibration(tmp_path) == cal
     data = json.loads((tmp_path / CALIBRATION_JSON).read_text())
-    assert data["format"] == "refit-calibration/3"
+    assert data["format"] == "refit-calibration/4"
     old = {k: v for k, v in data.items() if k != "probe"}
     (tmp_path / CALIBRATION_JSON).write_text(json.dumps({**old, "format": "refit-calibration/2"}))
     legacy = load_calibration(tmp_path)
@@ -117,6 +118,22 @@ def test_twoview_needs_the_window_embeddings_and_a_probe(tmp_path):
     (tmp_path / CALIBRATION_JSON).write_text(json.dumps(bad))
     with pytest.raises(VersionError, match=f"{CALIBRATION_JSON}.*stack_bias"):
         load_calibration(tmp_path)
+
+
+def test_twoview_unavailable_names_each_reason():
+    """'' where the window's encoder is the probe's; otherwise one reason per case, the recorded one first."""
+    cal = _calibration()
+    cal.probe.encoder, cal.probe.encoder_sha256 = "base-model", "a" * 64
+    assert twoview_unavailable(cal, "a" * 64) == ""
+    assert "not embedded by the encoder its probe was fitted on (base-model)" in twoview_unavailable(
+        cal, "b" * 64
+    )
+    assert "not embedded" in twoview_unavailable(cal, None)
+    assert "no calibration.json" in twoview_unavailable(None, "a" * 64)
+    cal.probe, cal.no_probe = None, "fine-tuned with data.probe_rows 0"
+    assert twoview_unavailable(cal, "a" * 64) == "the version has no probe: fine-tuned with data.probe_rows 0"
+    cal.no_probe = ""  # a calibration.json from before the reason was stored
+    assert "an older version" in twoview_unavailable(cal, "a" * 64)
 
 
 def test_a_probe_needs_two_classes_in_its_training_rows():
