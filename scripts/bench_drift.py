@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-from _datasets import read_rows, sst2_version  # noqa: E402
+from _datasets import minilm_version, read_rows  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
@@ -44,7 +44,7 @@ N = 200
 
 
 def _version(path: Path | None) -> Path:
-    return path or sst2_version(CACHE, rows=2000, reference_size=512, max_length=64)
+    return path or minilm_version(CACHE, rows=2000, reference_size=512, max_length=64)
 
 
 def _encoded(version: Path) -> dict[str, dict]:

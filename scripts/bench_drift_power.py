@@ -42,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout (REFIT_DATASETS overrides: a worktree sits one level deeper)
-from _datasets import DATASETS, read_rows, sst2_version  # noqa: E402
+from _datasets import DATASETS, minilm_version, read_rows  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-drift-power"
@@ -58,7 +58,7 @@ MULTI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of the median-heuristic b
 
 
 def _version(path: Path | None) -> Path:
-    return path or sst2_version(CACHE, rows=3000, reference_size=512, max_length=MAX_LENGTH)
+    return path or minilm_version(CACHE, rows=3000, reference_size=512, max_length=MAX_LENGTH)
 
 
 def _vocabulary(name: str) -> list[str]:

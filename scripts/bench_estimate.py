@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-from _datasets import DATASETS, sst2_version  # noqa: E402
+from _datasets import DATASETS, minilm_version  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "bench-estimate"  # ignored folder: fine-tuned version and logits
@@ -112,9 +112,9 @@ def _domains(source: str) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def _version(path: Path | None, source: str = "sst2") -> Path:
-    """The benchmark's version: `path`, else _datasets.sst2_version's recipe fine-tuned on `source` (sst2's is
+    """The benchmark's version: `path`, else _datasets.minilm_version's recipe fine-tuned on `source` (sst2's is
     shared with the drift benchmarks)."""
-    return path or sst2_version(
+    return path or minilm_version(
         CACHE, rows=TRAIN_ROWS, reference_size=256, max_length=MAX_LENGTH, source=source
     )
 

@@ -63,24 +63,17 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def run(precision: str, steps: int, tiny: bool) -> dict:
-    from transformers import BertConfig, BertForSequenceClassification
-
+    from refit.models.tiny import tiny_bert
     from refit.train import SequenceClassifier, build_trainer
 
     shape = (
-        {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+        {"hidden_size": 32}
         if tiny
-        else {
-            "hidden_size": 384,
-            "num_hidden_layers": 6,
-            "num_attention_heads": 12,
-            "intermediate_size": 1536,
-        }
+        else {"hidden_size": 384, "layers": 6, "heads": 12, "intermediate_size": 1536, "max_positions": 512}
     )
     vocab, seq, batch = (500, 32, 8) if tiny else (30522, SEQ, BATCH)
     warmup = 1 if tiny else WARMUP
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=vocab, num_labels=2, **shape))
+    model = tiny_bert(vocab_size=vocab, **shape)
     clock = _Clock(warmup)
     cuda = torch.cuda.is_available() and not tiny
     if cuda:

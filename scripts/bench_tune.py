@@ -28,7 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/datasets beside the checkout, as the other benchmarks; REFIT_DATASETS points elsewhere
-from _datasets import DATASETS, tiny_bert  # noqa: E402
+from _datasets import DATASETS  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
 REPORTED, TIMINGS = "objective", "timings.json"  # refit.tune.trial's names (not imported: no Ray needed)
@@ -269,12 +269,13 @@ def final_pass(repeats: int) -> dict:
     Private job functions on purpose: they are the two code paths being compared, nothing rebuilt here."""
     import torch
 
+    from refit.models.tiny import save_tiny_bert
     from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
     from refit.train import job
 
     tiny = WORK / "tiny-bert"
     if not (tiny / "config.json").is_file():
-        tiny_bert(tiny)
+        save_tiny_bert(tiny)
     cases = (
         ("tiny BERT (2 layers, hidden 32)", str(tiny), 64, 32),
         ("MiniLM, the search's trial", "minilm", 64, 32),

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import yaml
-from _datasets import tiny_bert  # scripts/ is on the path when a script runs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -57,9 +56,10 @@ def _write(path: Path, rows: list[dict]) -> Path:
 def _base(work: Path) -> tuple[Path, Path]:
     """A registry with a promoted tiny champion (trained on the bundled demo data), and a golden set."""
     from refit.cli import main as refit
+    from refit.models.tiny import save_tiny_bert
     from refit.registry import Registry
 
-    model = tiny_bert(work / "tiny")
+    model = save_tiny_bert(work / "tiny")
     out = work / "champion"
     assert (
         refit(

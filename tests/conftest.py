@@ -50,24 +50,9 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer: trains in seconds."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from refit.models.tiny import save_tiny_bert
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_dir)
 
 
 POSITIVE = [

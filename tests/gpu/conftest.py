@@ -18,20 +18,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_bert():
-    """A randomly initialised 2-layer BERT classifier (hidden 64), float32, on the CPU."""
-    from transformers import BertConfig, BertForSequenceClassification
+    """A randomly initialised 2-layer BERT classifier (hidden 64, vocabulary 500), float32, on the CPU."""
+    from refit.models.tiny import tiny_bert
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=500,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert(vocab_size=500, hidden_size=64)
 
 
 def token_batch(n: int, seq: int, vocab: int = 500, seed: int = 0) -> dict[str, torch.Tensor]:
