@@ -236,7 +236,6 @@ def run(cfg: Config) -> int:
         )
     reference = load_reference(version)
     encoder = VersionEncoder.like_reference(version, reference.meta, encoder=override)
-    state_dir: Path | None = version
     calibration = load_calibration(version)  # the probabilities are the version's, --encoder or not
     if override:  # a fixed encoder: the reference must be embedded by it too, and its state fitted anew
         if not reference.texts:
@@ -247,7 +246,6 @@ def run(cfg: Config) -> int:
         encoded = encoder.encode(reference.texts)
         how = {**reference.meta, **encoder.how()}
         reference = Reference(encoded.embeddings, encoded.probs, reference.texts, how)
-        state_dir = None
     # Never inside the version: it is immutable once written (the registry copies and verifies it whole).
     out = Path(
         cfg.output_dir or Path("runs") / "drift" / f"{meta['version_id']}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -264,7 +262,6 @@ def run(cfg: Config) -> int:
             cfg.alpha,
             cfg.permutations,
             cfg.seed,
-            state_dir,
             calibration,
         )
         for w in windows

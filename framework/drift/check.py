@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from refit.data import to_label_ids
 from refit.drift.detectors import DETECTORS
 from refit.drift.embed import VersionEncoder
@@ -26,15 +24,13 @@ def run_window(
     alpha: float,
     permutations: int,
     seed: int,
-    version_dir: str | Path | None = None,
     calibration: Calibration | None = None,
 ) -> dict:
     """One window's entry of drift.json: per-test results, the decision and what moved.
 
     The detectors' states come with `reference` (refit.drift.reference.load_reference loads them once);
     a reference without them (e.g. re-embedded by a fixed encoder) has them fitted on first use, on the
-    reference only, with `seed`. `version_dir` is no longer read (the states travel with the reference);
-    it is accepted so that existing callers keep working. With the version's `calibration` (and its own
+    reference only, with `seed`. With the version's `calibration` (and its own
     probabilities: not a fixed --encoder's), the entry carries the label-free accuracy estimates
     ("estimate": {method: {value, low, high, n}}, refit.estimate); twoview among them only where the window
     was embedded by the very encoder weights its probe was fitted on (not under a one-off --encoder).

@@ -289,7 +289,6 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
         policy.alpha,
         policy.permutations,
         c.seed,
-        c.champion.path,
         calibration,
     )
     c.report.estimate = window.get("estimate", {})
