@@ -118,8 +118,8 @@ def run(cfg: Config) -> int:
     if cfg.cron:
         check_cron(cfg.cron)
     # A cycle needs a registry with a champion: a misspelt --registry.root is refused, never created empty.
-    # Opened twice because Registry's `create=False` means both "must exist" and "read-only" and a cycle
-    # writes: one open needs a `must_exist` switch in refit.registry.store (see the s7 notes).
+    # Opened twice: Registry's `create=False` means both "must exist" and "read-only", and a cycle writes.
+    # One open needs Registry to take "must exist" apart from "read-only" (a `must_exist` switch).
     try:
         Registry(cfg.registry.root, cfg.registry.db, create=False)
     except NoRegistry as e:
