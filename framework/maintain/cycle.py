@@ -30,7 +30,7 @@ from refit.drift.embed import VersionEncoder
 from refit.drift.reference import load_reference
 from refit.drift.windows import Window
 from refit.errors import ConfigError, DataError, RefitError, RunInterrupted
-from refit.estimate import load_calibration, usable
+from refit.estimate import load_calibration, twoview_unavailable, usable
 from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point, training_fault_callback
@@ -270,15 +270,18 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
             f"policy.min_estimated_accuracy is set but champion {c.champion.id} has no "
             "calibration.json (made before refit.estimate): accuracy not estimated"
         )
-    elif calibration is not None and policy.estimator not in usable(calibration, embeddings=True):
-        needs = (
-            f"probe ({calibration.no_probe or 'an older version, made before twoview stored one'})"
-            if policy.estimator == "twoview"
-            else "confusion table"
-        )
+    elif calibration is not None and policy.estimator == "twoview":
+        why = twoview_unavailable(calibration, encoder.encoder_sha256)  # the one list of reasons
+        if why:
+            c.report.notes.append(
+                f"policy.estimator is twoview but champion {c.champion.id} cannot give it: {why}. "
+                "min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"
+            )
+    elif calibration is not None and policy.estimator not in usable(calibration):
         c.report.notes.append(
             f"policy.estimator is {policy.estimator} but champion {c.champion.id}'s calibration.json has no "
-            f"{needs}: min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"
+            "confusion table: min_estimated_accuracy cannot act this cycle (the other estimators are still "
+            "recorded)"
         )
     window = run_window(
         Window("new data", sample),
@@ -292,17 +295,6 @@ def _check_drift(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig) -> None:
         calibration,
     )
     c.report.estimate = window.get("estimate", {})
-    if (
-        calibration is not None
-        and policy.min_estimated_accuracy is not None
-        and policy.estimator in usable(calibration, embeddings=True)
-        and policy.estimator not in c.report.estimate
-    ):  # twoview whose probe's encoder no longer embeds the reference (re-embedded with --encoder version)
-        c.report.notes.append(
-            f"policy.estimator {policy.estimator} could not be estimated on the new inputs: champion "
-            f"{c.champion.id}'s drift reference is no longer embedded by the encoder its probe was fitted on; "
-            "min_estimated_accuracy cannot act this cycle (the other estimators are still recorded)"
-        )
     c.report.drift = {
         t: {"p_value": r["p_value"], "drift": r["drift"], "threshold": r["threshold"]}
         for t, r in window["results"].items()

@@ -172,6 +172,6 @@ def test_maintain_notes_a_champion_whose_reference_another_encoder_embeds(tmp_pa
     assert run["status"] == "no_action" and details["reasons"] == []
     assert set(details["estimate"]) == OTHERS
     assert any(
-        "twoview could not be estimated" in n and "no longer embedded by the encoder its probe" in n
+        "policy.estimator is twoview" in n and "not embedded by the encoder its probe was fitted on" in n
         for n in details["notes"]
     ), details["notes"]
