@@ -233,7 +233,7 @@ def _with_probe(cal, validation: dict, base: dict[str, np.ndarray]):
         validation["logits"].double().numpy(),
         validation["labels"].numpy(),
     )
-    return dataclasses.replace(cal, probe=probe)
+    return dataclasses.replace(cal, probe=probe, no_probe="")
 
 
 class Meta:
@@ -640,7 +640,7 @@ def probe_sensitivity(
                     logits_val,
                     labels_val,
                 )
-                variant = dataclasses.replace(cal, probe=fitted)
+                variant = dataclasses.replace(cal, probe=fitted, no_probe="")
                 means = []
                 for seed in seeds:
                     rng, per = np.random.default_rng(seed), []
