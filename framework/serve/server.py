@@ -57,7 +57,8 @@ class ServeOptions:
     max_length: int = 0
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
-    max_texts_per_request: int = 256
+    max_texts_per_request: int = 256  # also the most feedback rows per /feedback call
+    max_request_bytes: int = 4 * 1024 * 1024  # larger request bodies are answered 413 before parsing
     capture: bool = True
     capture_dir: str | None = None
     store_texts: bool = True
@@ -144,16 +145,17 @@ class Server:
         return self.registry.resolve(self.options.alias)
 
     def _target(self, version_id: str | None = None) -> tuple[str, Path]:
-        """(id, folder) of `version_id` (default: what the alias points at now); the registry verifies the
-        weights on the way."""
+        """(id, folder) of `version_id` (default: what the alias points at now), not yet verified: the
+        registry's check runs inside load_slot's snapshot (see `_load`)."""
         if self.options.version:
             return self._target_id(), Path(self.options.version)
-        version = self.registry.get(version_id or self.registry.resolve(self.options.alias))
+        version = self.registry.get(version_id or self.registry.resolve(self.options.alias), verify=False)
         return version.id, version.path
 
     def _load(self, target: tuple[str, Path]) -> Slot:
         o = self.options
-        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length)
+        check = None if self.registry is None else (lambda: self.registry.verify(target[0]))
+        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length, check=check)
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -201,13 +203,14 @@ class Server:
         labels = self.slot.labels
         rows = []
         for request_id, label in items:
-            if not _REQUEST_ID.match(str(request_id)):
+            if not _REQUEST_ID.fullmatch(str(request_id)):  # match() let a trailing newline through
                 raise FeedbackError(
                     f"request_id '{request_id}' is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
             value = str(label)
-            if value not in labels and not (value.isdigit() and int(value) < len(labels)):
+            # isdigit() alone accepts '²', which int() refuses (a 500): ids are ASCII digits only
+            if value not in labels and not (value.isascii() and value.isdigit() and int(value) < len(labels)):
                 raise FeedbackError(
                     f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
                     f"(or their ids 0-{len(labels) - 1})."

@@ -10,8 +10,11 @@ a Predictor (the export package's interface: token ids + mask in, logits out) or
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,21 +199,70 @@ def _check_parity(
     return {**measured, "allowed_max_abs_diff": max_diff, "source": "parity.json" if record else "default"}
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, ...]]:
+    """(device, inode, size, mtime, ctime) of every entry under a version folder, not following links.
+
+    Taken before verification and again after the slot is built: if nothing changed, the bytes that were
+    loaded are the bytes that were verified. A writer cannot hide an edit or a swap-and-restore: writing
+    changes mtime and ctime, a rename changes the inode or the ctime, and ctime cannot be set back.
+    """
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                out[os.path.relpath(path, folder)] = (
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                )
+    return out
+
+
+def _changed(before: dict, after: dict) -> str | None:
+    for rel in sorted(before.keys() | after.keys()):
+        if before.get(rel) != after.get(rel):
+            what = "appeared" if rel not in before else "disappeared" if rel not in after else "was modified"
+            return f"{rel} {what}"
+    return None
+
+
+def _in_memory(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every tensor in the process's own memory.
+
+    transformers 5 leaves parameters memory-mapped from model.safetensors: an in-place write to the served
+    version's weights file after loading (one flipped byte) changed the weights being served, unverified.
+    A deep copy moves every storage into private memory (tied weights stay tied) and the mapping is dropped.
+    """
+    return copy.deepcopy(model)
+
+
 def load_slot(
     version_dir: str | Path,
     backend: str = "auto",
     device: str = "cpu",
     threads: int | None = None,
     max_length: int = 0,
+    check: Callable[[], None] | None = None,
 ) -> Slot:
     """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
 
     Verification is the version module's own (read_version / load_version check the files against the
-    hashes recorded when the version was written), so whatever it checks, the server checks.
+    hashes recorded when the version was written), so whatever it checks, the server checks; `check` is
+    more of it (the registry's: the manifest is the one recorded at registration). Both run inside a
+    snapshot of the folder's file identities, and the slot is refused if any file changed before it was
+    built: verifying one file and then loading another (swapped in between) would serve unverified bytes.
     """
     version_dir = Path(version_dir)
     started = time.perf_counter()
+    before = _snapshot(version_dir)
+    if check is not None:
+        check()
     model, tokenizer, meta = load_version(version_dir)
+    model = _in_memory(model)
     order = AUTO_ORDER["cuda" if device == "cuda" else "cpu"] if backend == "auto" else (backend,)
     reasons = []
     predictor = chosen = None
@@ -246,6 +298,11 @@ def load_slot(
             f"{len(labels)} labels."
         )
     slot.parity = _check_parity(chosen, version_dir, predictor, model, ids, mask)
+    if changed := _changed(before, _snapshot(version_dir)):
+        raise VersionError(
+            f"{version_dir} changed while it was being verified and loaded ({changed}); refusing it, since "
+            "what was loaded may not be what was verified. Reload once the version is no longer being written."
+        )
     log.info(
         "refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started
     )
