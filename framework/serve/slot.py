@@ -45,7 +45,7 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
         try:
             # No spinning: the event loop, tokenisation and capture threads share the cores with inference.
             return OrtPredictor(
-                path,
+                _onnx_in_memory(path),
                 "cuda" if device == "cuda" else "cpu",
                 threads=threads,
                 name=f"onnxruntime:{filename}",
@@ -55,6 +55,28 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
             raise Unavailable(str(e)) from None
 
     return make
+
+
+def _onnx_in_memory(path: Path) -> Path | bytes:
+    """The model as bytes when its weights are in an external-data file (the dynamo exporter's
+    `model.onnx.data`), else the path.
+
+    ONNX Runtime memory-maps external data: an in-place write to model.onnx.data after the session was
+    built changed the served model's outputs, unverified. A single-file model is read (copied) at load, so
+    its path is safe; models over protobuf's 2 GB limit cannot be held as bytes and keep the mapping.
+    """
+    from refit.export.onnx import onnx_files
+
+    if len(onnx_files(path)) == 1:
+        return path
+    import onnx
+
+    model = onnx.load(str(path))  # pulls the external data in
+    try:
+        return model.SerializeToString()
+    except ValueError:  # over 2 GB
+        log.warning("refit serve: %s is over 2 GB: its external data stays memory-mapped", path)
+        return path
 
 
 def _pytorch(version_dir: Path, model: torch.nn.Module, device: str, threads: int | None) -> Predictor:

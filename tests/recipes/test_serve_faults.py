@@ -18,6 +18,7 @@ pytest.importorskip("httpx", reason="needs httpx (a FastAPI test dependency)")
 import refit.serve.slot as slot_module  # noqa: E402
 from refit.models import read_version, write_manifest  # noqa: E402
 from refit.registry import Registry  # noqa: E402
+from refit.serve import ServeOptions  # noqa: E402
 from tests.recipes.test_serve import make_version, options, read_rows, serving  # noqa: E402
 
 JSON = {"content-type": "application/json"}
@@ -219,3 +220,30 @@ def test_gc_of_the_version_being_served_keeps_it_serving(registry, versions):
         again = client.post("/admin/reload", headers=AUTH)
     assert after == before and server.slot.version_id == v0
     assert again.status_code == 409 and "corrupt" in again.text
+
+
+def test_onnx_external_data_edited_in_place_does_not_change_the_served_model(tmp_path, tiny_model_dir):
+    """Before: ONNX Runtime memory-maps an export's external data (the dynamo exporter's model.onnx.data),
+    so overwriting that file in place changed the running server's outputs. Now such a model is read into
+    memory (inside the verified load) and the session owns its weights."""
+    pytest.importorskip("onnxruntime", reason="needs the [export] extra")
+    from refit.cli import main
+    from tests.conftest import write_jsonl
+
+    val = write_jsonl(
+        tmp_path / "val.jsonl",
+        [{"text": f"text {i}", "label": ["negative", "positive"][i % 2]} for i in range(8)],
+    )
+    data = {"train": str(val), "validation": str(val)}
+    version = make_version(tmp_path / "v", tiny_model_dir, seed=5, data=data)
+    args = ["export", "--version", str(version), "--format", "onnx", "--onnx.exporter", "dynamo"]
+    assert main([*args, "--validation", str(val), "--max_accuracy_drop", "100"]) == 0
+    weights = version / "exports" / "model.onnx.data"
+    assert weights.is_file(), "the dynamo exporter no longer writes external data: this test tests nothing"
+    with serving(ServeOptions(version=str(version), backend="onnx", capture=False)) as (client, server):
+        before = probs(client)
+        size = weights.stat().st_size
+        with weights.open("r+b") as f:
+            f.write(bytes(size))
+        after = probs(client)
+    assert server.slot.backend == "onnx" and after == before
