@@ -249,7 +249,8 @@ class RotatingParquetWriter:
             os.close(dir_fd)
             raise
         os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask; fchmod is not
-        self._dir_fd, self._file = dir_fd, os.fdopen(fd, "wb")
+        # Unbuffered: each written row group reaches the file at once, as with a path-opened sink.
+        self._dir_fd, self._file = dir_fd, os.fdopen(fd, "wb", buffering=0)
         self._writer = pq.ParquetWriter(self._file, self.schema)
         self._file_rows = 0
         self._opened_at = time.monotonic()
