@@ -165,7 +165,13 @@ class RotatingParquetWriter:
 
     @property
     def written(self) -> int:
+        """Rows in finalised files (visible to the maintenance cycle)."""
         return self._written
+
+    @property
+    def in_open_file(self) -> int:
+        """Rows in the file being written (a dot-file until it is finalised)."""
+        return self._file_rows
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, finalise the open file (rename it to its final name) and stop."""
@@ -260,9 +266,7 @@ class RotatingParquetWriter:
             if self._writer is None:
                 self._open()
             self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-            self._file_rows += len(rows)
-            self._written += len(rows)
-            self._on_written(len(rows))
+            self._file_rows += len(rows)  # counted as written once the file is finalised (see _finish)
             with self._lock:
                 self._warned = False  # writing works again: the next failure gets its own log line
         except Exception as e:  # disk full, folder gone, permissions: degrade capture, never the server
@@ -283,6 +287,10 @@ class RotatingParquetWriter:
             os.replace(self._tmp.name, self._final.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             os.fsync(self._dir_fd)
             self.finished.append(self._final)
+            # Only now are the rows written: counting them at write_table time counted rows that a
+            # failure later threw away with their file, so written + dropped exceeded what was put.
+            self._written += self._file_rows
+            self._on_written(self._file_rows)
         except Exception as e:
             self._drop(self._file_rows, f"finalising {self._tmp} failed: {e}")
             self._abandon()
