@@ -106,6 +106,8 @@ BACKENDS: dict[str, Callable[..., Predictor]] = {
 AUTO_ORDER = {"cpu": ("onnx-int8", "onnx", "pytorch"), "cuda": ("tensorrt", "onnx", "pytorch")}
 # The export artefact each backend runs, as named in exports/parity.json.
 _ARTEFACT = {"onnx-int8": "model.int8.onnx", "onnx": "model.onnx", "tensorrt": "model.plan"}
+# A long text is cut to this many characters per token of max_length before tokenising (Slot.tokenize).
+_CHARS_PER_TOKEN = 32
 # Parity when the version has no parity.json record: (largest max-abs logit diff, least argmax agreement).
 _DEFAULT_PARITY = {"onnx-int8": (0.5, 0.75), "onnx": (1e-3, 1.0), "tensorrt": (0.1, 0.9)}
 _WARMUP_TEXTS = [
@@ -137,8 +139,25 @@ class Slot:
     parity: dict = field(default_factory=dict)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop."""
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop.
+
+        The tokenizer tokenises a whole text before truncating it: one 4 MB text took 2.9 s. A long text is
+        first cut at a space; the cut is used only when it still holds more than `max_length` tokens, so
+        the ids are exactly those of the whole text (no word before the cut changes), else the whole text.
+        """
+        texts = [self._prefix(t) for t in texts]
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _prefix(self, text: str) -> str:
+        chars = _CHARS_PER_TOKEN * self.max_length
+        if len(text) <= chars:
+            return text
+        cut = text.rfind(" ", 0, chars)
+        if cut <= 0:
+            return text
+        head = text[:cut]
+        n = len(self.tokenizer(head, add_special_tokens=False, truncation=False)["input_ids"])
+        return head if n > self.max_length else text
 
     def label_of(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
