@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from refit.errors import RefitError
-from refit.serve.batcher import BatcherClosed
+from refit.serve.batcher import BatcherBusy, BatcherClosed
 from refit.serve.metrics import CONTENT_TYPE_LATEST
 from refit.serve.server import FeedbackError, ServeOptions, Server
 
@@ -194,6 +194,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             out = await s.predict(texts)
         except BatcherClosed:
             raise HTTPException(503, "The server is shutting down.") from None
+        except BatcherBusy as e:
+            raise HTTPException(503, f"The server is overloaded: {e}", headers={"Retry-After": "1"}) from None
         return out[0] if body.text is not None else {"predictions": out, "version_id": out[0]["version_id"]}
 
     @app.post("/feedback")

@@ -59,6 +59,7 @@ class ServeOptions:
     max_wait_ms: float = 5.0
     max_texts_per_request: int = 256  # also the most feedback rows per /feedback call
     max_request_bytes: int = 4 * 1024 * 1024  # larger request bodies are answered 413 before parsing
+    max_pending: int = 4096  # texts waiting for inference beyond which /predict answers 503 (0 = no bound)
     capture: bool = True
     capture_dir: str | None = None
     store_texts: bool = True
@@ -101,7 +102,12 @@ class Server:
         self.last_error: str | None = None
         self.slot: Slot = self._load(self._target())
         self.metrics.set_version(self.slot.version_id, self.slot.backend)
-        self.batcher = MicroBatcher(options.max_batch_size, options.max_wait_ms, on_batch=self._observe_batch)
+        self.batcher = MicroBatcher(
+            options.max_batch_size,
+            options.max_wait_ms,
+            on_batch=self._observe_batch,
+            max_pending=options.max_pending,
+        )
         self.capture = self.feedback = None
         if options.capture:
             self.capture = self._writer("capture", CAPTURE_SCHEMA)
@@ -166,7 +172,7 @@ class Server:
         """Predictions in input order, each with its own request id; all from the slot current on arrival."""
         slot = self.slot
         ids = await asyncio.to_thread(slot.tokenize, texts)
-        futures = [asyncio.wrap_future(self.batcher.submit(slot, x)) for x in ids]
+        futures = [asyncio.wrap_future(f) for f in self.batcher.submit_many(slot, ids)]
         results = await asyncio.gather(*futures)
         at = utc_now()
         out, rows = [], []

@@ -336,3 +336,11 @@ def test_a_long_text_is_cut_before_tokenising_without_changing_its_tokens(regist
         r = client.post("/predict", json={"text": words})
         head = client.post("/predict", json={"text": words[: 40 * slot.max_length]})
     assert r.status_code == 200 and r.json()["probabilities"] == head.json()["probabilities"]
+
+
+def test_overload_is_a_503_with_retry_after_not_an_unbounded_queue(registry):
+    with served(registry, max_pending=2) as (client, _):
+        busy = client.post("/predict", json={"texts": ["a", "b", "c"]})
+        fine = client.post("/predict", json={"texts": ["a", "b"]})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert "max_pending: 2" in busy.json()["detail"] and fine.status_code == 200
