@@ -69,7 +69,8 @@ class Superseded(RefitError):
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, recipe TEXT, created_at TEXT,
-    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT
+    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT,
+    exports_manifest_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT PRIMARY KEY, version_id TEXT NOT NULL REFERENCES versions(id), updated_at TEXT NOT NULL
@@ -91,6 +92,7 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
 # Columns added since the first schema: (table, column, type). Added in place to older databases.
 _MIGRATIONS = (
     ("versions", "manifest_sha256", "TEXT"),
+    ("versions", "exports_manifest_sha256", "TEXT"),  # '' = registered without exports; NULL = before this
     ("audit", "prev_hash", "TEXT"),
     ("audit", "hash", "TEXT"),
 )
@@ -282,6 +284,7 @@ class Registry:
             if staged is not None:
                 meta = read_version(staged, verify=False)  # the copy's own refit.json, verified with it
             manifest_sha, weights_sha = sha256_file(folder / MANIFEST), sha256_file(weights_file(folder))
+            exports_sha = _exports_sha(folder)
             with self._tx() as db:  # BEGIN IMMEDIATE: one registration of an id at a time
                 row = db.execute("SELECT * FROM versions WHERE id = ?", (vid,)).fetchone()
                 if row is not None:
@@ -291,7 +294,7 @@ class Registry:
                         _install(staged, dest)
                     db.execute(
                         "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256,"
-                        " metrics, manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " metrics, manifest_sha256, exports_manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             vid,
                             str(dest),
@@ -302,6 +305,7 @@ class Registry:
                             weights_sha,
                             json.dumps(meta.get("metrics", {})),
                             manifest_sha,
+                            exports_sha,
                         ),
                     )
         finally:
@@ -395,6 +399,14 @@ class Registry:
                 raise VersionError(
                     f"{path / MANIFEST} is not the manifest recorded at registration (the version "
                     "was changed and re-sealed after it was registered)."
+                )
+            keys = row.keys()  # a Row: `in row` looks at values, not column names
+            recorded_exports = row["exports_manifest_sha256"] if "exports_manifest_sha256" in keys else None
+            if recorded_exports is not None and _exports_sha(path) != recorded_exports:
+                raise VersionError(
+                    f"{path / 'exports'} is not what was registered with the version (artefacts added, replaced "
+                    "or re-sealed after registration: its own manifest agreed with the swapped files). Export "
+                    "a copy outside the registry and register it as a new version."
                 )
         except VersionError as e:
             raise VersionError(
@@ -599,6 +611,13 @@ class Registry:
         with self._tx() as db:
             rows = db.execute(query, (kind,) if kind else ()).fetchall()
         return [{**dict(r), "details": json.loads(r["details"] or "{}")} for r in rows]
+
+
+def _exports_sha(folder: Path) -> str:
+    """sha256 of exports/manifest.json, '' when the version has none: pinned at registration, so an export
+    swapped and re-sealed later (its own manifest then agrees with it) is refused like any other change."""
+    manifest = folder / "exports" / MANIFEST
+    return sha256_file(manifest) if manifest.is_file() else ""
 
 
 def _install(staged: Path, dest: Path) -> None:

@@ -157,3 +157,34 @@ def test_damaged_version_folders_are_refused_naming_the_file(tmp_path, versions,
     message = str(refused.value)
     assert "v0" in message and "Refusing" in message
     assert {"missing file": "tokenizer.json", "extra file": "extra.bin"}.get(damage, "") in message
+
+
+@pytest.mark.parametrize("change", ["re-sealed swap", "added after registration"])
+def test_exports_changed_and_re_sealed_after_registration_are_refused(tmp_path, versions, change):
+    """Before: the registry pinned only the main manifest. exports/ carries its own manifest, so rewriting
+    exports/parity.json (the tolerance serve checks an export against) or dropping in a new model.onnx and
+    re-sealing exports/manifest.json passed every check. Now the exports manifest is pinned too."""
+    from refit.models import update_exports_manifest
+
+    source = shutil.copytree(versions["v1"], tmp_path / "v1")
+    if change == "re-sealed swap":
+        (source / "exports").mkdir(exist_ok=True)
+        (source / "exports" / "parity.json").write_text(json.dumps({"model.onnx": {"parity": {}}}))
+        update_exports_manifest(source, ["parity.json"])
+    reg = Registry(tmp_path / "registry")
+    path = reg.register(source).path
+    reg.get("v1")  # as registered: fine
+    loose = {"model.onnx": {"parity": {"max_abs_diff": 1e9, "argmax_agreement": 0.0}}}
+    (path / "exports").mkdir(exist_ok=True)
+    (path / "exports" / "parity.json").write_text(json.dumps(loose))
+    update_exports_manifest(path, ["parity.json"])
+    with pytest.raises(VersionError, match="exports is not what was registered"):
+        reg.get("v1")
+
+
+def test_versions_registered_before_exports_were_pinned_still_load(tmp_path, versions):
+    reg = Registry(tmp_path / "registry")
+    reg.register(versions["v0"])
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("UPDATE versions SET exports_manifest_sha256 = NULL")
+    reg.get("v0")
