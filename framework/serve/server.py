@@ -39,6 +39,13 @@ log = logging.getLogger("refit.serve")
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A client's value quoted for an error message: repr (a newline or control character shows as an
+    escape, not as a line break in the log) and cut, so a 4 MB label is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class FeedbackError(RefitError):
     """A feedback row names a request id or a label the server does not accept."""
 
@@ -211,14 +218,14 @@ class Server:
         for request_id, label in items:
             if not _REQUEST_ID.fullmatch(str(request_id)):  # match() let a trailing newline through
                 raise FeedbackError(
-                    f"request_id '{request_id}' is not a request id (32 hex characters, as "
+                    f"request_id {_shown(request_id)} is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
             value = str(label)
             # isdigit() alone accepts '²', which int() refuses (a 500): ids are ASCII digits only
             if value not in labels and not (value.isascii() and value.isdigit() and int(value) < len(labels)):
                 raise FeedbackError(
-                    f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
+                    f"Unknown label {_shown(label)}; allowed labels: {', '.join(labels)} "
                     f"(or their ids 0-{len(labels) - 1})."
                 )
             rows.append(feedback_row(str(request_id), value, utc_now()))

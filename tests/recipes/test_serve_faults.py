@@ -116,6 +116,7 @@ def test_feedback_tricks_are_refused_naming_what_and_why(registry):
             "id out of range": client.post("/feedback", json={"request_id": rid, "label": 2}),
             "negative id": client.post("/feedback", json={"request_id": rid, "label": -1}),
             "flood": client.post("/feedback", json=[{"request_id": rid, "label": 1}] * 100_000),
+            "huge label": client.post("/feedback", json={"request_id": rid, "label": "x" * 1_000_000}),
             "empty list": client.post("/feedback", json=[]),
             "malformed": client.post("/feedback", content=b"{", headers=JSON),
         }
@@ -128,6 +129,8 @@ def test_feedback_tricks_are_refused_naming_what_and_why(registry):
     assert all(400 <= c < 500 for c in codes.values()), codes
     assert "32 hex characters" in bad["newline id"].json()["detail"]
     assert "allowed labels: negative, positive" in bad["superscript label"].json()["detail"]
+    assert "\\n" in bad["newline id"].json()["detail"]  # escaped
+    assert len(bad["huge label"].text) < 500 and "characters)" in bad["huge label"].text
     assert codes["flood"] in (413, 422)
     assert mixed.status_code == 422  # one bad row rejects the whole call
     assert good.status_code == 200 and good.json() == {"accepted": 1, "dropped": 0} and alive
