@@ -231,6 +231,11 @@ class Server:
             rows.append(feedback_row(str(request_id), value, utc_now()))
         return self.feedback.put(rows)
 
+    @property
+    def refused(self) -> str | None:
+        """The version last refused since the last swap (the alias points at it, the old one serves)."""
+        return self._refused
+
     # --- hot swap ----------------------------------------------------------------------------------
     def reload(self, force: bool = False) -> dict:
         """Serve what the alias (or folder) points at now, if it differs; refuse a bad version, keep the old.

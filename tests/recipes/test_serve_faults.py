@@ -181,11 +181,17 @@ def test_a_version_changed_between_its_check_and_its_load_is_refused(registry, v
         registry.promote(v1, "looks better")
         refused = client.post("/admin/reload", headers=AUTH)
         after = client.post("/predict", json={"text": "a wonderful, warm film"}).json()
+        ready = client.get("/readyz").json()
     assert refused.status_code == 409, refused.text
     assert v1 in refused.json()["detail"] and refused.json()["version_id"] == v0
     assert ("changed while it was being verified" in refused.text) or attack == "deleted"
     assert after["version_id"] == v0 and after["probabilities"] == before
-    assert server.last_error and v1 in server._refused
+    assert server.last_error and ready == {
+        "ready": True,
+        "version_id": v0,
+        "backend": "pytorch",
+        "refused_version_id": v1,
+    }
 
 
 def test_racing_reloads_swap_once(registry, versions):
