@@ -300,8 +300,35 @@ def load_slot(
     version_dir = Path(version_dir)
     started = time.perf_counter()
     before = _snapshot(version_dir)
-    if check is not None:
-        check()
+    try:
+        if check is not None:
+            check()
+        slot = _build(version_dir, backend, device, threads, max_length)
+    except VersionError as e:  # a file that went missing mid-load is a change, not a damaged version
+        if changed := _changed(before, _snapshot(version_dir)):
+            raise _changed_error(version_dir, changed, e) from None
+        raise
+    if changed := _changed(before, _snapshot(version_dir)):
+        raise _changed_error(version_dir, changed)
+    log.info(
+        "refit serve: loaded %s with %s in %.1f s",
+        slot.version_id,
+        slot.backend,
+        time.perf_counter() - started,
+    )
+    return slot
+
+
+def _changed_error(version_dir: Path, changed: str, cause: Exception | None = None) -> VersionError:
+    return VersionError(
+        f"{version_dir} changed while it was being verified and loaded ({changed}); refusing it, since "
+        "what was loaded may not be what was verified. Reload once the version is no longer being written."
+        + (f" (Loading it failed with: {cause})" if cause else "")
+    )
+
+
+def _build(version_dir: Path, backend: str, device: str, threads: int | None, max_length: int) -> Slot:
+    """The slot itself: load (verified), choose the backend, warm up, check the outputs and parity."""
     model, tokenizer, meta = load_version(version_dir)
     model = _in_memory(model)
     order = AUTO_ORDER["cuda" if device == "cuda" else "cpu"] if backend == "auto" else (backend,)
@@ -339,12 +366,4 @@ def load_slot(
             f"{len(labels)} labels."
         )
     slot.parity = _check_parity(chosen, version_dir, predictor, model, ids, mask)
-    if changed := _changed(before, _snapshot(version_dir)):
-        raise VersionError(
-            f"{version_dir} changed while it was being verified and loaded ({changed}); refusing it, since "
-            "what was loaded may not be what was verified. Reload once the version is no longer being written."
-        )
-    log.info(
-        "refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started
-    )
     return slot
