@@ -113,7 +113,7 @@ class OrtPredictor:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | bytes,
         device: str = "cpu",
         threads: int | None = None,
         name: str | None = None,
@@ -150,7 +150,7 @@ class OrtPredictor:
         if save_optimized:
             options.optimized_model_filepath = str(save_optimized)
         self.session = ort.InferenceSession(
-            str(path),
+            path if isinstance(path, bytes) else str(path),  # bytes: a model held in memory (refit serve)
             options,
             providers=ORT_PROVIDERS[device],
             disabled_optimizers=list(ORT_CPU_DISABLED_OPTIMIZERS) if device == "cpu" else [],

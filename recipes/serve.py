@@ -37,12 +37,17 @@ class BatchingConfig:
     Args:
         max_batch_size: Most texts run together in one inference call.
         max_wait_ms: Longest a text waits for others to join its batch (0 = run what is there).
-        max_texts_per_request: Most texts one /predict call may send.
+        max_texts_per_request: Most texts one /predict call (or rows one /feedback call) may send.
+        max_request_bytes: Largest request body accepted; larger ones are answered 413 unread.
+        max_pending: Most texts waiting for inference; a request beyond it is answered 503 with
+            Retry-After (0 = no bound).
     """
 
     max_batch_size: PositiveInt = 32
     max_wait_ms: NonNegativeFloat = 5.0
     max_texts_per_request: PositiveInt = 256
+    max_request_bytes: PositiveInt = 4 * 1024 * 1024
+    max_pending: NonNegativeInt = 4096
 
 
 @dataclass
@@ -123,6 +128,8 @@ def options(cfg: Config) -> ServeOptions:
         max_batch_size=b.max_batch_size,
         max_wait_ms=b.max_wait_ms,
         max_texts_per_request=b.max_texts_per_request,
+        max_request_bytes=b.max_request_bytes,
+        max_pending=b.max_pending,
         capture=c.enabled,
         capture_dir=c.dir,
         store_texts=c.store_texts,

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from refit.errors import RefitError, VersionError
-from refit.io import atomic_dir, check_name, child_path, make_private, private_dir, sha256_file
+from refit.io import check_name, child_path, make_private, private_dir, sha256_file
 from refit.models.version import MANIFEST, read_version, verify_version, weights_file
 from refit.registry.chain import GENESIS, row_hash
 
@@ -69,7 +69,8 @@ class Superseded(RefitError):
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, recipe TEXT, created_at TEXT,
-    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT
+    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT,
+    exports_manifest_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT PRIMARY KEY, version_id TEXT NOT NULL REFERENCES versions(id), updated_at TEXT NOT NULL
@@ -91,6 +92,7 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
 # Columns added since the first schema: (table, column, type). Added in place to older databases.
 _MIGRATIONS = (
     ("versions", "manifest_sha256", "TEXT"),
+    ("versions", "exports_manifest_sha256", "TEXT"),  # '' = registered without exports; NULL = before this
     ("audit", "prev_hash", "TEXT"),
     ("audit", "hash", "TEXT"),
 )
@@ -127,7 +129,7 @@ class AliasMove:
 
 
 def is_staging(name: str) -> bool:
-    """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of refit.io.atomic_dir."""
+    """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of `register` and refit.io.atomic_dir."""
     return name.startswith(".") and (".tmp-" in name or ".old-" in name)
 
 
@@ -258,7 +260,15 @@ class Registry:
 
     # --- versions ----------------------------------------------------------------------------------
     def register(self, version_dir: str | Path) -> RegisteredVersion:
-        """Copy a finished, verified version into the registry (atomically); record its manifest's hash."""
+        """Copy a finished, verified version into the registry (atomically); record its manifest's hash.
+
+        The copy is staged and verified outside any lock; then one write transaction checks the id is still
+        free, renames the copy into place and inserts its row. So of two registrations racing for one id,
+        one installs and the other finds it registered: before, the loser replaced the winner's folder
+        after the winner's row was in (a crafted version with a registered id overwrote that version's
+        files) and then died on the UNIQUE constraint with a traceback. The hashes recorded are those of
+        the verified copy, taken before it is visible.
+        """
         self._require_writable("register a version")
         source = Path(version_dir).expanduser().resolve()
         meta = read_version(source)  # verifies every file against the manifest
@@ -266,38 +276,61 @@ class Registry:
         dest = child_path(self.versions_dir, vid)
         existing = self._row(vid)
         if existing is not None:
-            if existing["manifest_sha256"] not in (None, sha256_file(source / MANIFEST)):
-                raise VersionError(
-                    f"A different version with id {vid} is already registered; not replacing it."
-                )
+            self._same_version(existing, vid, sha256_file(source / MANIFEST))
             return self.get(vid)
-        if source != dest:
-            with atomic_dir(dest) as tmp:
-                shutil.copytree(
-                    source,
-                    tmp,
-                    dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*"),
-                )
-                make_private(tmp)
-                verify_version(tmp)  # the copy is whole (and the source did not change while copied)
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256, metrics,"
-                " manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    vid,
-                    str(dest),
-                    meta.get("parent"),
-                    meta.get("recipe"),
-                    meta.get("created_at"),
-                    _now(),
-                    sha256_file(weights_file(dest)),
-                    json.dumps(meta.get("metrics", {})),
-                    sha256_file(dest / MANIFEST),
-                ),
-            )
+        staged = self._stage(source, vid) if source != dest else None
+        folder = staged or dest
+        try:
+            if staged is not None:
+                meta = read_version(staged, verify=False)  # the copy's own refit.json, verified with it
+            manifest_sha, weights_sha = sha256_file(folder / MANIFEST), sha256_file(weights_file(folder))
+            exports_sha = _exports_sha(folder)
+            with self._tx() as db:  # BEGIN IMMEDIATE: one registration of an id at a time
+                row = db.execute("SELECT * FROM versions WHERE id = ?", (vid,)).fetchone()
+                if row is not None:
+                    self._same_version(row, vid, manifest_sha)
+                else:
+                    if staged is not None:
+                        _install(staged, dest)
+                    db.execute(
+                        "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256,"
+                        " metrics, manifest_sha256, exports_manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            vid,
+                            str(dest),
+                            meta.get("parent"),
+                            meta.get("recipe"),
+                            meta.get("created_at"),
+                            _now(),
+                            weights_sha,
+                            json.dumps(meta.get("metrics", {})),
+                            manifest_sha,
+                            exports_sha,
+                        ),
+                    )
+        finally:
+            if staged is not None and staged.exists():
+                shutil.rmtree(staged, ignore_errors=True)
         return self.get(vid)
+
+    @staticmethod
+    def _same_version(row: sqlite3.Row, vid: str, manifest_sha: str) -> None:
+        if row["manifest_sha256"] not in (None, manifest_sha):
+            raise VersionError(f"A different version with id {vid} is already registered; not replacing it.")
+
+    def _stage(self, source: Path, vid: str) -> Path:
+        """A private, verified copy of `source` in a staging folder of versions/ (`gc` removes a killed one)."""
+        staged = self.versions_dir / f".{vid}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(
+                source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
+            )
+            make_private(staged)
+            verify_version(staged)  # the copy is whole (and the source did not change while copied)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return staged
 
     def _row(self, version_id: str) -> sqlite3.Row | None:
         with self._tx() as db:
@@ -366,6 +399,14 @@ class Registry:
                 raise VersionError(
                     f"{path / MANIFEST} is not the manifest recorded at registration (the version "
                     "was changed and re-sealed after it was registered)."
+                )
+            keys = row.keys()  # a Row: `in row` looks at values, not column names
+            recorded_exports = row["exports_manifest_sha256"] if "exports_manifest_sha256" in keys else None
+            if recorded_exports is not None and _exports_sha(path) != recorded_exports:
+                raise VersionError(
+                    f"{path / 'exports'} is not what was registered with the version (artefacts added, replaced "
+                    "or re-sealed after registration: its own manifest agreed with the swapped files). Export "
+                    "a copy outside the registry and register it as a new version."
                 )
         except VersionError as e:
             raise VersionError(
@@ -570,6 +611,27 @@ class Registry:
         with self._tx() as db:
             rows = db.execute(query, (kind,) if kind else ()).fetchall()
         return [{**dict(r), "details": json.loads(r["details"] or "{}")} for r in rows]
+
+
+def _exports_sha(folder: Path) -> str:
+    """sha256 of exports/manifest.json, '' when the version has none: pinned at registration, so an export
+    swapped and re-sealed later (its own manifest then agrees with it) is refused like any other change."""
+    manifest = folder / "exports" / MANIFEST
+    return sha256_file(manifest) if manifest.is_file() else ""
+
+
+def _install(staged: Path, dest: Path) -> None:
+    """Rename a staged copy to `dest`; an unregistered leftover folder there (a killed registration) is moved
+    aside first and removed (a folder cannot be replaced in one rename)."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(staged, dest)
+    if old is not None and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()
 
 
 def _previous_holder(moves: list[AliasMove], current: str | None) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from refit.errors import RefitError
-from refit.serve.batcher import BatcherClosed
+from refit.serve.batcher import BatcherBusy, BatcherClosed
 from refit.serve.metrics import CONTENT_TYPE_LATEST
 from refit.serve.server import FeedbackError, ServeOptions, Server
 
@@ -66,6 +66,78 @@ class _Metrics:
 _ROUTES = {"/predict", "/feedback", "/healthz", "/readyz", "/metrics", "/admin/reload"}
 
 
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over `limit` bytes is answered 413 before any of it is parsed.
+
+    Without it a single 10 MB text took 7 s of the tokenizer's time (it tokenises everything, then
+    truncates) and a 100 000-row feedback list filled the writer's queue. The body is read here (up to the
+    limit, whether or not a Content-Length was sent) and handed on to the app unchanged.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+        too_big = not declared.isdigit() or int(declared) > self.limit
+        chunks, size, more = [], 0, True
+        while more and not too_big:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                chunks.append(message)
+                break
+            size += len(message.get("body", b""))
+            chunks.append(message)
+            more = message.get("more_body", False)
+            too_big = size > self.limit
+        if too_big:
+            await self._discard(receive, more)
+            body = json.dumps(
+                {
+                    "detail": f"The request body is over {self.limit} bytes (batching.max_request_bytes); "
+                    "send fewer or shorter texts per request."
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                }
+            )
+            return await send({"type": "http.response.body", "body": body})
+
+        async def replay():
+            return chunks.pop(0) if chunks else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _discard(self, receive, more: bool) -> None:
+        """Read and drop the rest of a refused body (up to 64x the limit), so the client gets the 413
+        instead of a connection reset while it is still sending."""
+        left = 64 * self.limit
+        while more and left > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            more = message.get("more_body", False)
+
+
+def _bad_text(texts: list[str]) -> str | None:
+    """Why a text cannot be served, or None: JSON may carry lone surrogates (\\ud800), which are not Unicode
+    text; the tokenizer raised a TypeError on them (a 500) and the capture writer could not hash them."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"text {i} is not valid Unicode ({e.reason} at character {e.start}); send UTF-8 text."
+    return None
+
+
 def build_app(options: ServeOptions | None = None, server: Server | None = None):
     """The FastAPI app. Give a ready `server` (the CLI builds it first, so a bad version is a clean exit 2)
     or `options` (the server is then built at startup, as each `--workers` process does)."""
@@ -91,7 +163,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             srv.close()
 
     app = FastAPI(title="refit serve", lifespan=lifespan)
-    app.add_middleware(_Metrics, get_server=lambda: state["server"])
+    app.add_middleware(_BodyLimit, limit=(options or server.options).max_request_bytes)
+    app.add_middleware(_Metrics, get_server=lambda: state["server"])  # added last: outermost, counts the 413s
     token = os.environ.get((options or server.options).admin_token_env) or None
 
     class PredictIn(BaseModel):
@@ -115,15 +188,22 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             raise HTTPException(
                 422, f"'texts' must hold 1 to {s.options.max_texts_per_request} strings (got {len(texts)})."
             )
+        if why := _bad_text(texts):
+            raise HTTPException(422, why)
         try:
             out = await s.predict(texts)
         except BatcherClosed:
             raise HTTPException(503, "The server is shutting down.") from None
+        except BatcherBusy as e:
+            raise HTTPException(503, f"The server is overloaded: {e}", headers={"Retry-After": "1"}) from None
         return out[0] if body.text is not None else {"predictions": out, "version_id": out[0]["version_id"]}
 
     @app.post("/feedback")
     async def feedback(body: FeedbackIn | list[FeedbackIn]):
         items = body if isinstance(body, list) else [body]
+        limit = srv().options.max_texts_per_request
+        if not items or len(items) > limit:
+            raise HTTPException(422, f"Send 1 to {limit} feedback rows per request (got {len(items)}).")
         try:
             accepted = srv().add_feedback([(i.request_id, i.label) for i in items])
         except FeedbackError as e:
@@ -138,6 +218,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
     async def readyz():
         s = srv()
         body = {"ready": s.accepting, "version_id": s.slot.version_id, "backend": s.slot.backend}
+        if s.refused:  # the alias points elsewhere, at a version this server refused: say so (why: the log)
+            body["refused_version_id"] = s.refused
         return JSONResponse(body, status_code=200 if s.accepting else 503)
 
     @app.get("/metrics")

@@ -25,13 +25,21 @@ import numpy as np
 
 from refit.serve.slot import Slot, pad_batch, softmax
 
-__all__ = ["MicroBatcher", "BatcherClosed"]
+__all__ = ["MicroBatcher", "BatcherClosed", "BatcherBusy"]
 
 log = logging.getLogger("refit.serve")
 
 
 class BatcherClosed(RuntimeError):
     """The server is shutting down and takes no new work."""
+
+
+class BatcherBusy(RuntimeError):
+    """More texts are waiting than the server queues (max_pending): answer 503, the client retries.
+
+    Without a bound a flood of requests queued without limit: memory grew and every answer came later,
+    until clients timed out on work the server still did.
+    """
 
 
 @dataclass
@@ -50,8 +58,11 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         bucket_batches: int = 4,
         on_batch: Callable[[int, float], None] | None = None,
+        max_pending: int = 0,
     ) -> None:
+        """max_pending: most texts waiting for inference (0 = no bound); a request over it is refused whole."""
         self.max_batch_size = max_batch_size
+        self.max_pending = max_pending
         self.max_wait = max_wait_ms / 1000.0
         self.bucket_limit = max_batch_size * bucket_batches
         self._on_batch = on_batch or (lambda size, seconds: None)
@@ -62,12 +73,24 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, slot: Slot, ids: Sequence[int]) -> Future:
-        future: Future = Future()
+        return self.submit_many(slot, [ids])[0]
+
+    def submit_many(self, slot: Slot, texts: Sequence[Sequence[int]]) -> list[Future]:
+        """Queue the texts of one request: all of them, or none (BatcherBusy) when that would pass max_pending."""
+        futures: list[Future] = []
         with self._lock:  # no item may slip in behind the shutdown marker
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
-            self._queue.put(_Item(slot, ids, future))
-        return future
+            waiting = self._queue.qsize()
+            if self.max_pending and waiting + len(texts) > self.max_pending:
+                raise BatcherBusy(
+                    f"{waiting} texts are already waiting for inference (batching.max_pending: "
+                    f"{self.max_pending}); retry shortly."
+                )
+            for ids in texts:
+                futures.append(Future())
+                self._queue.put(_Item(slot, ids, futures[-1]))
+        return futures
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop taking work, answer everything already queued, then stop the thread."""

@@ -7,6 +7,12 @@ The contract with the maintenance cycle (which reads these files):
 - capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256, prediction
   (int64), label, probs (list<float32>); feedback rows: request_id, label, at (all strings).
 
+Files holding user text are created 0o600 through a descriptor of the capture folder opened without
+following links, written through that descriptor, fsynced, renamed within the same folder, and the folder
+is fsynced: a power cut leaves whole files or dot-files, and a capture folder swapped for a symbolic link
+while serving (to send user text elsewhere) is refused, not followed. A link configured at startup is
+resolved once, then held to.
+
 Requests hand rows over with `put`, which never waits: when the bounded queue is full, or while the writer
 cannot write (disk full, folder removed), rows are dropped and counted, and one log line says so. A
 prediction must never fail because its record could not be kept.
@@ -109,7 +115,7 @@ class RotatingParquetWriter:
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # a link given at startup is the admin's choice: fixed here
         self.prefix = prefix
         self.schema = schema
         self.rotate_rows = rotate_rows
@@ -125,6 +131,8 @@ class RotatingParquetWriter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._writer: pq.ParquetWriter | None = None
+        self._file = None  # the open dot-file (a Python file over our own descriptor)
+        self._dir_fd: int | None = None  # the capture folder, opened without following links
         self._tmp: Path | None = None
         self._final: Path | None = None
         self._file_rows = 0
@@ -157,7 +165,13 @@ class RotatingParquetWriter:
 
     @property
     def written(self) -> int:
+        """Rows in finalised files (visible to the maintenance cycle)."""
         return self._written
+
+    @property
+    def in_open_file(self) -> int:
+        """Rows in the file being written (a dot-file until it is finalised)."""
+        return self._file_rows
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, finalise the open file (rename it to its final name) and stop."""
@@ -218,18 +232,32 @@ class RotatingParquetWriter:
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         name = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}.parquet"
-        private_dir(self.folder)
+        if not self.folder.is_symlink():
+            private_dir(self.folder)
+        try:  # O_NOFOLLOW: a link swapped in between the check and here is refused too
+            dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            if not self.folder.is_symlink():
+                raise
+            raise OSError(
+                f"the capture folder {self.folder} became a symbolic link (to {os.readlink(self.folder)}) "
+                "after the server started; refusing to write user text through it"
+            ) from None
         self._final = self.folder / name
         self._tmp = self.folder / f".{name}.tmp"
-        # Captured inputs and labels are user data: owner-only (0o600) whatever the umask. The file is
-        # created with that mode first; ParquetWriter then truncates it, which keeps the mode, and the
-        # rename to the final name keeps it too.
-        fd = os.open(self._tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        # Captured inputs and labels are user data: owner-only (0o600) whatever the umask, created new
+        # (O_EXCL: never an existing file or link) and written through this descriptor only.
         try:
-            os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask; fchmod is not
-        finally:
-            os.close(fd)
-        self._writer = pq.ParquetWriter(str(self._tmp), self.schema)
+            fd = os.open(
+                self._tmp.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd
+            )
+        except OSError:
+            os.close(dir_fd)
+            raise
+        os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask; fchmod is not
+        # Unbuffered: each written row group reaches the file at once, as with a path-opened sink.
+        self._dir_fd, self._file = dir_fd, os.fdopen(fd, "wb", buffering=0)
+        self._writer = pq.ParquetWriter(self._file, self.schema)
         self._file_rows = 0
         self._opened_at = time.monotonic()
 
@@ -238,9 +266,7 @@ class RotatingParquetWriter:
             if self._writer is None:
                 self._open()
             self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-            self._file_rows += len(rows)
-            self._written += len(rows)
-            self._on_written(len(rows))
+            self._file_rows += len(rows)  # counted as written once the file is finalised (see _finish)
             with self._lock:
                 self._warned = False  # writing works again: the next failure gets its own log line
         except Exception as e:  # disk full, folder gone, permissions: degrade capture, never the server
@@ -249,28 +275,46 @@ class RotatingParquetWriter:
             self._abandon()
 
     def _finish(self) -> None:
-        """Close the open file and give it its final name (rows in it become visible to readers)."""
+        """Close the open file, fsync it, give it its final name and fsync the folder (rows in it become
+        visible to readers, and survive a power cut once visible)."""
         if self._writer is None:
             return
         try:
-            self._writer.close()
-            os.replace(self._tmp, self._final)
+            self._writer.close()  # writes the footer; the file object stays ours to close
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp.name, self._final.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            os.fsync(self._dir_fd)
             self.finished.append(self._final)
+            # Only now are the rows written: counting them at write_table time counted rows that a
+            # failure later threw away with their file, so written + dropped exceeded what was put.
+            self._written += self._file_rows
+            self._on_written(self._file_rows)
         except Exception as e:
             self._drop(self._file_rows, f"finalising {self._tmp} failed: {e}")
             self._abandon()
             return
-        self._writer = self._tmp = self._final = None
+        self._close_dir()
+        self._writer = self._file = self._tmp = self._final = None
         self._file_rows = 0
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
+            self._dir_fd = None
 
     def _abandon(self) -> None:
         """Forget a file that cannot be written; the next rows start a new one."""
-        writer, tmp = self._writer, self._tmp
-        self._writer = self._tmp = self._final = None
+        writer, file, tmp, dir_fd = self._writer, self._file, self._tmp, self._dir_fd
+        self._writer = self._file = self._tmp = self._final = None
         self._file_rows = 0
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
-        if tmp is not None:
+        for closing in (writer, file):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    closing.close()
+        if tmp is not None and dir_fd is not None:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp.name, dir_fd=dir_fd)
+        self._close_dir()

@@ -53,7 +53,10 @@ class ServeMetrics:
             "refit_serve_capture_backlog", "Rows waiting for the writer", ["kind"], registry=r
         )
         self.capture_written = Counter(
-            "refit_serve_capture_rows_written", "Rows written to Parquet", ["kind"], registry=r
+            "refit_serve_capture_rows_written",
+            "Rows in finalised Parquet files (visible to the maintenance cycle)",
+            ["kind"],
+            registry=r,
         )
         self.capture_dropped = Counter(
             "refit_serve_capture_rows_dropped",

@@ -39,6 +39,13 @@ log = logging.getLogger("refit.serve")
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A client's value quoted for an error message: repr (a newline or control character shows as an
+    escape, not as a line break in the log) and cut, so a 4 MB label is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class FeedbackError(RefitError):
     """A feedback row names a request id or a label the server does not accept."""
 
@@ -57,7 +64,9 @@ class ServeOptions:
     max_length: int = 0
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
-    max_texts_per_request: int = 256
+    max_texts_per_request: int = 256  # also the most feedback rows per /feedback call
+    max_request_bytes: int = 4 * 1024 * 1024  # larger request bodies are answered 413 before parsing
+    max_pending: int = 4096  # texts waiting for inference beyond which /predict answers 503 (0 = no bound)
     capture: bool = True
     capture_dir: str | None = None
     store_texts: bool = True
@@ -100,7 +109,12 @@ class Server:
         self.last_error: str | None = None
         self.slot: Slot = self._load(self._target())
         self.metrics.set_version(self.slot.version_id, self.slot.backend)
-        self.batcher = MicroBatcher(options.max_batch_size, options.max_wait_ms, on_batch=self._observe_batch)
+        self.batcher = MicroBatcher(
+            options.max_batch_size,
+            options.max_wait_ms,
+            on_batch=self._observe_batch,
+            max_pending=options.max_pending,
+        )
         self.capture = self.feedback = None
         if options.capture:
             self.capture = self._writer("capture", CAPTURE_SCHEMA)
@@ -144,16 +158,17 @@ class Server:
         return self.registry.resolve(self.options.alias)
 
     def _target(self, version_id: str | None = None) -> tuple[str, Path]:
-        """(id, folder) of `version_id` (default: what the alias points at now); the registry verifies the
-        weights on the way."""
+        """(id, folder) of `version_id` (default: what the alias points at now), not yet verified: the
+        registry's check runs inside load_slot's snapshot (see `_load`)."""
         if self.options.version:
             return self._target_id(), Path(self.options.version)
-        version = self.registry.get(version_id or self.registry.resolve(self.options.alias))
+        version = self.registry.get(version_id or self.registry.resolve(self.options.alias), verify=False)
         return version.id, version.path
 
     def _load(self, target: tuple[str, Path]) -> Slot:
         o = self.options
-        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length)
+        check = None if self.registry is None else (lambda: self.registry.verify(target[0]))
+        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length, check=check)
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -164,7 +179,7 @@ class Server:
         """Predictions in input order, each with its own request id; all from the slot current on arrival."""
         slot = self.slot
         ids = await asyncio.to_thread(slot.tokenize, texts)
-        futures = [asyncio.wrap_future(self.batcher.submit(slot, x)) for x in ids]
+        futures = [asyncio.wrap_future(f) for f in self.batcher.submit_many(slot, ids)]
         results = await asyncio.gather(*futures)
         at = utc_now()
         out, rows = [], []
@@ -201,19 +216,25 @@ class Server:
         labels = self.slot.labels
         rows = []
         for request_id, label in items:
-            if not _REQUEST_ID.match(str(request_id)):
+            if not _REQUEST_ID.fullmatch(str(request_id)):  # match() let a trailing newline through
                 raise FeedbackError(
-                    f"request_id '{request_id}' is not a request id (32 hex characters, as "
+                    f"request_id {_shown(request_id)} is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
             value = str(label)
-            if value not in labels and not (value.isdigit() and int(value) < len(labels)):
+            # isdigit() alone accepts '²', which int() refuses (a 500): ids are ASCII digits only
+            if value not in labels and not (value.isascii() and value.isdigit() and int(value) < len(labels)):
                 raise FeedbackError(
-                    f"Unknown label '{label}'; allowed labels: {', '.join(labels)} "
+                    f"Unknown label {_shown(label)}; allowed labels: {', '.join(labels)} "
                     f"(or their ids 0-{len(labels) - 1})."
                 )
             rows.append(feedback_row(str(request_id), value, utc_now()))
         return self.feedback.put(rows)
+
+    @property
+    def refused(self) -> str | None:
+        """The version last refused since the last swap (the alias points at it, the old one serves)."""
+        return self._refused
 
     # --- hot swap ----------------------------------------------------------------------------------
     def reload(self, force: bool = False) -> dict:

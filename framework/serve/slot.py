@@ -10,8 +10,11 @@ a Predictor (the export package's interface: token ids + mask in, logits out) or
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +45,7 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
         try:
             # No spinning: the event loop, tokenisation and capture threads share the cores with inference.
             return OrtPredictor(
-                path,
+                _onnx_in_memory(path),
                 "cuda" if device == "cuda" else "cpu",
                 threads=threads,
                 name=f"onnxruntime:{filename}",
@@ -52,6 +55,28 @@ def _onnx(filename: str) -> Callable[..., Predictor]:
             raise Unavailable(str(e)) from None
 
     return make
+
+
+def _onnx_in_memory(path: Path) -> Path | bytes:
+    """The model as bytes when its weights are in an external-data file (the dynamo exporter's
+    `model.onnx.data`), else the path.
+
+    ONNX Runtime memory-maps external data: an in-place write to model.onnx.data after the session was
+    built changed the served model's outputs, unverified. A single-file model is read (copied) at load, so
+    its path is safe; models over protobuf's 2 GB limit cannot be held as bytes and keep the mapping.
+    """
+    from refit.export.onnx import onnx_files
+
+    if len(onnx_files(path)) == 1:
+        return path
+    import onnx
+
+    model = onnx.load(str(path))  # pulls the external data in
+    try:
+        return model.SerializeToString()
+    except ValueError:  # over 2 GB
+        log.warning("refit serve: %s is over 2 GB: its external data stays memory-mapped", path)
+        return path
 
 
 def _pytorch(version_dir: Path, model: torch.nn.Module, device: str, threads: int | None) -> Predictor:
@@ -81,6 +106,8 @@ BACKENDS: dict[str, Callable[..., Predictor]] = {
 AUTO_ORDER = {"cpu": ("onnx-int8", "onnx", "pytorch"), "cuda": ("tensorrt", "onnx", "pytorch")}
 # The export artefact each backend runs, as named in exports/parity.json.
 _ARTEFACT = {"onnx-int8": "model.int8.onnx", "onnx": "model.onnx", "tensorrt": "model.plan"}
+# A long text is cut to this many characters per token of max_length before tokenising (Slot.tokenize).
+_CHARS_PER_TOKEN = 32
 # Parity when the version has no parity.json record: (largest max-abs logit diff, least argmax agreement).
 _DEFAULT_PARITY = {"onnx-int8": (0.5, 0.75), "onnx": (1e-3, 1.0), "tensorrt": (0.1, 0.9)}
 _WARMUP_TEXTS = [
@@ -112,8 +139,25 @@ class Slot:
     parity: dict = field(default_factory=dict)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop."""
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop.
+
+        The tokenizer tokenises a whole text before truncating it: one 4 MB text took 2.9 s. A long text is
+        first cut at a space; the cut is used only when it still holds more than `max_length` tokens, so
+        the ids are exactly those of the whole text (no word before the cut changes), else the whole text.
+        """
+        texts = [self._prefix(t) for t in texts]
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _prefix(self, text: str) -> str:
+        chars = _CHARS_PER_TOKEN * self.max_length
+        if len(text) <= chars:
+            return text
+        cut = text.rfind(" ", 0, chars)
+        if cut <= 0:
+            return text
+        head = text[:cut]
+        n = len(self.tokenizer(head, add_special_tokens=False, truncation=False)["input_ids"])
+        return head if n > self.max_length else text
 
     def label_of(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
@@ -196,21 +240,97 @@ def _check_parity(
     return {**measured, "allowed_max_abs_diff": max_diff, "source": "parity.json" if record else "default"}
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, ...]]:
+    """(device, inode, size, mtime, ctime) of every entry under a version folder, not following links.
+
+    Taken before verification and again after the slot is built: if nothing changed, the bytes that were
+    loaded are the bytes that were verified. A writer cannot hide an edit or a swap-and-restore: writing
+    changes mtime and ctime, a rename changes the inode or the ctime, and ctime cannot be set back.
+    """
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                out[os.path.relpath(path, folder)] = (
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                )
+    return out
+
+
+def _changed(before: dict, after: dict) -> str | None:
+    for rel in sorted(before.keys() | after.keys()):
+        if before.get(rel) != after.get(rel):
+            what = "appeared" if rel not in before else "disappeared" if rel not in after else "was modified"
+            return f"{rel} {what}"
+    return None
+
+
+def _in_memory(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every tensor in the process's own memory.
+
+    transformers 5 leaves parameters memory-mapped from model.safetensors: an in-place write to the served
+    version's weights file after loading (one flipped byte) changed the weights being served, unverified.
+    A deep copy moves every storage into private memory (tied weights stay tied) and the mapping is dropped.
+    """
+    return copy.deepcopy(model)
+
+
 def load_slot(
     version_dir: str | Path,
     backend: str = "auto",
     device: str = "cpu",
     threads: int | None = None,
     max_length: int = 0,
+    check: Callable[[], None] | None = None,
 ) -> Slot:
     """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
 
     Verification is the version module's own (read_version / load_version check the files against the
-    hashes recorded when the version was written), so whatever it checks, the server checks.
+    hashes recorded when the version was written), so whatever it checks, the server checks; `check` is
+    more of it (the registry's: the manifest is the one recorded at registration). Both run inside a
+    snapshot of the folder's file identities, and the slot is refused if any file changed before it was
+    built: verifying one file and then loading another (swapped in between) would serve unverified bytes.
     """
     version_dir = Path(version_dir)
     started = time.perf_counter()
+    before = _snapshot(version_dir)
+    try:
+        if check is not None:
+            check()
+        slot = _build(version_dir, backend, device, threads, max_length)
+    except VersionError as e:  # a file that went missing mid-load is a change, not a damaged version
+        if changed := _changed(before, _snapshot(version_dir)):
+            raise _changed_error(version_dir, changed, e) from None
+        raise
+    if changed := _changed(before, _snapshot(version_dir)):
+        raise _changed_error(version_dir, changed)
+    log.info(
+        "refit serve: loaded %s with %s in %.1f s",
+        slot.version_id,
+        slot.backend,
+        time.perf_counter() - started,
+    )
+    return slot
+
+
+def _changed_error(version_dir: Path, changed: str, cause: Exception | None = None) -> VersionError:
+    return VersionError(
+        f"{version_dir} changed while it was being verified and loaded ({changed}); refusing it, since "
+        "what was loaded may not be what was verified. Reload once the version is no longer being written."
+        + (f" (Loading it failed with: {cause})" if cause else "")
+    )
+
+
+def _build(version_dir: Path, backend: str, device: str, threads: int | None, max_length: int) -> Slot:
+    """The slot itself: load (verified), choose the backend, warm up, check the outputs and parity."""
     model, tokenizer, meta = load_version(version_dir)
+    model = _in_memory(model)
     order = AUTO_ORDER["cuda" if device == "cuda" else "cpu"] if backend == "auto" else (backend,)
     reasons = []
     predictor = chosen = None
@@ -246,7 +366,4 @@ def load_slot(
             f"{len(labels)} labels."
         )
     slot.parity = _check_parity(chosen, version_dir, predictor, model, ids, mask)
-    log.info(
-        "refit serve: loaded %s with %s in %.1f s", slot.version_id, chosen, time.perf_counter() - started
-    )
     return slot

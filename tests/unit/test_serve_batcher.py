@@ -3,6 +3,8 @@ answers equal one-at-a-time inference, and shutdown answers everything already q
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,32 @@ def test_a_failing_batch_fails_its_requests_only(model_and_tokenizer):
     good = batcher.submit(slot, [101, 2000, 102]).result(timeout=30)
     batcher.close()
     assert good[0] in (0, 1)
+
+
+def test_a_request_over_max_pending_is_refused_whole_and_the_queue_still_drains(model_and_tokenizer):
+    """Before: the queue had no bound, so a flood of requests grew memory and latency without limit.
+    Now a request that would pass max_pending is refused whole (nothing of it queued) with the reason."""
+    import threading
+
+    from refit.serve.batcher import BatcherBusy
+
+    slot = make_slot(model_and_tokenizer)
+    release = threading.Event()
+    inner = slot.predictor
+
+    def blocked(ids, mask):  # the inference thread is busy until released
+        release.wait(30)
+        return inner(ids, mask)
+
+    slot.predictor = blocked
+    batcher = MicroBatcher(max_batch_size=2, max_wait_ms=1, max_pending=6)
+    first = batcher.submit(slot, [101, 2000, 102])  # taken by the inference thread, which then blocks
+    time.sleep(0.2)
+    queued = batcher.submit_many(slot, [[101, 2001 + i, 102] for i in range(5)])
+    with pytest.raises(BatcherBusy, match="max_pending: 6"):
+        batcher.submit_many(slot, [[101, 2010, 102], [101, 2011, 102]])
+    assert batcher.pending == 5  # the refused request left nothing behind
+    more = batcher.submit(slot, [101, 2012, 102])  # exactly at the bound: accepted
+    release.set()
+    assert all(f.result(timeout=30)[1].shape == (2,) for f in [first, *queued, more])
+    batcher.close()
