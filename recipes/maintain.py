@@ -118,13 +118,10 @@ def run(cfg: Config) -> int:
     if cfg.cron:
         check_cron(cfg.cron)
     # A cycle needs a registry with a champion: a misspelt --registry.root is refused, never created empty.
-    # Opened twice: Registry's `create=False` means both "must exist" and "read-only", and a cycle writes.
-    # One open needs Registry to take "must exist" apart from "read-only" (a `must_exist` switch).
     try:
-        Registry(cfg.registry.root, cfg.registry.db, create=False)
+        registry = Registry(cfg.registry.root, cfg.registry.db, must_exist=True)
     except NoRegistry as e:
         raise NoRegistry(f"{e} Check --registry.root (and --registry.db).") from None
-    registry = Registry(cfg.registry.root, cfg.registry.db)
     if "champion" not in registry.aliases():
         raise ConfigError(
             f"The registry {registry.root} has no champion yet: `refit registry register --version DIR` "

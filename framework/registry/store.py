@@ -141,13 +141,23 @@ class Registry:
     writes nothing. Paths are resolved to absolute ones at open, so a relative root works from anywhere.
     """
 
-    def __init__(self, root: str | Path, db_path: str | Path | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        db_path: str | Path | None = None,
+        *,
+        create: bool = True,
+        must_exist: bool = False,
+    ) -> None:
+        """Open the registry at `root`. `create=False` opens an existing one read-only (inspecting commands);
+        `must_exist=True` opens an existing one for writing and refuses a missing one (NoRegistry) instead of
+        creating it: a job that needs a champion must not start an empty registry at a misspelt path."""
         self.root = Path(root).expanduser().resolve()
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
         self.writable = create
         if not self.db_path.is_file():
-            self._refuse_missing_db(create)
+            self._refuse_missing_db(create and not must_exist)
             private_dir(self.versions_dir)
             private_dir(self.db_path.parent)
             self._create_db()

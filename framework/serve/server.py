@@ -20,7 +20,7 @@ from pathlib import Path
 
 from refit.errors import ConfigError, RefitError, VersionError
 from refit.models.version import read_version
-from refit.registry.store import Registry
+from refit.registry.store import NoRegistry, Registry
 from refit.serve.batcher import MicroBatcher
 from refit.serve.capture import (
     CAPTURE_SCHEMA,
@@ -83,26 +83,21 @@ class ServeOptions:
 class Server:
     """One process's serving state. Thread-safe: requests read `slot`; only `reload` replaces it."""
 
+    @staticmethod
+    def _open_registry(options: ServeOptions) -> Registry:
+        """The registry to serve from; a misspelt --registry.root is refused, never created empty."""
+        try:
+            return Registry(options.registry_root, options.registry_db, must_exist=True)
+        except NoRegistry as e:
+            raise NoRegistry(f"{e} Check --registry.root (and --registry.db).") from None
+
     def __init__(self, options: ServeOptions) -> None:
         if not options.version and not options.registry_root:
             raise ConfigError("refit serve needs --registry.root REG (with --alias) or --version DIR.")
-        if options.registry_root and not options.version:
-            db = (
-                Path(options.registry_db)
-                if options.registry_db
-                else Path(options.registry_root) / "registry.db"
-            )
-            if not db.is_file():
-                raise ConfigError(
-                    f"No registry at {options.registry_root} (no {db}); check --registry.root, or "
-                    "create one with `refit registry register --version DIR`."
-                )
         self.options = options
         self.metrics = ServeMetrics()
         self.registry = (
-            Registry(options.registry_root, options.registry_db)
-            if options.registry_root and not options.version
-            else None
+            self._open_registry(options) if options.registry_root and not options.version else None
         )
         self._reload_lock = threading.Lock()
         self._refused: str | None = None  # a version refused once is not retried until the alias moves again

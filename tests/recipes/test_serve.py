@@ -450,6 +450,7 @@ def test_cli_refuses_missing_registry_with_a_message(tmp_path, capsys):
     assert main(["serve", "--registry.root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "No registry at" in err and "Traceback" not in err
+    assert "Check --registry.root (and --registry.db)" in err  # serve's own flag
     assert not (tmp_path / "nowhere").exists()
 
 

@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from refit.cli import main
-from refit.registry import CHAMPION, Registry, RegistryError, verify_registry
+from refit.registry import CHAMPION, NoRegistry, Registry, RegistryError, verify_registry
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,19 @@ def test_read_only_open_of_a_missing_root_creates_nothing(tmp_path, capsys):
         assert f"No registry at {missing}" in err and "Traceback" not in err
         assert "Check --root (and --db)" in err  # `refit registry`'s own flags
     assert not missing.exists()
+
+
+def test_must_exist_refuses_a_missing_root_and_opens_an_existing_one_for_writing(tmp_path, reg):
+    """maintain and serve open with must_exist: a misspelt root is refused, not created empty; an existing
+    registry opened so is writable (a cycle records runs and moves aliases)."""
+    missing = tmp_path / "regsitry"
+    with pytest.raises(NoRegistry, match=f"No registry at {missing}"):
+        Registry(missing, must_exist=True)
+    assert not missing.exists()
+    opened = Registry(reg.root, must_exist=True)
+    assert opened.writable
+    run_id = opened.start_run("maintain", {})
+    assert [r["id"] for r in opened.runs("maintain")] == [run_id]
 
 
 def test_read_only_commands_do_not_write(reg, capsys):
