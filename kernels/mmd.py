@@ -99,7 +99,9 @@ def mmd2_permutations_reference(
         ca = min(chunk, n - a)
         k = k_buf[: ca * (n - a)].view(ca, n - a)
         torch.mm(left[a : a + ca], right[a:].T, out=k)
-        k.clamp_max_(0.0).exp_()
+        k.clamp_max_(0.0)
+        k[:, :ca].diagonal().zero_()  # the diagonal exactly, as in the kernel (no cancellation noise)
+        k.exp_()
         acc = k[:, :ca] @ w[a : a + ca]
         if a + ca < n:
             acc.addmm_(k[:, ca:], w[a + ca :], alpha=2.0)
@@ -155,40 +157,47 @@ def _build_kernels():
         perms = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
         row_ok = rows < n
         perm_ok = perms < n_perm
+        # Offsets in int64: row * d and row * n_perm pass 2^31 (int32 would wrap silently) once n·d or
+        # n·B reaches 2.1e9, e.g. 2M rows of d 1024 or 200k rows with 10k+ permutations.
+        rows64 = rows.to(tl.int64)
         sq_i = tl.load(sq_ptr + rows, mask=row_ok, other=0.0)
         acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
         # Column tiles from the diagonal one on: off-diagonal tiles count twice (K is symmetric).
         for j0 in range(i0, n, BLOCK_N):
             cols = j0 + tl.arange(0, BLOCK_N)
             col_ok = cols < n
+            cols64 = cols.to(tl.int64)
             dot = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
             for k0 in range(0, d, BLOCK_D):
                 ks = k0 + tl.arange(0, BLOCK_D)
                 k_ok = ks < d
                 zi = tl.load(
-                    z_ptr + rows[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
+                    z_ptr + rows64[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
                 )
                 zj = tl.load(
-                    z_ptr + cols[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
+                    z_ptr + cols64[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
                 )
                 dot += tl.dot(zi, tl.trans(zj), input_precision=PRECISION)
             sq_j = tl.load(sq_ptr + cols, mask=col_ok, other=0.0)
             d2 = tl.maximum(sq_i[:, None] + sq_j[None, :] - 2.0 * dot, 0.0)
+            # The diagonal exactly (||z_i - z_i|| = 0): |z|^2 + |z|^2 - 2 z.z cancels to rounding noise of
+            # about 1e-7 |z|^2, which a narrow bandwidth turns into K_ii visibly below 1.
+            d2 = tl.where(rows[:, None] == cols[None, :], 0.0, d2)
             # Padded rows/columns hold finite values; their W rows are 0, so they add nothing.
             k_tile = tl.exp2(neg_gamma_log2e * d2) * (1.0 + (j0 > i0).to(tl.float32))
             w_j = tl.load(
-                w_ptr + cols[:, None] * n_perm + perms[None, :],
+                w_ptr + cols64[:, None] * n_perm + perms[None, :],
                 mask=col_ok[:, None] & perm_ok[None, :],
                 other=0.0,
             )
             acc += tl.dot(k_tile, w_j, input_precision=CONTRACT_PRECISION)
         w_i = tl.load(
-            w_ptr + rows[:, None] * n_perm + perms[None, :],
+            w_ptr + rows64[:, None] * n_perm + perms[None, :],
             mask=row_ok[:, None] & perm_ok[None, :],
             other=0.0,
         )
         partial = tl.sum(acc * w_i, axis=0)
-        tl.store(partial_ptr + pid_i * n_perm + perms, partial, mask=perm_ok)
+        tl.store(partial_ptr + pid_i.to(tl.int64) * n_perm + perms, partial, mask=perm_ok)
 
     configs = [
         triton.Config({"BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd}, num_warps=nw, num_stages=ns)

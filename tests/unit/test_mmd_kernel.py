@@ -80,11 +80,13 @@ def test_unknown_precision_is_refused():
 
 
 # Odd sizes against the float64 definition, under the interpreter: n not a multiple of the block (16 there),
-# B = 1 and B spanning several permutation blocks, d = 1 and d spanning several depth blocks, a fixed
-# config with other block sizes, and two runs giving the same bits (no atomics).
+# B = 1 and B spanning many permutation blocks (300), d = 1 and d = 1024 (64 depth blocks), bf16 inputs,
+# every block shape the GPU autotuner may pick (n 70: one partial tile of 128, two of 64, three of 32), and
+# two runs giving the same bits (no atomics).
 _TRITON_CHECK = textwrap.dedent("""
     import json, torch
     from refit.kernels import mmd2_permutations_triton
+    from refit.kernels.mmd import _CONFIGS
     def dense(z, w, bw):
         z, w = z.double(), w.double()
         k = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bw ** 2))
@@ -92,7 +94,10 @@ _TRITON_CHECK = textwrap.dedent("""
     out = []
     cases = [(37, 13, 5, torch.float32, None), (45, 1, 1, torch.float32, None), (33, 40, 37, torch.float32, None),
              (17, 29, 7, torch.bfloat16, None),
-             (50, 20, 20, torch.float32, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_D": 32})]
+             (50, 20, 20, torch.float32, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_D": 32}),
+             (19, 1024, 3, torch.float32, None), (23, 5, 300, torch.float32, None)]
+    cases += [(70, 40, 30, torch.float32, {"BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd})
+              for bn, bb, bd, _, _ in _CONFIGS]
     for n, d, b, dtype, config in cases:
         torch.manual_seed(n)
         z, w = (torch.randn(n, d) + 2).to(dtype), torch.randn(n, b)
@@ -116,7 +121,7 @@ def test_triton_kernel_matches_the_definition_under_the_interpreter():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cases = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(cases) == 5
+    assert len(cases) == 7 + 7  # the fixed cases and one per autotuner config
     for case in cases:
         assert case["err"] <= 2e-5 * max(1.0, case["scale"]), case
         assert case["repeatable"], case
