@@ -19,18 +19,23 @@
 # limit, for a quick smoke run), PYTHON (the interpreter; default python3, --cpu .venv/bin/python).
 #
 # THE DEVICE CALL (a session lent a GPU; ../shared does not travel, so prepare here first):
-#   here:   bash scripts/gpu_check.sh --prepare
+#   here:   bash scripts/gpu_check.sh --prepare          (then check: du -sh runs/gpu-wheels runs/mmd-calib)
 #   device: run(command="bash scripts/gpu_check.sh", carry=["runs/gpu-wheels", "runs/mmd-calib"],
 #               timeout_s=480)
-#   here:   copy the returned gpu.md / gpu.json over scripts/results/, read gpu_logs.tgz, commit.
+#   here:   the reply's files_at holds gpu.md, gpu.json, gpu_logs.tgz: copy gpu.md / gpu.json over
+#           scripts/results/, read the logs (autotuner choices, pytest durations), commit; give_back.
 # Expected step times on one H200 (estimates: none of this has run on a GPU yet): detect 10 s, install
 # 20 s, pytest_train 40 s (two Lightning fits), pytest_mmd 60-150 s (about 35 Triton compiles, 4 autotunings),
 # bench_mmd 60-150 s (3 autotunings at 10k + 10k, 5 calls at 100k + 100k), calib 20-60 s, bench_finetune
-# 30-60 s. Each step's limit is cut to what is left of the budget, so the call ends by about 460 s.
-# If it times out or a step fails: the files in $OUT say which step and why (steps line of gpu.md, the
-# step's log in gpu_logs.tgz). Rerun at once (the machine stays warm 30 s) only the steps that did not
-# finish, e.g. run(command="GPU_CHECK_STEPS=bench_mmd,calib bash scripts/gpu_check.sh", carry=[...],
-# timeout_s=240); merge the two reports by hand. A fresh machine needs 4 minutes of device time left.
+# 30-60 s. Each step's limit (60, 120, 120, 200, 180, 90, 90 s) is cut to what is left of the 450 s budget,
+# so the command ends by about 460 s whatever happens, inside timeout_s=480; with the machine's start
+# (1-2 min) the call costs about 10 of the 15 device minutes.
+# If a step failed, timed out or was skipped (budget spent): gpu.md's steps line says which, the step's log
+# in gpu_logs.tgz says why. Rerun only those steps AT ONCE (the machine stays warm 30 s; a fresh start needs
+# 4 minutes left and costs 1-2), with a budget that fits what is left, e.g.
+#   run(command="GPU_CHECK_STEPS=calib,bench_finetune GPU_CHECK_BUDGET=150 bash scripts/gpu_check.sh",
+#       carry=["runs/gpu-wheels", "runs/mmd-calib"], timeout_s=180)
+# and merge the two reports by hand. Never rerun the whole check: it does not fit twice in 15 minutes.
 #
 # The image (Python 3.12, torch 2.11 + CUDA 13, Triton 3.6, lightning, transformers, onnxruntime CPU) has
 # no network and lacks jsonargparse and its two helpers (carried as wheels), ray, wandb, TensorRT and the
@@ -50,7 +55,7 @@ case "${1:-}" in
   --prepare) MODE=prepare ;;
   --fetch-wheels) MODE=fetch ;;
   -h | --help)
-    sed -n '2,41p' "$0"
+    awk 'NR > 1 && /^set -uo/ { exit } NR > 1' "$0"
     exit 0
     ;;
   *)
