@@ -126,3 +126,44 @@ def test_triton_kernel_matches_the_definition_under_the_interpreter():
         assert case["err"] <= 2e-5 * max(1.0, case["scale"]), case
         assert case["repeatable"], case
         assert case["shape"] == [case["case"][2]], case
+
+
+# Every autotuner block shape compiled for Hopper (sm_90) with Triton's own ptxas, no GPU needed: a shape whose
+# shared memory exceeds what one block may have would compile and then never launch there.
+_SM90_COMPILE = textwrap.dedent("""
+    import json, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import refit.kernels.mmd as kmod
+    raw, _ = kmod._build_kernels()
+    ptr, i32 = "*fp32", "i32"
+    sig = {"z_ptr": ptr, "sq_ptr": ptr, "w_ptr": ptr, "partial_ptr": ptr, "n": i32, "d": i32, "n_perm": i32,
+           "neg_gamma_log2e": "fp32", "n_bucket": i32, "d_bucket": i32, "b_bucket": i32,
+           **{k: "constexpr" for k in ("PRECISION", "CONTRACT_PRECISION", "BLOCK_N", "BLOCK_B", "BLOCK_D")}}
+    out = []
+    for bn, bb, bd, warps, stages in kmod._CONFIGS:
+        consts = {"PRECISION": "tf32x3", "CONTRACT_PRECISION": "tf32x3", "BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd}
+        k = triton.compile(ASTSource(raw, sig, consts), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "num_stages": stages})
+        out.append({"config": [bn, bb, bd, warps, stages], "shared": k.metadata.shared})
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow  # seven Triton compilations (about 15 s)
+def test_every_autotune_shape_compiles_for_hopper_within_its_shared_memory():
+    pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
+    pytest.importorskip("triton.backends.nvidia", reason="this triton has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SM90_COMPILE], env=env, capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0 and "TypeError" in proc.stderr and "ASTSource" in proc.stderr:
+        pytest.skip(
+            f"this triton's ahead-of-time compile API differs: {proc.stderr.strip().splitlines()[-1]}"
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(shapes) == 7
+    hopper_block_limit = 227 * 1024  # H100 / H200: 227 KB of shared memory per block (opt-in maximum)
+    assert all(0 < s["shared"] <= hopper_block_limit for s in shapes), shapes
