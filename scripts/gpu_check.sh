@@ -157,8 +157,12 @@ step() { # step NAME LIMIT_SECONDS COMMAND...: run one step with its own limit a
 
 # --- 1. what the machine has ------------------------------------------------------------------------------
 detect() {
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu \
-    --format=csv,noheader 2>/dev/null || echo "not available"
+  local smi # nvidia-smi prints a bad field's error on stdout: keep only a query that succeeded
+  smi="$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu \
+    --format=csv,noheader 2>/dev/null)" ||
+    smi="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)" ||
+    smi="not available"
+  echo "${smi:-not available}" | head -n 1
   "$PY" - <<'EOF'
 import importlib.metadata as md, json, platform, sys
 out = {"python": sys.version.split()[0], "platform": platform.platform()}
