@@ -14,8 +14,8 @@
 #                                        embeddings for the TF32 p-value check, about 10 MB; 1-2 min of CPU)
 #   scripts/gpu_check.sh --fetch-wheels  only the wheels part of --prepare
 # Environment: GPU_CHECK_BUDGET (seconds for the whole run, default 450; --cpu 1200), GPU_CHECK_STEPS (a
-# comma list of steps to run, default all: detect,install,pytest_train,pytest_mmd,bench_mmd,calib,
-# bench_finetune; detect, install and the report always run), GPU_CHECK_MAX_STEP (a cap on every step's
+# comma list of steps to run, default all, in this order: detect,install,pytest_train,bench_finetune,
+# pytest_mmd,calib,bench_mmd; detect, install and the report always run), GPU_CHECK_MAX_STEP (a cap on every step's
 # limit, for a quick smoke run), PYTHON (the interpreter; default python3, --cpu .venv/bin/python).
 #
 # THE DEVICE CALL (a session lent a GPU; ../shared does not travel, so prepare here first):
@@ -24,10 +24,11 @@
 #               timeout_s=480)
 #   here:   the reply's files_at holds gpu.md, gpu.json, gpu_logs.tgz: copy gpu.md / gpu.json over
 #           scripts/results/, read the logs (autotuner choices, pytest durations), commit; give_back.
-# Expected step times on one H200 (estimates: none of this has run on a GPU yet): detect 10 s, install
-# 20 s, pytest_train 40 s (two Lightning fits), pytest_mmd 60-150 s (about 35 Triton compiles, 4 autotunings),
-# bench_mmd 60-150 s (3 autotunings at 10k + 10k, 5 calls at 100k + 100k), calib 20-60 s, bench_finetune
-# 30-60 s. Each step's limit (60, 120, 120, 200, 180, 90, 90 s) is cut to what is left of the 450 s budget,
+# Expected step times on one H200, in run order (estimates: none of this has run on a GPU yet; Triton
+# compiles of this kernel took 1-8 s each here on 2 loaded cores): detect 10 s, install 20 s, pytest_train
+# 40 s (two Lightning fits), bench_finetune 30-60 s, pytest_mmd 60-150 s (about 35 Triton compiles, 4
+# autotunings), calib 20-60 s, bench_mmd 60-150 s (3 autotunings at 10k + 10k, then 5 calls at 100k + 100k,
+# last). Each step's limit (60, 120, 120, 90, 200, 90, 180 s) is cut to what is left of the 450 s budget,
 # so the command ends by about 460 s whatever happens, inside timeout_s=480; with the machine's start
 # (1-2 min) the call costs about 10 of the 15 device minutes.
 # If a step failed, timed out or was skipped (budget spent): gpu.md's steps line says which, the step's log
@@ -68,7 +69,7 @@ WHEELS="$ROOT/runs/gpu-wheels"
 CALIB="$ROOT/runs/mmd-calib"
 # The image's missing pure-Python packages, at the versions refit is tested with.
 WHEEL_PINS=(jsonargparse==4.53.0 typeshed-client==2.15.0 docstring-parser==0.18.0)
-ALL_STEPS=detect,install,pytest_train,pytest_mmd,bench_mmd,calib,bench_finetune
+ALL_STEPS=detect,install,pytest_train,bench_finetune,pytest_mmd,calib,bench_mmd
 
 if [[ $MODE == fetch || $MODE == prepare ]]; then
   mkdir -p "$WHEELS"
@@ -232,7 +233,7 @@ REFIT_SITE="$(cat "$WORK/refit_site" 2>/dev/null || echo "$ROOT")"
 # refit from the install first, the carried wheels next, the repository root last (for `tests.gpu`).
 export PYTHONPATH="$REFIT_SITE:$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-# --- 3. tests/gpu: the quick files first, the Triton kernel (many compiles) on its own --------------------------
+# --- 3. tests/gpu and the benchmarks; each benchmark writes its JSON/Markdown after every case ------------------
 gpu_pytest() { # gpu_pytest XML_NAME PYTEST_ARGS...: verbose (the report falls back on the log), XML kept on SIGTERM
   local xml=$1
   shift
@@ -246,18 +247,20 @@ sys.exit(pytest.main(sys.argv[1:]))' -v -rs -p no:cacheprovider --durations 15 -
     "${extra[@]}" "$@"
 }
 export -f gpu_pytest
+# The quick steps first and the slow ones last (the 100k + 100k kernel case is the very last), so that a
+# run cut short has already reported the rest. On the CPU the tiny kernel benchmark must precede calib (a
+# --tiny run starts its JSON afresh; calib adds to it).
 step pytest_train 120 gpu_pytest pytest_train tests/gpu --ignore tests/gpu/test_mmd_kernel_cuda.py
-step pytest_mmd 200 gpu_pytest pytest_mmd tests/gpu/test_mmd_kernel_cuda.py
-
-# --- 4. benchmarks: each writes its JSON/Markdown after every case ----------------------------------------------
 if [[ $MODE == cpu ]]; then
+  step bench_finetune 600 "$PY" scripts/bench_gpu_finetune.py --tiny --out "$WORK/finetune"
+  step pytest_mmd 600 gpu_pytest pytest_mmd tests/gpu/test_mmd_kernel_cuda.py
   step bench_mmd 600 "$PY" scripts/bench_mmd_kernel.py --sections gpu --tiny --out "$WORK/mmd"
   step calib 600 "$PY" scripts/bench_mmd_kernel.py --sections calib --windows 2 --out "$WORK/mmd"
-  step bench_finetune 600 "$PY" scripts/bench_gpu_finetune.py --tiny --out "$WORK/finetune"
 else
-  step bench_mmd 180 "$PY" scripts/bench_mmd_kernel.py --sections gpu --out "$WORK/mmd"
-  step calib 90 "$PY" scripts/bench_mmd_kernel.py --sections calib --windows 20 --out "$WORK/mmd"
   step bench_finetune 90 "$PY" scripts/bench_gpu_finetune.py --steps 30 --out "$WORK/finetune"
+  step pytest_mmd 200 gpu_pytest pytest_mmd tests/gpu/test_mmd_kernel_cuda.py
+  step calib 90 "$PY" scripts/bench_mmd_kernel.py --sections calib --windows 20 --out "$WORK/mmd"
+  step bench_mmd 180 "$PY" scripts/bench_mmd_kernel.py --sections gpu --out "$WORK/mmd"
 fi
 
 # --- 5. the report ---------------------------------------------------------------------------------------------

@@ -123,6 +123,9 @@ def build(work: Path, label: str) -> tuple[dict, list[str]]:
             else ""
         ),
         "",
+        "How to run it on a GPU (the one device-tool call, what it carries, its timeout, what to do on a "
+        'timeout): the header of scripts/gpu_check.sh, "THE DEVICE CALL".',
+        "",
         f"- nvidia-smi: {smi}",
         f"- Python {env.get('python')}; torch {env.get('torch')} (CUDA {env.get('torch_cuda')}); triton "
         f"{env.get('triton')}; lightning {env.get('lightning')}; transformers {env.get('transformers')}; "
