@@ -240,7 +240,9 @@ gpu_pytest() { # gpu_pytest XML_NAME PYTEST_ARGS...: verbose (the report falls b
   local extra=()
   # pytest-timeout (on the GPU image) fails one hung test instead of the whole step.
   "$PY" -c "import pytest_timeout" 2>/dev/null && extra+=(--timeout 120)
-  "$PY" -c 'import signal, sys, pytest
+  # exec: pytest itself is then the process `timeout` waits for, so it gets the 10 s to write its XML (and
+  # SIGKILL after them) instead of running on, orphaned, into the next step.
+  exec "$PY" -c 'import signal, sys, pytest
 signal.signal(signal.SIGTERM, signal.default_int_handler)  # an interrupt: pytest still writes its XML
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(pytest.main(sys.argv[1:]))' -v -rs -p no:cacheprovider --durations 15 --junitxml "$WORK/$xml.xml" \
