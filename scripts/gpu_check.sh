@@ -16,7 +16,8 @@
 # Environment: GPU_CHECK_BUDGET (seconds for the whole run, default 450; --cpu 1200), GPU_CHECK_STEPS (a
 # comma list of steps to run, default all, in this order: detect,install,pytest_train,bench_finetune,
 # pytest_mmd,calib,bench_mmd; detect, install and the report always run), GPU_CHECK_MAX_STEP (a cap on every step's
-# limit, for a quick smoke run), PYTHON (the interpreter; default python3, --cpu .venv/bin/python).
+# limit, for a quick smoke run), PYTHON (the interpreter; default python3, --cpu .venv/bin/python),
+# GPU_CHECK_RESULTS (where gpu.md / gpu.json go after a run of every step; default scripts/results).
 #
 # THE DEVICE CALL (a session lent a GPU; ../shared does not travel, so prepare here first):
 #   here:   bash scripts/gpu_check.sh --prepare          (then check: du -sh runs/gpu-wheels runs/mmd-calib)
@@ -267,8 +268,13 @@ fi
 
 # --- 5. the report ---------------------------------------------------------------------------------------------
 publish
-mkdir -p scripts/results
-cp "$WORK/gpu.md" "$WORK/gpu.json" scripts/results/ 2>/dev/null || FAILED+=("copy")
+# The report into the repository (GPU_CHECK_RESULTS; empty: nowhere), but only from a run of every step: a
+# partial rerun or a smoke run must not replace a whole report.
+RESULTS="${GPU_CHECK_RESULTS-$ROOT/scripts/results}"
+if [[ -n $RESULTS && -z ${GPU_CHECK_STEPS:-} && -z ${GPU_CHECK_MAX_STEP:-} ]]; then
+  mkdir -p "$RESULTS"
+  cp "$WORK/gpu.md" "$WORK/gpu.json" "$RESULTS/" 2>/dev/null || FAILED+=("copy")
+fi
 cat "$WORK/gpu.md" 2>/dev/null
 echo "gpu_check ($LABEL) done in $((SECONDS - STARTED)) s; failed steps: ${FAILED[*]:-none}"
 ((${#FAILED[@]} == 0))

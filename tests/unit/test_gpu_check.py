@@ -64,7 +64,9 @@ def test_a_step_over_its_limit_or_failing_is_recorded_and_the_run_goes_on(tmp_pa
         "OUT": str(out),
         "GPU_CHECK_STEPS": "pytest_train,bench_finetune",
         "GPU_CHECK_MAX_STEP": "3",
+        "GPU_CHECK_RESULTS": str(tmp_path / "results"),
     }
+    committed = (SCRIPT.parents[1] / "scripts" / "results" / "gpu.md").read_bytes()
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0, proc.stdout  # a step failed: the script says so
     assert sorted(p.name for p in out.iterdir()) == ["gpu.json", "gpu.md", "gpu_logs.tgz"]
@@ -76,6 +78,9 @@ def test_a_step_over_its_limit_or_failing_is_recorded_and_the_run_goes_on(tmp_pa
     with tarfile.open(out / "gpu_logs.tgz") as tar:
         assert "CUDA error: no kernel image" in tar.extractfile("logs/bench_finetune.log").read().decode()
     assert "timed out at 3s" in (out / "gpu.md").read_text()
+    # a partial run (GPU_CHECK_STEPS) never replaces a whole report, here or in the repository
+    assert not (tmp_path / "results").exists()
+    assert (SCRIPT.parents[1] / "scripts" / "results" / "gpu.md").read_bytes() == committed
 
 
 def test_report_counts_xml_and_names_failures(tmp_path: Path):
