@@ -114,9 +114,8 @@ def mmd2_permutations_reference(
 # a large block of permutations per program, and the depth of the distance loop; (BLOCK_N, BLOCK_B,
 # BLOCK_D, num_warps, num_stages). Each fits a Hopper block's 227 KB of shared memory in every precision
 # (compiled for sm_90 with Triton 3.6, the GPU image's, and 3.9, no GPU: 32-192 KB); (128, 256, 32, 8, 2),
-# once in this list,
-# needed 256 KB under TF32 and could never launch. All of them spill registers (255 used, a 0.1-2 KB stack
-# frame), least (64, 128, 64, 8, 2): the kernel's speed on a GPU is not yet measured.
+# once in this list, needed 256 KB under TF32 and could never launch. All of them spill registers (255
+# used, a 0.02-2 KB stack frame), least (64, 128, 64, 8, 2): the kernel's speed on a GPU is not yet measured.
 _CONFIGS = [
     (64, 128, 64, 4, 3),
     (64, 256, 64, 8, 3),
