@@ -11,7 +11,8 @@ split and for the permuted ones; it keeps every permutation one contraction with
 Both paths use the symmetry of K: for row tiles I and column tiles J >= I,
 MMD2 = sum_I W_I . (K_II W_I + 2 sum_{J > I} K_IJ W_J), so each unordered pair of tiles is built once,
 and Z is centred first (distances do not change; the inner products get smaller, so less cancels in
-||a||^2 + ||b||^2 - 2 a.b).
+||a||^2 + ||b||^2 - 2 a.b). The diagonal distance is set to exactly 0: there that formula cancels
+completely, and its rounding noise (about 1e-7 |z|^2) would put K_ii visibly below 1 at a narrow bandwidth.
 
 - `_mmd2_kernel` (Triton): a program owns one row tile and a large block of permutations (BLOCK_B, up to
   256: K is rebuilt ceil(B / BLOCK_B) times, not B / 32), builds each kernel tile once for that block from
@@ -99,7 +100,9 @@ def mmd2_permutations_reference(
         ca = min(chunk, n - a)
         k = k_buf[: ca * (n - a)].view(ca, n - a)
         torch.mm(left[a : a + ca], right[a:].T, out=k)
-        k.clamp_max_(0.0).exp_()
+        k.clamp_max_(0.0)
+        k[:, :ca].diagonal().zero_()  # the diagonal exactly, as in the kernel (no cancellation noise)
+        k.exp_()
         acc = k[:, :ca] @ w[a : a + ca]
         if a + ca < n:
             acc.addmm_(k[:, ca:], w[a + ca :], alpha=2.0)
@@ -108,14 +111,18 @@ def mmd2_permutations_reference(
 
 
 # Block shapes tried by the autotuner: square row/column tiles (the symmetric loop needs BLOCK_N for both),
-# a large block of permutations per program, and the depth of the distance loop.
+# a large block of permutations per program, and the depth of the distance loop; (BLOCK_N, BLOCK_B,
+# BLOCK_D, num_warps, num_stages). Each fits a Hopper block's 227 KB of shared memory in every precision
+# (compiled for sm_90 with Triton 3.6, the GPU image's, and 3.9, no GPU: 32-192 KB); (128, 256, 32, 8, 2),
+# once in this list, needed 256 KB under TF32 and could never launch. All of them spill registers (255
+# used, a 0.02-2 KB stack frame), least (64, 128, 64, 8, 2): the kernel's speed on a GPU is not yet measured.
 _CONFIGS = [
     (64, 128, 64, 4, 3),
     (64, 256, 64, 8, 3),
     (128, 128, 32, 8, 3),
     (128, 64, 64, 8, 3),
     (64, 64, 64, 4, 3),
-    (128, 256, 32, 8, 2),
+    (64, 128, 64, 8, 2),
     (32, 256, 64, 4, 3),
 ]
 # Without autotuning (the interpreter on CPU, or a caller's fixed `config`).
@@ -155,40 +162,47 @@ def _build_kernels():
         perms = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
         row_ok = rows < n
         perm_ok = perms < n_perm
+        # Offsets in int64: row * d and row * n_perm pass 2^31 (int32 would wrap silently) once n·d or
+        # n·B reaches 2.1e9, e.g. 2M rows of d 1024 or 200k rows with 10k+ permutations.
+        rows64 = rows.to(tl.int64)
         sq_i = tl.load(sq_ptr + rows, mask=row_ok, other=0.0)
         acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
         # Column tiles from the diagonal one on: off-diagonal tiles count twice (K is symmetric).
         for j0 in range(i0, n, BLOCK_N):
             cols = j0 + tl.arange(0, BLOCK_N)
             col_ok = cols < n
+            cols64 = cols.to(tl.int64)
             dot = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
             for k0 in range(0, d, BLOCK_D):
                 ks = k0 + tl.arange(0, BLOCK_D)
                 k_ok = ks < d
                 zi = tl.load(
-                    z_ptr + rows[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
+                    z_ptr + rows64[:, None] * d + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
                 )
                 zj = tl.load(
-                    z_ptr + cols[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
+                    z_ptr + cols64[:, None] * d + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
                 )
                 dot += tl.dot(zi, tl.trans(zj), input_precision=PRECISION)
             sq_j = tl.load(sq_ptr + cols, mask=col_ok, other=0.0)
             d2 = tl.maximum(sq_i[:, None] + sq_j[None, :] - 2.0 * dot, 0.0)
+            # The diagonal exactly (||z_i - z_i|| = 0): |z|^2 + |z|^2 - 2 z.z cancels to rounding noise of
+            # about 1e-7 |z|^2, which a narrow bandwidth turns into K_ii visibly below 1.
+            d2 = tl.where(rows[:, None] == cols[None, :], 0.0, d2)
             # Padded rows/columns hold finite values; their W rows are 0, so they add nothing.
             k_tile = tl.exp2(neg_gamma_log2e * d2) * (1.0 + (j0 > i0).to(tl.float32))
             w_j = tl.load(
-                w_ptr + cols[:, None] * n_perm + perms[None, :],
+                w_ptr + cols64[:, None] * n_perm + perms[None, :],
                 mask=col_ok[:, None] & perm_ok[None, :],
                 other=0.0,
             )
             acc += tl.dot(k_tile, w_j, input_precision=CONTRACT_PRECISION)
         w_i = tl.load(
-            w_ptr + rows[:, None] * n_perm + perms[None, :],
+            w_ptr + rows64[:, None] * n_perm + perms[None, :],
             mask=row_ok[:, None] & perm_ok[None, :],
             other=0.0,
         )
         partial = tl.sum(acc * w_i, axis=0)
-        tl.store(partial_ptr + pid_i * n_perm + perms, partial, mask=perm_ok)
+        tl.store(partial_ptr + pid_i.to(tl.int64) * n_perm + perms, partial, mask=perm_ok)
 
     configs = [
         triton.Config({"BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd}, num_warps=nw, num_stages=ns)

@@ -126,15 +126,22 @@ def main() -> None:
         if torch.cuda.is_available() and not tiny
         else f"{platform.machine()} CPU (dry run)"
     )
-    rows = [run(p, 3 if tiny else args.steps, tiny) for p in precisions]
+    rows: list[dict] = []
     result = {
         "machine": machine,
         "torch": torch.__version__,
         "model": "tiny" if tiny else "MiniLM-shaped, random",
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    for p in precisions:  # the files after every precision: a run stopped at its limit keeps the rows so far
+        rows.append(run(p, 3 if tiny else args.steps, tiny))
+        lines = _write(result, args.out)
+    print("\n".join(lines))
+
+
+def _write(result: dict, out: Path) -> list[str]:
+    """OUT.json and OUT.md (each through a temporary file); returns the Markdown lines."""
+    rows, machine = result["rows"], result["machine"]
     base = rows[0]["samples_per_s"]
     lines = [
         f"## Fine-tune throughput ({machine}; {result['model']} BERT, batch {rows[0]['batch']}, seq {rows[0]['seq']})",
@@ -148,8 +155,15 @@ def main() -> None:
         ],
         "",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in (
+        (out.with_suffix(".json"), json.dumps(result, indent=2) + "\n"),
+        (out.with_suffix(".md"), "\n".join(lines) + "\n"),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return lines
 
 
 if __name__ == "__main__":

@@ -206,8 +206,9 @@ def _calib_embeddings() -> dict[str, torch.Tensor] | None:
 LOW = ("tf32", "tf32x3")  # the tensor-core precisions, each compared with IEEE fp32
 
 
-def section_calib(windows: int, permutations: int, device: str) -> dict:
-    """p-values of IEEE fp32 vs TF32 distance parts on real embeddings, window by window."""
+def section_calib(windows: int, permutations: int, device: str, save=lambda partial: None) -> dict:
+    """p-values of IEEE fp32 vs TF32 distance parts on real embeddings, window by window; `save` gets the
+    result so far after each source (a run stopped at its time limit keeps what it measured)."""
     from refit.drift.mmd import _permutation_weights, median_bandwidth
     from refit.kernels import mmd2_permutations_reference, mmd2_permutations_triton
 
@@ -221,6 +222,17 @@ def section_calib(windows: int, permutations: int, device: str) -> dict:
     bw = median_bandwidth(ref, seed=0)
     sources = {"sst2 test (no drift)": emb["sst2/test"], **{d: emb[f"{d}/test"] for d in DOMAINS}}
     out: dict[str, dict] = {}
+    result = {
+        "device": device,
+        "tf32": "the Triton kernel's TF32 dot"
+        if device == "cuda"
+        else "emulated (operands truncated to TF32)",
+        "reference_n": len(ref),
+        "window_n": 100,
+        "permutations": permutations,
+        "bandwidth": bw,
+        "sources": out,
+    }
     for name, pool in sources.items():
         res = {"windows": windows, "p_ieee": [], **{f"p_{q}": [] for q in LOW}}
         for t in range(windows):
@@ -241,21 +253,12 @@ def section_calib(windows: int, permutations: int, device: str) -> dict:
             res[f"{q}_p_equal"] = sum(a == b for a, b in pairs)
             res[f"{q}_max_abs_p_diff"] = max(abs(a - b) for a, b in pairs)
         out[name] = res
+        save(result)
         print(
             f"calib {name}: " + ", ".join(f"{q} p equal {res[f'{q}_p_equal']}/{windows}" for q in LOW),
             flush=True,
         )
-    return {
-        "device": device,
-        "tf32": "the Triton kernel's TF32 dot"
-        if device == "cuda"
-        else "emulated (operands truncated to TF32)",
-        "reference_n": len(ref),
-        "window_n": 100,
-        "permutations": permutations,
-        "bandwidth": bw,
-        "sources": out,
-    }
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- gpu
@@ -299,7 +302,9 @@ def _time(fn, device: str, quick: bool = False) -> float:
     return statistics.median(ts)
 
 
-def section_gpu(tiny: bool) -> dict:
+def section_gpu(tiny: bool, save=lambda partial: None) -> dict:
+    """The kernel at the goal sizes; `save` gets the result so far after each case (the 100k case takes
+    the longest and comes last: a run stopped at its limit keeps the 10k figures)."""
     import refit.kernels.mmd as kmod
     from refit.drift.mmd import _permutation_weights
     from refit.kernels import mmd2_permutations_reference, mmd2_permutations_triton
@@ -315,6 +320,11 @@ def section_gpu(tiny: bool) -> dict:
         "fp32_tflops": _matmul_tflops(device, False, 256 if tiny else 8192),
     }
     rows = []
+    result = {
+        "device": _machine() if not tiny else "CPU dry run (TRITON_INTERPRET=1)",
+        "ceilings": ceiling,
+        "cases": rows,
+    }
     tuned: dict[str, dict] = {}  # the autotuner's choice at the first size, reused at the larger ones
     for n_x, n_y, d, b, large in sizes:
         n = n_x + n_y
@@ -363,21 +373,16 @@ def section_gpu(tiny: bool) -> dict:
                 entry["peak_extra_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
                 entry["n_times_b_mib"] = n * (b + 1) * 4 / 2**20
             row[precision] = entry
+            save({**result, "cases": [*rows, row]})
         if n <= 20_000:  # the CPU reference as the yardstick, where it takes seconds
             want = mmd2_permutations_reference(z.cpu(), w.cpu(), bw)
             got = mmd2_permutations_triton(z, w, bw, precision="ieee").cpu()
             row["max_rel_err_vs_reference"] = float((got - want).abs().max() / want.abs().max())
             row["p_reference"] = _p(want)
         rows.append(row)
-        print(
-            f"gpu {n_x}+{n_y} d {d} B {b}: " + json.dumps(row),
-            flush=True,
-        )
-    return {
-        "device": _machine() if not tiny else "CPU dry run (TRITON_INTERPRET=1)",
-        "ceilings": ceiling,
-        "cases": rows,
-    }
+        save(result)
+        print(f"gpu {n_x}+{n_y} d {d} B {b}: " + json.dumps(row), flush=True)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -481,21 +486,40 @@ def main() -> None:
     result: dict = json.loads(old.read_text()) if old.is_file() and not args.tiny else {}
     result.update({"machine": _machine(), f"argv_{'_'.join(sections)}": sys.argv[1:]})
     started = time.perf_counter()
+
+    def save(section: str):
+        def write(partial: dict) -> None:
+            result[section] = partial
+            _write(result, args.out)
+
+        return write
+
     if "cpu" in sections:
         result["cpu"] = section_cpu(args.repeats, args.alibi_python)
     if "calib" in sections:
-        result["calib"] = section_calib(args.windows, 500, "cuda" if cuda else "cpu")
+        result["calib"] = section_calib(args.windows, 500, "cuda" if cuda else "cpu", save("calib"))
     if "gpu" in sections:
         if cuda or args.tiny:
-            result["gpu"] = section_gpu(tiny=not cuda)
+            result["gpu"] = section_gpu(not cuda, save("gpu"))
         else:
             result["gpu_skipped"] = "no CUDA device (use --tiny for the interpreted dry run)"
     result[f"seconds_{'_'.join(sections)}"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(_write(result, args.out)))
+
+
+def _write(result: dict, out: Path) -> list[str]:
+    """OUT.json and OUT.md from `result` (each through a temporary file: a kill mid-write keeps the last
+    whole one); returns the Markdown lines."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     lines = _markdown(result)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for path, text in (
+        (out.with_suffix(".json"), json.dumps(result, indent=2) + "\n"),
+        (out.with_suffix(".md"), "\n".join(lines) + "\n"),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return lines
 
 
 if __name__ == "__main__":

@@ -229,6 +229,7 @@ class TensorRTPredictor:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.profile = meta.get("profile")
         self.torch = torch
         self.name = name
 
@@ -238,7 +239,12 @@ class TensorRTPredictor:
         keep = []
         for n in self.inputs:
             t = torch.from_numpy(np.ascontiguousarray(feeds[n].astype(self.dtypes[n]))).cuda()
-            self.context.set_input_shape(n, tuple(t.shape))
+            if not self.context.set_input_shape(n, tuple(t.shape)):  # False outside the profile
+                raise ExportError(
+                    f"Input '{n}' of shape {tuple(t.shape)} is outside this engine's optimisation profile "
+                    f"{self.profile}: pass batches and sequence lengths inside it, or rebuild the engine "
+                    "with a larger profile."
+                )
             self.context.set_tensor_address(n, t.data_ptr())
             keep.append(t)
         outs = {}

@@ -1,7 +1,7 @@
 """The Triton MMD kernel on a real CUDA device against a float64 definition: fp32 and bf16 inputs, odd sizes,
-n not a multiple of any block, B = 1 and 2000, d = 1..1024, both precisions, bitwise repeatability, the
-public dispatch, and the permutation p-value unchanged by TF32. Skipped, with the reason, without CUDA or
-Triton."""
+n not a multiple of any block, B = 1 and 2000, d = 1..1024, the three precisions, every autotuner block
+shape, the autotuned launch, bitwise repeatability, the public dispatch, and the permutation p-value
+unchanged by TF32. Skipped, with the reason, without CUDA or Triton. Not yet run on a GPU."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from refit.kernels import mmd2_permutations, mmd2_permutations_triton
+from refit.kernels.mmd import _CONFIGS
 from tests.gpu.conftest import NO_CUDA
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
@@ -26,17 +27,37 @@ def _dense(z: torch.Tensor, w: torch.Tensor, bandwidth: float) -> torch.Tensor:
     return ((k @ w) * w).sum(0)
 
 
-@pytest.mark.parametrize(
-    "n,d,b",
-    [(37, 13, 5), (257, 384, 101), (1000, 1, 1), (999, 1024, 7), (1501, 384, 2000), (3000, 63, 129)],
-)
-@pytest.mark.parametrize("precision", ["ieee", "tf32x3", "tf32"])
+SIZES = [(37, 13, 5), (257, 384, 101), (1000, 1, 1), (999, 1024, 7), (1501, 384, 2000), (3000, 63, 129)]
+PRECISIONS = ["ieee", "tf32x3", "tf32"]
+
+
+def _launch(z, w, bw, precision, config):
+    """The kernel at a fixed block shape; a shape this GPU cannot hold (shared memory, registers) is a skip
+    naming it, as the autotuner would skip it, not a wrong result."""
+    errors = pytest.importorskip("triton.runtime.errors")
+    too_big = tuple(getattr(errors, e) for e in ("OutOfResources", "PTXASError") if hasattr(errors, e))
+    try:
+        return mmd2_permutations_triton(z, w, bw, precision=precision, config=config)
+    except too_big as e:
+        pytest.skip(f"block shape {config} does not fit this GPU ({type(e).__name__}): {e}")
+
+
+@pytest.mark.parametrize("n,d,b", SIZES)
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_kernel_matches_the_definition(n, d, b, precision):
+    # One fixed block shape per case, cycling through the autotuner's table: every shape it may pick is
+    # checked for correctness, and the 18 cases compile 18 kernels instead of autotuning (compiling and
+    # timing 7 shapes) 18 times, which would take minutes of a short GPU lease. The autotuned path is
+    # checked below.
+    bn, bb, bd, warps, stages = _CONFIGS[
+        (3 * SIZES.index((n, d, b)) + PRECISIONS.index(precision)) % len(_CONFIGS)
+    ]
+    config = {"BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd, "num_warps": warps, "num_stages": stages}
     g = torch.Generator(device="cuda").manual_seed(n + d)
     z = torch.randn(n, d, device="cuda", generator=g) + 1.0  # off-centre: the centring is exercised
     w = torch.randn(n, b, device="cuda", generator=g)
     bw = max(1.0, (2.0 * d) ** 0.5)
-    got = mmd2_permutations_triton(z, w, bw, precision=precision)
+    got = _launch(z, w, bw, precision, config)
     want = _dense(z, w, bw)
     assert got.is_cuda and got.dtype == torch.float32 and got.shape == (b,)
     assert torch.isfinite(got).all()
@@ -51,6 +72,20 @@ def test_bf16_inputs_are_upcast_exactly():
     got = mmd2_permutations_triton(z, w, 9.0, precision="ieee")
     want = _dense(z.float(), w, 9.0)
     assert ((got.double() - want).norm() / want.norm()).item() <= 1e-5
+
+
+def test_autotuned_launch_matches_the_definition_at_a_narrow_bandwidth():
+    """The autotuned path (what mmd_test runs) at an odd size, and a bandwidth so narrow that K is nearly the
+    identity: there the diagonal's cancellation would show if it were not exact."""
+    g = torch.Generator(device="cuda").manual_seed(6)
+    z, w = (
+        torch.randn(777, 1024, device="cuda", generator=g) + 2.0,
+        torch.randn(777, 33, device="cuda", generator=g),
+    )
+    want = _dense(z, w, 1.7)
+    for precision in ("tf32x3", "ieee"):
+        got = mmd2_permutations_triton(z, w, 1.7, precision=precision)
+        assert ((got.double() - want).norm() / want.norm()).item() <= 1e-5, precision
 
 
 def test_same_bits_on_every_run_and_for_a_fixed_config():

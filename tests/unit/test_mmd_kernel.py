@@ -80,11 +80,13 @@ def test_unknown_precision_is_refused():
 
 
 # Odd sizes against the float64 definition, under the interpreter: n not a multiple of the block (16 there),
-# B = 1 and B spanning several permutation blocks, d = 1 and d spanning several depth blocks, a fixed
-# config with other block sizes, and two runs giving the same bits (no atomics).
+# B = 1 and B spanning many permutation blocks (300), d = 1 and d = 1024 (64 depth blocks), bf16 inputs,
+# every block shape the GPU autotuner may pick (n 70: one partial tile of 128, two of 64, three of 32), and
+# two runs giving the same bits (no atomics).
 _TRITON_CHECK = textwrap.dedent("""
     import json, torch
     from refit.kernels import mmd2_permutations_triton
+    from refit.kernels.mmd import _CONFIGS
     def dense(z, w, bw):
         z, w = z.double(), w.double()
         k = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bw ** 2))
@@ -92,7 +94,10 @@ _TRITON_CHECK = textwrap.dedent("""
     out = []
     cases = [(37, 13, 5, torch.float32, None), (45, 1, 1, torch.float32, None), (33, 40, 37, torch.float32, None),
              (17, 29, 7, torch.bfloat16, None),
-             (50, 20, 20, torch.float32, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_D": 32})]
+             (50, 20, 20, torch.float32, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_D": 32}),
+             (19, 1024, 3, torch.float32, None), (23, 5, 300, torch.float32, None)]
+    cases += [(70, 40, 30, torch.float32, {"BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd})
+              for bn, bb, bd, _, _ in _CONFIGS]
     for n, d, b, dtype, config in cases:
         torch.manual_seed(n)
         z, w = (torch.randn(n, d) + 2).to(dtype), torch.randn(n, b)
@@ -116,8 +121,49 @@ def test_triton_kernel_matches_the_definition_under_the_interpreter():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cases = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(cases) == 5
+    assert len(cases) == 7 + 7  # the fixed cases and one per autotuner config
     for case in cases:
         assert case["err"] <= 2e-5 * max(1.0, case["scale"]), case
         assert case["repeatable"], case
         assert case["shape"] == [case["case"][2]], case
+
+
+# Every autotuner block shape compiled for Hopper (sm_90) with Triton's own ptxas, no GPU needed: a shape whose
+# shared memory exceeds what one block may have would compile and then never launch there.
+_SM90_COMPILE = textwrap.dedent("""
+    import json, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import refit.kernels.mmd as kmod
+    raw, _ = kmod._build_kernels()
+    ptr, i32 = "*fp32", "i32"
+    sig = {"z_ptr": ptr, "sq_ptr": ptr, "w_ptr": ptr, "partial_ptr": ptr, "n": i32, "d": i32, "n_perm": i32,
+           "neg_gamma_log2e": "fp32", "n_bucket": i32, "d_bucket": i32, "b_bucket": i32,
+           **{k: "constexpr" for k in ("PRECISION", "CONTRACT_PRECISION", "BLOCK_N", "BLOCK_B", "BLOCK_D")}}
+    out = []
+    for bn, bb, bd, warps, stages in kmod._CONFIGS:
+        consts = {"PRECISION": "tf32x3", "CONTRACT_PRECISION": "tf32x3", "BLOCK_N": bn, "BLOCK_B": bb, "BLOCK_D": bd}
+        k = triton.compile(ASTSource(raw, sig, consts), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "num_stages": stages})
+        out.append({"config": [bn, bb, bd, warps, stages], "shared": k.metadata.shared})
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow  # seven Triton compilations (about 15 s)
+def test_every_autotune_shape_compiles_for_hopper_within_its_shared_memory():
+    pytest.importorskip("triton", reason="triton is not installed (pip install refit-ml[gpu])")
+    pytest.importorskip("triton.backends.nvidia", reason="this triton has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SM90_COMPILE], env=env, capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0 and "TypeError" in proc.stderr and "ASTSource" in proc.stderr:
+        pytest.skip(
+            f"this triton's ahead-of-time compile API differs: {proc.stderr.strip().splitlines()[-1]}"
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(shapes) == 7
+    hopper_block_limit = 227 * 1024  # H100 / H200: 227 KB of shared memory per block (opt-in maximum)
+    assert all(0 < s["shared"] <= hopper_block_limit for s in shapes), shapes
