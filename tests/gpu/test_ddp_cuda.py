@@ -19,13 +19,11 @@ _SCRIPT = textwrap.dedent("""
     import hashlib, sys
     from pathlib import Path
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from refit.models.tiny import tiny_bert
     from refit.train import SequenceClassifier, build_trainer
 
     out = Path(sys.argv[1])
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=128, num_labels=2))
+    model = tiny_bert(vocab_size=500, hidden_size=64)  # seeded: both ranks start from the same weights
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": torch.randint(5, 500, (32,), generator=g), "attention_mask": torch.ones(32, dtype=torch.long),
              "labels": torch.randint(0, 2, (), generator=g)} for _ in range(64)]
