@@ -80,7 +80,9 @@ if [[ $MODE == fetch || $MODE == prepare ]]; then
   ls -l "$WHEELS"
   if [[ $MODE == prepare ]]; then
     # Embeds the calibration sentences once (cached; the CPU calib section then runs on them too).
-    "${PYTHON:-$ROOT/.venv/bin/python}" scripts/bench_mmd_kernel.py --sections calib --windows 5 \
+    PY="${PYTHON:-$ROOT/.venv/bin/python}"
+    [[ -x $PY ]] || PY=python3 # as --cpu: the checkout's venv, else the interpreter on PATH
+    "$PY" scripts/bench_mmd_kernel.py --sections calib --windows 5 \
       --out "$ROOT/runs/gpu-prepare/calib-cpu" || exit 1
     [[ -f $CALIB/embeddings.safetensors ]] || {
       echo "gpu_check.sh --prepare: $CALIB/embeddings.safetensors was not made: it needs the shared data sets" \
