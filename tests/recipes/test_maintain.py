@@ -472,11 +472,15 @@ def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonz
 
 
 def _parquet(path: Path, rows: list[dict]) -> Path:
+    """A capture or feedback file in the schema `refit serve` writes (the inbox refuses any other)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    schema = CAPTURE_SCHEMA if path.name.startswith("capture-") else FEEDBACK_SCHEMA
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
 
 
@@ -532,8 +536,11 @@ def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys
     # labels arrive a cycle later for older requests (and one for a request not captured yet)
     _parquet(
         inbox / "feedback-0002.parquet",
-        [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"} for i in range(60, 90)]
-        + [{"request_id": "later", "label": "positive", "at": "x"}],
+        [
+            {"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "2026-11-23T09:00:00+00:00"}
+            for i in range(60, 90)
+        ]
+        + [{"request_id": "later", "label": "positive", "at": "2026-11-23T09:00:00+00:00"}],
     )
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     run = reg.runs("maintain")[-1]
