@@ -27,6 +27,7 @@ from refit.serve.capture import (
     FEEDBACK_SCHEMA,
     RotatingParquetWriter,
     capture_row,
+    clean_abandoned,
     feedback_row,
     utc_now,
 )
@@ -112,6 +113,7 @@ class Server:
         )
         self.capture = self.feedback = None
         if options.capture:
+            self._clean_abandoned()
             self.capture = self._writer("capture", CAPTURE_SCHEMA)
             self.feedback = self._writer("feedback", FEEDBACK_SCHEMA)
         self.accepting = True
@@ -129,6 +131,20 @@ class Server:
         if self.registry is not None:
             return self.registry.root / "inbox"
         return Path(self.options.version).parent / "inbox"
+
+    def _clean_abandoned(self) -> None:
+        """Delete the unfinished capture files of killed servers of this host (user text; see capture.py)."""
+        try:
+            removed = clean_abandoned(self.capture_dir)
+        except OSError as e:  # capture degrades, the server does not: the writer reports its own failures
+            log.warning("refit serve: could not clean abandoned capture files in %s: %s", self.capture_dir, e)
+            return
+        for name, size in removed:
+            log.warning(
+                "refit serve: deleted %s (%d bytes), the unfinished capture file of a server that was killed",
+                name,
+                size,
+            )
 
     def _writer(self, kind: str, schema) -> RotatingParquetWriter:
         writer = RotatingParquetWriter(

@@ -313,6 +313,52 @@ def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry,
     assert [q["file"] for q in batch.quarantined] == [str(torn.resolve())]
 
 
+@pytest.mark.slow
+def test_a_restarted_server_deletes_only_the_capture_files_of_dead_servers_of_its_host(registry, caplog):
+    """Before: the 0o600 dot-file of a SIGKILLed `refit serve` (user text) stayed in the inbox forever. Now
+    the next server on this host deletes it at start-up, and logs it; the dot-files of another host, of a
+    live process, or with no owner in the name are left alone, and its own files are unaffected."""
+    import signal
+    import subprocess
+    import sys
+
+    from refit.serve.capture import _owner
+    from tests.recipes.test_serve import _start_server
+
+    proc, base = _start_server(registry, "--capture.rotate_seconds", "3600", timeout=120)
+    try:
+        httpx.post(f"{base}/predict", json={"texts": ["private one", "private two"]}, timeout=30)
+        inbox = registry.root / "inbox"
+        deadline = time.monotonic() + 20
+        while not any(p.stat().st_size > 0 for p in inbox.glob(".capture-*.tmp")):
+            assert time.monotonic() < deadline, "the capture file was never written"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    dead = sorted(p.name for p in inbox.glob(".*.tmp"))
+    assert dead and all(f".{proc.pid}.parquet.tmp" in n and f"@{_owner()}." in n for n in dead), dead
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    kept = [
+        f".capture-20261201T000000Z-aaaaaa@elsewhere~1.{proc.pid}.parquet.tmp",  # another host, same pid
+        f".capture-20261201T000000Z-bbbbbb@{_owner()}.{live.pid}.parquet.tmp",  # a live writer of this host
+        ".capture-20261201T000000Z-cccccc.parquet.tmp",  # no owner in its name
+    ]
+    try:
+        for name in kept:
+            (inbox / name).write_bytes(b"someone else's rows")
+        with caplog.at_level("WARNING", logger="refit.serve"), served(registry) as (client, _):
+            assert not any((inbox / n).exists() for n in dead)  # gone before the first request
+            client.post("/predict", json={"text": "after the restart"})
+    finally:
+        live.kill()
+        live.wait()
+    left = sorted(p.name for p in inbox.iterdir())
+    assert not set(dead) & set(left) and set(kept) <= set(left), left
+    assert all(f"deleted {n}" in caplog.text for n in dead)
+    assert [r["text"] for r in read_rows(inbox, "capture")] == ["after the restart"]
+
+
 def test_concurrent_feedback_writers_lose_and_duplicate_nothing(registry):
     """Eight threads posting feedback at once: every accepted row is written exactly once."""
     from concurrent.futures import ThreadPoolExecutor
