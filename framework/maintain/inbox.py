@@ -16,9 +16,11 @@ The inbox is writable by more than the server, so everything in it is treated as
   link, a FIFO, a socket or a folder is skipped and counted), and parsed from the bytes read, so the sha256
   recorded is that of what was parsed even if the file changes meanwhile; a file listed after the scan is
   left to the next cycle;
-- a file over MAX_FILE_BYTES, a JSONL/CSV line over MAX_LINE_BYTES, a capture or feedback file whose
+- a file over MAX_FILE_BYTES, a JSONL/CSV line over MAX_LINE_BYTES, a Parquet file of more than MAX_ROWS
+  rows or MAX_DECODED_BYTES decoded, undecodable content (invalid UTF-8 anywhere, JSON nested too deeply,
+  a CSV field over the csv module's limit), a capture or feedback file whose
   columns are not the serve schema (another format version), a label outside the model's label set,
-  an unparseable or naive `at`, non-UTF-8, no rows: the file is quarantined, i.e. recorded with the
+  an unparseable or naive `at`, no rows: the file is quarantined, i.e. recorded with the
   reason, skipped by every later cycle (until its content changes), never blocking the valid files beside it;
 - a capture or feedback row stamped more than FUTURE_SLACK in the future is skipped and counted (its
   `at` would otherwise win every label conflict);
@@ -53,6 +55,8 @@ __all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTU
 CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
 MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a crafted file from exhausting it
 MAX_LINE_BYTES = 1024**2  # one JSONL/CSV row; a classifier's input is a few hundred tokens
+MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at capture.rotate_rows)
+MAX_DECODED_BYTES = 1024**3  # a Parquet file decoded (dictionary and RLE encodings expand)
 FUTURE_SLACK = timedelta(minutes=5)  # clock skew between a server and the cycle's machine
 
 
@@ -131,16 +135,38 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def _parse(name: str, data: bytes, schema=None) -> list[dict]:
-    """Rows of one file's bytes; `schema` (capture/feedback) must be matched by name and string type."""
+    """Rows of one file's bytes; `schema` (capture/feedback) must be matched by name and string type.
+
+    Any decoding failure is the file's fault and a DataError: before, a deeply nested JSON line
+    (RecursionError) or a CSV field over the csv module's limit (csv.Error) escaped as other exceptions
+    and crashed every cycle while the file sat in the inbox."""
+    try:
+        return _parse_unchecked(name, data, schema)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start} of a value).") from None
+    except RecursionError:
+        raise DataError("a JSON value is nested too deeply to read.") from None
+    except csv.Error as e:
+        raise DataError(f"not readable as CSV ({e}).") from None
+
+
+def _parse_unchecked(name: str, data: bytes, schema) -> list[dict]:
     suffix = Path(name).suffix.lower()
     if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
+            rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+            if rows > MAX_ROWS:  # checked before decoding: a small file can expand to any size
+                raise DataError(f"holds {rows} rows, over the inbox limit of {MAX_ROWS} per file.")
             table = pq.read_table(pa.BufferReader(data))
+        except DataError:
+            raise
         except Exception as e:  # pyarrow raises several unrelated types for a bad file
             raise DataError(f"cannot read as Parquet ({e}).") from None
+        if table.nbytes > MAX_DECODED_BYTES:
+            raise DataError(f"decodes to {table.nbytes} bytes, over the limit of {MAX_DECODED_BYTES}.")
         if schema is not None:
             _check_schema(table.schema, schema)
         return table.to_pylist()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from refit.maintain.inbox import MAX_FILE_BYTES, MAX_LINE_BYTES, read_inbox
+from refit.maintain.inbox import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_ROWS, read_inbox
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
 LABELS = ["negative", "positive"]
@@ -181,6 +181,29 @@ def test_huge_lines_huge_files_and_non_utf8_are_quarantined(tmp_path):
     assert set(reasons) == {"huge-line.jsonl", "latin1.jsonl", "huge.jsonl"}
     assert "line 1" in reasons["huge-line.jsonl"] and "UTF-8" in reasons["latin1.jsonl"]
     assert "limit" in reasons["huge.jsonl"] and all(q["sha256"] for q in batch.quarantined)
+
+
+def test_content_that_crashed_the_decoders_is_quarantined_not_a_crash(tmp_path):
+    """Before: nested JSON (RecursionError) and a long CSV field (csv.Error) escaped the reader as
+    non-DataErrors and crashed every cycle, with a traceback, for as long as the file sat in the inbox;
+    invalid UTF-8 inside a Parquet string and a Parquet file of more rows than any server writes must
+    stay refused (the second was read whole, however many rows it decoded to)."""
+    _good(tmp_path)
+    bad = b"\xff\xfe not utf-8"
+    offsets = pa.array([0, len(bad)], pa.int32()).buffers()[1]
+    text = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(bad)])
+    pq.write_table(pa.table({"text": text}), tmp_path / "bytes-in-a-string.parquet")
+    (tmp_path / "nested.jsonl").write_text('{"text": ' + "[" * 100_000 + "\n")
+    (tmp_path / "long-field.csv").write_text("text\n" + "x" * 200_000 + "\n")
+    pq.write_table(
+        pa.table({"text": pa.array(["a"] * (MAX_ROWS + 1)).dictionary_encode()}), tmp_path / "rows.parquet"
+    )
+    batch = _read(tmp_path)
+    assert sorted(batch.labelled) == sorted(GOOD) and sorted(batch.texts) == ["good one", "good zero"]
+    reasons = {Path(q["file"]).name: q["reason"] for q in batch.quarantined}
+    assert set(reasons) == {"bytes-in-a-string.parquet", "nested.jsonl", "long-field.csv", "rows.parquet"}
+    assert "UTF-8" in reasons["bytes-in-a-string.parquet"] and "nested" in reasons["nested.jsonl"]
+    assert "CSV" in reasons["long-field.csv"] and "rows" in reasons["rows.parquet"]
 
 
 def test_links_and_fifos_in_the_inbox_are_skipped_never_followed_or_waited_on(tmp_path):
