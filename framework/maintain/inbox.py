@@ -23,7 +23,8 @@ The inbox is writable by more than the server, so everything in it is treated as
   an unparseable or naive `at`, no rows: the file is quarantined, i.e. recorded with the
   reason, skipped by every later cycle (until its content changes), never blocking the valid files beside it;
 - a capture or feedback row stamped more than FUTURE_SLACK in the future is skipped and counted (its
-  `at` would otherwise win every label conflict);
+  `at` would otherwise win every label conflict), and so is a capture row whose text does not match its
+  text_sha256 (edited after the server wrote it);
 - a request id captured twice with different texts (two files, or one) is dropped from the window and
   counted; captured twice with the same text it is one request. A request already in a file read by an
   earlier cycle is never new again, so a copy of an old capture file adds nothing;
@@ -229,6 +230,18 @@ def _at(value, i: int) -> datetime:
     return at
 
 
+def _label_id(value, names: list[str], i: int) -> int:
+    """The label id of one row. to_label_ids takes any Unicode digit for an id and then fails in int()
+    ('²' raised ValueError and crashed the cycle): only ASCII digits reach it here."""
+    key = str(value)
+    if key not in names and not key.isascii():
+        raise DataError(f"row {i}: label {key[:40]!r} is not one of the model's labels {names}.")
+    try:
+        return to_label_ids([value], names)[0]
+    except DataError as e:
+        raise DataError(f"row {i}: {e}") from None
+
+
 def _read_dropped(name: str, data: bytes, text_column: str, label_column: str, names: list[str]):
     texts, labelled = [], []
     for i, row in enumerate(_rows(name, data, (text_column,)), 1):
@@ -239,10 +252,7 @@ def _read_dropped(name: str, data: bytes, text_column: str, label_column: str, n
         label = row.get(label_column)
         if label is None or label == "":
             continue
-        try:
-            labelled.append((text, to_label_ids([label], names)[0]))
-        except DataError as e:
-            raise DataError(f"row {i}: {e}") from None
+        labelled.append((text, _label_id(label, names, i)))
     return texts, labelled
 
 
@@ -256,7 +266,11 @@ def _read_capture(name: str, data: bytes, now: datetime, skipped: Counter) -> li
         if _at(row["at"], i) > now + FUTURE_SLACK:
             skipped["capture rows stamped in the future"] += 1
             continue
-        out.append((row["request_id"], row["text"]))
+        text = row["text"]
+        if text is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != row["text_sha256"]:
+            skipped["capture rows whose text does not match its text_sha256 (edited)"] += 1
+            continue
+        out.append((row["request_id"], text))
     return out
 
 
@@ -267,10 +281,7 @@ def _read_feedback(
     for i, row in enumerate(_rows(name, data, ("request_id", "label"), FEEDBACK_SCHEMA), 1):
         if not isinstance(row["request_id"], str) or not row["request_id"]:
             raise DataError(f"row {i}: no request_id.")
-        try:
-            label = to_label_ids([row["label"]], names)[0]
-        except DataError as e:
-            raise DataError(f"row {i}: {e}") from None
+        label = _label_id(row["label"], names, i)
         at = _at(row["at"], i)
         if at > now + FUTURE_SLACK:
             skipped["feedback rows stamped in the future"] += 1

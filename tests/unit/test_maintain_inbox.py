@@ -166,6 +166,28 @@ def test_labels_of_another_label_set_and_bad_times_quarantine_their_file(tmp_pat
     assert "UTC offset" in reasons["feedback-c.parquet"] and "UTC offset" in reasons["feedback-d.parquet"]
 
 
+def test_a_unicode_digit_label_is_quarantined_not_a_crash(tmp_path):
+    """Before: '²' passed to_label_ids' isdigit() test, then int('²') raised ValueError: a crafted feedback
+    or dropped file crashed every cycle (`refit serve` refuses it, a file in the inbox was not checked);
+    an Arabic-Indic one was silently taken for label 1."""
+    _good(tmp_path)
+    _write(tmp_path / "feedback-b.parquet", [_fb("r0", "\u00b2", _now(-1))], FEEDBACK_SCHEMA)
+    (tmp_path / "dropped.jsonl").write_text(json.dumps({"text": "t", "label": "\u0661"}) + "\n")  # Arabic 1
+    batch = _read(tmp_path)
+    assert sorted(batch.labelled) == sorted(GOOD)
+    assert sorted(Path(q["file"]).name for q in batch.quarantined) == ["dropped.jsonl", "feedback-b.parquet"]
+
+
+def test_a_capture_row_edited_after_it_was_written_is_skipped(tmp_path):
+    """Before: a row whose text was changed (its text_sha256 no longer matching) was trained on as captured."""
+    _good(tmp_path)
+    edited = {**_cap("r5", "what was served"), "text": "what someone wrote in"}
+    _write(tmp_path / "capture-b.parquet", [edited, _cap("r6", "untouched")], CAPTURE_SCHEMA)
+    batch = _read(tmp_path)
+    assert sorted(batch.texts) == ["good one", "good zero", "untouched"]
+    assert batch.skipped == {"capture rows whose text does not match its text_sha256 (edited)": 1}
+
+
 def test_huge_lines_huge_files_and_non_utf8_are_quarantined(tmp_path):
     """Before: a JSONL line or a file of any size was read whole into memory."""
     _good(tmp_path)
