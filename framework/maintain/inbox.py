@@ -320,7 +320,7 @@ def read_inbox(
             try:
                 data = _read_bytes(dir_fd, name)
             except _NotAFile as e:
-                batch.skipped["entries that are not regular files (links, FIFOs, ...)"] += 1
+                batch.skipped["entries that are not readable regular files (links, FIFOs, ...)"] += 1
                 batch.notes.append(f"skipped {key}: {e}")
                 continue
             except _TooBig as e:

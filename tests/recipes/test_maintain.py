@@ -664,6 +664,9 @@ def test_a_hostile_inbox_neither_crashes_the_cycle_nor_changes_what_it_reads(set
     ]
     assert [Path(q["file"]).name for q in run["details"]["quarantined"]] == ["nested.jsonl"]
     notes = " ".join(run["details"]["notes"])
-    assert "skipped 2 entries that are not regular files" in notes and "skipped 1 feedback rows" in notes
+    assert (
+        "skipped 2 entries that are not readable regular files" in notes
+        and "skipped 1 feedback rows" in notes
+    )
     out = capsys.readouterr().out
     assert "inbox: skipped 2 entries" in out and "quarantined" in out and "nested.jsonl" in out

@@ -252,7 +252,7 @@ def test_links_and_fifos_in_the_inbox_are_skipped_never_followed_or_waited_on(tm
         pytest.fail("the inbox reader blocked on a FIFO")
     batch = result["batch"]
     assert sorted(batch.labelled) == sorted(GOOD) and "not for training" not in batch.texts
-    assert batch.skipped == {"entries that are not regular files (links, FIFOs, ...)": 2}
+    assert batch.skipped == {"entries that are not readable regular files (links, FIFOs, ...)": 2}
     assert all(str(outside) not in f for f in batch.files) and batch.quarantined == []
 
 
