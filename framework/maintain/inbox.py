@@ -17,7 +17,7 @@ The inbox is writable by more than the server, so everything in it is treated as
   recorded is that of what was parsed even if the file changes meanwhile; a file listed after the scan is
   left to the next cycle;
 - a file over MAX_FILE_BYTES, a JSONL/CSV line over MAX_LINE_BYTES, a Parquet file of more than MAX_ROWS
-  rows or MAX_DECODED_BYTES decoded, undecodable content (invalid UTF-8 anywhere, JSON nested too deeply,
+  rows, MAX_VALUES values or MAX_DECODED_BYTES decoded (checked before decoding), undecodable content (invalid UTF-8 anywhere, JSON nested too deeply,
   a CSV field over the csv module's limit), a capture or feedback file whose
   columns are not the serve schema (another format version), a label outside the model's label set,
   an unparseable or naive `at`, no rows: the file is quarantined, i.e. recorded with the
@@ -58,6 +58,7 @@ MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a craf
 MAX_LINE_BYTES = 1024**2  # one JSONL/CSV row; a classifier's input is a few hundred tokens
 MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at capture.rotate_rows)
 MAX_DECODED_BYTES = 1024**3  # a Parquet file decoded (dictionary and RLE encodings expand)
+MAX_VALUES = 20_000_000  # leaf values of one Parquet file (probabilities included)
 FUTURE_SLACK = timedelta(minutes=5)  # clock skew between a server and the cycle's machine
 
 
@@ -154,20 +155,12 @@ def _parse(name: str, data: bytes, schema=None) -> list[dict]:
 def _parse_unchecked(name: str, data: bytes, schema) -> list[dict]:
     suffix = Path(name).suffix.lower()
     if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
-            rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
-            if rows > MAX_ROWS:  # checked before decoding: a small file can expand to any size
-                raise DataError(f"holds {rows} rows, over the inbox limit of {MAX_ROWS} per file.")
-            table = pq.read_table(pa.BufferReader(data))
+            table = _read_parquet(data)
         except DataError:
             raise
         except Exception as e:  # pyarrow raises several unrelated types for a bad file
             raise DataError(f"cannot read as Parquet ({e}).") from None
-        if table.nbytes > MAX_DECODED_BYTES:
-            raise DataError(f"decodes to {table.nbytes} bytes, over the limit of {MAX_DECODED_BYTES}.")
         if schema is not None:
             _check_schema(table.schema, schema)
         return table.to_pylist()
@@ -190,6 +183,47 @@ def _parse_unchecked(name: str, data: bytes, schema) -> list[dict]:
             raise DataError(f"line {lineno}: expected a JSON object, got {type(row).__name__}.")
         rows.append(row)
     return rows
+
+
+def _read_parquet(data: bytes):
+    """A Parquet file's table, refused before anything expands past the limits: a file of a few KB can
+    decode to gigabytes (one long string dictionary-encoded, or a page of repeats compressed with zstd:
+    a 49 KB file held 2.2 GB of text). Its footer gives the rows, leaf values and uncompressed page
+    bytes; string columns are read dictionary-encoded and their expanded size summed before decoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    if meta.num_rows > MAX_ROWS:
+        raise DataError(f"holds {meta.num_rows} rows, over the inbox limit of {MAX_ROWS} per file.")
+    chunks = [
+        meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+    ]
+    pages = sum(c.total_uncompressed_size for c in chunks)
+    values = sum(c.num_values for c in chunks)
+    if pages > MAX_DECODED_BYTES or values > MAX_VALUES:
+        raise DataError(
+            f"decompresses to {pages} bytes in {values} values, over the limits of {MAX_DECODED_BYTES} "
+            f"bytes and {MAX_VALUES} values."
+        )
+    # plain types: a column stored as a dictionary (its Arrow schema says so) is read as its values
+    plain = pa.schema(
+        [
+            f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+            for f in pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+        ]
+    )
+    strings = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
+    expanded = 0
+    for name in strings:
+        for chunk in table.column(name).chunks:
+            if pa.types.is_dictionary(chunk.type):
+                expanded += pc.sum(pc.binary_length(chunk.dictionary).take(chunk.indices)).as_py() or 0
+    if expanded > MAX_DECODED_BYTES:
+        raise DataError(f"its text decodes to {expanded} bytes, over the limit of {MAX_DECODED_BYTES}.")
+    return table.cast(plain)
 
 
 def _check_schema(found, expected) -> None:

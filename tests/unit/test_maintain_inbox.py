@@ -228,6 +228,32 @@ def test_content_that_crashed_the_decoders_is_quarantined_not_a_crash(tmp_path):
     assert "CSV" in reasons["long-field.csv"] and "rows" in reasons["rows.parquet"]
 
 
+def test_a_parquet_decompression_bomb_is_refused_before_it_expands(tmp_path):
+    """Before: a 49 KB Parquet file holding one 1 MiB string dictionary-encoded 2,100 times was decoded
+    whole (2.2 GB in memory) before anything looked at it. Now its expanded size is summed from the
+    dictionary and the file quarantined; measured in a fresh process by Arrow's peak allocation."""
+    import subprocess
+    import sys
+
+    big = pa.DictionaryArray.from_arrays(pa.array([0] * 2100, pa.int32()), pa.array(["x" * (1 << 20)]))
+    pq.write_table(pa.table({"text": big}), tmp_path / "bomb.parquet")
+    assert (tmp_path / "bomb.parquet").stat().st_size < 100_000
+    script = (
+        "import json, sys, pyarrow as pa; from pathlib import Path; from refit.maintain.inbox import read_inbox; "
+        "b = read_inbox(Path(sys.argv[1]), seen=set(), quarantined=set(), text_column='text', "
+        "label_column='label', label_names=['negative', 'positive']); "
+        "print(json.dumps({'q': [q['reason'] for q in b.quarantined], 'texts': len(b.texts), "
+        "'peak': pa.default_memory_pool().max_memory()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["texts"] == 0 and len(result["q"]) == 1 and "decodes to 2202009600 bytes" in result["q"][0]
+    assert result["peak"] < 200 * 1024**2, result
+
+
 def test_links_and_fifos_in_the_inbox_are_skipped_never_followed_or_waited_on(tmp_path):
     """Before: a symbolic link named like a data file was followed (it read a file outside the inbox,
     recorded under the target's path), and a FIFO swapped in after the listing blocked the cycle forever."""
