@@ -6,6 +6,7 @@ servers on 127.0.0.1, real registries and tiny random versions (the helpers of t
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ pytest.importorskip("uvicorn", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx", reason="needs httpx (a FastAPI test dependency)")
 
 import refit.serve.slot as slot_module  # noqa: E402
+from refit.errors import RefitError  # noqa: E402
 from refit.models import read_version, write_manifest  # noqa: E402
 from refit.registry import Registry  # noqa: E402
 from refit.serve import ServeOptions  # noqa: E402
@@ -249,7 +251,23 @@ def test_admin_reload_on_a_locked_registry_answers_409_promptly_and_the_watcher_
             assert r.status_code == 409 and "locked" in r.json()["detail"], r.text
             assert waited < 15, f"/admin/reload took {waited:.1f} s on a locked registry"
             assert r.json()["version_id"] == v0 and probs(client)
+
+            # a reload already waiting on the lock (as the watcher does, with the registry's 30 s) makes
+            # the admin request answer at once that one is running, not queue behind it
+            def reload_and_wait():
+                with contextlib.suppress(RefitError):  # it may time out too on a slow machine
+                    server.reload()
+
+            waiting = threading.Thread(target=reload_and_wait)
+            waiting.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            r = client.post("/admin/reload", headers=AUTH, timeout=60)
+            waited = time.monotonic() - started
+            assert r.status_code == 409 and "Another reload" in r.json()["detail"], r.text
+            assert waited < 15, f"/admin/reload took {waited:.1f} s behind a waiting reload"
             holder.communicate("release\n", timeout=30)  # the lock goes; the watcher's next look works
+            waiting.join(60)
             registry.promote(v1, "better")
             deadline = time.monotonic() + 60
             while server.slot.version_id != v1:
