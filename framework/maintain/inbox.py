@@ -26,8 +26,9 @@ The inbox is writable by more than the server, so everything in it is treated as
   `at` would otherwise win every label conflict), and so is a capture row whose text does not match its
   text_sha256 (edited after the server wrote it);
 - a request id captured twice with different texts (two files, or one) is dropped from the window and
-  counted; captured twice with the same text it is one request. A request already in a file read by an
-  earlier cycle is never new again, so a copy of an old capture file adds nothing;
+  counted; captured twice with the same text it is one request. A request (or a feedback row) already in
+  a file read by an earlier cycle is never new again, so a copy of an old capture or feedback file adds
+  nothing;
 - conflicting feedback: the row with the latest `at` wins; when rows with that same latest `at` give
   different labels the request is dropped from the labelled window and counted (no order of files or
   names decides a label).
@@ -415,7 +416,7 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict) -> None:
         if len({label for label, _ in winners}) > 1:
             batch.skipped["requests whose latest feedback rows disagree (dropped)"] += 1
             continue
-        fb_new = any(new for _, new in winners)
+        fb_new = all(new for _, new in winners)  # the same row in a file read before: already used
         if rid not in captures:
             unmatched += fb_new
             continue

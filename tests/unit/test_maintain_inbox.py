@@ -128,15 +128,17 @@ def test_a_request_id_captured_twice_with_different_texts_is_dropped(tmp_path):
     }
 
 
-def test_a_copy_of_an_already_read_capture_file_adds_nothing(tmp_path):
-    """Before: a copy of a capture file read by an earlier cycle, under a new name, made its requests new
-    again: their texts re-entered drift and their labels were trained on twice."""
+def test_a_copy_of_an_already_read_capture_or_feedback_file_adds_nothing(tmp_path):
+    """Before: a copy of a capture (or feedback) file read by an earlier cycle, under a new name, made its
+    requests new again: their texts re-entered drift and their labels were trained on twice."""
     _good(tmp_path)
     seen = {str((tmp_path / n).resolve()) for n in ("capture-a.parquet", "feedback-a.parquet")}
     assert _read(tmp_path, seen).labelled == []
     (tmp_path / "capture-z.parquet").write_bytes((tmp_path / "capture-a.parquet").read_bytes())
     batch = _read(tmp_path, seen)
     assert batch.labelled == [] and batch.texts == []
+    (tmp_path / "feedback-z.parquet").write_bytes((tmp_path / "feedback-a.parquet").read_bytes())
+    assert _read(tmp_path, seen).labelled == []  # nor does a copy of an already read feedback file
 
 
 def test_serve_files_of_another_format_version_are_quarantined(tmp_path):
