@@ -195,6 +195,8 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     )
     for q in batch.quarantined:
         log(f"quarantined {q['file']}: {q['reason']}")
+    for reason, n in sorted(batch.skipped.items()):
+        log(f"inbox: skipped {n} {reason}")
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
 
 

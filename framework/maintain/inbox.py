@@ -11,23 +11,56 @@ A feedback row labels the captured row with the same request_id, whichever file 
 label that arrives days after its request still becomes training data. A (capture, feedback) pair is used
 by the first cycle that has read both files: exactly once.
 
-A file that cannot be used (unreadable, no text column, a label outside the model's label set, no rows)
-is quarantined: recorded with the reason, skipped by every later cycle (until its content changes), and
-never blocks the valid files beside it.
+The inbox is writable by more than the server, so everything in it is treated as untrusted input:
+- only regular files are read, each opened once without following links and without blocking (a symbolic
+  link, a FIFO, a socket or a folder is skipped and counted), and parsed from the bytes read, so the sha256
+  recorded is that of what was parsed even if the file changes meanwhile; a file listed after the scan is
+  left to the next cycle;
+- a file over MAX_FILE_BYTES, a JSONL/CSV line over MAX_LINE_BYTES, a Parquet file of more than MAX_ROWS
+  rows, MAX_VALUES values or MAX_DECODED_BYTES decoded (checked before decoding), undecodable content (invalid UTF-8 anywhere, JSON nested too deeply,
+  a CSV field over the csv module's limit), a capture or feedback file whose
+  columns are not the serve schema (another format version), a label outside the model's label set,
+  an unparseable or naive `at`, no rows: the file is quarantined, i.e. recorded with the
+  reason, skipped by every later cycle (until its content changes), never blocking the valid files beside it;
+- a capture or feedback row stamped more than FUTURE_SLACK in the future is skipped and counted (its
+  `at` would otherwise win every label conflict), and so is a capture row whose text does not match its
+  text_sha256 (edited after the server wrote it);
+- a request id captured twice with different texts (two files, or one) is dropped from the window and
+  counted; captured twice with the same text it is one request. A request (or a feedback row) already in
+  a file read by an earlier cycle is never new again, so a copy of an old capture or feedback file adds
+  nothing;
+- conflicting feedback: the row with the latest `at` wins; when rows with that same latest `at` give
+  different labels the request is dropped from the labelled window and counted (no order of files or
+  names decides a label).
+Every skip is counted in `InboxBatch.skipped` and said in a note of the cycle's report.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from refit.data import SUFFIXES, read_rows, to_label_ids
+from refit.data import SUFFIXES, to_label_ids
 from refit.errors import DataError
-from refit.io import sha256_file
+from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
-__all__ = ["InboxBatch", "read_inbox", "inbox_files"]
+__all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTURE_SLACK"]
 
 CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
+MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a crafted file from exhausting it
+MAX_LINE_BYTES = 1024**2  # one JSONL/CSV row; a classifier's input is a few hundred tokens
+MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at capture.rotate_rows)
+MAX_DECODED_BYTES = 1024**3  # a Parquet file decoded (dictionary and RLE encodings expand)
+MAX_VALUES = 20_000_000  # leaf values of one Parquet file (probabilities included)
+FUTURE_SLACK = timedelta(minutes=5)  # clock skew between a server and the cycle's machine
 
 
 @dataclass
@@ -41,74 +74,254 @@ class InboxBatch:
     texts: list[str] = field(default_factory=list)  # every new input with a stored text (drift, reference)
     labelled: list[tuple[str, int]] = field(default_factory=list)  # new labelled rows as (text, label id)
     notes: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)  # reason -> entries (files or rows) skipped
 
 
-def inbox_files(folder: Path) -> list[Path]:
-    """Complete data files of the inbox, in name order (dot-files are partial writes)."""
-    return [
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES
-    ]
+def _data_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
 
 
-def _kind(path: Path) -> str:
-    if path.suffix.lower() == ".parquet" and path.name.startswith(CAPTURE_PREFIX):
+def _kind(name: str) -> str:
+    if name.lower().endswith(".parquet") and name.startswith(CAPTURE_PREFIX):
         return "capture"
-    if path.suffix.lower() == ".parquet" and path.name.startswith(FEEDBACK_PREFIX):
+    if name.lower().endswith(".parquet") and name.startswith(FEEDBACK_PREFIX):
         return "feedback"
     return "dropped"
 
 
-def _rows(path: Path, required: tuple[str, ...]) -> list[dict]:
-    rows = read_rows(path)
+class _NotAFile(Exception):
+    """The entry is not a regular file (a link, a FIFO, ...): skipped, not quarantined (nothing to hash)."""
+
+
+class _TooBig(DataError):
+    """A file over MAX_FILE_BYTES: quarantined under the sha256 of its content, hashed without keeping it."""
+
+    def __init__(self, message: str, sha256: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+def _hash_rest(fd: int, h) -> str:
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_bytes(dir_fd: int, name: str) -> bytes:
+    """The content of one inbox entry, opened without following a link and without blocking on a FIFO."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as e:  # ELOOP: a link (perhaps swapped in since the scan); ENXIO: a socket
+        raise _NotAFile(f"cannot be opened as a plain file ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotAFile("not a regular file")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            chunks.append(chunk)
+            if total > MAX_FILE_BYTES:  # said so by its size, or grown while read
+                h = hashlib.sha256(b"".join(chunks))
+                raise _TooBig(f"is over the inbox limit of {MAX_FILE_BYTES} bytes.", _hash_rest(fd, h))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    for lineno, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise DataError(f"line {lineno} is {len(line)} bytes, over the limit of {MAX_LINE_BYTES}.")
+    return lines
+
+
+def _parse(name: str, data: bytes, schema=None) -> list[dict]:
+    """Rows of one file's bytes; `schema` (capture/feedback) must be matched by name and string type.
+
+    Any decoding failure is the file's fault and a DataError: before, a deeply nested JSON line
+    (RecursionError) or a CSV field over the csv module's limit (csv.Error) escaped as other exceptions
+    and crashed every cycle while the file sat in the inbox."""
+    try:
+        return _parse_unchecked(name, data, schema)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start} of a value).") from None
+    except RecursionError:
+        raise DataError("a JSON value is nested too deeply to read.") from None
+    except csv.Error as e:
+        raise DataError(f"not readable as CSV ({e}).") from None
+
+
+def _parse_unchecked(name: str, data: bytes, schema) -> list[dict]:
+    suffix = Path(name).suffix.lower()
+    if suffix == ".parquet":
+        try:
+            table = _read_parquet(data)
+        except DataError:
+            raise
+        except Exception as e:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"cannot read as Parquet ({e}).") from None
+        if schema is not None:
+            _check_schema(table.schema, schema)
+        return table.to_pylist()
+    _lines(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 at byte {e.start} ({e.reason}).") from None
+    if suffix == ".csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    rows = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"line {lineno}: not valid JSON ({e.msg}).") from None
+        if not isinstance(row, dict):
+            raise DataError(f"line {lineno}: expected a JSON object, got {type(row).__name__}.")
+        rows.append(row)
+    return rows
+
+
+def _read_parquet(data: bytes):
+    """A Parquet file's table, refused before anything expands past the limits: a file of a few KB can
+    decode to gigabytes (one long string dictionary-encoded, or a page of repeats compressed with zstd:
+    a 49 KB file held 2.2 GB of text). Its footer gives the rows, leaf values and uncompressed page
+    bytes; string columns are read dictionary-encoded and their expanded size summed before decoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    if meta.num_rows > MAX_ROWS:
+        raise DataError(f"holds {meta.num_rows} rows, over the inbox limit of {MAX_ROWS} per file.")
+    chunks = [
+        meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+    ]
+    pages = sum(c.total_uncompressed_size for c in chunks)
+    values = sum(c.num_values for c in chunks)
+    if pages > MAX_DECODED_BYTES or values > MAX_VALUES:
+        raise DataError(
+            f"decompresses to {pages} bytes in {values} values, over the limits of {MAX_DECODED_BYTES} "
+            f"bytes and {MAX_VALUES} values."
+        )
+    # plain types: a column stored as a dictionary (its Arrow schema says so) is read as its values
+    plain = pa.schema(
+        [
+            f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+            for f in pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+        ]
+    )
+    strings = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
+    expanded = 0
+    for name in strings:
+        for chunk in table.column(name).chunks:
+            if pa.types.is_dictionary(chunk.type):
+                expanded += pc.sum(pc.binary_length(chunk.dictionary).take(chunk.indices)).as_py() or 0
+    if expanded > MAX_DECODED_BYTES:
+        raise DataError(f"its text decodes to {expanded} bytes, over the limit of {MAX_DECODED_BYTES}.")
+    return table.cast(plain)
+
+
+def _check_schema(found, expected) -> None:
+    import pyarrow as pa
+
+    names, want = list(found.names), list(expected.names)
+    if sorted(names) != sorted(want):
+        raise DataError(
+            f"its columns {names} are not those `refit serve` writes ({want}): another format version "
+            "or not a serve file."
+        )
+    for f in expected:
+        if pa.types.is_string(f.type) and not (
+            pa.types.is_string(found.field(f.name).type) or pa.types.is_large_string(found.field(f.name).type)
+        ):
+            raise DataError(f"column '{f.name}' is {found.field(f.name).type}, expected string.")
+
+
+def _rows(name: str, data: bytes, required: tuple[str, ...], schema=None) -> list[dict]:
+    rows = _parse(name, data, schema)
     if not rows:
-        raise DataError(f"{path} holds no rows.")
+        raise DataError("holds no rows.")
     missing = [c for c in required if c not in rows[0]]
     if missing:
         raise DataError(
-            f"{path}: no column {', '.join(repr(c) for c in missing)}; columns found: {', '.join(rows[0])}."
+            f"no column {', '.join(repr(c) for c in missing)}; columns found: {', '.join(rows[0])}."
         )
     return rows
 
 
-def _read_dropped(path: Path, text_column: str, label_column: str, names: list[str]):
+def _at(value, i: int) -> datetime:
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise DataError(f"row {i}: 'at' {str(value)[:40]!r} is not an ISO time with a UTC offset.")
+    return at
+
+
+def _label_id(value, names: list[str], i: int) -> int:
+    """The label id of one row. to_label_ids takes any Unicode digit for an id and then fails in int()
+    ('²' raised ValueError and crashed the cycle): only ASCII digits reach it here."""
+    key = str(value)
+    if key not in names and not key.isascii():
+        raise DataError(f"row {i}: label {key[:40]!r} is not one of the model's labels {names}.")
+    try:
+        return to_label_ids([value], names)[0]
+    except DataError as e:
+        raise DataError(f"row {i}: {e}") from None
+
+
+def _read_dropped(name: str, data: bytes, text_column: str, label_column: str, names: list[str]):
     texts, labelled = [], []
-    for i, row in enumerate(_rows(path, (text_column,)), 1):
+    for i, row in enumerate(_rows(name, data, (text_column,)), 1):
         text = row.get(text_column)
         if not isinstance(text, str):
-            raise DataError(f"{path}, row {i}: no text in column '{text_column}'.")
+            raise DataError(f"row {i}: no text in column '{text_column}'.")
         texts.append(text)
         label = row.get(label_column)
         if label is None or label == "":
             continue
-        try:
-            labelled.append((text, to_label_ids([label], names)[0]))
-        except DataError as e:
-            raise DataError(f"{path}, row {i}: {e}") from None
+        labelled.append((text, _label_id(label, names, i)))
     return texts, labelled
 
 
-def _read_capture(path: Path) -> dict[str, str | None]:
-    out = {}
-    for i, row in enumerate(_rows(path, ("request_id", "text")), 1):
+def _read_capture(name: str, data: bytes, now: datetime, skipped: Counter) -> list[tuple[str, str | None]]:
+    out = []
+    for i, row in enumerate(_rows(name, data, ("request_id", "text"), CAPTURE_SCHEMA), 1):
         if not isinstance(row["request_id"], str) or not row["request_id"]:
-            raise DataError(f"{path}, row {i}: no request_id.")
+            raise DataError(f"row {i}: no request_id.")
         if row["text"] is not None and not isinstance(row["text"], str):
-            raise DataError(
-                f"{path}, row {i}: 'text' is {type(row['text']).__name__}, expected text or null."
-            )
-        out[row["request_id"]] = row["text"]
+            raise DataError(f"row {i}: 'text' is {type(row['text']).__name__}, expected text or null.")
+        if _at(row["at"], i) > now + FUTURE_SLACK:
+            skipped["capture rows stamped in the future"] += 1
+            continue
+        text = row["text"]
+        if text is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != row["text_sha256"]:
+            skipped["capture rows whose text does not match its text_sha256 (edited)"] += 1
+            continue
+        out.append((row["request_id"], text))
     return out
 
 
-def _read_feedback(path: Path, names: list[str]) -> dict[str, int]:
-    out = {}
-    for i, row in enumerate(_rows(path, ("request_id", "label")), 1):
-        try:
-            out[str(row["request_id"])] = to_label_ids([row["label"]], names)[0]
-        except DataError as e:
-            raise DataError(f"{path}, row {i}: {e}") from None
+def _read_feedback(
+    name: str, data: bytes, names: list[str], now: datetime, skipped: Counter
+) -> list[tuple[str, datetime, int]]:
+    out = []
+    for i, row in enumerate(_rows(name, data, ("request_id", "label"), FEEDBACK_SCHEMA), 1):
+        if not isinstance(row["request_id"], str) or not row["request_id"]:
+            raise DataError(f"row {i}: no request_id.")
+        label = _label_id(row["label"], names, i)
+        at = _at(row["at"], i)
+        if at > now + FUTURE_SLACK:
+            skipped["feedback rows stamped in the future"] += 1
+            continue
+        out.append((row["request_id"], at, label))
     return out
 
 
@@ -124,52 +337,93 @@ def read_inbox(
     """The new data in `folder`: files not in `seen` (resolved paths read by finished cycles) and not
     quarantined with the same content ((path, sha256) pairs), plus the labels new feedback gives to old
     captures (and old feedback to new captures)."""
+    now = datetime.now(timezone.utc)  # rows stamped later than this (plus FUTURE_SLACK) are skipped
     batch = InboxBatch()
-    captures: dict[str, tuple[str | None, bool]] = {}  # request_id -> (text, from a new file)
-    feedback: dict[str, tuple[int, bool]] = {}
-    for path in inbox_files(folder):
-        key = str(path.resolve())
-        is_new = key not in seen
-        digest = sha256_file(path) if any(q[0] == key for q in quarantined) else None
-        if digest is not None and (key, digest) in quarantined:
-            continue
-        kind = _kind(path)
-        if not is_new and kind == "dropped":
-            continue
-        try:
-            if kind == "capture":
-                captures.update({rid: (text, is_new) for rid, text in _read_capture(path).items()})
-            elif kind == "feedback":
-                feedback.update(
-                    {rid: (label, is_new) for rid, label in _read_feedback(path, label_names).items()}
-                )
-            else:
-                texts, labelled = _read_dropped(path, text_column, label_column, label_names)
-                batch.texts += texts
-                batch.labelled += labelled
-        except DataError as e:
+    captures: dict[str, list[tuple[str | None, bool]]] = {}  # request_id -> [(text, from a new file)]
+    feedback: dict[str, list[tuple[datetime, int, bool]]] = {}  # request_id -> [(at, label, new)]
+    base = folder.resolve()
+    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(dir_fd) as it:
+            names = sorted(e.name for e in it if _data_name(e.name))
+        for name in names:
+            key = str(base / name)
+            is_new = key not in seen
+            kind = _kind(name)
+            if not is_new and kind == "dropped":
+                continue
+            try:
+                data = _read_bytes(dir_fd, name)
+            except _NotAFile as e:
+                batch.skipped["entries that are not readable regular files (links, FIFOs, ...)"] += 1
+                batch.notes.append(f"skipped {key}: {e}")
+                continue
+            except _TooBig as e:
+                if is_new and (key, e.sha256) not in quarantined:
+                    batch.quarantined.append({"file": key, "sha256": e.sha256, "reason": f"{key} {e}"})
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if (key, digest) in quarantined:
+                continue
+            try:
+                if kind == "capture":
+                    for rid, text in _read_capture(name, data, now, batch.skipped):
+                        captures.setdefault(rid, []).append((text, is_new))
+                elif kind == "feedback":
+                    for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
+                        feedback.setdefault(rid, []).append((at, label, is_new))
+                else:
+                    texts, labelled = _read_dropped(name, data, text_column, label_column, label_names)
+                    batch.texts += texts
+                    batch.labelled += labelled
+            except DataError as e:
+                reason = f"{key}, {e}" if str(e).startswith("row") else f"{key}: {e}"
+                if is_new:
+                    batch.quarantined.append({"file": key, "sha256": digest, "reason": reason})
+                else:  # an old file that went bad since: its pairs are skipped, with a note
+                    batch.notes.append(f"an earlier file can no longer be read and was skipped: {reason}")
+                continue
             if is_new:
-                batch.quarantined.append(
-                    {"file": key, "sha256": digest or sha256_file(path), "reason": str(e)}
-                )
-            else:  # an old file that went bad since: its pairs are skipped, with a note
-                batch.notes.append(f"an earlier file can no longer be read and was skipped: {e}")
+                batch.files.append(key)
+    finally:
+        os.close(dir_fd)
+    _join(batch, captures, feedback)
+    for reason, n in sorted(batch.skipped.items()):
+        batch.notes.append(f"skipped {n} {reason}")
+    return batch
+
+
+def _join(batch: InboxBatch, captures: dict, feedback: dict) -> None:
+    """Texts of the new captures and (text, label) of each request with a decided label (module docstring)."""
+    texts: dict[str, tuple[str | None, bool]] = {}
+    for rid, seen_as in captures.items():
+        if len({t for t, _ in seen_as}) > 1:
+            batch.skipped["request ids captured with different texts (dropped)"] += 1
             continue
-        if is_new:
-            batch.files.append(key)
-    for text, new in captures.values():
+        if len(seen_as) > 1:
+            batch.skipped["duplicate capture rows of one request (kept once)"] += len(seen_as) - 1
+        texts[rid] = (seen_as[0][0], all(new for _, new in seen_as))
+    for text, new in texts.values():
         if new and text is not None:
             batch.texts.append(text)
-    hidden = sum(1 for text, new in captures.values() if new and text is None)
+    hidden = sum(1 for text, new in texts.values() if new and text is None)
     if hidden:
         batch.notes.append(f"{hidden} captured input(s) without a stored text (privacy) are not used")
-    for rid, (label, fb_new) in feedback.items():
-        text, cap_new = captures.get(rid, (None, False))
+    unmatched = 0
+    for rid, rows in feedback.items():
+        latest = max(at for at, _, _ in rows)
+        winners = [(label, new) for at, label, new in rows if at == latest]
+        if len({label for label, _ in winners}) > 1:
+            batch.skipped["requests whose latest feedback rows disagree (dropped)"] += 1
+            continue
+        fb_new = all(new for _, new in winners)  # the same row in a file read before: already used
+        if rid not in captures:
+            unmatched += fb_new
+            continue
+        text, cap_new = texts.get(rid, (None, False))
         if text is not None and (fb_new or cap_new):
-            batch.labelled.append((text, label))
-    unmatched = sum(1 for rid, (_, new) in feedback.items() if new and rid not in captures)
+            batch.labelled.append((text, winners[0][0]))
     if unmatched:
         batch.notes.append(
             f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles"
         )
-    return batch

@@ -13,6 +13,7 @@ manifest against the hash recorded at registration) before anything uses or poin
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import json
 import os
@@ -148,10 +149,14 @@ class Registry:
         *,
         create: bool = True,
         must_exist: bool = False,
+        lock_timeout_s: float = 30.0,
     ) -> None:
         """Open the registry at `root`. `create=False` opens an existing one read-only (inspecting commands);
         `must_exist=True` opens an existing one for writing and refuses a missing one (NoRegistry) instead of
-        creating it: a job that needs a champion must not start an empty registry at a misspelt path."""
+        creating it: a job that needs a champion must not start an empty registry at a misspelt path.
+        `lock_timeout_s` is how long a call waits for another process's lock before it fails (see
+        `with_lock_timeout` for a caller that must answer sooner)."""
+        self.lock_timeout_s = lock_timeout_s
         self.root = Path(root).expanduser().resolve()
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
@@ -184,11 +189,21 @@ class Registry:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def with_lock_timeout(self, seconds: float) -> Registry:
+        """This registry (same paths, nothing reopened) whose calls wait at most `seconds` for a lock: for a
+        request that must answer promptly (serve's /admin/reload) while other callers keep the default."""
+        other = copy.copy(self)
+        other.lock_timeout_s = seconds
+        return other
+
     def _connect(self) -> sqlite3.Connection:
+        wait = self.lock_timeout_s
         if self.writable:
-            return sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            return sqlite3.connect(self.db_path, timeout=wait, isolation_level=None)
         # Read-only: SQLite itself refuses to write or create anything.
-        return sqlite3.connect(self.db_path.as_uri() + "?mode=ro", uri=True, timeout=30, isolation_level=None)
+        return sqlite3.connect(
+            self.db_path.as_uri() + "?mode=ro", uri=True, timeout=wait, isolation_level=None
+        )
 
     def _refuse_missing_db(self, create: bool) -> None:
         versions = (

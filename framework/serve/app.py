@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from refit.errors import RefitError
 from refit.serve.batcher import BatcherBusy, BatcherClosed
 from refit.serve.metrics import CONTENT_TYPE_LATEST
-from refit.serve.server import FeedbackError, ServeOptions, Server
+from refit.serve.server import ADMIN_RELOAD_WAIT_S, FeedbackError, ServeOptions, Server
 
 __all__ = ["build_app", "create_app_from_env", "run_server", "OPTIONS_ENV"]
 
@@ -234,7 +234,7 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(403, "Missing or wrong admin token (send 'Authorization: Bearer TOKEN').")
         try:
-            return await asyncio.to_thread(srv().reload, force)
+            return await asyncio.to_thread(srv().reload, force, lock_wait_s=ADMIN_RELOAD_WAIT_S)
         except RefitError as e:
             return JSONResponse({"detail": str(e), "version_id": srv().slot.version_id}, status_code=409)
 

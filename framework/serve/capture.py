@@ -2,8 +2,9 @@
 
 The contract with the maintenance cycle (which reads these files):
 - complete files are `<prefix>-<UTC %Y%m%dT%H%M%SZ>-<6 hex>.parquet` in the capture folder;
-- a file being written is the dot-file `.<prefix>-<stamp>-<hex>.parquet.tmp`, renamed to its final name when it
-  rotates (by rows or by seconds) and on shutdown, so a reader never sees half a file;
+- a file being written is the dot-file `.<prefix>-<stamp>-<hex>@<host>~<pid namespace>.<pid>.parquet.tmp`,
+  renamed to its final name when it rotates (by rows or by seconds) and on shutdown, so a reader never sees
+  half a file;
 - capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256, prediction
   (int64), label, probs (list<float32>); feedback rows: request_id, label, at (all strings).
 
@@ -25,7 +26,10 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import secrets
+import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +46,7 @@ __all__ = [
     "FEEDBACK_SCHEMA",
     "RotatingParquetWriter",
     "capture_row",
+    "clean_abandoned",
     "feedback_row",
     "utc_now",
 ]
@@ -61,6 +66,68 @@ CAPTURE_SCHEMA = pa.schema(
     ]
 )
 FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()), ("at", pa.string())])
+
+
+_TEMP = re.compile(r"\.(?P<stem>[a-z]+-\d{8}T\d{6}Z-[0-9a-f]{6})@(?P<owner>.+)\.(?P<pid>\d+)\.parquet\.tmp")
+_open_here: set[str] = set()  # dot-file names this process has open, so a second server in it spares them
+_open_lock = threading.Lock()
+
+
+def _owner() -> str:
+    """This host and PID namespace, as written into a dot-file's name (a pid is only meaningful within both)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "host"
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{host}~{ns}"
+
+
+def _gone(pid: int) -> bool:
+    """True when no process `pid` exists (a zombie counts as gone: it writes nothing any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def clean_abandoned(folder: str | Path) -> list[tuple[str, int]]:
+    """Delete the dot-files of dead writers of this host (see the module docstring); (name, bytes) of each."""
+    folder = Path(folder).resolve()
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    removed = []
+    owner, me = _owner(), os.getpid()
+    try:
+        with _open_lock:
+            for name in sorted(os.listdir(dir_fd)):
+                m = _TEMP.fullmatch(name)
+                if m is None or m["owner"] != owner or name in _open_here:
+                    continue
+                pid = int(m["pid"])
+                if pid != me and not _gone(pid):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        os.unlink(name, dir_fd=dir_fd)
+                        removed.append((name, st.st_size))
+                except FileNotFoundError:  # another server cleaned it first
+                    continue
+            if removed:
+                os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return removed
 
 
 def utc_now() -> str:
@@ -231,7 +298,8 @@ class RotatingParquetWriter:
 
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        name = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}.parquet"
+        stem = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}"
+        name = f"{stem}.parquet"
         if not self.folder.is_symlink():
             private_dir(self.folder)
         try:  # O_NOFOLLOW: a link swapped in between the check and here is refused too
@@ -244,15 +312,20 @@ class RotatingParquetWriter:
                 "after the server started; refusing to write user text through it"
             ) from None
         self._final = self.folder / name
-        self._tmp = self.folder / f".{name}.tmp"
+        self._tmp = (
+            self.folder / f".{stem}@{_owner()}.{os.getpid()}.parquet.tmp"
+        )  # its owner: clean_abandoned
         # Captured inputs and labels are user data: owner-only (0o600) whatever the umask, created new
         # (O_EXCL: never an existing file or link) and written through this descriptor only.
+        with _open_lock:  # registered before it exists: a cleaner in this process never sees it unowned
+            _open_here.add(self._tmp.name)
         try:
             fd = os.open(
                 self._tmp.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd
             )
         except OSError:
             os.close(dir_fd)
+            self._release(self._tmp.name)
             raise
         os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask; fchmod is not
         # Unbuffered: each written row group reaches the file at once, as with a path-opened sink.
@@ -285,6 +358,7 @@ class RotatingParquetWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp.name, self._final.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            self._release(self._tmp.name)
             os.fsync(self._dir_fd)
             self.finished.append(self._final)
             # Only now are the rows written: counting them at write_table time counted rows that a
@@ -298,6 +372,11 @@ class RotatingParquetWriter:
         self._close_dir()
         self._writer = self._file = self._tmp = self._final = None
         self._file_rows = 0
+
+    @staticmethod
+    def _release(name: str) -> None:
+        with _open_lock:
+            _open_here.discard(name)
 
     def _close_dir(self) -> None:
         if self._dir_fd is not None:
@@ -317,4 +396,6 @@ class RotatingParquetWriter:
         if tmp is not None and dir_fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp.name, dir_fd=dir_fd)
+        if tmp is not None:
+            self._release(tmp.name)
         self._close_dir()

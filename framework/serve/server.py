@@ -20,13 +20,14 @@ from pathlib import Path
 
 from refit.errors import ConfigError, RefitError, VersionError
 from refit.models.version import read_version
-from refit.registry.store import NoRegistry, Registry
+from refit.registry.store import NoRegistry, Registry, RegistryError
 from refit.serve.batcher import MicroBatcher
 from refit.serve.capture import (
     CAPTURE_SCHEMA,
     FEEDBACK_SCHEMA,
     RotatingParquetWriter,
     capture_row,
+    clean_abandoned,
     feedback_row,
     utc_now,
 )
@@ -44,6 +45,13 @@ def _shown(value: object, limit: int = 80) -> str:
     escape, not as a line break in the log) and cut, so a 4 MB label is not echoed back whole."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+ADMIN_RELOAD_WAIT_S = 2.0  # POST /admin/reload waits at most this long for each lock, then answers 409
+
+
+class ReloadBusy(RefitError):
+    """A reload is already running (typically the watcher waiting for a locked registry)."""
 
 
 class FeedbackError(RefitError):
@@ -112,6 +120,7 @@ class Server:
         )
         self.capture = self.feedback = None
         if options.capture:
+            self._clean_abandoned()
             self.capture = self._writer("capture", CAPTURE_SCHEMA)
             self.feedback = self._writer("feedback", FEEDBACK_SCHEMA)
         self.accepting = True
@@ -130,6 +139,20 @@ class Server:
             return self.registry.root / "inbox"
         return Path(self.options.version).parent / "inbox"
 
+    def _clean_abandoned(self) -> None:
+        """Delete the unfinished capture files of killed servers of this host (user text; see capture.py)."""
+        try:
+            removed = clean_abandoned(self.capture_dir)
+        except OSError as e:  # capture degrades, the server does not: the writer reports its own failures
+            log.warning("refit serve: could not clean abandoned capture files in %s: %s", self.capture_dir, e)
+            return
+        for name, size in removed:
+            log.warning(
+                "refit serve: deleted %s (%d bytes), the unfinished capture file of a server that was killed",
+                name,
+                size,
+            )
+
     def _writer(self, kind: str, schema) -> RotatingParquetWriter:
         writer = RotatingParquetWriter(
             self.capture_dir,
@@ -144,25 +167,27 @@ class Server:
         self.metrics.watch_backlog(kind, lambda: writer.backlog)
         return writer
 
-    def _target_id(self) -> str:
+    def _target_id(self, registry: Registry | None = None) -> str:
         """The id (or folder name) of what should be served now: cheap, polled by the watcher."""
         if self.options.version:
             return str(
                 read_version(self.options.version).get("version_id") or Path(self.options.version).name
             )
-        return self.registry.resolve(self.options.alias)
+        return (registry or self.registry).resolve(self.options.alias)
 
-    def _target(self, version_id: str | None = None) -> tuple[str, Path]:
+    def _target(self, version_id: str | None = None, registry: Registry | None = None) -> tuple[str, Path]:
         """(id, folder) of `version_id` (default: what the alias points at now), not yet verified: the
         registry's check runs inside load_slot's snapshot (see `_load`)."""
         if self.options.version:
             return self._target_id(), Path(self.options.version)
-        version = self.registry.get(version_id or self.registry.resolve(self.options.alias), verify=False)
+        registry = registry or self.registry
+        version = registry.get(version_id or registry.resolve(self.options.alias), verify=False)
         return version.id, version.path
 
-    def _load(self, target: tuple[str, Path]) -> Slot:
+    def _load(self, target: tuple[str, Path], registry: Registry | None = None) -> Slot:
         o = self.options
-        check = None if self.registry is None else (lambda: self.registry.verify(target[0]))
+        registry = registry or self.registry
+        check = None if registry is None else (lambda: registry.verify(target[0]))
         return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length, check=check)
 
     def _observe_batch(self, size: int, seconds: float) -> None:
@@ -232,18 +257,40 @@ class Server:
         return self._refused
 
     # --- hot swap ----------------------------------------------------------------------------------
-    def reload(self, force: bool = False) -> dict:
+    def reload(self, force: bool = False, *, lock_wait_s: float | None = None) -> dict:
         """Serve what the alias (or folder) points at now, if it differs; refuse a bad version, keep the old.
 
-        Returns {"version_id", "swapped", "previous"}; raises VersionError when the new version is refused.
+        `lock_wait_s` bounds the wait for the registry database and for a reload already running (an
+        HTTP request must answer promptly; the watcher, with None, waits the registry's default and
+        simply tries again later). Returns {"version_id", "swapped", "previous"}; raises VersionError when
+        the new version is refused, RegistryError when the registry stays locked, ReloadBusy.
         """
-        with self._reload_lock:
+        registry = self.registry
+        if lock_wait_s is not None and registry is not None:
+            registry = registry.with_lock_timeout(lock_wait_s)
+        if not self._reload_lock.acquire(timeout=-1 if lock_wait_s is None else lock_wait_s):
+            raise ReloadBusy(
+                f"Another reload has been running for over {lock_wait_s:g} s (the registry may be locked); "
+                f"still serving {self.slot.version_id}. Try again later."
+            )
+        try:
             previous = self.slot.version_id
-            target_id = self._target_id()
+            target_id = self._target_id(registry)
             if target_id == previous and not force:
                 return {"version_id": previous, "swapped": False, "previous": previous}
-            try:
-                new = self._load(self._target(target_id))  # second slot: verified, warmed up, parity-checked
+            try:  # second slot: verified, warmed up, parity-checked
+                new = self._load(self._target(target_id, registry), registry)
+            except RegistryError as e:
+                if "locked" not in str(e):  # SQLite's "database is locked": busy, not wrong
+                    raise
+                self.last_error = str(e)
+                log.warning(
+                    "refit serve: the registry is locked; still serving %s, will retry: %s", previous, e
+                )
+                raise RegistryError(
+                    f"The registry is locked by another process; still serving {previous}. The watcher "
+                    f"retries; so can you. ({e})"
+                ) from None
             except Exception as e:  # anything wrong with the new version: refuse it, keep the old one
                 self._refuse(str(e), target_id)
                 raise VersionError(f"Refused version {target_id}; still serving {previous}. {e}") from None
@@ -253,6 +300,8 @@ class Server:
             self.metrics.reloads.labels("swapped").inc()
             log.info("refit serve: swapped %s -> %s (%s)", previous, new.version_id, new.backend)
             return {"version_id": new.version_id, "swapped": True, "previous": previous}
+        finally:
+            self._reload_lock.release()
 
     def _refuse(self, message: str, version_id: str) -> None:
         self._refused = version_id

@@ -472,11 +472,15 @@ def test_sigterm_during_an_every_loop_retrain_records_interrupted_and_exits_nonz
 
 
 def _parquet(path: Path, rows: list[dict]) -> Path:
+    """A capture or feedback file in the schema `refit serve` writes (the inbox refuses any other)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    schema = CAPTURE_SCHEMA if path.name.startswith("capture-") else FEEDBACK_SCHEMA
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
 
 
@@ -532,8 +536,11 @@ def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys
     # labels arrive a cycle later for older requests (and one for a request not captured yet)
     _parquet(
         inbox / "feedback-0002.parquet",
-        [{"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "x"} for i in range(60, 90)]
-        + [{"request_id": "later", "label": "positive", "at": "x"}],
+        [
+            {"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "2026-11-23T09:00:00+00:00"}
+            for i in range(60, 90)
+        ]
+        + [{"request_id": "later", "label": "positive", "at": "2026-11-23T09:00:00+00:00"}],
     )
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     run = reg.runs("maintain")[-1]
@@ -632,3 +639,34 @@ def test_harm_aware_policy_reports_drift_but_does_not_retrain_on_it(setup):
     assert run["details"]["drift"]["drift"] is True, run["details"]["drift"]
     assert run["status"] == "no_action" and run["details"]["reasons"] == []
     assert _champion(setup["registry"]) == before
+
+
+def test_a_hostile_inbox_neither_crashes_the_cycle_nor_changes_what_it_reads(setup, capsys):
+    """The crafted files of tests/unit/test_maintain_inbox.py through `refit maintain --once`: before, the
+    nested JSON line crashed the cycle with a RecursionError traceback (every cycle, while it sat there),
+    the symbolic link was followed outside the inbox and the FIFO blocked the cycle. Now the cycle ends
+    normally on exactly the valid file's rows, with every refusal recorded, logged and counted."""
+    _edit(setup, policy={"min_new_labels": 100000})  # no retrain: this test is about reading
+    inbox = setup["inbox"]
+    outside = write_jsonl(setup["tmp"] / "elsewhere.jsonl", [{"text": "not for training", "label": 1}])
+    (inbox / "linked.jsonl").symlink_to(outside)
+    os.mkfifo(inbox / "pipe.jsonl")
+    (inbox / "nested.jsonl").write_text('{"text": ' + "[" * 100_000 + "\n")
+    future = "2099-01-01T00:00:00+00:00"
+    _parquet(inbox / "feedback-0001.parquet", [{"request_id": "r0", "label": "positive", "at": future}])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = Registry(setup["registry"]).runs("maintain")[-1]
+    assert run["status"] == "no_action", run["details"]
+    assert run["details"]["counts"] == {"inputs": 200, "labelled": 200}
+    assert sorted(Path(f).name for f in run["details"]["files"]) == [
+        "2026-11-20.jsonl",
+        "feedback-0001.parquet",
+    ]
+    assert [Path(q["file"]).name for q in run["details"]["quarantined"]] == ["nested.jsonl"]
+    notes = " ".join(run["details"]["notes"])
+    assert (
+        "skipped 2 entries that are not readable regular files" in notes
+        and "skipped 1 feedback rows" in notes
+    )
+    out = capsys.readouterr().out
+    assert "inbox: skipped 2 entries" in out and "quarantined" in out and "nested.jsonl" in out

@@ -6,6 +6,7 @@ servers on 127.0.0.1, real registries and tiny random versions (the helpers of t
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ pytest.importorskip("uvicorn", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx", reason="needs httpx (a FastAPI test dependency)")
 
 import refit.serve.slot as slot_module  # noqa: E402
+from refit.errors import RefitError  # noqa: E402
 from refit.models import read_version, write_manifest  # noqa: E402
 from refit.registry import Registry  # noqa: E402
 from refit.serve import ServeOptions  # noqa: E402
@@ -212,6 +214,72 @@ def test_racing_reloads_swap_once(registry, versions):
     assert 'refit_serve_reloads_total{result="refused"} 0.0' in metrics
 
 
+def test_admin_reload_on_a_locked_registry_answers_409_promptly_and_the_watcher_carries_on(
+    registry, versions
+):
+    """Before: /admin/reload waited SQLite's full 30 s busy timeout when another process held the registry
+    database locked, then answered 409. Now it answers 409 within ADMIN_RELOAD_WAIT_S per lock (bounded
+    here at 15 s, half the old wait, to stay robust on a loaded machine), naming the lock, and keeps
+    serving; the watcher, with the registry's default wait, picks up the promotion once the lock is gone."""
+    import subprocess
+    import sys
+
+    v0, v1, _ = ids(versions)
+
+    def lock():
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.readline()",
+                str(registry.db_path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    holder = None
+    try:
+        with served(registry, watch_interval_s=0.2) as (client, server):
+            holder = lock()  # taken once the server is up
+            assert holder.stdout.readline().strip() == "locked"
+            started = time.monotonic()
+            r = client.post("/admin/reload", headers=AUTH, timeout=60)
+            waited = time.monotonic() - started
+            assert r.status_code == 409 and "locked" in r.json()["detail"], r.text
+            assert waited < 15, f"/admin/reload took {waited:.1f} s on a locked registry"
+            assert r.json()["version_id"] == v0 and probs(client)
+
+            # a reload already waiting on the lock (as the watcher does, with the registry's 30 s) makes
+            # the admin request answer at once that one is running, not queue behind it
+            def reload_and_wait():
+                with contextlib.suppress(RefitError):  # it may time out too on a slow machine
+                    server.reload()
+
+            waiting = threading.Thread(target=reload_and_wait)
+            waiting.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            r = client.post("/admin/reload", headers=AUTH, timeout=60)
+            waited = time.monotonic() - started
+            assert r.status_code == 409 and "Another reload" in r.json()["detail"], r.text
+            assert waited < 15, f"/admin/reload took {waited:.1f} s behind a waiting reload"
+            holder.communicate("release\n", timeout=30)  # the lock goes; the watcher's next look works
+            waiting.join(60)
+            registry.promote(v1, "better")
+            deadline = time.monotonic() + 60
+            while server.slot.version_id != v1:
+                assert time.monotonic() < deadline, "the watcher never swapped after the lock was released"
+                time.sleep(0.1)
+            assert client.get("/readyz").json()["version_id"] == v1
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
 def test_gc_of_the_version_being_served_keeps_it_serving(registry, versions):
     """The alias moved to a version the server refuses (corrupt), and gc then deletes the version the
     server still holds: it keeps answering from memory, and a later reload still refuses the corrupt one."""
@@ -311,6 +379,52 @@ def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry,
     batch = _inbox(good)
     assert sorted(batch.texts) == ["kept one", "kept two"]
     assert [q["file"] for q in batch.quarantined] == [str(torn.resolve())]
+
+
+@pytest.mark.slow
+def test_a_restarted_server_deletes_only_the_capture_files_of_dead_servers_of_its_host(registry, caplog):
+    """Before: the 0o600 dot-file of a SIGKILLed `refit serve` (user text) stayed in the inbox forever. Now
+    the next server on this host deletes it at start-up, and logs it; the dot-files of another host, of a
+    live process, or with no owner in the name are left alone, and its own files are unaffected."""
+    import signal
+    import subprocess
+    import sys
+
+    from refit.serve.capture import _owner
+    from tests.recipes.test_serve import _start_server
+
+    proc, base = _start_server(registry, "--capture.rotate_seconds", "3600", timeout=120)
+    try:
+        httpx.post(f"{base}/predict", json={"texts": ["private one", "private two"]}, timeout=30)
+        inbox = registry.root / "inbox"
+        deadline = time.monotonic() + 20
+        while not any(p.stat().st_size > 0 for p in inbox.glob(".capture-*.tmp")):
+            assert time.monotonic() < deadline, "the capture file was never written"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    dead = sorted(p.name for p in inbox.glob(".*.tmp"))
+    assert dead and all(f".{proc.pid}.parquet.tmp" in n and f"@{_owner()}." in n for n in dead), dead
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    kept = [
+        f".capture-20261201T000000Z-aaaaaa@elsewhere~1.{proc.pid}.parquet.tmp",  # another host, same pid
+        f".capture-20261201T000000Z-bbbbbb@{_owner()}.{live.pid}.parquet.tmp",  # a live writer of this host
+        ".capture-20261201T000000Z-cccccc.parquet.tmp",  # no owner in its name
+    ]
+    try:
+        for name in kept:
+            (inbox / name).write_bytes(b"someone else's rows")
+        with caplog.at_level("WARNING", logger="refit.serve"), served(registry) as (client, _):
+            assert not any((inbox / n).exists() for n in dead)  # gone before the first request
+            client.post("/predict", json={"text": "after the restart"})
+    finally:
+        live.kill()
+        live.wait()
+    left = sorted(p.name for p in inbox.iterdir())
+    assert not set(dead) & set(left) and set(kept) <= set(left), left
+    assert all(f"deleted {n}" in caplog.text for n in dead)
+    assert [r["text"] for r in read_rows(inbox, "capture")] == ["after the restart"]
 
 
 def test_concurrent_feedback_writers_lose_and_duplicate_nothing(registry):

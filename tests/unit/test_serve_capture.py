@@ -20,7 +20,8 @@ from refit.serve.capture import (
 )
 
 FINAL = re.compile(r"^capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet$")
-OPEN = re.compile(r"^\.capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet\.tmp$")
+# the open file names its owner (host ~ pid namespace, pid) so that a restarted server can clean it up
+OPEN = re.compile(r"^\.capture-\d{8}T\d{6}Z-[0-9a-f]{6}@[A-Za-z0-9._-]+~\d+\.\d+\.parquet\.tmp$")
 
 
 def rows(n: int, store_text: bool = True) -> list[dict]:
@@ -236,3 +237,19 @@ print(json.dumps({"written": w.written, "dropped": w.dropped}))
     assert counts["dropped"] > 0, "the size limit never bit: this test tests nothing"
     assert counts["written"] == on_disk and counts["written"] + counts["dropped"] == 400
     assert not list(folder.glob(".*")) and "File too large" in done.stderr
+
+
+def test_cleaning_spares_the_open_file_of_a_live_writer_in_this_process(tmp_path):
+    """clean_abandoned at a second server's start-up in the same process (same pid) must not delete the
+    first server's open file; once that writer is gone without finalising, the file is deleted."""
+    from refit.serve.capture import clean_abandoned
+
+    writer = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA, flush_seconds=0.05)
+    writer.put(rows(2))
+    wait_for(lambda: writer.in_open_file == 2)
+    (open_file,) = [p.name for p in tmp_path.iterdir()]
+    assert clean_abandoned(tmp_path) == [] and (tmp_path / open_file).exists()
+    writer.close()
+    assert clean_abandoned(tmp_path) == [] and not (tmp_path / open_file).exists()  # finalised, not deleted
+    (tmp_path / open_file).write_bytes(b"left by an earlier process with this pid")
+    assert clean_abandoned(tmp_path) == [(open_file, 40)] and not (tmp_path / open_file).exists()
