@@ -6,7 +6,9 @@ retraining must run exactly this code path, not a second training loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -63,6 +65,38 @@ def _checkpoint_to_resume(
             "--output_dir."
         )
     return None
+
+
+RUN_LOCK = ".refit-run.lock"
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path):
+    """Hold OUTPUT_DIR for this run: a second run on the same folder is refused at once.
+
+    Two runs writing one folder (two terminals, a retried job) interleaved their checkpoints, logs and
+    version, and the version could hold one run's weights under the other's refit.json. The lock is an OS
+    lock (released when the process dies, even by SIGKILL), so a killed run never blocks its --resume.
+    Ranks other than 0 of a distributed run are the same run: they do not take it.
+    """
+    from filelock import FileLock, Timeout
+
+    if any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / RUN_LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"Another refit run is writing {out} right now (it holds {out / RUN_LOCK}). Wait for it to end, "
+            "or give this run another --output_dir."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
@@ -174,7 +208,8 @@ def _fit(s: _Setup) -> float:
     """Lightning fit (resumable); returns the training seconds. Ctrl-C becomes RunInterrupted."""
     started = time.perf_counter()
     try:
-        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.ckpt)
+        # weights_only: a checkpoint is a pickle; only tensors and plain values are read back (resume.py)
+        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
         if s.trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
@@ -201,7 +236,9 @@ def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str, np.ndarray |
         keep = s.trainer.world_size == 1 and not str(s.trainer.precision).endswith("-mixed")
         s.module.kept_val_logits = [] if keep else None
         try:
-            values = s.trainer.validate(s.module, s.datamodule, ckpt_path=best or None, verbose=False)[0]
+            values = s.trainer.validate(
+                s.module, s.datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+            )[0]
             if keep:
                 logits = torch.cat(s.module.kept_val_logits).numpy()
         finally:
@@ -420,6 +457,47 @@ def run_finetune(
     `resumable` False (Tune trials, which Tune restarts itself) writes no last.ckpt and a weights-only best.ckpt.
     """
     out = Path(output_dir)
+    with _output_lock(out):
+        return _run_locked(
+            model,
+            data,
+            optim,
+            trainer,
+            tracking,
+            out,
+            resume=resume,
+            parent=parent,
+            config=config,
+            callbacks=callbacks,
+            wandb_group=wandb_group,
+            resume_from=resume_from,
+            resume_with_changes=resume_with_changes,
+            store_texts=store_texts,
+            reference_texts=reference_texts,
+            resumable=resumable,
+        )
+
+
+def _run_locked(
+    model: str,
+    data: DataConfig,
+    optim: OptimConfig,
+    trainer: TrainerConfig,
+    tracking: TrackingConfig,
+    out: Path,
+    *,
+    resume: bool,
+    parent: str | None,
+    config: dict | None,
+    callbacks: list[Callback] | None,
+    wandb_group: str | None,
+    resume_from: str | Path | None,
+    resume_with_changes: bool,
+    store_texts: bool,
+    reference_texts: list[str] | None,
+    resumable: bool,
+) -> FinetuneResult:
+    """run_finetune's body, run while it holds OUTPUT_DIR."""
     ckpt = (
         Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     )
