@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -498,6 +499,10 @@ def _run_locked(
     resumable: bool,
 ) -> FinetuneResult:
     """run_finetune's body, run while it holds OUTPUT_DIR."""
+    # a run killed while writing its version left the staging copy (the size of the weights): the lock says
+    # no other run writes here, so it is litter, never picked up (the version is only ever the renamed whole)
+    for stale in out.glob(f".{VERSION_DIRNAME}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     ckpt = (
         Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     )
