@@ -81,12 +81,18 @@ def test_a_second_finetune_on_the_same_output_dir_is_refused(tmp_path, tiny_mode
 
 
 def test_a_second_export_of_one_version_is_refused(tmp_path, capsys):
-    from refit.export.lock import EXPORT_LOCK
-
+    """Two exports of one version interleaved their installs, parity.json merges and re-seals."""
     version = tmp_path / "version"
-    version.mkdir()
+    (version / "exports").mkdir(parents=True)
     (version / "refit.json").write_text("{}")
-    holder = _holder(version / "exports" / EXPORT_LOCK)
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(version / "exports")], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"  # another export in the middle of its install
     try:
         assert main(["export", "--version", str(version), "--format", "onnx"]) == 2
         assert "Another refit export of" in capsys.readouterr().err
