@@ -28,6 +28,7 @@ from refit.drift.reference import build_reference, reference_encoder, sample_tex
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import Calibration, Probe, fit_calibration, fit_probe
 from refit.inference import TorchPredictor, encode, predict_logits
+from refit.io import hold_folder
 from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
@@ -68,36 +69,12 @@ def _checkpoint_to_resume(
     return None
 
 
-RUN_LOCK = ".refit-run.lock"
-
-
-@contextlib.contextmanager
 def _output_lock(out: Path):
-    """Hold OUTPUT_DIR for this run: a second run on the same folder is refused at once.
-
-    Two runs writing one folder (two terminals, a retried job) interleaved their checkpoints, logs and
-    version, and the version could hold one run's weights under the other's refit.json. The lock is an OS
-    lock (released when the process dies, even by SIGKILL), so a killed run never blocks its --resume.
-    Ranks other than 0 of a distributed run are the same run: they do not take it.
-    """
-    from filelock import FileLock, Timeout
-
+    """Hold OUTPUT_DIR for this run (refit.io.hold_folder); ranks other than 0 of a distributed run are the
+    same run and do not take it."""
     if any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out / RUN_LOCK, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(
-            f"Another refit run is writing {out} right now (it holds {out / RUN_LOCK}). Wait for it to end, "
-            "or give this run another --output_dir."
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+        return contextlib.nullcontext(out)
+    return hold_folder(out, "refit run")
 
 
 def _split_metrics(values: dict, prefix: str) -> dict[str, float]:

@@ -67,7 +67,7 @@ def _holder(lock: Path) -> subprocess.Popen:
 def test_a_second_finetune_on_the_same_output_dir_is_refused(tmp_path, tiny_model_dir, toy_data, capsys):
     """Two runs on one --output_dir both trained and wrote checkpoints/, logs/ and version/ over each other;
     now the one that comes second is refused before it reads or writes anything."""
-    from refit.train.job import RUN_LOCK
+    from refit.io import RUN_LOCK
 
     out = tmp_path / "run"
     holder = _holder(out / RUN_LOCK)  # another process in the middle of its run
