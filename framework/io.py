@@ -161,12 +161,13 @@ def hold_folder(folder: str | Path, what: str = "refit run") -> Iterator[Path]:
     """Hold FOLDER (created if missing) for this process: FolderBusy at once if another process holds it.
 
     Two runs writing one output folder (two terminals, a retried job) interleaved their checkpoints, logs and
-    version. The lock is an OS lock on FOLDER/.refit-run.lock (filelock), released when the process dies,
+    version. Folders created only to hold the lock are removed when the run leaves nothing else. The lock is an OS lock on FOLDER/.refit-run.lock (filelock), released when the process dies,
     even by SIGKILL, so a killed run never blocks its rerun.
     """
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / RUN_LOCK, timeout=0)
     try:
@@ -180,3 +181,11 @@ def hold_folder(folder: str | Path, what: str = "refit run") -> Iterator[Path]:
         yield folder
     finally:
         lock.release()
+        # a run refused on bad input writes nothing: the folders made only for the lock go again
+        if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
+            (folder / RUN_LOCK).unlink(missing_ok=True)
+            for path in created:
+                try:
+                    path.rmdir()
+                except OSError:
+                    break

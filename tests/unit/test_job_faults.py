@@ -164,3 +164,48 @@ def test_texts_shared_by_training_and_validation_are_counted_in_a_warning(tmp_pa
     with caplog.at_level(logging.WARNING, logger="refit.data"):
         load_splits(str(train), str(test), None)
     assert not [r for r in caplog.records if r.name == "refit.data"]
+
+
+def _resealed(tmp_path, tiny_versions, edit) -> str:
+    """A copy of a real version whose refit.json was edited and then re-sealed: the manifest matches, so
+    only the record's own check can catch it (as for a record written by other code)."""
+    import json
+    import shutil
+
+    from refit.models.version import write_manifest
+
+    version = tmp_path / "edited"
+    shutil.copytree(tiny_versions[0], version)
+    meta = json.loads((version / "refit.json").read_text())
+    edit(meta)
+    (version / "refit.json").write_text(json.dumps(meta))
+    write_manifest(version)
+    return str(version)
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (
+            lambda m: m.update(labels=["neg", "pos"], config={"data": {"max_length": "32"}}),
+            "'config.data.max_length' must be an integer > 0, not str '32'",
+        ),
+        (
+            lambda m: m.update(labels=["neg", "pos"], config={"data": {"validation": ["a.jsonl"]}}),
+            "'config.data.validation' must be a string",
+        ),
+        (lambda m: m.update(labels="neg,pos"), "'labels' must be a non-empty list of label names"),
+        (lambda m: m.update(labels=["neg", "pos"], metrics="good"), "'metrics' must be a mapping"),
+        (lambda m: m.pop("labels", None), "records no 'labels'"),
+    ],
+)
+def test_hand_edited_refit_json_is_refused_by_name(tmp_path, tiny_versions, capsys, edit, fragment):
+    """Each of these crashed `refit export` and `refit compress` with a TypeError/KeyError traceback."""
+    version = _resealed(tmp_path, tiny_versions, edit)
+    for cmd in (
+        ["export", "--version", version],
+        ["compress", "--version", version, "--output_dir", f"{version}-c"],
+    ):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and "Traceback" not in err
