@@ -27,7 +27,13 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}).") from None
+                torn = (
+                    "; it is the last line and has no line end: the file was cut off, or is still being "
+                    "written (give a window file only once its writer has closed it)"
+                    if not raw.endswith(b"\n")
+                    else ""
+                )
+                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}){torn}.") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
             rows.append(row)

@@ -82,8 +82,35 @@ def _label_names_file(path: Path) -> list[str] | None:
     return names
 
 
+def _normalise_labels(values: list, source: str) -> list:
+    """Raw labels of one split, with the type mixes that silently made extra classes resolved or refused.
+
+    A float that is a whole number is that integer (pandas writes an int column holding a gap as 1.0, so
+    1 and 1.0 were two classes); NaN (pandas' missing value, which Python's JSON reader accepts) is a
+    missing label; true/false among other labels is refused (it was a class 'True' beside 1)."""
+    out = []
+    for row, v in enumerate(values, 1):
+        if isinstance(v, float):
+            if v != v:
+                raise DataError(
+                    f"{source}, row {row}: the label is NaN (a missing value); give every row a label."
+                )
+            v = int(v) if v.is_integer() else v
+        out.append(v)
+    kinds = {isinstance(v, bool) for v in out if v is not None}
+    if kinds == {True, False}:
+        first = next(i for i, v in enumerate(out, 1) if isinstance(v, bool))
+        other = next(i for i, v in enumerate(out, 1) if v is not None and not isinstance(v, bool))
+        raise DataError(
+            f"{source}: the label column mixes true/false (row {first}: {out[first - 1]!r}) with other labels "
+            f"(row {other}: {out[other - 1]!r}); use one kind of label for every row."
+        )
+    return out
+
+
 def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources: dict[str, str]):
     """Map raw labels (ints or strings) to ids; the label set comes from the training split."""
+    raw = {split: _normalise_labels(values, sources[split]) for split, values in raw.items()}
     train = raw["train"]
     if any(v is None for v in train):
         raise DataError(f"{sources['train']}: some rows have no label.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 
 import pytest
 
@@ -119,7 +120,43 @@ def test_jsonl_with_byte_order_mark(tmp_path):
 def test_torn_last_line_is_refused_with_its_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n{"text": "c", "la')
-    with pytest.raises(DataError, match=r"t.jsonl, line 3: not valid JSON"):
+    with pytest.raises(
+        DataError, match=r"t.jsonl, line 3: not valid JSON .* no line end: the file was cut off"
+    ):
+        load_splits(str(path), None, None)
+
+
+def test_a_drift_window_still_being_written_is_skipped_with_the_reason(tmp_path):
+    """A window file whose writer has not finished (torn last line) is reported, not tested, and does not
+    stop the check of the other windows."""
+    from refit.drift.windows import read_windows
+
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"row {i}"} for i in range(30)])
+    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n{"text": "half')
+    windows = read_windows(tmp_path, label_column=None)
+    assert [w.name for w in windows] == ["a", "b"] and not windows[0].skipped
+    assert "still being written" in windows[1].skipped
+
+
+@pytest.mark.parametrize(
+    "labels,names,ids",
+    [([0, 1, 1.0, 0.0], ["0", "1"], [0, 1, 1, 0]), ([True, False], ["False", "True"], [1, 0])],
+)
+def test_whole_floats_are_their_integers(tmp_path, labels, names, ids):
+    """pandas writes an integer column with a gap as floats: 1 and 1.0 were two classes (4 in all)."""
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(labels)])
+    splits = load_splits(str(path), None, None)
+    assert splits.label_names == names and splits.labels["train"] == ids
+
+
+@pytest.mark.parametrize(
+    "labels,fragment",
+    [([0, 1, float("nan"), 1], "row 3: the label is NaN"), ([True, 0, 1], "mixes true/false (row 1: True)")],
+)
+def test_nan_and_true_false_among_other_labels_are_refused(tmp_path, labels, fragment):
+    """They became classes of their own ('nan'; 'True' beside 1) without a word."""
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(labels)])
+    with pytest.raises(DataError, match=re.escape(fragment)):
         load_splits(str(path), None, None)
 
 
