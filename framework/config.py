@@ -221,6 +221,10 @@ def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
     for i, tok in enumerate(args):
         if tok == "--config" and i + 1 < len(args):
             path = Path(args[i + 1])
+            if path.is_dir():
+                raise ConfigError(
+                    f"--config {path} is a folder: give a YAML file (`refit configs` lists the shipped ones)."
+                )
             if not path.is_file():
                 raise ConfigError(f"Config file not found: {path}. `refit configs` lists the shipped ones.")
             data = load_yaml_file(path) or {}

@@ -131,3 +131,27 @@ def test_sigkill_during_the_version_write_then_resume(tmp_path, tiny_model_dir, 
     verify_version(out / "version")
     assert json.loads((out / "version" / "refit.json").read_text())["training"]["global_step"] == 6
     assert not [p.name for p in out.iterdir() if p.name.startswith(".version.tmp-")]
+
+
+def test_a_checkpoint_save_replaces_the_file_whole(tmp_path, monkeypatch):
+    """Lightning stages a checkpoint in the system temp folder and moves it over last.ckpt: where /tmp is
+    another filesystem (tmpfs, as on many distributions) the move is a copy into the open, truncated old
+    file, and a SIGKILL during it leaves half a checkpoint, the run's only one. Here the temp folder is the
+    real tmpfs /dev/shm; a reader holding the old checkpoint must never see it change under it."""
+    import tempfile
+
+    from refit.train.trainer import build_trainer
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev or not os.access(shm, os.W_OK):
+        pytest.skip("needs /dev/shm as a writable filesystem other than the test's folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(shm))
+    trainer = build_trainer(tmp_path / "run", loggers=[], has_validation=False)
+    io = trainer.strategy.checkpoint_io
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.zeros(4)}, path)
+    with path.open("rb") as old:
+        io.save_checkpoint({"step": torch.ones(100_000)}, path)
+        assert torch.load(old, weights_only=True)["step"].shape == (4,)  # the old file, intact
+    assert torch.load(path, weights_only=True)["step"].shape == (100_000,)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left beside it

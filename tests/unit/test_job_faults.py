@@ -74,6 +74,12 @@ def test_python_tags_are_refused_and_never_run(tmp_path, capsys):
     assert code == 2 and "python/object/apply" in err and not marker.exists()
 
 
+def test_config_path_that_is_a_folder(tmp_path, capsys):
+    """It was reported as "Config file not found", which it is not."""
+    assert main(["finetune", "--config", str(tmp_path), "--print_config"]) == 2
+    assert "is a folder: give a YAML file" in capsys.readouterr().err
+
+
 def test_config_file_that_is_not_utf8(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"model: caf\xe9\n")
