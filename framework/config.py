@@ -19,7 +19,14 @@ import yaml
 
 from refit.errors import ConfigError
 
-__all__ = ["build_parser", "parse_config", "parse_config_dict", "config_to_dict", "dotted_keys"]
+__all__ = [
+    "build_parser",
+    "parse_config",
+    "parse_config_dict",
+    "config_to_dict",
+    "dotted_keys",
+    "load_yaml_file",
+]
 
 C = TypeVar("C")
 
@@ -36,6 +43,80 @@ _TYPE_WORDS = {
     "<class 'bool'>": "true or false",
     "<class 'str'>": "a string",
 }
+
+
+# A config file whose aliases expand past this many YAML nodes is refused: an anchor/alias "bomb" of a few
+# hundred bytes otherwise expands to billions of values while the keys are checked (shipped configs: < 200).
+MAX_YAML_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no `!!python/...` tags) that also refuses a key given twice in one mapping:
+    plain PyYAML keeps the last value silently, so `max_epochs: 1` above `max_epochs: 5` would train 5."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding a key is fine
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key!r} is given twice (first on line {seen[key] + 1}); "
+                        "YAML would silently keep only the last one: remove one of them",
+                        key_node.start_mark,
+                    )
+                if isinstance(key, (str, int, float, bool)):
+                    seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, memo: dict[int, int]) -> int:
+    """Number of nodes `node` stands for once every alias is expanded (memoised: aliases share nodes)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """A YAML config file, safely: no Python tags, no duplicated keys, no alias bomb, UTF-8 only.
+
+    Every problem is a ConfigError naming the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file {path} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    except OSError as e:
+        raise ConfigError(f"Config file {path} cannot be read ({e.strerror}).") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)  # error marks name the file, not "<unicode string>"
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"Config file {path} expands (through its anchors and aliases) to more than {MAX_YAML_NODES} "
+                "values: refused as an alias bomb. Write the values out, or use fewer nested aliases."
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
 
 
 def build_parser(config_cls: type, prog: str, description: str):
@@ -140,12 +221,13 @@ def _check_unknown_keys(config_cls: type, argv: Sequence[str]) -> None:
     for i, tok in enumerate(args):
         if tok == "--config" and i + 1 < len(args):
             path = Path(args[i + 1])
+            if path.is_dir():
+                raise ConfigError(
+                    f"--config {path} is a folder: give a YAML file (`refit configs` lists the shipped ones)."
+                )
             if not path.is_file():
                 raise ConfigError(f"Config file not found: {path}. `refit configs` lists the shipped ones.")
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+            data = load_yaml_file(path) or {}
             if not isinstance(data, dict):
                 raise ConfigError(
                     f"Config file {path} must hold a mapping of keys, not {type(data).__name__}."

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from refit.data import load_splits, read_table, to_label_ids
-from refit.errors import ConfigError, DataError, RefitError
+from refit.errors import ConfigError, DataError, RefitError, VersionError
 from refit.inference import Batch, encode
 from refit.models import load_version
 
@@ -168,6 +168,11 @@ class GateData:
 def load_gate_data(version_dir: str | Path, validation: str | None, recipe: str) -> GateData:
     """Load a version (hash-checked) and the validation data every gate of `recipe` scores on."""
     model, tokenizer, meta = load_version(version_dir)
+    if not meta.get("labels"):  # every gate scores against the version's label names
+        raise VersionError(
+            f"{version_dir}/refit.json records no 'labels' (the model's label names): `refit {recipe}` "
+            "cannot score it. Restore the version, or re-create it (refit finetune / compress)."
+        )
     data = (meta.get("config") or {}).get("data") or {}
     max_length, eval_bs = data.get("max_length", 128), data.get("eval_batch_size", 64)
     val = evaluation_texts(meta, "validation", validation)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from refit.errors import VersionError
+from refit.errors import RefitError, VersionError
 
 __all__ = [
     "NAME_RULE",
@@ -25,6 +25,9 @@ __all__ = [
     "child_path",
     "private_dir",
     "make_private",
+    "RUN_LOCK",
+    "FolderBusy",
+    "hold_folder",
 ]
 
 # One pattern for every version id and alias name, checked before a name ever touches a path.
@@ -144,3 +147,45 @@ def make_private(root: str | Path) -> None:
         for f in filenames:
             if not os.path.islink(os.path.join(dirpath, f)):
                 os.chmod(os.path.join(dirpath, f), 0o600)
+
+
+RUN_LOCK = ".refit-run.lock"
+
+
+class FolderBusy(RefitError):
+    """Another process holds the output folder this command would write."""
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | Path, what: str = "refit run") -> Iterator[Path]:
+    """Hold FOLDER (created if missing) for this process: FolderBusy at once if another process holds it.
+
+    Two runs writing one output folder (two terminals, a retried job) interleaved their checkpoints, logs and
+    version. Folders created only to hold the lock are removed when the run leaves nothing else. The lock is an OS lock on FOLDER/.refit-run.lock (filelock), released when the process dies,
+    even by SIGKILL, so a killed run never blocks its rerun.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / RUN_LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FolderBusy(
+            f"Another {what} is writing {folder} right now (it holds {folder / RUN_LOCK}). Wait for it to "
+            "end, or give this one another --output_dir."
+        ) from None
+    try:
+        yield folder
+    finally:
+        lock.release()
+        # a run refused on bad input writes nothing: the folders made only for the lock go again
+        if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
+            (folder / RUN_LOCK).unlink(missing_ok=True)
+            for path in created:
+                try:
+                    path.rmdir()
+                except OSError:
+                    break

@@ -31,6 +31,7 @@ from refit.export.benchmark import (
     skipped_row,
     to_markdown,
 )
+from refit.export.lock import export_lock
 from refit.inference import encode
 from refit.io import atomic_write_text, write_json
 from refit.models import load_version, update_exports_manifest
@@ -148,18 +149,19 @@ def run(cfg: Config) -> Path:
     }
     host = machine()
     exports = version / "exports"
-    write_json(
-        exports / "benchmark.json",
-        {
-            "version_id": meta.get("version_id"),
-            "machine": host,
-            "settings": settings,
-            "rows": rows_to_json(rows),
-        },
-    )
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
-    atomic_write_text(exports / "benchmark.md", markdown)
-    update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
+    with export_lock(version, wait_s=600):  # not while an export installs and re-seals exports/
+        write_json(
+            exports / "benchmark.json",
+            {
+                "version_id": meta.get("version_id"),
+                "machine": host,
+                "settings": settings,
+                "rows": rows_to_json(rows),
+            },
+        )
+        atomic_write_text(exports / "benchmark.md", markdown)
+        update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report

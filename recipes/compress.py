@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from refit.evaluate import (
     score,
 )
 from refit.inference import TorchPredictor, encode, interleaved_p50_ms, predict_logits
-from refit.io import write_json
+from refit.io import hold_folder, write_json
 from refit.models import new_version_id, write_version
 from refit.report import print_metrics
 from refit.settings import TrackingConfig
@@ -251,10 +252,29 @@ def _record(
     )
 
 
+def _discard_unfinished(out: Path) -> None:
+    """A compress killed before its child version was written leaves its recovery fine-tune (checkpoints,
+    an intermediate version) in OUTPUT_DIR: the rerun's recovery refused it ("already holds a run ...
+    --resume", a flag compress does not have), a dead end. With no child version it is an intermediate
+    nothing refers to, and this process holds OUTPUT_DIR, so it is removed and the recovery is redone."""
+    for name in ("recovery", "recovery-input"):
+        if (out / name).exists():
+            print(f"Removing {out / name}: the intermediate of an earlier compress that did not finish.")
+            shutil.rmtree(out / name)
+
+
 def run(cfg: Config) -> Path:
+    if not cfg.version:
+        raise ConfigError("refit compress needs --version DIR (the model version to compress).")
+    with hold_folder(cfg.output_dir, "refit compress"):  # one compress per OUTPUT_DIR at a time
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> Path:
     # setup
     out, parent = Path(cfg.output_dir), Path(cfg.version or "")
     gd, baseline, parent_check, before = _setup(cfg)
+    _discard_unfinished(out)  # after _setup: it refuses an OUTPUT_DIR that holds a finished child
 
     # work: compress, optionally recover, gate
     model, summary, recovered = _compress(cfg, gd, out)

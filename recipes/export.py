@@ -27,12 +27,13 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 from refit.config import config_to_dict
 from refit.errors import ConfigError
 from refit.evaluate import check_gate, check_parent_reproduces, load_gate_data, score
+from refit.export.lock import export_lock
 from refit.export.parity import parity
 from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import write_json
-from refit.models import update_exports_manifest
+from refit.models import REFIT_JSON, update_exports_manifest
 from refit.report import print_metrics
 
 _QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
@@ -127,10 +128,17 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
-    # setup
     if not cfg.version:
         raise ConfigError("refit export needs --version DIR (the model version to export).")
     version = Path(cfg.version)
+    if not (version / REFIT_JSON).is_file():  # not a version: load_gate_data says why, nothing is created
+        return _export(cfg, version)
+    with export_lock(version):  # one export of a version at a time (refit.export.lock)
+        return _export(cfg, version)
+
+
+def _export(cfg: Config, version: Path) -> Path:
+    # setup
     gd = load_gate_data(version, cfg.validation, "export")
     model, tokenizer, meta, max_length = gd.model, gd.tokenizer, gd.meta, gd.max_length
     texts, labels, batches = gd.texts, gd.labels, gd.batches

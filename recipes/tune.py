@@ -25,6 +25,7 @@ from refit import report
 from refit.config import config_to_dict
 from refit.data import check_data_file
 from refit.errors import ConfigError
+from refit.io import RUN_LOCK, hold_folder
 from refit.settings import FinetuneConfig
 from refit.tune import (
     REPORTED_METRIC,
@@ -150,6 +151,11 @@ def _print_table(rows, monitor: str) -> None:
 
 
 def run(cfg: Config) -> int:
+    with contextlib.ExitStack() as stack:  # holds the search folder from its checks to the end
+        return _run(cfg, stack)
+
+
+def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     # --- setup -------------------------------------------------------------------------------------
     started_at = time.time()  # where the search's own seconds go, into results.json
     clock = [("start", time.perf_counter())]
@@ -179,10 +185,22 @@ def run(cfg: Config) -> int:
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
     storage = Path(cfg.storage_path).resolve()
     out = storage / cfg.name
-    if cfg.resume and not (out / "tuner.pkl").is_file():
-        raise ConfigError(f"--resume: no search to resume at {out}.")
-    if not cfg.resume and out.exists():
-        raise ConfigError(f"{out} already holds a search: continue it with --resume, or pick a new --name.")
+    saved = (out / "tuner.pkl").is_file()
+    held = [p for p in out.iterdir() if p.name != RUN_LOCK] if out.is_dir() else []
+    unsaved = (
+        " It holds a search stopped before Ray saved it (no tuner.pkl), which cannot be resumed: remove "
+        f"{out}, or pick a new --name."
+    )
+    if cfg.resume and not saved:
+        raise ConfigError(f"--resume: no search to resume at {out}." + (unsaved if held else ""))
+    if not cfg.resume and held:
+        raise ConfigError(
+            f"{out} already holds a search: continue it with --resume, or pick a new --name."
+            if saved
+            else f"{out} is not empty.{unsaved}"
+        )
+    # one process per search folder: a second `refit tune` (fresh or --resume) on it is refused here
+    stack.enter_context(hold_folder(out, "refit tune"))
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     clock.append(("checks", time.perf_counter()))
     # A reused worker waits for the stopped trial's thread to leave Lightning before it takes the next

@@ -18,8 +18,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
+            try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(f"{path}, line {lineno}: not valid UTF-8 ({e.reason}).") from None
             if not line.strip():
@@ -27,7 +27,13 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}).") from None
+                torn = (
+                    "; it is the last line and has no line end: the file was cut off, or is still being "
+                    "written (give a window file only once its writer has closed it)"
+                    if not raw.endswith(b"\n")
+                    else ""
+                )
+                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}){torn}.") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
             rows.append(row)
@@ -36,7 +42,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _read_csv(path: Path) -> list[dict]:
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: with a byte-order mark, plain utf-8 reads the first column as '\ufefftext', which then
+        # "is not found" among columns that print as 'text'
+        with path.open(newline="", encoding="utf-8-sig") as f:
             return list(csv.DictReader(f))
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 ({e.reason}).") from None
@@ -54,6 +62,8 @@ def _read_parquet(path: Path) -> list[dict]:
 def read_rows(path: str | Path) -> list[dict]:
     """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file: give a .jsonl, .csv or .parquet file in it.")
     if not path.is_file():
         raise DataError(f"Data file not found: {path}")
     suffix = path.suffix.lower()

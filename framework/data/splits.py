@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,29 @@ __all__ = ["Splits", "check_data_file", "load_splits", "demo_dir", "to_label_ids
 
 DEMO_NAME = "refit-demo"
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("refit.data")
+
+
+def _warn_leakage(texts: dict[str, list[str]], sources: dict[str, str]) -> dict[str, int]:
+    """Held-out rows whose text also occurs in training, per split: a warning with the counts (their metrics
+    overstate the model on unseen text), returned for the caller. Exact matches after stripping whitespace."""
+    train = {t.strip() for t in texts["train"]}
+    found = {}
+    for split in ("validation", "test"):
+        rows = texts.get(split) or []
+        shared = sum(t.strip() in train for t in rows)
+        if shared:
+            found[split] = shared
+            log.warning(
+                "%d of %d %s rows (%s) have a text that also occurs in the training data (%s): their "
+                "metrics and the drift reference are not on unseen text. Remove the duplicates from one side.",
+                shared,
+                len(rows),
+                split,
+                sources.get(split, split),
+                sources.get("train", "train"),
+            )
+    return found
 
 
 @dataclass
@@ -58,8 +82,35 @@ def _label_names_file(path: Path) -> list[str] | None:
     return names
 
 
+def _normalise_labels(values: list, source: str) -> list:
+    """Raw labels of one split, with the type mixes that silently made extra classes resolved or refused.
+
+    A float that is a whole number is that integer (pandas writes an int column holding a gap as 1.0, so
+    1 and 1.0 were two classes); NaN (pandas' missing value, which Python's JSON reader accepts) is a
+    missing label; true/false among other labels is refused (it was a class 'True' beside 1)."""
+    out = []
+    for row, v in enumerate(values, 1):
+        if isinstance(v, float):
+            if v != v:
+                raise DataError(
+                    f"{source}, row {row}: the label is NaN (a missing value); give every row a label."
+                )
+            v = int(v) if v.is_integer() else v
+        out.append(v)
+    kinds = {isinstance(v, bool) for v in out if v is not None}
+    if kinds == {True, False}:
+        first = next(i for i, v in enumerate(out, 1) if isinstance(v, bool))
+        other = next(i for i, v in enumerate(out, 1) if v is not None and not isinstance(v, bool))
+        raise DataError(
+            f"{source}: the label column mixes true/false (row {first}: {out[first - 1]!r}) with other labels "
+            f"(row {other}: {out[other - 1]!r}); use one kind of label for every row."
+        )
+    return out
+
+
 def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources: dict[str, str]):
     """Map raw labels (ints or strings) to ids; the label set comes from the training split."""
+    raw = {split: _normalise_labels(values, sources[split]) for split, values in raw.items()}
     train = raw["train"]
     if any(v is None for v in train):
         raise DataError(f"{sources['train']}: some rows have no label.")
@@ -79,6 +130,8 @@ def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources:
         ids = []
         for row, v in enumerate(values, 1):
             key = v if isinstance(v, int) and not isinstance(v, bool) and v in to_id else str(v)
+            if key not in to_id and isinstance(v, str) and v.strip().lstrip("-").isdigit():
+                key = int(v)  # integer labels in training (JSONL), the same ids as text elsewhere (CSV)
             if key not in to_id:
                 raise DataError(
                     f"{sources[split]}, row {row}: label {v!r} does not occur in the training data "
@@ -118,6 +171,10 @@ def _from_hub(name: str, config: str | None, text_column: str, label_column: str
 
 def check_data_file(split: str, path: str) -> None:
     """A missing file is a DataError naming its key (`refit tune` checks before Ray starts any trial)."""
+    if Path(path).is_dir():
+        raise DataError(
+            f"'data.{split}' is {path}, a folder, not a data file: point it at a .jsonl, .csv or .parquet file."
+        )
     if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
         raise DataError(
             f"Data file not found: 'data.{split}' is {path} (looked for {Path(path).absolute()}). "
@@ -174,6 +231,7 @@ def load_splits(
         if not values:
             raise DataError(f"The {split} split ({sources[split]}) is empty.")
     labels, label_names = _encode_labels(raw, names, sources)
+    _warn_leakage(texts, sources)
     present = sorted(set(labels["train"]))
     if len(present) < 2:  # integer labels (or labels.json) can name two classes while the rows hold one
         raise DataError(

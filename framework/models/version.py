@@ -356,9 +356,60 @@ def read_version(version_dir: str | Path, verify: bool = True) -> dict:
     if not weights_file(path).is_file():
         raise VersionError(f"{path} is incomplete: {weights_file(path)} is missing.")
     try:
-        return json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as e:
         raise VersionError(f"{meta_file} is corrupt ({e.msg}).") from None
+    check_record(meta, meta_file)
+    return meta
+
+
+_INT_KEYS = ("max_length", "batch_size", "eval_batch_size")
+_TEXT_KEYS = ("train", "validation", "test", "dataset", "text_column", "label_column")
+
+
+def check_record(meta: object, where: str | Path) -> None:
+    """Refuse a refit.json whose keys have the wrong types (VersionError naming the key and the type).
+
+    A manifest proves the file is what was sealed, not that it is well formed: a hand edit that was then
+    re-sealed, or a record written by other code, crashed `refit export` and `refit compress` with a
+    TypeError/KeyError traceback deep inside (`"max_length": "32"`, `"metrics": "good"`). Only keys that
+    are present are checked: older records may lack some.
+    """
+
+    def bad(key: str, want: str, got: object) -> VersionError:
+        return VersionError(
+            f"{where}: '{key}' must be {want}, not {type(got).__name__} {got!r:.80}. The record was edited "
+            "or written by other code: restore the version, or re-create it (refit finetune / compress)."
+        )
+
+    if not isinstance(meta, dict):
+        raise bad("(the whole record)", "a JSON object", meta)
+    for key in ("version_id", "parent", "recipe", "base_model"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(key, "a string", meta[key])
+    labels = meta.get("labels")
+    if labels is not None and (
+        not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels)
+    ):
+        raise bad("labels", "a non-empty list of label names (strings)", labels)
+    for key in ("config", "metrics", "data"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "a mapping", meta[key])
+    for split, values in (meta.get("metrics") or {}).items():
+        if not isinstance(values, dict):
+            raise bad(f"metrics.{split}", "a mapping of metric names to numbers", values)
+    data = (meta.get("config") or {}).get("data")
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise bad("config.data", "a mapping", data)
+    for key in _INT_KEYS:
+        v = data.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise bad(f"config.data.{key}", "an integer > 0", v)
+    for key in _TEXT_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise bad(f"config.data.{key}", "a string (a path or name) or null", data[key])
 
 
 def load_version(version_dir: str | Path, verify: bool = True):

@@ -6,7 +6,10 @@ retraining must run exactly this code path, not a second training loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
@@ -25,6 +28,7 @@ from refit.drift.reference import build_reference, reference_encoder, sample_tex
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import Calibration, Probe, fit_calibration, fit_probe
 from refit.inference import TorchPredictor, encode, predict_logits
+from refit.io import hold_folder
 from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
 from refit.tracking import build_loggers, finish, log_version_artifact, resolve_wandb_mode
@@ -63,6 +67,14 @@ def _checkpoint_to_resume(
             "--output_dir."
         )
     return None
+
+
+def _output_lock(out: Path):
+    """Hold OUTPUT_DIR for this run (refit.io.hold_folder); ranks other than 0 of a distributed run are the
+    same run and do not take it."""
+    if any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return contextlib.nullcontext(out)
+    return hold_folder(out, "refit run")
 
 
 def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
@@ -174,7 +186,8 @@ def _fit(s: _Setup) -> float:
     """Lightning fit (resumable); returns the training seconds. Ctrl-C becomes RunInterrupted."""
     started = time.perf_counter()
     try:
-        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.ckpt)
+        # weights_only: a checkpoint is a pickle; only tensors and plain values are read back (resume.py)
+        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
         if s.trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
@@ -201,7 +214,9 @@ def _evaluate(s: _Setup) -> tuple[dict[str, dict[str, float]], str, np.ndarray |
         keep = s.trainer.world_size == 1 and not str(s.trainer.precision).endswith("-mixed")
         s.module.kept_val_logits = [] if keep else None
         try:
-            values = s.trainer.validate(s.module, s.datamodule, ckpt_path=best or None, verbose=False)[0]
+            values = s.trainer.validate(
+                s.module, s.datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+            )[0]
             if keep:
                 logits = torch.cat(s.module.kept_val_logits).numpy()
         finally:
@@ -420,6 +435,51 @@ def run_finetune(
     `resumable` False (Tune trials, which Tune restarts itself) writes no last.ckpt and a weights-only best.ckpt.
     """
     out = Path(output_dir)
+    with _output_lock(out):
+        return _run_locked(
+            model,
+            data,
+            optim,
+            trainer,
+            tracking,
+            out,
+            resume=resume,
+            parent=parent,
+            config=config,
+            callbacks=callbacks,
+            wandb_group=wandb_group,
+            resume_from=resume_from,
+            resume_with_changes=resume_with_changes,
+            store_texts=store_texts,
+            reference_texts=reference_texts,
+            resumable=resumable,
+        )
+
+
+def _run_locked(
+    model: str,
+    data: DataConfig,
+    optim: OptimConfig,
+    trainer: TrainerConfig,
+    tracking: TrackingConfig,
+    out: Path,
+    *,
+    resume: bool,
+    parent: str | None,
+    config: dict | None,
+    callbacks: list[Callback] | None,
+    wandb_group: str | None,
+    resume_from: str | Path | None,
+    resume_with_changes: bool,
+    store_texts: bool,
+    reference_texts: list[str] | None,
+    resumable: bool,
+) -> FinetuneResult:
+    """run_finetune's body, run while it holds OUTPUT_DIR."""
+    # a run killed while writing its version left the staging copy (the size of the weights): the lock says
+    # no other run writes here, so it is litter, never picked up (the version is only ever the renamed whole)
+    for stale in out.glob(f".{VERSION_DIRNAME}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     ckpt = (
         Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     )

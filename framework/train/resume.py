@@ -47,15 +47,27 @@ TRAINING_KEYS = (
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint as a dict, or a ConfigError when it is truncated or not a Lightning checkpoint.
+    """The checkpoint as a dict, or a ConfigError when it is truncated, not a Lightning checkpoint, or holds
+    anything but tensors and plain values.
 
-    It is the user's own run folder (never a registry), and Lightning unpickles it the same way to resume.
+    `weights_only=True`: a checkpoint is a pickle, and a run folder can come from anyone (copied, shared,
+    downloaded); with `weights_only=False` a crafted last.ckpt ran its code here on `--resume`, before any
+    check. refit's checkpoints hold only tensors, numbers, strings and containers, so the safe unpickler
+    reads them all; Lightning's own load on resume uses torch's default, which is the same.
     """
+    import pickle
+
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:  # what the safe unpickler raises for a global it will not load
+        raise ConfigError(
+            f"--resume: the checkpoint {path} holds Python objects other than tensors and plain values "
+            f"({str(e).splitlines()[0][:160]}); refit does not unpickle such a file, since loading it could run "
+            "code. Resume only from checkpoints refit wrote, or start over in a new --output_dir."
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for a damaged file
         raise ConfigError(
             f"--resume: the checkpoint {path} is damaged or incomplete ({type(e).__name__}: {str(e)[:160]}). "
             "It cannot be continued: restore it, or start over without --resume in a new --output_dir."

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.strategies import StrategyRegistry
@@ -12,7 +16,7 @@ from lightning.pytorch.strategies import StrategyRegistry
 from refit.errors import ConfigError
 from refit.train.resume import CKPT_KEY
 
-__all__ = ["build_trainer", "ResumeCheckpoint", "LAST_CKPT"]
+__all__ = ["build_trainer", "AtomicCheckpointIO", "ResumeCheckpoint", "LAST_CKPT"]
 
 LAST_CKPT = "last.ckpt"
 
@@ -54,6 +58,31 @@ class ResumeCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.state.fn == "fit" and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their destination, fsync'd, then renamed over it: whole or not at all.
+
+    Lightning's own save stages the file in the system temp folder and moves it into place; where that
+    folder is another filesystem (a tmpfs /tmp) the move is a copy into the truncated old file, so a kill
+    during it left half of last.ckpt, the run's only checkpoint. A rename within one folder is atomic.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options.")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class _CheckValidationInterval(Callback):
@@ -162,6 +191,7 @@ def build_trainer(
             deterministic=deterministic,
             logger=loggers or False,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
         )

@@ -173,3 +173,36 @@ def test_gate_refuses_a_parent_that_no_longer_scores_its_record(tmp_path, tiny_m
     )
     gate = json.loads((out / "gate.json").read_text())
     assert gate["recorded"]["accuracy"] == 1.0 and gate["accuracy_drop_points"] == pytest.approx(50.0)
+
+
+def test_rerun_after_a_compress_killed_mid_recovery(version, tmp_path, capsys):
+    """What a SIGKILL during the recovery fine-tune leaves (its checkpoint, the pruned input) made the
+    rerun fail with "already holds a run (checkpoints/last.ckpt). Continue it with --resume", a flag
+    compress does not have. The intermediate is discarded and the recovery redone; a finished child is
+    still never overwritten."""
+    out = tmp_path / "killed"
+    (out / "recovery" / "checkpoints").mkdir(parents=True)
+    (out / "recovery" / "checkpoints" / "last.ckpt").write_bytes(b"half a checkpoint")
+    (out / "recovery-input").mkdir()
+    args = [
+        "compress",
+        "--version",
+        str(version),
+        "--method",
+        "magnitude",
+        "--amount",
+        "0.2",
+        "--recovery.epochs",
+        "1",
+        "--recovery.lr",
+        "1e-3",
+        "--tracking.wandb",
+        "false",
+        "--output_dir",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert "the intermediate of an earlier compress that did not finish" in capsys.readouterr().out
+    assert _meta(out / "version")["recipe"] == "compress"
+    assert main(args) == 2
+    assert "already holds a child version" in capsys.readouterr().err

@@ -269,3 +269,41 @@ def test_a_restored_trial_trains_with_its_own_new_learning_rate(tmp_path, tiny_m
         **{**common, "trainer": trainer2},
     )
     assert seen["base_lrs"] == [2e-5, 2e-5] and seen["decay"] == 0.05
+
+
+def test_resume_while_the_search_still_runs_is_refused(tmp_path, tiny_model_dir, toy_data, capsys):
+    """`refit tune --resume` on a search another process is still running (a second terminal, a retried job)
+    started a second Ray on the same folder; two fresh searches racing to create it did the same. Now the
+    folder is held for the whole search, and the second is refused before Ray starts."""
+    from refit.io import RUN_LOCK
+
+    config = _config(tmp_path, tiny_model_dir, toy_data, "twice")
+    out = tmp_path / "tune" / "twice"
+    out.mkdir(parents=True)
+    (out / "tuner.pkl").write_bytes(b"the running search's state")
+    hold = (
+        "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); "
+        "print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out / RUN_LOCK)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        assert main(["tune", "--config", str(config), "--resume"]) == 2
+        assert "Another refit tune is writing" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_search_stopped_before_ray_saved_it_is_not_a_dead_end(tmp_path, tiny_model_dir, toy_data, capsys):
+    """A folder without tuner.pkl was refused as "already holds a search: continue it with --resume", and
+    --resume then said "no search to resume": each message sent the user to the other."""
+    config = _config(tmp_path, tiny_model_dir, toy_data, "early")
+    (tmp_path / "tune" / "early" / "trials").mkdir(parents=True)
+    assert main(["tune", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "stopped before Ray saved it (no tuner.pkl)" in err and "--resume" not in err
+    assert main(["tune", "--config", str(config), "--resume"]) == 2
+    assert "stopped before Ray saved it" in capsys.readouterr().err
