@@ -248,7 +248,8 @@ def to_label_ids(values: list, label_names: list[str]) -> list[int]:
         key = str(v)
         if key in label_names:
             ids.append(label_names.index(key))
-        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(label_names):
+        # ASCII digits only: str.isdigit() is true for '²' (int() then fails) and '١' (read as 1)
+        elif key.isascii() and key.isdigit() and int(key) < len(label_names):
             ids.append(int(key))
         else:
             raise DataError(f"label {v!r} is not one of the model's labels {label_names}.")

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from refit.data import LengthGroupedSampler, PadCollator, demo_dir, load_splits
+from refit.data import LengthGroupedSampler, PadCollator, demo_dir, load_splits, to_label_ids
 from refit.errors import DataError
 from tests.conftest import write_jsonl
 
@@ -99,3 +99,12 @@ def test_collator_pads_to_longest_in_batch():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("label", ["²", "١", "-1", "2", " 1"])
+def test_label_ids_are_ascii_digits_in_range_or_names(label):
+    """A golden set or drift labels file with '²' crashed on int() (a traceback, not exit 2), and Arabic-Indic
+    '١' was silently read as label 1: only ASCII digits naming a label, or a label's name, are taken."""
+    assert to_label_ids(["negative", "1", 0], ["negative", "positive"]) == [0, 1, 0]
+    with pytest.raises(DataError, match="is not one of the model's labels"):
+        to_label_ids([label], ["negative", "positive"])
