@@ -480,6 +480,8 @@ def _run_locked(
     # no other run writes here, so it is litter, never picked up (the version is only ever the renamed whole)
     for stale in out.glob(f".{VERSION_DIRNAME}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in (out / "checkpoints").glob(".*.tmp-*"):  # AtomicCheckpointIO's, from a kill mid-save
+        stale.unlink(missing_ok=True)
     ckpt = (
         Path(resume_from) if resume_from else _checkpoint_to_resume(out, resume, config, resume_with_changes)
     )

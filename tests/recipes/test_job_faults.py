@@ -155,3 +155,16 @@ def test_a_checkpoint_save_replaces_the_file_whole(tmp_path, monkeypatch):
         assert torch.load(old, weights_only=True)["step"].shape == (4,)  # the old file, intact
     assert torch.load(path, weights_only=True)["step"].shape == (100_000,)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left beside it
+
+
+def test_a_killed_checkpoint_save_leaves_no_litter_after_the_next_run(tmp_path, tiny_model_dir, toy_data):
+    """AtomicCheckpointIO stages `.last.ckpt.tmp-*` beside last.ckpt; a kill mid-save leaves it (the size of
+    the checkpoint, optimizer state included). The next run of that folder, holding its lock, removes it."""
+    out = tmp_path / "run"
+    litter = out / "checkpoints" / ".last.ckpt.tmp-0123abcd"
+    litter.parent.mkdir(parents=True)
+    litter.write_bytes(b"half a checkpoint")
+    args = finetune_args(tiny_model_dir, toy_data, out, "--trainer.max_epochs", "1")
+    assert main(args) == 0
+    assert not litter.exists()
+    assert (out / "version" / "manifest.json").is_file()
