@@ -105,15 +105,21 @@ def _parse_csv(data: bytes, field_bytes: int) -> list[dict]:
     except UnicodeDecodeError as e:
         raise DataError(f"line {_line_of(data, e.start)}: not valid UTF-8 ({e.reason}).") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict] = []
     # the limit is the csv module's global; it is set for this read and put back (no lasting state)
     saved = csv.field_size_limit(field_bytes)
+    start = 1
     try:
-        return list(reader)
+        reader.fieldnames  # noqa: B018 - reads the header row first, so `start` counts from the data rows
+        while True:
+            start = reader.reader.line_num + 1  # a quoted field may span lines: name where its row starts
+            try:
+                rows.append(next(reader))
+            except StopIteration:
+                return rows
     except csv.Error as e:
-        raise DataError(
-            f"line {reader.reader.line_num}: not readable as CSV ({e}; the limit is {field_bytes} bytes "
-            "per field)."
-        ) from None
+        why = f"a field is over the limit of {field_bytes} bytes" if "field limit" in str(e) else e
+        raise DataError(f"line {start}: not readable as CSV ({why}).") from None
     finally:
         csv.field_size_limit(saved)
 
