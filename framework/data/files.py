@@ -54,21 +54,19 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _check_lines(data: bytes, limit: int) -> None:
-    start = 0
-    while start <= len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
-        if end - start > limit:
-            raise DataError(
-                f"line {_line_of(data, start)}: {end - start} bytes, over the limit of {limit} bytes per line."
-            )
-        start = end + 1
+def _check_lines(lines: list[bytes], limit: int) -> None:
+    lengths = list(map(len, lines))
+    if max(lengths, default=0) > limit:
+        lineno = next(i for i, n in enumerate(lengths, 1) if n > limit)
+        raise DataError(
+            f"line {lineno}: {lengths[lineno - 1]} bytes, over the limit of {limit} bytes per line."
+        )
 
 
-def _parse_jsonl(data: bytes) -> list[dict]:
+def _parse_jsonl(data: bytes, line_bytes: int) -> list[dict]:
     rows = []
     lines = data.split(b"\n")
+    _check_lines(lines, line_bytes)
     for lineno, raw in enumerate(lines, 1):
         try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
             line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -198,10 +196,10 @@ def parse_rows(
         return _table_rows(table)
     if suffix not in SUFFIXES:
         raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
-    _check_lines(data, limits.line_bytes)
     if suffix == ".csv":
+        _check_lines(data.split(b"\n"), limits.line_bytes)
         return _parse_csv(data, limits.field_bytes)
-    return _parse_jsonl(data)
+    return _parse_jsonl(data, limits.line_bytes)
 
 
 def _located(where: str | Path, e: DataError) -> DataError:
