@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from refit.data.files import SUFFIXES, file_fingerprint, read_rows, read_table
+from refit.data.files import (
+    DEFAULT_LIMITS,
+    SUFFIXES,
+    ReadLimits,
+    file_fingerprint,
+    parse_rows,
+    read_rows,
+    read_table,
+)
 from refit.data.splits import DEMO_NAME, Splits, check_data_file, demo_dir, load_splits, to_label_ids
 from refit.lazy import lazy_exports
 
@@ -27,9 +35,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEMO_NAME",
     "LengthGroupedSampler",
     "PadCollator",
+    "ReadLimits",
     "Splits",
     "TextDataModule",
     "TokenizedDataset",
@@ -38,6 +48,7 @@ __all__ = [
     "file_fingerprint",
     "check_data_file",
     "load_splits",
+    "parse_rows",
     "read_rows",
     "read_table",
     "to_label_ids",

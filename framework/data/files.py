@@ -1,65 +1,215 @@
-"""Reading labelled text from JSONL, CSV and Parquet files, with errors that name the file and line."""
+"""Reading labelled text from JSONL, CSV and Parquet files, with errors that name the file and line.
+
+Every data file a recipe reads (training and evaluation splits, drift windows, golden sets, calibration
+text) is someone's input, perhaps crafted, so decoding never escapes as anything but a DataError naming
+the file, the line or row, and the limit: before, a deeply nested JSON line raised RecursionError, a CSV
+field over 128 KiB raised csv.Error, and a Parquet file of a few KB could decode to gigabytes. Parsing
+works on bytes (`parse_rows`), so the maintenance inbox, which reads each file once and hashes what it
+parsed, shares this one decoder and adds only its own rules (schema, times, tighter limits).
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from refit.errors import DataError
 
-__all__ = ["read_rows", "read_table", "file_fingerprint", "SUFFIXES"]
+__all__ = [
+    "read_rows",
+    "read_table",
+    "parse_rows",
+    "ReadLimits",
+    "DEFAULT_LIMITS",
+    "file_fingerprint",
+    "SUFFIXES",
+]
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much one file may hold before it is refused rather than decoded. The defaults are far above
+    any classifier's data (the longest line of the 17 shared datasets is 21 KB) and far below what
+    exhausts a machine's memory; a caller reading untrusted drops (the inbox) passes tighter ones."""
+
+    line_bytes: int = 1024**2  # one JSONL/CSV line; a classifier's input is a few hundred tokens
+    field_bytes: int = 1024**2  # one CSV field (the csv module's own default is 128 KiB)
+    rows: int = 10_000_000  # rows of one Parquet file, from its footer
+    values: int = 50_000_000  # leaf values of one Parquet file, from its footer
+    decoded_bytes: int = 2 * 1024**3  # a Parquet file decoded (dictionary and RLE encodings expand)
+
+
+DEFAULT_LIMITS = ReadLimits()
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _check_lines(lines: list[bytes], limit: int) -> None:
+    lengths = list(map(len, lines))
+    if max(lengths, default=0) > limit:
+        lineno = next(i for i, n in enumerate(lengths, 1) if n > limit)
+        raise DataError(
+            f"line {lineno}: {lengths[lineno - 1]} bytes, over the limit of {limit} bytes per line."
+        )
+
+
+def _parse_jsonl(data: bytes, line_bytes: int) -> list[dict]:
     rows = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}, line {lineno}: not valid UTF-8 ({e.reason}).") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                torn = (
-                    "; it is the last line and has no line end: the file was cut off, or is still being "
-                    "written (give a window file only once its writer has closed it)"
-                    if not raw.endswith(b"\n")
-                    else ""
-                )
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}){torn}.") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
-            rows.append(row)
+    lines = data.split(b"\n")
+    _check_lines(lines, line_bytes)
+    for lineno, raw in enumerate(lines, 1):
+        try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            torn = (
+                "; it is the last line and has no line end: the file was cut off, or is still being "
+                "written (give a window file only once its writer has closed it)"
+                if lineno == len(lines)
+                else ""
+            )
+            raise DataError(f"line {lineno}: not valid JSON ({e.msg}){torn}.") from None
+        except RecursionError:
+            raise DataError(
+                f"line {lineno}: a JSON value is nested too deeply to read (deeper than Python's recursion "
+                f"limit of {sys.getrecursionlimit()}); a row is one flat object."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"line {lineno}: expected a JSON object, got {type(row).__name__}.")
+        rows.append(row)
     return rows
 
 
-def _read_csv(path: Path) -> list[dict]:
+def _parse_csv(data: bytes, field_bytes: int) -> list[dict]:
     try:
         # utf-8-sig: with a byte-order mark, plain utf-8 reads the first column as '\ufefftext', which then
         # "is not found" among columns that print as 'text'
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f))
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e.reason}).") from None
+        raise DataError(f"line {_line_of(data, e.start)}: not valid UTF-8 ({e.reason}).") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict] = []
+    # the limit is the csv module's global; it is set for this read and put back (no lasting state)
+    saved = csv.field_size_limit(field_bytes)
+    start = 1
+    try:
+        reader.fieldnames  # noqa: B018 - reads the header row first, so `start` counts from the data rows
+        while True:
+            start = reader.reader.line_num + 1  # a quoted field may span lines: name where its row starts
+            try:
+                rows.append(next(reader))
+            except StopIteration:
+                return rows
+    except csv.Error as e:
+        why = f"a field is over the limit of {field_bytes} bytes" if "field limit" in str(e) else e
+        raise DataError(f"line {start}: not readable as CSV ({why}).") from None
+    finally:
+        csv.field_size_limit(saved)
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def _parquet_table(data: bytes, limits: ReadLimits = DEFAULT_LIMITS):
+    """A Parquet file's Arrow table, refused before anything expands past `limits`: a file of a few KB can
+    decode to gigabytes (one long string dictionary-encoded, or a page of repeats compressed with zstd:
+    a 49 KB file held 2.2 GB of text). Its footer gives the rows, leaf values and uncompressed page
+    bytes; string columns are read dictionary-encoded and their expanded size summed before decoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        if meta.num_rows > limits.rows:
+            raise DataError(f"holds {meta.num_rows} rows, over the limit of {limits.rows} per file.")
+        chunks = [
+            meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+        ]
+        pages = sum(c.total_uncompressed_size for c in chunks)
+        values = sum(c.num_values for c in chunks)
+        if pages > limits.decoded_bytes or values > limits.values:
+            raise DataError(
+                f"decompresses to {pages} bytes in {values} values, over the limits of "
+                f"{limits.decoded_bytes} bytes and {limits.values} values."
+            )
+        # plain types: a column stored as a dictionary (its Arrow schema says so) is read as its values
+        plain = pa.schema(
+            [
+                f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                for f in pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+            ]
+        )
+        strings = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
+        expanded = 0
+        for name in strings:
+            for chunk in table.column(name).chunks:
+                if pa.types.is_dictionary(chunk.type):
+                    expanded += pc.sum(pc.binary_length(chunk.dictionary).take(chunk.indices)).as_py() or 0
+        if expanded > limits.decoded_bytes:
+            raise DataError(
+                f"its text decodes to {expanded} bytes, over the limit of {limits.decoded_bytes}."
+            )
+        return table.cast(plain)
+    except DataError:
+        raise
     except Exception as e:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: cannot read as Parquet ({e}).") from None
+        raise DataError(f"cannot read as Parquet ({e}).") from None
 
 
-def read_rows(path: str | Path) -> list[dict]:
+def _table_rows(table) -> list[dict]:
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError as e:  # Arrow does not check a string column's bytes on read
+        raise DataError(
+            f"a text value is not valid UTF-8 ({e.reason} at byte {e.start} of the value)."
+        ) from None
+
+
+def parse_rows(
+    data: bytes,
+    suffix: str,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    check_parquet: Callable | None = None,
+) -> list[dict]:
+    """The rows of one file's bytes, `suffix` ('.jsonl', '.csv', ...) naming its format. A DataError's
+    message starts with 'line N' or 'row N' where it has one and names no file (the caller does).
+    `check_parquet(schema)` may refuse a Parquet file's Arrow schema before its rows are decoded."""
+    suffix = suffix.lower()
+    if suffix == ".parquet":
+        table = _parquet_table(data, limits)
+        if check_parquet is not None:
+            check_parquet(table.schema)
+        return _table_rows(table)
+    if suffix not in SUFFIXES:
+        raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+    if suffix == ".csv":
+        _check_lines(data.split(b"\n"), limits.line_bytes)
+        return _parse_csv(data, limits.field_bytes)
+    return _parse_jsonl(data, limits.line_bytes)
+
+
+def _located(where: str | Path, e: DataError) -> DataError:
+    """`e` with the file named in front: 'FILE, line 3: ...' or 'FILE: ...'."""
+    msg = str(e)
+    sep = ", " if msg.startswith(("line ", "row ")) else ": "
+    return DataError(f"{where}{sep}{msg}")
+
+
+def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dict]:
     """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line)."""
     path = Path(path)
     if path.is_dir():
@@ -67,13 +217,12 @@ def read_rows(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"Data file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return _read_jsonl(path)
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+    try:
+        return parse_rows(path.read_bytes(), suffix, limits)
+    except DataError as e:
+        raise _located(path, e) from None
 
 
 def read_table(path: str | Path, text_column: str, label_column: str | None) -> tuple[list[str], list]:

@@ -17,8 +17,9 @@ The inbox is writable by more than the server, so everything in it is treated as
   recorded is that of what was parsed even if the file changes meanwhile; a file listed after the scan is
   left to the next cycle;
 - a file over MAX_FILE_BYTES, a JSONL/CSV line over MAX_LINE_BYTES, a Parquet file of more than MAX_ROWS
-  rows, MAX_VALUES values or MAX_DECODED_BYTES decoded (checked before decoding), undecodable content (invalid UTF-8 anywhere, JSON nested too deeply,
-  a CSV field over the csv module's limit), a capture or feedback file whose
+  rows, MAX_VALUES values or MAX_DECODED_BYTES decoded (checked before decoding), undecodable content (invalid
+  UTF-8 anywhere, JSON nested too deeply, a CSV field over refit.data's 1 MiB limit: refit.data owns the
+  decoding, the inbox adds its tighter limits and the rules below), a capture or feedback file whose
   columns are not the serve schema (another format version), a label outside the model's label set,
   an unparseable or naive `at`, no rows: the file is quarantined, i.e. recorded with the
   reason, skipped by every later cycle (until its content changes), never blocking the valid files beside it;
@@ -37,10 +38,7 @@ Every skip is counted in `InboxBatch.skipped` and said in a note of the cycle's 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import os
 import stat
 from collections import Counter
@@ -48,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from refit.data import SUFFIXES, to_label_ids
+from refit.data import SUFFIXES, ReadLimits, parse_rows, to_label_ids
 from refit.errors import DataError
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
@@ -61,6 +59,9 @@ MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at 
 MAX_DECODED_BYTES = 1024**3  # a Parquet file decoded (dictionary and RLE encodings expand)
 MAX_VALUES = 20_000_000  # leaf values of one Parquet file (probabilities included)
 FUTURE_SLACK = timedelta(minutes=5)  # clock skew between a server and the cycle's machine
+_LIMITS = ReadLimits(
+    line_bytes=MAX_LINE_BYTES, rows=MAX_ROWS, values=MAX_VALUES, decoded_bytes=MAX_DECODED_BYTES
+)
 
 
 @dataclass
@@ -129,102 +130,12 @@ def _read_bytes(dir_fd: int, name: str) -> bytes:
         os.close(fd)
 
 
-def _lines(data: bytes) -> list[bytes]:
-    lines = data.split(b"\n")
-    for lineno, line in enumerate(lines, 1):
-        if len(line) > MAX_LINE_BYTES:
-            raise DataError(f"line {lineno} is {len(line)} bytes, over the limit of {MAX_LINE_BYTES}.")
-    return lines
-
-
 def _parse(name: str, data: bytes, schema=None) -> list[dict]:
-    """Rows of one file's bytes; `schema` (capture/feedback) must be matched by name and string type.
-
-    Any decoding failure is the file's fault and a DataError: before, a deeply nested JSON line
-    (RecursionError) or a CSV field over the csv module's limit (csv.Error) escaped as other exceptions
-    and crashed every cycle while the file sat in the inbox."""
-    try:
-        return _parse_unchecked(name, data, schema)
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start} of a value).") from None
-    except RecursionError:
-        raise DataError("a JSON value is nested too deeply to read.") from None
-    except csv.Error as e:
-        raise DataError(f"not readable as CSV ({e}).") from None
-
-
-def _parse_unchecked(name: str, data: bytes, schema) -> list[dict]:
-    suffix = Path(name).suffix.lower()
-    if suffix == ".parquet":
-        try:
-            table = _read_parquet(data)
-        except DataError:
-            raise
-        except Exception as e:  # pyarrow raises several unrelated types for a bad file
-            raise DataError(f"cannot read as Parquet ({e}).") from None
-        if schema is not None:
-            _check_schema(table.schema, schema)
-        return table.to_pylist()
-    _lines(data)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 at byte {e.start} ({e.reason}).") from None
-    if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text, newline="")))
-    rows = []
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"line {lineno}: not valid JSON ({e.msg}).") from None
-        if not isinstance(row, dict):
-            raise DataError(f"line {lineno}: expected a JSON object, got {type(row).__name__}.")
-        rows.append(row)
-    return rows
-
-
-def _read_parquet(data: bytes):
-    """A Parquet file's table, refused before anything expands past the limits: a file of a few KB can
-    decode to gigabytes (one long string dictionary-encoded, or a page of repeats compressed with zstd:
-    a 49 KB file held 2.2 GB of text). Its footer gives the rows, leaf values and uncompressed page
-    bytes; string columns are read dictionary-encoded and their expanded size summed before decoding."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
-    if meta.num_rows > MAX_ROWS:
-        raise DataError(f"holds {meta.num_rows} rows, over the inbox limit of {MAX_ROWS} per file.")
-    chunks = [
-        meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)
-    ]
-    pages = sum(c.total_uncompressed_size for c in chunks)
-    values = sum(c.num_values for c in chunks)
-    if pages > MAX_DECODED_BYTES or values > MAX_VALUES:
-        raise DataError(
-            f"decompresses to {pages} bytes in {values} values, over the limits of {MAX_DECODED_BYTES} "
-            f"bytes and {MAX_VALUES} values."
-        )
-    # plain types: a column stored as a dictionary (its Arrow schema says so) is read as its values
-    plain = pa.schema(
-        [
-            f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-            for f in pq.ParquetFile(pa.BufferReader(data)).schema_arrow
-        ]
-    )
-    strings = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
-    expanded = 0
-    for name in strings:
-        for chunk in table.column(name).chunks:
-            if pa.types.is_dictionary(chunk.type):
-                expanded += pc.sum(pc.binary_length(chunk.dictionary).take(chunk.indices)).as_py() or 0
-    if expanded > MAX_DECODED_BYTES:
-        raise DataError(f"its text decodes to {expanded} bytes, over the limit of {MAX_DECODED_BYTES}.")
-    return table.cast(plain)
+    """Rows of one file's bytes, decoded by refit.data under the inbox's limits (any decoding failure is
+    a DataError: before, nested JSON and long CSV fields escaped as other exceptions and crashed every
+    cycle); `schema` (capture/feedback) must be matched by name and string type before rows decode."""
+    check = None if schema is None else (lambda found: _check_schema(found, schema))
+    return parse_rows(data, Path(name).suffix, _LIMITS, check)
 
 
 def _check_schema(found, expected) -> None:
@@ -377,7 +288,7 @@ def read_inbox(
                     batch.texts += texts
                     batch.labelled += labelled
             except DataError as e:
-                reason = f"{key}, {e}" if str(e).startswith("row") else f"{key}: {e}"
+                reason = f"{key}, {e}" if str(e).startswith(("line ", "row ")) else f"{key}: {e}"
                 if is_new:
                     batch.quarantined.append({"file": key, "sha256": digest, "reason": reason})
                 else:  # an old file that went bad since: its pairs are skipped, with a note

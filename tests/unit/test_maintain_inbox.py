@@ -208,7 +208,7 @@ def test_huge_lines_huge_files_and_non_utf8_are_quarantined(tmp_path):
 
 
 def test_content_that_crashed_the_decoders_is_quarantined_not_a_crash(tmp_path):
-    """Before: nested JSON (RecursionError) and a long CSV field (csv.Error) escaped the reader as
+    """Before: nested JSON (RecursionError) and a long CSV field (csv.Error; now one over 1 MiB) escaped the reader as
     non-DataErrors and crashed every cycle, with a traceback, for as long as the file sat in the inbox;
     invalid UTF-8 inside a Parquet string and a Parquet file of more rows than any server writes must
     stay refused (the second was read whole, however many rows it decoded to)."""
@@ -218,7 +218,7 @@ def test_content_that_crashed_the_decoders_is_quarantined_not_a_crash(tmp_path):
     text = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(bad)])
     pq.write_table(pa.table({"text": text}), tmp_path / "bytes-in-a-string.parquet")
     (tmp_path / "nested.jsonl").write_text('{"text": ' + "[" * 100_000 + "\n")
-    (tmp_path / "long-field.csv").write_text("text\n" + "x" * 200_000 + "\n")
+    (tmp_path / "long-field.csv").write_text('text\n"' + ("x" * 999 + "\n") * 1100 + '"\n')  # > 1 MiB
     pq.write_table(
         pa.table({"text": pa.array(["a"] * (MAX_ROWS + 1)).dictionary_encode()}), tmp_path / "rows.parquet"
     )

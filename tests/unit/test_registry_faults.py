@@ -92,10 +92,13 @@ def test_a_different_version_claiming_a_registered_id_never_touches_its_files(tm
 def test_a_locked_database_is_a_clear_error_and_works_again_once_released(tmp_path, versions):
     """Another process holds an exclusive lock on the database: writers and readers (serve's alias poll)
     wait SQLite's busy timeout, then fail with a RegistryError naming the lock, not a traceback; once it
-    is released everything reads as before. The busy timeout is shortened here only to keep it fast."""
+    is released everything reads as before. The lock timeout is shortened (lock_timeout_s) only to keep
+    it fast."""
     reg = Registry(tmp_path / "registry")
     reg.register(versions["v0"])
     reg.promote("v0", "first")
+    quick = Registry(tmp_path / "registry", lock_timeout_s=0.2)
+    quick_reader = Registry(tmp_path / "registry", create=False, lock_timeout_s=0.2)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -109,19 +112,10 @@ def test_a_locked_database_is_a_clear_error_and_works_again_once_released(tmp_pa
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        real_connect = sqlite3.connect
-
-        def quick(*a, **kw):
-            return real_connect(*a, **{**kw, "timeout": 0.2})
-
-        sqlite3.connect, saved = quick, sqlite3.connect
-        try:
-            with pytest.raises(RegistryError, match="locked"):
-                reg.promote("v0", "again")
-            with pytest.raises(RegistryError, match="locked"):
-                Registry(tmp_path / "registry", create=False).resolve("champion")
-        finally:
-            sqlite3.connect = saved
+        with pytest.raises(RegistryError, match="locked"):
+            quick.promote("v0", "again")
+        with pytest.raises(RegistryError, match="locked"):
+            quick_reader.resolve("champion")
     finally:
         holder.kill()
         holder.wait()
