@@ -245,6 +245,13 @@ class Registry:
                     db.execute("COMMIT")
             finally:
                 db.close()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):  # another process holds it: busy, not damaged
+                raise RegistryError(
+                    f"The registry database {self.db_path} is locked by another process (waited "
+                    f"{self.lock_timeout_s:g} s): {e}. Try again once that command has finished."
+                ) from None
+            raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
         except sqlite3.DatabaseError as e:
             raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
 

@@ -116,6 +116,10 @@ def test_a_locked_database_is_a_clear_error_and_works_again_once_released(tmp_pa
             quick.promote("v0", "again")
         with pytest.raises(RegistryError, match="locked"):
             quick_reader.resolve("champion")
+        # opening it meanwhile (a command starting) says it is busy, never that the database is damaged
+        with pytest.raises(RegistryError, match="is locked by another process") as opened:
+            Registry(tmp_path / "registry", create=False, lock_timeout_s=0.2)
+        assert "Restore it from a backup" not in str(opened.value)
     finally:
         holder.kill()
         holder.wait()
