@@ -90,7 +90,7 @@ def test_a_second_export_of_one_version_is_refused(tmp_path, capsys):
         "print('held', flush=True); time.sleep(120)"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(version / "exports")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", hold, str(version)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout.readline().strip() == "held"  # another export in the middle of its install
     try:
