@@ -4,8 +4,10 @@
 
 Integrity: `manifest.json` lists every file of the version (relative path, size, sha256) except itself and
 exports/; it is written as the last step of the atomic write. exports/ grows after the version is made
-(`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`, rewritten atomically by
-`update_exports_manifest` (or `adding_exports`) each time artefacts are installed; an exports/ folder with files
+(`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`. `adding_exports` adds
+artefacts as a whole: it builds and seals the new exports/ beside the old one and swaps it in (see
+`settle_exports` for what a kill mid-swap leaves and how the next export repairs it); `update_exports_manifest`
+re-seals files installed in place (the maintain cycle's deploy step). An exports/ folder with files
 but no manifest is refused like any other unlisted file. Every load verifies both,
 and refuses a missing, extra or altered file, or a version without a manifest, naming the file: a deleted
 tokenizer.json once loaded silently as a tokenizer mapping every word to [UNK].
@@ -223,9 +225,8 @@ def _top_entry(exports: Path, entry: str | Path) -> str:
 
 
 # --- adding exports: build the new exports/ complete and sealed beside the old one, then swap it in ------
-NEW_EXPORTS = (
-    ".staging-exports.new"  # the next exports/, complete and sealed (registry copies skip .staging-*)
-)
+# the next exports/, complete and sealed, before the swap (registry copies skip .staging-*)
+NEW_EXPORTS = ".staging-exports.new"
 OLD_EXPORTS = ".exports.old-swap"  # the previous exports/ during the swap (registry copies skip .*.old-*)
 STAGING = ".staging-"  # prefix of folders of an export in progress, in VERSION/ (and, before, in exports/)
 _MAIN_SKIP = (MANIFEST, EXPORTS, f"{STAGING}*", OLD_EXPORTS)  # top-level entries outside the main manifest
