@@ -34,7 +34,7 @@ from refit.export.benchmark import (
 from refit.export.lock import export_lock
 from refit.inference import encode
 from refit.io import atomic_write_text, write_json
-from refit.models import load_version, update_exports_manifest
+from refit.models import adding_exports, load_version, settle_exports
 from refit.settings import TrackingConfig
 from refit.tracking import build_loggers, finish, resolve_wandb_mode
 
@@ -101,6 +101,9 @@ def run(cfg: Config) -> Path:
             f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
         )
     version = Path(cfg.version)
+    if (version / "refit.json").is_file():  # finish or undo a killed export's swap first (refit.export.lock)
+        with export_lock(version, wait_s=600):
+            settle_exports(version)
     model, tokenizer, meta = load_version(version)
     data = (meta.get("config") or {}).get("data") or {}
     val = evaluation_texts(meta, "validation", cfg.validation)
@@ -150,9 +153,10 @@ def run(cfg: Config) -> Path:
     host = machine()
     exports = version / "exports"
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
-    with export_lock(version, wait_s=600):  # not while an export installs and re-seals exports/
+    # added to exports/ as a whole (refit.models.adding_exports), after any export running now
+    with export_lock(version, wait_s=600), adding_exports(version) as staged:
         write_json(
-            exports / "benchmark.json",
+            staged / "benchmark.json",
             {
                 "version_id": meta.get("version_id"),
                 "machine": host,
@@ -160,8 +164,7 @@ def run(cfg: Config) -> Path:
                 "rows": rows_to_json(rows),
             },
         )
-        atomic_write_text(exports / "benchmark.md", markdown)
-        update_exports_manifest(version, ["benchmark.json", "benchmark.md"])  # seal exports/ with the results
+        atomic_write_text(staged / "benchmark.md", markdown)
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report

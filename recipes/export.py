@@ -33,7 +33,7 @@ from refit.export.targets import TARGETS, ExportOptions, install
 from refit.export.tensorrt import Profile
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import write_json
-from refit.models import REFIT_JSON, update_exports_manifest
+from refit.models import REFIT_JSON, adding_exports, settle_exports
 from refit.report import print_metrics
 
 _QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
@@ -134,6 +134,7 @@ def run(cfg: Config) -> Path:
     if not (version / REFIT_JSON).is_file():  # not a version: load_gate_data says why, nothing is created
         return _export(cfg, version)
     with export_lock(version):  # one export of a version at a time (refit.export.lock)
+        settle_exports(version)  # finish or undo a killed export's swap, remove its staging, first
         return _export(cfg, version)
 
 
@@ -154,7 +155,6 @@ def _export(cfg: Config, version: Path) -> Path:
     profile = Profile(t.min_batch, t.opt_batch, t.max_batch, t.min_seq, t.opt_seq, t.max_seq or max_length)
     ref_batches = encode(tokenizer, texts[: cfg.reference_size], max_length, 8)
     exports = version / "exports"
-    exports.mkdir(exist_ok=True)
     opts = ExportOptions(
         opset=cfg.onnx.opset,
         exporter=cfg.onnx.exporter,
@@ -170,10 +170,13 @@ def _export(cfg: Config, version: Path) -> Path:
         version_id=meta.get("version_id", ""),
     )
 
-    # run: build in a staging folder inside exports/, gate every artefact, then move them in
+    # run: build beside the version, gate every artefact, then add them to exports/ as a whole
     records, scores = {}, {"pytorch": baseline}
-    with tempfile.TemporaryDirectory(dir=exports, prefix=".staging-") as staging:
-        artefacts = TARGETS[cfg.format].build(model, Path(staging), opts)
+    with (
+        adding_exports(version) as staging,  # the new exports/ is swapped in only if this block ends
+        tempfile.TemporaryDirectory(dir=version, prefix=".staging-build-") as build,
+    ):
+        artefacts = TARGETS[cfg.format].build(model, Path(build), opts)
         for artefact in artefacts:
             logits = predict_logits(artefact.predictor(), batches)
             scores[artefact.name] = score(logits, labels, len(meta["labels"]))
@@ -194,13 +197,11 @@ def _export(cfg: Config, version: Path) -> Path:
                 "settings": config_to_dict(cfg),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-        placed = install(artefacts, exports)
-    parity_file = exports / "parity.json"
-
-    existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
-    write_json(parity_file, {**existing, **records})
-    # seal exports/ (every later load verifies it); timing.cache is TensorRT's, when it ran
-    update_exports_manifest(version, [*placed, parity_file, "timing.cache"])
+        staged = install(artefacts, staging)
+        parity_file = exports / "parity.json"
+        existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
+        write_json(staging / "parity.json", {**existing, **records})
+    placed = [exports / p.name for p in staged]
 
     # report
     print_metrics(scores, title=f"refit export {cfg.format}: validation")

@@ -4,8 +4,10 @@
 
 Integrity: `manifest.json` lists every file of the version (relative path, size, sha256) except itself and
 exports/; it is written as the last step of the atomic write. exports/ grows after the version is made
-(`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`, rewritten atomically by
-`update_exports_manifest` (or `adding_exports`) each time artefacts are installed; an exports/ folder with files
+(`refit export`, `refit benchmark`), so it carries its own `exports/manifest.json`. `adding_exports` adds
+artefacts as a whole: it builds and seals the new exports/ beside the old one and swaps it in (see
+`settle_exports` for what a kill mid-swap leaves and how the next export repairs it); `update_exports_manifest`
+re-seals files installed in place (the maintain cycle's deploy step). An exports/ folder with files
 but no manifest is refused like any other unlisted file. Every load verifies both,
 and refuses a missing, extra or altered file, or a version without a manifest, naming the file: a deleted
 tokenizer.json once loaded silently as a tokenizer mapping every word to [UNK].
@@ -14,10 +16,13 @@ tokenizer.json once loaded silently as a tokenizer mapping every word to [UNK].
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import platform
 import shutil
+import signal
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -41,6 +46,7 @@ __all__ = [
     "verify_version",
     "update_exports_manifest",
     "adding_exports",
+    "settle_exports",
     "editing_version",
 ]
 
@@ -116,6 +122,10 @@ def write_version(
 
 
 # --- manifests ---------------------------------------------------------------------------------------
+def _skipped(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def _files(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool) -> dict[str, Path]:
     """relative posix path -> file, for every file under `folder` (links refused: they could point anywhere)."""
     out: dict[str, Path] = {}
@@ -124,11 +134,13 @@ def _files(folder: Path, skip_top: tuple[str, ...], skip_hidden_top: bool) -> di
         top = here == folder
         if top:
             dirnames[:] = [
-                d for d in dirnames if d not in skip_top and not (skip_hidden_top and d.startswith("."))
+                d
+                for d in dirnames
+                if not _skipped(d, skip_top) and not (skip_hidden_top and d.startswith("."))
             ]
         for name in [*filenames, *[d for d in dirnames if (here / d).is_symlink()]]:
             path = here / name
-            if top and (name in skip_top or (skip_hidden_top and name.startswith("."))):
+            if top and (_skipped(name, skip_top) or (skip_hidden_top and name.startswith("."))):
                 continue
             rel = path.relative_to(folder).as_posix()
             if path.is_symlink() or not path.is_file():
@@ -155,7 +167,7 @@ def write_manifest(version_dir: str | Path) -> Path:
     """Seal a version: manifest.json over every file except itself and exports/ (written atomically)."""
     folder = Path(version_dir)
     path = folder / MANIFEST
-    write_json(path, _manifest(folder, (MANIFEST, EXPORTS)))
+    write_json(path, _manifest(folder, _MAIN_SKIP))
     return path
 
 
@@ -175,6 +187,7 @@ def update_exports_manifest(version_dir: str | Path, changed: Iterable[str | Pat
     """
     folder = Path(version_dir)
     _verify_main(folder)
+    _finish_swap(folder)  # never write into a half-swapped version (callers hold the export lock)
     exports = folder / EXPORTS
     exports.mkdir(exist_ok=True)
     names = {_top_entry(exports, c) for c in changed}
@@ -211,34 +224,113 @@ def _top_entry(exports: Path, entry: str | Path) -> str:
     return path.parts[0]
 
 
-@contextlib.contextmanager
-def adding_exports(version_dir: str | Path) -> Iterator[Path]:
-    """Yield a staging folder inside exports/; on success its entries replace those in exports/, then it is sealed.
+# --- adding exports: build the new exports/ complete and sealed beside the old one, then swap it in ------
+# the next exports/, complete and sealed, before the swap (registry copies skip .staging-*)
+NEW_EXPORTS = ".staging-exports.new"
+OLD_EXPORTS = ".exports.old-swap"  # the previous exports/ during the swap (registry copies skip .*.old-*)
+STAGING = ".staging-"  # prefix of folders of an export in progress, in VERSION/ (and, before, in exports/)
+_MAIN_SKIP = (MANIFEST, EXPORTS, f"{STAGING}*", OLD_EXPORTS)  # top-level entries outside the main manifest
+FAULT_ENV = "REFIT_FAULT_AT"  # the test hook of refit.maintain.faults, for the phases of EXPORT_PHASES
+EXPORT_PHASES = ("exports-built", "exports-sealed", "exports-swapped-out", "exports-swapped-in")
 
-        with adding_exports(version) as staging:
-            build(staging / "model.onnx")
-    On error nothing in exports/ changes and the staging folder is removed.
+
+def _fault(phase: str) -> None:
+    """SIGKILL this process at `phase` when REFIT_FAULT_AT names it (tests only; see refit.maintain.faults)."""
+    if os.environ.get(FAULT_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _finish_swap(folder: Path) -> None:
+    """Put exports/ back in place after a kill between the swap's two renames (see settle_exports)."""
+    exports, new, old = folder / EXPORTS, folder / NEW_EXPORTS, folder / OLD_EXPORTS
+    if old.is_dir() and not exports.exists() and new.is_dir():
+        os.replace(new, exports)  # committed: finish the swap
+    if old.is_dir() and not exports.exists():
+        os.replace(old, exports)  # (no new one to move in: put the old one back)
+
+
+def settle_exports(version_dir: str | Path) -> list[Path]:
+    """Finish or undo an exports swap a kill interrupted, then remove killed exports' staging; call it only
+    under the export lock (refit.export.lock). Returns what was removed.
+
+    The swap is two renames, exports/ -> OLD_EXPORTS (the commit point), then NEW_EXPORTS -> exports/. Killed
+    before the first, the old sealed exports/ stays and the sealed new one is dropped (the export did not
+    finish); killed between them, the new one is moved in; killed after them, the old one is deleted. Each
+    rule looks only at what is on disk, so a kill during this repair is repaired the same way next time.
     """
     folder = Path(version_dir)
-    _verify_main(folder)
+    exports, new, old = folder / EXPORTS, folder / NEW_EXPORTS, folder / OLD_EXPORTS
+    _finish_swap(folder)
+    removed = [p for p in (old, new) if p.exists() or p.is_symlink()]
+    removed += sorted(p for p in folder.glob(f"{STAGING}*") if p not in removed)
+    if exports.is_dir():  # exports of earlier refits staged inside exports/ (.staging-*, .NAME.old-*)
+        removed += sorted(p for p in exports.iterdir() if p.name.startswith("."))
+    for path in removed:
+        _remove(path)
+    return removed
+
+
+def _carry(src: Path, dest: Path) -> None:
+    """Copy an entry of the old exports/ into the new one, as hard links where the file system allows."""
+    try:
+        if src.is_dir():
+            shutil.copytree(src, dest, copy_function=os.link)
+        else:
+            os.link(src, dest)
+    except OSError:
+        _remove(dest)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+
+
+@contextlib.contextmanager
+def adding_exports(version_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success its entries replace those of the same name in exports/.
+
+        with export_lock(version), adding_exports(version) as staging:
+            build(staging / "model.onnx")
+    Call it under the export lock. First a swap a kill left half done is finished or undone and killed
+    staging removed (settle_exports). Then the new exports/ is built complete beside the old one (the old
+    entries not replaced, as hard links, plus the staged ones), sealed, and swapped in by two renames: a kill
+    at any point leaves the old sealed exports/ or the new sealed one, once the next export settles it. On
+    error nothing in exports/ changes.
+    """
+    folder = Path(version_dir)
+    settle_exports(folder)
+    verify_version(folder)  # the old exports/ must be intact: its entries are carried into the new one
     exports = folder / EXPORTS
-    exports.mkdir(exist_ok=True)
-    staging = exports / f".staging-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    staging, build = folder / f"{STAGING}{tag}", folder / f"{STAGING}{tag}-exports"
     staging.mkdir()
     try:
         yield staging
+        _fault("exports-built")
+        build.mkdir()
+        replaced = {p.name for p in staging.iterdir()}
+        if exports.is_dir():
+            for entry in sorted(exports.iterdir()):
+                if entry.name != MANIFEST and not entry.name.startswith(".") and entry.name not in replaced:
+                    _carry(entry, build / entry.name)
         for src in sorted(staging.iterdir()):
-            dest = exports / src.name
-            old = None
-            if dest.is_dir():
-                old = exports / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(dest, old)
-            os.replace(src, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        _write_exports_manifest(exports)
+            os.replace(src, build / src.name)
+        _write_exports_manifest(build)
+        os.replace(build, folder / NEW_EXPORTS)  # complete and sealed: the swap may begin
+        _fault("exports-sealed")
+        if exports.exists():
+            os.replace(exports, folder / OLD_EXPORTS)  # the commit point (see settle_exports)
+        _fault("exports-swapped-out")
+        os.replace(folder / NEW_EXPORTS, exports)
+        _fault("exports-swapped-in")
+        _remove(folder / OLD_EXPORTS)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
+        _remove(build)
 
 
 @contextlib.contextmanager
@@ -319,7 +411,7 @@ def _verify_main(folder: Path) -> None:
             f"{folder} has no {MANIFEST}, so its files cannot be verified; refusing to use it. Versions written "
             "by this refit always have one: re-create it (refit finetune / compress) from its parent."
         )
-    _check(folder, manifest_file, _files(folder, (MANIFEST, EXPORTS), False), folder)
+    _check(folder, manifest_file, _files(folder, _MAIN_SKIP, False), folder)
 
 
 def verify_version(version_dir: str | Path) -> None:
@@ -332,6 +424,17 @@ def verify_version(version_dir: str | Path) -> None:
         raise _not_a_version(folder, "no such folder")
     _verify_main(folder)
     exports = folder / EXPORTS
+    if not exports.is_dir() and (folder / OLD_EXPORTS).is_dir():
+        for _ in range(20):  # a live swap is between its two renames for microseconds
+            time.sleep(0.05)
+            if exports.is_dir():
+                break
+        else:
+            raise VersionError(
+                f"Version {folder}: an export was killed while swapping in its new exports/ (the old one is "
+                f"{folder / OLD_EXPORTS}). Run `refit export --version {folder}` again: it finishes the swap "
+                "first. Refusing to use it until then."
+            )
     if not exports.is_dir():
         return
     found = _files(exports, (MANIFEST,), True)

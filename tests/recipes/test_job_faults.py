@@ -89,9 +89,7 @@ def test_a_second_export_of_one_version_is_refused(tmp_path, capsys):
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
         "print('held', flush=True); time.sleep(120)"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(version / "exports")], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(version)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"  # another export in the middle of its install
     try:
         assert main(["export", "--version", str(version), "--format", "onnx"]) == 2
