@@ -213,3 +213,25 @@ def test_refit_export_killed_mid_swap_is_finished_by_the_next_refit_export(tmp_p
     ).read_bytes() != b""
     assert old  # (the fp32 graph was rebuilt by the second export)
     assert _hidden(v) == []
+
+
+@pytest.mark.slow
+def test_the_cycles_deploy_export_is_atomic_too(tmp_path, tiny_model_dir):
+    """The maintenance cycle exports a challenger (refit.maintain.deploy) the same way: under the export lock
+    and through adding_exports. Before, it installed files into exports/ and then re-sealed it, so a kill in
+    between left a version every command refused; now one killed mid-swap is finished by a plain export."""
+    v = trained_version(tmp_path, tiny_model_dir)
+    deploy = (
+        "import sys; from pathlib import Path; from refit.maintain.deploy import export_and_gate; "
+        "export_and_gate(Path(sys.argv[1]), ['onnx'], max_accuracy_drop=100.0, min_agreement=0.0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", deploy, str(v)], env=_env(**{FAULT_ENV: "exports-swapped-out"}), timeout=300
+    )
+    assert proc.returncode == -9, f"the deploy export was not killed mid-swap (rc {proc.returncode})"
+    with pytest.raises(VersionError, match=r"killed while swapping"):
+        verify_version(v)
+    assert main(["export", "--version", str(v), "--format", "onnx"]) == 0
+    verify_version(v)
+    assert _hidden(v) == []
+    assert "model.onnx" in json.loads((v / "exports" / "parity.json").read_text())
