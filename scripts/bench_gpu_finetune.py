@@ -23,6 +23,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from refit.io import atomic_write_text
+
 WARMUP, BATCH, SEQ = 5, 32, 128
 
 
@@ -156,13 +158,8 @@ def _write(result: dict, out: Path) -> list[str]:
         "",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in (
-        (out.with_suffix(".json"), json.dumps(result, indent=2) + "\n"),
-        (out.with_suffix(".md"), "\n".join(lines) + "\n"),
-    ):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     return lines
 
 

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from refit.io import atomic_write_text
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -512,13 +514,8 @@ def _write(result: dict, out: Path) -> list[str]:
     whole one); returns the Markdown lines."""
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = _markdown(result)
-    for path, text in (
-        (out.with_suffix(".json"), json.dumps(result, indent=2) + "\n"),
-        (out.with_suffix(".md"), "\n".join(lines) + "\n"),
-    ):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     return lines
 
 

@@ -20,29 +20,29 @@ def _meta(folder: Path) -> dict:
     return json.loads((folder / "refit.json").read_text())
 
 
+def _with_recovery(version, out, *method: str) -> list[str]:
+    """`refit compress` of `version` into `out` with `method`'s flags and a one-epoch recovery fine-tune."""
+    return [
+        "compress",
+        "--version",
+        str(version),
+        *method,
+        "--recovery.epochs",
+        "1",
+        "--recovery.lr",
+        "1e-3",
+        "--tracking.wandb",
+        "false",
+        "--output_dir",
+        str(out),
+    ]
+
+
 def test_heads_with_recovery_writes_a_child_version(version, tmp_path, capsys):
     out = tmp_path / "heads"
     assert (
         main(
-            [
-                "compress",
-                "--version",
-                str(version),
-                "--method",
-                "heads",
-                "--amount",
-                "0.5",
-                "--importance_samples",
-                "16",
-                "--recovery.epochs",
-                "1",
-                "--recovery.lr",
-                "1e-3",
-                "--tracking.wandb",
-                "false",
-                "--output_dir",
-                str(out),
-            ]
+            _with_recovery(version, out, "--method", "heads", "--amount", "0.5", "--importance_samples", "16")
         )
         == 0
     )
@@ -184,23 +184,7 @@ def test_rerun_after_a_compress_killed_mid_recovery(version, tmp_path, capsys):
     (out / "recovery" / "checkpoints").mkdir(parents=True)
     (out / "recovery" / "checkpoints" / "last.ckpt").write_bytes(b"half a checkpoint")
     (out / "recovery-input").mkdir()
-    args = [
-        "compress",
-        "--version",
-        str(version),
-        "--method",
-        "magnitude",
-        "--amount",
-        "0.2",
-        "--recovery.epochs",
-        "1",
-        "--recovery.lr",
-        "1e-3",
-        "--tracking.wandb",
-        "false",
-        "--output_dir",
-        str(out),
-    ]
+    args = _with_recovery(version, out, "--method", "magnitude", "--amount", "0.2")
     assert main(args) == 0
     assert "the intermediate of an earlier compress that did not finish" in capsys.readouterr().out
     assert _meta(out / "version")["recipe"] == "compress"

@@ -485,18 +485,10 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def _capture(rid: str, text: str | None) -> dict:
-    import hashlib
+    """A capture row as `refit serve` writes it (the inbox tests' builder), at a fixed past time."""
+    from tests.unit.test_maintain_inbox import _cap
 
-    return {
-        "request_id": rid,
-        "at": "2026-11-22T10:00:00+00:00",
-        "version_id": "v1",
-        "text": text,
-        "text_sha256": hashlib.sha256((text or "").encode()).hexdigest(),
-        "prediction": 1,
-        "label": "positive",
-        "probs": [0.4, 0.6],
-    }
+    return _cap(rid, text, at="2026-11-22T10:00:00+00:00")
 
 
 def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys):

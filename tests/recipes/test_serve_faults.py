@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
+import subprocess
 import threading
 import time
 
@@ -336,23 +338,14 @@ def _inbox(folder):
     )
 
 
-@pytest.mark.slow
-def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry, tmp_path):
-    """A real `refit serve` process killed with SIGKILL while its capture file is open: what is left is the
-    0o600 dot-file (no footer: unreadable), which the maintenance reader skips without a crash or a
-    miscount; a finalised file torn afterwards (truncated) is quarantined with its reason, never read."""
-    import os
-    import signal
-    import stat
-
-    import httpx
-
+def _sigkill_once_capturing(registry, send) -> subprocess.Popen:
+    """Start a real `refit serve` on `registry`, `send(base_url)` requests, wait until its open capture
+    dot-file holds bytes, then SIGKILL it (no shutdown, no finalising): returns the dead process."""
     from tests.recipes.test_serve import _start_server
 
     proc, base = _start_server(registry, "--capture.rotate_seconds", "3600", timeout=120)
     try:
-        rid = httpx.post(f"{base}/predict", json={"texts": ["one", "two"]}, timeout=30).json()
-        httpx.post(f"{base}/feedback", json={"request_id": rid["predictions"][0]["request_id"], "label": 1})
+        send(base)
         inbox = registry.root / "inbox"
         deadline = time.monotonic() + 20
         while not any(p.stat().st_size > 0 for p in inbox.glob(".capture-*.tmp")):
@@ -361,6 +354,25 @@ def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry, tmp_path):
+    """A real `refit serve` process killed with SIGKILL while its capture file is open: what is left is the
+    0o600 dot-file (no footer: unreadable), which the maintenance reader skips without a crash or a
+    miscount; a finalised file torn afterwards (truncated) is quarantined with its reason, never read."""
+    import os
+    import stat
+
+    import httpx
+
+    def requests(base: str) -> None:
+        rid = httpx.post(f"{base}/predict", json={"texts": ["one", "two"]}, timeout=30).json()
+        httpx.post(f"{base}/feedback", json={"request_id": rid["predictions"][0]["request_id"], "label": 1})
+
+    _sigkill_once_capturing(registry, requests)
+    inbox = registry.root / "inbox"
     left = sorted(p.name for p in inbox.iterdir())
     assert left and all(n.startswith(".") and n.endswith(".parquet.tmp") for n in left), left
     assert all(stat.S_IMODE((inbox / n).stat().st_mode) == 0o600 for n in left)
@@ -386,24 +398,17 @@ def test_a_restarted_server_deletes_only_the_capture_files_of_dead_servers_of_it
     """Before: the 0o600 dot-file of a SIGKILLed `refit serve` (user text) stayed in the inbox forever. Now
     the next server on this host deletes it at start-up, and logs it; the dot-files of another host, of a
     live process, or with no owner in the name are left alone, and its own files are unaffected."""
-    import signal
-    import subprocess
     import sys
 
     from refit.serve.capture import _owner
-    from tests.recipes.test_serve import _start_server
 
-    proc, base = _start_server(registry, "--capture.rotate_seconds", "3600", timeout=120)
-    try:
-        httpx.post(f"{base}/predict", json={"texts": ["private one", "private two"]}, timeout=30)
-        inbox = registry.root / "inbox"
-        deadline = time.monotonic() + 20
-        while not any(p.stat().st_size > 0 for p in inbox.glob(".capture-*.tmp")):
-            assert time.monotonic() < deadline, "the capture file was never written"
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+    proc = _sigkill_once_capturing(
+        registry,
+        lambda base: httpx.post(
+            f"{base}/predict", json={"texts": ["private one", "private two"]}, timeout=30
+        ),
+    )
+    inbox = registry.root / "inbox"
     dead = sorted(p.name for p in inbox.glob(".*.tmp"))
     assert dead and all(f".{proc.pid}.parquet.tmp" in n and f"@{_owner()}." in n for n in dead), dead
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
