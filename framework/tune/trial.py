@@ -19,18 +19,25 @@ REPORTED_METRIC = "objective"  # Ray reads '/' in metric names as nesting, so th
 TIMINGS_FILE = "timings.json"  # in each attempt's folder: where the trial's seconds went
 
 
-def _fit_only_report(metric: str, checkpoints: bool):
+def _fit_only_report(metric: str, checkpoints: bool, on_stop: Callable[[], None]):
     """Ray's Lightning callback, silenced outside fit: the job's final validate/test calls would
     otherwise report extra iterations, and ASHA would stop a finished trial before it writes its version.
     `checkpoints` hands Tune a full Lightning checkpoint at every report (PBT and resuming mid-trial need
     one; it costs a write of weights plus optimizer state, three times the model's size, every validation).
+    `on_stop` runs the moment Tune stops the trial (Ray's SystemExit out of the report), before Lightning
+    unwinds: Ray ends a worker it does not reuse without waiting for the trial's thread (cleanup(timeout=0)),
+    so whatever the trial must leave behind has to be written here (a CI run lost a timings.json so).
     """
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     class FitOnlyReport(TuneReportCheckpointCallback):
         def _handle(self, trainer, pl_module) -> None:
             if trainer.state.fn == "fit" and not trainer.sanity_checking:
-                super()._handle(trainer, pl_module)
+                try:
+                    super()._handle(trainer, pl_module)
+                except SystemExit:
+                    on_stop()
+                    raise
 
     return FitOnlyReport({REPORTED_METRIC: metric}, on="validation_end", save_checkpoints=checkpoints)
 
@@ -169,7 +176,15 @@ def make_trainable(
             attempt.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as folder:
                 resume_from = shutil.copy(Path(folder) / "checkpoint", attempt / "restored.ckpt")
-        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints), _phase_clock(marks)]
+
+        def write_timings() -> None:
+            marks["trial_end"] = time.time()
+            attempt.mkdir(parents=True, exist_ok=True)
+            _write_timings(attempt / TIMINGS_FILE, marks, threads_used)
+
+        # written when Tune stops the trial (its worker may end before the thread leaves Lightning), and
+        # again when the trial's code ends, with the later trial_end, where the worker lets it get there
+        callbacks = [_fit_only_report(cfg.trainer.monitor, checkpoints, write_timings), _phase_clock(marks)]
         if resume_from is not None:
             callbacks.append(_perturbed_optimizer_settings())
         if borrow_cpus:
@@ -194,8 +209,6 @@ def make_trainable(
             # wait for an answer that never comes, so the worker could not take the next trial.
             raise SystemExit(0) from None
         finally:
-            marks["trial_end"] = time.time()
-            attempt.mkdir(parents=True, exist_ok=True)
-            _write_timings(attempt / TIMINGS_FILE, marks, threads_used)
+            write_timings()
 
     return trainable
