@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -74,15 +78,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with tmp.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with _ctrl_c_after():
+            try:
+                with tmp.open("wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block ends, then deliver it to the handler there was.
+
+    A KeyboardInterrupt inside torch.save's zip writer turned into a RuntimeError from its __exit__
+    ("unexpected pos"), so the run died with a traceback and exit 1 instead of stopping cleanly (130) with
+    its last checkpoint; a save takes milliseconds to seconds, so the user waits no longer than that. Only
+    the main thread can take signals (a Tune trial's thread saves as before)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            signal.raise_signal(signal.SIGINT)
 
 
 class _CheckValidationInterval(Callback):
