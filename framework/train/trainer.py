@@ -98,7 +98,8 @@ def _ctrl_c_after() -> Iterator[None]:
     ("unexpected pos"), so the run died with a traceback and exit 1 instead of stopping cleanly (130) with
     its last checkpoint; a save takes milliseconds to seconds, so the user waits no longer than that. Only
     the main thread can take signals (a Tune trial's thread saves as before)."""
-    if threading.current_thread() is not threading.main_thread():
+    # getsignal is None where the handler was not set from Python (an embedding host): it cannot be restored
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     pending: list[int] = []
