@@ -15,9 +15,10 @@ import hashlib
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from refit.errors import DataError
 
@@ -50,38 +51,51 @@ class ReadLimits:
 DEFAULT_LIMITS = ReadLimits()
 
 
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
+def _lines(stream: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, the line's bytes without its line end, whether it had one) for each line of `stream`.
+
+    Read a line at a time so a file is never held whole (the rows read are the only copy), and never more
+    than `limit` + 1 bytes of one line: a line past the limit is measured in 1 MiB steps, then refused.
+    A newline byte never occurs inside a multi-byte UTF-8 character, so each line decodes on its own.
+    """
+    lineno = 0
+    while raw := stream.readline(limit + 1):
+        lineno += 1
+        ended = raw.endswith(b"\n")
+        if ended:
+            raw = raw[:-1]
+        elif len(raw) > limit:
+            size = len(raw)
+            while more := stream.readline(1 << 20):
+                if more.endswith(b"\n"):
+                    size += len(more) - 1
+                    break
+                size += len(more)
+            raise DataError(f"line {lineno}: {size} bytes, over the limit of {limit} bytes per line.")
+        yield lineno, raw, ended
 
 
-def _check_lines(lines: list[bytes], limit: int) -> None:
-    lengths = list(map(len, lines))
-    if max(lengths, default=0) > limit:
-        lineno = next(i for i, n in enumerate(lengths, 1) if n > limit)
-        raise DataError(
-            f"line {lineno}: {lengths[lineno - 1]} bytes, over the limit of {limit} bytes per line."
-        )
+def _decode(raw: bytes, lineno: int) -> str:
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
 
 
-def _parse_jsonl(data: bytes, line_bytes: int) -> list[dict]:
+def _parse_jsonl(stream: BinaryIO, line_bytes: int) -> list[dict]:
     rows = []
-    lines = data.split(b"\n")
-    _check_lines(lines, line_bytes)
-    for lineno, raw in enumerate(lines, 1):
-        try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row
-            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+    for lineno, raw, ended in _lines(stream, line_bytes):
+        line = _decode(raw, lineno)
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             torn = (
-                "; it is the last line and has no line end: the file was cut off, or is still being "
+                ""
+                if ended
+                else "; it is the last line and has no line end: the file was cut off, or is still being "
                 "written (give a window file only once its writer has closed it)"
-                if lineno == len(lines)
-                else ""
             )
             raise DataError(f"line {lineno}: not valid JSON ({e.msg}){torn}.") from None
         except RecursionError:
@@ -95,14 +109,11 @@ def _parse_jsonl(data: bytes, line_bytes: int) -> list[dict]:
     return rows
 
 
-def _parse_csv(data: bytes, field_bytes: int) -> list[dict]:
-    try:
-        # utf-8-sig: with a byte-order mark, plain utf-8 reads the first column as '\ufefftext', which then
-        # "is not found" among columns that print as 'text'
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"line {_line_of(data, e.start)}: not valid UTF-8 ({e.reason}).") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _parse_csv(stream: BinaryIO, line_bytes: int, field_bytes: int) -> list[dict]:
+    # lines keep their '\n' (a quoted field may hold one); a decoding error raised inside this generator
+    # passes through the csv reader unchanged, naming its line
+    lines = (_decode(raw, n) + ("\n" if ended else "") for n, raw, ended in _lines(stream, line_bytes))
+    reader = csv.DictReader(lines)
     rows: list[dict] = []
     # the limit is the csv module's global; it is set for this read and put back (no lasting state)
     saved = csv.field_size_limit(field_bytes)
@@ -196,10 +207,13 @@ def parse_rows(
         return _table_rows(table)
     if suffix not in SUFFIXES:
         raise DataError(f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
+    return _parse_text(io.BytesIO(data), suffix, limits)  # BytesIO shares `data`'s buffer: no copy
+
+
+def _parse_text(stream: BinaryIO, suffix: str, limits: ReadLimits) -> list[dict]:
     if suffix == ".csv":
-        _check_lines(data.split(b"\n"), limits.line_bytes)
-        return _parse_csv(data, limits.field_bytes)
-    return _parse_jsonl(data, limits.line_bytes)
+        return _parse_csv(stream, limits.line_bytes, limits.field_bytes)
+    return _parse_jsonl(stream, limits.line_bytes)
 
 
 def _located(where: str | Path, e: DataError) -> DataError:
@@ -220,7 +234,10 @@ def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dic
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}.")
     try:
-        return parse_rows(path.read_bytes(), suffix, limits)
+        if suffix == ".parquet":  # Parquet is read from its footer first: random access to the whole file
+            return parse_rows(path.read_bytes(), suffix, limits)
+        with path.open("rb") as stream:  # JSONL and CSV stream: the file is never held whole
+            return _parse_text(stream, suffix, limits)
     except DataError as e:
         raise _located(path, e) from None
 

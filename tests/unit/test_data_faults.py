@@ -104,3 +104,58 @@ def test_the_cli_exits_2_naming_the_crafted_file(tmp_path, tiny_model_dir, toy_d
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "nested.jsonl, line 2" in err and "nested too deeply" in err and "Traceback" not in err
+
+
+EDGE_FILES = {
+    "crlf.csv": b'text,label\r\nfine,0\r\n"two\r\nlines",1\r\n',
+    "bom.csv": b'\xef\xbb\xbftext,label\n"a, quoted",0\nlast,1',
+    "bom.jsonl": b'\xef\xbb\xbf{"text": "a", "label": 0}\n\n  \n{"text": "b", "label": 1}',
+    "exact.jsonl": b'{"text": "' + b"x" * 28 + b'"}\n',  # 40 bytes: exactly the limit below
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_FILES))
+def test_a_file_streamed_from_disk_reads_as_its_bytes_do(tmp_path, name):
+    """read_rows streams JSONL and CSV a line at a time (the file is never held whole); the inbox parses
+    the bytes it hashed. Both must give the same rows: line ends, a quoted CSV field spanning lines, a
+    byte-order mark, blank lines, a last line without a line end, a line of exactly the limit."""
+    from refit.data import parse_rows
+
+    p = tmp_path / name
+    p.write_bytes(EDGE_FILES[name])
+    limits = ReadLimits(line_bytes=40)
+    rows = read_rows(p, limits)
+    assert rows == parse_rows(EDGE_FILES[name], p.suffix, limits)
+    assert len(rows) == (1 if name == "exact.jsonl" else 2)
+    assert rows[0]["text"] in {"fine", "a, quoted", "a", "x" * 28}
+
+
+def test_a_line_one_byte_over_the_limit_is_refused_with_its_whole_length(tmp_path):
+    """Streaming reads at most limit + 1 bytes of a line, then measures the rest without keeping it: the
+    message gives the line's real length, on disk as from bytes."""
+    from refit.data import parse_rows
+
+    data = GOOD.encode() + b'{"text": "' + b"x" * 29 + b'"}\n' + GOOD.encode()
+    p = tmp_path / "over.jsonl"
+    p.write_bytes(data)
+    limits = ReadLimits(line_bytes=40)
+    with pytest.raises(DataError, match=r"over\.jsonl, line 2: 41 bytes, over the limit of 40"):
+        read_rows(p, limits)
+    with pytest.raises(DataError, match=r"^line 2: 41 bytes"):
+        parse_rows(data, ".jsonl", limits)
+    long = tmp_path / "long.csv"
+    long.write_bytes(b"text\n" + b"y" * (3 << 20))  # no line end: measured in 1 MiB steps to the end
+    with pytest.raises(DataError, match=rf"long\.csv, line 2: {3 << 20} bytes, over the limit of 40"):
+        read_rows(long, limits)
+
+
+def test_a_torn_last_line_is_named_as_such_and_an_earlier_bad_line_is_not(tmp_path):
+    p = tmp_path / "torn.jsonl"
+    p.write_text(GOOD + '{"text": "cut')
+    with pytest.raises(
+        DataError, match=r"torn\.jsonl, line 2: not valid JSON .*the last line and has no line"
+    ):
+        read_rows(p)
+    p.write_text(GOOD + '{"text": "cut\n' + GOOD)
+    with pytest.raises(DataError, match=r"line 2: not valid JSON \([^)]*\)\.$"):
+        read_rows(p)
