@@ -15,12 +15,9 @@ rename (refit.models.adding_exports): a lock on the old folder would not stop a 
 new one. On NFS a folder's lock is local to one client machine (see folder_lock): run the exports of one
 version from one machine.
 
-Readers that do not take it, and why:
-- `refit serve` loading a slot: a server must never stall on an export (minutes). It verifies inside a
-  snapshot of file identities and refuses a version that changed meanwhile (refit.serve.slot.load_slot);
-  the reload is retried. And a registered version is a private copy no export writes.
-- the registry's copy of a version (register): the copy is verified after it is made, so a swap during
-  the copy fails closed ("changed while copied") and the command can be run again.
+Readers that do not take it, and why: `refit serve` loading a slot must never stall on an export
+(minutes); it verifies inside a snapshot of file identities and refuses a version that changed meanwhile
+(refit.serve.slot.load_slot), and what it serves from the registry is a private copy no export writes.
 """
 
 from __future__ import annotations
