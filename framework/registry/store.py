@@ -48,6 +48,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
 # belong to a registration in progress in another process, so they are left alone.
 STALE_AFTER_S = 600.0
+EXPORT_WAIT_S = 600.0  # registering waits this long for an export of the version to finish
 
 
 class RegistryError(RefitError):
@@ -302,15 +303,21 @@ class Registry:
         the verified copy, taken before it is visible.
         """
         self._require_writable("register a version")
+        from refit.export.lock import exports_read_lock  # here: refit.export costs 0.5 s of imports
+
         source = Path(version_dir).expanduser().resolve()
-        meta = read_version(source)  # verifies every file against the manifest
-        vid = check_name(meta.get("version_id"), "version id", source / "refit.json")
-        dest = child_path(self.versions_dir, vid)
-        existing = self._row(vid)
-        if existing is not None:
-            self._same_version(existing, vid, sha256_file(source / MANIFEST))
-            return self.get(vid)
-        staged = self._stage(source, vid) if source != dest else None
+        # read and copied under the version's shared export lock: an export swaps a new exports/ in by two
+        # renames, and a copy made between them verified without any exports/ (registered without them)
+        reading = exports_read_lock(source, EXPORT_WAIT_S) if source.is_dir() else contextlib.nullcontext()
+        with reading:
+            meta = read_version(source)  # verifies every file against the manifest
+            vid = check_name(meta.get("version_id"), "version id", source / "refit.json")
+            dest = child_path(self.versions_dir, vid)
+            existing = self._row(vid)
+            if existing is not None:
+                self._same_version(existing, vid, sha256_file(source / MANIFEST))
+                return self.get(vid)
+            staged = self._stage(source, vid) if source != dest else None
         folder = staged or dest
         try:
             if staged is not None:

@@ -238,3 +238,38 @@ def test_a_sigkilled_run_never_blocks_its_rerun_and_lock_only_folders_go(tmp_pat
     with hold_folder(fresh, "refit run"):  # made only for the lock, and nothing written
         assert (fresh / RUN_LOCK).exists()
     assert not (tmp_path / "new").exists()
+
+
+def test_registering_waits_for_a_running_export_and_copies_its_new_exports(tmp_path, tiny_versions):
+    """The registry copies a version into itself: a copy made between the exports swap's two renames
+    verified without any exports/ and was registered without them, silently."""
+    import shutil
+
+    from refit.registry import Registry
+
+    v = tmp_path / "v"
+    shutil.copytree(tiny_versions[0], v)
+    with adding_exports(v) as staging:
+        (staging / "model.onnx").write_bytes(b"OLD")
+    writer = _hold("swap", v)  # new exports staged, swap not done
+    registry, done = Registry(tmp_path / "registry"), {}
+
+    def register() -> None:
+        try:
+            done["version"] = registry.register(v)
+        except Exception as e:  # (reported by the assertion below)
+            done["error"] = e
+
+    thread = threading.Thread(target=register)
+    try:
+        thread.start()
+        thread.join(1.5)
+        assert thread.is_alive() and not done, "the registry copied the version while an export held it"
+        _release(writer)
+        thread.join(60)
+    finally:
+        _stop(writer)
+    registered = done["version"].path
+    assert (registered / "exports" / "model.onnx").read_bytes() == b"NEW"
+    assert (registered / "exports" / "model.int8.onnx").read_bytes() == b"NEW int8"
+    verify_version(registered)
