@@ -1,8 +1,10 @@
-"""`refit benchmark` reads a version's exports/ under the shared lock (issue s8-locks), end to end on a
-tiny trained version with real ONNX exports and real other processes holding the lock.
+"""Commands that read a version's exports/ while an export may be writing them take the version's export
+lock (issue s8-locks), end to end on a tiny trained version with real ONNX exports and real other processes
+holding the lock: `refit benchmark` (shared, while it loads and times) and `refit drift
+--refresh_reference` (exclusive: it rewrites the whole version, exports/ included).
 
-Before, it loaded and timed exports/ with no lock: an export swapping a new exports/ in at that moment
-made it fail on a missing file, or time half the old files and half the new.
+Before, `refit benchmark` loaded and timed exports/ with no lock: an export swapping a new exports/ in at
+that moment made it fail on a missing file, or time half the old files and half the new.
 """
 
 from __future__ import annotations
@@ -92,21 +94,26 @@ def _onnx_row(version: Path) -> dict:
     return next(r for r in rows if r["format"] == "onnx")
 
 
+def _exporting(version: Path, source: Path) -> subprocess.Popen:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _EXPORTING, str(version), str(source)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert writer.stdout.readline().strip() == "held"
+    return writer
+
+
 def test_benchmark_waits_for_a_running_export_then_times_its_new_files(version, tmp_path):
     new = tmp_path / "int8-as-model.onnx"  # the new exports/ holds the int8 graph as model.onnx
     new.write_bytes((version / "exports" / "model.int8.onnx").read_bytes())
     old_mb = round((version / "exports" / "model.onnx").stat().st_size / 1e6, 2)
     new_mb = round(new.stat().st_size / 1e6, 2)
     assert old_mb != new_mb
-    writer = subprocess.Popen(
-        [sys.executable, "-c", _EXPORTING, str(version), str(new)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
+    writer = _exporting(version, new)
     try:
-        assert writer.stdout.readline().strip() == "held"
         release = threading.Timer(2.0, lambda: (writer.stdin.write("\n"), writer.stdin.flush()))
         started = time.monotonic()
         release.start()
@@ -189,3 +196,35 @@ def test_results_are_not_written_for_files_an_export_replaced_after_the_timing(
     assert "changed while" in err and "Run refit benchmark again" in err and "Traceback" not in err
     assert (results.read_bytes() if results.exists() else None) == before  # not written
     verify_version(version)
+
+
+def test_a_reference_refresh_waits_for_a_running_export_and_keeps_its_exports(version, tmp_path):
+    """The refresh rewrites the whole version (a re-sealed copy swapped in), copying exports/: with no lock,
+    an export swapping exports/ meanwhile was lost with the old folder, or the copy made between its two
+    renames was sealed without any exports/."""
+    import shutil
+
+    from tests.conftest import toy_rows, write_jsonl
+
+    v = tmp_path / "v"
+    shutil.copytree(version, v)
+    new = tmp_path / "new.onnx"
+    new.write_bytes((v / "exports" / "model.int8.onnx").read_bytes())
+    holdout = write_jsonl(tmp_path / "holdout.jsonl", toy_rows(20, 3))
+    detector = (v / "reference" / "detector.json").read_bytes()
+    writer = _exporting(v, new)
+    release = threading.Timer(1.5, lambda: (writer.stdin.write("\n"), writer.stdin.flush()))
+    try:
+        started = time.monotonic()
+        release.start()
+        args = ["drift", "--version", str(v), "--refresh_reference", "--reference_data", str(holdout)]
+        assert main([*args, "--tracking.wandb", "false"]) == 0
+        assert time.monotonic() - started >= 1.5 and writer.wait(timeout=60) == 0
+    finally:
+        release.cancel()
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    verify_version(v)
+    assert (v / "exports" / "model.onnx").read_bytes() == new.read_bytes()  # the export's swap is kept
+    assert (v / "reference" / "detector.json").read_bytes() != detector  # and the refresh is done
