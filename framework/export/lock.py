@@ -5,10 +5,11 @@ merge and rewrite parity.json and re-seal exports/: interleaved, one's parity re
 re-seals while the other's files are half installed. And `refit benchmark`, timing the files of exports/
 while an export swapped a new exports/ in, failed on a missing file or timed half old, half new files.
 
-So writers (`refit export`, the maintain cycle's deploy, `refit benchmark` writing its results) take
-`export_lock`, exclusive; readers that must see one whole, sealed exports/ for a while (`refit benchmark`
-while it loads and times) take `exports_read_lock`, shared: many readers at once, a writer waits or is
-refused, a reader waits for a writer up to a deadline. Both are refit.io.folder_lock on the VERSION
+So writers (`refit export`, the maintain cycle's deploy, `refit benchmark` writing its results, `refit drift
+--refresh_reference` rewriting the whole version) take `export_lock`, exclusive; readers that must see one
+whole, sealed exports/ for a while (`refit benchmark` while it loads and times, the registry while it copies
+a version in) take `exports_read_lock`, shared: many readers at once, a writer waits or is refused, a
+reader waits for a writer up to a deadline. Both are refit.io.folder_lock on the VERSION
 folder's own descriptor: no lock file is left in a sealed version, and the OS releases it when the process
 dies, even by SIGKILL. It is not on exports/, because adding exports swaps a new exports/ folder in by
 rename (refit.models.adding_exports): a lock on the old folder would not stop a writer that opened the
