@@ -19,6 +19,8 @@ version from one machine.
 Readers that do not take it, and why: `refit serve` loading a slot must never stall on an export
 (minutes); it verifies inside a snapshot of file identities and refuses a version that changed meanwhile
 (refit.serve.slot.load_slot), and what it serves from the registry is a private copy no export writes.
+Nor do plain loads (refit.models.load_version: compress, drift, an export's own gate data): one that
+overlaps an exports swap fails closed (VersionError, an altered or missing file) and is simply run again.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def export_lock(version_dir: str | Path, wait_s: float = 0) -> Iterator[None]:
 
     def busy() -> ExportError:
         return ExportError(
-            f"Another refit export of {folder} is running, or a refit benchmark is reading its exports/ "
-            f"(it holds {folder}" + (f" and kept it over {wait_s:.0f} s" if wait_s else "") + "). "
+            f"Another refit export of {folder} is running, or another command is reading its exports/ "
+            "(refit benchmark, registering it): it holds the lock on the folder"
+            + (f" and kept it over {wait_s:g} s" if wait_s else "")
+            + ". "
             "Wait for it to end, then run this command again."
         )
 
@@ -58,7 +62,7 @@ def exports_read_lock(version_dir: str | Path, wait_s: float) -> Iterator[None]:
 
     def busy() -> ExportError:
         return ExportError(
-            f"A refit export of {folder} has held its exports/ for over {wait_s:.0f} s, so they cannot be "
+            f"A refit export of {folder} has held its exports/ for over {wait_s:g} s, so they cannot be "
             "read whole now. Wait for it to end, then run this command again (or raise --lock_wait_s)."
         )
 

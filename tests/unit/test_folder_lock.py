@@ -173,7 +173,10 @@ def test_readers_share_and_keep_writers_out_until_the_last_one_leaves(version):
     try:
         with exports_read_lock(version, wait_s=0):  # and a third
             pass
-        with pytest.raises(ExportError, match="or a refit benchmark is reading"), export_lock(version):
+        with (
+            pytest.raises(ExportError, match="or another command is reading its exports"),
+            export_lock(version),
+        ):
             pass
         _release(readers[0])
         with pytest.raises(ExportError), export_lock(version):  # one reader still holds it
