@@ -303,21 +303,15 @@ class Registry:
         the verified copy, taken before it is visible.
         """
         self._require_writable("register a version")
-        from refit.export.lock import exports_read_lock  # here: refit.export costs 0.5 s of imports
-
         source = Path(version_dir).expanduser().resolve()
-        # read and copied under the version's shared export lock: an export swaps a new exports/ in by two
-        # renames, and a copy made between them verified without any exports/ (registered without them)
-        reading = exports_read_lock(source, EXPORT_WAIT_S) if source.is_dir() else contextlib.nullcontext()
-        with reading:
-            meta = read_version(source)  # verifies every file against the manifest
-            vid = check_name(meta.get("version_id"), "version id", source / "refit.json")
-            dest = child_path(self.versions_dir, vid)
-            existing = self._row(vid)
-            if existing is not None:
-                self._same_version(existing, vid, sha256_file(source / MANIFEST))
-                return self.get(vid)
-            staged = self._stage(source, vid) if source != dest else None
+        meta = read_version(source)  # verifies every file against the manifest
+        vid = check_name(meta.get("version_id"), "version id", source / "refit.json")
+        dest = child_path(self.versions_dir, vid)
+        existing = self._row(vid)
+        if existing is not None:
+            self._same_version(existing, vid, sha256_file(source / MANIFEST))
+            return self.get(vid)
+        staged = self._stage(source, vid) if source != dest else None
         folder = staged or dest
         try:
             if staged is not None:
@@ -359,11 +353,16 @@ class Registry:
 
     def _stage(self, source: Path, vid: str) -> Path:
         """A private, verified copy of `source` in a staging folder of versions/ (`gc` removes a killed one)."""
+        from refit.export.lock import exports_read_lock  # here: refit.export costs 0.5 s of imports
+
         staged = self.versions_dir / f".{vid}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            shutil.copytree(
-                source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
-            )
+            # under the version's shared export lock: an export swaps a new exports/ in by two renames, and
+            # a copy made between them verified without any exports/ (registered without them)
+            with exports_read_lock(source, EXPORT_WAIT_S):
+                shutil.copytree(
+                    source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
+                )
             make_private(staged)
             verify_version(staged)  # the copy is whole (and the source did not change while copied)
         except BaseException:
