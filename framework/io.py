@@ -205,8 +205,8 @@ def folder_lock(
 ) -> Iterator[Path]:
     """Hold FOLDER for this process: exclusive (one writer) or shared (many readers, no writer).
 
-    The one owner of "one writer per folder" in refit: output folders (hold_folder) and a version's exports/
-    (refit.export.lock) both take it. It is flock(2) on FOLDER's own descriptor, or on FOLDER/`lock_file`
+    The one owner of "one writer per folder" in refit: output folders (hold_folder), a version's exports/
+    (refit.export.lock) and the registry's maintenance cycle (refit.maintain.cycle_lock) all take it. It is flock(2) on FOLDER's own descriptor, or on FOLDER/`lock_file`
     when given, so the OS releases it when the process dies, even by SIGKILL: a killed run never blocks its
     rerun. Another process holding it in a conflicting mode is waited for up to `wait_s` seconds (0: refuse
     at once); then `busy()` is raised, the caller's error naming the folder and what to do. Waiting polls,

@@ -42,6 +42,7 @@ def busy():
 lock = {
     "folder": lambda: hold_folder(path, "refit run"),
     "read": lambda: folder_lock(path, busy, shared=True, wait_s=60),
+    "file": lambda: folder_lock(path.parent, busy, lock_file=path.name),
 }
 with lock.get(kind, lambda: folder_lock(path, busy))():
     if kind == "swap":
@@ -276,3 +277,30 @@ def test_registering_waits_for_a_running_export_and_copies_its_new_exports(tmp_p
     assert (registered / "exports" / "model.onnx").read_bytes() == b"NEW"
     assert (registered / "exports" / "model.int8.onnx").read_bytes() == b"NEW int8"
     verify_version(registered)
+
+
+def test_maintain_cycles_never_overlap_once_refuses_and_a_loop_waits(tmp_path):
+    """refit maintain's cycle lock (registry/maintain.lock) is the same lock: --once is refused at once with
+    the caller's error, a loop waits for the running cycle to end."""
+    import math
+
+    from refit.maintain import cycle_lock
+
+    lock_file = tmp_path / "registry" / "maintain.lock"
+    lock_file.parent.mkdir()
+    holder = _hold("file", lock_file)  # a cycle running in another process
+
+    class Busy(Exception):
+        pass
+
+    release = threading.Timer(1.0, lambda: (holder.stdin.write("\n"), holder.stdin.flush()))
+    try:
+        with pytest.raises(Busy), cycle_lock(lock_file, Busy, wait_s=0):
+            pass
+        started = time.monotonic()
+        release.start()
+        with cycle_lock(lock_file, Busy, wait_s=math.inf):
+            assert time.monotonic() - started >= 1.0 and holder.wait(timeout=30) == 0
+    finally:
+        release.cancel()
+        _stop(holder)
