@@ -1,15 +1,18 @@
-"""Atomic writes: a crash leaves either the old file/folder or the new one, never half of either."""
+"""Atomic writes (a crash leaves either the old file/folder or the new one, never half of either), safe
+names, and the OS lock that keeps one writer per folder (folder_lock)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from refit.errors import RefitError, VersionError
@@ -27,6 +30,8 @@ __all__ = [
     "make_private",
     "RUN_LOCK",
     "FolderBusy",
+    "LockUnsupported",
+    "folder_lock",
     "hold_folder",
 ]
 
@@ -156,36 +161,117 @@ class FolderBusy(RefitError):
     """Another process holds the output folder this command would write."""
 
 
+class LockUnsupported(RefitError):
+    """The file system of a folder refuses the OS lock that keeps its writers apart."""
+
+
+def _locked_fd(target: Path, folder: Path, mode: int) -> int | None:
+    """A descriptor of `target` holding `mode` (LOCK_EX / LOCK_SH), or None if another process holds it."""
+    while True:
+        if target == folder:
+            fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        else:  # opened for writing: NFS emulates flock with fcntl locks, and an exclusive one needs it
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as e:
+            os.close(fd)
+            raise LockUnsupported(
+                f"Cannot take an OS lock (flock) on {target}: {e.strerror}. Put {folder} on a local file "
+                "system, or one that supports file locks (for NFS: a lock daemon, or mount with local_lock=flock "
+                "where every process runs on one machine)."
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(target))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        # locked an inode the path no longer names (a holder removed or replaced it): that lock keeps no one out
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def hold_folder(folder: str | Path, what: str = "refit run") -> Iterator[Path]:
-    """Hold FOLDER (created if missing) for this process: FolderBusy at once if another process holds it.
+def folder_lock(
+    folder: str | Path,
+    busy: Callable[[], Exception],
+    *,
+    shared: bool = False,
+    wait_s: float = 0,
+    lock_file: str | None = None,
+) -> Iterator[Path]:
+    """Hold FOLDER for this process: exclusive (one writer) or shared (many readers, no writer).
 
-    Two runs writing one output folder (two terminals, a retried job) interleaved their checkpoints, logs and
-    version. Folders created only to hold the lock are removed when the run leaves nothing else. The lock is an OS lock on FOLDER/.refit-run.lock (filelock), released when the process dies,
-    even by SIGKILL, so a killed run never blocks its rerun.
+    The one owner of "one writer per folder" in refit: output folders (hold_folder), a version's exports/
+    (refit.export.lock) and the registry's maintenance cycle (refit.maintain.cycle_lock) all take it. It is flock(2) on FOLDER's own descriptor, or on FOLDER/`lock_file`
+    when given, so the OS releases it when the process dies, even by SIGKILL: a killed run never blocks its
+    rerun. Another process holding it in a conflicting mode is waited for up to `wait_s` seconds (0: refuse
+    at once); then `busy()` is raised, the caller's error naming the folder and what to do. Waiting polls,
+    so a writer waiting behind readers that keep overlapping can reach its deadline.
+
+    Locking the folder's own descriptor leaves no file in it (a sealed version may hold none) but binds
+    the lock to the folder's inode: a folder replaced by rename is a new, unlocked folder. So a lock taken
+    on an inode the path no longer names is dropped and taken again on the new one.
+
+    File systems: local ones (ext4, xfs, btrfs, tmpfs, overlayfs) honour both forms. NFS (Linux >= 2.6.12)
+    emulates flock with fcntl byte-range locks, seen by every client, but only on regular files: a folder's
+    own descriptor gets a lock local to one client machine (the NFS client has no lock operation for
+    folders), so two machines can both hold it. Use `lock_file` where writers may run on several machines.
+    A file system that refuses flock (errors other than "held") raises LockUnsupported: never unlocked.
     """
-    from filelock import FileLock, Timeout
-
     folder = Path(folder)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / RUN_LOCK, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise FolderBusy(
-            f"Another {what} is writing {folder} right now (it holds {folder / RUN_LOCK}). Wait for it to "
-            "end, or give this one another --output_dir."
-        ) from None
+    target = folder / lock_file if lock_file else folder
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    deadline = time.monotonic() + wait_s
+    while (fd := _locked_fd(target, folder, mode)) is None:
+        if time.monotonic() >= deadline:
+            raise busy()
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
     try:
         yield folder
     finally:
-        lock.release()
-        # a run refused on bad input writes nothing: the folders made only for the lock go again
-        if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
-            (folder / RUN_LOCK).unlink(missing_ok=True)
-            for path in created:
-                try:
-                    path.rmdir()
-                except OSError:
-                    break
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | Path, what: str = "refit run") -> Iterator[Path]:
+    """Hold output FOLDER (created if missing) for this run: FolderBusy at once if another process holds it.
+
+    Two runs writing one output folder (two terminals, a retried job) interleaved their checkpoints, logs and
+    version. The lock (folder_lock) is on FOLDER/.refit-run.lock, a regular file, so that it holds across
+    the machines of an NFS cluster too. Folders created only to hold the lock are removed when the run
+    leaves nothing else (a run refused on bad input writes nothing).
+    """
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def busy() -> FolderBusy:
+        return FolderBusy(
+            f"Another {what} is writing {folder} right now (it holds {folder / RUN_LOCK}). Wait for it to "
+            "end, or give this one another --output_dir."
+        )
+
+    with contextlib.ExitStack() as stack:
+        for attempt in range(3):
+            try:
+                stack.enter_context(folder_lock(folder, busy, lock_file=RUN_LOCK))
+                break
+            except FileNotFoundError:  # a run refused at this moment removed the folder it had made
+                if attempt == 2:
+                    raise
+                folder.mkdir(parents=True, exist_ok=True)
+        try:
+            yield folder
+        finally:
+            # still under the lock: a run that finds the file gone locks a new one (folder_lock)
+            if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
+                (folder / RUN_LOCK).unlink(missing_ok=True)
+                for path in created:
+                    try:
+                        path.rmdir()
+                    except OSError:
+                        break

@@ -11,15 +11,17 @@ benchmark.{json,md} and, when tracking is on, to a W&B run (offline by default) 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from refit.config import config_to_dict
-from refit.errors import ConfigError
+from refit.errors import ConfigError, ExportError
 from refit.evaluate import evaluation_texts
 from refit.export.benchmark import (
     Skip,
@@ -31,10 +33,10 @@ from refit.export.benchmark import (
     skipped_row,
     to_markdown,
 )
-from refit.export.lock import export_lock
+from refit.export.lock import export_lock, exports_read_lock
 from refit.inference import encode
 from refit.io import atomic_write_text, write_json
-from refit.models import adding_exports, load_version, settle_exports
+from refit.models import MANIFEST, adding_exports, load_version, settle_exports
 from refit.settings import TrackingConfig
 from refit.tracking import build_loggers, finish, resolve_wandb_mode
 
@@ -55,6 +57,8 @@ class Config:
         validation: Validation file (default: the one in the version's refit.json config).
         tracking: W&B logging of the table (offline by default).
         output_dir: Folder for the W&B run and CSV logs.
+        lock_wait_s: Seconds to wait for an export of the version that is running (to read its exports/
+            whole, and again to write the results), before giving up with an error.
     """
 
     version: str | None = None
@@ -69,6 +73,7 @@ class Config:
     validation: str | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs/benchmark"
+    lock_wait_s: NonNegativeFloat = 600.0
 
 
 def _log_wandb(cfg: Config, rows: list[dict]) -> str | None:
@@ -90,21 +95,23 @@ def _log_wandb(cfg: Config, rows: list[dict]) -> str | None:
     return finish(loggers)
 
 
-def run(cfg: Config) -> Path:
-    # setup
-    if not cfg.version:
-        raise ConfigError("refit benchmark needs --version DIR (the model version to measure).")
-    makers = formats()
-    unknown = [f for f in cfg.formats if f not in makers]
-    if unknown:
-        raise ConfigError(
-            f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
-        )
-    version = Path(cfg.version)
-    if (version / "refit.json").is_file():  # finish or undo a killed export's swap first (refit.export.lock)
-        with export_lock(version, wait_s=600):
-            settle_exports(version)
-    model, tokenizer, meta = load_version(version)
+def _exports_seal(version: Path) -> dict[str, str]:
+    """path -> sha256 of the files in exports/ now (from its manifest), other benchmarks' results aside:
+    the results describe these files, and are written only if they are still the files there."""
+    seal = version / "exports" / MANIFEST
+    if not seal.is_file():
+        return {}
+    try:
+        files = json.loads(seal.read_text())["files"]
+        return {f["path"]: f["sha256"] for f in files if not f["path"].startswith("benchmark.")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"?": "unreadable"}  # (load_version refused one unreadable before the measurement)
+
+
+def _measure(
+    cfg: Config, version: Path, model, tokenizer, meta: dict, staging: Path, makers: dict
+) -> tuple[list, dict, list[str]]:
+    """One row per format, measured on the version's validation texts (under the caller's read lock)."""
     data = (meta.get("config") or {}).get("data") or {}
     val = evaluation_texts(meta, "validation", cfg.validation)
     if val is None:
@@ -122,27 +129,25 @@ def run(cfg: Config) -> Path:
 
     # run
     rows = []
-    with tempfile.TemporaryDirectory(prefix="refit-bench-") as staging:
-        for fmt in cfg.formats:
-            try:
-                predictor, files, note = makers[fmt](model, version, Path(staging) / fmt)
-            except Skip as e:
-                rows.append(skipped_row(fmt, str(e)))
-                continue
-            rows.append(
-                benchmark_row(
-                    fmt,
-                    predictor,
-                    files,
-                    eval_batches=eval_batches,
-                    labels=np.asarray(labels),
-                    latency_batch=lat,
-                    throughput_batch=fixed,
-                    iters=cfg.iters,
-                    note=note,
-                )
+    for fmt in cfg.formats:
+        try:
+            predictor, files, note = makers[fmt](model, version, staging / fmt)
+        except Skip as e:
+            rows.append(skipped_row(fmt, str(e)))
+            continue
+        rows.append(
+            benchmark_row(
+                fmt,
+                predictor,
+                files,
+                eval_batches=eval_batches,
+                labels=np.asarray(labels),
+                latency_batch=lat,
+                throughput_batch=fixed,
+                iters=cfg.iters,
+                note=note,
             )
-    rows = add_speedups(rows)
+        )
     settings = {
         "seq_len": cfg.seq_len,
         "latency batch": cfg.latency_batch,
@@ -150,21 +155,54 @@ def run(cfg: Config) -> Path:
         "iters": cfg.iters,
         "validation inputs": len(texts),
     }
+    return rows, settings, texts
+
+
+def run(cfg: Config) -> Path:
+    # setup
+    if not cfg.version:
+        raise ConfigError("refit benchmark needs --version DIR (the model version to measure).")
+    makers = formats()
+    unknown = [f for f in cfg.formats if f not in makers]
+    if unknown:
+        raise ConfigError(
+            f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
+        )
+    version = Path(cfg.version)
+    if (version / "refit.json").is_file():  # finish or undo a killed export's swap first (refit.export.lock)
+        with export_lock(version, wait_s=cfg.lock_wait_s):
+            settle_exports(version)
+        reading = exports_read_lock(version, wait_s=cfg.lock_wait_s)
+    else:  # not a version: load_version says why
+        reading = contextlib.nullcontext()
+    # a shared lock while the version is loaded and its exports/ timed: an export swapping a new exports/
+    # in meanwhile made a row fail on a missing file, or time half old, half new files
+    with reading, tempfile.TemporaryDirectory(prefix="refit-bench-") as staging:
+        model, tokenizer, meta = load_version(version)
+        measured = _exports_seal(version)
+        rows, settings, texts = _measure(cfg, version, model, tokenizer, meta, Path(staging), makers)
+    rows = add_speedups(rows)
     host = machine()
     exports = version / "exports"
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
     # added to exports/ as a whole (refit.models.adding_exports), after any export running now
-    with export_lock(version, wait_s=600), adding_exports(version) as staged:
-        write_json(
-            staged / "benchmark.json",
-            {
-                "version_id": meta.get("version_id"),
-                "machine": host,
-                "settings": settings,
-                "rows": rows_to_json(rows),
-            },
-        )
-        atomic_write_text(staged / "benchmark.md", markdown)
+    with export_lock(version, wait_s=cfg.lock_wait_s):
+        if _exports_seal(version) != measured:  # an export ran between the measurement and this write
+            raise ExportError(
+                f"{exports} changed while {version} was being benchmarked (another refit export ran), so "
+                "these results may not describe its files and were not written. Run refit benchmark again."
+            )
+        with adding_exports(version) as staged:
+            write_json(
+                staged / "benchmark.json",
+                {
+                    "version_id": meta.get("version_id"),
+                    "machine": host,
+                    "settings": settings,
+                    "rows": rows_to_json(rows),
+                },
+            )
+            atomic_write_text(staged / "benchmark.md", markdown)
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report

@@ -32,6 +32,7 @@ from refit.drift.reference import DEFAULT_LAYER, DEFAULT_POOLING, Reference, fit
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
 from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
+from refit.export.lock import export_lock
 from refit.io import atomic_write_text, write_json
 from refit.models import Pooling, editing_version, read_version
 from refit.settings import PrivacyConfig, TrackingConfig
@@ -149,7 +150,9 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
         "refreshed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     reference = Reference(encoded.embeddings, encoded.probs, texts, meta, store_texts=cfg.privacy.store_texts)
-    with editing_version(version) as tmp:  # a whole-version rewrite: re-sealed, so later loads verify it
+    # a whole-version rewrite (re-sealed, so later loads verify it) copies exports/ too: under the export
+    # lock, or an export swapping exports/ meanwhile is lost, or the copy is sealed without any exports/
+    with export_lock(version, wait_s=600), editing_version(version) as tmp:
         fit_states(reference, cfg.seed).save(tmp / "reference")
     print(
         f"Reference refreshed: {len(texts)} inputs embedded, detector state refitted in {version / 'reference'}"

@@ -33,10 +33,9 @@ before any work (inbox.replay_missing: warn retrains without it, with a warning 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from filelock import Timeout
 
 from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
@@ -127,17 +126,14 @@ def run(cfg: Config) -> int:
             f"The registry {registry.root} has no champion yet: `refit registry register --version DIR` "
             "then `refit registry promote --version ID`."
         )
-    lock = cycle_lock(registry.root / "maintain.lock")
+    lock_file = registry.root / "maintain.lock"
+
+    def busy() -> MaintainBusy:
+        return MaintainBusy(f"Another maintenance cycle holds {lock_file}; not starting a second one.")
 
     def one_cycle() -> str:
         # --once fails fast when another cycle holds the lock; a loop waits for it to finish.
-        try:
-            lock.acquire(timeout=0 if cfg.once else -1)
-        except Timeout:
-            raise MaintainBusy(
-                f"Another maintenance cycle holds {lock.lock_file}; not starting a second one."
-            ) from None
-        try:
+        with cycle_lock(lock_file, busy, wait_s=0 if cfg.once else math.inf):
             # One W&B run per cycle (the summary run below): the retrain keeps its curves in CSV logs only.
             retrain = dataclasses.replace(
                 cfg.retrain,
@@ -153,8 +149,6 @@ def run(cfg: Config) -> int:
                 deploy=cfg.deploy,
                 seed=cfg.seed,
             )
-        finally:
-            lock.release()
         mode = resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode)
         details = {k: v for k, v in vars(report).items() if k != "files"}
         mirror = None

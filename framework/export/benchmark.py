@@ -208,5 +208,6 @@ BASELINES = {"pytorch": _pytorch, "pytorch-int8": _pytorch_int8}
 
 def formats() -> dict:
     """format name -> maker(model, version_dir, staging) -> (predictor, files, note): the baselines, then
-    every export target that has a runnable file."""
+    every export target that has a runnable file. A maker opens files in exports/: call it, and time what
+    it returns, under refit.export.lock.exports_read_lock (as `refit benchmark` does)."""
     return {**BASELINES, **{name: _export(name) for name, t in TARGETS.items() if t.file and t.run}}

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from refit.errors import ConfigError
+from refit.io import folder_lock
 
 __all__ = ["MIN_EVERY_S", "parse_every", "check_cron", "next_run", "cycle_lock", "run_forever"]
 
@@ -47,12 +48,12 @@ def next_run(now: datetime, every_s: float | None, cron: str | None) -> datetime
     return datetime.fromtimestamp(now.timestamp() + (every_s or 0))
 
 
-def cycle_lock(path: str | Path):
-    """An exclusive file lock: two cycles (two processes, or a cron job and a loop) never overlap."""
-    from filelock import FileLock
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path))
+def cycle_lock(path: str | Path, busy: Callable[[], Exception], wait_s: float):
+    """An exclusive OS lock on the file PATH (refit.io.folder_lock): two cycles (two processes, or a cron job
+    and a loop) never overlap; `busy()` is raised once another holds it for over `wait_s` seconds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return folder_lock(path.parent, busy, wait_s=wait_s, lock_file=path.name)
 
 
 def run_forever(

@@ -48,6 +48,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
 # belong to a registration in progress in another process, so they are left alone.
 STALE_AFTER_S = 600.0
+EXPORT_WAIT_S = 600.0  # registering waits this long for an export of the version to finish
 
 
 class RegistryError(RefitError):
@@ -352,11 +353,16 @@ class Registry:
 
     def _stage(self, source: Path, vid: str) -> Path:
         """A private, verified copy of `source` in a staging folder of versions/ (`gc` removes a killed one)."""
+        from refit.export.lock import exports_read_lock  # here: refit.export costs 0.5 s of imports
+
         staged = self.versions_dir / f".{vid}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            shutil.copytree(
-                source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
-            )
+            # under the version's shared export lock: an export swaps a new exports/ in by two renames, and
+            # a copy made between them verified without any exports/ (registered without them)
+            with exports_read_lock(source, EXPORT_WAIT_S):
+                shutil.copytree(
+                    source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
+                )
             make_private(staged)
             verify_version(staged)  # the copy is whole (and the source did not change while copied)
         except BaseException:

@@ -299,6 +299,9 @@ def load_slot(
     """
     version_dir = Path(version_dir)
     started = time.perf_counter()
+    # No export lock (refit.export.lock.exports_read_lock) here, on purpose: a server must never stall on
+    # an export (it holds the version for minutes). The snapshot already fails closed on a swap during the
+    # load: the version is refused, the slot in service keeps serving, and a reload after the export loads it.
     before = _snapshot(version_dir)
     try:
         if check is not None:
