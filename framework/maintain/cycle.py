@@ -184,16 +184,7 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
         label_column=inbox.label_column,
         label_names=names,
     )
-    batch, entries, index_notes, index = _read_new(
-        registry, [r for r in runs if r["status"] in DONE_STATUSES], read
-    )
-    run_id = registry.start_run(
-        "maintain", {"champion": champion.id, "files": batch.files, "quarantined": batch.quarantined}
-    )
-    try:  # staged rows count once the run is done: its details then hold this record (refit.maintain.index)
-        index_record = index.stage(run_id, entries) | {"base": entries is not batch.entries}
-    finally:
-        index.close()
+    batch, run_id, index_record, index_notes = _read_and_open_run(registry, runs, read, champion.id)
     work = registry.root.resolve() / "maintain" / f"run-{run_id:05d}"
     report = CycleReport(
         run_id,
@@ -213,6 +204,24 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     for reason, n in sorted(batch.skipped.items()):
         log(f"inbox: skipped {n} {reason}")
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
+
+
+def _read_and_open_run(
+    registry: Registry, runs: list[dict], read: Callable[..., InboxBatch], champion: str
+) -> tuple[InboxBatch, int, dict, list[str]]:
+    """Read the new data, open the run and stage what it read in the inbox index under the run's id: the
+    returned record goes into the run's details, and the staged rows count once the run ends done."""
+    batch, entries, notes, index = _read_new(
+        registry, [r for r in runs if r["status"] in DONE_STATUSES], read
+    )
+    try:
+        run_id = registry.start_run(
+            "maintain", {"champion": champion, "files": batch.files, "quarantined": batch.quarantined}
+        )
+        record = index.stage(run_id, entries) | {"base": entries is not batch.entries}
+    finally:
+        index.close()
+    return batch, run_id, record, notes
 
 
 def _read_new(
