@@ -157,24 +157,26 @@ def test_a_cycle_that_did_not_finish_marks_nothing_read(loop, end):
     [
         "DELETE FROM rows",  # a row forgotten: its text would be trained on again
         "UPDATE rows SET key = 'x' || key",
-        "INSERT INTO rows VALUES (1, 'forged')",
+        "INSERT INTO rows (run_id, key) VALUES (1, 'forged')",
         "UPDATE files SET size = size + 1",
-        "UPDATE captures SET text = 'other text'",  # only noticed when a lookup uses the row
+        "UPDATE captures SET text = 'other text'",
+        "UPDATE feedback SET label = 1",
     ],
 )
 def test_an_edited_index_is_rebuilt_from_the_files_never_trusted(loop, edit):
+    """Every cycle checks each done run's index rows against the record in its run row: an edited, deleted
+    or added row makes the cycle rebuild the index from the inbox files (noted), never use it."""
     reg, inbox = loop
     _jsonl(inbox / "a.jsonl", [("good film", "positive")])
-    _write(inbox / "capture-1.parquet", [_cap("r0", "zero")], CAPTURE_SCHEMA)
+    _write(inbox / "capture-1.parquet", [_cap("r0", "zero"), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _write(inbox / "feedback-1.parquet", [_fb("r1", "negative", _now(-5))], FEEDBACK_SCHEMA)
     _cycle(reg, inbox)
     _index_db(reg).execute(edit)
-    _jsonl(inbox / "copy.jsonl", [("good film", "positive")])
-    _write(inbox / "feedback-1.parquet", [_fb("r0", "negative", _now(-1))], FEEDBACK_SCHEMA)
+    _jsonl(inbox / "more.jsonl", [("good film", "positive"), ("another", "negative")])  # extends a.jsonl
+    _write(inbox / "feedback-2.parquet", [_fb("r0", "negative", _now(-1))], FEEDBACK_SCHEMA)
     batch, notes = _cycle(reg, inbox)
     assert any("does not match the registry" in n and "rebuilt" in n for n in notes), notes
-    assert (
-        batch.labelled == [("zero", 0)] and batch.texts == []
-    )  # the copy adds nothing: rebuilt from a.jsonl
+    assert batch.labelled == [("another", 0), ("zero", 0)] and batch.texts == ["another"]
     assert _cycle(reg, inbox)[1] == []  # the rebuilt index is trusted again
 
 
