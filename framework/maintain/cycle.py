@@ -38,7 +38,7 @@ from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point, training_fault_callback
 from refit.maintain.inbox import InboxBatch, read_inbox
-from refit.maintain.index import INDEX_FILE, InboxIndex, IndexDamaged, open_index, rebuild_paths
+from refit.maintain.index import INDEX_FILE, InboxIndex, open_index
 from refit.maintain.known import InboxEntries, in_memory
 from refit.maintain.policy import gate, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
@@ -232,15 +232,8 @@ def _read_new(
     index, rebuild, notes = open_index(registry.root.resolve() / "maintain" / INDEX_FILE, done)
     try:
         if rebuild is None:
-            try:
-                batch = read(known=index)
-                return batch, batch.entries, notes, index
-            except IndexDamaged as e:  # a row a lookup used differs from what its run recorded
-                notes.append(
-                    f"the inbox index does not match the registry ({e}): rebuilt from the inbox files"
-                )
-                index.clear()
-                rebuild = rebuild_paths(done)
+            batch = read(known=index)
+            return batch, batch.entries, notes, index
         old = read(only=rebuild)  # what the finished cycles read, read once more
         missing = len(rebuild) - len(old.entries.files)
         if missing:

@@ -86,7 +86,13 @@ class InboxIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(check)
 
+    def _create(self) -> None:
+        """An empty file, owner-only before anything is in it (it holds captured texts, like the inbox)."""
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
     def _open(self, check: bool = True) -> sqlite3.Connection:
+        self._create()
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
             db.executescript(_SCHEMA)
