@@ -159,6 +159,11 @@ def _state(registry: Path) -> dict:
         "promotes": promotes,
         "runs": [r["status"] for r in reg.runs("maintain")],
         "challengers": [m.to_version for m in reg.history("challenger")],
+        "index_rows": sum(  # dropped rows staged by done runs: what the inbox index counts as used
+            r["details"].get("inbox_index", {}).get("counts", {}).get("rows", 0)
+            for r in reg.runs("maintain")
+            if r["status"] in ("no_action", "promoted", "rejected")
+        ),
     }
 
 
@@ -168,7 +173,8 @@ def kill_case(work: Path, base: Path, golden: Path, phase: str, repeat: int, for
     registry = case / "registry"
     shutil.copytree(base, registry)
     shifted = _rows("shifted")
-    _write(case / "inbox" / "window.jsonl", shifted[repeat * 60 : (repeat * 60 + 120)] or shifted[:120])
+    window = shifted[repeat * 60 : (repeat * 60 + 120)] or shifted[:120]
+    _write(case / "inbox" / "window.jsonl", window)
     config = _config(case, registry, golden, formats)
     before = _state(registry)
     started = time.perf_counter()
@@ -191,6 +197,9 @@ def kill_case(work: Path, base: Path, golden: Path, phase: str, repeat: int, for
         "exactly_one_promotion_in_total": len(all_new) == 1
         and final["champion"] == all_new[0]
         and final["champion_loads"],
+        # the window's rows count once in the inbox index, staged by the one done run (refit.maintain.index)
+        "window_rows_used_exactly_once": final["index_rows"]
+        == len({(r["text"], r.get("label")) for r in window}),
     }
     record = {
         "phase": phase,

@@ -7,7 +7,9 @@ Safety, phase by phase:
   the cycle `superseded` (nothing overwritten); a kill after that commit can never make the next cycle
   promote the same files again, and a kill before it leaves the champion and database as they were.
 - Input files are marked read only by a finished cycle (no_action, promoted, rejected), so the next cycle
-  retries whatever a killed, failed, interrupted or superseded one did not finish. A bad file is
+  retries whatever a killed, failed, interrupted or superseded one did not finish: what a cycle read is
+  staged in the inbox index under its run id and counts only once the registry marks that run done, with
+  the record of what it staged in the same transaction (refit.maintain.index). A bad file is
   quarantined (recorded with its reason) instead of blocking the valid ones.
 - `fault_point` marks every phase boundary for the fault-injection tests (see refit.maintain.faults).
 """
@@ -21,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from refit.config import config_to_dict
@@ -35,6 +38,8 @@ from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point, training_fault_callback
 from refit.maintain.inbox import InboxBatch, read_inbox
+from refit.maintain.index import INDEX_FILE, InboxIndex, open_index
+from refit.maintain.known import InboxEntries, in_memory
 from refit.maintain.policy import gate, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
@@ -76,6 +81,7 @@ class CycleReport:
     # label-free accuracy of the champion on the new inputs ({method: {value, low, high, n}}), and once labels
     # arrived "realised": its accuracy on them, with "error_points" of the policy's estimator
     estimate: dict = field(default_factory=dict)
+    inbox_index: dict = field(default_factory=dict)  # what this run staged in the inbox index (its commit)
     error: str | None = None
     work_dir: str | None = None
 
@@ -169,19 +175,16 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
             registry.root.resolve() / "maintain" / f"run-{run['id']:05d}" / "finetune" / "checkpoints",
             ignore_errors=True,
         )
-    seen = {f for run in runs if run["status"] in DONE_STATUSES for f in run["details"].get("files", [])}
     quarantined = {(q["file"], q["sha256"]) for run in runs for q in run["details"].get("quarantined", [])}
-    batch = read_inbox(
+    read = partial(
+        read_inbox,
         folder,
-        seen=seen,
         quarantined=quarantined,
         text_column=inbox.text_column,
         label_column=inbox.label_column,
         label_names=names,
     )
-    run_id = registry.start_run(
-        "maintain", {"champion": champion.id, "files": batch.files, "quarantined": batch.quarantined}
-    )
+    batch, run_id, index_record, index_notes = _read_and_open_run(registry, runs, read, champion.id)
     work = registry.root.resolve() / "maintain" / f"run-{run_id:05d}"
     report = CycleReport(
         run_id,
@@ -189,15 +192,63 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
         champion.id,
         files=batch.files,
         quarantined=batch.quarantined,
-        notes=[*batch.notes, *([replay_note] if replay_note else [])],
+        notes=[*index_notes, *batch.notes, *([replay_note] if replay_note else [])],
         work_dir=str(work),
+        inbox_index=index_record,
         replay={"source": str(replay_path) if replay_path else None, "size": inbox.replay_size},
     )
+    for note in index_notes:
+        log(f"inbox: {note}")
     for q in batch.quarantined:
         log(f"quarantined {q['file']}: {q['reason']}")
     for reason, n in sorted(batch.skipped.items()):
         log(f"inbox: skipped {n} {reason}")
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
+
+
+def _read_and_open_run(
+    registry: Registry, runs: list[dict], read: Callable[..., InboxBatch], champion: str
+) -> tuple[InboxBatch, int, dict, list[str]]:
+    """Read the new data, open the run and stage what it read in the inbox index under the run's id: the
+    returned record goes into the run's details, and the staged rows count once the run ends done."""
+    batch, entries, notes, index = _read_new(
+        registry, [r for r in runs if r["status"] in DONE_STATUSES], read
+    )
+    try:
+        run_id = registry.start_run(
+            "maintain", {"champion": champion, "files": batch.files, "quarantined": batch.quarantined}
+        )
+        record = index.stage(run_id, entries) | {"base": entries is not batch.entries}
+    finally:
+        index.close()
+    return batch, run_id, record, notes
+
+
+def _read_new(
+    registry: Registry, done: list[dict], read: Callable[..., InboxBatch]
+) -> tuple[InboxBatch, InboxEntries, list[str], InboxIndex]:
+    """This cycle's new data against the inbox index, and what to stage (the batch's entries, plus those of
+    a rebuild when the index was missing, from an older registry, or did not match the registry's runs)."""
+    index, rebuild, notes = open_index(registry.root.resolve() / "maintain" / INDEX_FILE, done)
+    try:
+        if rebuild is None:
+            batch = read(known=index)
+            return batch, batch.entries, notes, index
+        old = read(only=rebuild)  # what the finished cycles read, read once more
+        missing = len(rebuild) - len(old.entries.files)
+        if missing:
+            notes.append(
+                f"{missing} file(s) read by earlier cycles are gone or unreadable: what they held is not in the "
+                "rebuilt index (a copy of one would be read as new)"
+            )
+        batch = read(known=in_memory(old.entries))
+        entries = InboxEntries()
+        entries.update(old.entries)
+        entries.update(batch.entries)
+        return batch, entries, notes, index
+    except BaseException:
+        index.close()
+        raise
 
 
 def _resolve_replay(

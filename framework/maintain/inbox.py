@@ -11,6 +11,18 @@ A feedback row labels the captured row with the same request_id, whichever file 
 label that arrives days after its request still becomes training data. A (capture, feedback) pair is used
 by the first cycle that has read both files: exactly once.
 
+Exactly once by content, not by name. What finished cycles read is kept compactly (refit.maintain.known;
+the SQLite index of refit.maintain.index), so a cycle opens only new files and never re-parses old ones:
+- a file whose resolved path, size and mtime match one a finished cycle read is not opened again; any
+  other file is read and hashed, and one whose sha256 equals a file read before (a copy, a rename, a
+  touched file) adds nothing: it is counted, noted and marked read;
+- a dropped row is identified by the sha256 of its (text, label name or none): a row a finished cycle
+  read, or one met earlier in the same cycle, is not new again (a file that repeats or extends an earlier
+  file, e.g. an exporter appending to one file saved under a new name each day, adds only its new rows;
+  the same text with another label is a new row);
+- captures and feedback are identified by request id as below, old ones looked up by the ids met in the
+  new files only.
+
 The inbox is writable by more than the server, so everything in it is treated as untrusted input:
 - only regular files are read, each opened once without following links and without blocking (a symbolic
   link, a FIFO, a socket or a folder is skipped and counted), and parsed from the bytes read, so the sha256
@@ -28,8 +40,8 @@ The inbox is writable by more than the server, so everything in it is treated as
   text_sha256 (edited after the server wrote it);
 - a request id captured twice with different texts (two files, or one) is dropped from the window and
   counted; captured twice with the same text it is one request. A request (or a feedback row) already in
-  a file read by an earlier cycle is never new again, so a copy of an old capture or feedback file adds
-  nothing;
+  a file read by a finished cycle is never new again, so a copy of an old capture or feedback file adds
+  nothing (even once the old file has left the inbox);
 - conflicting feedback: the row with the latest `at` wins; when rows with that same latest `at` give
   different labels the request is dropped from the labelled window and counted (no order of files or
   names decides a label).
@@ -48,6 +60,7 @@ from pathlib import Path
 
 from refit.data import SUFFIXES, ReadLimits, parse_rows, to_label_ids
 from refit.errors import DataError
+from refit.maintain.known import FileStamp, InboxEntries, Known, in_memory, row_key, utc_key
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
 __all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTURE_SLACK"]
@@ -68,14 +81,13 @@ _LIMITS = ReadLimits(
 class InboxBatch:
     """The new data of one cycle."""
 
-    files: list[str] = field(
-        default_factory=list
-    )  # new files read (resolved paths); marked read by a done cycle
+    files: list[str] = field(default_factory=list)  # new files read (resolved paths), copies included
     quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
     texts: list[str] = field(default_factory=list)  # every new input with a stored text (drift, reference)
     labelled: list[tuple[str, int]] = field(default_factory=list)  # new labelled rows as (text, label id)
     notes: list[str] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # reason -> entries (files or rows) skipped
+    entries: InboxEntries = field(default_factory=InboxEntries)  # what the index keeps once the cycle is done
 
 
 def _data_name(name: str) -> bool:
@@ -108,8 +120,9 @@ def _hash_rest(fd: int, h) -> str:
     return h.hexdigest()
 
 
-def _read_bytes(dir_fd: int, name: str) -> bytes:
-    """The content of one inbox entry, opened without following a link and without blocking on a FIFO."""
+def _read_bytes(dir_fd: int, name: str) -> tuple[bytes, os.stat_result]:
+    """The content of one inbox entry and its stat when opened, opened without following a link and without
+    blocking on a FIFO."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError as e:  # ELOOP: a link (perhaps swapped in since the scan); ENXIO: a socket
@@ -125,7 +138,7 @@ def _read_bytes(dir_fd: int, name: str) -> bytes:
             if total > MAX_FILE_BYTES:  # said so by its size, or grown while read
                 h = hashlib.sha256(b"".join(chunks))
                 raise _TooBig(f"is over the inbox limit of {MAX_FILE_BYTES} bytes.", _hash_rest(fd, h))
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 
@@ -188,18 +201,17 @@ def _label_id(value, names: list[str], i: int) -> int:
         raise DataError(f"row {i}: {e}") from None
 
 
-def _read_dropped(name: str, data: bytes, text_column: str, label_column: str, names: list[str]):
-    texts, labelled = [], []
+def _read_dropped(
+    name: str, data: bytes, text_column: str, label_column: str, names: list[str]
+) -> list[tuple[str, int | None]]:
+    out = []
     for i, row in enumerate(_rows(name, data, (text_column,)), 1):
         text = row.get(text_column)
         if not isinstance(text, str):
             raise DataError(f"row {i}: no text in column '{text_column}'.")
-        texts.append(text)
         label = row.get(label_column)
-        if label is None or label == "":
-            continue
-        labelled.append((text, _label_id(label, names, i)))
-    return texts, labelled
+        out.append((text, None if label is None or label == "" else _label_id(label, names, i)))
+    return out
 
 
 def _read_capture(name: str, data: bytes, now: datetime, skipped: Counter) -> list[tuple[str, str | None]]:
@@ -239,19 +251,24 @@ def _read_feedback(
 def read_inbox(
     folder: Path,
     *,
-    seen: set[str],
+    known: Known | None = None,
     quarantined: set[tuple[str, str]],
     text_column: str,
     label_column: str,
     label_names: list[str],
+    only: set[str] | None = None,
 ) -> InboxBatch:
-    """The new data in `folder`: files not in `seen` (resolved paths read by finished cycles) and not
-    quarantined with the same content ((path, sha256) pairs), plus the labels new feedback gives to old
-    captures (and old feedback to new captures)."""
+    """The new data in `folder` against what finished cycles read (`known`; nothing when None): files not
+    read before (by path, size and mtime, then by content) and not quarantined with the same content
+    ((path, sha256) pairs), their rows not read before, and the labels new feedback gives to old captures
+    (and old feedback to new captures). `only` limits the read to those resolved paths (an index rebuild)."""
+    known = known or in_memory()
     now = datetime.now(timezone.utc)  # rows stamped later than this (plus FUTURE_SLACK) are skipped
     batch = InboxBatch()
-    captures: dict[str, list[tuple[str | None, bool]]] = {}  # request_id -> [(text, from a new file)]
-    feedback: dict[str, list[tuple[datetime, int, bool]]] = {}  # request_id -> [(at, label, new)]
+    captures: dict[str, list[str | None]] = {}  # request_id -> texts in new files
+    feedback: dict[str, list[tuple[str, int]]] = {}  # request_id -> [(utc_key(at), label)] in new files
+    dropped: list[tuple[str, str | None, int | None]] = []  # (row key, text, label id) in new files
+    contents: set[str] = set()  # sha256 of the files read by this cycle
     base = folder.resolve()
     dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -259,76 +276,118 @@ def read_inbox(
             names = sorted(e.name for e in it if _data_name(e.name))
         for name in names:
             key = str(base / name)
-            is_new = key not in seen
-            kind = _kind(name)
-            if not is_new and kind == "dropped":
+            if only is not None and key not in only:
                 continue
+            stamp = known.file(key)
+            if stamp is not None and _unchanged(dir_fd, name, stamp):
+                continue  # read by a finished cycle and not changed since: not opened again
+            kind = _kind(name)
             try:
-                data = _read_bytes(dir_fd, name)
+                data, st = _read_bytes(dir_fd, name)
             except _NotAFile as e:
                 batch.skipped["entries that are not readable regular files (links, FIFOs, ...)"] += 1
                 batch.notes.append(f"skipped {key}: {e}")
                 continue
             except _TooBig as e:
-                if is_new and (key, e.sha256) not in quarantined:
+                if (key, e.sha256) not in quarantined:
                     batch.quarantined.append({"file": key, "sha256": e.sha256, "reason": f"{key} {e}"})
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if (key, digest) in quarantined:
                 continue
-            try:
-                if kind == "capture":
-                    for rid, text in _read_capture(name, data, now, batch.skipped):
-                        captures.setdefault(rid, []).append((text, is_new))
-                elif kind == "feedback":
-                    for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
-                        feedback.setdefault(rid, []).append((at, label, is_new))
-                else:
-                    texts, labelled = _read_dropped(name, data, text_column, label_column, label_names)
-                    batch.texts += texts
-                    batch.labelled += labelled
-            except DataError as e:
-                reason = f"{key}, {e}" if str(e).startswith(("line ", "row ")) else f"{key}: {e}"
-                if is_new:
+            if digest in contents or known.has_content(digest):
+                batch.skipped["files whose content was already read (copies; renamed or touched files)"] += 1
+                batch.notes.append(f"{key} holds the same bytes as a file already read: adds nothing")
+            else:
+                try:
+                    if kind == "capture":
+                        for rid, text in _read_capture(name, data, now, batch.skipped):
+                            captures.setdefault(rid, []).append(text)
+                    elif kind == "feedback":
+                        for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
+                            feedback.setdefault(rid, []).append((utc_key(at), label))
+                    else:
+                        for text, label in _read_dropped(name, data, text_column, label_column, label_names):
+                            name_ = None if label is None else label_names[label]
+                            dropped.append((row_key(text, name_), text, label))
+                except DataError as e:
+                    reason = f"{key}, {e}" if str(e).startswith(("line ", "row ")) else f"{key}: {e}"
                     batch.quarantined.append({"file": key, "sha256": digest, "reason": reason})
-                else:  # an old file that went bad since: its pairs are skipped, with a note
-                    batch.notes.append(f"an earlier file can no longer be read and was skipped: {reason}")
-                continue
-            if is_new:
-                batch.files.append(key)
+                    continue
+            contents.add(digest)
+            batch.files.append(key)
+            batch.entries.files[key] = FileStamp(st.st_size, st.st_mtime_ns, digest, kind)
     finally:
         os.close(dir_fd)
-    _join(batch, captures, feedback)
+    _take_dropped(batch, dropped, known)
+    _join(batch, captures, feedback, known)
     for reason, n in sorted(batch.skipped.items()):
         batch.notes.append(f"skipped {n} {reason}")
     return batch
 
 
-def _join(batch: InboxBatch, captures: dict, feedback: dict) -> None:
-    """Texts of the new captures and (text, label) of each request with a decided label (module docstring)."""
-    texts: dict[str, tuple[str | None, bool]] = {}
-    for rid, seen_as in captures.items():
-        if len({t for t, _ in seen_as}) > 1:
+def _unchanged(dir_fd: int, name: str, stamp: FileStamp) -> bool:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (stamp.size, stamp.mtime_ns)
+
+
+def _take_dropped(batch: InboxBatch, dropped: list, known: Known) -> None:
+    """New dropped rows, each (text, label) once: a row read by a finished cycle, or earlier in this one
+    (a copy, a file that extends an earlier one, a repeated row), adds nothing."""
+    old = known.rows(k for k, _, _ in dropped)
+    for k, text, label in dropped:
+        if k in old or k in batch.entries.rows:
+            batch.skipped["dropped rows already read (same text and label: copies, supersets, repeats)"] += 1
+            continue
+        batch.entries.rows.add(k)
+        batch.texts.append(text)
+        if label is not None:
+            batch.labelled.append((text, label))
+
+
+def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> None:
+    """Texts of the new captures and (text, label) of each request with a decided label (module docstring),
+    old captures and feedback coming from `known` (only the request ids met in the new files)."""
+    met = set(captures) | set(feedback)
+    old_caps, old_fb = known.captures(met), known.feedback(met)
+    entries = batch.entries
+    texts: dict[str, tuple[str | None, bool]] = {}  # request_id -> (its one text, captured only now)
+    for rid in set(captures) | set(old_caps):
+        new, old = captures.get(rid, []), old_caps.get(rid, set())
+        if rid in captures:
+            entries.captures[rid] = set(new)
+        if len(set(new) | old) > 1:
             batch.skipped["request ids captured with different texts (dropped)"] += 1
             continue
-        if len(seen_as) > 1:
-            batch.skipped["duplicate capture rows of one request (kept once)"] += len(seen_as) - 1
-        texts[rid] = (seen_as[0][0], all(new for _, new in seen_as))
-    for text, new in texts.values():
+        if len(new) + bool(old) > 1 and new:
+            batch.skipped["duplicate capture rows of one request (kept once)"] += len(new) + bool(old) - 1
+        texts[rid] = (next(iter(set(new) | old)), not old)
+    for rid in captures:  # in file order
+        text, new = texts.get(rid, (None, False))
         if new and text is not None:
             batch.texts.append(text)
-    hidden = sum(1 for text, new in texts.values() if new and text is None)
+    hidden = sum(1 for rid in captures if texts.get(rid, ("", False)) == (None, True))
     if hidden:
         batch.notes.append(f"{hidden} captured input(s) without a stored text (privacy) are not used")
     unmatched = 0
-    for rid, rows in feedback.items():
+    for rid in [*feedback, *(r for r in captures if r in old_fb and r not in feedback)]:
+        rows = [(at, y, True) for at, y in feedback.get(rid, [])]
+        if rid in old_fb:
+            at, labels = old_fb[rid]
+            rows += [(at, y, False) for y in labels]
+        if rid in feedback:
+            latest_new = max(at for at, _ in feedback[rid])
+            entries.add_feedback(rid, latest_new, (y for at, y in feedback[rid] if at == latest_new))
         latest = max(at for at, _, _ in rows)
-        winners = [(label, new) for at, label, new in rows if at == latest]
-        if len({label for label, _ in winners}) > 1:
+        winners = [(y, new) for at, y, new in rows if at == latest]
+        if len({y for y, _ in winners}) > 1:
             batch.skipped["requests whose latest feedback rows disagree (dropped)"] += 1
             continue
         fb_new = all(new for _, new in winners)  # the same row in a file read before: already used
-        if rid not in captures:
+        if rid not in captures and rid not in old_caps:
             unmatched += fb_new
             continue
         text, cap_new = texts.get(rid, (None, False))

@@ -339,6 +339,33 @@ def test_bad_inbox_files_are_quarantined_and_do_not_block_valid_ones(setup, caps
     assert reg.runs("maintain")[-1]["details"]["files"] == [str((inbox / "bad-label.jsonl").resolve())]
 
 
+def test_a_registry_from_before_the_inbox_index_is_migrated_and_copies_add_nothing(setup, capsys):
+    """A registry whose done cycles predate the inbox index (no record in their run rows, no index file):
+    `refit maintain --once` builds the index once from the files those cycles read, so a copy of an already
+    read file under a new name is not trained on again (before: read as new under its new name)."""
+    _edit(setup, policy={"min_new_labels": 100000})  # no retrain: this test is about reading
+    inbox, reg = setup["inbox"], Registry(setup["registry"])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    db = sqlite3.connect(setup["registry"] / "registry.db")  # the previous format: details["files"] only
+    for run_id, details in db.execute("SELECT id, details FROM runs WHERE kind = 'maintain'").fetchall():
+        old = {k: v for k, v in json.loads(details).items() if k != "inbox_index"}
+        db.execute("UPDATE runs SET details = ? WHERE id = ?", (json.dumps(old), run_id))
+    db.commit()
+    db.close()
+    (setup["registry"] / "maintain" / "inbox-index.db").unlink()
+    shutil.copy(inbox / "2026-11-20.jsonl", inbox / "2026-11-21.jsonl")
+    capsys.readouterr()
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 0, "labelled": 0}, run["details"]
+    assert run["details"]["files"] == [str((inbox / "2026-11-21.jsonl").resolve())]  # marked read
+    assert run["details"]["inbox_index"]["base"] is True
+    assert any("predate the inbox index" in n for n in run["details"]["notes"])
+    assert "predate the inbox index" in capsys.readouterr().out
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    assert reg.runs("maintain")[-1]["status"] == "no_new_data"
+
+
 def test_missing_inputs_and_bad_schedules_are_refused_before_any_work(setup, capsys):
     """#9.9/#9.11/#11.6: golden set and inbox checked first; --every < 1m, a bad --cron and unknown drift tests
     refused at parse time: exit 2, a message naming the key, and no cycle recorded."""

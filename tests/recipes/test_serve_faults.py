@@ -333,9 +333,7 @@ def test_onnx_external_data_edited_in_place_does_not_change_the_served_model(tmp
 def _inbox(folder):
     from refit.maintain.inbox import read_inbox
 
-    return read_inbox(
-        folder, seen=set(), quarantined=set(), text_column="text", label_column="label", label_names=LABELS
-    )
+    return read_inbox(folder, quarantined=set(), text_column="text", label_column="label", label_names=LABELS)
 
 
 def _sigkill_once_capturing(registry, send) -> subprocess.Popen:

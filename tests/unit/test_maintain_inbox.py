@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refit.maintain.inbox import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_ROWS, read_inbox
+from refit.maintain.known import InboxEntries, in_memory
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
 LABELS = ["negative", "positive"]
@@ -48,10 +49,11 @@ def _write(path: Path, rows: list[dict], schema=None) -> Path:
     return path
 
 
-def _read(folder: Path, seen: set[str] = frozenset()):
+def _read(folder: Path, done: InboxEntries | None = None):
+    """A cycle's read after finished cycles that read `done` (nothing by default)."""
     return read_inbox(
         folder,
-        seen=set(seen),
+        known=in_memory(done),
         quarantined=set(),
         text_column="text",
         label_column="label",
@@ -132,7 +134,7 @@ def test_a_copy_of_an_already_read_capture_or_feedback_file_adds_nothing(tmp_pat
     """Before: a copy of a capture (or feedback) file read by an earlier cycle, under a new name, made its
     requests new again: their texts re-entered drift and their labels were trained on twice."""
     _good(tmp_path)
-    seen = {str((tmp_path / n).resolve()) for n in ("capture-a.parquet", "feedback-a.parquet")}
+    seen = _read(tmp_path).entries  # a finished cycle read capture-a and feedback-a
     assert _read(tmp_path, seen).labelled == []
     (tmp_path / "capture-z.parquet").write_bytes((tmp_path / "capture-a.parquet").read_bytes())
     batch = _read(tmp_path, seen)
@@ -242,7 +244,7 @@ def test_a_parquet_decompression_bomb_is_refused_before_it_expands(tmp_path):
     assert (tmp_path / "bomb.parquet").stat().st_size < 100_000
     script = (
         "import json, sys, pyarrow as pa; from pathlib import Path; from refit.maintain.inbox import read_inbox; "
-        "b = read_inbox(Path(sys.argv[1]), seen=set(), quarantined=set(), text_column='text', "
+        "b = read_inbox(Path(sys.argv[1]), quarantined=set(), text_column='text', "
         "label_column='label', label_names=['negative', 'positive']); "
         "print(json.dumps({'q': [q['reason'] for q in b.quarantined], 'texts': len(b.texts), "
         "'peak': pa.default_memory_pool().max_memory()}))"
@@ -296,13 +298,13 @@ def test_files_appearing_while_the_cycle_reads_are_left_whole_to_the_next_cycle(
 
     thread = threading.Thread(target=writer)
     thread.start()
-    seen: set[str] = set()
+    seen = InboxEntries()
     texts: list[str] = []
     reads = 0
     while thread.is_alive():
         batch = _read(tmp_path, seen)
         assert batch.quarantined == [] and batch.skipped == {}
-        seen |= set(batch.files)
+        seen.update(batch.entries)
         texts += batch.texts
         reads += 1
     thread.join()
