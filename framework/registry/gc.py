@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refit.errors import VersionError
+from refit.io import check_name
 from refit.registry.store import STALE_AFTER_S, Registry, is_staging
 
 __all__ = ["GcPlan", "plan_gc", "apply_gc"]
@@ -54,8 +56,24 @@ def apply_gc(registry: Registry, plan: GcPlan) -> list[str]:
         if version_id in still:
             registry.remove_version(version_id)  # refuses, in its transaction, a version an alias points at
             removed.append(version_id)
-    for path in plan.staging + plan.orphans:
+    for path in plan.orphans:
+        if path.parent == registry.versions_dir and _remove_orphan(registry, path):
+            removed.append(path.name)
+    for path in plan.staging:
         if path.parent == registry.versions_dir and not path.is_symlink():  # never anything outside versions/
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed
+
+
+def _remove_orphan(registry: Registry, path: Path) -> bool:
+    """An unregistered folder: removed under the write lock unless registered since the plan (see
+    Registry.remove_unregistered); one whose name no version id can have is removed directly."""
+    try:
+        check_name(path.name, "folder name")
+    except VersionError:
+        if path.is_symlink():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    return registry.remove_unregistered(path.name)
