@@ -169,6 +169,14 @@ class Registry:
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
         self.writable = create
+        for path, what in ((self.root, "folder"), (self.versions_dir, "folder")):
+            if path.exists() and not path.is_dir():  # a writer's mkdir would raise NotADirectoryError
+                raise RegistryError(f"The registry {what} {path} is not a folder. Check --root.")
+        if self.db_path.exists() and not self.db_path.is_file():  # a folder or FIFO: not "missing"
+            raise RegistryError(
+                f"The registry database {self.db_path} is not a regular file (a folder, FIFO or device). "
+                "Check --db (and --root)."
+            )
         if not self.db_path.is_file():
             self._refuse_missing_db(create and not must_exist)
             private_dir(self.versions_dir)

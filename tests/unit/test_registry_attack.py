@@ -111,6 +111,23 @@ def test_bad_columns_are_refused_naming_the_database(reg, capsys, edit, action):
     assert str(reg.db_path) in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("where", ["root-file", "db-folder", "db-fifo"])
+def test_a_root_or_database_that_is_not_a_file_of_its_kind_is_named(tmp_path, reg, capsys, where):
+    """Before: a --root that is a file made promote die on mkdir (traceback); a --db folder or FIFO was
+    reported 'missing'."""
+    if where == "root-file":
+        (tmp_path / "afile").write_text("")
+        argv = ["--root", str(tmp_path / "afile")]
+    else:
+        odd = tmp_path / "odd.db"
+        odd.mkdir() if where == "db-folder" else os.mkfifo(odd)
+        argv = ["--root", str(reg.root), "--db", str(odd)]
+    assert main(["registry", "promote", "--version", "v0", "--tracking.wandb", "false", *argv]) == 2
+    err = capsys.readouterr().err
+    assert ("is not a folder" if where == "root-file" else "is not a regular file") in err
+    assert "Traceback" not in err and reg.aliases()[CHAMPION] == "v1"
+
+
 def test_rollback_to_a_version_gc_removed_says_so(reg, capsys):
     reg.promote("v2", "third")
     apply_gc(reg, plan_gc(reg, keep=1))  # v1, the rollback target, goes
