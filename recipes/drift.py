@@ -136,7 +136,7 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
         rng = random.Random(cfg.seed)
         texts = [texts[i] for i in sorted(rng.sample(range(len(texts)), min(cfg.reference_size, len(texts))))]
     else:
-        texts = load_reference(version).texts
+        texts = load_reference(version, finite=False).texts
         if not texts:
             raise ConfigError(
                 f"{version}/reference has no texts (or only their hashes, privacy.store_texts false): "
@@ -210,7 +210,7 @@ def run(cfg: Config) -> int:
     if cfg.data:
         _require_testable(windows, cfg)
     if cfg.refresh_reference:
-        how = dict(load_reference(version).meta)
+        how = dict(load_reference(version, finite=False).meta)  # replaced: its NaNs may be why
         how.pop("encoder_sha256", None)  # re-embedding records the encoder's weights as they load now
         if cfg.encoder:  # stored in the refreshed reference: "version" is the version's own layers
             how["encoder"] = None if cfg.encoder == VERSION_ITSELF else cfg.encoder

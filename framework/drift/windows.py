@@ -49,6 +49,8 @@ def _files(path: Path) -> list[Path]:
         if not files:
             raise DataError(f"{path} holds no data files ({', '.join(SUFFIXES)}).")
         return files
+    if path.exists():  # a FIFO or device would block or never end: named as what it is, not "not found"
+        raise DataError(f"--data {path} is not a regular file or folder (a FIFO, socket or device).")
     raise DataError(
         f"Data not found: --data {path} (looked for {path.absolute()}); give a .jsonl, .csv or .parquet file, "
         f"a folder of them (one window per file) or '{DEMO_NAME}'."
