@@ -43,6 +43,7 @@ __all__ = [
     "CHAMPION",
     "CHALLENGER",
     "STALE_AFTER_S",
+    "registry_holding",
 ]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -135,6 +136,20 @@ class AliasMove:
     action: str
     reason: str | None
     metrics: dict | None
+
+
+def registry_holding(version_dir: str | Path) -> Path | None:
+    """The root of the registry that holds `version_dir` (ROOT/versions/ID beside ROOT/registry.db), else None.
+
+    Such a folder is pinned at registration (its manifests' hashes are in the database): a command that
+    rewrote it in place (a drift refresh, a report written into it) made the registry refuse that version,
+    the champion included, everywhere from then on. Registries with their database elsewhere (--db) are not
+    recognised here."""
+    path = Path(version_dir).expanduser().resolve()
+    root = path.parent.parent
+    if path.parent.name == "versions" and (root / "registry.db").is_file():
+        return root
+    return None
 
 
 def is_staging(name: str) -> bool:

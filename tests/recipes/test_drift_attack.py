@@ -94,3 +94,31 @@ def test_a_fifo_is_named_for_what_it_is(version, tmp_path, capsys):
     os.mkfifo(fifo)
     assert _drift(version, fifo, tmp_path / "out") == 2
     assert "not a regular file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["in-version", "in-registry-versions"])
+def test_output_inside_a_version_or_a_registry_is_refused(version, evil_window, tmp_path, capsys, where):
+    """Before: the report's files landed in the version (every later load refused it: an extra file) or in a
+    registry's versions/ (an unregistered folder that gc deletes)."""
+    from refit.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    registered = reg.register(version)
+    out = registered.path / "drift" if where == "in-version" else reg.versions_dir / "drift-out"
+    assert _drift(registered.path, evil_window, out) == 2
+    assert "is inside" in capsys.readouterr().err and not out.exists()
+    reg.get(registered.id)  # still whole and as registered
+
+
+def test_refreshing_a_registered_version_in_place_is_refused(version, tmp_path, capsys):
+    """Before: the refresh re-sealed the registered folder, and the registry then refused that version
+    (the champion) everywhere: its manifest was no longer the one recorded at registration."""
+    from refit.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    registered = reg.register(version)
+    reg.promote(registered.id, "first")
+    argv = ["drift", "--version", str(registered.path), "--refresh_reference", "--tracking.wandb", "false"]
+    assert main(argv) == 2
+    assert "is registered in the registry" in capsys.readouterr().err
+    reg.get("champion")
