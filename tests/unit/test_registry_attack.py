@@ -136,6 +136,17 @@ def test_rollback_to_a_version_gc_removed_says_so(reg, capsys):
     assert reg.aliases()[CHAMPION] == "v2"
 
 
+def test_reasons_with_markup_or_escapes_are_shown_as_typed(reg, capsys, monkeypatch):
+    """Before: a --reason holding '[/bold]' made `history` raise rich's MarkupError for good (the audit log
+    keeps the row), and an ANSI escape in it reached the reader's terminal."""
+    reason = "[/bold] beats v1 \x1b[2J\x1b[31mred"
+    assert _cli(reg, "promote", "--version", "v2", "--reason", reason, "--tracking.wandb", "false") == 0
+    capsys.readouterr()
+    assert _cli(reg, "history") == 0
+    out = capsys.readouterr().out
+    assert "[/bold] beats v1 \\x1b[2J\\x1b[31mred" in out and "\x1b" not in out
+
+
 # --- races ---------------------------------------------------------------------------------------------
 def test_gc_keeps_a_folder_registered_between_its_plan_and_its_removal(reg, versions):
     """An old unregistered folder (a killed registration of v3) is planned away; v3 is then registered over
