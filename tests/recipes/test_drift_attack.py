@@ -122,3 +122,24 @@ def test_refreshing_a_registered_version_in_place_is_refused(version, tmp_path, 
     assert main(argv) == 2
     assert "is registered in the registry" in capsys.readouterr().err
     reg.get("champion")
+
+
+@pytest.mark.parametrize("stamp", [1e20, -1e18, True, float("nan")])
+def test_times_beyond_the_platform_or_not_times_are_refused_by_row(version, tmp_path, capsys, stamp):
+    """Before: OverflowError, OSError or ValueError tracebacks; True was read as 1970-01-01."""
+    data = tmp_path / "w.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t {i}", "timestamp": stamp}) + "\n" for i in range(25)))
+    assert _drift(version, data, tmp_path / "out", "--by_time", "day") == 2
+    err = capsys.readouterr().err
+    assert f"{data}, row 1: cannot read time" in err and "Traceback" not in err
+
+
+def test_data_over_the_size_limit_is_refused_before_it_is_read(
+    version, evil_window, tmp_path, monkeypatch, capsys
+):
+    """Before: any size was read whole into memory (then held as Python strings) before the first test."""
+    from refit.drift import windows
+
+    monkeypatch.setattr(windows, "MAX_DATA_BYTES", evil_window.stat().st_size - 1)
+    assert _drift(version, evil_window, tmp_path / "out") == 2
+    assert "MiB one drift check reads" in capsys.readouterr().err
