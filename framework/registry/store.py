@@ -43,6 +43,7 @@ __all__ = [
     "CHAMPION",
     "CHALLENGER",
     "STALE_AFTER_S",
+    "FAULT_PHASES",
     "registry_holding",
 ]
 
@@ -485,11 +486,11 @@ class Registry:
         row = self._row(vid)
         if (
             row is None
-        ):  # an alias row naming no version: only a hand edit (the foreign key refuses it) or damage
+        ):  # removed since resolve() (gc), or an alias at no version: only a hand edit can make one
             raise RegistryError(
                 f"The registry database {self.db_path}: '{ref}' points at version {vid!r}, which has no row in "
-                "its versions table (edited by hand or damaged). Refusing to use it; `refit registry verify` "
-                "lists what else is wrong. Restore the database from a backup."
+                "its versions table (removed meanwhile by `refit registry gc`, or the database was edited by "
+                "hand). Refusing to use it; `refit registry verify` lists what else is wrong."
             )
         version = self._to_version(row)
         if verify:

@@ -128,6 +128,16 @@ def test_a_root_or_database_that_is_not_a_file_of_its_kind_is_named(tmp_path, re
     assert "Traceback" not in err and reg.aliases()[CHAMPION] == "v1"
 
 
+def test_rollback_to_a_version_whose_files_were_edited_is_refused(reg, capsys):
+    """Held before this pass; kept as a guard: the rollback target is verified like any move's target."""
+    with (reg.versions_dir / "v0" / "model" / "config.json").open("a") as f:
+        f.write(" ")
+    assert _cli(reg, "rollback", "--tracking.wandb", "false") == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "Traceback" not in err
+    assert reg.aliases()[CHAMPION] == "v1"
+
+
 def test_rollback_to_a_version_gc_removed_says_so(reg, capsys):
     reg.promote("v2", "third")
     apply_gc(reg, plan_gc(reg, keep=1))  # v1, the rollback target, goes
