@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -31,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from refit.config import build_parser, parse_config
-from refit.errors import ConfigError
+from refit.errors import ConfigError, RefitError
 from refit.models import read_version
 from refit.registry import CHAMPION, NoRegistry, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
@@ -229,16 +230,28 @@ def parse_args(argv: list[str]):
 
 
 def _mirror(cfg, registry: Registry, move) -> None:
-    version = registry.get(move.to_version)
-    mirror_alias(
-        registry.root,
-        version.path,
-        version.id,
-        move.alias,
-        move.reason or "",
-        resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode),
-        cfg.tracking.project,
-    )
+    """The W&B mirror of a committed move. Its failure (no API key, no network, no wandb) is a warning: the
+    move is done and stays done, and before this a traceback with exit 1 told scripts it had failed."""
+    try:
+        version = registry.get(move.to_version)
+        mirror_alias(
+            registry.root,
+            version.path,
+            version.id,
+            move.alias,
+            move.reason or "",
+            resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode),
+            cfg.tracking.project,
+        )
+    except Exception as e:
+        if not isinstance(e, (RefitError, OSError)) and type(e).__module__.split(".")[0] != "wandb":
+            raise  # a bug keeps its traceback
+        print(
+            f"refit registry: warning: {move.alias} is now {move.to_version} (committed), but mirroring the move "
+            f"to W&B failed: {type(e).__name__}: {e} The registry is the source of truth; nothing to undo. "
+            "Fix tracking and move the alias again to mirror it, or pass --tracking.wandb false.",
+            file=sys.stderr,
+        )
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:

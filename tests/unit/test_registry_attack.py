@@ -157,6 +157,20 @@ def test_reasons_with_markup_or_escapes_are_shown_as_typed(reg, capsys, monkeypa
     assert "[/bold] beats v1 \\x1b[2J\\x1b[31mred" in out and "\x1b" not in out
 
 
+def test_a_failed_wandb_mirror_after_the_move_is_a_warning_not_a_failure(reg, tmp_path):
+    """Before: W&B refusing (here: online with no API key, which fails at once) ended the committed promote
+    in a traceback with exit 1, so a script took the new champion for a failed promotion."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    argv = ["registry", "promote", "--version", "v2", "--root", str(reg.root), "--tracking.mode", "online"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", *argv], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "champion is now v2 (committed), but mirroring the move to W&B failed" in proc.stderr
+    assert reg.aliases()[CHAMPION] == "v2"
+
+
 # --- races ---------------------------------------------------------------------------------------------
 def test_gc_keeps_a_folder_registered_between_its_plan_and_its_removal(reg, versions):
     """An old unregistered folder (a killed registration of v3) is planned away; v3 is then registered over
