@@ -109,6 +109,10 @@ def test_bad_columns_are_refused_naming_the_database(reg, capsys, edit, action):
     assert _cli(reg, action) == 2
     err = capsys.readouterr().err
     assert str(reg.db_path) in err and "Traceback" not in err
+    if "versions" in edit:  # verify reports the bad row and still checks the audit log and the aliases
+        assert _cli(reg, "verify") == 1
+        out = capsys.readouterr().out
+        assert "versions table" in out and "hash chain intact" in out and "not registered" not in out
 
 
 @pytest.mark.parametrize("where", ["root-file", "db-folder", "db-fifo"])
