@@ -36,6 +36,7 @@ from refit.errors import ConfigError, RefitError
 from refit.models import read_version
 from refit.registry import CHAMPION, NoRegistry, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
+from refit.registry.store import STALE_AFTER_S
 from refit.report import console as _console
 from refit.report import table as _plain_table
 from refit.settings import TrackingConfig
@@ -164,6 +165,9 @@ class Verify(Where):
 @dataclass(kw_only=True)
 class Gc(Where):
     """Remove stale staging and versions nothing needs; a dry run unless --yes.
+
+    Kept: versions an alias points at, the last KEEP champions, and versions registered in the last 10
+    minutes (a maintenance cycle points `challenger` at its new version just after registering it).
 
     Args:
         keep: Also keep the last KEEP champions in the audit log (what rollback steps back to).
@@ -416,6 +420,13 @@ def _gc(registry: Registry, keep: int, yes: bool, console: Console) -> int:
         _row(table, "unregistered folder", path.name, verb)
     for vid in plan.versions:
         _row(table, "unreferenced version", vid, verb)
+    for vid in plan.recent:
+        _row(
+            table,
+            "unreferenced version",
+            vid,
+            f"keep (registered under {STALE_AFTER_S / 60:g} min ago: may get an alias)",
+        )
     for path in plan.in_progress:
         _row(table, "staging in progress", path.name, "keep (younger than the stale limit)")
     console.print(table)

@@ -38,7 +38,16 @@ def reg(tmp_path, versions):
         reg.register(v)
     reg.promote("v0", "first")
     reg.promote("v1", "second")
+    _backdate(reg)
     return reg
+
+
+def _backdate(reg) -> None:
+    """Registered long ago, as gc's real candidates are: gc keeps versions registered in the last 10 minutes."""
+    db = sqlite3.connect(reg.db_path)
+    db.execute("UPDATE versions SET registered_at = '2026-01-01T00:00:00+00:00'")
+    db.commit()
+    db.close()
 
 
 def _sql(reg, *statements: str) -> None:
@@ -176,6 +185,19 @@ def test_a_failed_wandb_mirror_after_the_move_is_a_warning_not_a_failure(reg, tm
 
 
 # --- races ---------------------------------------------------------------------------------------------
+def test_gc_keeps_a_version_registered_moments_ago_for_the_alias_about_to_point_at_it(
+    tmp_path, reg, versions, capsys
+):
+    """A cycle registers its challenger, then points `challenger` at it. Before: a gc in between removed the
+    new version (no alias yet), and the cycle's alias move failed, its retraining lost."""
+    fresh = Registry(tmp_path / "fresh")
+    fresh.register(versions[2])  # registered now, no alias yet
+    assert main(["registry", "gc", "--root", str(fresh.root), "--keep", "0", "--yes"]) == 0
+    assert "registered under 10 min ago" in capsys.readouterr().out
+    fresh.set_alias("challenger", "v2", "retrained")  # the cycle's next step
+    assert plan_gc(fresh, keep=0, stale_after_s=0).versions == []  # aliased now
+
+
 def test_gc_keeps_a_folder_registered_between_its_plan_and_its_removal(reg, versions):
     """An old unregistered folder (a killed registration of v3) is planned away; v3 is then registered over
     it. Before: gc deleted the registered v3's folder (only versions were re-checked, not folders)."""
