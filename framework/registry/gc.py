@@ -39,7 +39,7 @@ class GcPlan:
 def plan_gc(registry: Registry, keep: int, stale_after_s: float = STALE_AFTER_S) -> GcPlan:
     """What gc would remove. A version registered less than `stale_after_s` ago is kept though no alias
     points at it yet: a maintenance cycle registers its challenger and only then points `challenger` at it,
-    and a gc in between removed it (the cycle then failed, its retraining lost)."""
+    and a gc in between removed it (the cycle then failed)."""
     cutoff = time.time() - stale_after_s
     registered = {v.id: v.registered_at for v in registry.list_versions()}
     plan = GcPlan(keep=keep)

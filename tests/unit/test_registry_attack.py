@@ -189,7 +189,7 @@ def test_gc_keeps_a_version_registered_moments_ago_for_the_alias_about_to_point_
     tmp_path, reg, versions, capsys
 ):
     """A cycle registers its challenger, then points `challenger` at it. Before: a gc in between removed the
-    new version (no alias yet), and the cycle's alias move failed, its retraining lost."""
+    new version (no alias yet), and the cycle's alias move failed."""
     fresh = Registry(tmp_path / "fresh")
     fresh.register(versions[2])  # registered now, no alias yet
     assert main(["registry", "gc", "--root", str(fresh.root), "--keep", "0", "--yes"]) == 0
