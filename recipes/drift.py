@@ -35,6 +35,7 @@ from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
 from refit.export.lock import export_lock
 from refit.io import atomic_write_text, write_json
 from refit.models import Pooling, editing_version, read_version
+from refit.registry import registry_holding
 from refit.settings import PrivacyConfig, TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 
@@ -137,7 +138,7 @@ def _refresh_reference(cfg: Config, encoder: VersionEncoder, version: Path) -> N
         rng = random.Random(cfg.seed)
         texts = [texts[i] for i in sorted(rng.sample(range(len(texts)), min(cfg.reference_size, len(texts))))]
     else:
-        texts = load_reference(version).texts
+        texts = load_reference(version, finite=False).texts
         if not texts:
             raise ConfigError(
                 f"{version}/reference has no texts (or only their hashes, privacy.store_texts false): "
@@ -212,8 +213,14 @@ def run(cfg: Config) -> int:
     )
     if cfg.data:
         _require_testable(windows, cfg)
+    if cfg.refresh_reference and (root := registry_holding(version)) is not None:
+        raise ConfigError(
+            f"--version {version} is registered in the registry {root}: its files are pinned at registration, "
+            "so refreshing its reference in place would make the registry refuse it (the champion too) "
+            "everywhere. Copy the folder out, refresh the copy, and register that as a new version."
+        )
     if cfg.refresh_reference:
-        how = dict(load_reference(version).meta)
+        how = dict(load_reference(version, finite=False).meta)  # replaced: its NaNs may be why
         how.pop("encoder_sha256", None)  # re-embedding records the encoder's weights as they load now
         if cfg.encoder:  # stored in the refreshed reference: "version" is the version's own layers
             how["encoder"] = None if cfg.encoder == VERSION_ITSELF else cfg.encoder
@@ -253,6 +260,15 @@ def run(cfg: Config) -> int:
     out = Path(
         cfg.output_dir or Path("runs") / "drift" / f"{meta['version_id']}-{datetime.now():%Y%m%d-%H%M%S}"
     )
+    inside = [
+        p for p in (out.resolve(), *out.resolve().parents) if registry_holding(p) or p == version.resolve()
+    ]
+    if inside:  # an extra file in a version makes every later load refuse it; gc removes unregistered folders
+        raise ConfigError(
+            f"--output_dir {out} is inside {inside[-1]}, a model version or a registry's versions/ folder: a "
+            "version stays as it was written (its manifest lists every file; an extra one makes every load "
+            "refuse it) and gc removes what is not a version. Choose a folder outside it."
+        )
 
     # --- run ---------------------------------------------------------------------------------------
     results = [

@@ -20,20 +20,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from jsonargparse.typing import NonNegativeInt
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from refit.config import build_parser, parse_config
-from refit.errors import ConfigError
+from refit.errors import ConfigError, RefitError
 from refit.models import read_version
 from refit.registry import CHAMPION, NoRegistry, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.mirror import mirror_alias
+from refit.registry.store import STALE_AFTER_S
 from refit.report import console as _console
-from refit.report import table as _table
+from refit.report import table as _plain_table
 from refit.settings import TrackingConfig
 from refit.tracking import resolve_wandb_mode
 
@@ -161,6 +166,9 @@ class Verify(Where):
 class Gc(Where):
     """Remove stale staging and versions nothing needs; a dry run unless --yes.
 
+    Kept: versions an alias points at, the last KEEP champions, and versions registered in the last 10
+    minutes (a maintenance cycle points `challenger` at its new version just after registering it).
+
     Args:
         keep: Also keep the last KEEP champions in the audit log (what rollback steps back to).
         yes: Really delete (without it, only list what would go).
@@ -226,16 +234,44 @@ def parse_args(argv: list[str]):
 
 
 def _mirror(cfg, registry: Registry, move) -> None:
-    version = registry.get(move.to_version)
-    mirror_alias(
-        registry.root,
-        version.path,
-        version.id,
-        move.alias,
-        move.reason or "",
-        resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode),
-        cfg.tracking.project,
-    )
+    """The W&B mirror of a committed move. Its failure (no API key, no network, no wandb) is a warning: the
+    move is done and stays done, and before this a traceback with exit 1 told scripts it had failed."""
+    try:
+        version = registry.get(move.to_version)
+        mirror_alias(
+            registry.root,
+            version.path,
+            version.id,
+            move.alias,
+            move.reason or "",
+            resolve_wandb_mode(cfg.tracking.wandb, cfg.tracking.mode),
+            cfg.tracking.project,
+        )
+    except Exception as e:
+        if not isinstance(e, (RefitError, OSError)) and type(e).__module__.split(".")[0] != "wandb":
+            raise  # a bug keeps its traceback
+        print(
+            f"refit registry: warning: {move.alias} is now {move.to_version} (committed), but mirroring the move "
+            f"to W&B failed: {type(e).__name__}: {e} The registry is the source of truth; nothing to undo. "
+            "Fix tracking and move the alias again to mirror it, or pass --tracking.wandb false.",
+            file=sys.stderr,
+        )
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    return _plain_table(escape(title), columns)  # a --root path holding '[' is shown as it is
+
+
+def _row(table: Table, *cells) -> None:
+    """Cells as plain Text, never parsed as rich markup: a reason, recipe or folder name holding '[/bold]'
+    made `history` (and list, show, gc) raise MarkupError, for good, since the audit log keeps the row.
+    Control characters (an ANSI escape in a --reason) are shown as \\xNN, so a reason cannot rewrite the
+    terminal of whoever reads the log."""
+    table.add_row(*(Text(_visible(c if isinstance(c, str) else str(c))) for c in cells))
+
+
+def _visible(text: str) -> str:
+    return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def run(cfg) -> int:
@@ -247,7 +283,7 @@ def run(cfg) -> int:
     console = _console()
     if isinstance(cfg, Register):
         v = registry.register(Path(cfg.version))
-        console.print(f"Registered {v.id} at {v.path}")
+        console.print(f"Registered {v.id} at {v.path}", markup=False)
     elif isinstance(cfg, List):
         _list(registry, cfg.format, console)
     elif isinstance(cfg, Show):
@@ -275,20 +311,20 @@ def run(cfg) -> int:
         else:
             table = _table(f"version {v.id}", ("key", "value"))
             for k, value in summary.items():
-                table.add_row(k, value if isinstance(value, str) else json.dumps(value, default=str))
+                _row(table, k, value if isinstance(value, str) else json.dumps(value, default=str))
             console.print(table)
     elif isinstance(cfg, Promote):
         target = registry.get(cfg.version)
         move = registry.promote(target.id, cfg.reason, target.metrics, expected_champion=cfg.expected)
-        console.print(f"champion: {move.from_version or '-'} -> {move.to_version}")
+        console.print(f"champion: {move.from_version or '-'} -> {move.to_version}", markup=False)
         _mirror(cfg, registry, move)
     elif isinstance(cfg, Rollback):
         move = registry.rollback(cfg.reason, alias=cfg.alias)
-        console.print(f"{move.alias}: {move.from_version} -> {move.to_version} (rollback)")
+        console.print(f"{move.alias}: {move.from_version} -> {move.to_version} (rollback)", markup=False)
         _mirror(cfg, registry, move)
     elif isinstance(cfg, Alias):
         move = registry.set_alias(cfg.alias, cfg.version, cfg.reason, expected=cfg.expected)
-        console.print(f"{cfg.alias}: {move.from_version or '-'} -> {move.to_version}")
+        console.print(f"{cfg.alias}: {move.from_version or '-'} -> {move.to_version}", markup=False)
         _mirror(cfg, registry, move)
     elif isinstance(cfg, History):
         _history(registry, cfg.alias, cfg.format, console)
@@ -326,7 +362,8 @@ def _list(registry: Registry, fmt: str, console: Console) -> None:
     )
     for v in versions:
         acc = v.metrics.get("validation", {}).get("accuracy")
-        table.add_row(
+        _row(
+            table,
             v.id,
             ", ".join(sorted(by_version.get(v.id, []))),
             v.parent or "-",
@@ -344,7 +381,8 @@ def _history(registry: Registry, alias: str | None, fmt: str, console: Console) 
         return
     table = _table("alias moves (audit log)", ("#", "at", "alias", "from", "to", "action", "by", "reason"))
     for m in moves:
-        table.add_row(
+        _row(
+            table,
             str(m.seq),
             m.at,
             m.alias,
@@ -361,10 +399,12 @@ def _verify(registry: Registry, console: Console) -> int:
     findings = verify_registry(registry)
     table = _table(f"registry verify {registry.root}", ("check", "name", "status", "detail"))
     for f in findings:
-        table.add_row(f.what, f.name, "ok" if f.ok else "PROBLEM", f.detail)
+        _row(table, f.what, f.name, "ok" if f.ok else "PROBLEM", f.detail)
     console.print(table)
     bad = [f for f in findings if not f.ok]
-    console.print(f"{len(bad)} problem(s) in {len(findings)} check(s)." if bad else "All checks passed.")
+    console.print(
+        f"{len(bad)} problem(s) in {len(findings)} check(s)." if bad else "All checks passed.", markup=False
+    )
     return 1 if bad else 0
 
 
@@ -375,19 +415,26 @@ def _gc(registry: Registry, keep: int, yes: bool, console: Console) -> int:
     )
     verb = "remove" if yes else "would remove"
     for path in plan.staging:
-        table.add_row("stale staging", path.name, verb)
+        _row(table, "stale staging", path.name, verb)
     for path in plan.orphans:
-        table.add_row("unregistered folder", path.name, verb)
+        _row(table, "unregistered folder", path.name, verb)
     for vid in plan.versions:
-        table.add_row("unreferenced version", vid, verb)
+        _row(table, "unreferenced version", vid, verb)
+    for vid in plan.recent:
+        _row(
+            table,
+            "unreferenced version",
+            vid,
+            f"keep (registered under {STALE_AFTER_S / 60:g} min ago: may get an alias)",
+        )
     for path in plan.in_progress:
-        table.add_row("staging in progress", path.name, "keep (younger than the stale limit)")
+        _row(table, "staging in progress", path.name, "keep (younger than the stale limit)")
     console.print(table)
     if plan.empty:
-        console.print("Nothing to remove.")
+        console.print("Nothing to remove.", markup=False)
     elif yes:
         removed = apply_gc(registry, plan)
-        console.print(f"Removed {len(removed)}: {', '.join(removed)}")
+        console.print(f"Removed {len(removed)}: {', '.join(removed)}", markup=False)
     else:
-        console.print("Dry run: nothing was removed. Add --yes to remove the above.")
+        console.print("Dry run: nothing was removed. Add --yes to remove the above.", markup=False)
     return 0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from refit.data import to_label_ids
 from refit.drift.detectors import DETECTORS
 from refit.drift.embed import VersionEncoder
 from refit.drift.explain import class_shares, most_unlike, pca_2d
 from refit.drift.reference import Reference
 from refit.drift.windows import Window
-from refit.errors import DataError
+from refit.errors import DataError, VersionError
 from refit.estimate import Calibration, estimate_accuracy, log_probs_of, twoview_unavailable
 from refit.evaluate import score_probs
 
@@ -45,6 +47,12 @@ def run_window(
     if window.skipped:
         return entry
     encoded = encoder.encode(window.texts)
+    for what, values in (("embeddings", encoded.embeddings), ("probabilities", encoded.probs)):
+        if values is not None and not torch.isfinite(values).all():  # every test would be silently wrong
+            raise VersionError(
+                f"Window {window.name} ({window.source}): the model gave non-finite {what} (NaN or inf); its "
+                "weights are damaged or overflow. No drift decision can be made with them."
+            )
     if not reference.states:
         reference.seed = seed
     per_test_alpha = alpha / len(tests)  # Bonferroni: the window's false-alarm rate stays at alpha

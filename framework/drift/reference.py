@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from refit.drift.detectors import DETECTORS, KSState, MMDState
@@ -52,6 +53,7 @@ __all__ = [
 
 REFERENCE_DIRNAME = "reference"
 _EMBEDDINGS, _TEXTS, _META = "embeddings.safetensors", "texts.jsonl", "reference.json"
+_REBUILD = "Rebuild it with `refit drift --version DIR --refresh_reference --reference_data FILE`."
 _STATE_TENSORS, _STATE_META = "detector.safetensors", "detector.json"
 _HOW = ("split", "pooling", "layer", "max_length")  # what a re-embedded reference keeps of its parent's meta
 
@@ -292,8 +294,11 @@ def reembed(
     return child
 
 
-def load_reference(version_dir: str | Path) -> Reference:
-    """The reference stored in a version, with its detectors' fitted states (loaded once, here)."""
+def load_reference(version_dir: str | Path, *, finite: bool = True) -> Reference:
+    """The reference stored in a version, with its detectors' fitted states (loaded once, here).
+
+    `finite=False` skips the NaN/inf check: for --refresh_reference, which replaces the embeddings anyway
+    (it is the way out of that error)."""
     folder = Path(version_dir) / REFERENCE_DIRNAME
     tensors_file = folder / _EMBEDDINGS
     if not tensors_file.is_file():
@@ -301,15 +306,27 @@ def load_reference(version_dir: str | Path) -> Reference:
             f"{version_dir} has no drift reference ({tensors_file} is missing). Create one with "
             "`refit drift --version DIR --refresh_reference --reference_data FILE`."
         )
-    tensors = load_file(str(tensors_file))
     meta_file, texts_file = folder / _META, folder / _TEXTS
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    rows = (
-        [json.loads(line) for line in texts_file.read_text().splitlines() if line]
-        if texts_file.is_file()
-        else []
-    )
-    texts = [r["text"] for r in rows if "text" in r]  # none when only hashes were kept (privacy.store_texts)
+    try:  # a version re-sealed over edited files passes its manifest: the contents are checked here
+        tensors = load_file(str(tensors_file))
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        rows = (
+            [json.loads(line) for line in texts_file.read_text().splitlines() if line]
+            if texts_file.is_file()
+            else []
+        )
+        texts = [r["text"] for r in rows if isinstance(r, dict) and "text" in r]  # none: only hashes kept
+    except (OSError, ValueError, SafetensorError) as e:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise VersionError(f"The drift reference in {folder} cannot be read ({e}). {_REBUILD}") from None
+    for key in ("embeddings", "probs"):
+        value = tensors.get(key)
+        if (key == "embeddings" and value is None) or (
+            finite and value is not None and not torch.isfinite(value).all()
+        ):
+            raise VersionError(
+                f"{tensors_file}: '{key}' is {'missing' if value is None else 'not all finite (NaN or inf)'}: "
+                f"every drift test would compare against garbage. {_REBUILD}"
+            )
     reference = Reference(
         tensors["embeddings"], tensors.get("probs"), texts, meta, store_texts=meta.get("texts_stored", True)
     )

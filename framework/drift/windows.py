@@ -14,6 +14,9 @@ __all__ = ["Window", "read_windows", "Period"]
 
 Period = Literal["hour", "day", "week", "month"]
 _FORMATS = {"hour": "%Y-%m-%dT%H:00", "day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+# Every window is held in memory (as Python strings: several times the file's bytes) before any is tested:
+# more than this in one check is refused up front rather than left to exhaust the machine's memory.
+MAX_DATA_BYTES = 1024**3
 
 
 @dataclass
@@ -29,14 +32,20 @@ class Window:
 
 
 def _parse_time(value, where: str) -> datetime:
+    """A row's time. Numbers are Unix seconds; a bool, NaN or a number beyond the platform's dates is refused
+    like any unreadable time (they ended in OverflowError/OSError/ValueError tracebacks, and True was 1970)."""
     if isinstance(value, datetime):
         return value
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value)
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise DataError(f"{where}: cannot read time {value!r}; use ISO 8601 (2026-11-22T10:00:00).") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value)
+        if not isinstance(value, (bool, int, float)):  # a string, or a Parquet date
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise DataError(
+        f"{where}: cannot read time {value!r}; use ISO 8601 (2026-11-22T10:00:00) or Unix seconds."
+    )
 
 
 def _files(path: Path) -> list[Path]:
@@ -49,6 +58,8 @@ def _files(path: Path) -> list[Path]:
         if not files:
             raise DataError(f"{path} holds no data files ({', '.join(SUFFIXES)}).")
         return files
+    if path.exists():  # a FIFO or device would block or never end: named as what it is, not "not found"
+        raise DataError(f"--data {path} is not a regular file or folder (a FIFO, socket or device).")
     raise DataError(
         f"Data not found: --data {path} (looked for {path.absolute()}); give a .jsonl, .csv or .parquet file, "
         f"a folder of them (one window per file) or '{DEMO_NAME}'."
@@ -89,7 +100,14 @@ def read_windows(
     path = Path(path)
     groups: dict[str, list[tuple[str, object]]] = {}
     broken: list[Window] = []
-    for file in _files(path):
+    files = _files(path)
+    total = sum(f.stat().st_size for f in files)
+    if total > MAX_DATA_BYTES:
+        raise DataError(
+            f"--data {path} holds {total / 1024**2:.0f} MiB, over the {MAX_DATA_BYTES / 1024**2:.0f} MiB one drift "
+            "check reads (every window is held in memory): check a period at a time, or a sample."
+        )
+    for file in files:
         try:
             rows = read_rows(file)
             texts, labels = _from_rows(rows, file, text_column, label_column)

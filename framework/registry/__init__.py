@@ -11,6 +11,7 @@ from refit.registry.store import (
     Registry,
     RegistryError,
     Superseded,
+    registry_holding,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "Superseded",
     "apply_gc",
     "plan_gc",
+    "registry_holding",
     "verify_registry",
 ]

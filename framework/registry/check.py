@@ -10,23 +10,28 @@ from dataclasses import dataclass
 
 from refit.errors import VersionError
 from refit.registry.chain import check_chain, replay_aliases
-from refit.registry.store import Registry, is_staging
+from refit.registry.store import Registry, RegistryError, is_staging
 
 __all__ = ["Finding", "verify_registry"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    what: str  # "version", "audit", "alias", "folder"
+    what: str  # "version", "audit", "alias", "folder", "database"
     name: str
     ok: bool
     detail: str
 
 
 def verify_registry(registry: Registry) -> list[Finding]:
-    findings = [_version(registry, v.id) for v in registry.list_versions()]
-    known = {v.id for v in registry.list_versions()}
-    if registry.versions_dir.is_dir():
+    try:
+        versions: list | None = registry.list_versions()
+    except (RegistryError, VersionError) as e:  # a hand-edited row (bad id, metrics not JSON): reported
+        versions, findings = None, [Finding("database", "versions table", False, str(e))]
+    else:
+        findings = [_version(registry, v.id) for v in versions]
+    if versions is not None and registry.versions_dir.is_dir():  # which folders are registered, if readable
+        known = {v.id for v in versions}
         for path in sorted(registry.versions_dir.iterdir()):
             if is_staging(path.name):
                 findings.append(

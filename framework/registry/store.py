@@ -18,6 +18,7 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import time
 import uuid
@@ -29,8 +30,8 @@ from pathlib import Path
 
 from refit.errors import RefitError, VersionError
 from refit.io import check_name, child_path, make_private, private_dir, sha256_file
-from refit.models.version import MANIFEST, read_version, verify_version, weights_file
-from refit.registry.chain import GENESIS, row_hash
+from refit.models.version import FAULT_ENV, MANIFEST, read_version, verify_version, weights_file
+from refit.registry.chain import GENESIS, check_chain, replay_aliases, row_hash
 
 __all__ = [
     "Registry",
@@ -42,6 +43,8 @@ __all__ = [
     "CHAMPION",
     "CHALLENGER",
     "STALE_AFTER_S",
+    "FAULT_PHASES",
+    "registry_holding",
 ]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -49,6 +52,13 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # belong to a registration in progress in another process, so they are left alone.
 STALE_AFTER_S = 600.0
 EXPORT_WAIT_S = 600.0  # registering waits this long for an export of the version to finish
+# Test hooks: REFIT_FAULT_AT=<phase> SIGKILLs the process there (as refit.maintain.faults does for the cycle).
+FAULT_PHASES = ("alias-verified", "alias-moved", "gc-row-removed", "gc-folder-moved")
+
+
+def _fault(phase: str) -> None:
+    if os.environ.get(FAULT_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RegistryError(RefitError):
@@ -130,6 +140,20 @@ class AliasMove:
     metrics: dict | None
 
 
+def registry_holding(version_dir: str | Path) -> Path | None:
+    """The root of the registry that holds `version_dir` (ROOT/versions/ID beside ROOT/registry.db), else None.
+
+    Such a folder is pinned at registration (its manifests' hashes are in the database): a command that
+    rewrote it in place (a drift refresh, a report written into it) made the registry refuse that version,
+    the champion included, everywhere from then on. Registries with their database elsewhere (--db) are not
+    recognised here."""
+    path = Path(version_dir).expanduser().resolve()
+    root = path.parent.parent
+    if path.parent.name == "versions" and (root / "registry.db").is_file():
+        return root
+    return None
+
+
 def is_staging(name: str) -> bool:
     """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of `register` and refit.io.atomic_dir."""
     return name.startswith(".") and (".tmp-" in name or ".old-" in name)
@@ -162,6 +186,14 @@ class Registry:
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
         self.writable = create
+        for path, what in ((self.root, "folder"), (self.versions_dir, "folder")):
+            if path.exists() and not path.is_dir():  # a writer's mkdir would raise NotADirectoryError
+                raise RegistryError(f"The registry {what} {path} is not a folder. Check --root.")
+        if self.db_path.exists() and not self.db_path.is_file():  # a folder or FIFO: not "missing"
+            raise RegistryError(
+                f"The registry database {self.db_path} is not a regular file (a folder, FIFO or device). "
+                "Check --db (and --root)."
+            )
         if not self.db_path.is_file():
             self._refuse_missing_db(create and not must_exist)
             private_dir(self.versions_dir)
@@ -363,6 +395,9 @@ class Registry:
                 shutil.copytree(
                     source, staged, ignore=shutil.ignore_patterns(".staging-*", ".*.old-*", ".*.tmp-*")
                 )
+            # copytree gives the copy the source's mtime: a version written over STALE_AFTER_S ago made its
+            # staging look stale at once, and any writer opening the registry meanwhile deleted it mid-register.
+            os.utime(staged)
             make_private(staged)
             verify_version(staged)  # the copy is whole (and the source did not change while copied)
         except BaseException:
@@ -376,7 +411,12 @@ class Registry:
 
     def _to_version(self, row: sqlite3.Row) -> RegisteredVersion:
         # The folder is derived from the validated id under this root, never read back from the database.
-        path = child_path(self.versions_dir, row["id"])
+        path = child_path(
+            self.versions_dir, check_name(row["id"], "version id", f"{self.db_path} (versions table)")
+        )
+        metrics = self._json(row["metrics"], f"the metrics of version {row['id']}")
+        if not isinstance(metrics, dict):
+            raise RegistryError(self._edited(f"the metrics of version {row['id']} are not a JSON object"))
         return RegisteredVersion(
             row["id"],
             path,
@@ -385,8 +425,43 @@ class Registry:
             row["created_at"],
             row["registered_at"],
             row["weights_sha256"],
-            json.loads(row["metrics"]),
+            metrics,
         )
+
+    def _json(self, text: str | None, what: str):
+        """A JSON column's value; a RegistryError naming the database and the row when it does not parse."""
+        try:
+            return json.loads(text) if text else None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise RegistryError(self._edited(f"{what} are not valid JSON ({e})")) from None
+
+    def _edited(self, what: str) -> str:
+        return (
+            f"The registry database {self.db_path}: {what}; it was edited by hand or damaged. Refusing to "
+            "use it. Restore it from a backup."
+        )
+
+    def check_audit(self, doing: str) -> None:
+        """RegistryError unless the audit log's hash chain is intact and the aliases are what it says.
+
+        Rollback and gc decide from the log (the version to step back to; the champions to keep): a row
+        edited by hand once made rollback promote a version that had never been champion, and an alias
+        row deleted by hand let gc remove the version the log says is champion."""
+        rows = self.audit_rows()
+        problems = [p.message for p in check_chain(rows)[0]]
+        expected, actual = replay_aliases(rows), self.aliases()
+        problems += [
+            f"alias '{a}' points at {actual.get(a) or 'nothing'} but the audit log says {expected.get(a) or 'nothing'}"
+            for a in sorted(expected.keys() | actual.keys())
+            if expected.get(a) != actual.get(a)
+        ]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise RegistryError(
+                f"The audit log in {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
+                f"{doing} from it; nothing was changed. `refit registry verify` lists every problem; restore the "
+                "database from a backup."
+            )
 
     def resolve(self, ref: str) -> str:
         """A version id from an id or an alias."""
@@ -413,7 +488,16 @@ class Registry:
 
     def get(self, ref: str, verify: bool = True) -> RegisteredVersion:
         """The version behind an id or alias; with `verify`, refuses one with any missing, extra or altered file."""
-        row = self._row(self.resolve(ref))
+        vid = self.resolve(ref)
+        row = self._row(vid)
+        if (
+            row is None
+        ):  # removed since resolve() (gc), or an alias at no version: only a hand edit can make one
+            raise RegistryError(
+                f"The registry database {self.db_path}: '{ref}' points at version {vid!r}, which has no row in "
+                "its versions table (removed meanwhile by `refit registry gc`, or the database was edited by "
+                "hand). Refusing to use it; `refit registry verify` lists what else is wrong."
+            )
         version = self._to_version(row)
         if verify:
             self.verify(version.id, row)
@@ -451,6 +535,11 @@ class Registry:
                 f"Version {row['id']} in the registry is corrupt or was altered: {e} Refusing to "
                 "use it; the aliases are unchanged."
             ) from None
+        except OSError as e:  # a file went while it was read: gc removed the version meanwhile, or damage
+            raise VersionError(
+                f"Version {row['id']} in the registry could not be read whole ({e}): removed meanwhile (`refit "
+                "registry gc`?) or damaged. Refusing to use it; the aliases are unchanged."
+            ) from None
 
     def list_versions(self) -> list[RegisteredVersion]:
         with self._tx() as db:
@@ -486,9 +575,15 @@ class Registry:
         if expected is not None:
             check_name(expected, "expected version id")
         target = self.get(ref).id  # verifies the version before anything points at it
+        _fault("alias-verified")
         with self._tx() as db:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ?", (alias,)).fetchone()
             previous = row["version_id"] if row else None
+            if not db.execute("SELECT 1 FROM versions WHERE id = ?", (target,)).fetchone():
+                raise VersionError(  # removed (gc) after get() verified it: the foreign key would raise
+                    f"Version {target} was removed from the registry (`refit registry gc`?) while '{alias}' was "
+                    "being moved to it; nothing was changed."
+                )
             if expected is not None and previous != expected:
                 raise Superseded(
                     f"'{alias}' now points at {previous or 'nothing'}, not {expected} as expected: someone else "
@@ -520,6 +615,7 @@ class Registry:
             seq = cur.lastrowid
             if run is not None:
                 self._finish_run_in(db, *run)
+        _fault("alias-moved")
         return next(m for m in self.history(alias) if m.seq == seq)
 
     def promote(
@@ -542,6 +638,7 @@ class Registry:
     ) -> AliasMove:
         """Point the alias back at the version it held before its latest move (compare-and-swap on it)."""
         check_name(alias, "alias name")
+        self.check_audit(f"roll '{alias}' back")
         moves = self.history(alias)
         if not moves:
             raise VersionError(f"'{alias}' has never been set: nothing to roll back.")
@@ -549,6 +646,12 @@ class Registry:
         previous = _previous_holder(moves, current)
         if previous is None:
             raise VersionError(f"'{alias}' has no earlier version to roll back to (it is {current}).")
+        if self._row(previous) is None:
+            raise VersionError(
+                f"'{alias}' would step back to {previous}, which is no longer in the registry (`refit registry gc` "
+                f"removed it: gc keeps only the last --keep champions). Nothing was changed; promote a version "
+                "that is still registered (`refit registry list`)."
+            )
         return self.set_alias(alias, previous, reason, action="rollback", actor=actor, expected=current)
 
     def history(self, alias: str | None = None) -> list[AliasMove]:
@@ -564,7 +667,7 @@ class Registry:
                 r["actor"],
                 r["action"],
                 r["reason"],
-                json.loads(r["metrics"]) if r["metrics"] else None,
+                self._json(r["metrics"], f"the metrics of audit row {r['seq']}"),
             )
             for r in self.audit_rows(alias)
         ]
@@ -599,6 +702,7 @@ class Registry:
 
     def unreferenced(self, keep: int) -> list[str]:
         """Versions no alias points to and not among the last `keep` champions in the audit log, oldest first."""
+        self.check_audit("choose what gc removes")
         protected = set(self.aliases().values())
         champions: list[str] = []
         for move in reversed(self.history(CHAMPION)):
@@ -615,10 +719,27 @@ class Registry:
             if db.execute("SELECT 1 FROM aliases WHERE version_id = ?", (version_id,)).fetchone():
                 raise RegistryError(f"Version {version_id} is pointed at by an alias; not removing it.")
             db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
-        if path.is_dir() and not path.is_symlink():
-            trash = self.versions_dir / f".{version_id}.old-{uuid.uuid4().hex[:8]}"
+        _fault("gc-row-removed")
+        self.remove_unregistered(path.name)  # a kill before this leaves an unregistered folder: gc's next run
+
+    def remove_unregistered(self, name: str) -> bool:
+        """Delete versions/NAME unless it is a registered version (again); True if it was removed.
+
+        The check and the move aside happen under the database's write lock, which `register` holds from
+        installing a folder to recording its row: a folder gc planned to remove (unregistered, old) that a
+        registration installed meanwhile is kept. Before, gc deleted it after its row was in."""
+        self._require_writable("remove a folder")
+        path = child_path(self.versions_dir, name, "folder name")
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM versions WHERE id = ?", (name,)).fetchone():
+                return False
+            if not path.is_dir() or path.is_symlink():
+                return False
+            trash = self.versions_dir / f".{name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        _fault("gc-folder-moved")
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     # --- runs (drift checks, maintenance cycles) ---------------------------------------------------
     def start_run(self, kind: str, details: dict | None = None) -> int:
