@@ -37,6 +37,7 @@ from refit.export.lock import export_lock, exports_read_lock
 from refit.inference import encode
 from refit.io import atomic_write_text, write_json
 from refit.models import MANIFEST, adding_exports, load_version, settle_exports
+from refit.registry import registry_holding
 from refit.settings import TrackingConfig
 from refit.tracking import build_loggers, finish, resolve_wandb_mode
 
@@ -56,7 +57,8 @@ class Config:
         max_samples: Validation inputs scored for accuracy (0 = all).
         validation: Validation file (default: the one in the version's refit.json config).
         tracking: W&B logging of the table (offline by default).
-        output_dir: Folder for the W&B run and CSV logs.
+        output_dir: Folder for the W&B run and CSV logs, and for the results of a registry's version
+            (benchmark.json/.md; any other version gets them in its exports/).
         lock_wait_s: Seconds to wait for an export of the version that is running (to read its exports/
             whole, and again to write the results), before giving up with an error.
     """
@@ -169,7 +171,14 @@ def run(cfg: Config) -> Path:
             f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
         )
     version = Path(cfg.version)
-    if (version / "refit.json").is_file():  # finish or undo a killed export's swap first (refit.export.lock)
+    # a registry's version is pinned at registration (exports/ included): writing the results into it made
+    # the registry refuse it from then on, the champion too; it is only read, and the results go elsewhere
+    registered = registry_holding(version) is not None
+    if registered:
+        reading = exports_read_lock(version, wait_s=cfg.lock_wait_s)
+    elif (
+        version / "refit.json"
+    ).is_file():  # finish or undo a killed export's swap first (refit.export.lock)
         with export_lock(version, wait_s=cfg.lock_wait_s):
             settle_exports(version)
         reading = exports_read_lock(version, wait_s=cfg.lock_wait_s)
@@ -183,32 +192,30 @@ def run(cfg: Config) -> Path:
         rows, settings, texts = _measure(cfg, version, model, tokenizer, meta, Path(staging), makers)
     rows = add_speedups(rows)
     host = machine()
-    exports = version / "exports"
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
-    # added to exports/ as a whole (refit.models.adding_exports), after any export running now
-    with export_lock(version, wait_s=cfg.lock_wait_s):
-        if _exports_seal(version) != measured:  # an export ran between the measurement and this write
-            raise ExportError(
-                f"{exports} changed while {version} was being benchmarked (another refit export ran), so "
-                "these results may not describe its files and were not written. Run refit benchmark again."
-            )
-        with adding_exports(version) as staged:
-            write_json(
-                staged / "benchmark.json",
-                {
-                    "version_id": meta.get("version_id"),
-                    "machine": host,
-                    "settings": settings,
-                    "rows": rows_to_json(rows),
-                },
-            )
-            atomic_write_text(staged / "benchmark.md", markdown)
+    results = {"version_id": meta.get("version_id"), "machine": host, "settings": settings}
+    results["rows"] = rows_to_json(rows)
+    if registered:  # pinned by its registry: the results go beside the W&B run, the version stays as it is
+        where = Path(cfg.output_dir)
+        write_json(where / "benchmark.json", results)
+        atomic_write_text(where / "benchmark.md", markdown)
+    else:  # added to exports/ as a whole (refit.models.adding_exports), after any export running now
+        where = version / "exports"
+        with export_lock(version, wait_s=cfg.lock_wait_s):
+            if _exports_seal(version) != measured:  # an export ran between the measurement and this write
+                raise ExportError(
+                    f"{where} changed while {version} was being benchmarked (another refit export ran), so "
+                    "these results may not describe its files and were not written. Run refit benchmark again."
+                )
+            with adding_exports(version) as staged:
+                write_json(staged / "benchmark.json", results)
+                atomic_write_text(staged / "benchmark.md", markdown)
     wandb_dir = _log_wandb(cfg, rows_to_json(rows))
 
     # report
     print(markdown)  # plain Markdown: readable in a terminal and pasteable into an issue
     print(
-        f"Wrote {exports / 'benchmark.json'} and {exports / 'benchmark.md'}"
+        f"Wrote {where / 'benchmark.json'} and {where / 'benchmark.md'}"
         + (f"; W&B run: {wandb_dir}" if wandb_dir else "")
     )
-    return exports / "benchmark.json"
+    return where / "benchmark.json"

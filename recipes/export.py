@@ -34,6 +34,7 @@ from refit.export.tensorrt import Profile
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import write_json
 from refit.models import REFIT_JSON, adding_exports, settle_exports
+from refit.registry import registry_holding
 from refit.report import print_metrics
 
 _QUANTIZER = {"dynamic": "dynamic-int8", "static": "static-int8"}
@@ -131,6 +132,15 @@ def run(cfg: Config) -> Path:
     if not cfg.version:
         raise ConfigError("refit export needs --version DIR (the model version to export).")
     version = Path(cfg.version)
+    if (root := registry_holding(version)) is not None:
+        # its exports/ are pinned by the registry's database (hashed at registration): adding files to them
+        # made the registry refuse the version from then on, the champion too
+        raise ConfigError(
+            f"{version} is a version of the registry {root}, whose files, exports/ included, are pinned at "
+            "registration: exporting into it would make the registry refuse it. Export the folder it was "
+            f"registered from before registering it, or export a copy (cp -r {version} DIR; refit export "
+            "--version DIR) to ship."
+        )
     if not (version / REFIT_JSON).is_file():  # not a version: load_gate_data says why, nothing is created
         return _export(cfg, version)
     with export_lock(version):  # one export of a version at a time (refit.export.lock)

@@ -228,3 +228,28 @@ def test_a_reference_refresh_waits_for_a_running_export_and_keeps_its_exports(ve
     verify_version(v)
     assert (v / "exports" / "model.onnx").read_bytes() == new.read_bytes()  # the export's swap is kept
     assert (v / "reference" / "detector.json").read_bytes() != detector  # and the refresh is done
+
+
+def test_a_registry_version_is_benchmarked_without_being_written_and_refused_for_export(
+    version, tmp_path, capsys
+):
+    """A registry pins its versions' files, exports/ included, at registration. Before, `refit benchmark` of
+    a registered version (the champion too) wrote its results into that version's exports/ and `refit
+    export` added files there: the registry refused the version from then on, everywhere."""
+    registry = tmp_path / "registry"
+    assert main(["registry", "register", "--root", str(registry), "--version", str(version)]) == 0
+    vid = json.loads((version / "refit.json").read_text())["version_id"]
+    held = registry / "versions" / vid
+    before = sorted(p.name for p in (held / "exports").iterdir())
+    capsys.readouterr()
+
+    assert main(_args(held, tmp_path / "out")) == 0
+    assert "Wrote " + str(tmp_path / "out" / "benchmark.json") in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "benchmark.json").read_text())["version_id"] == vid
+    assert sorted(p.name for p in (held / "exports").iterdir()) == before
+
+    assert main(["export", "--version", str(held), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert f"is a version of the registry {registry.resolve()}" in err and "Traceback" not in err
+    assert sorted(p.name for p in (held / "exports").iterdir()) == before
+    assert main(["registry", "verify", "--root", str(registry)]) == 0  # still accepted, untouched
