@@ -28,7 +28,14 @@ from refit.drift import DETECTORS
 from refit.drift.check import run_window
 from refit.drift.embed import VersionEncoder
 from refit.drift.html import render_report
-from refit.drift.reference import DEFAULT_LAYER, DEFAULT_POOLING, Reference, fit_states, load_reference
+from refit.drift.reference import (
+    DEFAULT_LAYER,
+    DEFAULT_POOLING,
+    REFERENCE_DIRNAME,
+    Reference,
+    fit_states,
+    load_reference,
+)
 from refit.drift.windows import Period, Window, read_windows
 from refit.errors import ConfigError, DataError
 from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
@@ -220,7 +227,13 @@ def run(cfg: Config) -> int:
             "everywhere. Copy the folder out, refresh the copy, and register that as a new version."
         )
     if cfg.refresh_reference:
-        how = dict(load_reference(version, finite=False).meta)  # replaced: its NaNs may be why
+        if cfg.reference_data and not (version / REFERENCE_DIRNAME).exists():
+            # a version trained with data.reference_size 0 has none: its first one is embedded as a version's
+            # own reference is by default (before, this refused, advising the very command that was run)
+            trained = (meta.get("config") or {}).get("data", {}).get("max_length") or 128
+            how = {"layer": DEFAULT_LAYER, "pooling": DEFAULT_POOLING, "max_length": trained}
+        else:
+            how = dict(load_reference(version, finite=False).meta)  # replaced: its NaNs may be why
         how.pop("encoder_sha256", None)  # re-embedding records the encoder's weights as they load now
         if cfg.encoder:  # stored in the refreshed reference: "version" is the version's own layers
             how["encoder"] = None if cfg.encoder == VERSION_ITSELF else cfg.encoder

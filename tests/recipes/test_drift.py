@@ -14,6 +14,7 @@ from refit.data import demo_dir
 from refit.drift import embed, load_reference
 from refit.drift.reference import reference_encoder
 from refit.errors import ConfigError
+from refit.models import verify_version
 from tests.conftest import write_jsonl
 
 DRIFT_EXIT = 3
@@ -205,6 +206,28 @@ def test_refresh_reference_rebuilds_embeddings_and_detector_state(version, tmp_p
     ref = load_reference(copy)
     assert len(ref.texts) == 50 and ref.embeddings.shape[0] == 50 and ref.probs.shape == (50, 2)
     assert (copy / "reference" / "detector.json").is_file()
+
+
+def test_a_version_trained_without_a_reference_gets_its_first_one(tiny_model_dir, tmp_path, capsys):
+    """`data.reference_size 0` writes no reference; `--refresh_reference --reference_data FILE` then makes
+    one. Before, it refused, advising the very command that had been run."""
+    out = tmp_path / "run"
+    args = ["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo"]
+    args += ["--output_dir", str(out), "--trainer.max_epochs", "1", "--data.max_length", "48"]
+    assert main([*args, "--tracking.wandb", "false", "--data.reference_size", "0"]) == 0
+    v = out / "version"
+    assert not (v / "reference").exists()
+    holdout = write_jsonl(tmp_path / "holdout.jsonl", _rows("test")[:40])
+    refresh = ["drift", "--version", str(v), "--refresh_reference", "--reference_data", str(holdout)]
+    assert main([*refresh, "--tracking.wandb", "false"]) == 0
+    ref = load_reference(v)
+    assert len(ref.texts) == 40 and ref.meta["max_length"] == 48 and ref.meta["layer"] == 2
+    verify_version(v)  # re-sealed with its new reference
+    window = write_jsonl(tmp_path / "window.jsonl", _rows("test")[40:80])
+    capsys.readouterr()
+    drift = ["drift", "--version", str(v), "--data", str(window), "--output_dir", str(tmp_path / "d")]
+    assert main([*drift, "--tracking.wandb", "false"]) == 0
+    assert (tmp_path / "d" / "drift.json").is_file()
 
 
 def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
