@@ -116,6 +116,11 @@ def evaluation_texts(
     d = (meta.get("config") or {}).get("data") or {}
     files = {"train": d.get("train"), "validation": d.get("validation"), "test": d.get("test")}
     if override:
+        if Path(override).exists() and not Path(override).is_file():
+            raise DataError(
+                f"--validation {override} is not a regular file (a folder, FIFO or device); give a .jsonl, "
+                ".csv or .parquet file with text and label columns."
+            )
         if not Path(override).is_file():
             raise DataError(
                 f"--validation {override}: no such file (looked for {Path(override).absolute()}); give a "

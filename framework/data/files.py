@@ -229,6 +229,8 @@ def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dic
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a data file: give a .jsonl, .csv or .parquet file in it.")
     if not path.is_file():
+        if path.exists():  # opening a FIFO would block, a device never end: named as what it is
+            raise DataError(f"{path} is not a regular file (a FIFO, socket or device): give a data file.")
         raise DataError(f"Data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:

@@ -54,10 +54,10 @@ def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
-        if not files:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        if not any(p.is_file() for p in files):
             raise DataError(f"{path} holds no data files ({', '.join(SUFFIXES)}).")
-        return files
+        return files  # a FIFO or device among them is a skipped window (read_windows), never opened
     if path.exists():  # a FIFO or device would block or never end: named as what it is, not "not found"
         raise DataError(f"--data {path} is not a regular file or folder (a FIFO, socket or device).")
     raise DataError(
@@ -101,6 +101,17 @@ def read_windows(
     groups: dict[str, list[tuple[str, object]]] = {}
     broken: list[Window] = []
     files = _files(path)
+    for odd in [f for f in files if not f.is_file()]:  # opening a FIFO would block, a device never end
+        files.remove(odd)
+        broken.append(
+            Window(
+                odd.stem,
+                [],
+                None,
+                str(odd),
+                skipped=f"{odd} is not a regular file (a FIFO, socket, device or folder): not read",
+            )
+        )
     total = sum(f.stat().st_size for f in files)
     if total > MAX_DATA_BYTES:
         raise DataError(

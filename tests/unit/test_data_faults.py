@@ -159,3 +159,25 @@ def test_a_torn_last_line_is_named_as_such_and_an_earlier_bad_line_is_not(tmp_pa
     p.write_text(GOOD + '{"text": "cut\n' + GOOD)
     with pytest.raises(DataError, match=r"line 2: not valid JSON \([^)]*\)\.$"):
         read_rows(p)
+
+
+def test_fifos_are_named_as_such_and_never_opened(tmp_path):
+    """A FIFO given as a data file, or lying in a folder of windows, would block a reader for ever. Before:
+    read_rows and `refit benchmark --validation` said 'not found' of one that exists, and a drift folder
+    skipped one silently (the report showed nothing of it)."""
+    import os
+
+    from refit.drift.windows import read_windows
+    from refit.evaluate import evaluation_texts
+
+    fifo = tmp_path / "win" / "stuck.jsonl"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    (tmp_path / "win" / "ok.jsonl").write_text(GOOD * 25)
+    with pytest.raises(DataError, match=r"stuck\.jsonl is not a regular file \(a FIFO"):
+        read_rows(fifo)
+    with pytest.raises(DataError, match=r"--validation .*stuck\.jsonl is not a regular file"):
+        evaluation_texts({"config": {"data": {}}}, override=str(fifo))
+    windows = read_windows(tmp_path / "win")
+    assert [(w.name, w.skipped is None) for w in windows] == [("ok", True), ("stuck", False)]
+    assert "not a regular file" in windows[1].skipped
