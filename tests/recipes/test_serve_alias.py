@@ -61,8 +61,9 @@ def test_start_up_on_an_edited_champion_exits_2_naming_the_database(registry):
 
 
 @pytest.mark.slow
-def test_the_watcher_keeps_serving_through_an_edited_alias_and_follows_a_real_promote(registry):
+def test_the_watcher_keeps_serving_through_an_edited_alias_and_follows_a_real_promote(registry, monkeypatch):
     reg, ids = registry
+    monkeypatch.setenv("REFIT_SERVE_ADMIN_TOKEN", "s3cret")  # the server process inherits it
     proc, base = _start_server(reg, "--watch_interval_s", "0.2", timeout=120)
     try:
         _edit_alias(reg, ids[1])
@@ -71,6 +72,9 @@ def test_the_watcher_keeps_serving_through_an_edited_alias_and_follows_a_real_pr
         assert ready["version_id"] == ids[0] and "refused_version_id" not in ready, ready
         answer = httpx.post(f"{base}/predict", json={"text": "still the champion?"}, timeout=30).json()
         assert answer["version_id"] == ids[0]
+        reload = httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer s3cret"}, timeout=30)
+        assert reload.status_code == 409 and reload.json()["version_id"] == ids[0], reload.text
+        assert "but the audit log says" in reload.json()["detail"], reload.text
         Registry(reg.root).promote(ids[2], "a real promote repairs the alias")
         deadline = time.monotonic() + 60
         while httpx.get(f"{base}/readyz", timeout=10).json()["version_id"] != ids[2]:

@@ -155,3 +155,18 @@ def test_cli_show_and_promote_from_an_edited_alias_exit_2_and_change_nothing(reg
     assert reg.aliases()[CHAMPION] == "v0" and len(reg.history()) == 4
     assert main(["registry", "verify", *root]) != 0  # verify names the same problem
     assert "points at v2 but the audit log says v1" in capsys.readouterr().out
+
+
+def test_maintain_refuses_an_edited_champion_before_any_work(reg, tmp_path, capsys):
+    """`refit maintain` read the champion through the aliases table alone and retrained and gated against it."""
+    _sql(reg, "UPDATE aliases SET version_id = 'v2' WHERE name = 'champion'")
+    inbox, golden = tmp_path / "inbox", tmp_path / "golden.jsonl"
+    inbox.mkdir()
+    golden.write_text('{"text": "fine", "label": 1}\n')
+    argv = ["maintain", "--registry.root", str(reg.root), "--once"]
+    assert main([*argv, "--inbox.windows", str(inbox), "--inbox.golden", str(golden)]) == 2
+    err = capsys.readouterr().err
+    assert "alias 'champion' points at 'v2' but the audit log says 'v0'" in err and "Traceback" not in err, (
+        err
+    )
+    assert Registry(reg.root, create=False).runs("maintain") == [] and len(reg.history()) == 3
