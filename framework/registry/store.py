@@ -468,7 +468,7 @@ class Registry:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         db = "" if self.db_path == self.root / "registry.db" else f" --db {self.db_path}"
         return (
-            f"The audit log in {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
+            f"The registry database {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
             f"{doing} from it; nothing was changed. `refit registry verify --root {self.root}{db}` lists every "
             "problem; restore the database from a backup."
         )
@@ -529,18 +529,19 @@ class Registry:
         """RegistryError unless the alias row agrees with the audit log's latest move of `name`: a row edited
         by hand (champion -> a version never promoted, or one rolled away from) was served before."""
         want = self._logged_aliases(db, f"use '{name}'").get(name)
-        if want != have:
+        if want == have:
+            return
+        if have is None:
+            problem = f"alias '{name}' has no row in the aliases table but the audit log says '{want}'"
+        elif want is None:
             problem = (
-                f"alias '{name}' points at '{have}' but the audit log says "
-                + (
-                    f"'{want}' (its latest move of '{name}')"
-                    if want
-                    else f"nothing (it never moved '{name}')"
-                )
-                if have
-                else f"alias '{name}' has no row in the aliases table but the audit log says '{want}'"
+                f"alias '{name}' points at '{have}' but the audit log says nothing (it never moved '{name}')"
             )
-            raise RegistryError(self._tampered([problem], f"use '{name}'"))
+        else:
+            problem = (
+                f"alias '{name}' points at '{have}' but the audit log says '{want}' (its latest move of it)"
+            )
+        raise RegistryError(self._tampered([problem], f"use '{name}'"))
 
     def get(self, ref: str, verify: bool = True) -> RegisteredVersion:
         """The version behind an id or alias; with `verify`, refuses one with any missing, extra or altered file."""

@@ -317,9 +317,8 @@ class Server:
         )
 
     def _watch(self) -> None:
-        said = (
-            None  # the problem last logged: an alias at odds with the audit log is said once, not every poll
-        )
+        # the problem last logged: an alias at odds with the audit log is said once, not at every poll
+        said = None
         while not self._stop.wait(self.options.watch_interval_s):
             try:
                 current = self.registry.resolve(self.options.alias)
