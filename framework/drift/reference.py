@@ -297,8 +297,9 @@ def reembed(
 def load_reference(version_dir: str | Path, *, finite: bool = True) -> Reference:
     """The reference stored in a version, with its detectors' fitted states (loaded once, here).
 
-    `finite=False` skips the NaN/inf check: for --refresh_reference, which replaces the embeddings anyway
-    (it is the way out of that error)."""
+    `finite=False` skips the NaN/inf check and ignores detector state that cannot be read: for
+    --refresh_reference, which replaces the embeddings and refits the state anyway (it is the way out of
+    both errors)."""
     folder = Path(version_dir) / REFERENCE_DIRNAME
     tensors_file = folder / _EMBEDDINGS
     if not tensors_file.is_file():
@@ -330,7 +331,21 @@ def load_reference(version_dir: str | Path, *, finite: bool = True) -> Reference
     reference = Reference(
         tensors["embeddings"], tensors.get("probs"), texts, meta, store_texts=meta.get("texts_stored", True)
     )
-    stored = _load_states(folder)
+    try:  # detector.json hand-edited or cut short, then re-sealed: a traceback before
+        stored = _load_states(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+        if finite:
+            where = (  # a JSON error names detector.json, a safetensors one its file; a missing key both
+                folder / _STATE_TENSORS
+                if isinstance(e, SafetensorError)
+                else folder / _STATE_META
+                if isinstance(e, ValueError)
+                else f"{folder / _STATE_META} (with {_STATE_TENSORS})"
+            )
+            raise VersionError(
+                f"The drift detector state {where} cannot be read ({type(e).__name__}: {e}). {_REBUILD}"
+            ) from None
+        stored = None
     if stored is not None:
         reference.states, reference.seed = stored
     return reference

@@ -48,6 +48,9 @@ __all__ = [
     "adding_exports",
     "settle_exports",
     "editing_version",
+    "FAULT_ENV",
+    "EXPORT_PHASES",
+    "kill_at",
 ]
 
 REFIT_JSON = "refit.json"
@@ -234,8 +237,13 @@ FAULT_ENV = "REFIT_FAULT_AT"  # the test hook of refit.maintain.faults, for the 
 EXPORT_PHASES = ("exports-built", "exports-sealed", "exports-swapped-out", "exports-swapped-in")
 
 
-def _fault(phase: str) -> None:
-    """SIGKILL this process at `phase` when REFIT_FAULT_AT names it (tests only; see refit.maintain.faults)."""
+def kill_at(phase: str, phases: tuple[str, ...]) -> None:
+    """SIGKILL this process at `phase` when REFIT_FAULT_AT names it (a test hook; see refit.maintain.faults).
+
+    The one copy of the hook for the version writer and the registry (both layers may import this one);
+    `phases` is the caller's table, so a misspelt phase fails loudly instead of silently never firing."""
+    if phase not in phases:
+        raise ValueError(f"unknown fault phase {phase!r}; known: {phases}")
     if os.environ.get(FAULT_ENV) == phase:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -310,7 +318,7 @@ def adding_exports(version_dir: str | Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        _fault("exports-built")
+        kill_at("exports-built", EXPORT_PHASES)
         build.mkdir()
         replaced = {p.name for p in staging.iterdir()}
         if exports.is_dir():
@@ -321,12 +329,12 @@ def adding_exports(version_dir: str | Path) -> Iterator[Path]:
             os.replace(src, build / src.name)
         _write_exports_manifest(build)
         os.replace(build, folder / NEW_EXPORTS)  # complete and sealed: the swap may begin
-        _fault("exports-sealed")
+        kill_at("exports-sealed", EXPORT_PHASES)
         if exports.exists():
             os.replace(exports, folder / OLD_EXPORTS)  # the commit point (see settle_exports)
-        _fault("exports-swapped-out")
+        kill_at("exports-swapped-out", EXPORT_PHASES)
         os.replace(folder / NEW_EXPORTS, exports)
-        _fault("exports-swapped-in")
+        kill_at("exports-swapped-in", EXPORT_PHASES)
         _remove(folder / OLD_EXPORTS)
     finally:
         _remove(staging)

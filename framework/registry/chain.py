@@ -31,14 +31,16 @@ class ChainProblem:
     message: str
 
 
-def check_chain(rows: Iterable[Mapping]) -> tuple[list[ChainProblem], int]:
+def check_chain(rows: Iterable[Mapping], after: str | None = None) -> tuple[list[ChainProblem], int]:
     """(problems, rows written before the chain existed) for audit rows in seq order.
 
     Rows with no hash at the start of the log predate the chain (an older refit) and are counted, not
-    failed; a row without a hash after a chained one is a problem.
+    failed; a row without a hash after a chained one is a problem. `after` is the hash of the last row
+    already checked, when `rows` are only the ones after it (None: from the start, or after unhashed rows
+    only): a reader that polls the log checks each row once, not the whole log every time.
     """
     problems: list[ChainProblem] = []
-    prev, legacy, chained = GENESIS, 0, False
+    prev, legacy, chained = after or GENESIS, 0, after is not None
     for row in rows:
         if row["hash"] is None:
             if chained:
@@ -67,9 +69,11 @@ def check_chain(rows: Iterable[Mapping]) -> tuple[list[ChainProblem], int]:
     return problems, legacy
 
 
-def replay_aliases(rows: Iterable[Mapping]) -> dict[str, str]:
-    """The aliases the audit log says should exist now: each move sets its alias to its target."""
-    out: dict[str, str] = {}
+def replay_aliases(rows: Iterable[Mapping], start: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The aliases the audit log says should exist now: each move sets its alias to its target.
+
+    `start`: the aliases replayed from the rows before `rows` (not changed; a new dict is returned)."""
+    out: dict[str, str] = dict(start or {})
     for row in rows:
         if row["to_version"] is None:
             out.pop(row["alias"], None)

@@ -18,7 +18,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import time
 import uuid
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from refit.errors import RefitError, VersionError
 from refit.io import check_name, child_path, make_private, private_dir, sha256_file
-from refit.models.version import FAULT_ENV, MANIFEST, read_version, verify_version, weights_file
+from refit.models.version import MANIFEST, kill_at, read_version, verify_version, weights_file
 from refit.registry.chain import GENESIS, check_chain, replay_aliases, row_hash
 
 __all__ = [
@@ -52,13 +51,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # belong to a registration in progress in another process, so they are left alone.
 STALE_AFTER_S = 600.0
 EXPORT_WAIT_S = 600.0  # registering waits this long for an export of the version to finish
-# Test hooks: REFIT_FAULT_AT=<phase> SIGKILLs the process there (as refit.maintain.faults does for the cycle).
+# Test hooks: REFIT_FAULT_AT=<phase> SIGKILLs the process there (refit.models.version.kill_at).
 FAULT_PHASES = ("alias-verified", "alias-moved", "gc-row-removed", "gc-folder-moved")
-
-
-def _fault(phase: str) -> None:
-    if os.environ.get(FAULT_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RegistryError(RefitError):
@@ -140,6 +134,15 @@ class AliasMove:
     metrics: dict | None
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """The last audit row whose chain this process has checked, and the aliases the log says up to it."""
+
+    seq: int
+    hash: str | None  # None: every row so far predates the chain
+    aliases: dict[str, str]
+
+
 def registry_holding(version_dir: str | Path) -> Path | None:
     """The root of the registry that holds `version_dir` (ROOT/versions/ID beside ROOT/registry.db), else None.
 
@@ -182,6 +185,9 @@ class Registry:
         `lock_timeout_s` is how long a call waits for another process's lock before it fails (see
         `with_lock_timeout` for a caller that must answer sooner)."""
         self.lock_timeout_s = lock_timeout_s
+        # How far this process has checked the audit log (see `_logged_aliases`); a dict so that the copies
+        # `with_lock_timeout` makes share it.
+        self._checked: dict[str, _Checked] = {}
         self.root = Path(root).expanduser().resolve()
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
@@ -456,15 +462,46 @@ class Registry:
             if expected.get(a) != actual.get(a)
         ]
         if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise RegistryError(
-                f"The audit log in {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
-                f"{doing} from it; nothing was changed. `refit registry verify` lists every problem; restore the "
-                "database from a backup."
+            raise RegistryError(self._tampered(problems, doing))
+
+    def _tampered(self, problems: list[str], doing: str) -> str:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        db = "" if self.db_path == self.root / "registry.db" else f" --db {self.db_path}"
+        return (
+            f"The registry database {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
+            f"{doing} from it; nothing was changed. `refit registry verify --root {self.root}{db}` lists every "
+            "problem; restore the database from a backup."
+        )
+
+    def _logged_aliases(self, db: sqlite3.Connection, doing: str) -> dict[str, str]:
+        """The aliases as the audit log says they are now, its hash chain checked (RegistryError if broken).
+
+        Every read of an alias for use goes through here (serve's watcher every watch_interval_s), so only
+        the rows after the last one this process checked are read and checked: O(new rows), not O(log).
+        Should that row no longer be there with its hash (rewritten, truncated, or the database restored
+        from a backup), the whole log is checked again. The expected aliases come from rows as they were
+        when checked, so editing an old row later cannot change them either."""
+        known = self._checked.get("audit")
+        if known is not None:
+            anchor = db.execute("SELECT * FROM audit WHERE seq = ?", (known.seq,)).fetchone()
+            if anchor is None or dict(anchor).get("hash") != known.hash:
+                known = None
+        rows = [
+            {"prev_hash": None, "hash": None, **dict(r)}
+            for r in db.execute(
+                "SELECT * FROM audit WHERE seq > ? ORDER BY seq", (known.seq if known else -1,)
             )
+        ]
+        problems = check_chain(rows, known.hash if known else None)[0]
+        if problems:
+            raise RegistryError(self._tampered([p.message for p in problems], doing))
+        aliases = replay_aliases(rows, known.aliases if known else None)
+        if rows:
+            self._checked["audit"] = _Checked(rows[-1]["seq"], rows[-1]["hash"], aliases)
+        return aliases
 
     def resolve(self, ref: str) -> str:
-        """A version id from an id or an alias."""
+        """A version id from an id or an alias; an alias only if it agrees with the audit log (RegistryError)."""
         try:
             check_name(ref, "version id or alias")
         except VersionError as e:
@@ -477,14 +514,34 @@ class Registry:
         with self._tx() as db:
             alias = db.execute("SELECT version_id FROM aliases WHERE name = ?", (ref,)).fetchone()
             if alias:
+                self._check_alias(db, ref, alias["version_id"])
                 return alias["version_id"]
             if db.execute("SELECT 1 FROM versions WHERE id = ?", (ref,)).fetchone():
                 return ref
+            self._check_alias(db, ref, None)  # an alias the log moved whose row was deleted by hand
             names = [r["name"] for r in db.execute("SELECT name FROM aliases")]
         raise VersionError(
             f"No version or alias '{ref}' in the registry {self.root}"
             + (f" (aliases: {', '.join(sorted(names))})." if names else " (it has no aliases yet).")
         )
+
+    def _check_alias(self, db: sqlite3.Connection, name: str, have: str | None) -> None:
+        """RegistryError unless the alias row agrees with the audit log's latest move of `name`: a row edited
+        by hand (champion -> a version never promoted, or one rolled away from) was served before."""
+        want = self._logged_aliases(db, f"use '{name}'").get(name)
+        if want == have:
+            return
+        if have is None:
+            problem = f"alias '{name}' has no row in the aliases table but the audit log says '{want}'"
+        elif want is None:
+            problem = (
+                f"alias '{name}' points at '{have}' but the audit log says nothing (it never moved '{name}')"
+            )
+        else:
+            problem = (
+                f"alias '{name}' points at '{have}' but the audit log says '{want}' (its latest move of it)"
+            )
+        raise RegistryError(self._tampered([problem], f"use '{name}'"))
 
     def get(self, ref: str, verify: bool = True) -> RegisteredVersion:
         """The version behind an id or alias; with `verify`, refuses one with any missing, extra or altered file."""
@@ -531,9 +588,10 @@ class Registry:
                     "a copy outside the registry and register it as a new version."
                 )
         except VersionError as e:
+            said = str(e)  # most of refit.models.version's messages refuse already: said once, not twice
+            refuse = "The aliases" if "refusing to use" in said.lower() else "Refusing to use it; the aliases"
             raise VersionError(
-                f"Version {row['id']} in the registry is corrupt or was altered: {e} Refusing to "
-                "use it; the aliases are unchanged."
+                f"Version {row['id']} in the registry is corrupt or was altered: {said} {refuse} are unchanged."
             ) from None
         except OSError as e:  # a file went while it was read: gc removed the version meanwhile, or damage
             raise VersionError(
@@ -575,7 +633,7 @@ class Registry:
         if expected is not None:
             check_name(expected, "expected version id")
         target = self.get(ref).id  # verifies the version before anything points at it
-        _fault("alias-verified")
+        kill_at("alias-verified", FAULT_PHASES)
         with self._tx() as db:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ?", (alias,)).fetchone()
             previous = row["version_id"] if row else None
@@ -615,7 +673,7 @@ class Registry:
             seq = cur.lastrowid
             if run is not None:
                 self._finish_run_in(db, *run)
-        _fault("alias-moved")
+        kill_at("alias-moved", FAULT_PHASES)
         return next(m for m in self.history(alias) if m.seq == seq)
 
     def promote(
@@ -719,7 +777,7 @@ class Registry:
             if db.execute("SELECT 1 FROM aliases WHERE version_id = ?", (version_id,)).fetchone():
                 raise RegistryError(f"Version {version_id} is pointed at by an alias; not removing it.")
             db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
-        _fault("gc-row-removed")
+        kill_at("gc-row-removed", FAULT_PHASES)
         self.remove_unregistered(path.name)  # a kill before this leaves an unregistered folder: gc's next run
 
     def remove_unregistered(self, name: str) -> bool:
@@ -737,7 +795,7 @@ class Registry:
                 return False
             trash = self.versions_dir / f".{name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, trash)
-        _fault("gc-folder-moved")
+        kill_at("gc-folder-moved", FAULT_PHASES)
         shutil.rmtree(trash, ignore_errors=True)
         return True
 

@@ -168,7 +168,9 @@ class Server:
         return writer
 
     def _target_id(self, registry: Registry | None = None) -> str:
-        """The id (or folder name) of what should be served now: cheap, polled by the watcher."""
+        """The id (or folder name) of what should be served now: cheap, polled by the watcher. An alias that
+        disagrees with the registry's audit log (a hand-edited row) is a RegistryError: at start-up nothing
+        is served, later the current slot keeps serving (Registry.resolve checks only new audit rows)."""
         if self.options.version:
             return str(
                 read_version(self.options.version).get("version_id") or Path(self.options.version).name
@@ -315,12 +317,23 @@ class Server:
         )
 
     def _watch(self) -> None:
+        # the problem last logged: an alias at odds with the audit log is said once, not at every poll
+        said = None
         while not self._stop.wait(self.options.watch_interval_s):
             try:
                 current = self.registry.resolve(self.options.alias)
-            except Exception as e:  # registry briefly unreadable: keep serving, look again next time
-                log.warning("refit serve: cannot read the registry alias '%s': %s", self.options.alias, e)
+            except Exception as e:  # unreadable, or disagrees with its audit log: keep serving, look again
+                if str(e) != said:
+                    said = self.last_error = str(e)
+                    busy = not isinstance(e, RegistryError) or "locked" in said
+                    (log.warning if busy else log.error)(
+                        "refit serve: cannot use the registry alias '%s'; still serving %s: %s",
+                        self.options.alias,
+                        self.slot.version_id,
+                        e,
+                    )
                 continue
+            said = None
             if current in (self.slot.version_id, self._refused):
                 continue
             with contextlib.suppress(RefitError):  # refused: logged and counted by reload

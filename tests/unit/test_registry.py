@@ -109,3 +109,32 @@ def test_registry_cli(tmp_path, versions, capsys):
     assert main(["registry", "promot", "--root", root]) == 2
     err = capsys.readouterr().err
     assert "'action'" in err and "'promote'" in err
+
+
+@pytest.mark.parametrize("damage", ["weights", "extra file", "manifest", "re-sealed", "link"])
+def test_a_refused_version_says_so_once(tmp_path, versions, damage):
+    """Before: 'Refusing to use it. Refusing to use it; the aliases are unchanged.' (the version's own
+    message and the registry's around it both said it)."""
+    from refit.models import write_manifest
+
+    reg = Registry(tmp_path / "reg")
+    reg.register(versions[0])
+    folder = reg.versions_dir / "v0"
+    if damage == "weights":
+        data = bytearray(weights_file(folder).read_bytes())
+        data[100] ^= 0xFF
+        weights_file(folder).write_bytes(bytes(data))
+    elif damage == "extra file":
+        (folder / "notes.txt").write_text("added later")
+    elif damage == "manifest":
+        (folder / "manifest.json").write_text("{")
+    elif damage == "link":
+        (folder / "model" / "tokenizer.json").unlink()
+        (folder / "model" / "tokenizer.json").symlink_to(tmp_path)
+    else:
+        (folder / "notes.txt").write_text("added later")
+        write_manifest(folder)
+    with pytest.raises(VersionError) as e:
+        reg.get("v0")
+    msg = str(e.value)
+    assert msg.lower().count("refusing to use") == 1 and msg.endswith("are unchanged."), msg

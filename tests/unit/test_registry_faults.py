@@ -186,3 +186,18 @@ def test_versions_registered_before_exports_were_pinned_still_load(tmp_path, ver
     with sqlite3.connect(reg.db_path) as db:
         db.execute("UPDATE versions SET exports_manifest_sha256 = NULL")
     reg.get("v0")
+
+
+def test_the_registry_and_the_version_writer_share_one_fault_hook_that_refuses_a_misspelt_phase(monkeypatch):
+    """The registry had its own copy of the SIGKILL hook; now both call refit.models.version.kill_at, whose
+    table check makes a misspelt phase fail loudly (before, it silently never fired)."""
+    import refit.registry.store as store
+    from refit.models.version import EXPORT_PHASES, kill_at
+    from refit.registry.store import FAULT_PHASES
+
+    assert store.kill_at is kill_at
+    monkeypatch.setenv("REFIT_FAULT_AT", "alias-moved")
+    kill_at("alias-verified", FAULT_PHASES)  # another phase: nothing happens, the test goes on
+    for phase, table in (("alias-moveed", FAULT_PHASES), ("exports-build", EXPORT_PHASES)):
+        with pytest.raises(ValueError, match=f"unknown fault phase '{phase}'"):
+            kill_at(phase, table)
