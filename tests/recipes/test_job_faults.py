@@ -183,6 +183,10 @@ def test_ctrl_c_during_a_checkpoint_save_waits_for_the_whole_file(tmp_path):
     from refit.train.trainer import AtomicCheckpointIO
 
     path = tmp_path / "checkpoints" / "last.ckpt"
+    # Python's own Ctrl-C handler, whatever this process inherited: started in the background by a
+    # non-interactive shell, SIGINT is ignored from the start, and a held Ctrl-C is rightly ignored too
+    # (the autouse _restore_sigint fixture puts the inherited handler back)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         AtomicCheckpointIO().save_checkpoint({"marker": _CtrlCWhilePickled(), "w": torch.ones(3)}, path)
     saved = torch.load(path, weights_only=False)  # this test's own file: its marker unpickles as int(7)
