@@ -213,7 +213,11 @@ def load_splits(
         }
     else:
         if not train:
-            raise DataError("No training data: set 'data.train' (a file) or 'data.dataset'.")
+            raise DataError(
+                "No training data: set 'data.train' (a .jsonl, .csv or .parquet file), 'data.dataset' "
+                "('refit-demo' for the bundled demo, or a Hugging Face dataset) or give --config "
+                "(`refit configs` lists the shipped ones, e.g. finetune/demo.yaml)."
+            )
         texts, raw, sources, fingerprints, names = {}, {}, {}, {}, None
         for split, path in paths.items():
             if not path:

@@ -162,3 +162,35 @@ def test_registry_given_a_folder_where_it_takes_an_id_says_how_to_register_it(ru
     assert code == 2, err
     assert f"Invalid version id or alias '{folder}'" in err
     assert f"refit registry register --version {folder}" in err and "refit registry list" in err
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_flag_prints_the_installed_version(flag, capsys):
+    """`refit --version` (what a new user types to check the install) was 'unknown command', exit 2."""
+    from importlib.metadata import version
+
+    code = main([flag])
+    out = capsys.readouterr().out
+    assert code == 0 and out.strip() == f"refit {version('refit-ml')}"
+
+
+def test_finetune_without_data_says_how_to_give_some(tmp_path, capsys):
+    """Plain `refit finetune` named the keys only; a new user also needs the bundled demo and --config."""
+    code = main(["finetune", "--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "'data.train'" in err and "'refit-demo'" in err and "refit configs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_with_other_column_names_names_both_keys_at_once(tmp_path, capsys):
+    """A CSV of `sentence,sentiment` lacks both default columns: one message names both keys."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("sentence,sentiment\na fine film,positive\na dull film,negative\n")
+    argv = ["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")]
+    code = main([*argv, "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no text column 'text' and no label column 'label'" in err
+    assert "Columns found: sentence, sentiment" in err
+    assert "'data.text_column' and 'data.label_column'" in err
