@@ -113,7 +113,11 @@ def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources:
     raw = {split: _normalise_labels(values, sources[split]) for split, values in raw.items()}
     train = raw["train"]
     if any(v is None for v in train):
-        raise DataError(f"{sources['train']}: some rows have no label.")
+        rows = [i for i, v in enumerate(train, 1) if v is None]
+        raise DataError(
+            f"{sources['train']}: {len(rows)} row(s) have no label (row {rows[0]} first); give every "
+            "training row a label (an integer or a name), or check 'data.label_column'."
+        )
     if all(isinstance(v, int) and not isinstance(v, bool) for v in train):
         n = max(train) + 1
         names = label_names if label_names and len(label_names) >= n else [str(i) for i in range(n)]

@@ -194,3 +194,15 @@ def test_csv_with_other_column_names_names_both_keys_at_once(tmp_path, capsys):
     assert "no text column 'text' and no label column 'label'" in err
     assert "Columns found: sentence, sentiment" in err
     assert "'data.text_column' and 'data.label_column'" in err
+
+
+def test_training_rows_without_a_label_are_located(tmp_path, capsys):
+    """'some rows have no label' left the user to search the file: the message now gives the first row."""
+    from tests.conftest import write_jsonl
+
+    rows = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "meh", "label": None}]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    code = main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "1 row(s) have no label (row 3 first)" in err and "'data.label_column'" in err
