@@ -206,3 +206,37 @@ def test_training_rows_without_a_label_are_located(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "1 row(s) have no label (row 3 first)" in err and "'data.label_column'" in err
+
+
+@pytest.fixture
+def champion_registry(run_folder, tmp_path) -> Path:
+    from refit.registry import Registry
+
+    registry = Registry(tmp_path / "registry")
+    registry.promote(registry.register(run_folder / "version").id, reason="first release")
+    return tmp_path / "registry"
+
+
+def _maintain(root: Path, *overrides: str) -> list[str]:
+    cfg = ["maintain", "--config", "configs/maintain/demo.yaml", "--once"]
+    return [*cfg, "--registry.root", str(root), "--tracking.wandb", "false", *overrides]
+
+
+def test_maintain_without_an_inbox_folder_points_at_what_serve_captured(champion_registry, tmp_path, capsys):
+    """The README's loop serves (captures into REGISTRY/inbox), then runs configs/maintain/demo.yaml, whose
+    inbox is ./production: the message said only 'Inbox folder not found: production (inbox.windows)'."""
+    (champion_registry / "inbox").mkdir()
+    code = main(_maintain(champion_registry, "--inbox.windows", str(tmp_path / "production")))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"'inbox.windows' is {tmp_path / 'production'}" in err
+    assert f"--inbox.windows {champion_registry / 'inbox'}" in err
+
+
+def test_maintain_without_a_golden_set_says_what_one_is(champion_registry, tmp_path, capsys):
+    (tmp_path / "production").mkdir()
+    argv = _maintain(champion_registry, "--inbox.windows", str(tmp_path / "production"))
+    code = main([*argv, "--inbox.golden", str(tmp_path / "golden.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"'inbox.golden' is {tmp_path / 'golden.jsonl'}" in err and "labelled file" in err
