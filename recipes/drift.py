@@ -171,7 +171,7 @@ def _require_testable(windows: list[Window], cfg: Config) -> None:
     """Refuse to report "no drift" when nothing was tested: every window empty, unreadable or too small."""
     if any(not w.skipped for w in windows):
         return
-    reasons = "; ".join(f"{w.name} ({w.source}): {w.skipped}" for w in windows[:5])
+    reasons = "; ".join(f"{w.name} ({w.source}): {w.skipped.rstrip('.')}" for w in windows[:5])
     raise DataError(
         f"Nothing to test in --data {cfg.data}: every window was skipped, so no drift decision can be made. "
         f"{reasons}{' ...' if len(windows) > 5 else ''}. Check the file(s) and --text_column "

@@ -176,8 +176,12 @@ def _from_hub(name: str, config: str | None, text_column: str, label_column: str
 def check_data_file(split: str, path: str) -> None:
     """A missing file is a DataError naming its key (`refit tune` checks before Ray starts any trial)."""
     if Path(path).is_dir():
+        # A dataset folder (train/validation/test files) is the usual cause: name its files per key.
+        found = sorted(p.name for p in Path(path).iterdir() if p.suffix in (".jsonl", ".csv", ".parquet"))
+        inside = f" It holds {', '.join(found[:6])}{' ...' if len(found) > 6 else ''}." if found else ""
         raise DataError(
-            f"'data.{split}' is {path}, a folder, not a data file: point it at a .jsonl, .csv or .parquet file."
+            f"'data.{split}' is {path}, a folder, not a data file: point it at a .jsonl, .csv or .parquet "
+            f"file (one per split: --data.train, --data.validation, --data.test).{inside}"
         )
     if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
         raise DataError(

@@ -240,3 +240,24 @@ def test_maintain_without_a_golden_set_says_what_one_is(champion_registry, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"'inbox.golden' is {tmp_path / 'golden.jsonl'}" in err and "labelled file" in err
+
+
+def test_a_dataset_folder_given_as_data_train_lists_its_files(tmp_path, capsys):
+    """`--data.train datasets/sst2` (the folder the README's datasets come in): the files inside are named."""
+    from tests.conftest import write_jsonl
+
+    for split in ("train", "validation"):
+        write_jsonl(tmp_path / "sst2" / f"{split}.jsonl", [{"text": "a", "label": 0}])
+    code = main(["finetune", "--data.train", str(tmp_path / "sst2"), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "a folder, not a data file" in err and "It holds train.jsonl, validation.jsonl." in err
+
+
+def test_drift_on_a_file_with_other_column_names_reads_cleanly(demo_trained, tmp_path, capsys):
+    data = tmp_path / "prod.csv"
+    data.write_text("sentence,sentiment\na fine film,positive\n")
+    code = main(["drift", "--version", str(demo_trained), "--data", str(data), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no text in column 'text' (columns: sentence, sentiment). Check" in err and ".." not in err
