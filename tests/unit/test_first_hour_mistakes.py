@@ -272,3 +272,17 @@ def test_finetune_table_says_what_its_train_row_is(tmp_path, tiny_model_dir, toy
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "train: averaged over the last epoch's batches" in out and "the best checkpoint" in out
+
+
+def test_rerunning_a_finished_finetune_says_it_is_finished(tmp_path, tiny_model_dir, toy_data, capsys):
+    """The quickstart's command run twice said "already holds a run ... Continue it with --resume", and
+    --resume then said "Nothing to resume: the run is finished"."""
+    from tests.conftest import finetune_args
+
+    args = finetune_args(tiny_model_dir, toy_data, tmp_path / "run", "--trainer.max_epochs", "1")
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'run'} already holds a finished run" in err and "--resume" not in err
+    assert f"its model version is {tmp_path / 'run' / 'version'}" in err and "new --output_dir" in err
