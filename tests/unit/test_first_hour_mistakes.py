@@ -286,3 +286,17 @@ def test_rerunning_a_finished_finetune_says_it_is_finished(tmp_path, tiny_model_
     err = capsys.readouterr().err
     assert f"{tmp_path / 'run'} already holds a finished run" in err and "--resume" not in err
     assert f"its model version is {tmp_path / 'run' / 'version'}" in err and "new --output_dir" in err
+
+
+def test_serve_on_a_port_in_use_exits_2_naming_the_port(run_folder, capsys):
+    """uvicorn found the taken port only after the model loaded and exited 3 under its own log line."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        code = main(["serve", "--version", str(run_folder / "version"), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"Cannot listen on 127.0.0.1:{port}" in err and "--port" in err and "shut down" not in err
