@@ -400,13 +400,15 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
     if not c.report.reasons:
         c.log(f"no reason to retrain ({detail})")
         return False
-    c.log("retrain because " + "; ".join(c.report.reasons))
+    called_for = "; ".join(c.report.reasons)
     if len(c.recent_train) < policy.min_new_labels:
         c.report.reasons.append(
             f"only {len(c.recent_train)} new labelled rows (min {policy.min_new_labels}): not retraining"
         )
-        c.log(c.report.reasons[-1])
+        # one line: "retrain because ..." followed by "not retraining" read as a contradiction
+        c.log(f"a retrain is called for ({called_for}), but {c.report.reasons[-1]}")
         return False
+    c.log("retrain because " + called_for)
     return True
 
 

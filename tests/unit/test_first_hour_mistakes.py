@@ -263,29 +263,54 @@ def test_drift_on_a_file_with_other_column_names_reads_cleanly(demo_trained, tmp
     assert "no text in column 'text' (columns: sentence, sentiment). Check" in err and ".." not in err
 
 
-def test_finetune_table_says_what_its_train_row_is(tmp_path, tiny_model_dir, toy_data, capsys):
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, tiny_model_dir):
+    """One real 1-epoch fine-tune of the tiny model: (its CLI arguments, its stdout)."""
+    from tests.conftest import finetune_args, toy_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("finetuned")
+    data = {
+        s: write_jsonl(root / "data" / f"{s}.jsonl", toy_rows(n, o))
+        for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))
+    }
+    args = finetune_args(tiny_model_dir, data, root / "run", "--trainer.max_epochs", "1")
+    proc = subprocess.run([sys.executable, "-m", "refit", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return args, proc.stdout, root
+
+
+def test_finetune_table_says_what_its_train_row_is(finetuned):
     """The train row (the last epoch's running metrics) sat below validation (the best checkpoint) with
     nothing to say so: a new user read 0.59 train vs 0.78 validation accuracy as a broken run."""
-    from tests.conftest import finetune_args
-
-    args = finetune_args(tiny_model_dir, toy_data, tmp_path / "run", "--trainer.max_epochs", "1")
-    assert main(args) == 0
-    out = capsys.readouterr().out
+    _, out, _ = finetuned
     assert "train: averaged over the last epoch's batches" in out and "the best checkpoint" in out
 
 
-def test_rerunning_a_finished_finetune_says_it_is_finished(tmp_path, tiny_model_dir, toy_data, capsys):
+def test_rerunning_a_finished_finetune_says_it_is_finished(finetuned, capsys):
     """The quickstart's command run twice said "already holds a run ... Continue it with --resume", and
     --resume then said "Nothing to resume: the run is finished"."""
-    from tests.conftest import finetune_args
-
-    args = finetune_args(tiny_model_dir, toy_data, tmp_path / "run", "--trainer.max_epochs", "1")
-    assert main(args) == 0
-    capsys.readouterr()
+    args, _, root = finetuned
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'run'} already holds a finished run" in err and "--resume" not in err
-    assert f"its model version is {tmp_path / 'run' / 'version'}" in err and "new --output_dir" in err
+    assert f"{root / 'run'} already holds a finished run" in err and "--resume" not in err
+    assert f"its model version is {root / 'run' / 'version'}" in err and "new --output_dir" in err
+
+
+def test_a_retrain_without_enough_labels_is_one_line_not_two(finetuned, tmp_path, capsys):
+    """The cycle logged "retrain because drift ..." and then "only 1 new labelled rows ...: not retraining"."""
+    from refit.registry import Registry
+    from tests.conftest import write_jsonl
+
+    registry = Registry(tmp_path / "registry")
+    registry.promote(registry.register(finetuned[2] / "run" / "version").id, reason="first release")
+    write_jsonl(tmp_path / "production" / "day1.jsonl", [{"text": "a fine film", "label": 1}])
+    golden = write_jsonl(tmp_path / "golden.jsonl", [{"text": "a dull film", "label": 0}])
+    argv = _maintain(registry.root, "--inbox.windows", str(tmp_path / "production"))
+    code = main([*argv, "--inbox.golden", str(golden), "--policy.always_retrain", "true"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert "a retrain is called for (" in captured.out
+    assert "but only 1 new labelled rows (min 20)" in captured.out and "retrain because" not in captured.out
 
 
 def test_serve_on_a_port_in_use_exits_2_naming_the_port(run_folder, capsys):
