@@ -325,3 +325,16 @@ def test_serve_on_a_port_in_use_exits_2_naming_the_port(run_folder, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"Cannot listen on 127.0.0.1:{port}" in err and "--port" in err and "shut down" not in err
+
+
+def test_drift_prints_its_numbers_as_p_values(finetuned, tmp_path, capsys):
+    """`mmd=0.002  bbsd=0.42` did not say whether it was a statistic or a p-value."""
+    from tests.conftest import toy_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "prod.jsonl", toy_rows(12, 3))
+    version = finetuned[2] / "run" / "version"
+    argv = ["drift", "--version", str(version), "--data", str(data), "--output_dir", str(tmp_path / "d")]
+    code = main([*argv, "--tracking.wandb", "false"])
+    out = capsys.readouterr().out
+    assert code in (0, 3), out
+    assert "mmd p=" in out and "bbsd p=" in out and "mmd=" not in out
