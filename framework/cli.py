@@ -68,6 +68,7 @@ def _usage() -> str:
     width = max(len(n) for n in RECIPES)
     lines = [
         "usage: refit <command> [--config FILE] [--section.key VALUE ...] [--print_config] [--help]",
+        "       refit --version",
         "",
         "Keep transformer models good after they ship.",
         "",
@@ -187,6 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        # The first thing many users type to check an install, and what a bug report needs.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"refit {version('refit-ml')}")
+        except PackageNotFoundError:
+            print("refit (not installed as a package: run `pip install -e .` in the checkout)")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "configs":
         fmt = rest[1] if len(rest) == 2 and rest[0] == "--format" else "table" if not rest else None

@@ -171,7 +171,7 @@ def _require_testable(windows: list[Window], cfg: Config) -> None:
     """Refuse to report "no drift" when nothing was tested: every window empty, unreadable or too small."""
     if any(not w.skipped for w in windows):
         return
-    reasons = "; ".join(f"{w.name} ({w.source}): {w.skipped}" for w in windows[:5])
+    reasons = "; ".join(f"{w.name} ({w.source}): {w.skipped.rstrip('.')}" for w in windows[:5])
     raise DataError(
         f"Nothing to test in --data {cfg.data}: every window was skipped, so no drift decision can be made. "
         f"{reasons}{' ...' if len(windows) > 5 else ''}. Check the file(s) and --text_column "
@@ -333,7 +333,8 @@ def run(cfg: Config) -> int:
     )
     for w in results:
         status = f"skipped ({w['skipped']})" if w["skipped"] else ("DRIFT" if w["drift"] else "no drift")
-        pvals = "  ".join(f"{t}={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
+        # "mmd p=0.002" as `refit maintain` prints it: a bare "mmd=0.002" read as the statistic
+        pvals = "  ".join(f"{t} p={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
         print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}{_accuracy_text(w)}")
     for name, why in report["unavailable_estimates"].items():
         print(f"Estimate {name} not available: {why}")

@@ -46,6 +46,10 @@ def run(cfg: FinetuneConfig) -> Path | int | None:
         return None
     # report
     print_metrics(result.metrics, title=f"refit finetune: {result.version_id}")
+    if result.metrics.get("train") and len(result.metrics) > 1:
+        # a train row below validation read as a broken run: it is not the final model on the training set
+        print("train: averaged over the last epoch's batches while the weights still changed; the other")
+        print("splits: scored by the best checkpoint, the weights the version holds.")
     print(f"Model version: {result.version_dir}")
     print(
         f"Logs: {Path(cfg.output_dir) / 'logs'}"

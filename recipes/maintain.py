@@ -16,7 +16,9 @@ cycle is recorded as `superseded`). Everything is recorded in the registry (runs
 REGISTRY/maintain/run-N/{cycle.json,report.html}.
 
 The inbox holds files dropped by hand (JSONL/CSV/Parquet with a text and an optional label column) and what
-`refit serve` captures (capture-*.parquet) with late labels (feedback-*.parquet, joined by request id).
+`refit serve` captures (capture-*.parquet) with late labels (feedback-*.parquet, joined by request id),
+which it writes to REGISTRY/inbox: `--inbox.windows registry/inbox` reads them (the demo config reads
+production/).
 A file that cannot be used is quarantined (named with its reason in the run and report), not retried.
 
 Reference refresh policy: a retrained challenger's drift reference is built from the cycle's held-out

@@ -251,15 +251,16 @@ def read_table(path: str | Path, text_column: str, label_column: str | None) -> 
     if not rows:
         raise DataError(f"{path} holds no rows.")
     columns = list(rows[0])
-    if text_column not in rows[0]:
-        raise DataError(
-            f"{path}: no text column '{text_column}'. Columns found: {', '.join(columns)}. "
-            "Set 'data.text_column'."
-        )
+    # Both missing columns in one message: a file with other column names lacks both, and naming
+    # one at a time cost a new user a second failed run.
+    missing = [] if text_column in rows[0] else [f"no text column '{text_column}'"]
+    keys = [] if text_column in rows[0] else ["'data.text_column'"]
     if label_column is not None and label_column not in rows[0]:
+        missing.append(f"no label column '{label_column}'")
+        keys.append("'data.label_column'")
+    if missing:
         raise DataError(
-            f"{path}: no label column '{label_column}'. Columns found: {', '.join(columns)}. "
-            "Set 'data.label_column'."
+            f"{path}: {' and '.join(missing)}. Columns found: {', '.join(columns)}. Set {' and '.join(keys)}."
         )
     texts, labels = [], []
     for i, row in enumerate(rows, 1):

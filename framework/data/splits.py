@@ -113,7 +113,11 @@ def _encode_labels(raw: dict[str, list], label_names: list[str] | None, sources:
     raw = {split: _normalise_labels(values, sources[split]) for split, values in raw.items()}
     train = raw["train"]
     if any(v is None for v in train):
-        raise DataError(f"{sources['train']}: some rows have no label.")
+        rows = [i for i, v in enumerate(train, 1) if v is None]
+        raise DataError(
+            f"{sources['train']}: {len(rows)} row(s) have no label (row {rows[0]} first); give every "
+            "training row a label (an integer or a name), or check 'data.label_column'."
+        )
     if all(isinstance(v, int) and not isinstance(v, bool) for v in train):
         n = max(train) + 1
         names = label_names if label_names and len(label_names) >= n else [str(i) for i in range(n)]
@@ -172,8 +176,12 @@ def _from_hub(name: str, config: str | None, text_column: str, label_column: str
 def check_data_file(split: str, path: str) -> None:
     """A missing file is a DataError naming its key (`refit tune` checks before Ray starts any trial)."""
     if Path(path).is_dir():
+        # A dataset folder (train/validation/test files) is the usual cause: name its files per key.
+        found = sorted(p.name for p in Path(path).iterdir() if p.suffix in (".jsonl", ".csv", ".parquet"))
+        inside = f" It holds {', '.join(found[:6])}{' ...' if len(found) > 6 else ''}." if found else ""
         raise DataError(
-            f"'data.{split}' is {path}, a folder, not a data file: point it at a .jsonl, .csv or .parquet file."
+            f"'data.{split}' is {path}, a folder, not a data file: point it at a .jsonl, .csv or .parquet "
+            f"file (one per split: --data.train, --data.validation, --data.test).{inside}"
         )
     if not Path(path).is_file():  # name the key: a config's relative paths are read from the cwd
         raise DataError(
@@ -213,7 +221,11 @@ def load_splits(
         }
     else:
         if not train:
-            raise DataError("No training data: set 'data.train' (a file) or 'data.dataset'.")
+            raise DataError(
+                "No training data: set 'data.train' (a .jsonl, .csv or .parquet file), 'data.dataset' "
+                "('refit-demo' for the bundled demo, or a Hugging Face dataset) or give --config "
+                "(`refit configs` lists the shipped ones, e.g. finetune/demo.yaml)."
+            )
         texts, raw, sources, fingerprints, names = {}, {}, {}, {}, None
         for split, path in paths.items():
             if not path:

@@ -152,13 +152,23 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     """Check every input, close runs a killed process left open, read the new data and open the run."""
     folder = Path(inbox.windows)
     if not folder.is_dir():
-        raise DataError(f"Inbox folder not found: {folder} (inbox.windows).")
+        captured = registry.root / "inbox"  # where `refit serve` captures: the loop's usual inbox
+        hint = f"; `refit serve` captures into {captured}: --inbox.windows {captured}"
+        raise DataError(
+            f"Inbox folder not found: 'inbox.windows' is {folder} (looked for {folder.absolute()}). "
+            "Point it at the folder where new production files (JSONL, CSV or Parquet) arrive"
+            f"{hint if captured.is_dir() else ''}."
+        )
     if not inbox.golden:
         raise ConfigError(
             "A maintenance cycle needs a golden set to gate on: set 'inbox.golden' to a labelled file."
         )
     if not Path(inbox.golden).is_file():
-        raise DataError(f"Golden set not found: {inbox.golden} (inbox.golden).")
+        raise DataError(
+            f"Golden set not found: 'inbox.golden' is {inbox.golden} (looked for "
+            f"{Path(inbox.golden).absolute()}). Point it at a labelled file (text and label columns) "
+            "that every challenger must still score well on, e.g. the test split you fine-tuned with."
+        )
     champion = registry.get(CHAMPION)
     meta = read_version(champion.path)
     names = meta.get("labels", [])
@@ -390,13 +400,15 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
     if not c.report.reasons:
         c.log(f"no reason to retrain ({detail})")
         return False
-    c.log("retrain because " + "; ".join(c.report.reasons))
+    called_for = "; ".join(c.report.reasons)
     if len(c.recent_train) < policy.min_new_labels:
         c.report.reasons.append(
             f"only {len(c.recent_train)} new labelled rows (min {policy.min_new_labels}): not retraining"
         )
-        c.log(c.report.reasons[-1])
+        # one line: "retrain because ..." followed by "not retraining" read as a contradiction
+        c.log(f"a retrain is called for ({called_for}), but {c.report.reasons[-1]}")
         return False
+    c.log("retrain because " + called_for)
     return True
 
 

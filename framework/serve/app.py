@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from refit.errors import RefitError
+from refit.errors import ConfigError, RefitError
 from refit.serve.batcher import BatcherBusy, BatcherClosed
 from refit.serve.metrics import CONTENT_TYPE_LATEST
 from refit.serve.server import ADMIN_RELOAD_WAIT_S, FeedbackError, ServeOptions, Server
@@ -247,6 +248,26 @@ def create_app_from_env():
     return build_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
 
 
+def _check_port(host: str, port: int) -> None:
+    """A taken port made uvicorn log its own line and exit 3 (refit's 'drift' code elsewhere) after a
+    clean-looking shutdown: bind it here first, as uvicorn will (SO_REUSEADDR), for one clear error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"Invalid value for 'host': cannot listen on {host!r} ({e.strerror}).") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ConfigError(
+                f"Cannot listen on {host}:{port} ({e.strerror}): is another server running there? "
+                "Give a free one with --port, or stop the other server."
+            ) from None
+
+
 def run_server(
     options: ServeOptions,
     host: str = "127.0.0.1",
@@ -277,12 +298,14 @@ def run_server(
     }
     if workers == 1:
         app = build_app(server=Server(options))  # a bad version fails here, before logging is set up
+        _check_port(host, port)
         _log_to_stderr()
         server = _graceful_server(uvicorn)(uvicorn.Config(app, **common))
         server.run()
         if not server.started:  # the port is taken or startup failed: uvicorn has logged why
             return 1
         return 130 if server.force_exit else 0
+    _check_port(host, port)
     _log_to_stderr()
     os.environ[OPTIONS_ENV] = json.dumps(options.to_dict())
     uvicorn.run("refit.serve.app:create_app_from_env", factory=True, workers=workers, **common)

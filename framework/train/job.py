@@ -61,6 +61,12 @@ def _checkpoint_to_resume(
             raise ConfigError(f"--resume: no checkpoint to resume from at {last}.")
         check_resume(last, config, with_changes)
         return last
+    if last.is_file() and (out / VERSION_DIRNAME / "refit.json").is_file():
+        # rerunning the quickstart's command is the usual way here: --resume would only say "finished"
+        raise ConfigError(
+            f"{out} already holds a finished run (its model version is {out / VERSION_DIRNAME}). Give a new "
+            "--output_dir for another run, or delete that folder to redo this one."
+        )
     if last.is_file():
         raise ConfigError(
             f"{out} already holds a run (checkpoints/{LAST_CKPT}). Continue it with --resume, or pick a new "

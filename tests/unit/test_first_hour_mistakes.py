@@ -162,3 +162,179 @@ def test_registry_given_a_folder_where_it_takes_an_id_says_how_to_register_it(ru
     assert code == 2, err
     assert f"Invalid version id or alias '{folder}'" in err
     assert f"refit registry register --version {folder}" in err and "refit registry list" in err
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_flag_prints_the_installed_version(flag, capsys):
+    """`refit --version` (what a new user types to check the install) was 'unknown command', exit 2."""
+    from importlib.metadata import version
+
+    code = main([flag])
+    out = capsys.readouterr().out
+    assert code == 0 and out.strip() == f"refit {version('refit-ml')}"
+
+
+def test_finetune_without_data_says_how_to_give_some(tmp_path, capsys):
+    """Plain `refit finetune` named the keys only; a new user also needs the bundled demo and --config."""
+    code = main(["finetune", "--output_dir", str(tmp_path / "out"), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "'data.train'" in err and "'refit-demo'" in err and "refit configs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_with_other_column_names_names_both_keys_at_once(tmp_path, capsys):
+    """A CSV of `sentence,sentiment` lacks both default columns: one message names both keys."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("sentence,sentiment\na fine film,positive\na dull film,negative\n")
+    argv = ["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")]
+    code = main([*argv, "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no text column 'text' and no label column 'label'" in err
+    assert "Columns found: sentence, sentiment" in err
+    assert "'data.text_column' and 'data.label_column'" in err
+
+
+def test_training_rows_without_a_label_are_located(tmp_path, capsys):
+    """'some rows have no label' left the user to search the file: the message now gives the first row."""
+    from tests.conftest import write_jsonl
+
+    rows = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "meh", "label": None}]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    code = main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "1 row(s) have no label (row 3 first)" in err and "'data.label_column'" in err
+
+
+@pytest.fixture
+def champion_registry(run_folder, tmp_path) -> Path:
+    from refit.registry import Registry
+
+    registry = Registry(tmp_path / "registry")
+    registry.promote(registry.register(run_folder / "version").id, reason="first release")
+    return tmp_path / "registry"
+
+
+def _maintain(root: Path, *overrides: str) -> list[str]:
+    cfg = ["maintain", "--config", "configs/maintain/demo.yaml", "--once"]
+    return [*cfg, "--registry.root", str(root), "--tracking.wandb", "false", *overrides]
+
+
+def test_maintain_without_an_inbox_folder_points_at_what_serve_captured(champion_registry, tmp_path, capsys):
+    """The README's loop serves (captures into REGISTRY/inbox), then runs configs/maintain/demo.yaml, whose
+    inbox is ./production: the message said only 'Inbox folder not found: production (inbox.windows)'."""
+    (champion_registry / "inbox").mkdir()
+    code = main(_maintain(champion_registry, "--inbox.windows", str(tmp_path / "production")))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"'inbox.windows' is {tmp_path / 'production'}" in err
+    assert f"--inbox.windows {champion_registry / 'inbox'}" in err
+
+
+def test_maintain_without_a_golden_set_says_what_one_is(champion_registry, tmp_path, capsys):
+    (tmp_path / "production").mkdir()
+    argv = _maintain(champion_registry, "--inbox.windows", str(tmp_path / "production"))
+    code = main([*argv, "--inbox.golden", str(tmp_path / "golden.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"'inbox.golden' is {tmp_path / 'golden.jsonl'}" in err and "labelled file" in err
+
+
+def test_a_dataset_folder_given_as_data_train_lists_its_files(tmp_path, capsys):
+    """`--data.train datasets/sst2` (the folder the README's datasets come in): the files inside are named."""
+    from tests.conftest import write_jsonl
+
+    for split in ("train", "validation"):
+        write_jsonl(tmp_path / "sst2" / f"{split}.jsonl", [{"text": "a", "label": 0}])
+    code = main(["finetune", "--data.train", str(tmp_path / "sst2"), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "a folder, not a data file" in err and "It holds train.jsonl, validation.jsonl." in err
+
+
+def test_drift_on_a_file_with_other_column_names_reads_cleanly(demo_trained, tmp_path, capsys):
+    data = tmp_path / "prod.csv"
+    data.write_text("sentence,sentiment\na fine film,positive\n")
+    code = main(["drift", "--version", str(demo_trained), "--data", str(data), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no text in column 'text' (columns: sentence, sentiment). Check" in err and ".." not in err
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, tiny_model_dir):
+    """One real 1-epoch fine-tune of the tiny model: (its CLI arguments, its stdout)."""
+    from tests.conftest import finetune_args, toy_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("finetuned")
+    data = {
+        s: write_jsonl(root / "data" / f"{s}.jsonl", toy_rows(n, o))
+        for s, n, o in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))
+    }
+    args = finetune_args(tiny_model_dir, data, root / "run", "--trainer.max_epochs", "1")
+    proc = subprocess.run([sys.executable, "-m", "refit", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return args, proc.stdout, root
+
+
+def test_finetune_table_says_what_its_train_row_is(finetuned):
+    """The train row (the last epoch's running metrics) sat below validation (the best checkpoint) with
+    nothing to say so: a new user read 0.59 train vs 0.78 validation accuracy as a broken run."""
+    _, out, _ = finetuned
+    assert "train: averaged over the last epoch's batches" in out and "the best checkpoint" in out
+
+
+def test_rerunning_a_finished_finetune_says_it_is_finished(finetuned, capsys):
+    """The quickstart's command run twice said "already holds a run ... Continue it with --resume", and
+    --resume then said "Nothing to resume: the run is finished"."""
+    args, _, root = finetuned
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'run'} already holds a finished run" in err and "--resume" not in err
+    assert f"its model version is {root / 'run' / 'version'}" in err and "new --output_dir" in err
+
+
+def test_a_retrain_without_enough_labels_is_one_line_not_two(finetuned, tmp_path, capsys):
+    """The cycle logged "retrain because drift ..." and then "only 1 new labelled rows ...: not retraining"."""
+    from refit.registry import Registry
+    from tests.conftest import write_jsonl
+
+    registry = Registry(tmp_path / "registry")
+    registry.promote(registry.register(finetuned[2] / "run" / "version").id, reason="first release")
+    write_jsonl(tmp_path / "production" / "day1.jsonl", [{"text": "a fine film", "label": 1}])
+    golden = write_jsonl(tmp_path / "golden.jsonl", [{"text": "a dull film", "label": 0}])
+    argv = _maintain(registry.root, "--inbox.windows", str(tmp_path / "production"))
+    code = main([*argv, "--inbox.golden", str(golden), "--policy.always_retrain", "true"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert "a retrain is called for (" in captured.out
+    assert "but only 1 new labelled rows (min 20)" in captured.out and "retrain because" not in captured.out
+
+
+def test_serve_on_a_port_in_use_exits_2_naming_the_port(run_folder, capsys):
+    """uvicorn found the taken port only after the model loaded and exited 3 under its own log line."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        code = main(["serve", "--version", str(run_folder / "version"), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"Cannot listen on 127.0.0.1:{port}" in err and "--port" in err and "shut down" not in err
+
+
+def test_drift_prints_its_numbers_as_p_values(finetuned, tmp_path, capsys):
+    """`mmd=0.002  bbsd=0.42` did not say whether it was a statistic or a p-value."""
+    from tests.conftest import toy_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "prod.jsonl", toy_rows(12, 3))
+    version = finetuned[2] / "run" / "version"
+    argv = ["drift", "--version", str(version), "--data", str(data), "--output_dir", str(tmp_path / "d")]
+    code = main([*argv, "--tracking.wandb", "false"])
+    out = capsys.readouterr().out
+    assert code in (0, 3), out
+    assert "mmd p=" in out and "bbsd p=" in out and "mmd=" not in out
