@@ -10,12 +10,10 @@ registry or repeats a promotion. Unset (always, outside those tests) it does not
 
 from __future__ import annotations
 
-import os
-import signal
+from refit.models.version import FAULT_ENV, kill_at
 
 __all__ = ["FAULT_ENV", "PHASES", "fault_point", "training_fault_callback"]
 
-FAULT_ENV = "REFIT_FAULT_AT"
 PHASES = (
     "read",
     "drift",
@@ -32,10 +30,7 @@ PHASES = (
 
 def fault_point(phase: str) -> None:
     """Kill this process with SIGKILL when REFIT_FAULT_AT names `phase` (a test hook; see the module doc)."""
-    if phase not in PHASES:
-        raise ValueError(f"unknown fault phase {phase!r}; known: {PHASES}")
-    if os.environ.get(FAULT_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_at(phase, PHASES)
 
 
 def training_fault_callback():
