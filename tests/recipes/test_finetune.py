@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,8 +100,14 @@ def test_tracking_writes_an_offline_wandb_run_with_the_version_artifact(tmp_path
 def test_existing_run_is_not_overwritten_without_resume(tmp_path, tiny_model_dir, toy_data, capsys):
     out = tmp_path / "run"
     assert main(finetune_args(tiny_model_dir, toy_data, out, "--trainer.max_steps", "2")) == 0
+    written = (out / "version" / "refit.json").read_text()
     assert main(finetune_args(tiny_model_dir, toy_data, out)) == 2
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err  # finished: --resume would only say "nothing to resume"
+    assert "already holds a finished run" in err and "new --output_dir" in err and "--resume" not in err
+    assert (out / "version" / "refit.json").read_text() == written
+    shutil.rmtree(out / "version")  # a run with a checkpoint but no version yet: continue it
+    assert main(finetune_args(tiny_model_dir, toy_data, out)) == 2
+    assert "Continue it with --resume" in capsys.readouterr().err
 
 
 def _steps_logged(out: Path) -> list[int]:
