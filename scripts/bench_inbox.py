@@ -3,8 +3,8 @@
 An inbox holds N old capture files and N old feedback files (500 rows each, tiny synthetic texts written
 here), all read by finished cycles, plus one new capture file and one new feedback file (late labels for
 old requests and labels for the new ones). Timed, interleaved, `--repeats` times per N:
-- before: the inbox reader of `--baseline` (default: this branch's fork point of main), loaded from
-  `git show` into runs/bench_inbox/, given every old path as `seen`: it re-parses every capture and
+- before: the inbox reader of `--baseline` (default: e66cdf3, the last one without the index), loaded
+  from `git show`, given every old path as `seen`: it re-parses every capture and
   feedback file to join late labels;
 - after: this tree's cycle step, the way `refit maintain` runs it: open the inbox index (checked against
   the registry's done runs), read the inbox against it, open the run, stage what was read, end the run.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from _baseline import module_at  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
 from refit.io import atomic_write_text  # noqa: E402
@@ -148,25 +148,6 @@ def _cycle_after(inbox: Path, reg: Registry, status: str = "no_action"):
     return batch, notes
 
 
-def _load_baseline(ref: str):
-    """The inbox module of `ref`, written to runs/bench_inbox/ and imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:framework/maintain/inbox.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path = WORK / f"baseline_inbox_{ref[:12]}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_inbox", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_inbox"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -182,17 +163,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10,100,1000", help="old capture (and feedback) file counts")
     p.add_argument("--repeats", type=int, default=3, help="cycles timed per size (at most 9)")
-    p.add_argument(
-        "--baseline", default=None, help="git ref of the 'before' inbox reader (default: fork point)"
-    )
+    # the last inbox reader that re-parsed every old file (the fork point was the default on its branch; on
+    # main that is HEAD itself, whose reader takes no `seen`)
+    p.add_argument("--baseline", default="e66cdf3", help="git ref of the 'before' inbox reader")
     args = p.parse_args()
-    ref = (
-        args.baseline
-        or subprocess.run(
-            ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    )
-    baseline = _load_baseline(ref)
+    ref = args.baseline
+    baseline = module_at(ref, "framework/maintain/inbox.py", "baseline_inbox")
     load_before = _uptime()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baseline import module_at  # noqa: E402
 from _datasets import DATASETS, ROOT  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
@@ -51,22 +50,6 @@ def _files(tmp: Path) -> list[Path]:
     return found
 
 
-def _old_reader(rev: str):
-    src = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:framework/data/files.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "files_before.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("files_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module.read_rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -80,7 +63,9 @@ def main() -> None:
         "whole file, then parse_rows": lambda p: parse_rows(p.read_bytes(), p.suffix),
     }
     if args.against:
-        readers[f"read_rows at {args.against}"] = _old_reader(args.against)
+        readers[f"read_rows at {args.against}"] = module_at(
+            args.against, "framework/data/files.py", "files_before"
+        ).read_rows
     load = [os.getloadavg()[0]]
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,21 +14,22 @@ Writes scripts/results/registry_resolve.{json,md}.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from refit.registry import Registry
-from refit.registry.chain import GENESIS, row_hash
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from _baseline import module_at  # noqa: E402
+
+from refit.registry import Registry  # noqa: E402
+from refit.registry.chain import GENESIS, row_hash  # noqa: E402
+
 RESULTS = ROOT / "scripts" / "results"
 
 
@@ -79,24 +80,6 @@ def _append_moves(db_path: Path, n: int) -> None:
     db.close()
 
 
-def _baseline(revision: str, work: Path):
-    """refit.registry.store as it was at `revision` (before the alias check), as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:framework/registry/store.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path = work / "store_baseline.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("store_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _time(fn, calls: int) -> float:
     """Median seconds per call over `calls` calls."""
     out = []
@@ -126,7 +109,9 @@ def main() -> None:
         reg.promote("v0", "first")
         _append_moves(reg.db_path, args.rows - 1)
     rows = sqlite3.connect(root / "registry.db").execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-    old = _baseline(args.baseline, work).Registry(root, must_exist=True)  # serve opens it writable
+    old = module_at(args.baseline, "framework/registry/store.py", "store_baseline").Registry(
+        root, must_exist=True
+    )  # serve opens it writable
     warm = Registry(root, must_exist=True)
     expected = warm.resolve("champion")
     assert old.resolve("champion") == expected

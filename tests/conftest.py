@@ -147,6 +147,40 @@ def damaged_version(root: Path, model_dir: Path, data: dict[str, Path]) -> Path:
     return write_version(root / "damaged", model, AutoTokenizer.from_pretrained(model_dir), meta)
 
 
+def demo_finetune_args(model: Path | str, out: Path, *extra: str) -> list[str]:
+    """CLI arguments for a fine-tune of `model` on the bundled demo reviews, tracking off; `extra` sets the
+    epochs, lengths and reference size each test needs."""
+    argv = ["finetune", "--model", str(model), "--data.dataset", "refit-demo", "--output_dir", str(out)]
+    return [*argv, "--tracking.wandb", "false", *extra]
+
+
+def sealed_files_version(root: Path) -> Path:
+    """ROOT/v: a sealed version with sealed exports (model.onnx 'OLD', parity.json), only files: for tests
+    of sealing, swaps and locks, where no model is ever loaded."""
+    from refit.models import adding_exports, write_manifest
+
+    v = root / "v"
+    (v / "model").mkdir(parents=True)
+    (v / "model" / "model.safetensors").write_bytes(b"weights")
+    (v / "refit.json").write_text(json.dumps({"labels": ["0", "1"]}))
+    write_manifest(v)
+    with adding_exports(v) as staging:
+        (staging / "model.onnx").write_bytes(b"OLD")
+        (staging / "parity.json").write_text("{}")
+    return v
+
+
+def backdate_registrations(registry) -> None:
+    """Mark every version of `registry` registered long ago, as gc's real candidates are (gc keeps versions
+    registered in the last 10 minutes)."""
+    import sqlite3
+
+    db = sqlite3.connect(registry.db_path)
+    db.execute("UPDATE versions SET registered_at = '2026-01-01T00:00:00+00:00'")
+    db.commit()
+    db.close()
+
+
 def trained_version(root: Path, model_dir: Path) -> Path:
     """A tiny BERT fine-tuned to 100% on separable toy splits (about 10 s); returns its version folder."""
     from refit.cli import main

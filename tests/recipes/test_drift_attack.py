@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from refit.cli import main
 from refit.models import editing_version
+from tests.conftest import demo_finetune_args
 
 EVIL = [
     "<script>alert(1)</script> \"quoted\" & 'single'",
@@ -26,17 +27,8 @@ EVIL = [
 @pytest.fixture(scope="module")
 def version(tmp_path_factory, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("drift-attack") / "run"
-    argv = [
-        "finetune",
-        "--model",
-        str(tiny_model_dir),
-        "--data.dataset",
-        "refit-demo",
-        "--output_dir",
-        str(out),
-    ]
-    argv += ["--trainer.max_epochs", "1", "--data.batch_size", "16", "--data.max_length", "32"]
-    assert main([*argv, "--tracking.wandb", "false", "--data.reference_size", "60"]) == 0
+    extra = ["--trainer.max_epochs", "1", "--data.batch_size", "16", "--data.max_length", "32"]
+    assert main(demo_finetune_args(tiny_model_dir, out, *extra, "--data.reference_size", "60")) == 0
     return out / "version"
 
 

@@ -20,8 +20,8 @@ import pytest
 from refit.cli import main
 from refit.errors import VersionError
 from refit.export.lock import export_lock
-from refit.models import MANIFEST, adding_exports, verify_version, write_manifest
-from tests.conftest import trained_version
+from refit.models import MANIFEST, adding_exports, verify_version
+from tests.conftest import sealed_files_version, trained_version
 
 _ROOT = Path(__file__).resolve().parents[2]
 # the on-disk names and test hook of refit.models.version, spelt out so that this file runs (and fails) on
@@ -45,16 +45,7 @@ def _env(**extra: str) -> dict:
 
 
 def _version(tmp_path: Path) -> Path:
-    """A sealed version with sealed exports (model.onnx OLD, parity.json): only files, no model is loaded."""
-    v = tmp_path / "v"
-    (v / "model").mkdir(parents=True)
-    (v / "model" / "model.safetensors").write_bytes(b"weights")
-    (v / "refit.json").write_text(json.dumps({"labels": ["0", "1"]}))
-    write_manifest(v)
-    with adding_exports(v) as staging:
-        (staging / "model.onnx").write_bytes(b"OLD")
-        (staging / "parity.json").write_text("{}")
-    return v
+    return sealed_files_version(tmp_path)
 
 
 def _hidden(v: Path) -> list[str]:

@@ -22,7 +22,8 @@ import pytest
 from refit.errors import ExportError
 from refit.export.lock import export_lock, exports_read_lock
 from refit.io import RUN_LOCK, FolderBusy, hold_folder
-from refit.models import adding_exports, verify_version, write_manifest
+from refit.models import adding_exports, verify_version
+from tests.conftest import sealed_files_version
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,16 +116,7 @@ def _silent_for(proc: subprocess.Popen, seconds: float) -> bool:
 
 @pytest.fixture
 def version(tmp_path) -> Path:
-    """A sealed version with sealed exports (model.onnx OLD, parity.json); only files, no model."""
-    v = tmp_path / "v"
-    (v / "model").mkdir(parents=True)
-    (v / "model" / "model.safetensors").write_bytes(b"weights")
-    (v / "refit.json").write_text(json.dumps({"labels": ["0", "1"]}))
-    write_manifest(v)
-    with adding_exports(v) as staging:
-        (staging / "model.onnx").write_bytes(b"OLD")
-        (staging / "parity.json").write_text("{}")
-    return v
+    return sealed_files_version(tmp_path)
 
 
 def test_two_writers_of_one_version_one_is_refused_naming_the_folder(version):

@@ -23,6 +23,7 @@ from refit.errors import VersionError
 from refit.models.version import FAULT_ENV
 from refit.registry import CHAMPION, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.store import FAULT_PHASES
+from tests.conftest import backdate_registrations
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +39,8 @@ def reg(tmp_path, versions):
         reg.register(v)
     reg.promote("v0", "first")
     reg.promote("v1", "second")
-    _backdate(reg)
+    backdate_registrations(reg)
     return reg
-
-
-def _backdate(reg) -> None:
-    """Registered long ago, as gc's real candidates are: gc keeps versions registered in the last 10 minutes."""
-    db = sqlite3.connect(reg.db_path)
-    db.execute("UPDATE versions SET registered_at = '2026-01-01T00:00:00+00:00'")
-    db.commit()
-    db.close()
 
 
 def _sql(reg, *statements: str) -> None:

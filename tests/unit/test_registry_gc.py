@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 
 import pytest
 
 from refit.cli import main
 from refit.registry import CHALLENGER, CHAMPION, Registry, apply_gc, plan_gc
+from tests.conftest import backdate_registrations
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,8 @@ def reg(tmp_path, versions):
     for vid in ("v0", "v1", "v2", "v3"):
         reg.promote(vid, f"promote {vid}")
     reg.set_alias(CHALLENGER, "v4", "trained")
-    _backdate(reg)
+    backdate_registrations(reg)
     return reg
-
-
-def _backdate(reg) -> None:
-    """Registered long ago, as gc's real candidates are: gc keeps versions registered in the last 10 minutes."""
-    db = sqlite3.connect(reg.db_path)
-    db.execute("UPDATE versions SET registered_at = '2026-01-01T00:00:00+00:00'")
-    db.commit()
-    db.close()
 
 
 def test_gc_plan_protects_aliases_and_the_last_champions(reg):
