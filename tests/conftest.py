@@ -170,6 +170,19 @@ def sealed_files_version(root: Path) -> Path:
     return v
 
 
+def registry_with(root: Path, versions: list[Path], *promotions: tuple[str, str]):
+    """A real registry at ROOT holding `versions` (registered in order), each (id, reason) of `promotions`
+    promoted in turn: the champion history the registry tests start from."""
+    from refit.registry import Registry
+
+    reg = Registry(root)
+    for v in versions:
+        reg.register(v)
+    for vid, reason in promotions:
+        reg.promote(vid, reason)
+    return reg
+
+
 def backdate_registrations(registry) -> None:
     """Mark every version of `registry` registered long ago, as gc's real candidates are (gc keeps versions
     registered in the last 10 minutes)."""

@@ -23,7 +23,7 @@ from refit.errors import VersionError
 from refit.models.version import FAULT_ENV
 from refit.registry import CHAMPION, Registry, apply_gc, plan_gc, verify_registry
 from refit.registry.store import FAULT_PHASES
-from tests.conftest import backdate_registrations
+from tests.conftest import backdate_registrations, registry_with
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,7 @@ def versions(tiny_versions):
 @pytest.fixture
 def reg(tmp_path, versions):
     """v0 -> v1 champion (v0 the rollback target), v2 and v3 registered and unreferenced."""
-    reg = Registry(tmp_path / "reg")
-    for v in versions:
-        reg.register(v)
-    reg.promote("v0", "first")
-    reg.promote("v1", "second")
+    reg = registry_with(tmp_path / "reg", versions, ("v0", "first"), ("v1", "second"))
     backdate_registrations(reg)
     return reg
 

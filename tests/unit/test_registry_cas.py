@@ -11,6 +11,7 @@ import pytest
 
 from refit.errors import VersionError
 from refit.registry import CHALLENGER, CHAMPION, Registry, Superseded
+from tests.conftest import registry_with
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +21,7 @@ def versions(tiny_versions):
 
 @pytest.fixture
 def reg(tmp_path, versions):
-    reg = Registry(tmp_path / "reg")
-    for v in versions:
-        reg.register(v)
-    reg.promote("v0", "initial")
-    return reg
+    return registry_with(tmp_path / "reg", versions, ("v0", "initial"))
 
 
 def test_promote_with_stale_expected_champion_is_superseded(reg):

@@ -12,6 +12,7 @@ import pytest
 
 from refit.cli import main
 from refit.registry import CHAMPION, NoRegistry, Registry, RegistryError, verify_registry
+from tests.conftest import registry_with
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,7 @@ def versions(tiny_versions):
 
 @pytest.fixture
 def reg(tmp_path, versions):
-    reg = Registry(tmp_path / "reg")
-    for v in versions:
-        reg.register(v)
-    reg.promote("v0", "first")
-    reg.promote("v1", "second")
+    reg = registry_with(tmp_path / "reg", versions, ("v0", "first"), ("v1", "second"))
     reg.set_alias("challenger", "v2", "trained")
     return reg
 
