@@ -547,9 +547,8 @@ class Registry:
         """The version behind an id or alias; with `verify`, refuses one with any missing, extra or altered file."""
         vid = self.resolve(ref)
         row = self._row(vid)
-        if (
-            row is None
-        ):  # removed since resolve() (gc), or an alias at no version: only a hand edit can make one
+        # removed since resolve() (gc), or an alias at no version: only a hand edit can make one
+        if row is None:
             raise RegistryError(
                 f"The registry database {self.db_path}: '{ref}' points at version {vid!r}, which has no row in "
                 "its versions table (removed meanwhile by `refit registry gc`, or the database was edited by "
