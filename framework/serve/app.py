@@ -221,6 +221,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         body = {"ready": s.accepting, "version_id": s.slot.version_id, "backend": s.slot.backend}
         if s.refused:  # the alias points elsewhere, at a version this server refused: say so (why: the log)
             body["refused_version_id"] = s.refused
+        if s.registry_problem:  # the alias disagrees with the audit log: the old slot serves on (why)
+            body["registry_problem"] = s.registry_problem
         return JSONResponse(body, status_code=200 if s.accepting else 503)
 
     @app.get("/metrics")

@@ -110,6 +110,9 @@ class Server:
         self._reload_lock = threading.Lock()
         self._refused: str | None = None  # a version refused once is not retried until the alias moves again
         self.last_error: str | None = None
+        # the watcher's standing reason not to follow the alias (it disagrees with the audit log), for
+        # /readyz: a server still serving its old slot for that reason says so to its operator
+        self.registry_problem: str | None = None
         self.slot: Slot = self._load(self._target())
         self.metrics.set_version(self.slot.version_id, self.slot.backend)
         self.batcher = MicroBatcher(
@@ -323,9 +326,10 @@ class Server:
             try:
                 current = self.registry.resolve(self.options.alias)
             except Exception as e:  # unreadable, or disagrees with its audit log: keep serving, look again
+                busy = not isinstance(e, RegistryError) or "locked" in str(e)
+                self.registry_problem = None if busy else str(e)
                 if str(e) != said:
                     said = self.last_error = str(e)
-                    busy = not isinstance(e, RegistryError) or "locked" in said
                     (log.warning if busy else log.error)(
                         "refit serve: cannot use the registry alias '%s'; still serving %s: %s",
                         self.options.alias,
@@ -333,7 +337,7 @@ class Server:
                         e,
                     )
                 continue
-            said = None
+            said = self.registry_problem = None
             if current in (self.slot.version_id, self._refused):
                 continue
             with contextlib.suppress(RefitError):  # refused: logged and counted by reload

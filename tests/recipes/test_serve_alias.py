@@ -70,6 +70,7 @@ def test_the_watcher_keeps_serving_through_an_edited_alias_and_follows_a_real_pr
         time.sleep(2)  # about ten polls
         ready = httpx.get(f"{base}/readyz", timeout=10).json()
         assert ready["version_id"] == ids[0] and "refused_version_id" not in ready, ready
+        assert "but the audit log says" in ready["registry_problem"], ready  # the operator sees why
         answer = httpx.post(f"{base}/predict", json={"text": "still the champion?"}, timeout=30).json()
         assert answer["version_id"] == ids[0]
         reload = httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer s3cret"}, timeout=30)
@@ -80,6 +81,7 @@ def test_the_watcher_keeps_serving_through_an_edited_alias_and_follows_a_real_pr
         while httpx.get(f"{base}/readyz", timeout=10).json()["version_id"] != ids[2]:
             assert time.monotonic() < deadline, "the watcher never followed the real promote"
             time.sleep(0.2)
+        assert "registry_problem" not in httpx.get(f"{base}/readyz", timeout=10).json()  # repaired
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
