@@ -176,9 +176,8 @@ def run(cfg: Config) -> Path:
     registered = registry_holding(version) is not None
     if registered:
         reading = exports_read_lock(version, wait_s=cfg.lock_wait_s)
-    elif (
-        version / "refit.json"
-    ).is_file():  # finish or undo a killed export's swap first (refit.export.lock)
+    elif (version / "refit.json").is_file():
+        # finish or undo a killed export's swap first (refit.export.lock)
         with export_lock(version, wait_s=cfg.lock_wait_s):
             settle_exports(version)
         reading = exports_read_lock(version, wait_s=cfg.lock_wait_s)
