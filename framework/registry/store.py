@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from refit.errors import RefitError, VersionError
-from refit.io import check_name, child_path, make_private, private_dir, sha256_file
+from refit.io import check_name, child_path, make_private, private_dir, sha256_file, write_json
 from refit.models.version import MANIFEST, kill_at, read_version, verify_version, weights_file
 from refit.registry.chain import GENESIS, check_chain, replay_aliases, row_hash
 
@@ -43,6 +43,7 @@ __all__ = [
     "CHALLENGER",
     "STALE_AFTER_S",
     "FAULT_PHASES",
+    "MARKER",
     "registry_holding",
 ]
 
@@ -143,16 +144,23 @@ class _Checked:
     aliases: dict[str, str]
 
 
+# A small file at ROOT, written by every writer that opens the registry, naming its database: it is what
+# makes ROOT/versions/ID recognisable as a registry's version whatever --db is (see registry_holding).
+MARKER = "refit-registry.json"
+MARKER_FORMAT = "refit-registry/1"
+
+
 def registry_holding(version_dir: str | Path) -> Path | None:
-    """The root of the registry that holds `version_dir` (ROOT/versions/ID beside ROOT/registry.db), else None.
+    """The root of the registry that holds `version_dir` (ROOT/versions/ID), else None.
 
     Such a folder is pinned at registration (its manifests' hashes are in the database): a command that
     rewrote it in place (a drift refresh, a report written into it) made the registry refuse that version,
-    the champion included, everywhere from then on. Registries with their database elsewhere (--db) are not
-    recognised here."""
+    the champion included, everywhere from then on. A registry is recognised by ROOT/registry.db or by its
+    marker ROOT/refit-registry.json (written when a writer opens it), so one whose database is elsewhere
+    (--db) is recognised too; an old one with its database elsewhere is once any writer has opened it."""
     path = Path(version_dir).expanduser().resolve()
     root = path.parent.parent
-    if path.parent.name == "versions" and (root / "registry.db").is_file():
+    if path.parent.name == "versions" and any((root / n).is_file() for n in ("registry.db", MARKER)):
         return root
     return None
 
@@ -208,7 +216,18 @@ class Registry:
         self._connect_checked()
         if create:
             private_dir(self.versions_dir)
+            self._write_marker()
             self.clean_staging()
+
+    def _write_marker(self) -> None:
+        """ROOT/refit-registry.json naming the database, unless there is one: so `registry_holding` knows
+        ROOT/versions/ID is pinned even when the database is elsewhere (an old registry gets it here, at
+        its first open by a writer). Written atomically, owner-only; an existing marker is left as it is."""
+        marker = self.root / MARKER
+        if marker.exists() or marker.is_symlink():
+            return
+        write_json(marker, {"format": MARKER_FORMAT, "database": str(self.db_path)})
+        os.chmod(marker, 0o600)
 
     def _create_db(self) -> None:
         """Build the schema in a private temporary file, then link it into place: the database is never seen
