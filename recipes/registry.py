@@ -258,6 +258,19 @@ def _mirror(cfg, registry: Registry, move) -> None:
         )
 
 
+def _moved(cfg, registry: Registry, move, console: Console) -> None:
+    """Say what a promote or alias move did, and mirror it; one that found the alias already there wrote
+    nothing (no audit row, no mirror): before, it appended a "v -> v" row to the log."""
+    if not move.moved:
+        console.print(
+            f"{move.to_version} is already the {move.alias} (since audit row #{move.seq}); nothing was written.",
+            markup=False,
+        )
+        return
+    console.print(f"{move.alias}: {move.from_version or '-'} -> {move.to_version}", markup=False)
+    _mirror(cfg, registry, move)
+
+
 def _table(title: str, columns: tuple[str, ...]) -> Table:
     return _plain_table(escape(title), columns)  # a --root path holding '[' is shown as it is
 
@@ -316,16 +329,14 @@ def run(cfg) -> int:
     elif isinstance(cfg, Promote):
         target = registry.get(cfg.version)
         move = registry.promote(target.id, cfg.reason, target.metrics, expected_champion=cfg.expected)
-        console.print(f"champion: {move.from_version or '-'} -> {move.to_version}", markup=False)
-        _mirror(cfg, registry, move)
+        _moved(cfg, registry, move, console)
     elif isinstance(cfg, Rollback):
         move = registry.rollback(cfg.reason, alias=cfg.alias)
         console.print(f"{move.alias}: {move.from_version} -> {move.to_version} (rollback)", markup=False)
         _mirror(cfg, registry, move)
     elif isinstance(cfg, Alias):
         move = registry.set_alias(cfg.alias, cfg.version, cfg.reason, expected=cfg.expected)
-        console.print(f"{cfg.alias}: {move.from_version or '-'} -> {move.to_version}", markup=False)
-        _mirror(cfg, registry, move)
+        _moved(cfg, registry, move, console)
     elif isinstance(cfg, History):
         _history(registry, cfg.alias, cfg.format, console)
     elif isinstance(cfg, Verify):
@@ -377,7 +388,8 @@ def _list(registry: Registry, fmt: str, console: Console) -> None:
 def _history(registry: Registry, alias: str | None, fmt: str, console: Console) -> None:
     moves = registry.history(alias)
     if fmt == "json":
-        print(json.dumps([dataclasses.asdict(m) for m in moves], indent=2, default=str))
+        rows = [{k: v for k, v in dataclasses.asdict(m).items() if k != "moved"} for m in moves]  # each a row
+        print(json.dumps(rows, indent=2, default=str))
         return
     table = _table("alias moves (audit log)", ("#", "at", "alias", "from", "to", "action", "by", "reason"))
     for m in moves:

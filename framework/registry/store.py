@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -133,6 +133,7 @@ class AliasMove:
     action: str
     reason: str | None
     metrics: dict | None
+    moved: bool = True  # False: the alias already pointed there and the log agreed; nothing was written
 
 
 @dataclass(frozen=True)
@@ -641,6 +642,9 @@ class Registry:
     ) -> AliasMove:
         """Point `alias` at a version: the move, its audit row (and optionally a run's end) are one transaction.
 
+        Already there (the alias row and the audit log agree): nothing is written but the run's end, and the
+        move that put it there is returned with `moved=False`.
+
         Compare-and-swap: with `expected`, the move happens only if `alias` still points at that version
         when the transaction commits; otherwise Superseded is raised and nothing changes. With
         `run=(run_id, status, details)` the run row is finished in the same transaction, so a kill can
@@ -665,6 +669,13 @@ class Registry:
                     f"'{alias}' now points at {previous or 'nothing'}, not {expected} as expected: someone else "
                     f"moved it meanwhile. {target} was not made {alias}; nothing was changed."
                 )
+            if previous == target and self._log_says(db, alias) == target:
+                # already there, and the audit log agrees: nothing moves, so nothing is audited (a "v -> v"
+                # row said nothing). An alias row edited by hand to `target` is not this case: the move
+                # below is then the operator's repair, and its row re-seals the log.
+                if run is not None:
+                    self._finish_run_in(db, *run)
+                return self._latest_move(db, alias)
             db.execute(
                 "INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "version_id = excluded.version_id, updated_at = excluded.updated_at",
@@ -693,6 +704,20 @@ class Registry:
                 self._finish_run_in(db, *run)
         kill_at("alias-moved", FAULT_PHASES)
         return next(m for m in self.history(alias) if m.seq == seq)
+
+    def _log_says(self, db: sqlite3.Connection, alias: str) -> str | None:
+        """Where the audit log says `alias` points now; None when it never moved it or its chain is broken
+        (a move is then written as before, and `refit registry verify` names the damage)."""
+        try:
+            return self._logged_aliases(db, f"move '{alias}'").get(alias)
+        except RegistryError:
+            return None
+
+    def _latest_move(self, db: sqlite3.Connection, alias: str) -> AliasMove:
+        """The move that put `alias` where it is, marked `moved=False`: what a move to where it already is
+        returns (it writes nothing)."""
+        row = db.execute("SELECT * FROM audit WHERE alias = ? ORDER BY seq DESC LIMIT 1", (alias,)).fetchone()
+        return replace(self._to_move(row), moved=False)
 
     def promote(
         self,
@@ -733,20 +758,20 @@ class Registry:
     def history(self, alias: str | None = None) -> list[AliasMove]:
         if alias is not None:
             check_name(alias, "alias name")
-        return [
-            AliasMove(
-                r["seq"],
-                r["at"],
-                r["alias"],
-                r["from_version"],
-                r["to_version"],
-                r["actor"],
-                r["action"],
-                r["reason"],
-                self._json(r["metrics"], f"the metrics of audit row {r['seq']}"),
-            )
-            for r in self.audit_rows(alias)
-        ]
+        return [self._to_move(r) for r in self.audit_rows(alias)]
+
+    def _to_move(self, r) -> AliasMove:
+        return AliasMove(
+            r["seq"],
+            r["at"],
+            r["alias"],
+            r["from_version"],
+            r["to_version"],
+            r["actor"],
+            r["action"],
+            r["reason"],
+            self._json(r["metrics"], f"the metrics of audit row {r['seq']}"),
+        )
 
     def audit_rows(self, alias: str | None = None) -> list[dict]:
         """The raw audit rows in order (hash-chain columns included; None where the database predates them)."""
