@@ -12,6 +12,7 @@ __all__ = [
     "resolve_wandb_mode",
     "build_loggers",
     "log_version_artifact",
+    "version_artifact",
     "finish",
     "log_drift_run",
     "log_summary_run",
@@ -98,17 +99,28 @@ def _wandb_logger(loggers: list):
     return next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
 
 
+def version_artifact(name: str, version_dir: str | Path, metadata: dict):
+    """A W&B model artifact of the sealed version: only the files its manifests list (and the manifests),
+    verified first. `add_dir` took the whole folder, staging of a write in progress included (an export's
+    `.staging-*` and `.exports.old-swap`, `exports/.NAME.tmp-*`): files no load of the version accepts."""
+    import wandb
+
+    from refit.models.version import sealed_files  # here: refit.models pulls in transformers
+
+    artifact = wandb.Artifact(name, type="model", metadata=metadata)
+    folder = Path(version_dir)
+    for rel in sealed_files(folder):
+        artifact.add_file(str(folder / rel), name=rel)
+    return artifact
+
+
 def log_version_artifact(loggers: list, version_dir: str | Path, version_id: str, metrics: dict) -> None:
     """Upload the version folder as a W&B model artifact (offline runs store it for a later `wandb sync`)."""
     logger = _wandb_logger(loggers)
     if logger is None:
         return
-    import wandb
-
-    artifact = wandb.Artifact(
-        f"model-{logger.experiment.id}", type="model", metadata={"version_id": version_id, "metrics": metrics}
-    )
-    artifact.add_dir(str(version_dir))
+    metadata = {"version_id": version_id, "metrics": metrics}
+    artifact = version_artifact(f"model-{logger.experiment.id}", version_dir, metadata)
     logger.experiment.log_artifact(artifact, aliases=["latest", version_id])
     logger.experiment.summary.update(
         {f"final/{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}

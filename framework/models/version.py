@@ -44,6 +44,7 @@ __all__ = [
     "weights_file",
     "write_manifest",
     "verify_version",
+    "sealed_files",
     "update_exports_manifest",
     "adding_exports",
     "settle_exports",
@@ -454,6 +455,22 @@ def verify_version(version_dir: str | Path) -> None:
             f"Version {folder}: {first} is not covered by {exports / MANIFEST} (exports must be "
             "installed with refit.models.version.update_exports_manifest). Refusing to use it."
         )
+
+
+def sealed_files(version_dir: str | Path) -> list[str]:
+    """The version's files its manifests list, with the manifests themselves, as relative posix paths: what
+    to copy or upload when the version is shipped whole. Verified first (VersionError otherwise), so each
+    listed file is there as sealed; staging of writes in progress (`.staging-*`, `.exports.old-swap`, hidden
+    entries of exports/), which no manifest lists, is never among them."""
+    folder = Path(version_dir)
+    verify_version(folder)
+    out = [MANIFEST]
+    for prefix, manifest in (("", folder / MANIFEST), (f"{EXPORTS}/", folder / EXPORTS / MANIFEST)):
+        if manifest.is_file():
+            out += [prefix + e["path"] for e in json.loads(manifest.read_text())["files"]]
+    if (folder / EXPORTS / MANIFEST).is_file():
+        out.append(f"{EXPORTS}/{MANIFEST}")
+    return sorted(out)
 
 
 def read_version(version_dir: str | Path, verify: bool = True) -> dict:

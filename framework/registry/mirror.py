@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from refit.io import check_name
+from refit.tracking import version_artifact
 
 __all__ = ["mirror_alias"]
 
@@ -35,11 +36,8 @@ def mirror_alias(
     def log_to(target) -> None:
         # Built only once a run is open: W&B's quiet mode (WANDB_SILENT, which the CLI sets) takes effect
         # at wandb.init, and before it `add_dir` printed "wandb: Adding directory to artifact ..." on every
-        # promote, rollback and alias move.
-        artifact = wandb.Artifact(
-            "refit-model", type="model", metadata={"version_id": version_id, "reason": reason}
-        )
-        artifact.add_dir(str(version_path))
+        # promote, rollback and alias move. Only the sealed version's files go in (tracking.version_artifact).
+        artifact = version_artifact("refit-model", version_path, {"version_id": version_id, "reason": reason})
         target.log_artifact(artifact, aliases=[alias, version_id])
 
     if run is not None:
