@@ -35,8 +35,8 @@ from refit.config import build_parser, parse_config
 from refit.errors import ConfigError, RefitError
 from refit.models import read_version
 from refit.registry import CHAMPION, NoRegistry, Registry, apply_gc, plan_gc, verify_registry
+from refit.registry.layout import STALE_AFTER_S
 from refit.registry.mirror import mirror_alias
-from refit.registry.store import STALE_AFTER_S
 from refit.report import console as _console
 from refit.report import table as _plain_table
 from refit.settings import TrackingConfig

@@ -1,18 +1,11 @@
 """Versions, aliases (champion, challenger, your own) and a hash-chained, append-only audit log in SQLite."""
 
+from refit.registry.audit import CHALLENGER, CHAMPION, AliasMove, Superseded
 from refit.registry.check import Finding, verify_registry
+from refit.registry.db import NoRegistry, RegistryError
 from refit.registry.gc import GcPlan, apply_gc, plan_gc
-from refit.registry.store import (
-    CHALLENGER,
-    CHAMPION,
-    AliasMove,
-    NoRegistry,
-    RegisteredVersion,
-    Registry,
-    RegistryError,
-    Superseded,
-    registry_holding,
-)
+from refit.registry.layout import registry_holding
+from refit.registry.store import RegisteredVersion, Registry
 
 __all__ = [
     "CHALLENGER",

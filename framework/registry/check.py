@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from refit.errors import VersionError
-from refit.registry.chain import check_chain, replay_aliases
-from refit.registry.store import Registry, RegistryError, is_staging
+from refit.registry.audit import alias_states
+from refit.registry.chain import check_chain
+from refit.registry.db import RegistryError
+from refit.registry.layout import is_staging
+from refit.registry.store import Registry
 
 __all__ = ["Finding", "verify_registry"]
 
@@ -46,9 +49,7 @@ def verify_registry(registry: Registry) -> list[Finding]:
     if not problems:
         note = f"; {legacy} older row(s) predate the chain" if legacy else ""
         findings.append(Finding("audit", f"{len(rows)} rows", True, "hash chain intact" + note))
-    expected, actual = replay_aliases(rows), registry.aliases()
-    for name in sorted(expected.keys() | actual.keys()):
-        want, have = expected.get(name), actual.get(name)
+    for name, want, have in alias_states(rows, registry.aliases()):
         if want == have:
             findings.append(Finding("alias", name, True, f"{have} (matches the audit log)"))
         else:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from refit.errors import VersionError
 from refit.io import check_name
-from refit.registry.store import STALE_AFTER_S, Registry, is_staging
+from refit.registry.audit import CHAMPION
+from refit.registry.layout import STALE_AFTER_S, is_staging
+from refit.registry.store import Registry
 
-__all__ = ["GcPlan", "plan_gc", "apply_gc"]
+__all__ = ["GcPlan", "plan_gc", "apply_gc", "unreferenced"]
 
 
 @dataclass
@@ -43,7 +45,7 @@ def plan_gc(registry: Registry, keep: int, stale_after_s: float = STALE_AFTER_S)
     cutoff = time.time() - stale_after_s
     registered = {v.id: v.registered_at for v in registry.list_versions()}
     plan = GcPlan(keep=keep)
-    for vid in registry.unreferenced(keep):
+    for vid in unreferenced(registry, keep):
         (plan.recent if _after(registered.get(vid), cutoff) else plan.versions).append(vid)
     if not registry.versions_dir.is_dir():
         return plan
@@ -57,6 +59,18 @@ def plan_gc(registry: Registry, keep: int, stale_after_s: float = STALE_AFTER_S)
     return plan
 
 
+def unreferenced(registry: Registry, keep: int) -> list[str]:
+    """Versions no alias points to and not among the last `keep` champions in the audit log, oldest first."""
+    registry.check_audit("choose what gc removes")
+    protected = set(registry.aliases().values())
+    champions: list[str] = []
+    for move in reversed(registry.history(CHAMPION)):
+        if move.to_version and move.to_version not in champions:
+            champions.append(move.to_version)
+    protected.update(champions[: max(keep, 0)])
+    return [v.id for v in registry.list_versions() if v.id not in protected]
+
+
 def _after(stamp: str | None, cutoff: float) -> bool:
     """Whether a registered_at time is after `cutoff`; an unreadable one counts as recent (kept)."""
     try:
@@ -68,7 +82,7 @@ def _after(stamp: str | None, cutoff: float) -> bool:
 def apply_gc(registry: Registry, plan: GcPlan) -> list[str]:
     """Remove what the plan lists (re-checking each version is still unreferenced); returns what was removed."""
     removed: list[str] = []
-    still = set(registry.unreferenced(plan.keep))  # an alias may have moved since the plan was made
+    still = set(unreferenced(registry, plan.keep))  # an alias may have moved since the plan was made
     for version_id in plan.versions:
         if version_id in still:
             registry.remove_version(version_id)  # refuses, in its transaction, a version an alias points at

@@ -1,8 +1,10 @@
 """The model registry: version folders plus one SQLite database of versions, aliases and an audit log.
 
-SQLite (the standard library's) is the embedded default: one file, real transactions, safe against a
-crash mid-write. Every alias move is one compare-and-swap transaction that also appends its audit row
-(hash-chained, see chain.py), so the log and the aliases can never disagree. Rollback is itself an alias
+`Registry` is the one way in: opening the registry, registering and verifying versions, moving aliases,
+removing what gc chose, and the runs table. It calls the owners of the parts: the database file (db.py),
+the audit log and the aliases it vouches for (audit.py, chain.py), the folder and its staging
+(layout.py); what gc may remove is gc.py's. Every alias move is one compare-and-swap transaction that
+also appends its audit row, so the log and the aliases can never disagree. Rollback is itself an alias
 move, and is audited like any other.
 
 Fail closed: read-only use (`create=False`) never creates anything; a missing, zero-byte or corrupt
@@ -12,25 +14,45 @@ manifest against the hash recorded at registration) before anything uses or poin
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import getpass
 import json
 import os
 import shutil
 import sqlite3
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-from refit.errors import RefitError, VersionError
-from refit.io import check_name, child_path, make_private, private_dir, sha256_file, write_json
+from refit.errors import VersionError
+from refit.io import check_name, child_path, make_private, private_dir, sha256_file
 from refit.models.version import MANIFEST, kill_at, read_version, verify_version, weights_file
-from refit.registry.chain import GENESIS, check_chain, replay_aliases, row_hash
+from refit.registry import audit
+from refit.registry import db as database
+from refit.registry.audit import (
+    CHALLENGER,
+    CHAMPION,
+    AliasMove,
+    Checked,
+    Superseded,
+    alias_states,
+    append_move,
+    logged_aliases,
+    previous_holder,
+    tampered,
+    to_move,
+)
+from refit.registry.chain import check_chain
+from refit.registry.db import NoRegistry, RegistryError
+from refit.registry.layout import (
+    MARKER,
+    STALE_AFTER_S,
+    install,
+    is_staging,
+    registry_holding,
+    stale_staging,
+    write_marker,
+)
 
 __all__ = [
     "Registry",
@@ -47,67 +69,9 @@ __all__ = [
     "registry_holding",
 ]
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-# Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
-# belong to a registration in progress in another process, so they are left alone.
-STALE_AFTER_S = 600.0
 EXPORT_WAIT_S = 600.0  # registering waits this long for an export of the version to finish
 # Test hooks: REFIT_FAULT_AT=<phase> SIGKILLs the process there (refit.models.version.kill_at).
 FAULT_PHASES = ("alias-verified", "alias-moved", "gc-row-removed", "gc-folder-moved")
-
-
-class RegistryError(RefitError):
-    """The registry folder or its database is missing, damaged or inconsistent."""
-
-
-class NoRegistry(RegistryError):
-    """No registry where one was to be opened read-only. The message names no flag: each command spells its
-    own (`--root` for `refit registry`, `--registry.root` for maintain and serve) and adds it."""
-
-
-class Superseded(RefitError):
-    """A compare-and-swap alias move lost: the alias no longer points where the caller expected.
-
-    Raised when someone else (a manual `registry promote`, another cycle) moved the alias after the caller
-    read it; nothing was changed. The caller records the outcome as superseded instead of overwriting.
-    """
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    id TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, recipe TEXT, created_at TEXT,
-    registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT,
-    exports_manifest_sha256 TEXT
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT PRIMARY KEY, version_id TEXT NOT NULL REFERENCES versions(id), updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, alias TEXT NOT NULL, from_version TEXT,
-    to_version TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, reason TEXT, metrics TEXT,
-    prev_hash TEXT, hash TEXT
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
-    status TEXT NOT NULL, details TEXT
-);
-CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-# Columns added since the first schema: (table, column, type). Added in place to older databases.
-_MIGRATIONS = (
-    ("versions", "manifest_sha256", "TEXT"),
-    ("versions", "exports_manifest_sha256", "TEXT"),  # '' = registered without exports; NULL = before this
-    ("audit", "prev_hash", "TEXT"),
-    ("audit", "hash", "TEXT"),
-)
-_TABLES = {"versions", "aliases", "audit", "runs"}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -120,55 +84,6 @@ class RegisteredVersion:
     registered_at: str
     weights_sha256: str
     metrics: dict
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    seq: int
-    at: str
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    actor: str
-    action: str
-    reason: str | None
-    metrics: dict | None
-    moved: bool = True  # False: the alias already pointed there and the log agreed; nothing was written
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """The last audit row whose chain this process has checked, and the aliases the log says up to it."""
-
-    seq: int
-    hash: str | None  # None: every row so far predates the chain
-    aliases: dict[str, str]
-
-
-# A small file at ROOT, written by every writer that opens the registry, naming its database: it is what
-# makes ROOT/versions/ID recognisable as a registry's version whatever --db is (see registry_holding).
-MARKER = "refit-registry.json"
-MARKER_FORMAT = "refit-registry/1"
-
-
-def registry_holding(version_dir: str | Path) -> Path | None:
-    """The root of the registry that holds `version_dir` (ROOT/versions/ID), else None.
-
-    Such a folder is pinned at registration (its manifests' hashes are in the database): a command that
-    rewrote it in place (a drift refresh, a report written into it) made the registry refuse that version,
-    the champion included, everywhere from then on. A registry is recognised by ROOT/registry.db or by its
-    marker ROOT/refit-registry.json (written when a writer opens it), so one whose database is elsewhere
-    (--db) is recognised too; an old one with its database elsewhere is once any writer has opened it."""
-    path = Path(version_dir).expanduser().resolve()
-    root = path.parent.parent
-    if path.parent.name == "versions" and any((root / n).is_file() for n in ("registry.db", MARKER)):
-        return root
-    return None
-
-
-def is_staging(name: str) -> bool:
-    """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of `register` and refit.io.atomic_dir."""
-    return name.startswith(".") and (".tmp-" in name or ".old-" in name)
 
 
 class Registry:
@@ -196,7 +111,7 @@ class Registry:
         self.lock_timeout_s = lock_timeout_s
         # How far this process has checked the audit log (see `_logged_aliases`); a dict so that the copies
         # `with_lock_timeout` makes share it.
-        self._checked: dict[str, _Checked] = {}
+        self._checked: dict[str, Checked] = {}
         self.root = Path(root).expanduser().resolve()
         self.versions_dir = self.root / "versions"
         self.db_path = Path(db_path).expanduser().resolve() if db_path else self.root / "registry.db"
@@ -213,40 +128,12 @@ class Registry:
             self._refuse_missing_db(create and not must_exist)
             private_dir(self.versions_dir)
             private_dir(self.db_path.parent)
-            self._create_db()
-        self._connect_checked()
+            database.create(self.db_path)
+        database.check(self.db_path, self.writable, self.lock_timeout_s, self.versions_dir)
         if create:
             private_dir(self.versions_dir)
-            self._write_marker()
+            write_marker(self.root, self.db_path)
             self.clean_staging()
-
-    def _write_marker(self) -> None:
-        """ROOT/refit-registry.json naming the database, unless there is one: so `registry_holding` knows
-        ROOT/versions/ID is pinned even when the database is elsewhere (an old registry gets it here, at
-        its first open by a writer). Written atomically, owner-only; an existing marker is left as it is."""
-        marker = self.root / MARKER
-        if marker.exists() or marker.is_symlink():
-            return
-        write_json(marker, {"format": MARKER_FORMAT, "database": str(self.db_path)})
-        os.chmod(marker, 0o600)
-
-    def _create_db(self) -> None:
-        """Build the schema in a private temporary file, then link it into place: the database is never seen
-        half-made (a zero-byte registry.db always means damage), and of two racing creators one wins."""
-        tmp = self.db_path.parent / f".{self.db_path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        os.close(fd)
-        try:
-            os.chmod(tmp, 0o600)
-            db = sqlite3.connect(tmp)
-            try:
-                db.executescript(_SCHEMA)
-            finally:
-                db.close()
-            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
-                os.link(tmp, self.db_path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def with_lock_timeout(self, seconds: float) -> Registry:
         """This registry (same paths, nothing reopened) whose calls wait at most `seconds` for a lock: for a
@@ -254,15 +141,6 @@ class Registry:
         other = copy.copy(self)
         other.lock_timeout_s = seconds
         return other
-
-    def _connect(self) -> sqlite3.Connection:
-        wait = self.lock_timeout_s
-        if self.writable:
-            return sqlite3.connect(self.db_path, timeout=wait, isolation_level=None)
-        # Read-only: SQLite itself refuses to write or create anything.
-        return sqlite3.connect(
-            self.db_path.as_uri() + "?mode=ro", uri=True, timeout=wait, isolation_level=None
-        )
 
     def _refuse_missing_db(self, create: bool) -> None:
         versions = (
@@ -283,67 +161,9 @@ class Registry:
                 f"No registry at {self.root} ({what}); `refit registry register --version DIR` creates one."
             )
 
-    def _connect_checked(self) -> None:
-        """Check the database is a readable refit registry; add newer columns to an old one (writers only)."""
-        if self.db_path.stat().st_size == 0:
-            raise RegistryError(self._damaged("is empty (zero bytes)"))
-        try:
-            db = self._connect()
-            try:
-                ok = db.execute("PRAGMA quick_check").fetchone()[0]
-                if ok != "ok":
-                    raise RegistryError(self._damaged(f"failed SQLite's integrity check ({ok})"))
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if not tables >= _TABLES:
-                    raise RegistryError(self._damaged(f"lacks the tables {sorted(_TABLES - tables)}"))
-                if self.writable:  # under a write lock, so two processes opening an old registry cannot race
-                    db.execute("BEGIN IMMEDIATE")
-                    for table, column, kind in _MIGRATIONS:
-                        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
-                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                    db.execute("COMMIT")
-            finally:
-                db.close()
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):  # another process holds it: busy, not damaged
-                raise RegistryError(
-                    f"The registry database {self.db_path} is locked by another process (waited "
-                    f"{self.lock_timeout_s:g} s): {e}. Try again once that command has finished."
-                ) from None
-            raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
-        except sqlite3.DatabaseError as e:
-            raise RegistryError(self._damaged(f"is not a readable SQLite database ({e})")) from None
-
-    def _damaged(self, what: str) -> str:
-        return (
-            f"The registry database {self.db_path} {what}. Refusing to use it or to rebuild it (the aliases and "
-            "audit log would be lost). Restore it from a backup; the version folders in "
-            f"{self.versions_dir} are untouched and can be re-registered into a new registry."
-        )
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed on success, rolled back on any error (or a kill: SQLite's journal)."""
-        if not self.db_path.is_file():
-            raise RegistryError(f"The registry database {self.db_path} has disappeared.")
-        db = self._connect()
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("BEGIN IMMEDIATE" if self.writable else "BEGIN")
-            yield db
-            db.execute("COMMIT")
-        except BaseException as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if type(e) is sqlite3.DatabaseError or (  # damage, a busy database or a read-only file: not a bug
-                isinstance(e, sqlite3.OperationalError)
-                and any(w in str(e) for w in ("locked", "readonly", "unable to open"))
-            ):
-                raise RegistryError(f"The registry database {self.db_path}: {e}.") from None
-            raise
-        finally:
-            db.close()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One transaction on the database (refit.registry.db.transaction)."""
+        return database.transaction(self.db_path, self.writable, self.lock_timeout_s)
 
     def _require_writable(self, what: str) -> None:
         if not self.writable:
@@ -382,7 +202,7 @@ class Registry:
                     self._same_version(row, vid, manifest_sha)
                 else:
                     if staged is not None:
-                        _install(staged, dest)
+                        install(staged, dest)
                     db.execute(
                         "INSERT INTO versions (id, path, parent, recipe, created_at, registered_at, weights_sha256,"
                         " metrics, manifest_sha256, exports_manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -392,7 +212,7 @@ class Registry:
                             meta.get("parent"),
                             meta.get("recipe"),
                             meta.get("created_at"),
-                            _now(),
+                            database.now(),
                             weights_sha,
                             json.dumps(meta.get("metrics", {})),
                             manifest_sha,
@@ -442,7 +262,9 @@ class Registry:
         )
         metrics = self._json(row["metrics"], f"the metrics of version {row['id']}")
         if not isinstance(metrics, dict):
-            raise RegistryError(self._edited(f"the metrics of version {row['id']} are not a JSON object"))
+            raise RegistryError(
+                database.edited(self.db_path, f"the metrics of version {row['id']} are not a JSON object")
+            )
         return RegisteredVersion(
             row["id"],
             path,
@@ -455,17 +277,7 @@ class Registry:
         )
 
     def _json(self, text: str | None, what: str):
-        """A JSON column's value; a RegistryError naming the database and the row when it does not parse."""
-        try:
-            return json.loads(text) if text else None
-        except (json.JSONDecodeError, TypeError) as e:
-            raise RegistryError(self._edited(f"{what} are not valid JSON ({e})")) from None
-
-    def _edited(self, what: str) -> str:
-        return (
-            f"The registry database {self.db_path}: {what}; it was edited by hand or damaged. Refusing to "
-            "use it. Restore it from a backup."
-        )
+        return database.parse_json(self.db_path, text, what)
 
     def check_audit(self, doing: str) -> None:
         """RegistryError unless the audit log's hash chain is intact and the aliases are what it says.
@@ -475,49 +287,23 @@ class Registry:
         row deleted by hand let gc remove the version the log says is champion."""
         rows = self.audit_rows()
         problems = [p.message for p in check_chain(rows)[0]]
-        expected, actual = replay_aliases(rows), self.aliases()
         problems += [
-            f"alias '{a}' points at {actual.get(a) or 'nothing'} but the audit log says {expected.get(a) or 'nothing'}"
-            for a in sorted(expected.keys() | actual.keys())
-            if expected.get(a) != actual.get(a)
+            f"alias '{a}' points at {have or 'nothing'} but the audit log says {want or 'nothing'}"
+            for a, want, have in alias_states(rows, self.aliases())
+            if want != have
         ]
         if problems:
             raise RegistryError(self._tampered(problems, doing))
 
     def _tampered(self, problems: list[str], doing: str) -> str:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        db = "" if self.db_path == self.root / "registry.db" else f" --db {self.db_path}"
-        return (
-            f"The registry database {self.db_path} was edited by hand or damaged: {problems[0]}{more}. Refusing to "
-            f"{doing} from it; nothing was changed. `refit registry verify --root {self.root}{db}` lists every "
-            "problem; restore the database from a backup."
-        )
+        return tampered(self.db_path, self.root, problems, doing)
 
     def _logged_aliases(self, db: sqlite3.Connection, doing: str) -> dict[str, str]:
-        """The aliases as the audit log says they are now, its hash chain checked (RegistryError if broken).
-
-        Every read of an alias for use goes through here (serve's watcher every watch_interval_s), so only
-        the rows after the last one this process checked are read and checked: O(new rows), not O(log).
-        Should that row no longer be there with its hash (rewritten, truncated, or the database restored
-        from a backup), the whole log is checked again. The expected aliases come from rows as they were
-        when checked, so editing an old row later cannot change them either."""
-        known = self._checked.get("audit")
-        if known is not None:
-            anchor = db.execute("SELECT * FROM audit WHERE seq = ?", (known.seq,)).fetchone()
-            if anchor is None or dict(anchor).get("hash") != known.hash:
-                known = None
-        rows = [
-            {"prev_hash": None, "hash": None, **dict(r)}
-            for r in db.execute(
-                "SELECT * FROM audit WHERE seq > ? ORDER BY seq", (known.seq if known else -1,)
-            )
-        ]
-        problems = check_chain(rows, known.hash if known else None)[0]
+        """The aliases as the audit log says they are now, its hash chain checked (RegistryError if broken);
+        only the rows since this process's last check are read (refit.registry.audit.logged_aliases)."""
+        aliases, problems = logged_aliases(db, self._checked)
         if problems:
-            raise RegistryError(self._tampered([p.message for p in problems], doing))
-        aliases = replay_aliases(rows, known.aliases if known else None)
-        if rows:
-            self._checked["audit"] = _Checked(rows[-1]["seq"], rows[-1]["hash"], aliases)
+            raise RegistryError(self._tampered(problems, doing))
         return aliases
 
     def resolve(self, ref: str) -> str:
@@ -679,27 +465,19 @@ class Registry:
             db.execute(
                 "INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "version_id = excluded.version_id, updated_at = excluded.updated_at",
-                (alias, target, _now()),
+                (alias, target, database.now()),
             )
-            last = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            prev_hash = (last["hash"] if last else None) or GENESIS
             content = {
-                "at": _now(),
+                "at": database.now(),
                 "alias": alias,
                 "from_version": previous,
                 "to_version": target,
-                "actor": actor or _actor(),
+                "actor": actor or audit.actor(),
                 "action": action,
                 "reason": reason,
                 "metrics": json.dumps(metrics, sort_keys=True) if metrics is not None else None,
             }
-            cur = db.execute(
-                "INSERT INTO audit (at, alias, from_version, to_version, actor, action, reason, metrics, prev_hash, "
-                "hash) VALUES (:at, :alias, :from_version, :to_version, :actor, :action, :reason, :metrics, :prev, "
-                ":hash)",
-                {**content, "prev": prev_hash, "hash": row_hash(prev_hash, content)},
-            )
-            seq = cur.lastrowid
+            seq = append_move(db, content)
             if run is not None:
                 self._finish_run_in(db, *run)
         kill_at("alias-moved", FAULT_PHASES)
@@ -717,7 +495,7 @@ class Registry:
         """The move that put `alias` where it is, marked `moved=False`: what a move to where it already is
         returns (it writes nothing)."""
         row = db.execute("SELECT * FROM audit WHERE alias = ? ORDER BY seq DESC LIMIT 1", (alias,)).fetchone()
-        return replace(self._to_move(row), moved=False)
+        return replace(to_move(row, self.db_path), moved=False)
 
     def promote(
         self,
@@ -744,7 +522,7 @@ class Registry:
         if not moves:
             raise VersionError(f"'{alias}' has never been set: nothing to roll back.")
         current = self.aliases().get(alias)
-        previous = _previous_holder(moves, current)
+        previous = previous_holder(moves, current)
         if previous is None:
             raise VersionError(f"'{alias}' has no earlier version to roll back to (it is {current}).")
         if self._row(previous) is None:
@@ -758,20 +536,7 @@ class Registry:
     def history(self, alias: str | None = None) -> list[AliasMove]:
         if alias is not None:
             check_name(alias, "alias name")
-        return [self._to_move(r) for r in self.audit_rows(alias)]
-
-    def _to_move(self, r) -> AliasMove:
-        return AliasMove(
-            r["seq"],
-            r["at"],
-            r["alias"],
-            r["from_version"],
-            r["to_version"],
-            r["actor"],
-            r["action"],
-            r["reason"],
-            self._json(r["metrics"], f"the metrics of audit row {r['seq']}"),
-        )
+        return [to_move(r, self.db_path) for r in self.audit_rows(alias)]
 
     def audit_rows(self, alias: str | None = None) -> list[dict]:
         """The raw audit rows in order (hash-chain columns included; None where the database predates them)."""
@@ -783,14 +548,7 @@ class Registry:
     # --- staging and garbage -----------------------------------------------------------------------
     def staging(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
         """Leftover staging folders of killed writes in versions/ (only there: nothing outside is looked at)."""
-        if not self.versions_dir.is_dir():
-            return []
-        cutoff = time.time() - older_than_s
-        return sorted(
-            p
-            for p in self.versions_dir.iterdir()
-            if is_staging(p.name) and not p.is_symlink() and p.lstat().st_mtime < cutoff
-        )
+        return stale_staging(self.versions_dir, older_than_s)
 
     def clean_staging(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
         """Remove stale staging folders (killed registrations); returns what was removed."""
@@ -800,17 +558,6 @@ class Registry:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
-
-    def unreferenced(self, keep: int) -> list[str]:
-        """Versions no alias points to and not among the last `keep` champions in the audit log, oldest first."""
-        self.check_audit("choose what gc removes")
-        protected = set(self.aliases().values())
-        champions: list[str] = []
-        for move in reversed(self.history(CHAMPION)):
-            if move.to_version and move.to_version not in champions:
-                champions.append(move.to_version)
-        protected.update(champions[: max(keep, 0)])
-        return [v.id for v in self.list_versions() if v.id not in protected]
 
     def remove_version(self, version_id: str) -> None:
         """Delete an unreferenced version: its row (refused if an alias points at it) and then its folder."""
@@ -848,7 +595,7 @@ class Registry:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO runs (kind, started_at, status, details) VALUES (?, ?, 'running', ?)",
-                (kind, _now(), json.dumps(details or {})),
+                (kind, database.now(), json.dumps(details or {})),
             )
             return int(cur.lastrowid)
 
@@ -861,7 +608,7 @@ class Registry:
     def _finish_run_in(db: sqlite3.Connection, run_id: int, status: str, details: dict | None) -> None:
         cur = db.execute(
             "UPDATE runs SET finished_at = ?, status = ?, details = ? WHERE id = ?",
-            (_now(), status, json.dumps(details or {}, default=str), run_id),
+            (database.now(), status, json.dumps(details or {}, default=str), run_id),
         )
         if cur.rowcount != 1:
             raise VersionError(f"No run {run_id} in the registry: cannot record its end.")
@@ -878,38 +625,3 @@ def _exports_sha(folder: Path) -> str:
     swapped and re-sealed later (its own manifest then agrees with it) is refused like any other change."""
     manifest = folder / "exports" / MANIFEST
     return sha256_file(manifest) if manifest.is_file() else ""
-
-
-def _install(staged: Path, dest: Path) -> None:
-    """Rename a staged copy to `dest`; an unregistered leftover folder there (a killed registration) is moved
-    aside first and removed (a folder cannot be replaced in one rename)."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(staged, dest)
-    if old is not None and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old is not None:
-        old.unlink()
-
-
-def _previous_holder(moves: list[AliasMove], current: str | None) -> str | None:
-    """Replay the alias's moves as a stack (a move pushes, a rollback pops): the holder below the top.
-
-    So two rollbacks in a row step back two versions instead of undoing each other.
-    """
-    stack: list[str] = []
-    for move in moves:
-        if move.action == "rollback" and stack:
-            stack.pop()
-        if move.to_version and (not stack or stack[-1] != move.to_version):
-            stack.append(move.to_version)
-    return stack[-2] if len(stack) >= 2 and stack[-1] == current else None
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -1,0 +1,89 @@
+"""The registry folder on disk: ROOT/versions/<id>/, the staging of writes in progress, and the marker.
+
+ROOT/refit-registry.json names the database, written by every writer that opens the registry: it is what
+makes ROOT/versions/ID recognisable as a registry's (pinned) version whatever --db is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from refit.io import write_json
+
+__all__ = [
+    "STALE_AFTER_S",
+    "MARKER",
+    "MARKER_FORMAT",
+    "registry_holding",
+    "is_staging",
+    "write_marker",
+    "stale_staging",
+    "install",
+]
+
+# Staging folders (`.ID.tmp-*`, `.ID.old-*`) older than this are leftovers of a killed write; younger ones may
+# belong to a registration in progress in another process, so they are left alone.
+STALE_AFTER_S = 600.0
+MARKER = "refit-registry.json"
+MARKER_FORMAT = "refit-registry/1"
+
+
+def registry_holding(version_dir: str | Path) -> Path | None:
+    """The root of the registry that holds `version_dir` (ROOT/versions/ID), else None.
+
+    Such a folder is pinned at registration (its manifests' hashes are in the database): a command that
+    rewrote it in place (a drift refresh, a report written into it) made the registry refuse that version,
+    the champion included, everywhere from then on. A registry is recognised by ROOT/registry.db or by its
+    marker ROOT/refit-registry.json (written when a writer opens it), so one whose database is elsewhere
+    (--db) is recognised too; an old one with its database elsewhere is once any writer has opened it."""
+    path = Path(version_dir).expanduser().resolve()
+    root = path.parent.parent
+    if path.parent.name == "versions" and any((root / n).is_file() for n in ("registry.db", MARKER)):
+        return root
+    return None
+
+
+def is_staging(name: str) -> bool:
+    """`.ID.tmp-xxxx` / `.ID.old-xxxx`: the temporary folders of `register` and refit.io.atomic_dir."""
+    return name.startswith(".") and (".tmp-" in name or ".old-" in name)
+
+
+def write_marker(root: Path, db_path: Path) -> None:
+    """ROOT/refit-registry.json naming the database, unless there is one: so `registry_holding` knows
+    ROOT/versions/ID is pinned even when the database is elsewhere (an old registry gets it at its first
+    open by a writer). Written atomically, owner-only; an existing marker is left as it is."""
+    marker = root / MARKER
+    if marker.exists() or marker.is_symlink():
+        return
+    write_json(marker, {"format": MARKER_FORMAT, "database": str(db_path)})
+    os.chmod(marker, 0o600)
+
+
+def stale_staging(versions_dir: Path, older_than_s: float) -> list[Path]:
+    """Leftover staging folders of killed writes in versions/ (only there: nothing outside is looked at)."""
+    if not versions_dir.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    return sorted(
+        p
+        for p in versions_dir.iterdir()
+        if is_staging(p.name) and not p.is_symlink() and p.lstat().st_mtime < cutoff
+    )
+
+
+def install(staged: Path, dest: Path) -> None:
+    """Rename a staged copy to `dest`; an unregistered leftover folder there (a killed registration) is moved
+    aside first and removed (a folder cannot be replaced in one rename)."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(staged, dest)
+    if old is not None and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()
