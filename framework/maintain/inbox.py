@@ -440,28 +440,25 @@ def _recall(wanted: dict[str, set[CaptureRef]], known: Known) -> dict[str, str]:
     unreadable is left out (the caller counts it as forgotten): deleting or rewriting a capture file is how
     an operator makes the loop forget texts."""
     paths = known.paths({ref.file for refs in wanted.values() for ref in refs})
-    tables: dict[str, dict | None] = {}
+    tables: dict = {}  # file sha256 -> its (request_id, text) columns, or None
     out = {}
     for rid, refs in wanted.items():
         for ref in sorted(refs):
             if ref.file not in tables:
                 tables[ref.file] = _capture_columns(paths.get(ref.file, []), ref.file)
-            cols = tables[ref.file]
-            if cols is None or not 0 <= ref.row < len(cols["request_id"]):
+            table = tables[ref.file]
+            if table is None or not 0 <= ref.row < table.num_rows:
                 continue
-            text = cols["text"][ref.row]
-            if (
-                cols["request_id"][ref.row] == rid
-                and text is not None
-                and keyed(known.key, text) == ref.digest
-            ):
+            found, text = (table.column(c)[ref.row].as_py() for c in ("request_id", "text"))
+            if found == rid and isinstance(text, str) and keyed(known.key, text) == ref.digest:
                 out[rid] = text
                 break
     return out
 
 
-def _capture_columns(paths: list[str], sha256: str) -> dict | None:
-    """request_id and text of the first of `paths` whose bytes hash to `sha256` (None when none does)."""
+def _capture_columns(paths: list[str], sha256: str):
+    """The request_id and text columns (a pyarrow Table) of the first of `paths` whose bytes hash to
+    `sha256`; None when none does."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -480,8 +477,9 @@ def _capture_columns(paths: list[str], sha256: str) -> dict | None:
         if hashlib.sha256(data).hexdigest() != sha256:
             continue
         try:  # the same bytes that passed the inbox's limits when a finished cycle read them
-            table = pq.read_table(pa.BufferReader(data), columns=["request_id", "text"])
+            return pq.ParquetFile(pa.BufferReader(data)).read(
+                columns=["request_id", "text"], use_threads=False
+            )
         except (pa.ArrowException, OSError, ValueError):
             continue
-        return {c: table.column(c).to_pylist() for c in ("request_id", "text")}
     return None
