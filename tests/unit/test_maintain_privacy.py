@@ -14,6 +14,7 @@ import stat
 import pyarrow.parquet as pq
 import pytest
 
+from refit.cli import main
 from refit.maintain.inbox import FORGOTTEN
 from refit.maintain.index import FORMAT, INDEX_FILE, INDEX_KEY, KEY_FILE, file_stamp
 from refit.registry import Registry
@@ -187,3 +188,55 @@ def test_an_index_of_the_first_format_is_emptied_vacuumed_and_rebuilt_without_te
     assert sqlite3.connect(index).execute("PRAGMA user_version").fetchone()[0] == FORMAT
     assert not [p for p in index.parent.iterdir() if p.name.startswith(INDEX_FILE + "-")]  # no journal left
     assert _cycle(reg, inbox)[1] == []  # once
+
+
+# --- refit maintain forget ---------------------------------------------------------------------------------
+def test_forget_by_request_id_removes_the_rows_from_the_capture_files(loop, capsys):
+    """Without deleting whole files: the requests' rows leave the capture files (a file left empty is
+    deleted), their late labels are not trained on, the other requests in those files still join theirs."""
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _write(inbox / "capture-2.parquet", [_cap("r2", SECRET + " again")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    ids = inbox.parent / "ids.txt"
+    ids.write_text("# deletion requests\nr0\n\nr2\nnever-seen\n")
+    assert (
+        main(
+            ["maintain", "forget", "--ids", str(ids), "--registry.root", str(reg.root), "--inbox", str(inbox)]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "forgot 2 of 3 request id(s): 2 capture row(s) removed; 1 file(s) rewritten, 1 deleted" in out
+    assert sorted(p.name for p in inbox.iterdir()) == ["capture-1.parquet"]
+    assert SECRET.encode() not in (inbox / "capture-1.parquet").read_bytes()
+    assert stat.S_IMODE((inbox / "capture-1.parquet").stat().st_mode) == 0o600
+    at = _now(-1)
+    rows = [_fb("r0", "negative", at), _fb("r1", "positive", at), _fb("r2", "positive", at)]
+    _write(inbox / "feedback-1.parquet", rows, FEEDBACK_SCHEMA)
+    batch, _ = _cycle(reg, inbox)
+    assert batch.labelled == [("one", 1)] and batch.texts == []
+    assert batch.skipped[FORGOTTEN] == 2
+
+
+def test_forget_refuses_bad_input_with_exit_2(loop, capsys):
+    reg, inbox = loop
+    empty = inbox.parent / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    for argv, said in [
+        ([], "--ids FILE"),
+        (["--ids", str(inbox.parent / "missing.txt")], "Cannot read 'ids' file"),
+        (["--ids", str(empty)], "lists no request id"),
+    ]:
+        assert main(["maintain", "forget", *argv, "--registry.root", str(reg.root)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    ids = inbox.parent / "ids.txt"
+    ids.write_text("r0\n")
+    assert main(["maintain", "forget", "--ids", str(ids), "--registry.root", str(inbox.parent / "nope")]) == 2
+    assert "Check --registry.root" in capsys.readouterr().err
+    assert (
+        main(["maintain", "forget", "--ids", str(ids), "--registry.root", str(reg.root), "--inbox", "nope/"])
+        == 2
+    )
+    assert "Inbox folder not found: 'inbox'" in capsys.readouterr().err
