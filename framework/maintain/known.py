@@ -7,8 +7,9 @@ finished cycles read before (an `InboxEntries` in memory, or refit.maintain.inde
 - dropped rows: the keyed hash of each row's (text, label name or None) (`row_key`);
 - captures: request_id -> where each capture of it lives (`CaptureRef`: the keyed hash of its text, or None
   when the server did not store it; the sha256 of the capture file; the row's position in that file). No
-  text is kept: a text is read back from its capture file only when a label arrives for it (refit.maintain
-  .inbox), so what the loop can still train on is exactly what is still in the files on disk;
+  text is kept: a text is read back from its capture file only when a label arrives for it
+  (refit.maintain.inbox), so what the loop can still train on is exactly what is still in the files on
+  disk;
 - feedback: request_id -> (latest `at`, the labels given at that `at`): enough to apply the latest-`at`
   rule across old and new rows, since no earlier row can ever win against a later one.
 
