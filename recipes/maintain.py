@@ -64,8 +64,9 @@ class MaintainBusy(RefitError):
     exit_code = 75
 
 
-# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config).
-SUBCOMMANDS = {"init": "refit.recipes.maintain_init"}
+# `refit maintain init --dir DIR`: lay out a runnable demo loop (registry, champion, inbox, golden set, config);
+# `refit maintain forget --ids FILE`: remove requests' captured rows from the inbox (the loop forgets them).
+SUBCOMMANDS = {"init": "refit.recipes.maintain_init", "forget": "refit.recipes.maintain_forget"}
 
 
 @dataclass

@@ -1,25 +1,28 @@
-"""How a maintenance cycle's inbox read grows with history: before (re-parse every old file) vs after (index).
+"""A maintenance cycle's inbox step as history grows: before (`--baseline`: the index kept captured texts)
+vs after (this tree: no text kept, an old capture's text read back from its file when a label arrives).
 
 An inbox holds N old capture files and N old feedback files (500 rows each, tiny synthetic texts written
-here), all read by finished cycles, plus one new capture file and one new feedback file (late labels for
-old requests and labels for the new ones). Timed, interleaved, `--repeats` times per N:
-- before: the inbox reader of `--baseline` (default: e66cdf3, the last one without the index), loaded
-  from `git show`, given every old path as `seen`: it re-parses every capture and
-  feedback file to join late labels;
-- after: this tree's cycle step, the way `refit maintain` runs it: open the inbox index (checked against
-  the registry's done runs), read the inbox against it, open the run, stage what was read, end the run.
-Last, once, a cycle after a failed one (the slow path: the failed run's rows purged, every row checked).
-Each repeat is one more real cycle with its own new files (so 'before' also re-reads the earlier repeats'
-files, as main would). Both must return the same new inputs and labelled rows (checked). Run it under the machine-wide lock:
+here), all read by finished cycles, plus, each cycle, one new capture file and one new feedback file: 500
+new captures, labels for 100 of them and 250 late labels for old requests spread over the old capture
+files (at N = 1000, each of the 250 in another file: every late label opens a file). Each side runs the
+cycle's own step, the way `refit maintain` runs it (open and check the index, read, open the run, stage,
+end the run), with its own registry over the same inbox; timed interleaved, `--repeats` times per N:
+- before: framework/maintain/{known,index,inbox}.py and cycle.py's step at `--baseline` (default bc3c90e,
+  main before this change), loaded from `git show` beside today's modules;
+- after: this tree's, with the time spent reading old captures' texts back (`_recall`) measured apart.
+Last, once each, a cycle after a failed one (the slow path: the failed run's rows purged, every row
+checked). Both sides must return the same new inputs and labelled rows (checked). Run it under the
+machine-wide lock:
 
-    flock /work/notes/s8/bench.lock .venv/bin/python scripts/bench_inbox.py --sizes 10,100,1000
+    flock /work/notes/s9/bench.lock .venv/bin/python scripts/bench_inbox.py --sizes 10,100,1000
 
-Inboxes and indexes are cached under runs/bench_inbox/. Results: scripts/results/inbox.{json,md}.
+Inboxes are cached under runs/bench_inbox/. Results: scripts/results/inbox.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -40,9 +43,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _baseline import module_at  # noqa: E402
 from _results import write_keeping_notes  # noqa: E402
 
+import refit.maintain.cycle as cycle_now  # noqa: E402
+import refit.maintain.inbox as inbox_now  # noqa: E402
 from refit.io import atomic_write_text  # noqa: E402
-from refit.maintain.cycle import DONE_STATUSES, _read_and_open_run  # noqa: E402
-from refit.maintain.inbox import read_inbox  # noqa: E402
 from refit.maintain.index import INDEX_FILE, INDEX_KEY  # noqa: E402
 from refit.registry import Registry  # noqa: E402
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA  # noqa: E402
@@ -73,8 +76,8 @@ def _write(path: Path, rows: list[dict], schema) -> None:
 
 
 def build(n: int) -> Path:
-    """n old capture + n old feedback files, read by one finished cycle of the previous format, then
-    migrated into the index by one cycle of this tree. Cached under runs/bench_inbox/n<N>/."""
+    """n old capture + n old feedback files, read by one finished cycle from before the index (each side
+    builds its index from them in its first cycle). Cached under runs/bench_inbox/n<N>/."""
     base = WORK / f"n{n}"
     if (base / "done").is_file():
         return base
@@ -98,9 +101,7 @@ def build(n: int) -> Path:
     old = sorted(str(p.resolve()) for p in inbox.iterdir())
     reg = Registry(base / "registry")
     run_id = reg.start_run("maintain", {"files": old})
-    reg.finish_run(run_id, "no_action", {"files": old, "quarantined": []})  # the previous format
-    _, notes = _cycle_after(inbox, reg)  # this tree's first cycle builds the index from those files
-    assert any("predate the inbox index" in x for x in notes), notes
+    reg.finish_run(run_id, "no_action", {"files": old, "quarantined": []})  # from before the index
     (base / "done").write_text("ok\n")
     return base
 
@@ -125,27 +126,54 @@ def _new_files(inbox: Path, n: int, k: int) -> None:
     )
 
 
+@contextlib.contextmanager
+def _as(modules: dict):
+    """Let `import refit.maintain.X` inside modules loaded now resolve to the given ones, then restore."""
+    saved = {name: sys.modules[name] for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        sys.modules.update(saved)
+
+
+def baseline_step(ref: str):
+    """known, index, inbox and cycle.py at `ref`, each importing the others of `ref` (the rest: today's)."""
+    mods = {}
+    for name in ("known", "index", "inbox", "cycle"):
+        with _as(mods):
+            mods[f"refit.maintain.{name}"] = module_at(
+                ref, f"framework/maintain/{name}.py", f"baseline_{name}"
+            )
+    return mods["refit.maintain.cycle"], mods["refit.maintain.inbox"]
+
+
 def _read_args() -> dict:
     return {"quarantined": set(), "text_column": "text", "label_column": "label", "label_names": LABELS}
 
 
-def _cycle_before(baseline, inbox: Path, reg: Registry):
-    """The baseline's inbox step: every file a done run read is `seen`, and every capture and feedback
-    file is parsed again to join late labels."""
-    runs = reg.runs("maintain")
-    seen = {f for r in runs if r["status"] in DONE_STATUSES for f in r["details"].get("files", [])}
-    return baseline.read_inbox(inbox, seen=seen, **_read_args())
-
-
-def _cycle_after(inbox: Path, reg: Registry, status: str = "no_action"):
-    """This tree's inbox step, as `refit maintain` runs it: read against the index, open the run, stage,
+def _step(cycle, inbox_mod, inbox: Path, reg: Registry, status: str = "no_action"):
+    """One side's inbox step, as `refit maintain` runs it: read against the index, open the run, stage,
     and end the run done (the registry's transaction that commits the staged rows)."""
     runs = reg.runs("maintain")
-    batch, run_id, record, notes = _read_and_open_run(
-        reg, runs, partial(read_inbox, inbox, **_read_args()), "v"
-    )
+    read = partial(inbox_mod.read_inbox, inbox, **_read_args())
+    batch, run_id, record, notes = cycle._read_and_open_run(reg, runs, read, "v")
     reg.finish_run(run_id, status, {"files": batch.files, "quarantined": [], INDEX_KEY: record})
     return batch, notes
+
+
+class _Timed:
+    """Wraps this tree's `_recall` (reading old captures' texts back from their files) to time it."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.seconds, self.requests = fn, 0.0, 0
+
+    def __call__(self, wanted, known):
+        t = time.perf_counter()
+        out = self.fn(wanted, known)
+        self.seconds += time.perf_counter() - t
+        self.requests += len(wanted)
+        return out
 
 
 def _uptime() -> str:
@@ -159,16 +187,24 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _same(a, b) -> bool:
+    return (
+        sorted(a.labelled) == sorted(b.labelled)
+        and sorted(a.texts) == sorted(b.texts)
+        and sorted(a.files) == sorted(b.files)
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10,100,1000", help="old capture (and feedback) file counts")
-    p.add_argument("--repeats", type=int, default=3, help="cycles timed per size (at most 9)")
-    # the last inbox reader that re-parsed every old file (the fork point was the default on its branch; on
-    # main that is HEAD itself, whose reader takes no `seen`)
-    p.add_argument("--baseline", default="e66cdf3", help="git ref of the 'before' inbox reader")
+    p.add_argument("--repeats", type=int, default=5, help="cycles timed per size (at most 9)")
+    p.add_argument("--baseline", default="bc3c90e", help="git ref of the 'before' inbox step")
     args = p.parse_args()
     ref = args.baseline
-    baseline = module_at(ref, "framework/maintain/inbox.py", "baseline_inbox")
+    before_cycle, before_inbox = baseline_step(ref)
+    recall = inbox_now._recall = _Timed(inbox_now._recall)
+    sides = {"before": (before_cycle, before_inbox), "after": (cycle_now, inbox_now)}
     load_before = _uptime()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
@@ -177,57 +213,70 @@ def main() -> None:
         snapshot = build(n)
         work = WORK / f"work-n{n}"  # a fresh copy each invocation: the cached snapshot is never changed
         shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(snapshot, work)
-        inbox, reg = work / "inbox", Registry(work / "registry")
-        _new_files(inbox, n, 0)  # a warm-up cycle after the copy (which changed the index file's stamp)
-        _cycle_after(inbox, reg)
+        shutil.copytree(snapshot / "inbox", work / "inbox")
+        inbox = work / "inbox"
+        regs = {}
+        for side in sides:  # each side builds its index from the pre-index run, then one warm-up cycle
+            shutil.copytree(snapshot / "registry", work / f"registry-{side}")
+            regs[side] = Registry(work / f"registry-{side}")
+            _, notes = _step(*sides[side], inbox, regs[side])
+            assert any("predate the inbox index" in x for x in notes), notes
+        _new_files(inbox, n, 0)
+        for side in sides:
+            _step(*sides[side], inbox, regs[side])
         setup_s = time.perf_counter() - t0
-        before_t, after_t, same, checks = [], [], True, []
+        times = {side: [] for side in sides}
+        same, checks, recall_s, recalled = True, [], [], []
         for k in range(1, args.repeats + 1):  # interleaved: before, after, before, after, ...
             _new_files(inbox, n, k)
-            t = time.perf_counter()
-            old = _cycle_before(baseline, inbox, reg)
-            before_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            new, notes = _cycle_after(inbox, reg)
-            after_t.append(time.perf_counter() - t)
-            ok = (
-                sorted(old.labelled) == sorted(new.labelled)
-                and sorted(old.texts) == sorted(new.texts)
-                and sorted(old.files) == sorted(new.files)
-                and len(new.labelled) == LATE + 100
-                and not notes
-            )
+            got = {}
+            for side in sides:
+                r0 = recall.seconds, recall.requests
+                t = time.perf_counter()
+                got[side] = _step(*sides[side], inbox, regs[side])
+                times[side].append(time.perf_counter() - t)
+            recall_s.append(recall.seconds - r0[0])
+            recalled.append(recall.requests - r0[1])
+            ok = _same(got["before"][0], got["after"][0]) and len(got["after"][0].labelled) == LATE + 100
+            ok &= not got["after"][1] and not got["before"][1]
             same &= ok
-            checks.append({"labelled": len(new.labelled), "inputs": len(new.texts), "same": ok})
-        # after a failed cycle (its staged rows purged, then every row checked: the slow path), once
+            checks.append({"labelled": len(got["after"][0].labelled), "inputs": len(got["after"][0].texts)})
+            checks[-1]["same"] = ok
+        # after a failed cycle (its staged rows purged, then every row checked: the slow path), once each
         _new_files(inbox, n, args.repeats + 1)
-        _cycle_after(inbox, reg, status="failed")
-        t = time.perf_counter()
-        recheck, notes = _cycle_after(inbox, reg)
-        after_failed_s = time.perf_counter() - t
-        same &= len(recheck.labelled) == LATE + 100 and not notes
-        index_file = work / "registry" / "maintain" / INDEX_FILE
+        failed_s = {}
+        for side in sides:
+            _step(*sides[side], inbox, regs[side], status="failed")
+            t = time.perf_counter()
+            recheck, notes = _step(*sides[side], inbox, regs[side])
+            failed_s[side] = time.perf_counter() - t
+            same &= len(recheck.labelled) == LATE + 100 and not notes
+        size = {s: (work / f"registry-{s}" / "maintain" / INDEX_FILE).stat().st_size for s in sides}
+        med = {s: statistics.median(times[s]) for s in sides}
         results.append(
             {
                 "old_files": 2 * n,
                 "old_rows": 2 * n * ROWS - n * ROWS // 2,
                 "cycles": checks,
                 "same_result": same,
-                "before_s": [round(x, 4) for x in before_t],
-                "after_s": [round(x, 4) for x in after_t],
-                "before_median_s": round(statistics.median(before_t), 4),
-                "after_median_s": round(statistics.median(after_t), 4),
-                "speedup": round(statistics.median(before_t) / statistics.median(after_t), 1),
-                "after_a_failed_cycle_s": round(after_failed_s, 4),
-                "index_bytes": index_file.stat().st_size,
+                "before_s": [round(x, 4) for x in times["before"]],
+                "after_s": [round(x, 4) for x in times["after"]],
+                "before_median_s": round(med["before"], 4),
+                "after_median_s": round(med["after"], 4),
+                "ratio_after_over_before": round(med["after"] / med["before"], 2),
+                "recall_s": [round(x, 4) for x in recall_s],
+                "recall_median_s": round(statistics.median(recall_s), 4),
+                "late_labels_read_back": recalled[-1],
+                "recall_ms_per_request": round(1000 * statistics.median(recall_s) / max(1, recalled[-1]), 3),
+                "after_a_failed_cycle_s": {s: round(x, 4) for s, x in failed_s.items()},
+                "index_bytes": size,
                 "setup_s": round(setup_s, 1),
             }
         )
         print(json.dumps(results[-1]), flush=True)
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "issue": "maintain inbox: exactly once by content; a cycle whose cost does not grow with history",
+        "issue": "maintain inbox privacy: the index keeps no text; old captures read back when labelled",
         "baseline": ref,
         "machine": {
             "cpus": os.cpu_count(),
@@ -237,7 +286,7 @@ def main() -> None:
         },
         "load_before": load_before,
         "load_after": _uptime(),
-        "settings": {"rows_per_file": ROWS, "repeats": args.repeats, "sizes": sizes},
+        "settings": {"rows_per_file": ROWS, "late_labels": LATE, "repeats": args.repeats, "sizes": sizes},
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -248,22 +297,25 @@ def main() -> None:
 def _markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
-        "# Inbox read of one maintenance cycle: before (re-parse all old files) vs after (inbox index)",
+        "# Inbox step of one maintenance cycle: before (index kept captured texts) vs after (no text kept)",
         "",
         f"`scripts/bench_inbox.py`, {m['cpus']} CPU cores ({m['processor']}), {m['note']}; baseline "
-        f"`{r['baseline'][:12]}`; {r['settings']['rows_per_file']} rows a file; before/after interleaved, "
+        f"`{r['baseline'][:12]}`; {r['settings']['rows_per_file']} rows a file, "
+        f"{r['settings']['late_labels']} late labels a cycle; before/after interleaved, "
         f"{r['settings']['repeats']} repeats, medians. Load before: `{r['load_before']}`; after: "
         f"`{r['load_after']}`.",
         "",
-        "| old files | old rows | before (s) | after (s) | speed-up | same result | after a failed cycle (s) "
-        "| index size |",
-        "|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "| old files | old rows | before (s) | after (s) | after/before | of which read-back (s) "
+        "| per late label (ms) | same result | after a failed cycle, before/after (s) | index size, before/after |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for x in r["results"]:
+        f, b = x["after_a_failed_cycle_s"], x["index_bytes"]
         lines.append(
             f"| {x['old_files']} | {x['old_rows']} | {x['before_median_s']:.3f} | {x['after_median_s']:.3f} | "
-            f"{x['speedup']}x | {'yes' if x['same_result'] else 'NO'} | {x['after_a_failed_cycle_s']:.3f} | "
-            f"{x['index_bytes'] / 1e6:.1f} MB |"
+            f"{x['ratio_after_over_before']}x | {x['recall_median_s']:.3f} | {x['recall_ms_per_request']} | "
+            f"{'yes' if x['same_result'] else 'NO'} | {f['before']:.3f} / {f['after']:.3f} | "
+            f"{b['before'] / 1e6:.1f} / {b['after'] / 1e6:.1f} MB |"
         )
     return "\n".join(lines) + "\n"
 

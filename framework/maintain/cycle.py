@@ -37,9 +37,9 @@ from refit.estimate import load_calibration, twoview_unavailable, usable
 from refit.io import atomic_write_text, write_json
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point, training_fault_callback
-from refit.maintain.inbox import InboxBatch, read_inbox
+from refit.maintain.inbox import FORGOTTEN, InboxBatch, read_inbox
 from refit.maintain.index import INDEX_FILE, InboxIndex, open_index
-from refit.maintain.known import InboxEntries, in_memory
+from refit.maintain.known import InboxEntries, Overlay
 from refit.maintain.policy import gate, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
@@ -244,14 +244,14 @@ def _read_new(
         if rebuild is None:
             batch = read(known=index)
             return batch, batch.entries, notes, index
-        old = read(only=rebuild)  # what the finished cycles read, read once more
+        old = read(only=rebuild, known=index)  # what the finished cycles read, read once more (index emptied)
         missing = len(rebuild) - len(old.entries.files)
         if missing:
             notes.append(
                 f"{missing} file(s) read by earlier cycles are gone or unreadable: what they held is not in the "
                 "rebuilt index (a copy of one would be read as new)"
             )
-        batch = read(known=in_memory(old.entries))
+        batch = read(known=Overlay(index, old.entries))
         entries = InboxEntries()
         entries.update(old.entries)
         entries.update(batch.entries)
@@ -292,6 +292,8 @@ def _work(
         return
     fault_point("read")
     c.report.counts = {"inputs": len(c.batch.texts), "labelled": len(c.batch.labelled)}
+    if c.batch.skipped[FORGOTTEN]:  # labels whose capture file was deleted or changed
+        c.report.counts["forgotten"] = c.batch.skipped[FORGOTTEN]
     c.log(f"{len(c.batch.files)} new file(s): {len(c.batch.texts)} inputs, {len(c.batch.labelled)} labelled")
     _check_drift(c, inbox, policy)
     fault_point("drift")

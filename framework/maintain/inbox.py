@@ -9,14 +9,19 @@ Three kinds of file live in the inbox folder (names starting with '.' are partia
 
 A feedback row labels the captured row with the same request_id, whichever file either sits in, so a
 label that arrives days after its request still becomes training data. A (capture, feedback) pair is used
-by the first cycle that has read both files: exactly once.
+by the first cycle that has read both files: exactly once. The text of a capture read by an earlier cycle
+is not kept anywhere by the loop: it is read back from its capture file when its label arrives, and only
+if that file still holds it unchanged. A capture file deleted (a deletion request, a retention policy) or
+rewritten (rows removed or redacted: the rewritten file is read as a new file, and its remaining rows are
+found there) is forgotten: its late labels are not trained on, and counted ("labelled requests whose
+capture was deleted or changed").
 
 Exactly once by content, not by name. What finished cycles read is kept compactly (refit.maintain.known;
 the SQLite index of refit.maintain.index), so a cycle opens only new files and never re-parses old ones:
 - a file whose resolved path, size and mtime match one a finished cycle read is not opened again; any
   other file is read and hashed, and one whose sha256 equals a file read before (a copy, a rename, a
   touched file) adds nothing: it is counted, noted and marked read;
-- a dropped row is identified by the sha256 of its (text, label name or none): a row a finished cycle
+- a dropped row is identified by the keyed hash of its (text, label name or none): a row a finished cycle
   read, or one met earlier in the same cycle, is not new again (a file that repeats or extends an earlier
   file, e.g. an exporter appending to one file saved under a new name each day, adds only its new rows;
   the same text with another label is a new row);
@@ -60,7 +65,16 @@ from pathlib import Path
 
 from refit.data import SUFFIXES, ReadLimits, parse_rows, to_label_ids
 from refit.errors import DataError
-from refit.maintain.known import FileStamp, InboxEntries, Known, in_memory, row_key, utc_key
+from refit.maintain.known import (
+    CaptureRef,
+    FileStamp,
+    InboxEntries,
+    Known,
+    in_memory,
+    keyed,
+    row_key,
+    utc_key,
+)
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
 __all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTURE_SLACK"]
@@ -214,7 +228,10 @@ def _read_dropped(
     return out
 
 
-def _read_capture(name: str, data: bytes, now: datetime, skipped: Counter) -> list[tuple[str, str | None]]:
+def _read_capture(
+    name: str, data: bytes, now: datetime, skipped: Counter
+) -> list[tuple[str, str | None, int]]:
+    """(request_id, text or None, the row's position in the file) of each usable capture row."""
     out = []
     for i, row in enumerate(_rows(name, data, ("request_id", "text"), CAPTURE_SCHEMA), 1):
         if not isinstance(row["request_id"], str) or not row["request_id"]:
@@ -228,7 +245,7 @@ def _read_capture(name: str, data: bytes, now: datetime, skipped: Counter) -> li
         if text is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != row["text_sha256"]:
             skipped["capture rows whose text does not match its text_sha256 (edited)"] += 1
             continue
-        out.append((row["request_id"], text))
+        out.append((row["request_id"], text, i - 1))
     return out
 
 
@@ -265,7 +282,7 @@ def read_inbox(
     known = known or in_memory()
     now = datetime.now(timezone.utc)  # rows stamped later than this (plus FUTURE_SLACK) are skipped
     batch = InboxBatch()
-    captures: dict[str, list[str | None]] = {}  # request_id -> texts in new files
+    captures: dict[str, list[tuple]] = {}  # request_id -> [(text, CaptureRef)] in new files
     feedback: dict[str, list[tuple[str, int]]] = {}  # request_id -> [(utc_key(at), label)] in new files
     dropped: list[tuple[str, str | None, int | None]] = []  # (row key, text, label id) in new files
     contents: set[str] = set()  # sha256 of the files read by this cycle
@@ -301,15 +318,16 @@ def read_inbox(
             else:
                 try:
                     if kind == "capture":
-                        for rid, text in _read_capture(name, data, now, batch.skipped):
-                            captures.setdefault(rid, []).append(text)
+                        for rid, text, i in _read_capture(name, data, now, batch.skipped):
+                            mark = None if text is None else keyed(known.key, text)
+                            captures.setdefault(rid, []).append((text, CaptureRef(mark, digest, i)))
                     elif kind == "feedback":
                         for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
                             feedback.setdefault(rid, []).append((utc_key(at), label))
                     else:
                         for text, label in _read_dropped(name, data, text_column, label_column, label_names):
                             name_ = None if label is None else label_names[label]
-                            dropped.append((row_key(text, name_), text, label))
+                            dropped.append((row_key(known.key, text, name_), text, label))
                 except DataError as e:
                     reason = f"{key}, {e}" if str(e).startswith(("line ", "row ")) else f"{key}: {e}"
                     batch.quarantined.append({"file": key, "sha256": digest, "reason": reason})
@@ -350,7 +368,8 @@ def _take_dropped(batch: InboxBatch, dropped: list, known: Known) -> None:
 
 def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> None:
     """Texts of the new captures and (text, label) of each request with a decided label (module docstring),
-    old captures and feedback coming from `known` (only the request ids met in the new files)."""
+    old captures and feedback coming from `known` (only the request ids met in the new files). An old
+    capture's text is read back from its capture file (`_recall`) only when a new label needs it."""
     met = set(captures) | set(feedback)
     old_caps, old_fb = known.captures(met), known.feedback(met)
     entries = batch.entries
@@ -358,13 +377,16 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> No
     for rid in set(captures) | set(old_caps):
         new, old = captures.get(rid, []), old_caps.get(rid, set())
         if rid in captures:
-            entries.captures[rid] = set(new)
-        if len(set(new) | old) > 1:
+            entries.captures[rid] = {ref for _, ref in new}
+        if len({ref.digest for _, ref in new} | {ref.digest for ref in old}) > 1:
             batch.skipped["request ids captured with different texts (dropped)"] += 1
             continue
         if len(new) + bool(old) > 1 and new:
             batch.skipped["duplicate capture rows of one request (kept once)"] += len(new) + bool(old) - 1
-        texts[rid] = (next(iter(set(new) | old)), not old)
+        if new:
+            texts[rid] = (new[0][0], not old)
+        else:  # only in files read before: a text to read back if a label needs it
+            texts[rid] = (_ELSEWHERE if next(iter(old)).digest is not None else None, False)
     for rid in captures:  # in file order
         text, new = texts.get(rid, (None, False))
         if new and text is not None:
@@ -372,7 +394,7 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> No
     hidden = sum(1 for rid in captures if texts.get(rid, ("", False)) == (None, True))
     if hidden:
         batch.notes.append(f"{hidden} captured input(s) without a stored text (privacy) are not used")
-    unmatched = 0
+    unmatched, labelled = 0, []  # labelled: (text or _ELSEWHERE, request_id, label id) in feedback order
     for rid in [*feedback, *(r for r in captures if r in old_fb and r not in feedback)]:
         rows = [(at, y, True) for at, y in feedback.get(rid, [])]
         if rid in old_fb:
@@ -392,8 +414,72 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> No
             continue
         text, cap_new = texts.get(rid, (None, False))
         if text is not None and (fb_new or cap_new):
-            batch.labelled.append((text, winners[0][0]))
+            labelled.append((text, rid, winners[0][0]))
+    recalled = _recall({rid: old_caps[rid] for t, rid, _ in labelled if t is _ELSEWHERE}, known)
+    for text, rid, label in labelled:
+        text = recalled.get(rid) if text is _ELSEWHERE else text
+        if text is None:
+            batch.skipped[FORGOTTEN] += 1
+        else:
+            batch.labelled.append((text, label))
     if unmatched:
         batch.notes.append(
             f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles"
         )
+
+
+_ELSEWHERE = object()  # an old capture's text: in its capture file, read back only when a label needs it
+FORGOTTEN = "labelled requests whose capture was deleted or changed: not used"
+
+
+def _recall(wanted: dict[str, set[CaptureRef]], known: Known) -> dict[str, str]:
+    """The texts of old captures, read back from the capture files that finished cycles read: each file
+    (any path a finished cycle read it under) is opened once, as untrusted as a new one, and used only if
+    its bytes still hash to what was read then (so it passed the inbox's limits then), and a text only if
+    its row still has the request id and the text's keyed hash. A request whose file is gone, changed or
+    unreadable is left out (the caller counts it as forgotten): deleting or rewriting a capture file is how
+    an operator makes the loop forget texts."""
+    paths = known.paths({ref.file for refs in wanted.values() for ref in refs})
+    tables: dict = {}  # file sha256 -> its (request_id, text) columns, or None
+    out = {}
+    for rid, refs in wanted.items():
+        for ref in sorted(refs):
+            if ref.file not in tables:
+                tables[ref.file] = _capture_columns(paths.get(ref.file, []), ref.file)
+            table = tables[ref.file]
+            if table is None or not 0 <= ref.row < table.num_rows:
+                continue
+            found, text = (table.column(c)[ref.row].as_py() for c in ("request_id", "text"))
+            if found == rid and isinstance(text, str) and keyed(known.key, text) == ref.digest:
+                out[rid] = text
+                break
+    return out
+
+
+def _capture_columns(paths: list[str], sha256: str):
+    """The request_id and text columns (a pyarrow Table) of the first of `paths` whose bytes hash to
+    `sha256`; None when none does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        p = Path(path)
+        try:
+            dir_fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            data, _ = _read_bytes(dir_fd, p.name)
+        except (OSError, _NotAFile, _TooBig):
+            continue
+        finally:
+            os.close(dir_fd)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            continue
+        try:  # the same bytes that passed the inbox's limits when a finished cycle read them
+            return pq.ParquetFile(pa.BufferReader(data)).read(
+                columns=["request_id", "text"], use_threads=False
+            )
+        except (pa.ArrowException, OSError, ValueError):
+            continue
+    return None

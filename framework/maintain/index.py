@@ -14,12 +14,23 @@ registry (no_action, promoted, rejected):
   unreadable file, or done runs from before the index (a registry of the previous format:
   `details["files"]` only) make the cycle rebuild the index from the files those runs read, with a note:
   it is never trusted silently. What such files held is lost if they left the inbox since.
-Its growth: one row per file, per dropped row, per captured request and per labelled request, forever
-(texts of captures included where the server stored them: deleting a capture file no longer removes its
-text from the maintenance loop's memory), about 90 bytes a row with SQLite's indexes in
-scripts/bench_inbox.py. What a cycle still pays per old file is a directory entry, a stat and an indexed
-lookup; the full check (after a failed or killed cycle, or an edit) is one pass of SQLite and sha256
-over the whole index: 1.2 s for 750,000 rows here, against 5-6 s to re-parse their files every cycle.
+What it keeps, and what it does not: no text. Per file: its path, size, mtime, sha256 and kind; per dropped
+row: an HMAC of its (text, label); per captured request: its request id, an HMAC of its text (None when the
+server did not store it), and where the text lives (the capture file's sha256 and the row's position); per
+labelled request: its latest feedback time and label(s). The HMAC key is 32 random bytes in `KEY_FILE`
+(0600, beside the index, made on first use; each run's record names it by `key_id`, so a lost or replaced
+key makes the next cycle rebuild the index under the new one). Without the key a hash cannot be tested
+against guessed texts; what the index still reveals to a reader is request ids, file names, label counts,
+and equality: which captures or dropped rows hold the same text. A captured text is read back from its
+file only when a label arrives for it (refit.maintain.inbox), so deleting or rewriting a capture file
+makes the loop forget its texts. An index of the first format (it kept captured texts) is emptied and
+VACUUMed when it is opened, then rebuilt from the files still in the inbox, with a note.
+Its growth: one row per file, per dropped row, per captured request and per labelled request, forever,
+about 130 bytes a row with SQLite's indexes in scripts/bench_inbox.py (a capture row holds its file's
+sha256 and a 128-bit HMAC). What a cycle still pays per old file is a directory entry, a stat and an
+indexed lookup, plus, per late label for an old capture, one read of its capture file (0.16 ms when the
+file is read for that label alone); the full check (after a failed or killed cycle, or an edit) is one
+pass of SQLite and sha256 over the whole index: 1.35 s for 750,000 rows here.
 """
 
 from __future__ import annotations
@@ -27,16 +38,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from refit.maintain.known import FileStamp, InboxEntries
+from refit.maintain.known import CaptureRef, FileStamp, InboxEntries, keyed
 
 __all__ = [
+    "FORMAT",
     "INDEX_FILE",
     "INDEX_KEY",
+    "KEY_FILE",
     "IndexDamaged",
     "InboxIndex",
     "file_stamp",
@@ -45,7 +60,9 @@ __all__ = [
 ]
 
 INDEX_FILE = "inbox-index.db"  # under <registry>/maintain/
+KEY_FILE = "inbox-index.key"  # beside it: the registry's HMAC key of every hash of a text in the index
 INDEX_KEY = "inbox_index"  # the key of a run's details that records what it staged
+FORMAT = 2  # 1 (no "format" in the record): captures kept their texts; 2: no text, only where it lives
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, path TEXT NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, kind TEXT NOT NULL);
@@ -56,7 +73,7 @@ CREATE TABLE IF NOT EXISTS rows (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS rows_key ON rows (key);
 CREATE INDEX IF NOT EXISTS rows_run ON rows (run_id);
 CREATE TABLE IF NOT EXISTS captures (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
-    request_id TEXT NOT NULL, text TEXT);
+    request_id TEXT NOT NULL, digest TEXT, file TEXT NOT NULL, row INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS captures_rid ON captures (request_id);
 CREATE INDEX IF NOT EXISTS captures_run ON captures (run_id);
 CREATE TABLE IF NOT EXISTS feedback (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
@@ -68,7 +85,7 @@ CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
 _COLUMNS = {
     "files": ("path", "size", "mtime_ns", "sha256", "kind"),
     "rows": ("key",),
-    "captures": ("request_id", "text"),
+    "captures": ("request_id", "digest", "file", "row"),
     "feedback": ("request_id", "at", "label"),
 }
 _CHUNK = 500  # keys per IN (...) lookup: under SQLite's bound-parameter limit
@@ -79,18 +96,21 @@ class IndexDamaged(Exception):
 
 
 class InboxIndex:
-    """The SQLite index of one registry; lookups see only the rows of the runs passed to `trust`."""
+    """The SQLite index of one registry; lookups see only the rows of the runs passed to `trust`. `key` is
+    the registry's HMAC key (`load_key`): every hash of a text in the index is keyed with it."""
 
-    def __init__(self, path: Path, *, check: bool = True) -> None:
+    def __init__(self, path: Path, key: bytes, *, check: bool = True) -> None:
         """Open (or create) the index; `check=False` skips SQLite's integrity scan (the file is as the last
-        done run left it: see `open_index`)."""
-        self.path = path
+        done run left it: see `open_index`). An index of the first format (captured texts in it) is emptied
+        and vacuumed at once, so those texts are gone from the file (`migrated` says so)."""
+        self.path, self.key = path, key
         self.set_aside: str | None = None  # said when an unreadable index file was moved aside
+        self.migrated = False  # the file was of the first format: its tables were dropped and vacuumed
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(check)
 
     def _create(self) -> None:
-        """An empty file, owner-only before anything is in it (it holds captured texts, like the inbox)."""
+        """An empty file, owner-only before anything is in it (request ids and hashes, like the inbox)."""
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
@@ -98,9 +118,10 @@ class InboxIndex:
         self._create()
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
-            db.executescript(_SCHEMA)
             if check and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("failed SQLite's integrity check")
+            self._migrate(db)
+            db.executescript(_SCHEMA)
             return db
         except (
             sqlite3.DatabaseError
@@ -109,6 +130,18 @@ class InboxIndex:
             os.replace(self.path, aside)
             self.set_aside = f"{self.path} was unreadable ({e}); moved to {aside}"
             return self._open()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Drop the tables of an index of another format (the first kept captured texts) and VACUUM, so
+        nothing of them is left in the file's free pages; the caller rebuilds from the files."""
+        tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        if tables and db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+            db.execute("PRAGMA secure_delete = ON")
+            for name in tables:
+                db.execute(f'DROP TABLE "{name}"')
+            db.execute("VACUUM")
+            self.migrated = True
+        db.execute(f"PRAGMA user_version = {FORMAT}")
 
     def close(self) -> None:
         self._db.close()
@@ -145,9 +178,11 @@ class InboxIndex:
                 )
 
     def clear(self) -> None:
+        """Empty the index for a rebuild, and VACUUM: hashes of what left the inbox leave the file too."""
         with self._tx() as db:
             for table in _COLUMNS:
                 db.execute(f"DELETE FROM {table}")
+        self._db.execute("VACUUM")
 
     def _digests(self, run_id: int | None = None) -> dict[int, dict[str, str]]:
         """run id -> table -> sha256 of its rows in staging order, in one pass of SQLite over each table
@@ -170,7 +205,7 @@ class InboxIndex:
         tables = {
             "files": [(p, *stamp) for p, stamp in entries.files.items()],
             "rows": [(k,) for k in entries.rows],
-            "captures": [(rid, t) for rid, texts in entries.captures.items() for t in texts],
+            "captures": [(rid, *ref) for rid, refs in entries.captures.items() for ref in refs],
             "feedback": [(rid, at, y) for rid, (at, labels) in entries.feedback.items() for y in labels],
         }
         if any(
@@ -185,6 +220,8 @@ class InboxIndex:
                         f"INSERT INTO {table} ({cols}) VALUES ({marks})", [(run_id, *row) for row in rows]
                     )
         return {
+            "format": FORMAT,
+            "key": key_id(self.key),
             "counts": {t: len(r) for t, r in tables.items()},
             "sha256": self._digests(run_id).get(run_id, {}),
             "file": file_stamp(self.path),
@@ -212,13 +249,19 @@ class InboxIndex:
             out += self._db.execute(query, part).fetchall()
         return out
 
+    def paths(self, sha256s: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for path, _, _, sha, _ in self._lookup("files", "sha256", sha256s):
+            out.setdefault(sha, []).append(path)
+        return {sha: list(dict.fromkeys(found)) for sha, found in out.items()}
+
     def rows(self, keys: Iterable[str]) -> set[str]:
         return {k for (k,) in self._lookup("rows", "key", keys)}
 
-    def captures(self, rids: Iterable[str]) -> dict[str, set[str | None]]:
-        out: dict[str, set[str | None]] = {}
-        for rid, text in self._lookup("captures", "request_id", rids):
-            out.setdefault(rid, set()).add(text)
+    def captures(self, rids: Iterable[str]) -> dict[str, set[CaptureRef]]:
+        out: dict[str, set[CaptureRef]] = {}
+        for rid, digest, file, row in self._lookup("captures", "request_id", rids):
+            out.setdefault(rid, set()).add(CaptureRef(digest, file, row))
         return out
 
     def feedback(self, rids: Iterable[str]) -> dict[str, tuple[str, frozenset[int]]]:
@@ -238,19 +281,65 @@ def file_stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def load_key(path: Path) -> tuple[bytes, str | None]:
+    """The registry's HMAC key (32 random bytes, hex, in a 0600 file), made on first use; with a note when
+    it was missing after earlier cycles or unreadable (a new key: the index is rebuilt under it). Never
+    overwrites a key another process made meanwhile."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{64}", text):
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+            return bytes.fromhex(text), None
+        note = f"the inbox index key {path} was not a key: set aside, a new one made"
+        os.replace(path, path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"))
+    except FileNotFoundError:
+        note = None
+    except (OSError, UnicodeDecodeError) as e:
+        note = f"the inbox index key {path} was unreadable ({e}): a new one made"
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, (secrets.token_bytes(32).hex() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, path)  # fails if a key appeared meanwhile: that one is kept
+    except FileExistsError:
+        return load_key(path)
+    finally:
+        os.unlink(temp)
+    return bytes.fromhex(path.read_text(encoding="ascii").strip()), note
+
+
+def key_id(key: bytes) -> str:
+    """What a run's record keeps to say which key its rows were hashed with (not the key)."""
+    return keyed(key, "refit inbox index key id")[:16]
+
+
 def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] | None, list[str]]:
     """The index trusted for this cycle's lookups, given the registry's done maintain runs; with the paths
     to read again to rebuild it (None when it is whole) and the notes that say why.
 
-    A record with `base` was staged by a cycle that rebuilt the index: it covers every earlier done run.
-    Done runs after the latest base without a record are from before the index (or a damaged record): the
-    index is rebuilt from the files every done run read (their `details["files"]`). When the file still has
-    the stamp the latest done run recorded, nothing wrote it since (the usual case: the last cycle
-    finished) and it was whole then: the full check is skipped. Otherwise (a cycle failed or was killed
-    since, or the file was edited, copied or restored) every row of every done run is checked."""
-    records = {
+    Only records of this FORMAT hashed under the registry's current key (`KEY_FILE`) are trusted. A record
+    with `base` was staged by a cycle that rebuilt the index: it covers every earlier done run. Done runs
+    after the latest base without such a record are from before the index, from an index of the first
+    format (it kept captured texts), from before a key change, or have a damaged record: the index is
+    rebuilt from the files every done run read (their `details["files"]`), so what left the inbox since is
+    forgotten. When the file still has the stamp the latest done run recorded, nothing wrote it since (the
+    usual case: the last cycle finished) and it was whole then: the full check is skipped. Otherwise (a
+    cycle failed or was killed since, or the file was edited, copied or restored) every row of every done
+    run is checked."""
+    key, key_note = load_key(path.with_name(KEY_FILE))
+    kid = key_id(key)
+    found = {
         r["id"]: r["details"][INDEX_KEY] for r in done_runs if isinstance(r["details"].get(INDEX_KEY), dict)
     }
+    records = {i: rec for i, rec in found.items() if rec.get("format") == FORMAT and rec.get("key") == kid}
     start = max((i for i, rec in records.items() if rec.get("base")), default=None)
     legacy = [r["id"] for r in done_runs if r["id"] not in records and (start is None or r["id"] > start)]
     trusted = {i: rec for i, rec in records.items() if start is None or i >= start}
@@ -262,7 +351,7 @@ def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] 
         and trusted[last].get("file") is not None
         and trusted[last]["file"] == file_stamp(path)
     )
-    index, notes = InboxIndex(path, check=not unchanged), []
+    index, notes = InboxIndex(path, key, check=not unchanged), [*([key_note] if key_note else [])]
     if index.set_aside:
         notes.append(f"the inbox index {index.set_aside}")
     try:
@@ -272,6 +361,16 @@ def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] 
         notes.append(f"the inbox index does not match the registry ({e}): rebuilt from the inbox files")
         legacy = legacy or [-1]
     if legacy:
+        stale = [i for i in legacy if i in found]
+        if index.migrated or any("format" not in found[i] for i in stale):
+            notes.append(
+                "the inbox index was of the previous format (it kept captured texts): emptied and vacuumed, "
+                "rebuilt without texts from the files earlier cycles read that are still in the inbox"
+            )
+        elif stale and not key_note:
+            notes.append(
+                "the inbox index key changed: the index is rebuilt from the inbox files under the new key"
+            )
         if not notes:
             notes.append(
                 f"{len(legacy)} finished cycle(s) predate the inbox index: built once from the files they read"

@@ -569,6 +569,19 @@ def test_served_captures_and_late_feedback_are_joined_exactly_once(setup, capsys
     _parquet(inbox / "capture-0004.parquet", [_capture("later", "a late arrival, good")])
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     assert reg.runs("maintain")[-1]["details"]["counts"] == {"inputs": 1, "labelled": 1}
+    # the capture file is deleted (a deletion request): its requests' late labels are counted, not used
+    (inbox / "capture-0001.parquet").unlink()
+    _parquet(
+        inbox / "feedback-0003.parquet",
+        [
+            {"request_id": f"r{i}", "label": labels[f"r{i}"], "at": "2026-11-24T09:00:00+00:00"}
+            for i in range(90, 100)
+        ],
+    )
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = reg.runs("maintain")[-1]
+    assert run["details"]["counts"] == {"inputs": 0, "labelled": 0, "forgotten": 10}, run["details"]
+    assert any("10 labelled requests whose capture was deleted" in n for n in run["details"]["notes"])
     capsys.readouterr()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from refit.maintain.cycle import _read_and_open_run
-from refit.maintain.inbox import read_inbox
+from refit.maintain.inbox import FORGOTTEN, read_inbox
 from refit.maintain.index import INDEX_FILE, INDEX_KEY
 from refit.registry import Registry
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
@@ -103,10 +103,10 @@ def test_old_capture_files_are_not_reread_and_late_labels_still_join(loop):
     )  # before its capture
     first, _ = _cycle(reg, inbox)
     assert first.texts == ["zero", "one"] and first.labelled == []
-    old = (
-        inbox / "capture-1.parquet"
-    )  # made garbage of the same size and mtime: opened again, it is quarantined
-    st = old.stat()
+    # made garbage of the same size and mtime: not parsed again (it would be quarantined), and the texts
+    # its late labels need are read back only if its bytes are still those read: here they are not
+    old = inbox / "capture-1.parquet"
+    original, st = old.read_bytes(), old.stat()
     old.write_bytes(b"x" * st.st_size)
     os.utime(old, ns=(st.st_atime_ns, st.st_mtime_ns))
     at = _now(-20)
@@ -119,7 +119,9 @@ def test_old_capture_files_are_not_reread_and_late_labels_still_join(loop):
     batch, _ = _cycle(reg, inbox)
     assert sorted(Path(f).name for f in batch.files) == ["capture-2.parquet", "feedback-1.parquet"]
     assert batch.texts == ["nine"] and batch.quarantined == []
-    assert sorted(batch.labelled) == [("nine", 0), ("one", 1), ("zero", 0)]  # 'h' has no stored text
+    assert batch.labelled == [("nine", 0)]  # 'h' has no stored text; r0 and r1: their file changed
+    assert batch.skipped == {FORGOTTEN: 2}
+    old.write_bytes(original)  # restored: a copy of what was read (adds nothing), and its texts are back
     # a later correction wins over the old label (latest `at`); one at the same time that disagrees drops it
     _write(
         inbox / "feedback-2.parquet",
@@ -128,7 +130,10 @@ def test_old_capture_files_are_not_reread_and_late_labels_still_join(loop):
     )
     batch, _ = _cycle(reg, inbox)
     assert batch.labelled == [("zero", 1)]
-    assert batch.skipped == {"requests whose latest feedback rows disagree (dropped)": 1}
+    assert batch.skipped == {
+        "requests whose latest feedback rows disagree (dropped)": 1,
+        "files whose content was already read (copies; renamed or touched files)": 1,
+    }
     # an old request captured again with another text is dropped, and its text is not new
     _write(inbox / "capture-3.parquet", [_cap("r9", "not nine")], CAPTURE_SCHEMA)
     batch, _ = _cycle(reg, inbox)
@@ -159,7 +164,8 @@ def test_a_cycle_that_did_not_finish_marks_nothing_read(loop, end):
         "UPDATE rows SET key = 'x' || key",
         "INSERT INTO rows (run_id, key) VALUES (1, 'forged')",
         "UPDATE files SET size = size + 1",
-        "UPDATE captures SET text = 'other text'",
+        "UPDATE captures SET digest = 'other text'",
+        "UPDATE captures SET row = row + 1",
         "UPDATE feedback SET label = 1",
     ],
 )
