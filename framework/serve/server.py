@@ -18,7 +18,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from refit.errors import ConfigError, RefitError, VersionError
+from refit.data.labels import feedback_label
+from refit.errors import ConfigError, DataError, RefitError, VersionError
 from refit.models.version import read_version
 from refit.registry.store import NoRegistry, Registry, RegistryError
 from refit.serve.batcher import MicroBatcher
@@ -232,8 +233,12 @@ class Server:
             self.capture.put(rows)
         return out
 
-    def add_feedback(self, items: list[tuple[str, str | int]]) -> int:
-        """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call."""
+    def add_feedback(self, items: list[tuple[str, object]]) -> int:
+        """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call.
+
+        A label is read against the served version's label names by refit.data.labels' rule (a string is
+        a name, an integer an id; true/false, 1.5 and "1" for an id are refused) and stored as the name,
+        so the cycle that reads it later cannot take an id for a name or a stray value for a new class."""
         if self.feedback is None:
             raise FeedbackError(
                 "Feedback needs capture on (capture.enabled: true); this server stores nothing."
@@ -246,14 +251,11 @@ class Server:
                     f"request_id {_shown(request_id)} is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
-            value = str(label)
-            # isdigit() alone accepts '²', which int() refuses (a 500): ids are ASCII digits only
-            if value not in labels and not (value.isascii() and value.isdigit() and int(value) < len(labels)):
-                raise FeedbackError(
-                    f"Unknown label {_shown(label)}; allowed labels: {', '.join(labels)} "
-                    f"(or their ids 0-{len(labels) - 1})."
-                )
-            rows.append(feedback_row(str(request_id), value, utc_now()))
+            try:
+                name = feedback_label(label, labels)
+            except DataError as e:
+                raise FeedbackError(str(e)) from None
+            rows.append(feedback_row(str(request_id), name, utc_now()))
         return self.feedback.put(rows)
 
     @property

@@ -148,8 +148,19 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
         by_id = client.post("/feedback", json=[{"request_id": preds[1]["request_id"], "label": 0}])
         unknown = client.post("/feedback", json={"request_id": preds[2]["request_id"], "label": "neutral"})
         bad_id = client.post("/feedback", json={"request_id": "../../etc", "label": "positive"})
+        # the wrong kind of label for this version: an id as a string, true for 1, a fraction
+        wrong = {
+            v: client.post("/feedback", json={"request_id": preds[3]["request_id"], "label": v})
+            for v in ("1", True, 1.5, 2)
+        }
+    for v, r in wrong.items():
+        assert r.status_code == 422 and "allowed labels: negative, positive" in r.json()["detail"], (
+            v,
+            r.text,
+        )
+    assert "JSON integer" in wrong["1"].json()["detail"]
     assert ok.status_code == 200 and ok.json() == {"accepted": 1, "dropped": 0} and by_id.status_code == 200
-    assert unknown.status_code == 422 and "negative, positive" in unknown.json()["detail"]
+    assert unknown.status_code == 422 and "allowed labels: negative, positive" in unknown.json()["detail"]
     assert bad_id.status_code == 422 and "request_id" in bad_id.json()["detail"]
     # After shutdown every file has its final name (rotation by rows made several), none is left as a dot-file.
     assert not [p for p in inbox.iterdir() if p.name.startswith(".")]
@@ -171,7 +182,7 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
     assert pq.read_schema(next(inbox.glob("feedback-*.parquet"))).remove_metadata().equals(FEEDBACK_SCHEMA)
     assert [(r["request_id"], r["label"]) for r in feedback] == [
         (preds[0]["request_id"], "positive"),
-        (preds[1]["request_id"], "0"),
+        (preds[1]["request_id"], "negative"),  # an id is stored as its name: no id/name mix-up later
     ]
 
 

@@ -139,7 +139,7 @@ def test_feedback_tricks_are_refused_naming_what_and_why(registry):
     assert mixed.status_code == 422  # one bad row rejects the whole call
     assert good.status_code == 200 and good.json() == {"accepted": 1, "dropped": 0} and alive
     rows = read_rows(server.capture_dir, "feedback")
-    assert [(r["request_id"], r["label"]) for r in rows] == [(rid, "1")]
+    assert [(r["request_id"], r["label"]) for r in rows] == [(rid, "positive")]  # the id, stored as its name
 
 
 # --- hot swap -----------------------------------------------------------------------------------------
