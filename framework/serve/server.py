@@ -18,7 +18,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from refit.data.labels import feedback_label
+from refit.data import feedback_label
 from refit.errors import ConfigError, DataError, RefitError, VersionError
 from refit.models.version import read_version
 from refit.registry.store import NoRegistry, Registry, RegistryError
