@@ -31,6 +31,7 @@ from refit.cli import main  # noqa: E402
 from refit.registry import Registry  # noqa: E402
 from refit.serve import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, ServeOptions, Server  # noqa: E402
 from refit.serve.app import build_app  # noqa: E402
+from refit.serve.request_ids import RequestIds  # noqa: E402
 
 LABELS = ["negative", "positive"]
 TEXTS = [
@@ -148,6 +149,10 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
         by_id = client.post("/feedback", json=[{"request_id": preds[1]["request_id"], "label": 0}])
         unknown = client.post("/feedback", json={"request_id": preds[2]["request_id"], "label": "neutral"})
         bad_id = client.post("/feedback", json={"request_id": "../../etc", "label": "positive"})
+        # an id no server made (refused), and one another worker on this capture folder made (taken)
+        made_up = client.post("/feedback", json={"request_id": "ab" * 16, "label": "positive"})
+        other_worker = RequestIds(inbox).new()
+        shared = client.post("/feedback", json={"request_id": other_worker, "label": "negative"})
         # the wrong kind of label for this version: an id as a string, true for 1, a fraction
         wrong = {
             v: client.post("/feedback", json={"request_id": preds[3]["request_id"], "label": v})
@@ -159,6 +164,8 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
             r.text,
         )
     assert "JSON integer" in wrong["1"].json()["detail"]
+    assert made_up.status_code == 422 and "was not issued by a refit server" in made_up.json()["detail"]
+    assert shared.status_code == 200, shared.text
     assert ok.status_code == 200 and ok.json() == {"accepted": 1, "dropped": 0} and by_id.status_code == 200
     assert unknown.status_code == 422 and "allowed labels: negative, positive" in unknown.json()["detail"]
     assert bad_id.status_code == 422 and "request_id" in bad_id.json()["detail"]
@@ -183,6 +190,7 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
     assert [(r["request_id"], r["label"]) for r in feedback] == [
         (preds[0]["request_id"], "positive"),
         (preds[1]["request_id"], "negative"),  # an id is stored as its name: no id/name mix-up later
+        (other_worker, "negative"),
     ]
 
 
