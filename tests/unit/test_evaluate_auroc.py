@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from refit.evaluate import (
     AccuracyGateError,
+    ParentMismatchError,
     check_gate,
     check_parent_reproduces,
     score,
@@ -79,10 +80,15 @@ def test_the_gate_reads_accuracy_only_and_prints_a_missing_auroc():
     assert f"auroc            {NO_AUROC} -> {NO_AUROC}" in str(e.value)
 
 
-def test_a_missing_auroc_is_not_a_parent_mismatch_either_way():
-    """A one-class validation split recorded 0.0 before this fix; now it scores None: not 'altered'."""
-    meta = {"metrics": {"validation": {"accuracy": 0.8, "auroc": 0.0}}}
-    report = check_parent_reproduces(meta, {"accuracy": 0.8, "auroc": None}, tolerance=0.5, recipe="export")
-    assert report["reproduced"]
-    meta = {"metrics": {"validation": {"accuracy": 0.8, "auroc": None}}}
-    assert check_parent_reproduces(meta, {"accuracy": 0.8, "auroc": 0.7}, tolerance=0.5, recipe="export")
+def test_auroc_is_no_parent_mismatch_where_its_two_definitions_differ():
+    """A fine-tune records Lightning's AUROC: 0.0 on a one-class split, and an absent class counted as 0 in a
+    macro average; refit.evaluate now gives None or the present classes' mean. Neither is damage."""
+    for recorded, now in ((0.0, None), (0.6, 0.9), (None, 0.7)):
+        meta = {"metrics": {"validation": {"accuracy": 0.8, "auroc": recorded}}}
+        report = check_parent_reproduces(
+            meta, {"accuracy": 0.8, "auroc": now}, tolerance=0.5, recipe="export"
+        )
+        assert report["reproduced"]
+    meta = {"metrics": {"validation": {"accuracy": 0.8, "auroc": 0.9}}}
+    with pytest.raises(ParentMismatchError, match="accuracy"):  # the other metrics still catch damage
+        check_parent_reproduces(meta, {"accuracy": 0.7, "auroc": 0.9}, tolerance=0.5, recipe="export")
