@@ -64,7 +64,8 @@ def check_resumable(folder: Path, skip: frozenset[str] = frozenset()) -> None:
                 f"broken links. Remove it, or start a new search with another --name."
             ) from None
         mode = stat.S_IMODE(st.st_mode)
-        fix = f"chmod -R go-w {folder}" if path == folder else f"chmod go-w {path}"
+        whole = f"`chmod -R go-w {folder}`"
+        fix = f"{whole}" if path == folder else f"`chmod go-w {path}`, or {whole} for the whole search"
         if st.st_uid not in (me, 0):
             raise ConfigError(
                 f"--resume: {path} belongs to {_owner(st.st_uid)}, not to you ({_owner(me)}); Ray would "
@@ -80,8 +81,7 @@ def check_resumable(folder: Path, skip: frozenset[str] = frozenset()) -> None:
             raise ConfigError(
                 f"--resume: {path} is writable by {who} (mode {mode:04o}); Ray would unpickle this "
                 "search's state, which runs code, so anyone who could change it could run code as you. "
-                f"If no one else has written to it, remove the write bits (`{fix}`, or "
-                f"`chmod -R go-w {folder}` for the whole search) and resume again."
+                f"If no one else has written to it, remove the write bits ({fix}) and resume again."
             )
 
 
