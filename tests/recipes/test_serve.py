@@ -461,6 +461,8 @@ def test_stop_signal_drains_in_flight_requests_finalises_capture_and_exits_0(reg
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
+    labels = {r["request_id"]: r["label"] for r in read_rows(inbox, "feedback")}
+    assert labels == {a.json()["request_id"]: "positive" for a in answers}
     assert "INFO refit.serve: refit serve: shut down cleanly" in out, out  # shown, and at its true level
     assert "WARNING refit.serve" not in out, out
 
@@ -510,15 +512,29 @@ def test_workers_write_their_own_capture_files(registry):
                     lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60), range(20)
                 )
             )
+            # late labels land on either worker: each takes the ids the other issued (one key, one folder)
+            feedback = list(
+                pool.map(
+                    lambda a: httpx.post(
+                        f"{base}/feedback",
+                        json={"request_id": a.json()["request_id"], "label": 1},
+                        timeout=60,
+                    ),
+                    answers,
+                )
+            )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert [a.status_code for a in answers] == [200] * 20, out
+    assert [f.status_code for f in feedback] == [200] * 20, [f.text for f in feedback if f.status_code != 200]
     assert proc.returncode == 0, out  # uvicorn's supervisor stops its workers and returns normally
     inbox = registry.root / "inbox"
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
+    labels = {r["request_id"]: r["label"] for r in read_rows(inbox, "feedback")}
+    assert labels == {a.json()["request_id"]: "positive" for a in answers}
     assert out.count("shut down cleanly") == 2  # both workers drained and closed their files
