@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_NAMES",
+    "NO_AUROC",
+    "auroc",
+    "format_metric",
     "AccuracyGateError",
     "GateData",
     "ParentMismatchError",
@@ -48,8 +51,17 @@ __all__ = [
 METRIC_NAMES = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc", "ece")
 
 
-def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+def format_metric(value: float | None, name: str = "") -> str:
+    """A metric for a table or message: 4 decimals; an undefined AUROC (None) as NO_AUROC, not as 0."""
+    if value is None:
+        return NO_AUROC if name == "auroc" else "n/a"
+    return f"{value:.4f}"
+
+
+def classification_metrics(num_classes: int, prefix: str, *, with_auroc: bool = True) -> MetricCollection:
     """Accuracy, macro F1/precision/recall, AUROC and expected calibration error (15 bins).
+
+    `with_auroc=False` leaves AUROC out, for score_probs, which computes it only where it is defined.
 
     All take logits (softmax is applied inside), so binary and multi-class share one code path.
     torchmetrics is imported here, not at module level: it pulls in transformers and Lightning's
@@ -66,27 +78,51 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
         MulticlassRecall,
     )
 
-    return MetricCollection(
-        {
-            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            "precision_macro": MulticlassPrecision(num_classes, average="macro"),
-            "recall_macro": MulticlassRecall(num_classes, average="macro"),
-            "auroc": MulticlassAUROC(num_classes),
-            "ece": MulticlassCalibrationError(num_classes, n_bins=15),
-        },
-        prefix=prefix,
-    )
+    metrics = {
+        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+        "recall_macro": MulticlassRecall(num_classes, average="macro"),
+        "auroc": MulticlassAUROC(num_classes),
+        "ece": MulticlassCalibrationError(num_classes, n_bins=15),
+    }
+    if not with_auroc:
+        del metrics["auroc"]
+    return MetricCollection(metrics, prefix=prefix)
 
 
-def score_probs(probs: torch.Tensor, labels: Sequence[int]) -> dict[str, float]:
-    """accuracy, macro F1/precision/recall, AUROC, ECE of predicted probabilities."""
-    metrics = classification_metrics(probs.shape[1], prefix="")
-    values = metrics(probs.float(), torch.as_tensor(list(labels), dtype=torch.long))
-    return {k: float(v) for k, v in values.items()}
+NO_AUROC = "n/a (one class)"  # how tables and reports show an AUROC that is undefined (None in JSON)
 
 
-def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float]:
+def auroc(probs: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Macro one-vs-rest AUROC over the classes that occur in `labels`; None with fewer than two.
+
+    AUROC ranks positives against negatives, so a class with no positives (or no negatives) has none:
+    torchmetrics' MulticlassAUROC then scores that class 0.0 with a warning per call, and a labelled
+    window of one class (a day of complaints, a golden set of one label) reported AUROC 0.0, which reads
+    as a model that ranks every case backwards. Each present class is scored with binary_auroc (exact,
+    no thresholds), which over a split holding every class equals MulticlassAUROC's macro average.
+    """
+    from torchmetrics.functional.classification import binary_auroc
+
+    present = labels.unique().tolist()
+    if len(present) < 2:
+        return None
+    per_class = [float(binary_auroc(probs[:, c], (labels == c).long())) for c in present]
+    return sum(per_class) / len(per_class)
+
+
+def score_probs(probs: torch.Tensor, labels: Sequence[int]) -> dict[str, float | None]:
+    """accuracy, macro F1/precision/recall, AUROC, ECE of predicted probabilities. AUROC is None where it
+    is undefined (fewer than two classes among `labels`): callers show it as NO_AUROC, never as 0."""
+    metrics = classification_metrics(probs.shape[1], prefix="", with_auroc=False)
+    target = torch.as_tensor(list(labels), dtype=torch.long)
+    values: dict[str, float | None] = {k: float(v) for k, v in metrics(probs.float(), target).items()}
+    values["auroc"] = auroc(probs.float(), target)
+    return {n: values[n] for n in METRIC_NAMES}
+
+
+def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) -> dict[str, float | None]:
     """The training metric set (accuracy, macro F1/precision/recall, AUROC, ECE) on logits."""
     probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1)
     if probs.shape[1] != num_classes:
@@ -218,12 +254,19 @@ def check_parent_reproduces(meta: dict, now: dict[str, float], *, tolerance: flo
     than `tolerance` points (1.0 = one percentage point); returns the comparison for the gate report.
 
     Only meaningful on the split the version was scored on (the caller skips it for a --validation file).
+    AUROC is not compared: a fine-tune records torchmetrics' MulticlassAUROC (Lightning's), which scores a
+    class absent from the split 0.0 (and one class as 0.0 overall), while `auroc` here leaves such classes
+    out or reports None; the two differ exactly where a class is missing, and that is no sign of damage.
+    Accuracy, the macro scores and ECE move with any change of the weights or tokenizer.
     """
     recorded = recorded_metrics(meta)
     off = {
         n: (recorded[n], now[n])
         for n in METRIC_NAMES
-        if n in recorded and n in now and 100.0 * abs(recorded[n] - now[n]) > tolerance + 1e-9
+        if n != "auroc"
+        and recorded.get(n) is not None
+        and now.get(n) is not None
+        and 100.0 * abs(recorded[n] - now[n]) > tolerance + 1e-9
     }
     if off:
         rows = "\n".join(f"    {n:<16} recorded {r:.4f}, now {c:.4f}" for n, (r, c) in off.items())
@@ -264,7 +307,7 @@ def check_gate(
         report["recorded"] = recorded
     if not report["passed"]:
         rows = "\n".join(
-            f"    {n:<16} {baseline[n]:.4f} -> {candidate[n]:.4f}"
+            f"    {n:<16} {format_metric(baseline[n], n)} -> {format_metric(candidate[n], n)}"
             for n in METRIC_NAMES
             if n in baseline and n in candidate
         )

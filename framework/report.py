@@ -38,7 +38,7 @@ def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     """One row per split, one column per metric."""
     # here, not at the top: refit.evaluate loads torchmetrics and Lightning (about 8 s), which commands that
     # only print tables (a search's driver) never need
-    from refit.evaluate import METRIC_NAMES
+    from refit.evaluate import METRIC_NAMES, format_metric
 
     seen = {k for values in metrics.values() for k in values}
     names = [n for n in METRIC_NAMES if n in seen] + sorted(seen - set(METRIC_NAMES))
@@ -47,5 +47,5 @@ def print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
     out.columns[0].no_wrap, out.columns[0].min_width = True, 10
     for split, values in metrics.items():
         if values:
-            out.add_row(split, *(f"{values[n]:.4f}" if n in values else "-" for n in names))
+            out.add_row(split, *(format_metric(values[n], n) if n in values else "-" for n in names))
     console().print(out)

@@ -31,10 +31,12 @@ from refit.tune import (
     REPORTED_METRIC,
     SCHEDULERS,
     SEARCHERS,
+    check_resumable,
     collect_trials,
     make_scheduler,
     make_searcher,
     make_trainable,
+    owner_only_writes,
     to_ray,
     validate_space,
     write_outputs,
@@ -199,8 +201,12 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
             if saved
             else f"{out} is not empty.{unsaved}"
         )
+    # what this search writes is its owner's alone, whatever the umask: --resume refuses anything else
+    stack.enter_context(owner_only_writes())
     # one process per search folder: a second `refit tune` (fresh or --resume) on it is refused here
     stack.enter_context(hold_folder(out, "refit tune"))
+    if cfg.resume:  # Ray unpickles the folder's state: only from a folder no one else could have written
+        check_resumable(out, skip=frozenset({RUN_LOCK}))
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     clock.append(("checks", time.perf_counter()))
     # A reused worker waits for the stopped trial's thread to leave Lightning before it takes the next

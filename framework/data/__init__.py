@@ -18,6 +18,7 @@ from refit.data.files import (
     read_rows,
     read_table,
 )
+from refit.data.labels import check_label_kinds, feedback_label
 from refit.data.splits import DEMO_NAME, Splits, check_data_file, demo_dir, load_splits, to_label_ids
 from refit.lazy import lazy_exports
 
@@ -44,7 +45,9 @@ __all__ = [
     "TextDataModule",
     "TokenizedDataset",
     "SUFFIXES",
+    "check_label_kinds",
     "demo_dir",
+    "feedback_label",
     "file_fingerprint",
     "check_data_file",
     "load_splits",

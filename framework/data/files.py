@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from refit.data.labels import check_label_kinds
 from refit.errors import DataError
 
 __all__ = [
@@ -82,7 +83,8 @@ def _decode(raw: bytes, lineno: int) -> str:
         raise DataError(f"line {lineno}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
 
 
-def _parse_jsonl(stream: BinaryIO, line_bytes: int) -> list[dict]:
+def _parse_jsonl(stream: BinaryIO, line_bytes: int, lines: list[int] | None = None) -> list[dict]:
+    """`lines`, when given, receives the line number of each row (blank lines hold no row)."""
     rows = []
     for lineno, raw, ended in _lines(stream, line_bytes):
         line = _decode(raw, lineno)
@@ -106,14 +108,18 @@ def _parse_jsonl(stream: BinaryIO, line_bytes: int) -> list[dict]:
         if not isinstance(row, dict):
             raise DataError(f"line {lineno}: expected a JSON object, got {type(row).__name__}.")
         rows.append(row)
+        if lines is not None:
+            lines.append(lineno)
     return rows
 
 
-def _parse_csv(stream: BinaryIO, line_bytes: int, field_bytes: int) -> list[dict]:
+def _parse_csv(
+    stream: BinaryIO, line_bytes: int, field_bytes: int, lines: list[int] | None = None
+) -> list[dict]:
     # lines keep their '\n' (a quoted field may hold one); a decoding error raised inside this generator
     # passes through the csv reader unchanged, naming its line
-    lines = (_decode(raw, n) + ("\n" if ended else "") for n, raw, ended in _lines(stream, line_bytes))
-    reader = csv.DictReader(lines)
+    text = (_decode(raw, n) + ("\n" if ended else "") for n, raw, ended in _lines(stream, line_bytes))
+    reader = csv.DictReader(text)
     rows: list[dict] = []
     # the limit is the csv module's global; it is set for this read and put back (no lasting state)
     saved = csv.field_size_limit(field_bytes)
@@ -124,6 +130,8 @@ def _parse_csv(stream: BinaryIO, line_bytes: int, field_bytes: int) -> list[dict
             start = reader.reader.line_num + 1  # a quoted field may span lines: name where its row starts
             try:
                 rows.append(next(reader))
+                if lines is not None:
+                    lines.append(start)
             except StopIteration:
                 return rows
     except csv.Error as e:
@@ -210,10 +218,12 @@ def parse_rows(
     return _parse_text(io.BytesIO(data), suffix, limits)  # BytesIO shares `data`'s buffer: no copy
 
 
-def _parse_text(stream: BinaryIO, suffix: str, limits: ReadLimits) -> list[dict]:
+def _parse_text(
+    stream: BinaryIO, suffix: str, limits: ReadLimits, lines: list[int] | None = None
+) -> list[dict]:
     if suffix == ".csv":
-        return _parse_csv(stream, limits.line_bytes, limits.field_bytes)
-    return _parse_jsonl(stream, limits.line_bytes)
+        return _parse_csv(stream, limits.line_bytes, limits.field_bytes, lines)
+    return _parse_jsonl(stream, limits.line_bytes, lines)
 
 
 def _located(where: str | Path, e: DataError) -> DataError:
@@ -225,7 +235,11 @@ def _located(where: str | Path, e: DataError) -> DataError:
 
 def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dict]:
     """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line)."""
-    path = Path(path)
+    return _read(Path(path), limits, None)
+
+
+def _read(path: Path, limits: ReadLimits, lines: list[int] | None) -> list[dict]:
+    """read_rows; `lines` receives each JSONL/CSV row's line number (left empty for Parquet)."""
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a data file: give a .jsonl, .csv or .parquet file in it.")
     if not path.is_file():
@@ -239,15 +253,17 @@ def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dic
         if suffix == ".parquet":  # Parquet is read from its footer first: random access to the whole file
             return parse_rows(path.read_bytes(), suffix, limits)
         with path.open("rb") as stream:  # JSONL and CSV stream: the file is never held whole
-            return _parse_text(stream, suffix, limits)
+            return _parse_text(stream, suffix, limits, lines)
     except DataError as e:
         raise _located(path, e) from None
 
 
 def read_table(path: str | Path, text_column: str, label_column: str | None) -> tuple[list[str], list]:
-    """Texts and raw labels of one file (labels are None when `label_column` is None)."""
+    """Texts and raw labels of one file (labels are None when `label_column` is None). A label column
+    that mixes kinds of value (1 beside "negative") is refused here, where the file and lines are known."""
     path = Path(path)
-    rows = read_rows(path)
+    lines: list[int] = []
+    rows = _read(path, DEFAULT_LIMITS, lines)
     if not rows:
         raise DataError(f"{path} holds no rows.")
     columns = list(rows[0])
@@ -269,6 +285,8 @@ def read_table(path: str | Path, text_column: str, label_column: str | None) -> 
             raise DataError(f"{path}, row {i}: '{text_column}' is {type(text).__name__}, expected text.")
         texts.append(text)
         labels.append(row.get(label_column) if label_column is not None else None)
+    if label_column is not None:  # Parquet columns are typed: rows stand for lines there
+        check_label_kinds(labels, lines or range(1, len(labels) + 1), str(path))
     return texts, labels
 
 

@@ -83,11 +83,12 @@ def _label_names_file(path: Path) -> list[str] | None:
 
 
 def _normalise_labels(values: list, source: str) -> list:
-    """Raw labels of one split, with the type mixes that silently made extra classes resolved or refused.
+    """Raw labels of one split, whole floats made integers and NaN refused.
 
     A float that is a whole number is that integer (pandas writes an int column holding a gap as 1.0, so
     1 and 1.0 were two classes); NaN (pandas' missing value, which Python's JSON reader accepts) is a
-    missing label; true/false among other labels is refused (it was a class 'True' beside 1)."""
+    missing label. Mixed kinds within a file (1 beside "negative", true beside "positive") are refused
+    where the file is read (refit.data.labels)."""
     out = []
     for row, v in enumerate(values, 1):
         if isinstance(v, float):
@@ -97,14 +98,6 @@ def _normalise_labels(values: list, source: str) -> list:
                 )
             v = int(v) if v.is_integer() else v
         out.append(v)
-    kinds = {isinstance(v, bool) for v in out if v is not None}
-    if kinds == {True, False}:
-        first = next(i for i, v in enumerate(out, 1) if isinstance(v, bool))
-        other = next(i for i, v in enumerate(out, 1) if v is not None and not isinstance(v, bool))
-        raise DataError(
-            f"{source}: the label column mixes true/false (row {first}: {out[first - 1]!r}) with other labels "
-            f"(row {other}: {out[other - 1]!r}); use one kind of label for every row."
-        )
     return out
 
 

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from refit.errors import ConfigError, RefitError
 from refit.serve.batcher import BatcherBusy, BatcherClosed
@@ -174,7 +175,9 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
 
     class FeedbackIn(BaseModel):
         request_id: str
-        label: str | int
+        # any JSON value: str | int let pydantic turn true into 1 and 1.0 into 1; the server's rule
+        # (refit.data.labels.feedback_label) refuses them naming the allowed labels
+        label: Any
 
     def srv() -> Server:
         return state["server"]

@@ -14,11 +14,12 @@ import logging
 import re
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from refit.errors import ConfigError, RefitError, VersionError
+from refit.data import feedback_label
+from refit.errors import ConfigError, DataError, RefitError, VersionError
+from refit.io import private_dir
 from refit.models.version import read_version
 from refit.registry.store import NoRegistry, Registry, RegistryError
 from refit.serve.batcher import MicroBatcher
@@ -32,6 +33,7 @@ from refit.serve.capture import (
     utc_now,
 )
 from refit.serve.metrics import ServeMetrics
+from refit.serve.request_ids import RequestIds
 from refit.serve.slot import Slot, load_slot
 
 __all__ = ["ServeOptions", "Server", "FeedbackError"]
@@ -122,6 +124,7 @@ class Server:
             max_pending=options.max_pending,
         )
         self.capture = self.feedback = None
+        self.request_ids = RequestIds(self._key_folder() if options.capture else None)
         if options.capture:
             self._clean_abandoned()
             self.capture = self._writer("capture", CAPTURE_SCHEMA)
@@ -141,6 +144,14 @@ class Server:
         if self.registry is not None:
             return self.registry.root / "inbox"
         return Path(self.options.version).parent / "inbox"
+
+    def _key_folder(self) -> Path | None:
+        """The capture folder, created (owner-only) to hold the request-id key; None if it cannot be."""
+        try:
+            return private_dir(self.capture_dir)
+        except OSError as e:  # the writer reports its own failures; ids then check in this process only
+            log.warning("refit serve: cannot create the capture folder %s: %s", self.capture_dir, e)
+            return None
 
     def _clean_abandoned(self) -> None:
         """Delete the unfinished capture files of killed servers of this host (user text; see capture.py)."""
@@ -210,7 +221,7 @@ class Server:
         out, rows = [], []
         store = self.options.store_texts
         for text, (label_id, probs) in zip(texts, results):
-            rid = uuid.uuid4().hex
+            rid = self.request_ids.new()
             label = slot.label_of(label_id)
             out.append(
                 {
@@ -232,8 +243,12 @@ class Server:
             self.capture.put(rows)
         return out
 
-    def add_feedback(self, items: list[tuple[str, str | int]]) -> int:
-        """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call."""
+    def add_feedback(self, items: list[tuple[str, object]]) -> int:
+        """Validate every (request id, label) first, then queue them all: a bad row rejects the whole call.
+
+        A label is read against the served version's label names by refit.data.labels' rule (a string is
+        a name, an integer an id; true/false, 1.5 and "1" for an id are refused) and stored as the name,
+        so the cycle that reads it later cannot take an id for a name or a stray value for a new class."""
         if self.feedback is None:
             raise FeedbackError(
                 "Feedback needs capture on (capture.enabled: true); this server stores nothing."
@@ -246,14 +261,17 @@ class Server:
                     f"request_id {_shown(request_id)} is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
-            value = str(label)
-            # isdigit() alone accepts '²', which int() refuses (a 500): ids are ASCII digits only
-            if value not in labels and not (value.isascii() and value.isdigit() and int(value) < len(labels)):
+            if not self.request_ids.issued(request_id):
                 raise FeedbackError(
-                    f"Unknown label {_shown(label)}; allowed labels: {', '.join(labels)} "
-                    f"(or their ids 0-{len(labels) - 1})."
+                    f"request_id {_shown(request_id)} was not issued by a refit server writing to this "
+                    "capture folder (its last 12 characters check the first 20): feedback is taken for "
+                    "requests /predict answered, by any worker or earlier run sharing the folder."
                 )
-            rows.append(feedback_row(str(request_id), value, utc_now()))
+            try:
+                name = feedback_label(label, labels)
+            except DataError as e:
+                raise FeedbackError(str(e)) from None
+            rows.append(feedback_row(str(request_id), name, utc_now()))
         return self.feedback.put(rows)
 
     @property

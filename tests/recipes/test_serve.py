@@ -31,6 +31,7 @@ from refit.cli import main  # noqa: E402
 from refit.registry import Registry  # noqa: E402
 from refit.serve import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, ServeOptions, Server  # noqa: E402
 from refit.serve.app import build_app  # noqa: E402
+from refit.serve.request_ids import RequestIds  # noqa: E402
 
 LABELS = ["negative", "positive"]
 TEXTS = [
@@ -148,8 +149,25 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
         by_id = client.post("/feedback", json=[{"request_id": preds[1]["request_id"], "label": 0}])
         unknown = client.post("/feedback", json={"request_id": preds[2]["request_id"], "label": "neutral"})
         bad_id = client.post("/feedback", json={"request_id": "../../etc", "label": "positive"})
+        # an id no server made (refused), and one another worker on this capture folder made (taken)
+        made_up = client.post("/feedback", json={"request_id": "ab" * 16, "label": "positive"})
+        other_worker = RequestIds(inbox).new()
+        shared = client.post("/feedback", json={"request_id": other_worker, "label": "negative"})
+        # the wrong kind of label for this version: an id as a string, true for 1, a fraction
+        wrong = {
+            v: client.post("/feedback", json={"request_id": preds[3]["request_id"], "label": v})
+            for v in ("1", True, 1.5, 2)
+        }
+    for v, r in wrong.items():
+        assert r.status_code == 422 and "allowed labels: negative, positive" in r.json()["detail"], (
+            v,
+            r.text,
+        )
+    assert "JSON integer" in wrong["1"].json()["detail"]
+    assert made_up.status_code == 422 and "was not issued by a refit server" in made_up.json()["detail"]
+    assert shared.status_code == 200, shared.text
     assert ok.status_code == 200 and ok.json() == {"accepted": 1, "dropped": 0} and by_id.status_code == 200
-    assert unknown.status_code == 422 and "negative, positive" in unknown.json()["detail"]
+    assert unknown.status_code == 422 and "allowed labels: negative, positive" in unknown.json()["detail"]
     assert bad_id.status_code == 422 and "request_id" in bad_id.json()["detail"]
     # After shutdown every file has its final name (rotation by rows made several), none is left as a dot-file.
     assert not [p for p in inbox.iterdir() if p.name.startswith(".")]
@@ -171,7 +189,8 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
     assert pq.read_schema(next(inbox.glob("feedback-*.parquet"))).remove_metadata().equals(FEEDBACK_SCHEMA)
     assert [(r["request_id"], r["label"]) for r in feedback] == [
         (preds[0]["request_id"], "positive"),
-        (preds[1]["request_id"], "0"),
+        (preds[1]["request_id"], "negative"),  # an id is stored as its name: no id/name mix-up later
+        (other_worker, "negative"),
     ]
 
 
@@ -442,6 +461,8 @@ def test_stop_signal_drains_in_flight_requests_finalises_capture_and_exits_0(reg
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
+    labels = {r["request_id"]: r["label"] for r in read_rows(inbox, "feedback")}
+    assert labels == {a.json()["request_id"]: "positive" for a in answers}
     assert "INFO refit.serve: refit serve: shut down cleanly" in out, out  # shown, and at its true level
     assert "WARNING refit.serve" not in out, out
 
@@ -491,15 +512,29 @@ def test_workers_write_their_own_capture_files(registry):
                     lambda i: httpx.post(f"{base}/predict", json={"text": f"t {i}"}, timeout=60), range(20)
                 )
             )
+            # late labels land on either worker: each takes the ids the other issued (one key, one folder)
+            feedback = list(
+                pool.map(
+                    lambda a: httpx.post(
+                        f"{base}/feedback",
+                        json={"request_id": a.json()["request_id"], "label": 1},
+                        timeout=60,
+                    ),
+                    answers,
+                )
+            )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert [a.status_code for a in answers] == [200] * 20, out
+    assert [f.status_code for f in feedback] == [200] * 20, [f.text for f in feedback if f.status_code != 200]
     assert proc.returncode == 0, out  # uvicorn's supervisor stops its workers and returns normally
     inbox = registry.root / "inbox"
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
+    labels = {r["request_id"]: r["label"] for r in read_rows(inbox, "feedback")}
+    assert labels == {a.json()["request_id"]: "positive" for a in answers}
     assert out.count("shut down cleanly") == 2  # both workers drained and closed their files

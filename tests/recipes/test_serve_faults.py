@@ -139,7 +139,7 @@ def test_feedback_tricks_are_refused_naming_what_and_why(registry):
     assert mixed.status_code == 422  # one bad row rejects the whole call
     assert good.status_code == 200 and good.json() == {"accepted": 1, "dropped": 0} and alive
     rows = read_rows(server.capture_dir, "feedback")
-    assert [(r["request_id"], r["label"]) for r in rows] == [(rid, "1")]
+    assert [(r["request_id"], r["label"]) for r in rows] == [(rid, "positive")]  # the id, stored as its name
 
 
 # --- hot swap -----------------------------------------------------------------------------------------
@@ -371,9 +371,11 @@ def test_sigkill_mid_capture_leaves_a_private_dot_file_the_cycle_skips(registry,
 
     _sigkill_once_capturing(registry, requests)
     inbox = registry.root / "inbox"
-    left = sorted(p.name for p in inbox.iterdir())
+    from refit.serve.request_ids import KEY_FILE
+
+    left = sorted(p.name for p in inbox.iterdir() if p.name != KEY_FILE)  # the key: not data, never read
     assert left and all(n.startswith(".") and n.endswith(".parquet.tmp") for n in left), left
-    assert all(stat.S_IMODE((inbox / n).stat().st_mode) == 0o600 for n in left)
+    assert all(stat.S_IMODE((inbox / n).stat().st_mode) == 0o600 for n in [*left, KEY_FILE])
     batch = _inbox(inbox)
     assert batch.files == [] and batch.texts == [] and batch.labelled == [] and batch.quarantined == []
 

@@ -307,3 +307,30 @@ def test_a_search_stopped_before_ray_saved_it_is_not_a_dead_end(tmp_path, tiny_m
     assert "stopped before Ray saved it (no tuner.pkl)" in err and "--resume" not in err
     assert main(["tune", "--config", str(config), "--resume"]) == 2
     assert "stopped before Ray saved it" in capsys.readouterr().err
+
+
+class _Planted:
+    """A pickle that, when loaded, creates the file it names: proof of whether anything unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_refuses_a_planted_state_file_before_unpickling_it(tmp_path, tiny_model_dir, toy_data, capsys):
+    """Before: --resume passed a tuner.pkl anyone could write straight to Ray's pickle.loads."""
+    import pickle
+
+    config = _config(tmp_path, tiny_model_dir, toy_data, "planted")
+    out = tmp_path / "tune" / "planted"
+    out.mkdir(parents=True)
+    marker = tmp_path / "unpickled"
+    (out / "tuner.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    (out / "tuner.pkl").chmod(0o666)
+    assert main(["tune", "--config", str(config), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'tuner.pkl'} is writable by group and others (mode 0666)" in err, err
+    assert "chmod go-w" in err and "Traceback" not in err
+    assert not marker.exists(), "the planted state was unpickled"

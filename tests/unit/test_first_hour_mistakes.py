@@ -127,7 +127,11 @@ def test_validation_file_is_used_for_a_version_trained_on_the_demo_set(demo_trai
     from refit.models import read_version
     from tests.conftest import write_jsonl
 
-    rows = [{"text": "my own positive row", "label": "positive"}, {"text": "my own negative row", "label": 0}]
+    # one kind of label per file (refit.data.labels): names here
+    rows = [
+        {"text": "my own positive row", "label": "positive"},
+        {"text": "my own negative row", "label": "negative"},
+    ]
     own = write_jsonl(tmp_path / "own.jsonl", rows)
     texts, labels = evaluation_texts(read_version(demo_trained), "validation", str(own))
     assert texts == ["my own positive row", "my own negative row"] and labels == [1, 0]

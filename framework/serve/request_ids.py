@@ -1,0 +1,106 @@
+"""Request ids that say whether a refit server issued them, so that feedback for made-up ids is refused.
+
+Before: `POST /feedback` took any 32-hex id, because another worker or an earlier run may have served it,
+and the maintenance cycle keeps feedback that matches no capture "for later cycles": a client posting
+made-up ids (256 per call) grew the feedback files and the inbox index without limit, and every cycle
+carried them on. A server cannot know every id another process served, but it can check a signature:
+an id is 20 hex characters of randomness (80 bits: a repeat is unlikely before 10^12 requests) and 12 of
+HMAC-SHA256 over them, keyed by a secret kept in the capture folder. Every worker and every later run that
+writes to that folder reads the same key, so each accepts feedback for the others' requests, with no
+lookup and no shared state; a made-up id passes with odds of 2^-48 per try.
+
+Still 32 hex characters, so the capture and feedback schemas, and the cycle that joins them, are unchanged.
+Ids served before this change (plain random) are refused as feedback: a one-time cost of the upgrade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+__all__ = ["KEY_FILE", "RequestIds"]
+
+KEY_FILE = "request-ids.key"  # not a data file (.jsonl, .csv, .parquet): the cycle never reads it
+_KEY_BYTES = 32
+_NONCE_HEX, _TAG_HEX = 20, 12
+log = logging.getLogger("refit.serve")
+
+
+def _read_key(folder: Path) -> bytes | None:
+    """The folder's key, created (0o600, O_EXCL: the first of several starting workers wins) if missing.
+    None when the folder cannot hold one (read-only, a link in its place, a key of another owner)."""
+    path = folder / KEY_FILE
+    flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = None
+    except OSError as e:
+        log.warning(
+            "refit serve: cannot create %s (%s): feedback is checked against this process's ids", path, e
+        )
+        return None
+    if fd is not None:
+        try:
+            os.write(fd, secrets.token_bytes(_KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        fd = os.open(path, flags | os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            key = os.read(fd, _KEY_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.warning(
+            "refit serve: cannot read %s (%s): feedback is checked against this process's ids", path, e
+        )
+        return None
+    if (
+        not stat.S_ISREG(st.st_mode)
+        or st.st_uid != os.geteuid()
+        or st.st_mode & 0o077
+        or len(key) != _KEY_BYTES
+    ):
+        log.warning(
+            "refit serve: %s is not a private %d-byte file of this user (mode %04o, uid %d, %d bytes): "
+            "feedback is checked against this process's ids. Remove it to let the server write a new one.",
+            path,
+            _KEY_BYTES,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            len(key),
+        )
+        return None
+    return key
+
+
+class RequestIds:
+    """Issues and checks the request ids of the servers that share one capture folder."""
+
+    def __init__(self, folder: Path | None) -> None:
+        """`folder`: the capture folder (created beforehand). None (capture off), or a folder that cannot
+        hold the key: a key of this process alone, so its own ids still check and made-up ones do not."""
+        key = _read_key(folder) if folder is not None else None
+        self._key = key or secrets.token_bytes(_KEY_BYTES)
+
+    def _tag(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()[:_TAG_HEX]
+
+    def new(self) -> str:
+        """A fresh request id: 20 random hex characters and their 12-character tag."""
+        nonce = secrets.token_hex(_NONCE_HEX // 2)
+        return nonce + self._tag(nonce)
+
+    def issued(self, request_id: str) -> bool:
+        """Whether a server sharing this capture folder made `request_id` (constant-time comparison)."""
+        if len(request_id) != _NONCE_HEX + _TAG_HEX:
+            return False
+        return hmac.compare_digest(request_id[_NONCE_HEX:], self._tag(request_id[:_NONCE_HEX]))

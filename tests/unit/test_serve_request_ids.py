@@ -1,0 +1,52 @@
+"""Signed request ids (refit.serve.request_ids): servers sharing a capture folder accept each other's ids as
+feedback and refuse made-up ones (before: any 32-hex id was stored, and kept by every cycle after)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+
+from refit.serve.request_ids import KEY_FILE, RequestIds
+
+
+def test_workers_and_later_runs_on_one_folder_check_each_others_ids(tmp_path):
+    first, second = RequestIds(tmp_path), RequestIds(tmp_path)  # two workers (or a restart) on one folder
+    ids = [first.new() for _ in range(50)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 50
+    assert all(second.issued(i) for i in ids) and all(first.issued(i) for i in ids)
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_made_up_altered_and_foreign_ids_are_not_issued(tmp_path):
+    ids = RequestIds(tmp_path)
+    good = ids.new()
+    assert not any(ids.issued(secrets.token_hex(16)) for _ in range(1000))  # odds of a pass: 1000 * 2^-48
+    flipped = good[:-1] + ("0" if good[-1] != "0" else "1")
+    assert not ids.issued(flipped) and not ids.issued(good[:-1]) and not ids.issued(good + "0")
+    (tmp_path / "other").mkdir()
+    assert not RequestIds(tmp_path / "other").issued(good)  # another capture folder, another key
+
+
+def _signed(key: bytes) -> str:
+    nonce = "0" * 20
+    return nonce + hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def test_a_key_others_can_read_is_not_used(tmp_path, caplog):
+    key = tmp_path / KEY_FILE
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o644)  # readable by others: anyone could sign ids with it
+    assert not RequestIds(tmp_path).issued(_signed(b"k" * 32)) and "not a private" in caplog.text
+    key.chmod(0o600)
+    assert RequestIds(tmp_path).issued(_signed(b"k" * 32))  # the same key, kept private, is used
+
+
+def test_a_link_in_place_of_the_key_gives_each_process_its_own_key(tmp_path, caplog):
+    os.symlink(tmp_path / "elsewhere", tmp_path / KEY_FILE)
+    a, b = RequestIds(tmp_path), RequestIds(tmp_path)
+    rid = a.new()
+    assert a.issued(rid) and not b.issued(rid) and "cannot" in caplog.text
+    assert not (tmp_path / "elsewhere").exists()  # the link was not followed to create a file
