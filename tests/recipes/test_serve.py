@@ -461,8 +461,6 @@ def test_stop_signal_drains_in_flight_requests_finalises_capture_and_exits_0(reg
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
     rows = read_rows(inbox, "capture")
     assert sorted(r["request_id"] for r in rows) == sorted(a.json()["request_id"] for a in answers)
-    labels = {r["request_id"]: r["label"] for r in read_rows(inbox, "feedback")}
-    assert labels == {a.json()["request_id"]: "positive" for a in answers}
     assert "INFO refit.serve: refit serve: shut down cleanly" in out, out  # shown, and at its true level
     assert "WARNING refit.serve" not in out, out
 
