@@ -239,6 +239,28 @@ def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
     assert "wasserstein" in capsys.readouterr().err
 
 
+def test_window_labels_outside_the_versions_set_are_refused_and_can_be_left_out(version, tmp_path, capsys):
+    """A label the version does not know ('neutral', id 7 of two) is exit 2 naming it and the allowed
+    labels, before any window is embedded (its accuracy was silently missing); --label_column null checks
+    the same windows without labels."""
+    folder = tmp_path / "prod"
+    write_jsonl(folder / "a-names.jsonl", [{**r, "label": "neutral"} for r in _rows("test")[:30]])
+    write_jsonl(folder / "b-ids.jsonl", [{**r, "label": 7} for r in _rows("test")[30:60]])
+    args = ["drift", "--version", str(version), "--data", str(folder), "--tests", "[mmd]"]
+    args += ["--permutations", "100", "--tracking.wandb", "false", "--output_dir", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "window 'a-names'" in err and "label 'neutral'" in err and "negative, positive" in err, err
+    assert "--label_column null" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "drift.json").exists()
+    (folder / "a-names.jsonl").unlink()
+    assert main(args) == 2
+    assert "window 'b-ids'" in (err := capsys.readouterr().err) and "label 7" in err, err
+    assert main([*args, "--label_column", "null"]) == 0
+    (window,) = json.loads((tmp_path / "out" / "drift.json").read_text())["windows"]
+    assert window["results"]["mmd"] and window.get("accuracy") is None
+
+
 def test_tracked_drift_run_is_logged_offline(version, tmp_path):
     out = tmp_path / "tracked"
     code = main(
