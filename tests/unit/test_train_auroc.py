@@ -13,8 +13,10 @@ import warnings
 import pytest
 import torch
 
-from refit.evaluate import auroc
+from refit.data import read_table
+from refit.evaluate import auroc, check_parent_reproduces
 from refit.settings import DataConfig, OptimConfig, TrackingConfig, TrainerConfig
+from refit.train import evaluate_version
 from refit.train.job import run_finetune
 from refit.train.metrics import training_metrics
 from tests.conftest import finetune_args, toy_rows, write_jsonl
@@ -76,6 +78,16 @@ def test_one_class_validation_records_no_auroc_in_refit_json(one_class_run):
         assert meta["metrics"][split]["auroc"] is None, meta["metrics"][split]  # JSON null, as evaluate
         assert isinstance(meta["metrics"][split]["accuracy"], float)
     assert isinstance(meta["metrics"]["train"]["auroc"], float)  # the train split holds both classes
+
+
+def test_the_parent_check_reproduces_a_one_class_version(one_class_run):
+    """Export and compress compare evaluation's scores now with the recorded ones: they agree, AUROC too."""
+    result, out, _ = one_class_run
+    meta = json.loads((result.version_dir / "refit.json").read_text())
+    texts, labels = read_table(out.parent / "data" / "validation.jsonl", "text", "label")
+    now = evaluate_version(result.version_dir, texts, labels, max_length=32)
+    assert now["auroc"] is None and meta["metrics"]["validation"]["auroc"] is None
+    assert check_parent_reproduces(meta, now, tolerance=0.5, recipe="export")["reproduced"]
 
 
 def test_one_class_validation_logs_no_zero_auroc_and_no_warning(one_class_run):
