@@ -36,7 +36,7 @@ from refit.drift.reference import (
     fit_states,
     load_reference,
 )
-from refit.drift.windows import Period, Window, read_windows
+from refit.drift.windows import Period, Window, check_window_labels, read_windows
 from refit.errors import ConfigError, DataError
 from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
 from refit.export.lock import export_lock
@@ -220,6 +220,7 @@ def run(cfg: Config) -> int:
     )
     if cfg.data:
         _require_testable(windows, cfg)
+        check_window_labels(windows, meta.get("labels") or [])  # before any window is embedded
     if cfg.refresh_reference and (root := registry_holding(version)) is not None:
         raise ConfigError(
             f"--version {version} is registered in the registry {root}: its files are pinned at registration, "

@@ -233,9 +233,12 @@ def _located(where: str | Path, e: DataError) -> DataError:
     return DataError(f"{where}{sep}{msg}")
 
 
-def read_rows(path: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> list[dict]:
-    """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line)."""
-    return _read(Path(path), limits, None)
+def read_rows(
+    path: str | Path, limits: ReadLimits = DEFAULT_LIMITS, lines: list[int] | None = None
+) -> list[dict]:
+    """All rows of a JSONL, CSV or Parquet file as dicts; errors name the file (and line). `lines`, when
+    given, receives each JSONL/CSV row's line number (left empty for Parquet), for messages about a row."""
+    return _read(Path(path), limits, lines)
 
 
 def _read(path: Path, limits: ReadLimits, lines: list[int] | None) -> list[dict]:

@@ -7,12 +7,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from refit.data import DEMO_NAME, SUFFIXES, demo_dir, read_rows
+from refit.data import DEMO_NAME, SUFFIXES, demo_dir, read_rows, to_label_ids
+from refit.data.labels import check_label_kinds
 from refit.errors import DataError
 
-__all__ = ["Window", "read_windows", "Period"]
+__all__ = ["Window", "check_window_labels", "read_windows", "Period"]
 
 Period = Literal["hour", "day", "week", "month"]
+# a window's labels only score its accuracy: the drift tests need none
+_WITHOUT_LABELS = "to check the windows without their labels, pass --label_column null"
 _FORMATS = {"hour": "%Y-%m-%dT%H:00", "day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
 # Every window is held in memory (as Python strings: several times the file's bytes) before any is tested:
 # more than this in one check is refused up front rather than left to exhaust the machine's memory.
@@ -81,6 +84,35 @@ def _from_rows(
     return texts, labels
 
 
+def _check_kinds(labels: list, lines: list[int], file: Path) -> None:
+    """refit.data's one rule for a file's labels (one kind of value, no whitespace twins): refused for the
+    whole run, not as a skipped window, since the texts are fine and only the labels need fixing."""
+    try:
+        check_label_kinds(labels, lines or range(1, len(labels) + 1), str(file))  # Parquet: rows
+    except DataError as e:
+        raise DataError(f"{e} Or, {_WITHOUT_LABELS}.") from None
+
+
+def check_window_labels(windows: list[Window], label_names: list[str]) -> None:
+    """Refuse a labelled window holding a label outside the version's `label_names` (an unknown name, an id
+    out of range), read as refit.data.to_label_ids reads evaluation files. Before, such a window's accuracy
+    was silently left out of the report. Skipped windows and a version without label names are not checked."""
+    if not label_names:
+        return
+    for w in windows:
+        if w.labels is None or w.skipped:
+            continue
+        for row, value in enumerate(w.labels, 1):
+            try:
+                to_label_ids([value], label_names)
+            except DataError:
+                raise DataError(
+                    f"window '{w.name}' ({w.source}), its row {row}: label {value!r} is not one of the "
+                    f"version's labels: {', '.join(label_names)} (or their integer ids "
+                    f"0-{len(label_names) - 1}). Fix the label or, {_WITHOUT_LABELS}."
+                ) from None
+
+
 def read_windows(
     path: str | Path,
     text_column: str = "text",
@@ -95,7 +127,8 @@ def read_windows(
 
     Windows under `min_size`, and files that cannot be read, are kept but marked skipped with the reason,
     so a report shows them and one bad file does not stop the check of the rest.
-    Labels are kept only for windows where every row has one.
+    Labels are kept only for windows where every row has one. A file whose labels break refit.data's label
+    rule (1 beside "negative") is refused (DataError); check_window_labels checks them against a version.
     """
     path = Path(path)
     groups: dict[str, list[tuple[str, object]]] = {}
@@ -119,12 +152,15 @@ def read_windows(
             "check reads (every window is held in memory): check a period at a time, or a sample."
         )
     for file in files:
+        lines: list[int] = []
         try:
-            rows = read_rows(file)
+            rows = read_rows(file, lines=lines)
             texts, labels = _from_rows(rows, file, text_column, label_column)
         except DataError as e:  # one bad file must not stop the check of all the others
             broken.append(Window(file.stem, [], None, str(file), skipped=str(e)))
             continue
+        if label_column:  # readable, but labels that are read some way would score a wrong accuracy
+            _check_kinds(labels, lines, file)
         if by_time:
             for i, (row, text, label) in enumerate(zip(rows, texts, labels), 1):
                 if time_column not in row:

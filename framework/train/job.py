@@ -83,12 +83,35 @@ def _output_lock(out: Path):
     return hold_folder(out, "refit run")
 
 
-def _split_metrics(values: dict, prefix: str) -> dict[str, float]:
-    return {
+def _split_metrics(values: dict, prefix: str) -> dict[str, float | None]:
+    """One split's logged metrics for refit.json. An AUROC that was not logged (undefined: the split holds
+    one class) is recorded as None, as refit.evaluate scores it, so reports show "n/a (one class)"."""
+    metrics: dict[str, float | None] = {
         k[len(prefix) :].removesuffix("_epoch"): float(v)
         for k, v in values.items()
         if k.startswith(prefix) and not k.endswith("_step")
     }
+    if metrics:  # none at all: the epoch's train metrics were not reported (a resumed run), not one class
+        metrics.setdefault("auroc", None)
+    return metrics
+
+
+def _check_monitor_defined(monitor: str, splits: Splits, validation_file: str | None) -> None:
+    """Refuse to monitor AUROC on a validation split of one class, before any training: it is undefined
+    there every epoch, so the best checkpoint and early stopping would have nothing to compare (Lightning
+    stops at the first validation, after an epoch of training, with a message about a missing key)."""
+    if not monitor.endswith("/auroc") or "validation" not in splits.labels:
+        return
+    present = sorted(set(splits.labels["validation"]))
+    if len(present) < 2:
+        names = ", ".join(repr(splits.label_names[i]) for i in present)
+        where = validation_file or "the dataset's validation split"
+        raise ConfigError(
+            f"'trainer.monitor' is '{monitor}', but the validation data ({where}) holds one class ({names}): "
+            "AUROC is undefined there, so no checkpoint could be chosen by it. Monitor another metric "
+            "(--trainer.monitor val/loss --trainer.mode min, or val/accuracy), or give validation data "
+            "with at least two classes."
+        )
 
 
 @dataclass
@@ -132,6 +155,7 @@ def _setup(
         d.label_column,
         d.max_train_samples,
     )
+    _check_monitor_defined(t.monitor, splits, d.validation)
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
     check_max_length(hf_model, d.max_length)
     encoder = reference_encoder(d.reference_encoder, model) if d.reference_size else None

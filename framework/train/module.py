@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from refit.evaluate import classification_metrics
+from refit.train.metrics import training_metrics
 from refit.train.optim import adamw_param_groups, linear_warmup_decay
 
 __all__ = ["SequenceClassifier"]
@@ -29,9 +29,9 @@ class SequenceClassifier(L.LightningModule):
         # transformers 5 returns from_pretrained models in eval mode and Lightning keeps submodule modes
         # as it finds them, so dropout would silently stay off during training without this.
         self.model = model.train()
-        self.train_metrics = classification_metrics(num_labels, "train/")
-        self.val_metrics = classification_metrics(num_labels, "val/")
-        self.test_metrics = classification_metrics(num_labels, "test/")
+        self.train_metrics = training_metrics(num_labels, "train/")
+        self.val_metrics = training_metrics(num_labels, "val/")
+        self.test_metrics = training_metrics(num_labels, "test/")
         # set to a list (refit.train.job's final validation) to keep each validation batch's logits, so the
         # calibrator is fitted on the logits that scored the best checkpoint instead of a second pass
         self.kept_val_logits: list[torch.Tensor] | None = None
@@ -75,9 +75,16 @@ class SequenceClassifier(L.LightningModule):
         covered batches run by the interrupted process, whose metric state a checkpoint does not keep."""
         return any(m.update_called for m in metrics.values())
 
+    @staticmethod
+    def _defined(values: dict) -> dict:
+        """The epoch's metrics less an undefined AUROC (NaN: a split of one class). Not logging it leaves
+        an empty cell in metrics.csv and no W&B point, where 0.0 read as a model ranking every case
+        backwards; a run that monitors it is refused before training (refit.train.job)."""
+        return {k: v for k, v in values.items() if not (k.endswith("auroc") and torch.isnan(v))}
+
     def _log_epoch(self, metrics) -> None:
         if self._has_samples(metrics):
-            self.log_dict(metrics.compute())  # torchmetrics already synced across ranks
+            self.log_dict(self._defined(metrics.compute()))  # torchmetrics already synced across ranks
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
@@ -88,7 +95,7 @@ class SequenceClassifier(L.LightningModule):
             self.val_metrics.reset()
             return
         values = self.val_metrics.compute()
-        self.log_dict(values)
+        self.log_dict(self._defined(values))
         self.log("val/acc", values["val/accuracy"], prog_bar=True, logger=False)
         self.val_metrics.reset()
 

@@ -15,7 +15,7 @@ from refit.drift import embed, load_reference
 from refit.drift.reference import reference_encoder
 from refit.errors import ConfigError
 from refit.models import verify_version
-from tests.conftest import write_jsonl
+from tests.conftest import demo_finetune_args, write_jsonl
 
 DRIFT_EXIT = 3
 
@@ -23,32 +23,9 @@ DRIFT_EXIT = 3
 @pytest.fixture(scope="module")
 def version(tmp_path_factory, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("drift-version") / "run"
-    assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(tiny_model_dir),
-                "--data.dataset",
-                "refit-demo",
-                "--output_dir",
-                str(out),
-                "--trainer.max_epochs",
-                "2",
-                "--data.batch_size",
-                "16",
-                "--data.max_length",
-                "48",
-                "--optim.lr",
-                "2e-3",
-                "--tracking.wandb",
-                "false",
-                "--data.reference_size",
-                "100",
-            ]
-        )
-        == 0
-    )
+    args = ["--trainer.max_epochs", "2", "--data.batch_size", "16", "--data.max_length", "48"]
+    args += ["--optim.lr", "2e-3", "--data.reference_size", "100"]
+    assert main(demo_finetune_args(tiny_model_dir, out, *args)) == 0
     return out / "version"
 
 
@@ -56,27 +33,31 @@ def _rows(name: str) -> list[dict]:
     return [json.loads(line) for line in (demo_dir() / f"{name}.jsonl").read_text().splitlines()]
 
 
+def _check(
+    version: Path,
+    data: str | Path,
+    out: Path | None,
+    *extra: str,
+    tests: str = "[mmd]",
+    tracking: bool = False,
+) -> int:
+    """`refit drift` of `data` against `version` with `tests`, into `out` (None: the default folder), W&B
+    off unless `tracking`: the flags every check here repeats."""
+    args = ["drift", "--version", str(version), "--data", str(data), "--tests", tests]
+    args += [] if out is None else ["--output_dir", str(out)]
+    args += [] if tracking else ["--tracking.wandb", "false"]
+    return main([*args, *extra])
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "drift.json").read_text())
+
+
 def test_demo_windows_shifted_style_is_flagged(version, tmp_path, capsys):
     out = tmp_path / "drift"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            "refit-demo",
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[mmd,ks,bbsd]",
-            "--permutations",
-            "300",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
+    code = _check(version, "refit-demo", out, "--permutations", "300", tests="[mmd,ks,bbsd]")
     assert code == DRIFT_EXIT
-    report = json.loads((out / "drift.json").read_text())
+    report = _report(out)
     by_name = {w["name"]: w for w in report["windows"]}
     assert by_name["shifted"]["drift"] and not by_name["test"]["drift"]
     mmd = by_name["shifted"]["results"]["mmd"]
@@ -98,25 +79,8 @@ def test_folder_with_small_and_broken_files_is_checked_to_the_end(version, tmp_p
     (folder / "c-broken.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xff\xfe broken"}\n')
     write_jsonl(folder / "d-good.jsonl", _rows("test")[65:100])
     out = tmp_path / "drift"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            str(folder),
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[mmd]",
-            "--permutations",
-            "200",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
-    assert code == 0
-    windows = {w["name"]: w for w in json.loads((out / "drift.json").read_text())["windows"]}
+    assert _check(version, folder, out, "--permutations", "200") == 0
+    windows = {w["name"]: w for w in _report(out)["windows"]}
     assert windows["a-good"]["results"] and windows["d-good"]["results"]
     assert "fewer than the minimum of 20" in windows["b-tiny"]["skipped"]
     assert "c-broken.jsonl, line 2" in windows["c-broken"]["skipped"]
@@ -129,48 +93,14 @@ def test_fixed_size_and_time_windows(version, tmp_path):
     rows += [{**r, "timestamp": "2026-11-22T10:00:00"} for r in _rows("shifted")[:40]]
     data = write_jsonl(tmp_path / "events.jsonl", rows)
     out = tmp_path / "by-time"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            str(data),
-            "--by_time",
-            "day",
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[mmd]",
-            "--permutations",
-            "200",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
-    report = json.loads((out / "drift.json").read_text())
+    code = _check(version, data, out, "--by_time", "day", "--permutations", "200")
+    report = _report(out)
     assert code == (DRIFT_EXIT if report["drift"] else 0)
     names = [w["name"] for w in report["windows"]]
     assert names == ["2026-11-20", "2026-11-21", "2026-11-22"]
     out = tmp_path / "fixed"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            str(data),
-            "--window",
-            "50",
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[ks]",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
-    report = json.loads((out / "drift.json").read_text())
+    code = _check(version, data, out, "--window", "50", tests="[ks]")
+    report = _report(out)
     assert code == (DRIFT_EXIT if report["drift"] else 0)
     sizes = [w["size"] for w in report["windows"]]
     assert sizes == [50, 50, 20]
@@ -188,21 +118,8 @@ def test_refresh_reference_rebuilds_embeddings_and_detector_state(version, tmp_p
     copy = tmp_path / "v"
     shutil.copytree(version, copy)
     holdout = write_jsonl(tmp_path / "holdout.jsonl", _rows("test")[:50])
-    assert (
-        main(
-            [
-                "drift",
-                "--version",
-                str(copy),
-                "--refresh_reference",
-                "--reference_data",
-                str(holdout),
-                "--tracking.wandb",
-                "false",
-            ]
-        )
-        == 0
-    )
+    refresh = ["drift", "--version", str(copy), "--refresh_reference", "--reference_data", str(holdout)]
+    assert main([*refresh, "--tracking.wandb", "false"]) == 0
     ref = load_reference(copy)
     assert len(ref.texts) == 50 and ref.embeddings.shape[0] == 50 and ref.probs.shape == (50, 2)
     assert (copy / "reference" / "detector.json").is_file()
@@ -239,22 +156,31 @@ def test_bad_input_is_a_clear_error(version, tmp_path, capsys):
     assert "wasserstein" in capsys.readouterr().err
 
 
+def test_window_labels_outside_the_versions_set_are_refused_and_can_be_left_out(version, tmp_path, capsys):
+    """A label the version does not know ('neutral', id 7 of two) is exit 2 naming it and the allowed
+    labels, before any window is embedded (its accuracy was silently missing); --label_column null checks
+    the same windows without labels."""
+    folder = tmp_path / "prod"
+    write_jsonl(folder / "a-names.jsonl", [{**r, "label": "neutral"} for r in _rows("test")[:30]])
+    write_jsonl(folder / "b-ids.jsonl", [{**r, "label": 7} for r in _rows("test")[30:60]])
+    out = tmp_path / "out"
+    assert _check(version, folder, out, "--permutations", "100") == 2
+    err = capsys.readouterr().err
+    assert "window 'a-names'" in err and "label 'neutral'" in err and "negative, positive" in err, err
+    assert "--label_column null" in err and "Traceback" not in err, err
+    assert not (out / "drift.json").exists()
+    (folder / "a-names.jsonl").unlink()
+    assert _check(version, folder, out, "--permutations", "100") == 2
+    assert "window 'b-ids'" in (err := capsys.readouterr().err) and "label 7" in err, err
+    assert _check(version, folder, out, "--permutations", "100", "--label_column", "null") == 0
+    (window,) = _report(out)["windows"]
+    assert window["results"]["mmd"] and window.get("accuracy") is None
+
+
 def test_tracked_drift_run_is_logged_offline(version, tmp_path):
     out = tmp_path / "tracked"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            "refit-demo",
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[ks]",
-        ]
-    )
-    assert code == (DRIFT_EXIT if json.loads((out / "drift.json").read_text())["drift"] else 0)
+    code = _check(version, "refit-demo", out, tests="[ks]", tracking=True)
+    assert code == (DRIFT_EXIT if _report(out)["drift"] else 0)
     assert list((out / "wandb").glob("offline-run-*"))
 
 
@@ -265,25 +191,8 @@ def test_fixed_encoder_reembeds_the_reference(version, tiny_model_dir, tmp_path)
     runs = {}
     for name, extra in (("plain", []), ("encoder", ["--encoder", str(tiny_model_dir)])):
         out = tmp_path / name
-        code = main(
-            [
-                "drift",
-                "--version",
-                str(version),
-                "--data",
-                "refit-demo",
-                "--output_dir",
-                str(out),
-                "--tests",
-                "[mmd,ks]",
-                "--permutations",
-                "200",
-                "--tracking.wandb",
-                "false",
-                *extra,
-            ]
-        )
-        runs[name] = json.loads((out / "drift.json").read_text())
+        code = _check(version, "refit-demo", out, "--permutations", "200", *extra, tests="[mmd,ks]")
+        runs[name] = _report(out)
         assert code == (DRIFT_EXIT if runs[name]["drift"] else 0)
     assert runs["encoder"]["encoder"] == runs["plain"]["encoder"] == str(tiny_model_dir)
     for plain, enc in zip(runs["plain"]["windows"], runs["encoder"]["windows"]):
@@ -294,12 +203,8 @@ def test_fixed_encoder_reembeds_the_reference(version, tiny_model_dir, tmp_path)
 
 
 def _drift(version: Path, out: Path, *extra: str) -> tuple[int, dict | None]:
-    code = main(
-        ["drift", "--version", str(version), "--data", "refit-demo", "--output_dir", str(out)]
-        + ["--tests", "[mmd,bbsd]", "--tracking.wandb", "false", *extra]
-    )
-    report = out / "drift.json"
-    return code, json.loads(report.read_text()) if report.is_file() else None
+    code = _check(version, "refit-demo", out, *extra, tests="[mmd,bbsd]")
+    return code, _report(out) if (out / "drift.json").is_file() else None
 
 
 def test_the_base_encoder_embeds_while_the_version_predicts(version, tiny_model_dir, tmp_path):
@@ -374,22 +279,7 @@ def test_default_output_folder_is_beside_the_cwd_never_inside_the_version(
     runs/drift/<version id>-<time> under the current folder, and the path is printed."""
     before = sorted(p.relative_to(version) for p in version.rglob("*"))
     monkeypatch.chdir(tmp_path)
-    assert (
-        main(
-            [
-                "drift",
-                "--version",
-                str(version),
-                "--data",
-                str(demo_dir() / "test.jsonl"),
-                "--tests",
-                "[ks]",
-                "--tracking.wandb",
-                "false",
-            ]
-        )
-        == 0
-    )
+    assert _check(version, demo_dir() / "test.jsonl", None, tests="[ks]") == 0
     assert sorted(p.relative_to(version) for p in version.rglob("*")) == before
     vid = json.loads((version / "refit.json").read_text())["version_id"]
     runs = list((tmp_path / "runs" / "drift").glob(f"{vid}-*"))
@@ -416,21 +306,7 @@ def test_nothing_tested_is_an_error_not_no_drift(version, tmp_path, files, capsy
     for name, text in files.items():
         (folder / name).write_text(text)
     out = tmp_path / "drift"
-    code = main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            str(folder),
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[mmd]",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
+    code = _check(version, folder, out)
     captured = capsys.readouterr()
     assert code == 2, captured.out
     assert "Nothing to test" in captured.err and "no drift" not in captured.out
@@ -455,23 +331,9 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
         meta["metrics"]["validation"]["ece"], abs=0.02
     )
     out = tmp_path / "drift"
-    main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--data",
-            "refit-demo",
-            "--output_dir",
-            str(out),
-            "--tests",
-            "[ks]",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
+    _check(version, "refit-demo", out, tests="[ks]")
     printed = capsys.readouterr().out
-    report = json.loads((out / "drift.json").read_text())
+    report = _report(out)
     for w in report["windows"]:
         # twoview too: the version's reference encoder (its base model) stored a probe at fine-tune time
         assert set(w["estimate"]) == {"cbpe", "atc", "doc", "cbpe_ls", "twoview"}
@@ -483,23 +345,7 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     assert "estimated accuracy" in (out / "report.html").read_text()
     # under a one-off fixed encoder the probabilities are still the version's: the same estimates, but no
     # twoview (its probe reads the reference encoder's embeddings, not another encoder's)
-    main(
-        [
-            "drift",
-            "--version",
-            str(version),
-            "--encoder",
-            str(version),
-            "--data",
-            "refit-demo",
-            "--output_dir",
-            str(tmp_path / "enc"),
-            "--tests",
-            "[ks]",
-            "--tracking.wandb",
-            "false",
-        ]
-    )
-    fixed = json.loads((tmp_path / "enc" / "drift.json").read_text())["windows"]
+    _check(version, "refit-demo", tmp_path / "enc", "--encoder", str(version), tests="[ks]")
+    fixed = _report(tmp_path / "enc")["windows"]
     own = [{k: v for k, v in w["estimate"].items() if k != "twoview"} for w in report["windows"]]
     assert [w["estimate"] for w in fixed] == own

@@ -1,8 +1,8 @@
 """`refit tune --resume` hands the search folder to Ray, which unpickles tuner.pkl and the trial states:
 it refuses a folder with anything another account owns or could write (ssh's rule for ~/.ssh).
 
-Real files, real modes (os.chmod) and, for the owner rule, a real os.chown where the tests run as root;
-elsewhere a user cannot give a file away, so that one case patches os.geteuid instead (named so).
+Real files, real modes (os.chmod) and, for the owner rule, a real os.chown where the tests run as root (as
+CI does); elsewhere a user cannot give a file away, so the owner case patches os.geteuid instead.
 """
 
 from __future__ import annotations
@@ -78,19 +78,31 @@ def test_skipped_top_level_entries_are_not_checked(tmp_path):
         check_resumable(out)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another uid (os.chown)")
-def test_a_file_owned_by_another_account_is_refused_real_chown(tmp_path):
+_OTHER_UID = 54321
+
+
+@pytest.mark.parametrize("entry", [".", "tuner.pkl", "trials/trial_0/error.pkl"])
+def test_an_entry_owned_by_another_account_is_refused_naming_it(tmp_path, monkeypatch, entry):
+    """As root (CI) each entry is given away by a real os.chown. A user cannot give a file away, so
+    elsewhere os.geteuid is patched instead, which makes the whole search someone else's: its top folder
+    is then the entry named, so only the '.' case runs that way (the others need root)."""
+    root = os.geteuid() == 0
+    if not root and entry != ".":
+        pytest.skip("only root can give one file to another uid (os.chown); CI runs as root")
     out = _search(tmp_path)
-    os.chown(out / "tuner.pkl", 54321, 54321)
-    with pytest.raises(ConfigError, match=r"tuner.pkl belongs to uid 54321, not to you .*cp -r"):
+    path = out if entry == "." else out / entry
+    if root:
+        os.chown(path, _OTHER_UID, _OTHER_UID)
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + _OTHER_UID)
+    with pytest.raises(ConfigError) as e:
         check_resumable(out)
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="as root the real-chown case above runs instead")
-def test_a_file_owned_by_another_account_is_refused_geteuid_patched(tmp_path, monkeypatch):
-    out = _search(tmp_path)
-    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 54321)
-    with pytest.raises(ConfigError, match=r"demo belongs to .*, not to you"):
+    msg = str(e.value)
+    assert f"--resume: {path} belongs to " in msg and ", not to you (" in msg, msg
+    assert f"cp -r {out} {out}-mine" in msg, msg
+    if root:
+        assert f"uid {_OTHER_UID}" in msg, msg
+        os.chown(path, 0, 0)  # back to root's: the same folder is then accepted
         check_resumable(out)
 
 
