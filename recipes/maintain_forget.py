@@ -43,7 +43,7 @@ class ForgetBusy(RefitError):
 
 @dataclass
 class Config:
-    """Remove the captured rows of the request ids listed in IDS from the inbox's capture files.
+    """Remove the captured rows of the request ids listed in IDS, and their texts from the loop's run folders.
 
     Args:
         ids: Text file of request ids to forget, one a line.

@@ -1,9 +1,10 @@
 """Forget served requests by id: rewrite the inbox's capture files without their rows.
 
 The maintenance loop keeps no captured text (refit.maintain.index): a text is read back from its capture
-file when a label arrives, and only if that file is unchanged. So forgetting a request is removing its row
-from the files on disk, and nothing else: each complete capture file (`capture-*.parquet`) holding one of
-the ids is rewritten without those rows (a temporary dot-file, 0600, fsynced, renamed over the old one, the
+file when a label arrives, and only if that file is unchanged. So forgetting a request in the inbox is
+removing its row from the files on disk (what earlier cycles already trained on is refit.maintain.scrub's
+part; `find_requests` reads the texts for it before anything is written): each complete capture file
+(`capture-*.parquet`) holding one of the ids is rewritten without those rows (a temporary dot-file, 0600, fsynced, renamed over the old one, the
 folder fsynced), or deleted when no row is left. The next cycle reads a rewritten file as a new file whose
 other requests it already knows (nothing is used twice; their late labels still join), and counts each
 label for a forgotten request as "labelled requests whose capture was deleted or changed".
