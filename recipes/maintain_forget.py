@@ -4,13 +4,21 @@
     refit maintain forget --ids ids.txt --registry.root registry --inbox production
 
 IDS is a text file with one request id per line (as `refit serve` returned them; blank lines and lines
-starting with '#' are skipped). Every capture file in the inbox that holds one of them is rewritten without
-those rows, or deleted when none is left (refit.maintain.forget). The loop keeps no captured text of its own,
-so after this no later cycle can train on those texts: their late labels are counted as "labelled requests
-whose capture was deleted or changed" and not used. It runs under the maintenance lock (never during a
-cycle). Not covered: rows a cycle already trained on (in its run folder, and replayed from there by later
-retrains), texts in versions' drift references (unless `--privacy.store_texts false`), capture files a
-running server is still writing (counted: run it again once they rotate), copies outside the inbox.
+starting with '#' are skipped). Under the maintenance lock (never during a cycle), it removes:
+- from the inbox: every capture row of those ids (each file holding one rewritten without them, or deleted
+  when none is left; refit.maintain.forget). Their late labels are then counted as "labelled requests whose
+  capture was deleted or changed" and never trained on;
+- from the loop's run folders (REGISTRY/maintain/run-N/data/train.jsonl and validation.jsonl, what replay
+  and later gates read again): every row whose text is one of those requests' texts (read from their
+  capture rows, or matched by their keyed hash in the inbox index when the capture is already gone). Rows
+  carry no request id, so the same text from any source goes. The trained versions' refit.json still holds
+  the old sha256 of these files: the forget's run in the registry (kind "forget") records each rewrite
+  (sha256 and rows before and after) before the file is replaced, and replay accepts exactly that state.
+Not removed, and said: what a model learned from a text (its weights: retrain without it, or roll back to a
+version trained before it); texts in a registered version's drift reference (sealed; use
+`--privacy.store_texts false` to keep none there): each such version is named and the exit code is 1;
+capture files a running server is still writing (counted: run this again once they rotate); your own
+training data and golden set; dropped inbox files (no request ids); copies outside the registry.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from pathlib import Path
 
 from refit.errors import ConfigError, DataError, RefitError
 from refit.maintain import cycle_lock
-from refit.maintain.forget import forget_requests
+from refit.maintain.forget import find_requests, remove_rows
+from refit.maintain.index import request_digests
+from refit.maintain.scrub import FORGET_KIND, Match, apply_scrubs, discard, plan_scrubs, sealed_copies
 from refit.registry import NoRegistry, Registry
 from refit.settings import RegistryConfig
 
@@ -33,7 +43,7 @@ class ForgetBusy(RefitError):
 
 @dataclass
 class Config:
-    """Remove the captured rows of the request ids listed in IDS from the inbox's capture files.
+    """Remove the captured rows of the request ids listed in IDS, and their texts from the loop's run folders.
 
     Args:
         ids: Text file of request ids to forget, one a line.
@@ -78,9 +88,33 @@ def run(cfg: Config) -> int:
     def busy() -> ForgetBusy:
         return ForgetBusy(f"A maintenance cycle holds {lock_file}; forget again once it has finished.")
 
-    # --- run ---------------------------------------------------------------------------------------
+    # --- run ----------------------------------------------------------------------------------------
+    maintain_dir = registry.root.resolve() / "maintain"
     with cycle_lock(lock_file, busy, wait_s=60):
-        done = forget_requests(folder, ids)
+        done = find_requests(folder, ids)  # reads only: nothing is written before the record below
+        key, digests = request_digests(maintain_dir, ids)
+        match = Match(done.texts, key, digests)
+        scrubs, unreadable = plan_scrubs(maintain_dir, match)
+        versions = [(v.id, v.path) for v in registry.list_versions()]
+        leftovers = [(str(p.parent), p.parent) for p in maintain_dir.glob("run-*/finetune/**/reference")]
+        sealed = sealed_copies([*versions, *leftovers], match)
+        record = {
+            "ids": len(ids),
+            "found": len(done.found),
+            "capture_rows": done.rows,
+            "capture_files": {"rewritten": done.rewritten, "deleted": done.deleted},
+            "redacted": [x.record() for x in scrubs],
+            "not_removed": sealed,
+            "in_progress": done.in_progress,
+        }
+        try:
+            run_id = registry.start_run(FORGET_KIND, record)  # committed before any file is replaced
+        except BaseException:
+            discard(scrubs)
+            raise
+        apply_scrubs(scrubs)
+        remove_rows(folder, done)
+        registry.finish_run(run_id, "done", record)
     # --- report ------------------------------------------------------------------------------------
     print(
         f"forgot {len(done.found)} of {len(ids)} request id(s): {done.rows} capture row(s) removed; "
@@ -88,10 +122,20 @@ def run(cfg: Config) -> int:
     )
     if len(done.found) < len(ids):
         print(f"  {len(ids) - len(done.found)} id(s) are in no capture file of {folder}")
+    removed = sum(x.rows_before - x.rows_after for x in scrubs)
+    print(
+        f"  run folders: {removed} training/validation row(s) with those texts removed from {len(scrubs)} "
+        f"file(s) (recorded in registry run {run_id}, which replay checks them against)"
+    )
     for line in done.unreadable:
         print(f"  not a readable capture file, left alone (cycles quarantine it): {line}")
+    for line in unreadable:
+        print(f"  not a readable run file, left alone: {line}")
     if done.in_progress:
         print(
             f"  {done.in_progress} capture file(s) are still being written by a server: run this again later"
         )
-    return 0
+    print("  NOT removed: what models trained on these texts learned from them (their weights)")
+    for line in sealed:
+        print(f"  NOT removed (sealed into the version): {line}")
+    return 1 if sealed else 0

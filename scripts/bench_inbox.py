@@ -1,5 +1,8 @@
-"""A maintenance cycle's inbox step as history grows: before (`--baseline`: the index kept captured texts)
-vs after (this tree: no text kept, an old capture's text read back from its file when a label arrives).
+"""A maintenance cycle's inbox step as history grows: before (`--baseline`) vs after (this tree).
+
+s9-privacy compared bc3c90e (the index kept captured texts) with no text kept (an old capture's text read
+back from its file when a label arrives); s9-forget compares d81750c (index format 2: each capture row holds
+its file's 64-hex sha256) with format 3 (a capture row names its file by the `files` row).
 
 An inbox holds N old capture files and N old feedback files (500 rows each, tiny synthetic texts written
 here), all read by finished cycles, plus, each cycle, one new capture file and one new feedback file: 500
@@ -7,7 +10,7 @@ new captures, labels for 100 of them and 250 late labels for old requests spread
 files (at N = 1000, each of the 250 in another file: every late label opens a file). Each side runs the
 cycle's own step, the way `refit maintain` runs it (open and check the index, read, open the run, stage,
 end the run), with its own registry over the same inbox; timed interleaved, `--repeats` times per N:
-- before: framework/maintain/{known,index,inbox}.py and cycle.py's step at `--baseline` (default bc3c90e,
+- before: framework/maintain/{known,index,inbox}.py and cycle.py's step at `--baseline` (default d81750c,
   main before this change), loaded from `git show` beside today's modules;
 - after: this tree's, with the time spent reading old captures' texts back (`_recall`) measured apart.
 Last, once each, a cycle after a failed one (the slow path: the failed run's rows purged, every row
@@ -195,11 +198,43 @@ def _same(a, b) -> bool:
     )
 
 
+def conversion(n: int, before: tuple) -> dict:
+    """Once: this tree's next cycle step on an index the baseline built (format 2 at d81750c: converted in
+    place, then checked in full) vs on one this tree built (format 3: the usual cycle), N old files each."""
+    out = {}
+    for side, mods in (("baseline_index", before), ("own_index", (cycle_now, inbox_now))):
+        work = WORK / f"convert-n{n}-{side}"
+        shutil.rmtree(work, ignore_errors=True)
+        snapshot = build(n)
+        shutil.copytree(snapshot / "inbox", work / "inbox")
+        shutil.copytree(snapshot / "registry", work / "registry")
+        reg, index = Registry(work / "registry"), work / "registry" / "maintain" / INDEX_FILE
+        _step(*mods, work / "inbox", reg)  # that side builds its index
+        _new_files(work / "inbox", n, 0)
+        size = index.stat().st_size
+        t = time.perf_counter()
+        batch, notes = _step(cycle_now, inbox_now, work / "inbox", reg)
+        out[side] = {
+            "next_cycle_s": round(time.perf_counter() - t, 3),
+            "index_bytes": [size, index.stat().st_size],
+            "notes": notes,
+            "labelled": len(batch.labelled),
+        }
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10,100,1000", help="old capture (and feedback) file counts")
     p.add_argument("--repeats", type=int, default=5, help="cycles timed per size (at most 9)")
-    p.add_argument("--baseline", default="bc3c90e", help="git ref of the 'before' inbox step")
+    p.add_argument("--baseline", default="d81750c", help="git ref of the 'before' inbox step")
+    p.add_argument(
+        "--issue",
+        default="inbox index format 3: a capture row names its capture file by its files row, not its sha256",
+        help="what the comparison is about (the results' title)",
+    )
+    p.add_argument("--convert", type=int, default=0, help="also time a baseline index's first cycle here (N)")
     args = p.parse_args()
     ref = args.baseline
     before_cycle, before_inbox = baseline_step(ref)
@@ -275,8 +310,9 @@ def main() -> None:
         )
         print(json.dumps(results[-1]), flush=True)
         shutil.rmtree(work, ignore_errors=True)
+    converted = conversion(args.convert, sides["before"]) if args.convert else None
     result = {
-        "issue": "maintain inbox privacy: the index keeps no text; old captures read back when labelled",
+        "issue": args.issue,
         "baseline": ref,
         "machine": {
             "cpus": os.cpu_count(),
@@ -288,6 +324,7 @@ def main() -> None:
         "load_after": _uptime(),
         "settings": {"rows_per_file": ROWS, "late_labels": LATE, "repeats": args.repeats, "sizes": sizes},
         "results": results,
+        **({"conversion": {"old_files": 2 * args.convert, **converted}} if converted else {}),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "inbox.json", json.dumps(result, indent=2) + "\n")
@@ -297,7 +334,7 @@ def main() -> None:
 def _markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
-        "# Inbox step of one maintenance cycle: before (index kept captured texts) vs after (no text kept)",
+        f"# Inbox step of one maintenance cycle, before vs after: {r['issue']}",
         "",
         f"`scripts/bench_inbox.py`, {m['cpus']} CPU cores ({m['processor']}), {m['note']}; baseline "
         f"`{r['baseline'][:12]}`; {r['settings']['rows_per_file']} rows a file, "
@@ -317,6 +354,16 @@ def _markdown(r: dict) -> str:
             f"{'yes' if x['same_result'] else 'NO'} | {f['before']:.3f} / {f['after']:.3f} | "
             f"{b['before'] / 1e6:.1f} / {b['after'] / 1e6:.1f} MB |"
         )
+    c = r.get("conversion")
+    if c:
+        b, o = c["baseline_index"], c["own_index"]
+        lines += [
+            "",
+            f"First cycle of this tree on an index the baseline built ({c['old_files']} old files): "
+            f"{b['next_cycle_s']:.3f} s, index {b['index_bytes'][0] / 1e6:.1f} -> "
+            f"{b['index_bytes'][1] / 1e6:.1f} MB, {b['labelled']} labelled, notes: {b['notes']}; "
+            f"the same cycle on its own index: {o['next_cycle_s']:.3f} s, notes: {o['notes']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

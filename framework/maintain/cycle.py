@@ -43,6 +43,7 @@ from refit.maintain.known import InboxEntries, Overlay
 from refit.maintain.policy import gate, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
+from refit.maintain.scrub import FORGET_KIND, redactions
 from refit.models import read_version
 from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
@@ -174,7 +175,7 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
     names = meta.get("labels", [])
     texts, labels = read_table(inbox.golden, inbox.text_column, inbox.label_column)
     golden = list(zip(texts, to_label_ids(labels, names)))
-    replay_path, replay_note = _resolve_replay(meta, inbox, log)
+    replay_path, replay_note = _resolve_replay(meta, inbox, log, redactions(registry.runs(FORGET_KIND)))
 
     runs = registry.runs("maintain")
     for run in runs:  # under the lock, a run still 'running' was killed
@@ -262,13 +263,14 @@ def _read_new(
 
 
 def _resolve_replay(
-    meta: dict, inbox: InboxConfig, log: Callable[[str], None]
+    meta: dict, inbox: InboxConfig, log: Callable[[str], None], redacted: dict[str, tuple[str, int]]
 ) -> tuple[Path | None, str | None]:
-    """The champion's verified training file, or (with replay_missing: warn) None and a loud note."""
+    """The champion's verified training file (as recorded, or as forget runs recorded it after removing
+    forgotten texts: `redacted`), or (with replay_missing: warn) None and a loud note."""
     if not inbox.replay_size:
         return None, None
     try:
-        return replay_source(meta), None
+        return replay_source(meta, redacted), None
     except ReplayUnavailable as e:
         if inbox.replay_missing == "fail":
             raise

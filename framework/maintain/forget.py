@@ -1,9 +1,10 @@
 """Forget served requests by id: rewrite the inbox's capture files without their rows.
 
 The maintenance loop keeps no captured text (refit.maintain.index): a text is read back from its capture
-file when a label arrives, and only if that file is unchanged. So forgetting a request is removing its row
-from the files on disk, and nothing else: each complete capture file (`capture-*.parquet`) holding one of
-the ids is rewritten without those rows (a temporary dot-file, 0600, fsynced, renamed over the old one, the
+file when a label arrives, and only if that file is unchanged. So forgetting a request in the inbox is
+removing its row from the files on disk (what earlier cycles already trained on is refit.maintain.scrub's
+part; `find_requests` reads the texts for it before anything is written): each complete capture file
+(`capture-*.parquet`) holding one of the ids is rewritten without those rows (a temporary dot-file, 0600, fsynced, renamed over the old one, the
 folder fsynced), or deleted when no row is left. The next cycle reads a rewritten file as a new file whose
 other requests it already knows (nothing is used twice; their late labels still join), and counts each
 label for a forgotten request as "labelled requests whose capture was deleted or changed".
@@ -24,7 +25,7 @@ from pathlib import Path
 from refit.maintain.inbox import CAPTURE_PREFIX, MAX_ROWS, _NotAFile, _read_bytes, _TooBig
 from refit.serve.capture import CAPTURE_SCHEMA
 
-__all__ = ["Forgotten", "forget_requests"]
+__all__ = ["Forgotten", "find_requests", "forget_requests", "remove_rows"]
 
 
 @dataclass
@@ -37,10 +38,21 @@ class Forgotten:
     deleted: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "file: why" (left alone)
     in_progress: int = 0  # dot-files a server may still be writing
+    # the found rows' stored texts, in memory only: what refit.maintain.scrub removes from the run folders
+    texts: set[str] = field(default_factory=set, repr=False)
+    plan: list[tuple[str, object]] = field(default_factory=list, repr=False)  # (file, kept rows | None)
 
 
 def forget_requests(folder: Path, ids: set[str]) -> Forgotten:
     """Remove every capture row of the request ids in `ids` from the capture files in `folder`."""
+    found = find_requests(folder, ids)
+    remove_rows(folder, found)
+    return found
+
+
+def find_requests(folder: Path, ids: set[str]) -> Forgotten:
+    """Read which capture files in `folder` hold rows of `ids`, and their texts; writes nothing, so the
+    caller can scrub and record everything else first (`remove_rows` then writes the plan)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -69,17 +81,27 @@ def forget_requests(folder: Path, ids: set[str]) -> Forgotten:
                 continue
             out.rows += n
             out.found.update(table.column("request_id").filter(hit).to_pylist())
+            out.texts.update(t for t in table.column("text").filter(hit).to_pylist() if t is not None)
             kept = table.filter(pc.invert(hit))
-            if kept.num_rows:
-                _replace(dir_fd, name, kept)
-                out.rewritten.append(str(folder / name))
-            else:
-                os.unlink(name, dir_fd=dir_fd)
-                out.deleted.append(str(folder / name))
-            os.fsync(dir_fd)
+            out.plan.append((name, kept if kept.num_rows else None))
+            (out.rewritten if kept.num_rows else out.deleted).append(str(folder / name))
     finally:
         os.close(dir_fd)
     return out
+
+
+def remove_rows(folder: Path, found: Forgotten) -> None:
+    """Write what `find_requests` planned: each file rewritten without the rows, or deleted when empty."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, kept in found.plan:
+            if kept is not None:
+                _replace(dir_fd, name, kept)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _replace(dir_fd: int, name: str, table) -> None:

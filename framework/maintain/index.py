@@ -16,8 +16,9 @@ registry (no_action, promoted, rejected):
   it is never trusted silently. What such files held is lost if they left the inbox since.
 What it keeps, and what it does not: no text. Per file: its path, size, mtime, sha256 and kind; per dropped
 row: an HMAC of its (text, label); per captured request: its request id, an HMAC of its text (None when the
-server did not store it), and where the text lives (the capture file's sha256 and the row's position); per
-labelled request: its latest feedback time and label(s). The HMAC key is 32 random bytes in `KEY_FILE`
+server did not store it), and where the text lives (its capture file's `files` row, whose sha256 a lookup
+joins back, and the row's position; an index of format 2 held the sha256 in every capture row: converted
+in place when opened); per labelled request: its latest feedback time and label(s). The HMAC key is 32 random bytes in `KEY_FILE`
 (0600, beside the index, made on first use; each run's record names it by `key_id`, so a lost or replaced
 key makes the next cycle rebuild the index under the new one). Without the key a hash cannot be tested
 against guessed texts; what the index still reveals to a reader is request ids, file names, label counts,
@@ -26,11 +27,11 @@ file only when a label arrives for it (refit.maintain.inbox), so deleting or rew
 makes the loop forget its texts. An index of the first format (it kept captured texts) is emptied and
 VACUUMed when it is opened, then rebuilt from the files still in the inbox, with a note.
 Its growth: one row per file, per dropped row, per captured request and per labelled request, forever,
-about 130 bytes a row with SQLite's indexes in scripts/bench_inbox.py (a capture row holds its file's
-sha256 and a 128-bit HMAC). What a cycle still pays per old file is a directory entry, a stat and an
+measured with SQLite's indexes in scripts/bench_inbox.py (scripts/results/inbox.md; a capture row holds a
+128-bit HMAC and an integer naming its file). What a cycle still pays per old file is a directory entry, a stat and an
 indexed lookup, plus, per late label for an old capture, one read of its capture file (0.16 ms when the
 file is read for that label alone); the full check (after a failed or killed cycle, or an edit) is one
-pass of SQLite and sha256 over the whole index: 1.35 s for 750,000 rows here.
+pass of SQLite and sha256 over the whole index: 1.32 s for 750,000 rows here (67 MB).
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ __all__ = [
     "file_stamp",
     "open_index",
     "rebuild_paths",
+    "request_digests",
 ]
 
 INDEX_FILE = "inbox-index.db"  # under <registry>/maintain/
 KEY_FILE = "inbox-index.key"  # beside it: the registry's HMAC key of every hash of a text in the index
 INDEX_KEY = "inbox_index"  # the key of a run's details that records what it staged
-FORMAT = 2  # 1 (no "format" in the record): captures kept their texts; 2: no text, only where it lives
+FORMAT = 3  # 1 (no "format" in the record): captures kept their texts; 2: no text, only where it lives
+# (each capture row held its file's sha256); 3: a capture row names its file by the `files` row (seq). A
+# run's record hashes the same logical rows in 2 and 3 (the sha256 joined back in), so a record of either
+# checks a format-3 index: a format-2 file is converted in place, nothing is rebuilt.
+_SAME_ROWS = (2, FORMAT)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, path TEXT NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, kind TEXT NOT NULL);
@@ -73,7 +79,7 @@ CREATE TABLE IF NOT EXISTS rows (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS rows_key ON rows (key);
 CREATE INDEX IF NOT EXISTS rows_run ON rows (run_id);
 CREATE TABLE IF NOT EXISTS captures (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
-    request_id TEXT NOT NULL, digest TEXT, file TEXT NOT NULL, row INTEGER NOT NULL);
+    request_id TEXT NOT NULL, digest TEXT, file_seq INTEGER, row INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS captures_rid ON captures (request_id);
 CREATE INDEX IF NOT EXISTS captures_run ON captures (run_id);
 CREATE TABLE IF NOT EXISTS feedback (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
@@ -85,7 +91,7 @@ CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
 _COLUMNS = {
     "files": ("path", "size", "mtime_ns", "sha256", "kind"),
     "rows": ("key",),
-    "captures": ("request_id", "digest", "file", "row"),
+    "captures": ("request_id", "digest", "file_seq", "row"),
     "feedback": ("request_id", "at", "label"),
 }
 _CHUNK = 500  # keys per IN (...) lookup: under SQLite's bound-parameter limit
@@ -106,6 +112,7 @@ class InboxIndex:
         self.path, self.key = path, key
         self.set_aside: str | None = None  # said when an unreadable index file was moved aside
         self.migrated = False  # the file was of the first format: its tables were dropped and vacuumed
+        self.converted = False  # the file was of format 2: its capture rows now name their file by seq
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(check)
 
@@ -132,16 +139,46 @@ class InboxIndex:
             return self._open()
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        """Drop the tables of an index of another format (the first kept captured texts) and VACUUM, so
-        nothing of them is left in the file's free pages; the caller rebuilds from the files."""
+        """Convert an index of format 2 in place (`_convert`); drop the tables of any other format (the first
+        kept captured texts) and VACUUM, so nothing of them is left in the file's free pages; the caller then
+        rebuilds from the files."""
         tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if tables and db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if tables and version == 2 and "captures" in tables:
+            self._convert(db)
+        elif tables and version != FORMAT:
             db.execute("PRAGMA secure_delete = ON")
             for name in tables:
                 db.execute(f'DROP TABLE "{name}"')
             db.execute("VACUUM")
             self.migrated = True
         db.execute(f"PRAGMA user_version = {FORMAT}")
+
+    def _convert(self, db: sqlite3.Connection) -> None:
+        """Format 2 -> 3: each capture row's 64-hex file sha256 becomes the seq of its run's `files` row
+        with that sha256 (NULL when none: the check against the run's record then fails, and the index is
+        rebuilt), in one transaction; then VACUUM. The records' hashes still hold (`_digests` joins back)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in (  # one by one: executescript would commit the transaction first
+                "CREATE TABLE captures_3 (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, "
+                "request_id TEXT NOT NULL, digest TEXT, file_seq INTEGER, row INTEGER NOT NULL)",
+                # one grouped map joined (a correlated lookup per row took 23 s at 500,000 captures)
+                "INSERT INTO captures_3 (seq, run_id, request_id, digest, file_seq, row) SELECT c.seq, "
+                "c.run_id, c.request_id, c.digest, m.seq, c.row FROM captures c LEFT JOIN (SELECT run_id, "
+                "sha256, min(seq) AS seq FROM files GROUP BY run_id, sha256) m ON m.run_id = c.run_id "
+                "AND m.sha256 = c.file",
+                "DROP TABLE captures",
+                "ALTER TABLE captures_3 RENAME TO captures",
+            ):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {FORMAT}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("VACUUM")
+        self.converted = True
 
     def close(self) -> None:
         self._db.close()
@@ -188,11 +225,18 @@ class InboxIndex:
         """run id -> table -> sha256 of its rows in staging order, in one pass of SQLite over each table
         (run only when the file may have changed since the last done run: see `open_index`)."""
         out: dict[int, dict[str, str]] = {}
-        where = "" if run_id is None else f"WHERE run_id = {int(run_id)}"
+        where = "" if run_id is None else f"WHERE t.run_id = {int(run_id)}"
         for table, cols in _COLUMNS.items():
+            # a capture row is hashed with its file's sha256 joined back (as format 2 stored it), so the
+            # records of both formats check it, and a files row deleted or edited under it shows too
+            source, values = f"{table} t", [f"t.{c}" for c in cols]
+            if table == "captures":
+                source += " LEFT JOIN files f ON f.seq = t.file_seq"
+                values[cols.index("file_seq")] = "f.sha256"
             query = (
-                f"SELECT run_id, group_concat(json_array({', '.join(cols)}), char(10)) FROM "
-                f"(SELECT * FROM {table} {where} ORDER BY run_id, seq) GROUP BY run_id"
+                f"SELECT run_id, group_concat(v, char(10)) FROM (SELECT t.run_id AS run_id, "
+                f"json_array({', '.join(values)}) AS v FROM {source} {where} ORDER BY t.run_id, t.seq) "
+                "GROUP BY run_id"
             )
             for rid, text in self._db.execute(query):
                 out.setdefault(rid, {})[table] = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -212,10 +256,12 @@ class InboxIndex:
             tables.values()
         ):  # nothing to stage writes nothing: the file stays as the last done run left it
             with self._tx() as db:
-                for table, rows in tables.items():
+                for table, rows in tables.items():  # files first: captures name their file by its seq
                     cols = ", ".join(("run_id", *_COLUMNS[table]))
                     marks = ",".join("?" * (len(_COLUMNS[table]) + 1))
                     db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+                    if table == "captures":
+                        rows = self._file_seqs(db, run_id, rows)
                     db.executemany(
                         f"INSERT INTO {table} ({cols}) VALUES ({marks})", [(run_id, *row) for row in rows]
                     )
@@ -226,6 +272,18 @@ class InboxIndex:
             "sha256": self._digests(run_id).get(run_id, {}),
             "file": file_stamp(self.path),
         }
+
+    @staticmethod
+    def _file_seqs(db: sqlite3.Connection, run_id: int, rows: list[tuple]) -> list[tuple]:
+        """Capture rows (request_id, digest, file sha256, row) with the sha256 replaced by the seq of the
+        run's `files` row of that content: a capture is staged by the run that read its file."""
+        seqs = dict(
+            db.execute("SELECT sha256, min(seq) FROM files WHERE run_id = ? GROUP BY sha256", (run_id,))
+        )
+        missing = {sha for _, _, sha, _ in rows if sha not in seqs}
+        if missing:
+            raise ValueError(f"captures staged without their capture file's row: {sorted(missing)[:3]}")
+        return [(rid, digest, seqs[sha], row) for rid, digest, sha, row in rows]
 
     # --- Known ------------------------------------------------------------------------------------------
     def file(self, path: str) -> FileStamp | None:
@@ -259,9 +317,15 @@ class InboxIndex:
         return {k for (k,) in self._lookup("rows", "key", keys)}
 
     def captures(self, rids: Iterable[str]) -> dict[str, set[CaptureRef]]:
-        out: dict[str, set[CaptureRef]] = {}
-        for rid, digest, file, row in self._lookup("captures", "request_id", rids):
-            out.setdefault(rid, set()).add(CaptureRef(digest, file, row))
+        keys, out = list(dict.fromkeys(rids)), {}
+        for i in range(0, len(keys), _CHUNK):
+            part = keys[i : i + _CHUNK]
+            query = (
+                "SELECT c.request_id, c.digest, f.sha256, c.row FROM captures c JOIN files f ON "
+                f"f.seq = c.file_seq WHERE c.request_id IN ({','.join('?' * len(part))})"
+            )
+            for rid, digest, file, row in self._db.execute(query, part):
+                out.setdefault(rid, set()).add(CaptureRef(digest, file, row))
         return out
 
     def feedback(self, rids: Iterable[str]) -> dict[str, tuple[str, frozenset[int]]]:
@@ -339,7 +403,9 @@ def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] 
     found = {
         r["id"]: r["details"][INDEX_KEY] for r in done_runs if isinstance(r["details"].get(INDEX_KEY), dict)
     }
-    records = {i: rec for i, rec in found.items() if rec.get("format") == FORMAT and rec.get("key") == kid}
+    records = {
+        i: rec for i, rec in found.items() if rec.get("format") in _SAME_ROWS and rec.get("key") == kid
+    }
     start = max((i for i, rec in records.items() if rec.get("base")), default=None)
     legacy = [r["id"] for r in done_runs if r["id"] not in records and (start is None or r["id"] > start)]
     trusted = {i: rec for i, rec in records.items() if start is None or i >= start}
@@ -354,6 +420,12 @@ def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] 
     index, notes = InboxIndex(path, key, check=not unchanged), [*([key_note] if key_note else [])]
     if index.set_aside:
         notes.append(f"the inbox index {index.set_aside}")
+    if index.converted:
+        unchanged = False  # converted in place: checked in full against the records below
+        notes.append(
+            "the inbox index was converted from format 2 to 3 (a capture row names its file's index row "
+            "instead of holding its sha256) and checked against the registry's records"
+        )
     try:
         if not unchanged:
             index.trust({} if legacy else trusted)
@@ -383,3 +455,33 @@ def open_index(path: Path, done_runs: list[dict]) -> tuple[InboxIndex, set[str] 
 def rebuild_paths(done_runs: list[dict]) -> set[str]:
     """Every file a done run read: what a rebuild of the index reads again."""
     return {f for r in done_runs for f in r["details"].get("files", [])}
+
+
+def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, set[str]]:
+    """The registry's key and the keyed hashes of the texts the index holds for request ids `rids`, read
+    without changing anything (`folder`: <registry>/maintain). A forget scrubs by them too, so a text whose
+    capture file is already gone is still found in the run folders. (None, empty) without a key or index;
+    rows of runs that are not done are included: they can only make a forget remove more."""
+    key_file, db_file = folder / KEY_FILE, folder / INDEX_FILE
+    try:
+        text = key_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, set()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        return None, set()
+    key, found = bytes.fromhex(text), set()
+    if not db_file.is_file():
+        return key, found
+    try:
+        db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            ids = sorted(rids)
+            for i in range(0, len(ids), _CHUNK):
+                part = ids[i : i + _CHUNK]
+                query = f"SELECT digest FROM captures WHERE digest IS NOT NULL AND request_id IN ({','.join('?' * len(part))})"
+                found.update(d for (d,) in db.execute(query, part))
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:  # damaged or of another format: the capture rows' texts still match
+        pass
+    return key, found

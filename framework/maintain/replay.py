@@ -3,7 +3,9 @@
 What replay needs is resolved from the champion's refit.json alone, from any working directory:
 - `dataset: refit-demo` -> the bundled demo training file;
 - a training file -> the absolute path in the version's data fingerprint (or the config's path when it
-  is absolute), accepted only when its sha256 still matches the fingerprint recorded at training time.
+  is absolute), accepted only when its sha256 still matches the fingerprint recorded at training time, or
+  the state the registry's forget runs recorded after removing forgotten texts from it (`redactions`,
+  refit.maintain.scrub): a copy from before a forget (a restored backup) is refused, it holds those texts.
 A retrain run by a cycle writes the replay rows it drew into the challenger's own training file, so the
 next champion's replay data exists as long as its maintenance run folder does.
 
@@ -26,8 +28,9 @@ class ReplayUnavailable(DataError):
     """Replay is configured (replay_size > 0) but the champion's training data cannot be found or verified."""
 
 
-def replay_source(meta: dict) -> Path:
-    """The champion's training file, verified against its fingerprint; ReplayUnavailable says why not."""
+def replay_source(meta: dict, redactions: dict[str, tuple[str, int]] | None = None) -> Path:
+    """The champion's training file, verified against its fingerprint followed through `redactions`
+    (sha256 before a forget -> (after, forget run id)); ReplayUnavailable says why not."""
     vid = meta.get("version_id", "the champion")
     data = (meta.get("config") or {}).get("data") or {}
     fingerprint = (meta.get("data") or {}).get("train") or {}
@@ -52,12 +55,26 @@ def replay_source(meta: dict) -> Path:
             f"(config: {data.get('train')!r}). {advice}"
         )
     expected = fingerprint.get("sha256")
+    chain, runs = [expected], []
+    while expected and chain[-1] in (redactions or {}) and len(chain) <= len(redactions or {}):
+        after, run_id = redactions[chain[-1]]
+        chain.append(after)
+        runs.append(run_id)
     for path in candidates:
         if path.is_file():
-            if expected and sha256_file(path) != expected:
+            actual = sha256_file(path) if expected else None
+            if expected and actual in chain[:-1]:
+                raise ReplayUnavailable(
+                    f"{vid}'s training file {path} is in its state from before forget run "
+                    f"{runs[chain.index(actual)]} removed forgotten texts from it (a restored copy?): "
+                    "replay will not train on them again. Run `refit maintain forget` again with the same "
+                    f"ids, or delete the file. {advice}"
+                )
+            if expected and actual != chain[-1]:
                 raise ReplayUnavailable(
                     f"{vid}'s training file {path} changed since training (sha256 differs "
-                    f"from the fingerprint in refit.json). {advice}"
+                    f"from the fingerprint in refit.json{' and from what forget runs recorded' if runs else ''}). "
+                    f"{advice}"
                 )
             if not expected:
                 raise ReplayUnavailable(

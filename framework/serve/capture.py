@@ -5,8 +5,10 @@ The contract with the maintenance cycle (which reads these files):
 - a file being written is the dot-file `.<prefix>-<stamp>-<hex>@<host>~<pid namespace>.<pid>.parquet.tmp`,
   renamed to its final name when it rotates (by rows or by seconds) and on shutdown, so a reader never sees
   half a file;
-- capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256, prediction
-  (int64), label, probs (list<float32>); feedback rows: request_id, label, at (all strings).
+- capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256 (the text's
+  sha256, null with the text: an unsalted hash of a short text is reversed by guessing, and its one reader,
+  the inbox's edit check, needs the text beside it anyway), prediction (int64), label, probs
+  (list<float32>); feedback rows: request_id, label, at (all strings).
 
 Files holding user text are created 0o600 through a descriptor of the capture folder opened without
 following links, written through that descriptor, fsynced, renamed within the same folder, and the folder
@@ -144,13 +146,15 @@ def capture_row(
     probs: Sequence[float],
     store_text: bool,
 ) -> dict:
-    """One capture row. The hash is kept even when the text is not, so drift and joins still work."""
+    """One capture row. Without the text, no hash of it either: a plain sha256 of a short text can be
+    reversed by guessing, and nothing needs it (drift reads texts; the loop joins labels by request id and
+    keys its own hashes, refit.maintain.index)."""
     return {
         "request_id": request_id,
         "at": at,
         "version_id": version_id,
         "text": text if store_text else None,
-        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest() if store_text else None,
         "prediction": int(prediction),
         "label": label,
         "probs": [float(p) for p in probs],

@@ -702,3 +702,58 @@ def test_a_hostile_inbox_neither_crashes_the_cycle_nor_changes_what_it_reads(set
     )
     out = capsys.readouterr().out
     assert "inbox: skipped 2 entries" in out and "quarantined" in out and "nested.jsonl" in out
+
+
+@pytest.mark.slow  # two retrains
+def test_a_forgotten_text_leaves_the_run_folder_and_the_next_retrain_replays_without_it(setup, capsys):
+    """Before: `refit maintain forget` removed the capture rows only; the text a cycle had trained on stayed
+    in its run folder's train.jsonl, and the next retrain replayed it from the champion's training file.
+    Scrubbing that file must not break replay: its sha256 is sealed in the champion's refit.json."""
+    _edit(setup, policy={"always_retrain": True}, gate={"golden_tolerance": 100.0, "recent_margin": -100.0})
+    inbox = setup["inbox"]
+    (inbox / "2026-11-20.jsonl").unlink()
+    shifted = _rows("shifted")
+    names = ["negative", "positive"]
+    _parquet(
+        inbox / "capture-0001.parquet", [_capture(f"r{i}", r["text"]) for i, r in enumerate(shifted[:120])]
+    )
+    at = "2026-11-22T11:00:00+00:00"
+    fb = [
+        {"request_id": f"r{i}", "label": names[int(r["label"])], "at": at}
+        for i, r in enumerate(shifted[:120])
+    ]
+    _parquet(inbox / "feedback-0001.parquet", fb)
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    reg = Registry(setup["registry"])
+    first = reg.runs("maintain")[-1]
+    assert first["status"] == "promoted", first["details"]
+    train = Path(first["details"]["work_dir"]) / "data" / "train.jsonl"
+    trained = {json.loads(line)["text"] for line in train.read_text().splitlines()}
+    rid = next(f"r{i}" for i, r in enumerate(shifted[:120]) if r["text"] in trained)
+    secret = shifted[int(rid[1:])]["text"]
+
+    ids = setup["tmp"] / "ids.txt"
+    ids.write_text(rid + "\n")
+    forget = ["maintain", "forget", "--ids", str(ids), "--registry.root", str(setup["registry"])]
+    assert main([*forget, "--inbox", str(inbox)]) == 0
+    kept = len(train.read_text().splitlines())
+    assert secret not in {json.loads(line)["text"] for line in train.read_text().splitlines()}
+
+    # the next retrain replays from the (scrubbed) training file of the promoted champion, not failing
+    _parquet(
+        inbox / "capture-0002.parquet", [_capture(f"s{i}", r["text"]) for i, r in enumerate(shifted[120:200])]
+    )
+    fb2 = [
+        {"request_id": f"s{i}", "label": names[int(r["label"])], "at": at}
+        for i, r in enumerate(shifted[120:200])
+    ]
+    _parquet(inbox / "feedback-0002.parquet", fb2)
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    second = reg.runs("maintain")[-1]
+    assert second["status"] in ("promoted", "rejected"), second["details"]
+    assert second["details"]["replay"]["source"] == str(train.resolve())
+    assert second["details"]["replay"]["rows"] == min(400, kept)
+    again = Path(second["details"]["work_dir"]) / "data"
+    for name in ("train.jsonl", "validation.jsonl"):
+        assert secret not in {json.loads(line)["text"] for line in (again / name).read_text().splitlines()}
+    capsys.readouterr()

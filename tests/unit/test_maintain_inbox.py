@@ -18,7 +18,7 @@ import pytest
 
 from refit.maintain.inbox import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_ROWS, read_inbox
 from refit.maintain.known import InboxEntries, in_memory
-from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
+from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, capture_row
 
 LABELS = ["negative", "positive"]
 
@@ -313,3 +313,23 @@ def test_files_appearing_while_the_cycle_reads_are_left_whole_to_the_next_cycle(
     written = len(list(tmp_path.glob("capture-*.parquet")))
     assert written == 200 and reads > 1
     assert sorted(texts) == sorted(f"text {i}" for i in range(written))
+
+
+def test_capture_files_with_and_without_the_plain_text_hash_are_both_read(tmp_path):
+    """Serve no longer writes a plain sha256 when it does not store the text (a guessable hash); a capture
+    file written before that (text null, plain hash kept) must still be read like a new one, not quarantined."""
+    old = {**_cap("r7", None), "text_sha256": hashlib.sha256(b"a short secret").hexdigest()}
+    _write(tmp_path / "capture-old.parquet", [old, _cap("r8", "stored before")], CAPTURE_SCHEMA)
+    new = [
+        capture_row("r9", _now(), "v1", "not stored", 1, "positive", [0.4, 0.6], store_text=False),
+        capture_row("r10", _now(), "v1", "stored now", 1, "positive", [0.4, 0.6], store_text=True),
+    ]
+    assert new[0]["text_sha256"] is None and new[1]["text_sha256"] is not None
+    _write(tmp_path / "capture-new.parquet", new, CAPTURE_SCHEMA)
+    fb = [_fb(r, "positive", _now(-1)) for r in ("r7", "r8", "r9", "r10")]
+    _write(tmp_path / "feedback-a.parquet", fb, FEEDBACK_SCHEMA)
+    batch = _read(tmp_path)
+    assert batch.quarantined == [] and not batch.skipped
+    assert sorted(batch.texts) == ["stored before", "stored now"]
+    assert sorted(batch.labelled) == [("stored before", 1), ("stored now", 1)]
+    assert set(batch.entries.captures) == {"r7", "r8", "r9", "r10"}

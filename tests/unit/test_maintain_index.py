@@ -6,6 +6,7 @@ details); no model is needed. Each case failed open on the path-only rule before
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -166,6 +167,7 @@ def test_a_cycle_that_did_not_finish_marks_nothing_read(loop, end):
         "UPDATE files SET size = size + 1",
         "UPDATE captures SET digest = 'other text'",
         "UPDATE captures SET row = row + 1",
+        "UPDATE captures SET file_seq = file_seq + 1",  # the capture's text would be looked for elsewhere
         "UPDATE feedback SET label = 1",
     ],
 )
@@ -214,3 +216,39 @@ def test_a_registry_from_before_the_index_is_migrated_once(loop):
     assert reg.runs("maintain")[-1]["details"][INDEX_KEY]["base"] is True
     batch, notes = _cycle(reg, inbox)
     assert batch.files == [] and notes == []
+
+
+def test_an_index_of_format_2_is_converted_in_place_not_rebuilt(loop):
+    """Format 2 kept each capture row's file sha256 (64 hex: the index grew 46%); format 3 names the file
+    by its `files` row. A registry of format 2 is converted in place and still checked against its runs'
+    records (same logical rows), so nothing read by earlier cycles is lost to a rebuild."""
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", "zero"), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    sha = hashlib.sha256((inbox / "capture-1.parquet").read_bytes()).hexdigest()
+    db = _index_db(reg)  # what format 2 wrote: the capture file's sha256 in every capture row
+    db.executescript(
+        """
+        CREATE TABLE c2 (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, request_id TEXT NOT NULL,
+            digest TEXT, file TEXT NOT NULL, row INTEGER NOT NULL);
+        INSERT INTO c2 SELECT c.seq, c.run_id, c.request_id, c.digest, f.sha256, c.row
+            FROM captures c JOIN files f ON f.seq = c.file_seq;
+        DROP TABLE captures; ALTER TABLE c2 RENAME TO captures;
+        CREATE INDEX captures_rid ON captures (request_id); CREATE INDEX captures_run ON captures (run_id);
+        PRAGMA user_version = 2; VACUUM;
+        """
+    )
+    db.close()
+    run = reg.runs("maintain")[-1]
+    record = {**run["details"][INDEX_KEY], "format": 2}
+    reg.finish_run(run["id"], run["status"], {**run["details"], INDEX_KEY: record})
+    before = (reg.root / "maintain" / INDEX_FILE).read_bytes().count(sha.encode())
+    _write(inbox / "feedback-1.parquet", [_fb("r0", "negative", _now(-1))], FEEDBACK_SCHEMA)
+    batch, notes = _cycle(reg, inbox)
+    assert any("converted from format 2 to 3" in n for n in notes), notes
+    assert not any("rebuilt" in n for n in notes), notes
+    assert batch.labelled == [("zero", 0)]  # r0's text found through the converted row
+    assert _index_db(reg).execute("PRAGMA user_version").fetchone()[0] == 3
+    after = (reg.root / "maintain" / INDEX_FILE).read_bytes().count(sha.encode())
+    assert (before, after) == (4, 2)  # files row + its index; format 2 added one per capture row
+    assert _cycle(reg, inbox)[1] == []

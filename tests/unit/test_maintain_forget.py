@@ -1,0 +1,143 @@
+"""`refit maintain forget` reaches what cycles wrote, not only the inbox: the run folders' training files.
+
+Before: a forget removed the requests' capture rows only, so a text a cycle had trained on stayed in
+`maintain/run-N/data/train.jsonl`, and replay drew it into every later retrain. Scrubbing that file
+silently would break replay instead (its sha256 is sealed in the trained version's refit.json), so the
+forget records each rewrite in the registry and replay accepts exactly that recorded state. Cycles here
+are the cycle's own inbox step against a real registry database; the training file is written by the
+cycle's own writer, and its fingerprint by refit.data's."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import torch
+
+from refit.cli import main
+from refit.data import file_fingerprint
+from refit.drift.reference import Reference
+from refit.maintain.cycle import _write_split
+from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
+from refit.maintain.scrub import FORGET_KIND, redactions
+from refit.registry import Registry
+from refit.serve.capture import CAPTURE_SCHEMA
+from tests.unit.test_maintain_inbox import LABELS, _cap, _write
+from tests.unit.test_maintain_index import _cycle
+
+SECRET = "my address is 12 Secret Lane"
+
+
+@pytest.fixture
+def loop(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return Registry(tmp_path / "registry"), inbox
+
+
+def _trained_run(reg: Registry, run: int = 1) -> tuple[dict, dict]:
+    """The files a retraining cycle leaves in its run folder, and the refit.json lineage of its version."""
+    data = reg.root.resolve() / "maintain" / f"run-{run:05d}" / "data"
+    train = _write_split(data / "train.jsonl", [(SECRET, 0), ("one", 1), ("an old replay row", 0)], LABELS)
+    val = _write_split(data / "validation.jsonl", [(SECRET, 0), ("kept", 1)], LABELS)
+    meta = {
+        "version_id": f"v{run}",
+        "labels": LABELS,
+        "config": {"data": {"train": train, "validation": val}},
+        "data": {"train": file_fingerprint(train, 3), "validation": file_fingerprint(val, 2)},
+    }
+    return meta, {"train": data / "train.jsonl", "validation": data / "validation.jsonl"}
+
+
+def _forget(reg: Registry, inbox, *ids: str) -> int:
+    path = inbox.parent / "ids.txt"
+    path.write_text("\n".join(ids) + "\n")
+    return main(
+        ["maintain", "forget", "--ids", str(path), "--registry.root", str(reg.root), "--inbox", str(inbox)]
+    )
+
+
+def test_forget_removes_trained_texts_from_run_folders_and_replay_accepts_the_recorded_state(loop, capsys):
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    meta, files = _trained_run(reg)
+    original = files["train"].read_bytes()
+    assert replay_source(meta) == files["train"]
+
+    assert _forget(reg, inbox, "r0") == 0
+    out = capsys.readouterr().out
+    assert "2 training/validation row(s) with those texts removed from 2 file(s)" in out
+    assert "NOT removed: what models trained on these texts learned" in out
+    for path in files.values():
+        assert SECRET.encode() not in path.read_bytes()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [json.loads(x)["text"] for x in files["validation"].read_text().splitlines()] == ["kept"]
+
+    run = reg.runs(FORGET_KIND)[-1]
+    assert run["status"] == "done"
+    assert [(r["path"], r["rows_before"], r["rows_after"]) for r in run["details"]["redacted"]] == [
+        (str(files["train"]), 3, 2),
+        (str(files["validation"]), 2, 1),
+    ]
+    assert SECRET not in json.dumps(run["details"]) and "r0" not in json.dumps(run["details"])
+
+    # the sealed fingerprint alone no longer matches: replay trusts the forget's record, not a mismatch
+    with pytest.raises(ReplayUnavailable, match="changed since training"):
+        replay_source(meta)
+    recorded = redactions(reg.runs(FORGET_KIND))
+    assert replay_source(meta, recorded) == files["train"]
+    assert sorted(t for t, _ in draw_replay(meta, files["train"], 10, 0)) == ["an old replay row", "one"]
+
+    files["train"].write_bytes(original)  # a backup restored: it holds the forgotten text again
+    with pytest.raises(ReplayUnavailable, match="before forget run"):
+        replay_source(meta, recorded)
+
+
+def test_a_text_whose_capture_file_is_already_gone_is_found_by_its_keyed_hash(loop, capsys):
+    """The capture file was deleted by hand after a cycle read it: its text is found in the run folder by
+    the HMAC the inbox index kept for the request id."""
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _, files = _trained_run(reg)
+    (inbox / "capture-1.parquet").unlink()
+    assert _forget(reg, inbox, "r0") == 0
+    assert "forgot 0 of 1 request id(s)" in capsys.readouterr().out
+    assert SECRET.encode() not in files["train"].read_bytes()
+
+
+def test_a_forget_that_finds_nothing_changes_no_run_file(loop, capsys):
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "other")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    meta, files = _trained_run(reg)
+    assert _forget(reg, inbox, "r1", "unknown") == 0
+    assert SECRET.encode() in files["train"].read_bytes()
+    assert replay_source(meta, redactions(reg.runs(FORGET_KIND))) == files["train"]
+    assert reg.runs(FORGET_KIND)[-1]["details"]["redacted"] == []
+
+
+def test_a_forgotten_text_sealed_in_a_version_reference_is_named_and_exits_1(loop, capsys, tiny_model_dir):
+    """A registered version's drift reference is sealed (manifest hash in the registry): not rewritten, so
+    the forget names it and exits 1 instead of reporting success."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.models import write_version
+
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    reference = Reference(torch.zeros(2, 4), None, [SECRET, "one"], {})
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    version = write_version(
+        inbox.parent / "v", model, tok, {"version_id": "vref", "recipe": "test"}, reference
+    )
+    reg.register(version)
+    assert _forget(reg, inbox, "r0") == 1
+    out = capsys.readouterr().out
+    assert "NOT removed (sealed into the version): vref: 1 forgotten text(s) in its drift reference" in out
+    reg.verify("vref")  # still intact: the forget did not break its seal
+    assert reg.runs(FORGET_KIND)[-1]["details"]["not_removed"]
