@@ -65,8 +65,9 @@ class PrivacyConfig:
 
     Args:
         store_texts: Keep input texts in files refit writes (a version's drift reference, drift.json,
-            the drift HTML report, W&B runs). False keeps a sha256 of each text instead: reports still
-            say which inputs moved, by hash, and nothing readable leaves the input files.
+            the drift HTML report, W&B runs). False keeps neither the texts nor a hash of them (a plain
+            sha256 of a short text is reversed by guessing): reports name the inputs that moved by
+            their row in the window, and nothing readable leaves the input files.
     """
 
     store_texts: bool = True

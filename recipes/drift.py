@@ -14,7 +14,6 @@ or nothing could be tested (an empty file, a missing text column, every window u
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -179,11 +178,12 @@ def _require_testable(windows: list[Window], cfg: Config) -> None:
     )
 
 
-def _hash_texts(results: list[dict]) -> None:
-    """privacy.store_texts false: the inputs a report shows become their sha256, nothing readable."""
+def _drop_texts(results: list[dict]) -> None:
+    """privacy.store_texts false: the inputs a report shows are named by their row in the window only (a
+    sha256 was shown before: a short text's is reversed by guessing)."""
     for w in results:
         for item in w.get("most_unlike") or []:
-            item["sha256"] = hashlib.sha256(item.pop("text").encode("utf-8")).hexdigest()
+            item.pop("text", None)
 
 
 def _accuracy_text(w: dict) -> str:
@@ -300,7 +300,7 @@ def run(cfg: Config) -> int:
         for w in windows
     ]
     if not cfg.privacy.store_texts:
-        _hash_texts(results)
+        _drop_texts(results)
 
     # --- report ------------------------------------------------------------------------------------
     from refit.drift.explain import class_shares, pca_2d

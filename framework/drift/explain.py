@@ -16,12 +16,13 @@ def class_shares(probs: torch.Tensor) -> list[float]:
 
 
 def most_unlike(reference: torch.Tensor, current: torch.Tensor, texts: list[str], k: int = 5) -> list[dict]:
-    """The current inputs farthest (cosine) from their nearest reference input: what is new in the window."""
+    """The current inputs farthest (cosine) from their nearest reference input: what is new in the window.
+    `row` is the input's 1-based position in the window, what a report shows when texts are not stored."""
     ref = torch.nn.functional.normalize(reference.float(), dim=1)
     cur = torch.nn.functional.normalize(current.float(), dim=1)
     nearest = torch.cat([(1 - c @ ref.T).min(dim=1).values for c in cur.split(1024)])
     top = nearest.topk(min(k, len(texts))).indices.tolist()
-    return [{"text": texts[i], "score": float(nearest[i])} for i in top]
+    return [{"text": texts[i], "row": i + 1, "score": float(nearest[i])} for i in top]
 
 
 def pca_2d(reference: torch.Tensor, *others: torch.Tensor, max_points: int = 300, seed: int = 0):

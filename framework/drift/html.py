@@ -281,9 +281,12 @@ def _table(windows: list[dict], tests: list[str]) -> str:
 
 
 def _shown(item: dict) -> str:
-    """An input as the report shows it: its text, or only its hash when texts are not stored."""
+    """An input as the report shows it: its text, or only its row in the window when texts are not stored
+    (reports of older versions named it by sha256)."""
     if "text" in item:
         return html.escape(item["text"][:300])
+    if "row" in item:
+        return f"<i>row {int(item['row'])} of the window (text not stored)</i>"
     return f"<code>sha256:{html.escape(str(item.get('sha256', '?')))}</code>"
 
 

@@ -10,7 +10,7 @@ A version's reference/ is written inside the version's atomic write (models.writ
 Reference and calls `save`), never added to a finished version afterwards.
 
     reference/embeddings.safetensors   embeddings [n, d] float32, probs [n, classes] float32
-    reference/texts.jsonl              {"text": ...} per row, in the same order
+    reference/texts.jsonl              {"text": ...} per row, in the same order (none: store_texts false)
     reference/reference.json           how it was made (+ size, dim)
     reference/detector.safetensors     fitted detector tensors, "<detector>.<field>"
     reference/detector.json            {"seed", "n_reference", "states": {detector: {field: value}}}
@@ -19,7 +19,6 @@ Reference and calls `save`), never added to a finished version afterwards.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -80,7 +79,7 @@ class Reference:
     meta: dict
     states: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    store_texts: bool = True  # privacy.store_texts: False keeps only each text's sha256 in texts.jsonl
+    store_texts: bool = True  # privacy.store_texts: False writes no texts.jsonl (no text, no hash of one)
 
     def state(self, name: str) -> Any:
         """The fitted state of detector `name` (fitted here, on the reference only, when not stored)."""
@@ -98,14 +97,10 @@ class Reference:
         if self.probs is not None:
             tensors["probs"] = self.probs.contiguous().float()
         save_file(tensors, str(folder / _EMBEDDINGS))
-        with (folder / _TEXTS).open("w", encoding="utf-8") as f:
-            for t in self.texts:
-                row = (
-                    {"text": t}
-                    if self.store_texts
-                    else {"sha256": hashlib.sha256(t.encode("utf-8")).hexdigest()}
-                )
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if self.store_texts:  # else no texts.jsonl: a plain sha256 of a short text is reversed by guessing
+            with (folder / _TEXTS).open("w", encoding="utf-8") as f:
+                for t in self.texts:
+                    f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
         meta = {k: v for k, v in self.meta.items() if k not in ("size", "dim", "texts_stored")}
         write_json(
             folder / _META,
@@ -316,7 +311,8 @@ def load_reference(version_dir: str | Path, *, finite: bool = True) -> Reference
             if texts_file.is_file()
             else []
         )
-        texts = [r["text"] for r in rows if isinstance(r, dict) and "text" in r]  # none: only hashes kept
+        # none: store_texts false (older versions kept each text's sha256 there, never read)
+        texts = [r["text"] for r in rows if isinstance(r, dict) and "text" in r]
     except (OSError, ValueError, SafetensorError) as e:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise VersionError(f"The drift reference in {folder} cannot be read ({e}). {_REBUILD}") from None
     for key in ("embeddings", "probs"):
