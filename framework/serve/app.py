@@ -187,7 +187,16 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if state["server"] is None:
             state["server"] = Server(options)
         srv = state["server"]
-        log.info("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
+        # where the captures go: `refit maintain --inbox.windows` must read that folder (with --version it
+        # is VERSION/../inbox, which a user driving the loop could not find from the README alone)
+        capture = f"capturing to {srv.capture_dir}" if srv.feedback is not None else "capture off"
+        log.info(
+            "refit serve: serving %s (%s) from %s; %s",
+            srv.slot.version_id,
+            srv.slot.backend,
+            srv.slot.path,
+            capture,
+        )
         try:
             yield
         finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush

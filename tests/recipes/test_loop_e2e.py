@@ -81,7 +81,9 @@ def test_the_loop_from_init_to_forget_through_the_printed_commands(tmp_path, tin
         _feedback(base, [{"request_id": i, "label": r["label"]} for i, r in zip(ids[20:40], rows[20:40])])
         # the server keeps serving; its capture rotates only on shutdown, so restart it as an operator would
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, proc.communicate()[0][-2000:]
+        log = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, log[-2000:]
+        assert f"capturing to {registry.root / 'inbox'}" in log  # the folder --inbox.windows must name
         proc, base = _start_server(registry, *serve_args[1:], "--watch_interval_s", "0.5", timeout=60)
 
         # --- the printed cycle on the captures: 40 labelled requests joined, retrained, promoted ---------
