@@ -2,6 +2,8 @@
 
     refit maintain init --dir demo-loop                              # a few minutes on a laptop CPU
     refit maintain --config demo-loop/maintain.yaml --once           # then: one cycle (drift -> retrain -> gate)
+    refit serve --registry.root demo-loop/registry                    # serve it: captures to registry/inbox
+    refit maintain --config demo-loop/maintain.yaml --once --inbox.windows demo-loop/registry/inbox
 
 DIR gets what a real deployment has after its first release:
 - registry/      a registry whose champion is MODEL fine-tuned on the demo reviews (formal style),
@@ -128,8 +130,21 @@ def run(cfg: Config) -> int:
                 else:
                     child.unlink()
         raise
-    print(
-        f"\nDemo loop ready in {root}: champion {champion}.\nNext, one maintenance cycle (drift -> retrain -> "
-        f"gate -> promote):\n  refit maintain --config {root / 'maintain.yaml'} --once"
-    )
+    print(_next_steps(root, champion))
     return 0
+
+
+def _next_steps(root: Path, champion: str) -> str:
+    """What to run next. maintain.yaml reads production/, while `refit serve` captures into
+    registry/inbox: a user who served the champion and then ran the printed cycle saw its captures and
+    late labels ignored with no word why (found driving the whole loop, s9), so both inboxes are shown."""
+    config, registry = root / "maintain.yaml", root / "registry"
+    return (
+        f"\nDemo loop ready in {root}: champion {champion}.\n"
+        f"Next, one maintenance cycle on production/ (drift -> retrain -> gate -> promote):\n"
+        f"  refit maintain --config {config} --once\n"
+        f"Serve the champion (captures every prediction and late label into {registry / 'inbox'}):\n"
+        f"  refit serve --registry.root {registry}\n"
+        f"then a cycle on what it captured (maintain.yaml reads production/ only):\n"
+        f"  refit maintain --config {config} --once --inbox.windows {registry / 'inbox'}"
+    )

@@ -6,6 +6,7 @@ makes ROOT/versions/ID recognisable as a registry's (pinned) version whatever --
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -19,6 +20,7 @@ __all__ = [
     "MARKER",
     "MARKER_FORMAT",
     "registry_holding",
+    "marker_database",
     "is_staging",
     "write_marker",
     "stale_staging",
@@ -45,6 +47,22 @@ def registry_holding(version_dir: str | Path) -> Path | None:
     if path.parent.name == "versions" and any((root / n).is_file() for n in ("registry.db", MARKER)):
         return root
     return None
+
+
+def marker_database(root: Path) -> Path | None:
+    """The database ROOT/refit-registry.json names, or None (no marker, or one that cannot be read).
+
+    Only for advice: a command given the root but not --db found ROOT/registry.db missing and advised
+    re-registering every version, while the marker said where the database was (found driving the loop,
+    s9). The path is never opened on the marker's word; the user gives it with --db."""
+    marker = root / MARKER
+    try:
+        if marker.is_symlink() or not marker.is_file() or marker.stat().st_size > 65536:
+            return None
+        named = json.loads(marker.read_text(encoding="utf-8")).get("database")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(named) if isinstance(named, str) and named else None
 
 
 def is_staging(name: str) -> bool:

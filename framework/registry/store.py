@@ -49,6 +49,7 @@ from refit.registry.layout import (
     STALE_AFTER_S,
     install,
     is_staging,
+    marker_database,
     registry_holding,
     stale_staging,
     write_marker,
@@ -148,6 +149,12 @@ class Registry:
             if self.versions_dir.is_dir()
             else []
         )
+        named = marker_database(self.root)
+        if named is not None and named.is_file() and named.resolve() != self.db_path.resolve():
+            raise RegistryError(
+                f"The registry {self.root} has no database {self.db_path}: its {MARKER} says the database is "
+                f"{named}. Give it with --db {named} (--registry.db for serve, maintain and drift)."
+            )
         if versions:
             raise RegistryError(
                 f"The registry {self.root} holds {len(versions)} version folder(s) in {self.versions_dir} but its "

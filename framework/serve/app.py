@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from refit.errors import ConfigError, RefitError
 from refit.serve.batcher import BatcherBusy, BatcherClosed
@@ -140,11 +140,40 @@ def _bad_text(texts: list[str]) -> str | None:
     return None
 
 
+def _feedback_rows(items: list) -> list[tuple[object, object]]:
+    """(request id, label) of each posted feedback object, or a FeedbackError naming the row and the key.
+
+    The body is read as plain JSON, not as a pydantic model of `{...} | [{...}]`: a row without its label
+    got pydantic's errors for both alternatives ("Field required" and "Input should be a valid list")
+    with no row number. The label stays any JSON value: the server's rule (refit.data.labels.feedback_label)
+    refuses true, 1.0 and "1" for an id, naming the allowed labels."""
+    rows = []
+    for n, item in enumerate(items, 1):
+        where = f"row {n} of {len(items)}: " if len(items) > 1 else ""
+        if not isinstance(item, dict):
+            raise FeedbackError(
+                f'{where}a feedback row is a JSON object {{"request_id": ..., "label": ...}}, '
+                f"not {type(item).__name__}."
+            )
+        missing = [key for key in ("request_id", "label") if key not in item]
+        if missing:
+            raise FeedbackError(
+                f"{where}missing {' and '.join(repr(k) for k in missing)}; a feedback row is "
+                '{"request_id": ..., "label": ...} (the request id /predict returned, the true label).'
+            )
+        if not isinstance(item["request_id"], str):
+            raise FeedbackError(
+                f"{where}request_id must be a string (32 hex characters, as /predict returned it)."
+            )
+        rows.append((item["request_id"], item["label"]))
+    return rows
+
+
 def build_app(options: ServeOptions | None = None, server: Server | None = None):
     """The FastAPI app. Give a ready `server` (the CLI builds it first, so a bad version is a clean exit 2)
     or `options` (the server is then built at startup, as each `--workers` process does)."""
     try:
-        from fastapi import FastAPI, HTTPException, Request
+        from fastapi import Body, FastAPI, HTTPException, Request
         from fastapi.responses import JSONResponse, Response
         from pydantic import BaseModel, Field
     except ImportError:
@@ -158,7 +187,16 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         if state["server"] is None:
             state["server"] = Server(options)
         srv = state["server"]
-        log.info("refit serve: serving %s (%s) from %s", srv.slot.version_id, srv.slot.backend, srv.slot.path)
+        # where the captures go: `refit maintain --inbox.windows` must read that folder (with --version it
+        # is VERSION/../inbox, which a user driving the loop could not find from the README alone)
+        capture = f"capturing to {srv.capture_dir}" if srv.feedback is not None else "capture off"
+        log.info(
+            "refit serve: serving %s (%s) from %s; %s",
+            srv.slot.version_id,
+            srv.slot.backend,
+            srv.slot.path,
+            capture,
+        )
         try:
             yield
         finally:  # uvicorn has stopped accepting and waited for in-flight requests: drain and flush
@@ -172,12 +210,6 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
     class PredictIn(BaseModel):
         text: str | None = Field(None, description="One text.")
         texts: list[str] | None = Field(None, description="Several texts (answered in order).")
-
-    class FeedbackIn(BaseModel):
-        request_id: str
-        # any JSON value: str | int let pydantic turn true into 1 and 1.0 into 1; the server's rule
-        # (refit.data.labels.feedback_label) refuses them naming the allowed labels
-        label: Any
 
     def srv() -> Server:
         return state["server"]
@@ -203,13 +235,13 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         return out[0] if body.text is not None else {"predictions": out, "version_id": out[0]["version_id"]}
 
     @app.post("/feedback")
-    async def feedback(body: FeedbackIn | list[FeedbackIn]):
+    async def feedback(body: Annotated[Any, Body()]):
         items = body if isinstance(body, list) else [body]
         limit = srv().options.max_texts_per_request
         if not items or len(items) > limit:
             raise HTTPException(422, f"Send 1 to {limit} feedback rows per request (got {len(items)}).")
         try:
-            accepted = srv().add_feedback([(i.request_id, i.label) for i in items])
+            accepted = srv().add_feedback(_feedback_rows(items))
         except FeedbackError as e:
             raise HTTPException(422, str(e)) from None
         return {"accepted": accepted, "dropped": len(items) - accepted}

@@ -255,22 +255,23 @@ class Server:
             )
         labels = self.slot.labels
         rows = []
-        for request_id, label in items:
+        for n, (request_id, label) in enumerate(items, 1):
+            where = f"row {n} of {len(items)}: " if len(items) > 1 else ""  # which of 256 rows to fix
             if not _REQUEST_ID.fullmatch(str(request_id)):  # match() let a trailing newline through
                 raise FeedbackError(
-                    f"request_id {_shown(request_id)} is not a request id (32 hex characters, as "
+                    f"{where}request_id {_shown(request_id)} is not a request id (32 hex characters, as "
                     "returned by /predict)."
                 )
             if not self.request_ids.issued(request_id):
                 raise FeedbackError(
-                    f"request_id {_shown(request_id)} was not issued by a refit server writing to this "
-                    "capture folder (its last 12 characters check the first 20): feedback is taken for "
-                    "requests /predict answered, by any worker or earlier run sharing the folder."
+                    f"{where}request_id {_shown(request_id)} was not issued by a refit server writing to "
+                    "this capture folder (its last 12 characters check the first 20): feedback is taken "
+                    "for requests /predict answered, by any worker or earlier run sharing the folder."
                 )
             try:
                 name = feedback_label(label, labels)
             except DataError as e:
-                raise FeedbackError(str(e)) from None
+                raise FeedbackError(f"{where}{e}") from None
             rows.append(feedback_row(str(request_id), name, utc_now()))
         return self.feedback.put(rows)
 

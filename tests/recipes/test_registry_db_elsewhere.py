@@ -84,3 +84,26 @@ def test_refreshing_its_reference_in_place_is_refused(registered, tmp_path, caps
     assert "is registered in the registry" in err and "Traceback" not in err, err
     assert _tree(held) == before
     _still_the_champion(where, capsys)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["registry", "list", "--root"],
+        ["registry", "register", "--version", "x", "--root"],
+        ["serve", "--registry.root"],
+    ],
+    ids=["list", "register", "serve"],
+)
+def test_the_root_without_its_db_is_told_where_the_database_is(registered, command, capsys):
+    """Found driving the loop (s9): `refit serve --registry.root ROOT` without --registry.db said the
+    database was missing and advised moving versions/ aside and re-registering every version, while
+    ROOT/refit-registry.json named the database. Now the message names it and the flag; nothing is created."""
+    _, where, tmp = registered
+    assert main([*command, str(tmp / "reg")]) == 2
+    err = capsys.readouterr().err
+    db = (tmp / "elsewhere" / "models.db").resolve()
+    assert f"says the database is {db}" in err and f"--db {db}" in err and "Traceback" not in err, err
+    assert "re-register" not in err
+    assert not (tmp / "reg" / "registry.db").exists()
+    _still_the_champion(where, capsys)

@@ -142,6 +142,41 @@ def test_feedback_tricks_are_refused_naming_what_and_why(registry):
     assert [(r["request_id"], r["label"]) for r in rows] == [(rid, "positive")]  # the id, stored as its name
 
 
+def test_a_bad_feedback_row_is_named_by_its_number_and_missing_keys_by_name(registry):
+    """Found driving the whole loop (s9): in a list of rows, a bad label was refused without saying which
+    row (a client posting 256 late labels could not tell which to fix), and a row without its label got
+    pydantic's two errors for `{...} | [{...}]` ("Field required", "Input should be a valid list")."""
+    with serving(options(registry)) as (client, server):
+        rid = client.post("/predict", json={"text": "hello"}).json()["request_id"]
+        good = {"request_id": rid, "label": "positive"}
+        answers = {
+            "bad label, row 3": client.post(
+                "/feedback", json=[good, good, {"request_id": rid, "label": "x"}]
+            ),
+            "made-up id, row 2": client.post("/feedback", json=[good, {"request_id": "0" * 32, "label": 0}]),
+            "no label": client.post("/feedback", json={"request_id": rid}),
+            "no keys, row 2": client.post("/feedback", json=[good, {}]),
+            "not an object": client.post("/feedback", json=[good, "positive"]),
+            "id not a string": client.post("/feedback", json={"request_id": 7, "label": 1}),
+            "one bad row alone": client.post("/feedback", json={"request_id": rid, "label": "x"}),
+        }
+        one = client.post("/feedback", json=good)
+        many = client.post("/feedback", json=[good, {"request_id": rid, "label": 0}])
+    detail = {k: r.json()["detail"] for k, r in answers.items()}
+    assert {r.status_code for r in answers.values()} == {422}, detail
+    assert detail["bad label, row 3"].startswith("row 3 of 3: Unknown label 'x'"), detail
+    assert "allowed labels: negative, positive" in detail["bad label, row 3"]
+    assert detail["made-up id, row 2"].startswith("row 2 of 2: request_id '0000"), detail
+    assert detail["no label"].startswith("missing 'label'") and "Field required" not in str(detail)
+    assert detail["no keys, row 2"].startswith("row 2 of 2: missing 'request_id' and 'label'")
+    assert "row 2 of 2" in detail["not an object"] and "JSON object" in detail["not an object"]
+    assert "request_id must be a string" in detail["id not a string"]
+    assert not detail["one bad row alone"].startswith("row")  # a single object has no row number
+    assert one.json() == {"accepted": 1, "dropped": 0} and many.json() == {"accepted": 2, "dropped": 0}
+    rows = read_rows(server.capture_dir, "feedback")
+    assert [r["label"] for r in rows] == ["positive", "positive", "negative"]  # refused calls wrote nothing
+
+
 # --- hot swap -----------------------------------------------------------------------------------------
 def test_served_weights_do_not_follow_edits_of_the_file_on_disk(registry):
     """Before: transformers 5 leaves the parameters memory-mapped from model.safetensors, so zeroing half
