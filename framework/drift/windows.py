@@ -84,6 +84,14 @@ def _from_rows(
     return texts, labels
 
 
+def _served(rows: list[dict]) -> bool:
+    """A capture file of `refit serve` (request_id, prediction, label, ...): its `label` is the label the
+    model served, not a true one, so the window is read unlabelled; scoring it would report agreement
+    with the served model as accuracy. True labels of served requests arrive later as feedback, which
+    `refit maintain` joins to their captures."""
+    return bool(rows) and {"request_id", "prediction", "label"} <= rows[0].keys()
+
+
 def _check_kinds(labels: list, lines: list[int], file: Path) -> None:
     """refit.data's one rule for a file's labels (one kind of value, no whitespace twins): refused for the
     whole run, not as a skipped window, since the texts are fine and only the labels need fixing."""
@@ -127,7 +135,8 @@ def read_windows(
 
     Windows under `min_size`, and files that cannot be read, are kept but marked skipped with the reason,
     so a report shows them and one bad file does not stop the check of the rest.
-    Labels are kept only for windows where every row has one. A file whose labels break refit.data's label
+    Labels are kept only for windows where every row has one, and never from a serve capture file (its
+    `label` is the served prediction). A file whose labels break refit.data's label
     rule (1 beside "negative") is refused (DataError); check_window_labels checks them against a version.
     """
     path = Path(path)
@@ -155,11 +164,12 @@ def read_windows(
         lines: list[int] = []
         try:
             rows = read_rows(file, lines=lines)
-            texts, labels = _from_rows(rows, file, text_column, label_column)
+            labelled = label_column if not _served(rows) else None
+            texts, labels = _from_rows(rows, file, text_column, labelled)
         except DataError as e:  # one bad file must not stop the check of all the others
             broken.append(Window(file.stem, [], None, str(file), skipped=str(e)))
             continue
-        if label_column:  # readable, but labels that are read some way would score a wrong accuracy
+        if labelled:  # readable, but labels that are read some way would score a wrong accuracy
             _check_kinds(labels, lines, file)
         if by_time:
             for i, (row, text, label) in enumerate(zip(rows, texts, labels), 1):

@@ -69,3 +69,33 @@ def test_a_window_file_with_an_unusable_label_value_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "prod.jsonl", _rows(["positive", {"id": 1}]))
     with pytest.raises(DataError, match=r"line 2: the label is a dict"):
         read_windows(path, min_size=1)
+
+
+def test_a_serve_capture_file_is_read_unlabelled_its_label_is_the_served_prediction(tmp_path):
+    """`refit drift --data REGISTRY/inbox` scored the served predictions as true labels: "accuracy" was the
+    agreement with the model that served them (0.88 where the model's true accuracy was 0.83)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refit.serve import CAPTURE_SCHEMA
+
+    n = 4
+    table = pa.table(
+        {
+            "request_id": [f"{i:032x}" for i in range(n)],
+            "at": ["2026-12-02T10:00:00Z"] * n,
+            "version_id": ["v1"] * n,
+            "text": [f"served input {i}" for i in range(n)],
+            "text_sha256": [None] * n,
+            "prediction": [1] * n,
+            "label": ["positive"] * n,
+            "probs": [[0.2, 0.8]] * n,
+        },
+        schema=CAPTURE_SCHEMA,
+    )
+    pq.write_table(table, tmp_path / "capture-20261202T100000Z-abcdef.parquet")
+    write_jsonl(tmp_path / "labelled.jsonl", _rows([0, 1, 1, 0]))  # a plain file keeps its labels
+    by_name = {w.name: w for w in read_windows(tmp_path, min_size=1)}
+    served = by_name["capture-20261202T100000Z-abcdef"]
+    assert served.texts == [f"served input {i}" for i in range(n)] and served.labels is None
+    assert by_name["labelled"].labels == [0, 1, 1, 0]
