@@ -89,10 +89,26 @@ def check_label_kinds(values: Sequence, lines: Sequence[int], where: str) -> Non
 
 
 def _quoted(value, limit: int = 80) -> str:
-    """A client's value for an error message: repr (a newline shows as an escape) and cut, so a 4 MB
-    label is not echoed back whole."""
-    text = repr(value)
+    """A client's value for an error message, as the JSON it was sent as (true, null, "a\\nb": a newline
+    shows as an escape; Python's repr read `True`, `None`), and cut, so a 4 MB label is not echoed back
+    whole."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _json_kind(value: object) -> str:
+    """What a client sent, in JSON's words (a bool is `true`, not a Python bool)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "JSON null"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def feedback_label(value: object, names: Sequence[str]) -> str:
@@ -112,7 +128,8 @@ def feedback_label(value: object, names: Sequence[str]) -> str:
         raise DataError(f"Unknown label {_quoted(value)}{hint}; {allowed}.")
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataError(
-            f"label {_quoted(value)} is a {type(value).__name__}, not a name or an id; {allowed}."
+            f"label {_quoted(value)} is {_json_kind(value)}, not a name (a JSON string) or an id (a JSON "
+            f"integer); {allowed}."
         )
     if not 0 <= value < len(names):
         raise DataError(f"Unknown label id {value}; {allowed}.")

@@ -113,9 +113,9 @@ def test_feedback_label_is_stored_as_the_name(value, names, expected):
     "value,names,fragment",
     [
         ("1", ["negative", "positive"], "an id is sent as a JSON integer"),
-        (True, ["negative", "positive"], "is a bool"),
-        (1.0, ["negative", "positive"], "is a float"),
-        (None, ["negative", "positive"], "is a NoneType"),
+        (True, ["negative", "positive"], "label true is a boolean"),
+        (1.0, ["negative", "positive"], "label 1.0 is a number with a fraction"),
+        (None, ["negative", "positive"], "label null is JSON null"),
         (2, ["negative", "positive"], "Unknown label id 2"),
         (-1, ["negative", "positive"], "Unknown label id -1"),
         ("positive ", ["negative", "positive"], "only by surrounding whitespace"),
