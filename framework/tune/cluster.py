@@ -19,6 +19,7 @@ __all__ = ["connect", "check_storage_on_nodes", "check_storage_path", "PROBE_FIL
 
 PROBE_FILE = ".refit-storage-probe"  # written by the driver in the search folder, read on every node
 CONNECT_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 120.0  # a node's first task may start a worker process; a node that never answers fails
 
 
 def check_storage_path(storage_path: str) -> None:
@@ -92,7 +93,8 @@ def connect(address: str, source: str, runtime_env: dict | None) -> None:
 def check_storage_on_nodes(folder: Path) -> None:
     """Every alive node of the cluster must see FOLDER (the search folder) as this process does: a random
     token written here is read back by a zero-CPU task pinned to each node. A node that reads something
-    else (its own local disk at that path) is named, before any trial runs."""
+    else (its own local disk at that path), or does not answer within PROBE_TIMEOUT_S, is named, before any
+    trial runs."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -107,16 +109,16 @@ def check_storage_on_nodes(folder: Path) -> None:
         except OSError:
             return None
 
-    try:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        seen = ray.get(
-            [
-                read.options(
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-                ).remote(str(probe))
-                for n in nodes
-            ]
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    pending = [
+        read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(probe)
         )
+        for n in nodes
+    ]
+    try:
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=PROBE_TIMEOUT_S)
+        seen = [ray.get(ref) if ref in ready else None for ref in pending]  # no answer: as good as blind
     finally:
         probe.unlink(missing_ok=True)
     blind = [n for n, got in zip(nodes, seen, strict=True) if got != token]
@@ -124,6 +126,7 @@ def check_storage_on_nodes(folder: Path) -> None:
         names = ", ".join(f"{n['NodeManagerAddress']} (node {n['NodeID'][:8]})" for n in blind)
         raise ConfigError(
             f"storage_path: the search folder {folder} is not the same folder on every node of the cluster: "
-            f"{names} cannot see it. Trials write their versions there and this process reads them back: put "
-            "storage_path on a filesystem every node mounts at the same path (NFS or similar)."
+            f"{names} cannot see it (or did not answer). Trials write their versions there and this process "
+            "reads them back: put storage_path on a filesystem every node mounts at the same path (NFS or "
+            "similar)."
         )
