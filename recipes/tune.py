@@ -2,7 +2,7 @@
 
     refit tune --config configs/tune/demo.yaml
     refit tune --config configs/tune/minilm-sst2.yaml --num_samples 16 --scheduler asha
-    RAY_ADDRESS=ray://head:10001 refit tune --config my-search.yaml --gpus_per_trial 0.5
+    RAY_ADDRESS=head:6379 refit tune --config my-search.yaml --gpus_per_trial 0.5   # on a Ray cluster
     refit tune --config configs/tune/demo.yaml --resume          # continue an interrupted search
 
 Every trial runs the same Lightning code as `refit finetune` and reports the monitored validation metric
@@ -41,6 +41,7 @@ from refit.tune import (
     validate_space,
     write_outputs,
 )
+from refit.tune.cluster import check_storage_on_nodes, check_storage_path, connect
 
 
 @dataclass
@@ -72,7 +73,8 @@ class Config:
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).
         storage_path: Where searches are stored.
         name: This search's folder under storage_path (a fixed name makes --resume find it).
-        ray_address: A Ray cluster to join (default $RAY_ADDRESS; unset starts Ray in this process).
+        ray_address: A Ray cluster to join, HOST:PORT of its head (default $RAY_ADDRESS; unset starts Ray
+            in this process). storage_path must then be the same folder on every node (checked).
         ray_num_cpus: CPUs of the in-process Ray (default: all).
         resume: Continue the interrupted search STORAGE_PATH/NAME without re-running finished trials.
         seed: Seed of the searcher.
@@ -185,6 +187,7 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
                 check_data_file(split, getattr(data, split))
     base = _absolute_paths(config_to_dict(cfg.finetune))
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
+    check_storage_path(cfg.storage_path)
     storage = Path(cfg.storage_path).resolve()
     out = storage / cfg.name
     saved = (out / "tuner.pkl").is_file()
@@ -208,23 +211,30 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     if cfg.resume:  # Ray unpickles the folder's state: only from a folder no one else could have written
         check_resumable(out, skip=frozenset({RUN_LOCK}))
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    source = "--ray_address" if cfg.ray_address else "$RAY_ADDRESS"
     clock.append(("checks", time.perf_counter()))
     # A reused worker waits for the stopped trial's thread to leave Lightning before it takes the next
     # trial; Ray's default of 2 s is too short on a loaded CPU and each miss costs a fresh worker.
     worker_env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}
-    with _environment(worker_env if not address else {}):
-        ray.init(
-            address=address,
-            num_cpus=None if address else cfg.ray_num_cpus,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-            configure_logging=False,
-            # A cluster's workers get the setting through the job's runtime environment. The Ray started
-            # here passes this process's environment on to its workers instead: a job runtime_env would
-            # keep trials off the workers Ray starts ahead at init (3-4 s more per trial worker here).
-            runtime_env={"env_vars": worker_env} if address else None,
-        )
+    owned = not ray.is_initialized()  # a caller's own ray.init is used as it is, and left to the caller
+    if owned and address:
+        # A cluster's workers get the setting through the job's runtime environment.
+        connect(address, source, runtime_env={"env_vars": worker_env})
+        try:
+            check_storage_on_nodes(out)  # trials write where this process reads: one filesystem on all nodes
+        except BaseException:
+            ray.shutdown()
+            raise
+    elif owned:
+        with _environment(worker_env):
+            # The Ray started here passes this process's environment on to its workers: a job runtime_env
+            # would keep trials off the workers Ray starts ahead at init (3-4 s more per trial worker here).
+            ray.init(
+                num_cpus=cfg.ray_num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
     clock.append(("ray_init", time.perf_counter()))
     trainable = tune.with_resources(
         make_trainable(
@@ -283,7 +293,7 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
         results = tuner.fit()
         clock.append(("search", time.perf_counter()))
     finally:
-        if not address:
+        if owned:  # on a cluster: disconnects this driver only, the cluster stays up for the next search
             ray.shutdown()
     clock.append(("ray_shutdown", time.perf_counter()))
 

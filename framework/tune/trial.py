@@ -116,7 +116,7 @@ def _borrow_idle_cpus(own: int, threads_used: set[int], every_s: float = 2.0):
     return BorrowIdleCpus()
 
 
-def _write_timings(path: Path, marks: dict[str, float], threads_used: set[int]) -> None:
+def _write_timings(path: Path, marks: dict[str, float], threads_used: set[int], node_id: str) -> None:
     """Seconds per phase of one attempt, plus wall-clock marks (epoch seconds) and the worker process's id
     and start, so that a benchmark can line trials up and tell a worker's start and imports (its process
     start to its first trial) from the trial itself."""
@@ -131,7 +131,8 @@ def _write_timings(path: Path, marks: dict[str, float], threads_used: set[int]) 
         {
             "marks": {n: marks[n] for n in have},
             "phases_s": {f"{a}->{b}": round(marks[b] - marks[a], 2) for a, b in zip(have, have[1:])},
-            "worker": {"pid": os.getpid(), "started": psutil.Process().create_time()},
+            # the node too: on a cluster, which machine (raylet) ran the attempt
+            "worker": {"pid": os.getpid(), "started": psutil.Process().create_time(), "node_id": node_id},
             "torch_threads": sorted(threads_used),  # while training, with borrow_cpus
         },
     )
@@ -162,6 +163,7 @@ def make_trainable(
 
     def trainable(overrides: dict) -> None:
         marks, threads_used = {"trial_start": time.time()}, set()
+        import ray
         from ray import tune
 
         # imported here, in the worker: the search's driver never loads Lightning or transformers (8 s here)
@@ -169,6 +171,7 @@ def make_trainable(
 
         cfg = parse_config_dict(FinetuneConfig, apply_overrides(base, overrides), where="in the tuned config")
         trial_dir = Path(runs_dir) / tune.get_context().get_trial_id()
+        node_id = ray.get_runtime_context().get_node_id()
         attempt = trial_dir / f"run-{len(list(trial_dir.glob('run-*')))}"
         resume_from = None
         checkpoint = tune.get_checkpoint()  # set when Tune restores or PBT exploits this trial
@@ -180,7 +183,7 @@ def make_trainable(
         def write_timings() -> None:
             marks["trial_end"] = time.time()
             attempt.mkdir(parents=True, exist_ok=True)
-            _write_timings(attempt / TIMINGS_FILE, marks, threads_used)
+            _write_timings(attempt / TIMINGS_FILE, marks, threads_used, node_id)
 
         # written when Tune stops the trial (its worker may end before the thread leaves Lightning), and
         # again when the trial's code ends, with the later trial_end, where the worker lets it get there
