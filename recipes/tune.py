@@ -41,7 +41,7 @@ from refit.tune import (
     validate_space,
     write_outputs,
 )
-from refit.tune.cluster import check_storage_on_nodes, check_storage_path, connect
+from refit.tune.cluster import PROBE_FILE, check_storage_on_nodes, check_storage_path, connect
 
 
 @dataclass
@@ -191,7 +191,8 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     storage = Path(cfg.storage_path).resolve()
     out = storage / cfg.name
     saved = (out / "tuner.pkl").is_file()
-    held = [p for p in out.iterdir() if p.name != RUN_LOCK] if out.is_dir() else []
+    # the run lock, and the cluster's storage probe of a driver killed while it checked the nodes
+    held = [p for p in out.iterdir() if p.name not in (RUN_LOCK, PROBE_FILE)] if out.is_dir() else []
     unsaved = (
         " It holds a search stopped before Ray saved it (no tuner.pkl), which cannot be resumed: remove "
         f"{out}, or pick a new --name."
