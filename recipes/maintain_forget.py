@@ -30,7 +30,15 @@ from refit.errors import ConfigError, DataError, RefitError
 from refit.maintain import cycle_lock
 from refit.maintain.forget import find_requests, remove_rows
 from refit.maintain.index import request_digests
-from refit.maintain.scrub import FORGET_KIND, Match, apply_scrubs, discard, plan_scrubs, sealed_copies
+from refit.maintain.scrub import (
+    FORGET_KIND,
+    Match,
+    apply_scrubs,
+    discard,
+    plan_scrubs,
+    sealed_copies,
+    trained_on,
+)
 from refit.registry import NoRegistry, Registry
 from refit.settings import RegistryConfig
 
@@ -93,14 +101,16 @@ def run(cfg: Config) -> int:
     with cycle_lock(lock_file, busy, wait_s=60):
         done = find_requests(folder, ids)  # reads only: nothing is written before the record below
         key, digests = request_digests(maintain_dir, ids)
-        match = Match(done.texts, key, digests)
+        match = Match(set().union(*done.texts.values()), key, set().union(*digests.values()))
         scrubs, unreadable = plan_scrubs(maintain_dir, match)
+        used = trained_on(scrubs, done.texts, key, digests)
         versions = [(v.id, v.path) for v in registry.list_versions()]
         leftovers = [(str(p.parent), p.parent) for p in maintain_dir.glob("run-*/finetune/**/reference")]
         sealed = sealed_copies([*versions, *leftovers], match)
         record = {
             "ids": len(ids),
             "found": len(done.found),
+            "trained_on": len(used),
             "capture_rows": done.rows,
             "capture_files": {"rewritten": done.rewritten, "deleted": done.deleted},
             "redacted": [x.record() for x in scrubs],
@@ -123,6 +133,15 @@ def run(cfg: Config) -> int:
     if len(done.found) < len(ids):
         print(f"  {len(ids) - len(done.found)} id(s) are in no capture file of {folder}")
     removed = sum(x.rows_before - x.rows_after for x in scrubs)
+    if used:
+        print(
+            f"  {len(used)} of the {len(ids)} request(s) had already been used by earlier cycles: their texts "
+            f"were in the loop's training/validation data"
+        )
+    else:
+        print(
+            "  none of them had been used by a cycle: no run folder's training/validation data held their texts"
+        )
     print(
         f"  run folders: {removed} training/validation row(s) with those texts removed from {len(scrubs)} "
         f"file(s) (recorded in registry run {run_id}, which replay checks them against)"
@@ -135,7 +154,13 @@ def run(cfg: Config) -> int:
         print(
             f"  {done.in_progress} capture file(s) are still being written by a server: run this again later"
         )
-    print("  NOT removed: what models trained on these texts learned from them (their weights)")
+    if used:
+        print(
+            f"  NOT removed: what models trained on these {len(used)} request(s) learned from them: their "
+            "weights keep it (retrain without them, or roll back to a version trained before them)"
+        )
+    else:
+        print("  NOT removed: what a model learned from these texts if your own training data held them")
     for line in sealed:
         print(f"  NOT removed (sealed into the version): {line}")
     return 1 if sealed else 0

@@ -38,8 +38,9 @@ class Forgotten:
     deleted: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "file: why" (left alone)
     in_progress: int = 0  # dot-files a server may still be writing
-    # the found rows' stored texts, in memory only: what refit.maintain.scrub removes from the run folders
-    texts: set[str] = field(default_factory=set, repr=False)
+    # the found rows' stored texts by request id, in memory only: what refit.maintain.scrub removes from the
+    # run folders, and how a forget tells which of the requests a cycle had trained on
+    texts: dict[str, set[str]] = field(default_factory=dict, repr=False)
     plan: list[tuple[str, object]] = field(default_factory=list, repr=False)  # (file, kept rows | None)
 
 
@@ -81,7 +82,10 @@ def find_requests(folder: Path, ids: set[str]) -> Forgotten:
                 continue
             out.rows += n
             out.found.update(table.column("request_id").filter(hit).to_pylist())
-            out.texts.update(t for t in table.column("text").filter(hit).to_pylist() if t is not None)
+            rids, texts = (table.column(c).filter(hit).to_pylist() for c in ("request_id", "text"))
+            for rid, text in zip(rids, texts, strict=True):
+                if text is not None:
+                    out.texts.setdefault(rid, set()).add(text)
             kept = table.filter(pc.invert(hit))
             out.plan.append((name, kept if kept.num_rows else None))
             (out.rewritten if kept.num_rows else out.deleted).append(str(folder / name))

@@ -286,6 +286,7 @@ def read_inbox(
     feedback: dict[str, list[tuple[str, int]]] = {}  # request_id -> [(utc_key(at), label)] in new files
     dropped: list[tuple[str, str | None, int | None]] = []  # (row key, text, label id) in new files
     contents: set[str] = set()  # sha256 of the files read by this cycle
+    rewritten: set[str] = set()  # sha256 of capture files at a path a finished cycle read with other bytes
     base = folder.resolve()
     dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -318,6 +319,8 @@ def read_inbox(
             else:
                 try:
                     if kind == "capture":
+                        if stamp is not None:  # e.g. `refit maintain forget` removed rows from it
+                            rewritten.add(digest)
                         for rid, text, i in _read_capture(name, data, now, batch.skipped):
                             mark = None if text is None else keyed(known.key, text)
                             captures.setdefault(rid, []).append((text, CaptureRef(mark, digest, i)))
@@ -338,7 +341,7 @@ def read_inbox(
     finally:
         os.close(dir_fd)
     _take_dropped(batch, dropped, known)
-    _join(batch, captures, feedback, known)
+    _join(batch, captures, feedback, known, rewritten)
     for reason, n in sorted(batch.skipped.items()):
         batch.notes.append(f"skipped {n} {reason}")
     return batch
@@ -366,10 +369,13 @@ def _take_dropped(batch: InboxBatch, dropped: list, known: Known) -> None:
             batch.labelled.append((text, label))
 
 
-def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> None:
+def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewritten: set[str]) -> None:
     """Texts of the new captures and (text, label) of each request with a decided label (module docstring),
     old captures and feedback coming from `known` (only the request ids met in the new files). An old
-    capture's text is read back from its capture file (`_recall`) only when a new label needs it."""
+    capture's text is read back from its capture file (`_recall`) only when a new label needs it.
+    A new row of a request a finished cycle read is counted apart from a duplicate within the new files:
+    after a forget rewrote a file (`rewritten`: sha256 of files at a path read before with other bytes),
+    its untouched rows are all such rows, and "duplicates" misled the operator."""
     met = set(captures) | set(feedback)
     old_caps, old_fb = known.captures(met), known.feedback(met)
     entries = batch.entries
@@ -381,8 +387,11 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> No
         if len({ref.digest for _, ref in new} | {ref.digest for ref in old}) > 1:
             batch.skipped["request ids captured with different texts (dropped)"] += 1
             continue
-        if len(new) + bool(old) > 1 and new:
-            batch.skipped["duplicate capture rows of one request (kept once)"] += len(new) + bool(old) - 1
+        if old:  # each new row of a request read before adds nothing: said by where it was found again
+            for _, ref in new:
+                batch.skipped[REREAD_REWRITTEN if ref.file in rewritten else REREAD] += 1
+        elif len(new) > 1:  # two rows of one request in the new files
+            batch.skipped[DUPLICATE] += len(new) - 1
         if new:
             texts[rid] = (new[0][0], not old)
         else:  # only in files read before: a text to read back if a label needs it
@@ -430,6 +439,12 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known) -> No
 
 _ELSEWHERE = object()  # an old capture's text: in its capture file, read back only when a label needs it
 FORGOTTEN = "labelled requests whose capture was deleted or changed: not used"
+DUPLICATE = "duplicate capture rows of one request (kept once)"
+REREAD_REWRITTEN = (
+    "capture rows already read by earlier cycles, in capture files rewritten since "
+    "(e.g. by `refit maintain forget`): not new"
+)
+REREAD = "capture rows already read by earlier cycles, found again in another file: not new"
 
 
 def _recall(wanted: dict[str, set[CaptureRef]], known: Known) -> dict[str, str]:

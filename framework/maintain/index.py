@@ -457,19 +457,20 @@ def rebuild_paths(done_runs: list[dict]) -> set[str]:
     return {f for r in done_runs for f in r["details"].get("files", [])}
 
 
-def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, set[str]]:
-    """The registry's key and the keyed hashes of the texts the index holds for request ids `rids`, read
-    without changing anything (`folder`: <registry>/maintain). A forget scrubs by them too, so a text whose
-    capture file is already gone is still found in the run folders. (None, empty) without a key or index;
-    rows of runs that are not done are included: they can only make a forget remove more."""
+def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, dict[str, set[str]]]:
+    """The registry's key and, per request id of `rids`, the keyed hashes of the texts the index holds for
+    it, read without changing anything (`folder`: <registry>/maintain). A forget scrubs by them too, so a
+    text whose capture file is already gone is still found in the run folders (and said per request).
+    (None, empty) without a key or index; rows of runs that are not done are included: they can only make
+    a forget remove more."""
     key_file, db_file = folder / KEY_FILE, folder / INDEX_FILE
     try:
         text = key_file.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
-        return None, set()
+        return None, {}
     if not re.fullmatch(r"[0-9a-f]{64}", text):
-        return None, set()
-    key, found = bytes.fromhex(text), set()
+        return None, {}
+    key, found = bytes.fromhex(text), {}
     if not db_file.is_file():
         return key, found
     try:
@@ -478,8 +479,9 @@ def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, set[str
             ids = sorted(rids)
             for i in range(0, len(ids), _CHUNK):
                 part = ids[i : i + _CHUNK]
-                query = f"SELECT digest FROM captures WHERE digest IS NOT NULL AND request_id IN ({','.join('?' * len(part))})"
-                found.update(d for (d,) in db.execute(query, part))
+                query = f"SELECT request_id, digest FROM captures WHERE digest IS NOT NULL AND request_id IN ({','.join('?' * len(part))})"
+                for rid, d in db.execute(query, part):
+                    found.setdefault(rid, set()).add(d)
         finally:
             db.close()
     except sqlite3.DatabaseError:  # damaged or of another format: the capture rows' texts still match

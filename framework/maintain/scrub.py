@@ -44,6 +44,7 @@ __all__ = [
     "plan_scrubs",
     "redactions",
     "sealed_copies",
+    "trained_on",
 ]
 
 FORGET_KIND = "forget"  # the registry run kind of `refit maintain forget`; its details["redacted"] list
@@ -79,6 +80,7 @@ class Scrub:
     sha256_after: str
     rows_before: int
     rows_after: int
+    removed: set[str] = field(default_factory=set, repr=False)  # the texts removed, in memory only
 
     def record(self) -> dict:
         return {
@@ -102,7 +104,8 @@ def plan_scrubs(maintain_dir: Path, match: Match) -> tuple[list[Scrub], list[str
         try:
             data = path.read_bytes()
             lines = data.splitlines(keepends=True)
-            kept = [line for line in lines if not line.strip() or not match(json.loads(line).get("text"))]
+            texts = [json.loads(line).get("text") if line.strip() else None for line in lines]
+            kept = [line for line, text in zip(lines, texts, strict=True) if not match(text)]
         except (OSError, ValueError, AttributeError) as e:
             unreadable.append(f"{path}: {e}")
             continue
@@ -124,9 +127,23 @@ def plan_scrubs(maintain_dir: Path, match: Match) -> tuple[list[Scrub], list[str
                 hashlib.sha256(new).hexdigest(),
                 rows,
                 sum(1 for line in kept if line.strip()),
+                {t for t in texts if match(t)},
             )
         )
     return scrubs, unreadable
+
+
+def trained_on(
+    scrubs: Iterable[Scrub], texts: dict[str, set[str]], key: bytes | None, digests: dict
+) -> set[str]:
+    """The request ids whose text was in a scrubbed run file, i.e. that a cycle trained or validated a
+    challenger on: by the text of their capture rows (`texts`), or by the keyed hash the inbox index holds
+    for them (`digests`, under `key`) when the capture is gone."""
+    removed = set().union(*(s.removed for s in scrubs))
+    hashed = {keyed(key, t) for t in removed} if key is not None else set()
+    return {rid for rid, ts in texts.items() if ts & removed} | {
+        rid for rid, ds in digests.items() if ds & hashed
+    }
 
 
 def apply_scrubs(scrubs: Iterable[Scrub]) -> None:

@@ -69,7 +69,11 @@ def test_forget_removes_trained_texts_from_run_folders_and_replay_accepts_the_re
     assert _forget(reg, inbox, "r0") == 0
     out = capsys.readouterr().out
     assert "2 training/validation row(s) with those texts removed from 2 file(s)" in out
-    assert "NOT removed: what models trained on these texts learned" in out
+    assert "1 of the 1 request(s) had already been used by earlier cycles" in out
+    assert (
+        "NOT removed: what models trained on these 1 request(s) learned from them: their weights keep it"
+        in out
+    )
     for path in files.values():
         assert SECRET.encode() not in path.read_bytes()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -104,7 +108,9 @@ def test_a_text_whose_capture_file_is_already_gone_is_found_by_its_keyed_hash(lo
     _, files = _trained_run(reg)
     (inbox / "capture-1.parquet").unlink()
     assert _forget(reg, inbox, "r0") == 0
-    assert "forgot 0 of 1 request id(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "forgot 0 of 1 request id(s)" in out  # not in a capture file, but known to have been trained on:
+    assert "1 of the 1 request(s) had already been used by earlier cycles" in out
     assert SECRET.encode() not in files["train"].read_bytes()
 
 
@@ -114,9 +120,31 @@ def test_a_forget_that_finds_nothing_changes_no_run_file(loop, capsys):
     _cycle(reg, inbox)
     meta, files = _trained_run(reg)
     assert _forget(reg, inbox, "r1", "unknown") == 0
+    assert "none of them had been used by a cycle" in capsys.readouterr().out
     assert SECRET.encode() in files["train"].read_bytes()
     assert replay_source(meta, redactions(reg.runs(FORGET_KIND))) == files["train"]
     assert reg.runs(FORGET_KIND)[-1]["details"]["redacted"] == []
+
+
+def test_a_forget_says_how_many_of_its_requests_earlier_cycles_had_trained_on(loop, capsys):
+    """Before: "forgot 3 of 4 request id(s)" whether or not cycles had trained on them, so an operator could
+    not tell that models already held what those requests taught. Now it says how many had been used (their
+    texts in a run folder's training/validation data: by capture text, or by the index's keyed hash when
+    the capture file is gone) and that the weights keep it; the registry's forget run records the count."""
+    reg, inbox = loop
+    rows = [_cap("r0", SECRET), _cap("r1", "one"), _cap("r2", "never trained on")]
+    _write(inbox / "capture-1.parquet", rows[:2], CAPTURE_SCHEMA)
+    _write(inbox / "capture-2.parquet", rows[2:], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _trained_run(reg)  # trained on SECRET and "one", not on r2's text
+    (inbox / "capture-1.parquet").unlink()  # r0 and r1 are found by their keyed hashes only
+    assert _forget(reg, inbox, "r0", "r1", "r2", "unknown") == 0
+    out = capsys.readouterr().out
+    assert "forgot 1 of 4 request id(s)" in out
+    assert "2 of the 4 request(s) had already been used by earlier cycles" in out
+    assert "3 training/validation row(s) with those texts removed from 2 file(s)" in out
+    assert "trained on these 2 request(s) learned from them: their weights keep it" in out
+    assert reg.runs(FORGET_KIND)[-1]["details"]["trained_on"] == 2
 
 
 def test_a_forgotten_text_sealed_in_a_version_reference_is_named_and_exits_1(loop, capsys, tiny_model_dir):

@@ -16,7 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from refit.maintain.inbox import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_ROWS, read_inbox
+from refit.maintain.forget import forget_requests
+from refit.maintain.inbox import (
+    DUPLICATE,
+    MAX_FILE_BYTES,
+    MAX_LINE_BYTES,
+    MAX_ROWS,
+    REREAD,
+    REREAD_REWRITTEN,
+    read_inbox,
+)
 from refit.maintain.known import InboxEntries, in_memory
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, capture_row
 
@@ -141,6 +150,23 @@ def test_a_copy_of_an_already_read_capture_or_feedback_file_adds_nothing(tmp_pat
     assert batch.labelled == [] and batch.texts == []
     (tmp_path / "feedback-z.parquet").write_bytes((tmp_path / "feedback-a.parquet").read_bytes())
     assert _read(tmp_path, seen).labelled == []  # nor does a copy of an already read feedback file
+
+
+def test_rows_a_finished_cycle_read_are_not_called_duplicates_after_a_forget_rewrote_their_file(tmp_path):
+    """Before: after `refit maintain forget` rewrote a capture file, the next cycle noted its untouched rows
+    as "duplicate capture rows of one request" (270 in an end-to-end run): they were rows the index
+    already knew. Now they are counted as already read, in a rewritten file; a new file repeating an old
+    request is counted as already read elsewhere, and two rows of one request in new data stay duplicates."""
+    rows = [_cap("r0", "good zero"), _cap("r1", "good one"), _cap("r2", "good two"), _cap("r3", "three")]
+    _write(tmp_path / "capture-a.parquet", rows, CAPTURE_SCHEMA)
+    seen = _read(tmp_path).entries  # a finished cycle read capture-a
+    assert forget_requests(tmp_path, {"r0"}).rewritten == [str(tmp_path / "capture-a.parquet")]
+    _write(tmp_path / "capture-b.parquet", [_cap("r2", "good two"), _cap("r9", "new"), _cap("r9", "new")])
+    batch = _read(tmp_path, seen)
+    assert batch.texts == ["new"] and batch.labelled == []
+    assert batch.skipped == {REREAD_REWRITTEN: 3, REREAD: 1, DUPLICATE: 1}
+    assert f"skipped 3 {REREAD_REWRITTEN}" in batch.notes
+    assert "forget" in REREAD_REWRITTEN and "duplicate" not in REREAD_REWRITTEN + REREAD
 
 
 def test_serve_files_of_another_format_version_are_quarantined(tmp_path):
