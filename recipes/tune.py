@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,14 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     # trial; Ray's default of 2 s is too short on a loaded CPU and each miss costs a fresh worker.
     worker_env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}
     owned = not ray.is_initialized()  # a caller's own ray.init is used as it is, and left to the caller
+    if (
+        owned and address and cfg.ray_num_cpus is not None
+    ):  # said, not refused: a YAML may set it for local runs
+        print(
+            f"refit tune: ray_num_cpus {cfg.ray_num_cpus} is ignored on a cluster ({source} {address}): each "
+            "node's CPUs are what its `ray start --num-cpus` gave; cpus_per_trial sizes the trials.",
+            file=sys.stderr,
+        )
     if owned and address:
         # A cluster's workers get the setting through the job's runtime environment.
         connect(address, source, runtime_env={"env_vars": worker_env})

@@ -207,8 +207,12 @@ def _refit_tune(cluster: Cluster, config: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_search_runs_on_both_nodes_and_leaves_the_cluster_up(ray_cluster, tmp_path, tiny_model_dir, toy_data):
     storage = tmp_path / "tune"
-    done = _refit_tune(ray_cluster, _config(tmp_path, tiny_model_dir, toy_data, storage, "c", 2, 2))
+    config = _config(tmp_path, tiny_model_dir, toy_data, storage, "c", 2, 2)
+    local = {**yaml.safe_load(config.read_text()), "ray_num_cpus": 8}  # a YAML written for local runs
+    config.write_text(yaml.safe_dump(local))
+    done = _refit_tune(ray_cluster, config)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray_num_cpus 8 is ignored on a cluster" in done.stderr, done.stderr[-3000:]  # said, not silent
     out = storage / "c"
     # outputs where the user asked for them
     assert (out / "best.yaml").is_file() and (out / "best_version" / "refit.json").is_file()
