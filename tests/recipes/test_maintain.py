@@ -735,7 +735,11 @@ def test_a_forgotten_text_leaves_the_run_folder_and_the_next_retrain_replays_wit
     ids = setup["tmp"] / "ids.txt"
     ids.write_text(rid + "\n")
     forget = ["maintain", "forget", "--ids", str(ids), "--registry.root", str(setup["registry"])]
+    capsys.readouterr()
     assert main([*forget, "--inbox", str(inbox)]) == 0
+    said = capsys.readouterr().out
+    assert "1 of the 1 request(s) had already been used by earlier cycles" in said, said
+    assert "NOT removed: what models trained on these 1 request(s) learned from them" in said, said
     kept = len(train.read_text().splitlines())
     assert secret not in {json.loads(line)["text"] for line in train.read_text().splitlines()}
 
