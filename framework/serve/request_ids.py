@@ -10,7 +10,12 @@ writes to that folder reads the same key, so each accepts feedback for the other
 lookup and no shared state; a made-up id passes with odds of 2^-48 per try.
 
 Still 32 hex characters, so the capture and feedback schemas, and the cycle that joins them, are unchanged.
-Ids served before this change (plain random) are refused as feedback: a one-time cost of the upgrade.
+
+Ids served before the upgrade (plain random, unsigned) still get their late labels, which may come weeks
+later: at start, a server reads the request ids of the capture files written before the folder's key (up
+to an hour after it, for a rolling upgrade) and accepts those, and only those, unsigned ids
+(`LEGACY_MAX_IDS` at most: ids beyond are refused and said). Only the request_id column is read; the
+files are the server's own (owner-only), so an id found there was served.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 __all__ = ["KEY_FILE", "RequestIds"]
 
 KEY_FILE = "request-ids.key"  # not a data file (.jsonl, .csv, .parquet): the cycle never reads it
+LEGACY_MAX_IDS = 2_000_000  # unsigned ids of pre-upgrade captures kept in memory (about 100 B each)
+LEGACY_GRACE_S = 3600.0  # capture files this long after the key was made may still be an old server's
 _KEY_BYTES = 32
 _NONCE_HEX, _TAG_HEX = 20, 12
 log = logging.getLogger("refit.serve")
@@ -82,6 +89,45 @@ def _read_key(folder: Path) -> bytes | None:
     return key
 
 
+def _legacy_ids(folder: Path, tag) -> frozenset[str]:
+    """The unsigned request ids of the capture files written before the folder's key (see the module's
+    docstring): served before the upgrade, so their late labels are still taken."""
+    import pyarrow.parquet as pq
+
+    try:
+        cutoff = (folder / KEY_FILE).stat().st_mtime + LEGACY_GRACE_S
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return frozenset()
+    found: set[str] = set()
+    for name in names:
+        path = folder / name
+        if not (name.startswith("capture-") and name.endswith(".parquet")):
+            continue
+        try:
+            if not path.is_file() or path.is_symlink() or path.stat().st_mtime > cutoff:
+                continue
+            column = pq.read_table(path, columns=["request_id"]).column("request_id").to_pylist()
+        except (OSError, ValueError, KeyError) as e:  # pyarrow's errors are ValueErrors or OSErrors
+            log.warning(
+                "refit serve: cannot read the request ids of %s (%s): not accepted as feedback", path, e
+            )
+            continue
+        found.update(
+            r for r in column if isinstance(r, str) and len(r) == _NONCE_HEX + _TAG_HEX and not tag(r)
+        )
+        if len(found) > LEGACY_MAX_IDS:
+            log.warning(
+                "refit serve: over %d unsigned request ids in capture files from before %s: feedback for "
+                "the rest of them (from %s on) is refused",
+                LEGACY_MAX_IDS,
+                folder / KEY_FILE,
+                path,
+            )
+            return frozenset(sorted(found)[:LEGACY_MAX_IDS])
+    return frozenset(found)
+
+
 class RequestIds:
     """Issues and checks the request ids of the servers that share one capture folder."""
 
@@ -90,6 +136,10 @@ class RequestIds:
         hold the key: a key of this process alone, so its own ids still check and made-up ones do not."""
         key = _read_key(folder) if folder is not None else None
         self._key = key or secrets.token_bytes(_KEY_BYTES)
+        self._legacy = _legacy_ids(folder, self._signed) if key is not None else frozenset()
+
+    def _signed(self, request_id: str) -> bool:
+        return hmac.compare_digest(request_id[_NONCE_HEX:], self._tag(request_id[:_NONCE_HEX]))
 
     def _tag(self, nonce: str) -> str:
         return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()[:_TAG_HEX]
@@ -100,7 +150,8 @@ class RequestIds:
         return nonce + self._tag(nonce)
 
     def issued(self, request_id: str) -> bool:
-        """Whether a server sharing this capture folder made `request_id` (constant-time comparison)."""
+        """Whether a server sharing this capture folder made `request_id` (constant-time comparison), or
+        served it before the upgrade (an unsigned id in a capture file from before the key)."""
         if len(request_id) != _NONCE_HEX + _TAG_HEX:
             return False
-        return hmac.compare_digest(request_id[_NONCE_HEX:], self._tag(request_id[:_NONCE_HEX]))
+        return self._signed(request_id) or request_id in self._legacy

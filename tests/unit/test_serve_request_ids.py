@@ -50,3 +50,41 @@ def test_a_link_in_place_of_the_key_gives_each_process_its_own_key(tmp_path, cap
     rid = a.new()
     assert a.issued(rid) and not b.issued(rid) and "cannot" in caplog.text
     assert not (tmp_path / "elsewhere").exists()  # the link was not followed to create a file
+
+
+def _captures(path, ids: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refit.serve import CAPTURE_SCHEMA
+
+    n = len(ids)
+    columns = {
+        "request_id": ids,
+        "at": ["2026-12-01T10:00:00Z"] * n,
+        "version_id": ["v1"] * n,
+        "text": ["t"] * n,
+        "text_sha256": [None] * n,
+        "prediction": [0] * n,
+        "label": ["negative"] * n,
+        "probs": [[1.0, 0.0]] * n,
+    }
+    pq.write_table(pa.table(columns, schema=CAPTURE_SCHEMA), path)
+
+
+def test_ids_served_before_the_upgrade_still_take_their_late_labels(tmp_path):
+    """Before: every id served before signed ids existed was refused as feedback, so labels arriving weeks
+    after the upgrade were lost. Unsigned ids found in capture files from before the key are accepted."""
+    old = [secrets.token_hex(16) for _ in range(30)]
+    _captures(tmp_path / "capture-20261201T100000Z-aaaaaa.parquet", old[:20])
+    _captures(tmp_path / "capture-20261201T110000Z-bbbbbb.parquet", old[20:])
+    ids = RequestIds(tmp_path)  # the first upgraded server: makes the key now
+    assert all(ids.issued(i) for i in old) and all(RequestIds(tmp_path).issued(i) for i in old)
+    assert not any(ids.issued(secrets.token_hex(16)) for _ in range(200))  # made-up ones still refused
+    # a capture file written well after the key (no pre-upgrade server could have): its unsigned ids are not
+    late = [secrets.token_hex(16) for _ in range(5)]
+    path = tmp_path / "capture-20261203T100000Z-cccccc.parquet"
+    _captures(path, late)
+    stamp = (tmp_path / KEY_FILE).stat().st_mtime + 7200
+    os.utime(path, (stamp, stamp))
+    assert not any(RequestIds(tmp_path).issued(i) for i in late)
