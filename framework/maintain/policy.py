@@ -113,6 +113,15 @@ class GateResult:
     paired: dict[str, Paired] = field(default_factory=dict)  # "golden", "recent": what each reason rests on
 
 
+# The level at which a reason calls a difference "significant" rather than "within noise": a wording for the
+# reader only, the conventional two-sided 5%; what decides is golden_tolerance, recent_margin, recent_alpha.
+READING_ALPHA = 0.05
+
+
+def _noise(p: Paired) -> str:
+    return "within noise" if p.p_two_sided >= READING_ALPHA else f"significant at {READING_ALPHA:g}"
+
+
 def _evidence(p: Paired) -> str:
     return (
         f"{round(p.gain_points, 2) + 0.0:+.2f} points vs the champion on {p.n} rows (challenger right where the "
@@ -136,7 +145,7 @@ def gate(
     """
     reasons, passed = [], True
     drop = -golden.gain_points
-    noise = "within noise" if golden.p_two_sided >= 0.05 else "significant at 0.05"
+    noise = _noise(golden)
     if drop > golden_tolerance:
         passed = False
         reasons.append(
@@ -149,7 +158,7 @@ def gate(
     if recent is not None and recent.n:
         gain = recent.gain_points
         ok = gain >= recent_margin
-        noise = "within noise" if recent.p_two_sided >= 0.05 else "significant at 0.05"
+        noise = _noise(recent)
         need = f"needs >= {recent_margin:+g}"
         if recent_alpha is not None:
             significant = recent.p_better < recent_alpha
