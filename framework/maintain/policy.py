@@ -146,7 +146,10 @@ def gate(
     reasons, passed = [], True
     drop = -golden.gain_points
     noise = _noise(golden)
-    if drop > golden_tolerance:
+    if not golden.n:  # fail closed: no golden rows is no evidence of "no regression"
+        passed = False
+        reasons.append("golden set: no rows compared; a challenger cannot be promoted without a golden set")
+    elif drop > golden_tolerance:
         passed = False
         reasons.append(
             f"golden set: {drop:.2f} points worse than the champion on {golden.n} rows (challenger right where "

@@ -63,6 +63,11 @@ def test_a_golden_regression_beyond_tolerance_fails_and_says_so():
     assert len(result.reasons) == 1  # no recent window: no recent reason
 
 
+def test_no_golden_rows_fails_closed():
+    result = gate(paired([], []), paired(*_rows(40, 0, 12, 8)), 100.0, -100.0)
+    assert not result.passed and "no rows compared" in result.reasons[0]
+
+
 def test_default_decisions_are_the_margin_alone():
     """recent_alpha null: a noise-level win passes, a loss below the margin fails, exactly as before."""
     golden = paired(*_rows(100, 0, 0))
