@@ -16,6 +16,7 @@ from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
     NonNegativeInt,
+    OpenUnitInterval,
     PositiveFloat,
     PositiveInt,
     restricted_number_type,
@@ -345,10 +346,14 @@ class GateConfig:
     Args:
         golden_tolerance: Largest allowed accuracy drop on the golden set, in points.
         recent_margin: Least accuracy gain on the held-out recent labelled rows, in points.
+        recent_alpha: When set (0 < alpha < 1), the challenger must also be significantly better on the
+            held-out recent rows: one-sided McNemar exact p < recent_alpha on the rows where the two models
+            disagree. null (default): the margin alone decides, as before. The golden rule is unchanged.
     """
 
     golden_tolerance: NonNegativeFloat = 1.0
     recent_margin: float = 0.0
+    recent_alpha: OpenUnitInterval | None = None
 
 
 @dataclass

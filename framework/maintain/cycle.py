@@ -40,11 +40,11 @@ from refit.maintain.faults import fault_point, training_fault_callback
 from refit.maintain.inbox import FORGOTTEN, InboxBatch, read_inbox
 from refit.maintain.index import INDEX_FILE, InboxIndex, open_index
 from refit.maintain.known import InboxEntries, Overlay
-from refit.maintain.policy import gate, retrain_reasons
+from refit.maintain.policy import gate, paired, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
 from refit.maintain.scrub import FORGET_KIND, redactions
-from refit.models import read_version
+from refit.models import encode_texts, load_version, read_version
 from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
 from refit.train import evaluate_version
@@ -70,6 +70,8 @@ class CycleReport:
     gate: list[str] = field(default_factory=list)
     drift: dict = field(default_factory=dict)
     ab: dict = field(default_factory=dict)  # {model: {set: accuracy}}: champion vs challenger, same rows
+    # {set: {n, b, c, p_two_sided, p_better}}: the paired test of the A/B (b: champion-only right, c: the reverse)
+    paired: dict = field(default_factory=dict)
     exports: dict = field(default_factory=dict)  # parity.json records of the challenger's artefacts
     files: list[str] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
@@ -506,23 +508,31 @@ def _register(c: _Cycle, version_dir: Path) -> RegisteredVersion:
 
 
 def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_length: int) -> bool:
-    """Offline A/B of champion and challenger on the same rows (golden set, held-out recent rows), then the gate."""
-    c.report.ab = {
+    """Offline A/B of champion and challenger on the same rows (golden set, held-out recent rows), then the gate.
+
+    Per-row correctness is kept, not only the accuracies: the rows are shared, so the gate's evidence is the
+    paired (McNemar) comparison, recorded in `paired` beside the accuracies in `ab`.
+    """
+    correct = {
         name: {
-            "golden": _accuracy(v.path, c.golden, max_length),
-            "recent": _accuracy(v.path, c.recent_eval, max_length),
+            "golden": _correct(v.path, c.golden, max_length),
+            "recent": _correct(v.path, c.recent_eval, max_length),
         }
         for name, v in (("champion", c.champion), ("challenger", challenger))
     }
-    ch, cl = c.report.ab["champion"], c.report.ab["challenger"]
+    c.report.ab = {
+        name: {s: (sum(rows) / len(rows) if rows else None) for s, rows in sets.items()}
+        for name, sets in correct.items()
+    }
+    ch, cl = correct["champion"], correct["challenger"]
     verdict = gate(
-        ch["golden"],
-        cl["golden"],
-        ch["recent"],
-        cl["recent"],
+        paired(ch["golden"] or [], cl["golden"] or []),
+        paired(ch["recent"], cl["recent"]) if ch["recent"] and cl["recent"] else None,
         gate_cfg.golden_tolerance,
         gate_cfg.recent_margin,
+        gate_cfg.recent_alpha,
     )
+    c.report.paired = {s: p.to_dict() for s, p in verdict.paired.items()}
     c.report.gate = verdict.reasons + c.report.gate
     return verdict.passed
 
@@ -571,3 +581,13 @@ def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) 
     return evaluate_version(version_dir, [t for t, _ in pairs], [y for _, y in pairs], max_length=max_length)[
         "accuracy"
     ]
+
+
+def _correct(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> list[bool] | None:
+    """Whether the version's top class is the label, row by row (None for no rows): what a paired test needs."""
+    if not pairs:
+        return None
+    model, tokenizer, meta = load_version(version_dir)
+    ids = to_label_ids([y for _, y in pairs], meta.get("labels") or [])
+    probs = encode_texts(model, tokenizer, [t for t, _ in pairs], 64, max_length).probs
+    return [int(top) == int(y) for top, y in zip(probs.argmax(-1).tolist(), ids)]

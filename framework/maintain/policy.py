@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["retrain_reasons", "GateResult", "gate"]
+__all__ = ["retrain_reasons", "Paired", "paired", "mcnemar_p", "GateResult", "gate"]
 
 
 def retrain_reasons(
@@ -49,38 +50,127 @@ def retrain_reasons(
     return reasons
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Champion and challenger scored on the SAME rows: the discordant counts and McNemar's exact test.
+
+    Two accuracies on the same small set differ by noise alone; only the rows where the two models disagree
+    on correctness (b, c) carry evidence, so the test is the exact binomial on b + c (McNemar's exact test).
+    """
+
+    n: int  # rows compared
+    b: int  # champion right, challenger wrong
+    c: int  # challenger right, champion wrong
+    p_two_sided: float  # McNemar's exact two-sided p: is there any difference at all?
+    p_better: float  # one-sided p: is the challenger better? (what recent_alpha tests)
+
+    @property
+    def gain_points(self) -> float:
+        """Challenger minus champion accuracy, in points: (c - b) / n, exact (no float32 accuracy)."""
+        return (self.c - self.b) / self.n * 100 if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "b": self.b,
+            "c": self.c,
+            "p_two_sided": self.p_two_sided,
+            "p_better": self.p_better,
+        }
+
+
+def mcnemar_p(b: int, c: int, alternative: str = "two-sided") -> float:
+    """McNemar's exact p for b (champion-only right) vs c (challenger-only right) discordant rows.
+
+    alternative "greater": the challenger is better (c large). No discordant rows: no evidence, p = 1.
+    scipy is imported here, not at module level: scipy.stats costs about a second to import, and every
+    command that imports the maintain package (each `--help`) would pay for it.
+    """
+    if b + c == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(c, b + c, 0.5, alternative=alternative).pvalue)
+
+
+def paired(champion_correct: Sequence[bool], challenger_correct: Sequence[bool]) -> Paired:
+    """The paired comparison of two per-row correctness vectors over the same rows, in the same order."""
+    if len(champion_correct) != len(challenger_correct):
+        raise ValueError(
+            f"champion scored on {len(champion_correct)} rows, challenger on {len(challenger_correct)}: "
+            "a paired test needs the same rows"
+        )
+    pairs = list(zip(map(bool, champion_correct), map(bool, challenger_correct)))
+    b = sum(1 for ch, cl in pairs if ch and not cl)
+    c = sum(1 for ch, cl in pairs if cl and not ch)
+    return Paired(len(pairs), b, c, mcnemar_p(b, c), mcnemar_p(b, c, "greater"))
+
+
 @dataclass
 class GateResult:
     passed: bool
     reasons: list[str]
+    paired: dict[str, Paired] = field(default_factory=dict)  # "golden", "recent": what each reason rests on
+
+
+# The level at which a reason calls a difference "significant" rather than "within noise": a wording for the
+# reader only, the conventional two-sided 5%; what decides is golden_tolerance, recent_margin, recent_alpha.
+READING_ALPHA = 0.05
+
+
+def _noise(p: Paired) -> str:
+    return "within noise" if p.p_two_sided >= READING_ALPHA else f"significant at {READING_ALPHA:g}"
+
+
+def _evidence(p: Paired) -> str:
+    return (
+        f"{round(p.gain_points, 2) + 0.0:+.2f} points vs the champion on {p.n} rows (challenger right where the "
+        f"champion was wrong: {p.c}, the reverse: {p.b}; McNemar p = {p.p_two_sided:.2g}"
+    )
 
 
 def gate(
-    champion_golden: float,
-    challenger_golden: float,
-    champion_recent: float | None,
-    challenger_recent: float | None,
+    golden: Paired,
+    recent: Paired | None,
     golden_tolerance: float,
     recent_margin: float,
+    recent_alpha: float | None = None,
 ) -> GateResult:
     """No regression on the golden set beyond `golden_tolerance` points, and at least `recent_margin`
-    points better on the recent labelled window (when there is one)."""
+    points better on the recent labelled window (when there is one).
+
+    With `recent_alpha` set, the recent-window win must also be significant: one-sided McNemar p below
+    `recent_alpha`, so a gain of a few rows out of a small held-out window (noise) is not promoted. Each
+    reason says the rows, the discordant counts and the two-sided p, so a reader can tell noise from a win.
+    """
     reasons, passed = [], True
-    drop = (champion_golden - challenger_golden) * 100
-    if drop > golden_tolerance:
+    drop = -golden.gain_points
+    noise = _noise(golden)
+    if not golden.n:  # fail closed: no golden rows is no evidence of "no regression"
+        passed = False
+        reasons.append("golden set: no rows compared; a challenger cannot be promoted without a golden set")
+    elif drop > golden_tolerance:
         passed = False
         reasons.append(
-            f"golden set: {drop:.2f} points worse than the champion (tolerance {golden_tolerance:g})"
+            f"golden set: {drop:.2f} points worse than the champion on {golden.n} rows (challenger right where "
+            f"the champion was wrong: {golden.c}, the reverse: {golden.b}; McNemar p = "
+            f"{golden.p_two_sided:.2g}, {noise}) (tolerance {golden_tolerance:g})"
         )
     else:
-        reasons.append(
-            f"golden set: {round(-drop, 2) + 0.0:+.2f} points vs the champion (tolerance {golden_tolerance:g})"
-        )
-    if champion_recent is not None and challenger_recent is not None:
-        gain = (challenger_recent - champion_recent) * 100
+        reasons.append(f"golden set: {_evidence(golden)}, {noise}) (tolerance {golden_tolerance:g})")
+    if recent is not None and recent.n:
+        gain = recent.gain_points
         ok = gain >= recent_margin
+        noise = _noise(recent)
+        need = f"needs >= {recent_margin:+g}"
+        if recent_alpha is not None:
+            significant = recent.p_better < recent_alpha
+            ok = ok and significant
+            need += f" and one-sided McNemar p < {recent_alpha:g}: p = {recent.p_better:.2g}" + (
+                "" if significant else ", not significant"
+            )
         passed = passed and ok
-        reasons.append(
-            f"recent window: {round(gain, 2) + 0.0:+.2f} points vs the champion (needs >= {recent_margin:+g})"
-        )
-    return GateResult(passed, reasons)
+        reasons.append(f"recent window: {_evidence(recent)}, {noise}) ({need})")
+    return GateResult(
+        passed, reasons, {"golden": golden, **({"recent": recent} if recent is not None else {})}
+    )

@@ -158,6 +158,14 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert after != before and reg.get(after).parent == before
     ab = run["details"]["ab"]
     assert ab["challenger"]["recent"] >= ab["champion"]["recent"]
+    # the gate's paired evidence sits beside the accuracies: same rows, so b and c give the accuracy gap
+    paired = run["details"]["paired"]
+    for rows in ("golden", "recent"):
+        n, b, c = paired[rows]["n"], paired[rows]["b"], paired[rows]["c"]
+        assert ab["challenger"][rows] - ab["champion"][rows] == pytest.approx((c - b) / n)
+        assert 0 < paired[rows]["p_two_sided"] <= 1
+    recent_reason = next(r for r in run["details"]["gate"] if r.startswith("recent window"))
+    assert f"on {paired['recent']['n']} rows" in recent_reason and "McNemar p = " in recent_reason
     move = reg.history(CHAMPION)[-1]
     assert move.action == "promote" and "drift" in move.reason and move.metrics == ab
     # the new champion brings its own drift reference (from data that includes the new domain)

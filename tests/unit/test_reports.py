@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from refit.drift.html import render_report
-from refit.maintain.policy import gate
+from refit.maintain.policy import gate, paired
 from refit.maintain.report import render_cycle
 
 
@@ -34,7 +34,8 @@ def test_a_cycle_where_nothing_happened_has_no_empty_ab_table_and_no_minus_zero(
     assert "<th>model</th>" not in html  # the A/B table is not drawn empty
     assert "0.025" in html  # the drift table shows the threshold each test was judged at
     # the gate's wording when champion and challenger score the same: +0.00, never -0.00
-    reasons = gate(0.9, 0.9, 0.8, 0.8, 1.0, 0.0).reasons
+    same = paired([True] * 9 + [False], [True] * 9 + [False])
+    reasons = gate(same, same, 1.0, 0.0).reasons
     assert all("-0.00" not in r for r in reasons) and "+0.00" in reasons[0], reasons
 
 
