@@ -263,6 +263,7 @@ def _explain(error: Exception, config_cls: type) -> ConfigError:
         ftype = dotted_keys(config_cls).get(key)
         got = (
             re.search(r"Got value: (.*)", text)
+            or re.search(r"Given value: (.*)", text)  # a Union's (X | None) error; its "value type" is 'str'
             or re.search(r"(?:literal|value)[^']*('.*')", text)
             or re.search(r"could not convert string to \w+: (.*)", text)
             or re.search(r"Unable to load config (.*)", text)

@@ -460,6 +460,11 @@ CASES: list[Case] = [
     ("drift by_time without times", lambda w: w.drift("--by_time", "day"), ["timestamp", "by_time"]),
     ("drift permutations zero", lambda w: w.drift("--permutations", "0"), ["permutations"]),
     # --- maintain ------------------------------------------------------------------------------------------
+    (  # an optional number out of range was reported as "got 'str'" (the type of the command-line text)
+        "maintain optional number out of range",
+        lambda w: ["maintain", "--once", "--gate.recent_alpha", "1.5"],
+        ["gate.recent_alpha", "(0, 1) or null; got 1.5."],
+    ),
     (
         "maintain no schedule",
         lambda w: ["maintain", "--registry.root", str(w.registry)],
