@@ -80,7 +80,7 @@ def _host_port(address: str, source: str) -> tuple[str, int]:
 def _check_gcs_answers(host: str, port: int, address: str, source: str) -> None:
     """Refuse, within seconds, an address where no Ray GCS listens.
 
-    Ray itself retries such an address for minutes (2 min 40 s here for a plain HTTP server) before a
+    Ray itself retries such an address for minutes (a plain HTTP server: still retrying after 150 s here) before a
     ConnectionError with a traceback. The GCS is a gRPC server: to HTTP/2's client preface it answers
     with a SETTINGS frame at once; an HTTP/1 server (the dashboard) answers with HTTP/1 text, and a
     listener that is not a server of either kind answers nothing. (Ray Client's server is gRPC too:

@@ -334,7 +334,7 @@ def test_addresses_and_storage_refit_cannot_use_are_refused(
 
 def _refused(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`refit tune ARGS` in its own process, which must give up by itself: Ray alone retried the addresses
-    below for minutes (2 min 40 s for an HTTP server here), so a hang fails at the timeout."""
+    below for minutes (an HTTP server: still retrying after 150 s here), so a hang fails at the timeout."""
     done = subprocess.run([REFIT, "tune", *args], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
