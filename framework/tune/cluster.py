@@ -33,16 +33,43 @@ def check_storage_path(storage_path: str) -> None:
         )
 
 
+GCS_PORT = 6379  # `ray start --head` without --port
+DASHBOARD_PORT = 8265  # the dashboard and Jobs API (`ray job submit --address http://HEAD:8265`)
+RAY_CLIENT_PORT = 10001  # Ray Client (ray://HEAD:10001), in older docs given without the scheme
+HTTP2_PREFACE = (
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+)  # + empty SETTINGS
+GIVE_GCS = (
+    "Give the HOST:PORT of the head's GCS instead: the port `ray start --head --port` was given, "
+    f"{GCS_PORT} by default (e.g. RAY_ADDRESS=HEAD_HOST:{GCS_PORT})."
+)
+
+
+def _port_hint(port: int) -> str:
+    """What a well-known port of Ray's that is not the GCS is, for the messages below."""
+    if port == DASHBOARD_PORT:
+        return f" {DASHBOARD_PORT} is the port of Ray's dashboard and Jobs API (for `ray job submit`)."
+    if port == RAY_CLIENT_PORT:
+        return f" {RAY_CLIENT_PORT} is the port of Ray Client (ray://), which refit tune does not use."
+    return ""
+
+
 def _host_port(address: str, source: str) -> tuple[str, int]:
-    if address.startswith("ray://"):
+    scheme, sep, _ = address.partition("://")
+    if sep and scheme == "ray":
         raise ConfigError(
             f"{source} {address!r}: Ray Client (ray://) is not supported by refit tune: the search's "
             "driver must see the search folder the trials write (a Ray Client driver runs elsewhere, and "
             "the tune extra does not install ray[client]). Run refit tune on a machine of the cluster with "
             "RAY_ADDRESS=HEAD_HOST:GCS_PORT (6379 unless `ray start --head --port` said otherwise)."
         )
+    if sep and scheme in ("http", "https"):
+        raise ConfigError(
+            f"{source} {address!r}: that is the address of Ray's dashboard and Jobs API (what `ray job "
+            f"submit` takes), not of the cluster itself. {GIVE_GCS}"
+        )
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if "://" in address or not sep or not host or not port.isdigit():
         raise ConfigError(
             f"{source} {address!r}: expected HOST:PORT of a Ray cluster's head (its GCS port, 6379 unless "
             "`ray start --head --port` said otherwise), or 'auto' for the cluster started on this machine."
@@ -50,25 +77,50 @@ def _host_port(address: str, source: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _check_gcs_answers(host: str, port: int, address: str, source: str) -> None:
+    """Refuse, within seconds, an address where no Ray GCS listens.
+
+    Ray itself retries such an address for minutes (a plain HTTP server: still retrying after 150 s here) before a
+    ConnectionError with a traceback. The GCS is a gRPC server: to HTTP/2's client preface it answers
+    with a SETTINGS frame at once; an HTTP/1 server (the dashboard) answers with HTTP/1 text, and a
+    listener that is not a server of either kind answers nothing. (Ray Client's server is gRPC too:
+    told apart only by its port, see `_port_hint`.)"""
+    try:
+        conn = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    except OSError as e:
+        raise ConfigError(
+            f"{source} {address!r}: no Ray cluster answers there ({e.strerror or e}).{_port_hint(port)} "
+            "Start one with `ray start --head --port PORT` and give its HOST:PORT (the GCS port, "
+            f"{GCS_PORT} by default), or unset it to run Ray in this process."
+        ) from None
+    with conn:
+        try:
+            conn.sendall(HTTP2_PREFACE)
+            reply = conn.recv(9)  # a frame header: 3 bytes length, 1 byte type (4: SETTINGS), ...
+        except OSError:  # a timeout, or a reset
+            reply = b""
+    if len(reply) >= 4 and reply[3] == 4:
+        return
+    what = (
+        "an HTTP server answers there, not a Ray cluster's GCS"
+        if reply.startswith(b"HTTP/") or reply.lstrip().startswith(b"<")
+        else f"something listens there but it is not a Ray cluster's GCS (no gRPC answer within "
+        f"{CONNECT_TIMEOUT_S:g} s)"
+    )
+    raise ConfigError(f"{source} {address!r}: {what}.{_port_hint(port)} {GIVE_GCS}")
+
+
 def connect(address: str, source: str, runtime_env: dict | None) -> None:
     """ray.init on the cluster at ADDRESS; a wrong or unreachable address is a ConfigError naming it.
 
-    Ray itself retries an address where nothing listens for minutes (2 min and more here) and then raises
-    a ConnectionError with a traceback: the head's port is tried first, for CONNECT_TIMEOUT_S. `source` says
-    where the address came from (--ray_address or $RAY_ADDRESS). 'auto' (a cluster started on this machine
-    with `ray start`) goes to Ray as it is."""
+    Ray itself retries an address where no GCS answers for minutes (2 min and more here) and then raises
+    a ConnectionError with a traceback: the head's port is asked first (`_check_gcs_answers`), within
+    seconds. `source` says where the address came from (--ray_address or $RAY_ADDRESS). 'auto' (a cluster
+    started on this machine with `ray start`) goes to Ray as it is: Ray finds it, or fails at once."""
     import ray
 
     if address != "auto":
-        host, port = _host_port(address, source)
-        try:
-            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-        except OSError as e:
-            raise ConfigError(
-                f"{source} {address!r}: no Ray cluster answers there ({e.strerror or e}). Start one with "
-                "`ray start --head --port PORT` and give its HOST:PORT, or unset it to run Ray in this "
-                "process."
-            ) from None
+        _check_gcs_answers(*_host_port(address, source), address, source)
     try:
         ray.init(
             address=address,
@@ -85,8 +137,15 @@ def connect(address: str, source: str, runtime_env: dict | None) -> None:
             if "auth" in cause.lower()
             else ""
         )
+        if address == "auto":
+            raise ConfigError(
+                f"{source} 'auto': no Ray cluster started on this machine by `ray start` could be joined "
+                f"({e}). Start one with `ray start --head`, or give HOST:PORT of a cluster's head "
+                f"({GCS_PORT} unless `ray start --head --port` said otherwise).{hint}"
+            ) from None
+        port_hint = _port_hint(_host_port(address, source)[1])
         raise ConfigError(
-            f"{source} {address!r}: could not join the Ray cluster there ({e}).{hint}"
+            f"{source} {address!r}: could not join the Ray cluster there ({e}).{hint}{port_hint}"
         ) from None
 
 

@@ -330,3 +330,98 @@ def test_addresses_and_storage_refit_cannot_use_are_refused(
     err = capsys.readouterr().err
     assert expected in err and value in err
     assert not list(tmp_path.glob("s3*")) and not (tmp_path / "tune" / "r").exists()
+
+
+def _refused(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`refit tune ARGS` in its own process, which must give up by itself: Ray alone retried the addresses
+    below for minutes (an HTTP server: still retrying after 150 s here), so a hang fails at the timeout."""
+    done = subprocess.run([REFIT, "tune", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def _env_without_ray() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def test_the_dashboard_and_jobs_address_is_refused_naming_the_gcs_port(
+    tmp_path, tiny_model_dir, toy_data, monkeypatch, capsys
+):
+    """What `ray start --head` prints for `ray job submit` (refused before anything is asked)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    config = _config(tmp_path, tiny_model_dir, toy_data, tmp_path / "tune", "d", 2, 2)
+    assert main(["tune", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "$RAY_ADDRESS 'http://127.0.0.1:8265'" in err and "dashboard and Jobs API" in err
+    assert "6379" in err and not (tmp_path / "tune" / "d").exists()
+
+
+def test_a_port_where_an_http_server_listens_is_refused_at_once(tmp_path, tiny_model_dir, toy_data):
+    """HOST:8265 without the scheme is the dashboard, an HTTP server: `python -m http.server` stands in for it
+    (this fixture's heads run without a dashboard, which needs ray[default])."""
+    (port,) = _free_ports(1)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # until it listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline and server.poll() is None, "http.server did not start"
+            time.sleep(0.2)
+        config = _config(tmp_path, tiny_model_dir, toy_data, tmp_path / "tune", "w", 2, 2)
+        done = _refused(["--config", str(config), "--ray_address", f"127.0.0.1:{port}"], _env_without_ray())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert f"--ray_address '127.0.0.1:{port}': an HTTP server answers there" in done.stderr
+    assert "6379" in done.stderr and not (tmp_path / "tune" / "w").exists()
+
+
+def test_a_port_where_something_else_listens_is_refused_within_seconds(tmp_path, tiny_model_dir, toy_data):
+    """A listener that accepts and never answers (as a service of another protocol may)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        config = _config(tmp_path, tiny_model_dir, toy_data, tmp_path / "tune", "l", 2, 2)
+        env = {**_env_without_ray(), "RAY_ADDRESS": address}
+        done = _refused(["--config", str(config)], env)
+    assert (
+        f"$RAY_ADDRESS {address!r}: something listens there but it is not a Ray cluster's GCS" in done.stderr
+    )
+    assert "6379" in done.stderr and not (tmp_path / "tune" / "l").exists()
+
+
+def test_the_ray_client_port_without_its_scheme_is_named(tmp_path, tiny_model_dir, toy_data):
+    """`HOST:10001`, from older docs: whatever answers there here (nothing, or not a GCS), the message says
+    that 10001 is Ray Client's port and which port to give."""
+    config = _config(tmp_path, tiny_model_dir, toy_data, tmp_path / "tune", "p", 2, 2)
+    done = _refused(["--config", str(config), "--ray_address", "127.0.0.1:10001"], _env_without_ray())
+    assert "--ray_address '127.0.0.1:10001'" in done.stderr
+    assert "10001 is the port of Ray Client (ray://)" in done.stderr and "6379" in done.stderr
+
+
+def test_auto_without_a_cluster_on_this_machine_is_a_clear_error(tmp_path, tiny_model_dir, toy_data):
+    """Not tried with this module's cluster: Ray's 'auto' looks for a cluster in /tmp/ray and in the
+    machine's process table, where other users' Ray clusters are too (the fixture's, started with its own
+    --temp-dir, is found only there). So `refit tune` runs in namespaces of its own: a process table with
+    only itself, and an empty /tmp/ray (a tmpfs over it, seen by that process alone)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to hide this machine's other Ray clusters from 'auto'")
+    config = _config(tmp_path, tiny_model_dir, toy_data, tmp_path / "tune", "a", 2, 2)
+    cmd = f"{REFIT} tune --config {config} --ray_address auto"
+    script = f"if [ -d /tmp/ray ]; then mount -t tmpfs tmpfs /tmp/ray; fi && exec {cmd}"
+    args = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc"]
+    done = subprocess.run(
+        [*args, "sh", "-c", script], env=_env_without_ray(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "--ray_address 'auto': no Ray cluster started on this machine" in done.stderr
+    assert "ray start --head" in done.stderr and not (tmp_path / "tune" / "a").exists()
