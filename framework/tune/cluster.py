@@ -9,6 +9,7 @@ driver can see); `check_storage_on_nodes` finds out before the first trial.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -84,7 +85,8 @@ def _check_gcs_answers(host: str, port: int, address: str, source: str) -> None:
     ConnectionError with a traceback. The GCS is a gRPC server: to HTTP/2's client preface it answers
     with a SETTINGS frame at once; an HTTP/1 server (the dashboard) answers with HTTP/1 text, and a
     listener that is not a server of either kind answers nothing. (Ray Client's server is gRPC too:
-    told apart only by its port, see `_port_hint`.)"""
+    told apart only by its port, see `_port_hint`.) With RAY_USE_TLS on, the GCS expects a TLS handshake
+    first, so only the TCP connect is checked there."""
     try:
         conn = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as e:
@@ -93,12 +95,20 @@ def _check_gcs_answers(host: str, port: int, address: str, source: str) -> None:
             "Start one with `ray start --head --port PORT` and give its HOST:PORT (the GCS port, "
             f"{GCS_PORT} by default), or unset it to run Ray in this process."
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        conn.close()  # a TLS GCS answers a cleartext preface with nothing useful: the TCP connect must do
+        return
+    reply = b""
     with conn:
         try:
             conn.sendall(HTTP2_PREFACE)
-            reply = conn.recv(9)  # a frame header: 3 bytes length, 1 byte type (4: SETTINGS), ...
+            while len(reply) < 4:  # a frame header: 3 bytes length, 1 byte type (4: SETTINGS), ...
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
         except OSError:  # a timeout, or a reset
-            reply = b""
+            pass
     if len(reply) >= 4 and reply[3] == 4:
         return
     what = (

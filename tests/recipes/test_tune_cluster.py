@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from refit.cli import main
+from refit.errors import ConfigError
 
 pytest.importorskip("ray", reason="Ray Tune is an optional extra (refit-ml[tune])")
 
@@ -396,6 +397,27 @@ def test_a_port_where_something_else_listens_is_refused_within_seconds(tmp_path,
         f"$RAY_ADDRESS {address!r}: something listens there but it is not a Ray cluster's GCS" in done.stderr
     )
     assert "6379" in done.stderr and not (tmp_path / "tune" / "l").exists()
+
+
+def test_with_tls_on_only_the_tcp_connect_is_checked(monkeypatch):
+    """A GCS with RAY_USE_TLS expects a TLS handshake first and answers a cleartext HTTP/2 preface with
+    nothing useful: the probe must not refuse it (a silent listener stands in, as a TLS server would be)."""
+    from refit.tune.cluster import _check_gcs_answers
+
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        _check_gcs_answers("127.0.0.1", port, f"127.0.0.1:{port}", "--ray_address")  # no ConfigError
+        assert time.monotonic() - started < 2  # and no 5 s wait for an answer
+    monkeypatch.setenv("RAY_USE_TLS", "0")
+    with socket.socket() as listener, pytest.raises(ConfigError, match="not a Ray cluster's GCS"):
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        _check_gcs_answers("127.0.0.1", port, f"127.0.0.1:{port}", "--ray_address")
 
 
 def test_the_ray_client_port_without_its_scheme_is_named(tmp_path, tiny_model_dir, toy_data):
