@@ -1,0 +1,152 @@
+"""privacy.store_texts false through `refit maintain --once`: a real promoting cycle on a tiny random model,
+its W&B run on (offline), then every byte under the registry is searched for the marker word every inbox
+and golden-set text carries, and for the plain sha256 of each of those texts.
+
+The inbox holds a JSONL window of labelled rows and the captures of two servers with late feedback: one
+with `capture.store_texts` true (texts and their plain sha256 in the capture file: what a loop that
+retrains on captures needs) and one with it false (neither). The one place texts are allowed (README,
+Tracking: Privacy) is the run folder's training/validation rows, the challenger's training data; the
+search must find the marker there, and the same cycle with store_texts true must show up as a leak (the
+new champion's reference texts), so an empty result is not a search that sees nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from refit.cli import main
+from refit.data import demo_dir
+from refit.registry import CHAMPION, Registry
+from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, capture_row, feedback_row
+from tests.conftest import write_jsonl
+from tests.unit.test_maintain_inbox import _now, _write
+
+MARKER = "zebraquartz"
+ALLOWED = {"data/train.jsonl", "data/validation.jsonl"}  # under maintain/run-*/: the challenger's rows
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (demo_dir() / f"{name}.jsonl").read_text().splitlines()]
+
+
+def _marked(rows: list[dict]) -> list[dict]:
+    return [{**r, "text": f"{MARKER} {r['text']} {i}"} for i, r in enumerate(rows)]
+
+
+def _holding(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    """file (relative to root) -> the needles found in its bytes; files holding none are left out."""
+    found = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            hits = [n for n in needles if n.encode() in data]
+            if hits:
+                found[str(p.relative_to(root))] = hits
+    return found
+
+
+def _allowed(rel: str) -> bool:
+    parts = Path(rel).parts
+    return (
+        len(parts) == 4
+        and parts[0] == "maintain"
+        and parts[1].startswith("run-")
+        and ("/".join(parts[2:]) in ALLOWED)
+    )
+
+
+def _captures(inbox: Path, rows: list[dict], store_text: bool, name: str) -> None:
+    """What `refit serve` writes for these requests (its own row builder), and a late label for each."""
+    caps = [
+        capture_row(f"{name}-{i}", _now(-5), "v", r["text"], 1, "positive", [0.4, 0.6], store_text)
+        for i, r in enumerate(rows)
+    ]
+    _write(inbox / f"capture-{name}.parquet", caps, CAPTURE_SCHEMA)
+    labels = [feedback_row(f"{name}-{i}", str(r["label"]), _now(-1)) for i, r in enumerate(rows)]
+    _write(inbox / f"feedback-{name}.parquet", labels, FEEDBACK_SCHEMA)
+
+
+@pytest.fixture
+def loop(tmp_path, tiny_model_dir, monkeypatch):
+    """A registry whose champion is the tiny model briefly fine-tuned on the demo reviews (no marker), an
+    inbox of marked, shifted labelled rows, a marked golden set, and a config with store_texts false."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "champion"
+    common = ["--data.max_length", "48", "--data.batch_size", "16", "--tracking.wandb", "false"]
+    argv = ["finetune", "--model", str(tiny_model_dir), "--data.dataset", "refit-demo"]
+    assert main([*argv, "--output_dir", str(out), "--trainer.max_steps", "4", *common]) == 0
+    registry = tmp_path / "registry"
+    assert main(["registry", "register", "--root", str(registry), "--version", str(out / "version")]) == 0
+    vid = json.loads((out / "version" / "refit.json").read_text())["version_id"]
+    promote = ["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first"]
+    assert main([*promote, "--tracking.wandb", "false"]) == 0
+    shifted = _marked(_rows("shifted")[:150])
+    window, kept, unkept = shifted[:90], shifted[90:120], shifted[120:]
+    golden = _marked(_rows("validation"))
+    write_jsonl(tmp_path / "production" / "2026-11-20.jsonl", window)
+    _captures(tmp_path / "production", kept, True, "a")
+    _captures(tmp_path / "production", unkept, False, "b")
+    config = {
+        "registry": {"root": str(registry)},
+        "inbox": {
+            "windows": str(tmp_path / "production"),
+            "golden": str(write_jsonl(tmp_path / "golden.jsonl", golden)),
+            "replay_size": 100,
+            "holdout_fraction": 0.3,
+        },
+        "policy": {"tests": ["mmd", "ks"], "permutations": 50, "always_retrain": True},
+        "retrain": {
+            "data": {"max_length": 48, "batch_size": 16, "reference_size": 40},
+            "trainer": {"max_steps": 4},
+        },
+        # any challenger passes: the promotion (and its W&B alias mirror) is part of what is searched
+        "gate": {"golden_tolerance": 100.0, "recent_margin": -100.0},
+        "deploy": {"formats": []},
+        "tracking": {"wandb": True},
+    }
+    path = tmp_path / "maintain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return registry, path, [r["text"] for r in shifted + golden]
+
+
+@pytest.mark.parametrize("store_texts", [False, True], ids=["store_texts-false", "control-store_texts-true"])
+def test_store_texts_false_keeps_inputs_out_of_everything_a_cycle_writes_but_its_training_rows(
+    loop, store_texts, capsys
+):
+    registry, config, texts = loop
+    cfg = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": store_texts}}))
+    before = Registry(registry).aliases()[CHAMPION]
+    assert main(["maintain", "--config", str(config), "--once"]) == 0
+    reg = Registry(registry)
+    run = reg.runs("maintain")[-1]
+    assert run["status"] == "promoted", run["details"]
+    after = reg.aliases()[CHAMPION]
+    assert after != before
+    # what is searched: the new champion with its refreshed reference, the run folder, the index, the
+    # database, the cycle's W&B run (with the promotion mirrored into it) and the reports
+    assert (reg.get(after).path / "reference" / "embeddings.safetensors").is_file()
+    assert run["details"]["reference"]["recent"] > 0  # the reference was built from the marked inputs
+    assert run["details"]["counts"]["labelled"] == 120  # the window's rows and the stored captures' labels
+    work = Path(run["details"]["work_dir"])
+    assert (work / "report.html").is_file() and (work / "cycle.json").is_file()
+    assert (registry / "registry.db").is_file() and (registry / "maintain" / "inbox-index.db").is_file()
+    assert list(registry.glob("wandb/*run-*/*.wandb")), "the cycle's W&B run must be among the searched files"
+
+    hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    found = _holding(registry, [MARKER, *hashes])
+    # positive control: the challenger's own training rows hold the marked texts, and the search sees them
+    assert any(_allowed(rel) and MARKER in hits for rel, hits in found.items()), found
+    leaks = {rel: [h if h == MARKER else f"sha256 {h[:12]}..." for h in hits] for rel, hits in found.items()}
+    outside = {rel: hits for rel, hits in leaks.items() if not _allowed(rel)}
+    if store_texts:  # the control: the same search sees texts the cycle keeps on purpose
+        ref = (reg.get(after).path / "reference" / "texts.jsonl").resolve().relative_to(registry.resolve())
+        assert MARKER in outside.get(str(ref), []), sorted(outside)
+    else:
+        assert outside == {}
+    assert "Traceback" not in capsys.readouterr().err
