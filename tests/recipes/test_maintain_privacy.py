@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,13 @@ import yaml
 
 from refit.cli import main
 from refit.data import demo_dir
+from refit.maintain.index import INDEX_FILE
 from refit.registry import CHAMPION, Registry
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, capture_row, feedback_row
 from tests.conftest import write_jsonl
-from tests.unit.test_maintain_inbox import _now, _write
+from tests.unit.test_maintain_inbox import _cap, _now, _write
+from tests.unit.test_maintain_index import _cycle
+from tests.unit.test_maintain_privacy import _V1_SCHEMA, SECRET
 
 MARKER = "zebraquartz"
 ALLOWED = {"data/train.jsonl", "data/validation.jsonl"}  # under maintain/run-*/: the challenger's rows
@@ -150,3 +154,28 @@ def test_store_texts_false_keeps_inputs_out_of_everything_a_cycle_writes_but_its
     else:
         assert outside == {}
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- an unreadable index of the first format (it kept captured texts) --------------------------------------
+def test_a_damaged_index_of_the_first_format_is_deleted_not_set_aside_with_its_texts(tmp_path):
+    """A `.damaged-*` file is kept forever: one of format 2 or 3 holds no text (set aside for a look), but
+    one of the first format held captured texts. Damaged past SQLite's reading (its schema page here), it
+    cannot be vacuumed, so it is deleted, with a note. Before the fix it was set aside, texts and all."""
+    reg, inbox = Registry(tmp_path / "registry"), tmp_path / "inbox"
+    inbox.mkdir()
+    index = reg.root / "maintain" / INDEX_FILE
+    index.parent.mkdir(parents=True)
+    db = sqlite3.connect(index, isolation_level=None)
+    db.executescript(_V1_SCHEMA)
+    db.execute("INSERT INTO captures (run_id, request_id, text) VALUES (1, 'r0', ?)", (SECRET,))
+    db.close()
+    data = bytearray(index.read_bytes())
+    data[100:300] = b"\xff" * 200  # the schema page's cells (the 100-byte file header is left readable)
+    index.write_bytes(bytes(data))
+    assert SECRET.encode() in index.read_bytes()
+    _write(inbox / "capture-1.parquet", [_cap("r1", "new text")], CAPTURE_SCHEMA)
+    batch, notes = _cycle(reg, inbox)
+    assert batch.texts == ["new text"]
+    assert any("first format" in n and "deleted" in n for n in notes), notes
+    assert not list(index.parent.glob(f"{INDEX_FILE}.damaged-*"))
+    assert [p.name for p in index.parent.iterdir() if SECRET.encode() in p.read_bytes()] == []
