@@ -2,9 +2,9 @@
 its W&B run on (offline), then every byte under the registry is searched for the marker word every inbox
 and golden-set text carries, and for the plain sha256 of each of those texts.
 
-The inbox holds a JSONL window of labelled rows and the captures of two servers with late feedback: one
-with `capture.store_texts` true (texts and their plain sha256 in the capture file: what a loop that
-retrains on captures needs) and one with it false (neither). The one place texts are allowed (README,
+The inbox holds a JSONL window of labelled rows, the captures of two servers with late feedback (one
+with `capture.store_texts` true: texts and their plain sha256 in the capture file, what a loop that
+retrains on captures needs; one with it false: neither), and a file the cycle quarantines. The one place texts are allowed (README,
 Tracking: Privacy) is the run folder's training/validation rows, the challenger's training data; the
 search must find the marker there, and the same cycle with store_texts true must show up as a leak (the
 new champion's reference texts), so an empty result is not a search that sees nothing.
@@ -95,6 +95,8 @@ def loop(tmp_path, tiny_model_dir, monkeypatch):
     write_jsonl(tmp_path / "production" / "2026-11-20.jsonl", window)
     _captures(tmp_path / "production", kept, True, "a")
     _captures(tmp_path / "production", unkept, False, "b")
+    # a file whose label column holds a text (columns swapped): quarantined, and its reason must not quote it
+    write_jsonl(tmp_path / "production" / "swapped.jsonl", [{"text": "1", "label": f"{MARKER} my words"}])
     config = {
         "registry": {"root": str(registry)},
         "inbox": {
@@ -137,6 +139,15 @@ def test_store_texts_false_keeps_inputs_out_of_everything_a_cycle_writes_but_its
     assert (reg.get(after).path / "reference" / "embeddings.safetensors").is_file()
     assert run["details"]["reference"]["recent"] > 0  # the reference was built from the marked inputs
     assert run["details"]["counts"]["labelled"] == 120  # the window's rows and the stored captures' labels
+    (quarantined,) = run["details"]["quarantined"]
+    assert Path(quarantined["file"]).name == "swapped.jsonl"
+    if not store_texts:  # where it was refused is kept, what the file held is not
+        assert quarantined["reason"].endswith(
+            "swapped.jsonl, row 1: refused; why is not kept "
+            "(privacy.store_texts false: the reason may quote the file's values)"
+        ), quarantined
+    else:
+        assert "is not one of the model's labels" in quarantined["reason"]
     work = Path(run["details"]["work_dir"])
     assert (work / "report.html").is_file() and (work / "cycle.json").is_file()
     assert (registry / "registry.db").is_file() and (registry / "maintain" / "inbox-index.db").is_file()
