@@ -2,12 +2,13 @@
 its W&B run on (offline), then every byte under the registry is searched for the marker word every inbox
 and golden-set text carries, and for the plain sha256 of each of those texts.
 
-The inbox holds a JSONL window of labelled rows, the captures of two servers with late feedback (one
-with `capture.store_texts` true: texts and their plain sha256 in the capture file, what a loop that
-retrains on captures needs; one with it false: neither), and a file the cycle quarantines. The one place texts are allowed (README,
-Tracking: Privacy) is the run folder's training/validation rows, the challenger's training data; the
-search must find the marker there, and the same cycle with store_texts true must show up as a leak (the
-new champion's reference texts), so an empty result is not a search that sees nothing.
+The inbox holds JSONL windows of labelled and unlabelled rows, the captures of two servers with late
+feedback (one with `capture.store_texts` true: texts and their plain sha256 in the capture file, what a
+loop that retrains on captures needs; one with it false: neither), and a file the cycle quarantines. The
+one place texts are allowed (README, Tracking: Privacy) is the run folder's training/validation rows, the
+challenger's training data; the search must find the marker there, and the same cycle with store_texts
+true must show up as a leak (the new champion's reference texts), so an empty result is not a search that
+sees nothing.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def _captures(inbox: Path, rows: list[dict], store_text: bool, name: str) -> Non
 
 @pytest.fixture
 def loop(tmp_path, tiny_model_dir, monkeypatch):
-    """A registry whose champion is the tiny model briefly fine-tuned on the demo reviews (no marker), an
-    inbox of marked, shifted labelled rows, a marked golden set, and a config with store_texts false."""
+    """A registry whose champion is the tiny model briefly fine-tuned on the demo reviews (no marker), the
+    inbox of the module docstring (shifted rows, marked), a marked golden set, and a cycle's config."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "champion"
     common = ["--data.max_length", "48", "--data.batch_size", "16", "--tracking.wandb", "false"]
@@ -89,10 +90,11 @@ def loop(tmp_path, tiny_model_dir, monkeypatch):
     vid = json.loads((out / "version" / "refit.json").read_text())["version_id"]
     promote = ["registry", "promote", "--root", str(registry), "--version", vid, "--reason", "first"]
     assert main([*promote, "--tracking.wandb", "false"]) == 0
-    shifted = _marked(_rows("shifted")[:150])
-    window, kept, unkept = shifted[:90], shifted[90:120], shifted[120:]
+    shifted = _marked(_rows("shifted")[:170])
+    window, kept, unkept, unlabelled = shifted[:90], shifted[90:120], shifted[120:150], shifted[150:]
     golden = _marked(_rows("validation"))
     write_jsonl(tmp_path / "production" / "2026-11-20.jsonl", window)
+    write_jsonl(tmp_path / "production" / "2026-11-21.jsonl", [{"text": r["text"]} for r in unlabelled])
     _captures(tmp_path / "production", kept, True, "a")
     _captures(tmp_path / "production", unkept, False, "b")
     # a file whose label column holds a text (columns swapped): quarantined, and its reason must not quote it
@@ -138,7 +140,8 @@ def test_store_texts_false_keeps_inputs_out_of_everything_a_cycle_writes_but_its
     # database, the cycle's W&B run (with the promotion mirrored into it) and the reports
     assert (reg.get(after).path / "reference" / "embeddings.safetensors").is_file()
     assert run["details"]["reference"]["recent"] > 0  # the reference was built from the marked inputs
-    assert run["details"]["counts"]["labelled"] == 120  # the window's rows and the stored captures' labels
+    # the window's rows and the stored captures' labels; those and the unlabelled rows are inputs
+    assert run["details"]["counts"] == {"inputs": 140, "labelled": 120}
     (quarantined,) = run["details"]["quarantined"]
     assert Path(quarantined["file"]).name == "swapped.jsonl"
     if not store_texts:  # where it was refused is kept, what the file held is not
@@ -190,3 +193,20 @@ def test_a_damaged_index_of_the_first_format_is_deleted_not_set_aside_with_its_t
     assert any("first format" in n and "deleted" in n for n in notes), notes
     assert not list(index.parent.glob(f"{INDEX_FILE}.damaged-*"))
     assert [p.name for p in index.parent.iterdir() if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_a_damaged_index_of_format_3_is_still_set_aside_for_a_look(tmp_path):
+    """It holds no text (ids, file names, keyed hashes), so the rule above deletes only what may."""
+    reg, inbox = Registry(tmp_path / "registry"), tmp_path / "inbox"
+    inbox.mkdir()
+    _write(inbox / "capture-1.parquet", [_cap("r0", "zero")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    index = reg.root / "maintain" / INDEX_FILE
+    data = bytearray(index.read_bytes())
+    data[100:300] = b"\xff" * 200
+    index.write_bytes(bytes(data))
+    _write(inbox / "capture-2.parquet", [_cap("r1", "one")], CAPTURE_SCHEMA)
+    _, notes = _cycle(reg, inbox)
+    assert any("was unreadable" in n and "moved to" in n for n in notes), notes
+    assert len(list(index.parent.glob(f"{INDEX_FILE}.damaged-*"))) == 1
+    assert b"zero" not in next(index.parent.glob(f"{INDEX_FILE}.damaged-*")).read_bytes()
