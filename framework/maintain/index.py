@@ -29,7 +29,8 @@ VACUUMed when it is opened, then rebuilt from the files still in the inbox, with
 Files set aside as `.damaged-*` (an index SQLite cannot read, a key file that is not a key) are kept
 forever, for a look: they hold no text. A damaged index of format 2 or 3 holds what the index does (ids,
 file names, keyed hashes); one whose raw header says it may be of the first format cannot be vacuumed, so
-it is deleted instead, with a note. A key file refit wrote holds only the hex key; kept beside a
+it is deleted instead, with a note (only a first-format file whose header itself is destroyed is still set
+aside, texts and all: it no longer reads as SQLite). A key file refit wrote holds only the hex key; kept beside a
 set-aside index hashed under it, the two let a reader test guessed texts, as the live pair does.
 Its growth: one row per file, per dropped row, per captured request and per labelled request, forever,
 measured with SQLite's indexes in scripts/bench_inbox.py (scripts/results/inbox.md; a capture row holds a
@@ -141,7 +142,7 @@ class InboxIndex:
             if _may_hold_texts(self.path):  # cannot be vacuumed, and a set-aside file is kept forever
                 self.path.unlink()
                 self.set_aside = (
-                    f"{self.path} was unreadable ({e}) and of the first format (it kept captured texts): "
+                    f"{self.path} was unreadable ({e}) and may be of the first format (it kept captured texts): "
                     "deleted, not set aside"
                 )
                 return self._open()
