@@ -125,7 +125,7 @@ def run_cycle(
     Raises a RefitError before any work when an input is missing, and CycleInterrupted (after recording
     the cycle as interrupted) when a signal stopped the retrain.
     """
-    cycle = _setup(registry, inbox, seed, log)
+    cycle = _setup(registry, inbox, seed, log, retrain.privacy.store_texts)
     try:
         _work(cycle, inbox=inbox, policy=policy, retrain=retrain, gate_cfg=gate_cfg, deploy=deploy)
     except Superseded as e:
@@ -151,7 +151,9 @@ def run_cycle(
 
 
 # --- setup ---------------------------------------------------------------------------------------------
-def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str], None]) -> _Cycle:
+def _setup(
+    registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str], None], store_texts: bool
+) -> _Cycle:
     """Check every input, close runs a killed process left open, read the new data and open the run."""
     folder = Path(inbox.windows)
     if not folder.is_dir():
@@ -196,6 +198,7 @@ def _setup(registry: Registry, inbox: InboxConfig, seed: int, log: Callable[[str
         text_column=inbox.text_column,
         label_column=inbox.label_column,
         label_names=names,
+        store_texts=store_texts,
     )
     batch, run_id, index_record, index_notes = _read_and_open_run(registry, runs, read, champion.id)
     work = registry.root.resolve() / "maintain" / f"run-{run_id:05d}"

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -265,6 +266,19 @@ def _read_feedback(
     return out
 
 
+def _refused(key: str, message: str, store_texts: bool) -> str:
+    """A quarantine reason: it is kept in the run's record, cycle.json, the report and the W&B run. Its
+    message quotes values of the file (a label, a time, column names), which are texts when a column is
+    misplaced (a text in the label column, a CSV without its header line), so with store_texts False only
+    where the file was refused is kept."""
+    if not store_texts:
+        where = re.match(r"(line|row) \d+", message)
+        message = (f"{where.group(0)}: " if where else "") + (
+            "refused; why is not kept (privacy.store_texts false: the reason may quote the file's values)"
+        )
+    return f"{key}, {message}" if message.startswith(("line ", "row ")) else f"{key}: {message}"
+
+
 def read_inbox(
     folder: Path,
     *,
@@ -274,11 +288,13 @@ def read_inbox(
     label_column: str,
     label_names: list[str],
     only: set[str] | None = None,
+    store_texts: bool = True,
 ) -> InboxBatch:
     """The new data in `folder` against what finished cycles read (`known`; nothing when None): files not
     read before (by path, size and mtime, then by content) and not quarantined with the same content
     ((path, sha256) pairs), their rows not read before, and the labels new feedback gives to old captures
-    (and old feedback to new captures). `only` limits the read to those resolved paths (an index rebuild)."""
+    (and old feedback to new captures). `only` limits the read to those resolved paths (an index rebuild).
+    `store_texts` False (privacy): a quarantine reason keeps only where the file was refused (see _refused)."""
     known = known or in_memory()
     now = datetime.now(timezone.utc)  # rows stamped later than this (plus FUTURE_SLACK) are skipped
     batch = InboxBatch()
@@ -332,7 +348,7 @@ def read_inbox(
                             name_ = None if label is None else label_names[label]
                             dropped.append((row_key(known.key, text, name_), text, label))
                 except DataError as e:
-                    reason = f"{key}, {e}" if str(e).startswith(("line ", "row ")) else f"{key}: {e}"
+                    reason = _refused(key, str(e), store_texts)
                     batch.quarantined.append({"file": key, "sha256": digest, "reason": reason})
                     continue
             contents.add(digest)

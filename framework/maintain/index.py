@@ -26,6 +26,12 @@ and equality: which captures or dropped rows hold the same text. A captured text
 file only when a label arrives for it (refit.maintain.inbox), so deleting or rewriting a capture file
 makes the loop forget its texts. An index of the first format (it kept captured texts) is emptied and
 VACUUMed when it is opened, then rebuilt from the files still in the inbox, with a note.
+Files set aside as `.damaged-*` (an index SQLite cannot read, a key file that is not a key) are kept
+forever, for a look: they hold no text. A damaged index of format 2 or 3 holds what the index does (ids,
+file names, keyed hashes); one whose raw header says it may be of the first format cannot be vacuumed, so
+it is deleted instead, with a note (only a first-format file whose header itself is destroyed is still set
+aside, texts and all: it no longer reads as SQLite). A key file refit wrote holds only the hex key; kept beside a
+set-aside index hashed under it, the two let a reader test guessed texts, as the live pair does.
 Its growth: one row per file, per dropped row, per captured request and per labelled request, forever,
 measured with SQLite's indexes in scripts/bench_inbox.py (scripts/results/inbox.md; a capture row holds a
 128-bit HMAC and an integer naming its file). What a cycle still pays per old file is a directory entry, a stat and an
@@ -133,6 +139,13 @@ class InboxIndex:
         except (
             sqlite3.DatabaseError
         ) as e:  # not SQLite, or damaged: set aside (kept for a look), start afresh
+            if _may_hold_texts(self.path):  # cannot be vacuumed, and a set-aside file is kept forever
+                self.path.unlink()
+                self.set_aside = (
+                    f"{self.path} was unreadable ({e}) and may be of the first format (it kept captured texts): "
+                    "deleted, not set aside"
+                )
+                return self._open()
             aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(self.path, aside)
             self.set_aside = f"{self.path} was unreadable ({e}); moved to {aside}"
@@ -333,6 +346,14 @@ class InboxIndex:
         for rid, at, label in self._lookup("feedback", "request_id", rids):
             merged.add_feedback(rid, at, (label,))
         return merged.feedback
+
+
+def _may_hold_texts(path: Path) -> bool:
+    """Whether an unreadable index file is an SQLite file whose header (read raw: SQLite cannot open it) says
+    it is not of format 2 or 3, i.e. possibly of the first format, which kept captured texts."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    return header[:16] == b"SQLite format 3\x00" and int.from_bytes(header[60:64], "big") not in _SAME_ROWS
 
 
 def file_stamp(path: Path) -> list[int] | None:
