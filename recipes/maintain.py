@@ -80,7 +80,9 @@ class Config:
         every: Run a cycle now and then every interval, e.g. 30m, 6h, 1d; at least 1m (foreground; stops on SIGTERM).
         cron: Run cycles on a cron expression, e.g. "0 */6 * * *" (foreground; stops on SIGTERM).
         seed: Seed for sampling, splits and permutations.
-        privacy: store_texts false keeps input texts out of what the cycle writes (passed to the retrain).
+        privacy: store_texts false keeps input texts out of what the cycle writes (passed to the retrain;
+            quarantine reasons then name where a file was refused, not the values they would quote),
+            except the labelled rows it trains and validates on (its run folder's data/).
     """
 
     registry: RegistryConfig = field(default_factory=RegistryConfig)
