@@ -164,7 +164,7 @@ def test_a_bad_feedback_row_is_named_by_its_number_and_missing_keys_by_name(regi
         many = client.post("/feedback", json=[good, {"request_id": rid, "label": 0}])
     detail = {k: r.json()["detail"] for k, r in answers.items()}
     assert {r.status_code for r in answers.values()} == {422}, detail
-    assert detail["bad label, row 3"].startswith("row 3 of 3: Unknown label 'x'"), detail
+    assert detail["bad label, row 3"].startswith('row 3 of 3: Unknown label "x"'), detail
     assert "allowed labels: negative, positive" in detail["bad label, row 3"]
     assert detail["made-up id, row 2"].startswith("row 2 of 2: request_id '0000"), detail
     assert detail["no label"].startswith("missing 'label'") and "Field required" not in str(detail)
