@@ -206,13 +206,14 @@ def test_tune_errors_are_clear(tmp_path, tiny_model_dir, toy_data, capsys):
 def test_pbt_restarts_the_worst_trial_from_a_better_ones_checkpoint(tmp_path, tiny_model_dir, toy_data):
     """PBT on a local Ray: trials hand Tune checkpoints, and an exploited trial is restarted from one.
 
-    PBT exploits only between trials that are running at once (Ray ranks unfinished trials), so all four
-    run together (4 logical CPUs): with two at a time, a loaded machine let one tiny trial finish its
-    three epochs before the other reported once, and nothing was exploited (a CI run failed so)."""
+    PBT exploits only between trials that are running at once (Ray ranks unfinished trials) and only at
+    a perturbation point before a trial's last one: with three epochs, a loaded machine let one tiny
+    trial finish before the other reported, and nothing was exploited (a CI run under load failed so;
+    four trials at once on 2 cores failed too: Ray skips an exploit while the better trial's checkpoint
+    is still being registered). Six epochs give each pair five chances to overlap."""
     pbt = _config(tmp_path, tiny_model_dir, toy_data, "pbt", scheduler="pbt", grace_period=1)
     cfg = yaml.safe_load(pbt.read_text())
-    cfg["finetune"]["trainer"]["max_epochs"] = 3
-    cfg["max_concurrent_trials"] = cfg["ray_num_cpus"] = 4
+    cfg["finetune"]["trainer"]["max_epochs"] = cfg["max_t"] = 6
     pbt.write_text(yaml.safe_dump(cfg))
     assert main(["tune", "--config", str(pbt)]) == 0
     out = tmp_path / "tune" / "pbt"
