@@ -47,7 +47,6 @@ from refit.maintain.scrub import FORGET_KIND, redactions
 from refit.models import encode_texts, load_version, read_version
 from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
-from refit.train import evaluate_version
 
 __all__ = ["CycleInterrupted", "CycleReport", "run_cycle", "DONE_STATUSES"]
 
@@ -579,11 +578,10 @@ def _write_split(path: Path, pairs: list[tuple[str, int]], label_names: list[str
 
 
 def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> float | None:
-    if not pairs:
-        return None
-    return evaluate_version(version_dir, [t for t, _ in pairs], [y for _, y in pairs], max_length=max_length)[
-        "accuracy"
-    ]
+    """The version's accuracy on the rows, from the same per-row scoring the gate's paired test uses (one
+    way to score a version in a cycle, not two that could disagree at a threshold)."""
+    rows = _correct(version_dir, pairs, max_length)
+    return None if rows is None else sum(rows) / len(rows)
 
 
 def _correct(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> list[bool] | None:
