@@ -76,9 +76,19 @@ from refit.maintain.known import (
     row_key,
     utc_key,
 )
+from refit.maintain.safe_read import NotAFile, TooBig, read_entry
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
 
-__all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTURE_SLACK"]
+__all__ = [
+    "CAPTURE_PREFIX",
+    "FEEDBACK_PREFIX",
+    "FUTURE_SLACK",
+    "MAX_FILE_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_ROWS",
+    "InboxBatch",
+    "read_inbox",
+]
 
 CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
 MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a crafted file from exhausting it
@@ -115,47 +125,6 @@ def _kind(name: str) -> str:
     if name.lower().endswith(".parquet") and name.startswith(FEEDBACK_PREFIX):
         return "feedback"
     return "dropped"
-
-
-class _NotAFile(Exception):
-    """The entry is not a regular file (a link, a FIFO, ...): skipped, not quarantined (nothing to hash)."""
-
-
-class _TooBig(DataError):
-    """A file over MAX_FILE_BYTES: quarantined under the sha256 of its content, hashed without keeping it."""
-
-    def __init__(self, message: str, sha256: str) -> None:
-        super().__init__(message)
-        self.sha256 = sha256
-
-
-def _hash_rest(fd: int, h) -> str:
-    while chunk := os.read(fd, 1 << 20):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_bytes(dir_fd: int, name: str) -> tuple[bytes, os.stat_result]:
-    """The content of one inbox entry and its stat when opened, opened without following a link and without
-    blocking on a FIFO."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError as e:  # ELOOP: a link (perhaps swapped in since the scan); ENXIO: a socket
-        raise _NotAFile(f"cannot be opened as a plain file ({e.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile("not a regular file")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            total += len(chunk)
-            chunks.append(chunk)
-            if total > MAX_FILE_BYTES:  # said so by its size, or grown while read
-                h = hashlib.sha256(b"".join(chunks))
-                raise _TooBig(f"is over the inbox limit of {MAX_FILE_BYTES} bytes.", _hash_rest(fd, h))
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
 
 
 def _parse(name: str, data: bytes, schema=None) -> list[dict]:
@@ -317,12 +286,12 @@ def read_inbox(
                 continue  # read by a finished cycle and not changed since: not opened again
             kind = _kind(name)
             try:
-                data, st = _read_bytes(dir_fd, name)
-            except _NotAFile as e:
+                data, st = read_entry(dir_fd, name, MAX_FILE_BYTES)
+            except NotAFile as e:
                 batch.skipped["entries that are not readable regular files (links, FIFOs, ...)"] += 1
                 batch.notes.append(f"skipped {key}: {e}")
                 continue
-            except _TooBig as e:
+            except TooBig as e:
                 if (key, e.sha256) not in quarantined:
                     batch.quarantined.append({"file": key, "sha256": e.sha256, "reason": f"{key} {e}"})
                 continue
@@ -500,8 +469,8 @@ def _capture_columns(paths: list[str], sha256: str):
         except OSError:
             continue
         try:
-            data, _ = _read_bytes(dir_fd, p.name)
-        except (OSError, _NotAFile, _TooBig):
+            data, _ = read_entry(dir_fd, p.name, MAX_FILE_BYTES)
+        except (OSError, NotAFile, TooBig):
             continue
         finally:
             os.close(dir_fd)
