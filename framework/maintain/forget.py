@@ -22,9 +22,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refit.maintain.inbox import CAPTURE_PREFIX, MAX_FILE_BYTES, MAX_ROWS
+from refit.maintain.inbox import MAX_FILE_BYTES, MAX_ROWS
 from refit.maintain.safe_read import NotAFile, TooBig, read_entry
-from refit.serve.capture import CAPTURE_SCHEMA
+from refit.serve.capture import CAPTURE, CAPTURE_SCHEMA, being_written, file_kind
 
 __all__ = ["Forgotten", "find_requests", "forget_requests", "remove_rows"]
 
@@ -64,9 +64,9 @@ def find_requests(folder: Path, ids: set[str]) -> Forgotten:
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         names = sorted(os.listdir(dir_fd))
-        out.in_progress = sum(n.startswith(f".{CAPTURE_PREFIX}") for n in names)
+        out.in_progress = sum(being_written(n, CAPTURE) for n in names)
         for name in names:
-            if not (name.startswith(CAPTURE_PREFIX) and name.lower().endswith(".parquet")):
+            if file_kind(name) != CAPTURE:
                 continue
             try:
                 data, _ = read_entry(dir_fd, name, MAX_FILE_BYTES)

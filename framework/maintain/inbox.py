@@ -77,11 +77,9 @@ from refit.maintain.known import (
     utc_key,
 )
 from refit.maintain.safe_read import NotAFile, TooBig, read_entry
-from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
+from refit.serve.capture import CAPTURE, CAPTURE_SCHEMA, FEEDBACK, FEEDBACK_SCHEMA, file_kind
 
 __all__ = [
-    "CAPTURE_PREFIX",
-    "FEEDBACK_PREFIX",
     "FUTURE_SLACK",
     "MAX_FILE_BYTES",
     "MAX_LINE_BYTES",
@@ -90,7 +88,6 @@ __all__ = [
     "read_inbox",
 ]
 
-CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
 MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a crafted file from exhausting it
 MAX_LINE_BYTES = 1024**2  # one JSONL/CSV row; a classifier's input is a few hundred tokens
 MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at capture.rotate_rows)
@@ -120,11 +117,8 @@ def _data_name(name: str) -> bool:
 
 
 def _kind(name: str) -> str:
-    if name.lower().endswith(".parquet") and name.startswith(CAPTURE_PREFIX):
-        return "capture"
-    if name.lower().endswith(".parquet") and name.startswith(FEEDBACK_PREFIX):
-        return "feedback"
-    return "dropped"
+    """CAPTURE, FEEDBACK (the server's files, named by refit.serve.capture) or "dropped"."""
+    return file_kind(name) or "dropped"
 
 
 def _parse(name: str, data: bytes, schema=None) -> list[dict]:
@@ -303,13 +297,13 @@ def read_inbox(
                 batch.notes.append(f"{key} holds the same bytes as a file already read: adds nothing")
             else:
                 try:
-                    if kind == "capture":
+                    if kind == CAPTURE:
                         if stamp is not None:  # e.g. `refit maintain forget` removed rows from it
                             rewritten.add(digest)
                         for rid, text, i in _read_capture(name, data, now, batch.skipped):
                             mark = None if text is None else keyed(known.key, text)
                             captures.setdefault(rid, []).append((text, CaptureRef(mark, digest, i)))
-                    elif kind == "feedback":
+                    elif kind == FEEDBACK:
                         for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
                             feedback.setdefault(rid, []).append((utc_key(at), label))
                     else:

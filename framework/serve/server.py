@@ -24,7 +24,9 @@ from refit.models.version import read_version
 from refit.registry.store import NoRegistry, Registry, RegistryError
 from refit.serve.batcher import MicroBatcher
 from refit.serve.capture import (
+    CAPTURE,
     CAPTURE_SCHEMA,
+    FEEDBACK,
     FEEDBACK_SCHEMA,
     RotatingParquetWriter,
     capture_row,
@@ -127,8 +129,8 @@ class Server:
         self.request_ids = RequestIds(self._key_folder() if options.capture else None)
         if options.capture:
             self._clean_abandoned()
-            self.capture = self._writer("capture", CAPTURE_SCHEMA)
-            self.feedback = self._writer("feedback", FEEDBACK_SCHEMA)
+            self.capture = self._writer(CAPTURE, CAPTURE_SCHEMA)
+            self.feedback = self._writer(FEEDBACK, FEEDBACK_SCHEMA)
         self.accepting = True
         self._stop = threading.Event()
         self._watcher = None
