@@ -49,7 +49,11 @@ The inbox is writable by more than the server, so everything in it is treated as
   nothing (even once the old file has left the inbox);
 - conflicting feedback: the row with the latest `at` wins; when rows with that same latest `at` give
   different labels the request is dropped from the labelled window and counted (no order of files or
-  names decides a label).
+  names decides a label). Across cycles too, which is what `POST /feedback` promises: a label posted again
+  for a request a finished cycle trained on with that label is not new (counted: a retry must not train on
+  the pair twice); a newer, different label (a correction) is trained on by the next cycle, which says in a
+  note that the earlier runs' data and the versions trained on it keep the old label; a label older than
+  the one used is not used (counted).
 Every skip is counted in `InboxBatch.skipped` and said in a note of the cycle's report.
 """
 
@@ -383,6 +387,7 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewri
     if hidden:
         batch.notes.append(f"{hidden} captured input(s) without a stored text (privacy) are not used")
     unmatched, labelled = 0, []  # labelled: (text or _ELSEWHERE, request_id, label id) in feedback order
+    relabelled: set[str] = set()  # requests trained on with another label by a finished cycle
     for rid in [*feedback, *(r for r in captures if r in old_fb and r not in feedback)]:
         rows = [(at, y, True) for at, y in feedback.get(rid, [])]
         if rid in old_fb:
@@ -401,22 +406,49 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewri
             unmatched += fb_new
             continue
         text, cap_new = texts.get(rid, (None, False))
-        if text is not None and (fb_new or cap_new):
+        if text is None:
+            continue
+        used = _used_label(old_fb.get(rid)) if not cap_new else None  # what a finished cycle trained on
+        if used is not None and fb_new and winners[0][0] == used:
+            batch.skipped[REPEATED] += 1  # posted again (a retry): the pair was used once already
+        elif (
+            used is not None and not fb_new and all(at < latest for at, _ in feedback.get(rid, [(latest, 0)]))
+        ):
+            batch.skipped[STALE] += 1  # every new row is older than the label used: it stays
+        elif fb_new or cap_new:
             labelled.append((text, rid, winners[0][0]))
+            if used is not None:
+                relabelled.add(rid)
     recalled = _recall({rid: old_caps[rid] for t, rid, _ in labelled if t is _ELSEWHERE}, known)
     for text, rid, label in labelled:
         text = recalled.get(rid) if text is _ELSEWHERE else text
         if text is None:
             batch.skipped[FORGOTTEN] += 1
+            relabelled.discard(rid)
         else:
             batch.labelled.append((text, label))
+    if relabelled:
+        batch.notes.append(f"{len(relabelled)} {RELABELLED}")
     if unmatched:
         batch.notes.append(
             f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles"
         )
 
 
+def _used_label(old: tuple[str, frozenset[int]] | None) -> int | None:
+    """The label finished cycles decided for a request from its old feedback (latest time, one label), i.e.
+    the one they trained on when its capture was read too; None when none was decided (a tie, no feedback)."""
+    return next(iter(old[1])) if old is not None and len(old[1]) == 1 else None
+
+
 _ELSEWHERE = object()  # an old capture's text: in its capture file, read back only when a label needs it
+REPEATED = "feedback labels posted again for a request already trained on with that label: not new"
+STALE = "feedback labels older than the label a finished cycle trained on: not used (the newest wins)"
+RELABELLED = (
+    "request(s) relabelled after an earlier cycle trained on their old label: trained on the newest label "
+    "now; the earlier runs' training data (which replay draws from) and the versions trained on it keep "
+    "the old label"
+)
 FORGOTTEN = "labelled requests whose capture was deleted or changed: not used"
 DUPLICATE = "duplicate capture rows of one request (kept once)"
 REREAD_REWRITTEN = (

@@ -10,7 +10,8 @@ the inbox, `refit maintain forget` and the request-id check name files through t
 - capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256 (the text's
   sha256, null with the text: an unsalted hash of a short text is reversed by guessing, and its one reader,
   the inbox's edit check, needs the text beside it anyway), prediction (int64), label, probs
-  (list<float32>); feedback rows: request_id, label, at (all strings).
+  (list<float32>); feedback rows: request_id, label, at (all strings; a feedback `at` to the microsecond,
+  strictly increasing within a server process: FeedbackClock).
 
 Files holding user text are created 0o600 through a descriptor of the capture folder opened without
 following links, written through that descriptor, fsynced, renamed within the same folder, and the folder
@@ -37,7 +38,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,6 +51,7 @@ __all__ = [
     "CAPTURE_SCHEMA",
     "FEEDBACK",
     "FEEDBACK_SCHEMA",
+    "FeedbackClock",
     "SUFFIX",
     "RotatingParquetWriter",
     "being_written",
@@ -158,6 +160,27 @@ def clean_abandoned(folder: str | Path) -> list[tuple[str, int]]:
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class FeedbackClock:
+    """The `at` of feedback rows: the UTC time to the microsecond (the precision the cycle compares them at,
+    refit.maintain.known.utc_key), never repeating or going back within this process (a step of 1 us when
+    the clock has not moved). The cycle takes a request's newest label, and drops the request when two
+    labels tie at its latest time: two labels posted in one call, stamped to the millisecond, tied, so a
+    correction was lost; with this the later post wins. Posts to two workers in the same microsecond can
+    still tie (the cycle then drops the request and counts it)."""
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            if self._last is not None and now <= self._last:
+                now = self._last + timedelta(microseconds=1)
+            self._last = now
+        return now.isoformat(timespec="microseconds")
 
 
 def capture_row(

@@ -281,3 +281,19 @@ def test_cleaning_spares_the_open_file_of_a_live_writer_in_this_process(tmp_path
     assert clean_abandoned(tmp_path) == [] and not (tmp_path / open_file).exists()  # finalised, not deleted
     (tmp_path / open_file).write_bytes(b"left by an earlier process with this pid")
     assert clean_abandoned(tmp_path) == [(open_file, 40)] and not (tmp_path / open_file).exists()
+
+
+def test_feedback_stamps_never_tie_within_a_process():
+    """Two labels posted for one request in one call were stamped alike (to the millisecond), and the cycle
+    drops a request whose latest labels tie: the correction was lost. Each stamp is now later than the one
+    before it, at the precision written and compared (microseconds), and stays with the clock."""
+    from datetime import datetime, timezone
+
+    from refit.serve.capture import FeedbackClock
+
+    clock = FeedbackClock()
+    stamps = [clock() for _ in range(2000)]  # faster than the clock's milliseconds move
+    times = [datetime.fromisoformat(s) for s in stamps]
+    assert all(a < b for a, b in zip(times, times[1:]))
+    assert all(s == t.isoformat(timespec="microseconds") for s, t in zip(stamps, times))
+    assert abs((times[-1] - datetime.now(timezone.utc)).total_seconds()) < 1  # no drift ahead
