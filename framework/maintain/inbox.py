@@ -411,10 +411,8 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewri
         used = _used_label(old_fb.get(rid)) if not cap_new else None  # what a finished cycle trained on
         if used is not None and fb_new and winners[0][0] == used:
             batch.skipped[REPEATED] += 1  # posted again (a retry): the pair was used once already
-        elif (
-            used is not None and not fb_new and all(at < latest for at, _ in feedback.get(rid, [(latest, 0)]))
-        ):
-            batch.skipped[STALE] += 1  # every new row is older than the label used: it stays
+        elif used is not None and rid in feedback and all(at < latest for at, _ in feedback[rid]):
+            batch.skipped[STALE] += 1  # every new row is older than the label used: that label stays
         elif fb_new or cap_new:
             labelled.append((text, rid, winners[0][0]))
             if used is not None:
