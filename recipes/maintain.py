@@ -42,8 +42,8 @@ from pathlib import Path
 from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
 from refit.export import TARGETS
-from refit.maintain import check_cron, cycle_lock, parse_every, run_cycle, run_forever
-from refit.registry import NoRegistry, Registry
+from refit.maintain import check_cron, parse_every, run_cycle, run_forever
+from refit.maintain.lock import maintenance_lock, open_registry
 from refit.registry.mirror import mirror_alias
 from refit.settings import (
     DeployConfig,
@@ -122,23 +122,19 @@ def run(cfg: Config) -> int:
     if cfg.cron:
         check_cron(cfg.cron)
     # A cycle needs a registry with a champion: a misspelt --registry.root is refused, never created empty.
-    try:
-        registry = Registry(cfg.registry.root, cfg.registry.db, must_exist=True)
-    except NoRegistry as e:
-        raise NoRegistry(f"{e} Check --registry.root (and --registry.db).") from None
+    registry = open_registry(cfg.registry.root, cfg.registry.db)
     if "champion" not in registry.aliases():
         raise ConfigError(
             f"The registry {registry.root} has no champion yet: `refit registry register --version DIR` "
             "then `refit registry promote --version ID`."
         )
-    lock_file = registry.root / "maintain.lock"
 
-    def busy() -> MaintainBusy:
+    def busy(lock_file: Path) -> MaintainBusy:
         return MaintainBusy(f"Another maintenance cycle holds {lock_file}; not starting a second one.")
 
     def one_cycle() -> str:
         # --once fails fast when another cycle holds the lock; a loop waits for it to finish.
-        with cycle_lock(lock_file, busy, wait_s=0 if cfg.once else math.inf):
+        with maintenance_lock(registry, busy, wait_s=0 if cfg.once else math.inf):
             # One W&B run per cycle (the summary run below): the retrain keeps its curves in CSV logs only.
             retrain = dataclasses.replace(
                 cfg.retrain,

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refit.errors import ConfigError, DataError, RefitError
-from refit.maintain import cycle_lock
 from refit.maintain.forget import find_requests, remove_rows
 from refit.maintain.index import request_digests
+from refit.maintain.lock import maintenance_lock, open_registry
 from refit.maintain.scrub import (
     FORGET_KIND,
     Match,
@@ -39,7 +39,6 @@ from refit.maintain.scrub import (
     sealed_copies,
     trained_on,
 )
-from refit.registry import NoRegistry, Registry
 from refit.settings import RegistryConfig
 
 
@@ -81,24 +80,20 @@ def _read_ids(path: str) -> set[str]:
 def run(cfg: Config) -> int:
     # --- setup -------------------------------------------------------------------------------------
     ids = _read_ids(cfg.ids)
-    try:
-        registry = Registry(cfg.registry.root, cfg.registry.db, must_exist=True)
-    except NoRegistry as e:
-        raise NoRegistry(f"{e} Check --registry.root (and --registry.db).") from None
+    registry = open_registry(cfg.registry.root, cfg.registry.db)
     folder = Path(cfg.inbox) if cfg.inbox else registry.root / "inbox"
     if not folder.is_dir():
         raise DataError(
             f"Inbox folder not found: 'inbox' is {folder}. Point it at the folder the cycles read "
             "(their inbox.windows)."
         )
-    lock_file = registry.root / "maintain.lock"
 
-    def busy() -> ForgetBusy:
+    def busy(lock_file: Path) -> ForgetBusy:
         return ForgetBusy(f"A maintenance cycle holds {lock_file}; forget again once it has finished.")
 
     # --- run ----------------------------------------------------------------------------------------
     maintain_dir = registry.root.resolve() / "maintain"
-    with cycle_lock(lock_file, busy, wait_s=60):
+    with maintenance_lock(registry, busy, wait_s=60):
         done = find_requests(folder, ids)  # reads only: nothing is written before the record below
         key, digests = request_digests(maintain_dir, ids)
         match = Match(set().union(*done.texts.values()), key, set().union(*digests.values()))

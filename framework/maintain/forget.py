@@ -22,8 +22,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refit.maintain.inbox import CAPTURE_PREFIX, MAX_ROWS, _NotAFile, _read_bytes, _TooBig
-from refit.serve.capture import CAPTURE_SCHEMA
+from refit.maintain.inbox import MAX_FILE_BYTES, MAX_ROWS
+from refit.maintain.safe_read import NotAFile, TooBig, read_entry
+from refit.serve.capture import CAPTURE, CAPTURE_SCHEMA, being_written, file_kind
 
 __all__ = ["Forgotten", "find_requests", "forget_requests", "remove_rows"]
 
@@ -63,17 +64,17 @@ def find_requests(folder: Path, ids: set[str]) -> Forgotten:
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         names = sorted(os.listdir(dir_fd))
-        out.in_progress = sum(n.startswith(f".{CAPTURE_PREFIX}") for n in names)
+        out.in_progress = sum(being_written(n, CAPTURE) for n in names)
         for name in names:
-            if not (name.startswith(CAPTURE_PREFIX) and name.lower().endswith(".parquet")):
+            if file_kind(name) != CAPTURE:
                 continue
             try:
-                data, _ = _read_bytes(dir_fd, name)
+                data, _ = read_entry(dir_fd, name, MAX_FILE_BYTES)
                 meta = pq.ParquetFile(pa.BufferReader(data))
                 if meta.metadata.num_rows > MAX_ROWS or meta.schema_arrow.names != CAPTURE_SCHEMA.names:
                     raise ValueError("not a capture file of this format")
                 table = meta.read(use_threads=False)
-            except (_NotAFile, _TooBig, OSError, ValueError, pa.ArrowException) as e:
+            except (NotAFile, TooBig, OSError, ValueError, pa.ArrowException) as e:
                 out.unreadable.append(f"{folder / name}: {e}")
                 continue
             hit = pc.is_in(table.column("request_id"), value_set=wanted).fill_null(False)

@@ -49,7 +49,11 @@ The inbox is writable by more than the server, so everything in it is treated as
   nothing (even once the old file has left the inbox);
 - conflicting feedback: the row with the latest `at` wins; when rows with that same latest `at` give
   different labels the request is dropped from the labelled window and counted (no order of files or
-  names decides a label).
+  names decides a label). Across cycles too, which is what `POST /feedback` promises: a label posted again
+  for a request a finished cycle trained on with that label is not new (counted: a retry must not train on
+  the pair twice); a newer, different label (a correction) is trained on by the next cycle, which says in a
+  note that the earlier runs' data and the versions trained on it keep the old label; a label older than
+  the one used is not used (counted).
 Every skip is counted in `InboxBatch.skipped` and said in a note of the cycle's report.
 """
 
@@ -76,11 +80,18 @@ from refit.maintain.known import (
     row_key,
     utc_key,
 )
-from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA
+from refit.maintain.safe_read import NotAFile, TooBig, read_entry
+from refit.serve.capture import CAPTURE, CAPTURE_SCHEMA, FEEDBACK, FEEDBACK_SCHEMA, file_kind
 
-__all__ = ["InboxBatch", "read_inbox", "MAX_FILE_BYTES", "MAX_LINE_BYTES", "FUTURE_SLACK"]
+__all__ = [
+    "FUTURE_SLACK",
+    "MAX_FILE_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_ROWS",
+    "InboxBatch",
+    "read_inbox",
+]
 
-CAPTURE_PREFIX, FEEDBACK_PREFIX = "capture-", "feedback-"
 MAX_FILE_BYTES = 256 * 1024**2  # read whole into memory: the bound keeps a crafted file from exhausting it
 MAX_LINE_BYTES = 1024**2  # one JSONL/CSV row; a classifier's input is a few hundred tokens
 MAX_ROWS = 1_000_000  # rows of one Parquet file (a server rotates its files at capture.rotate_rows)
@@ -110,52 +121,8 @@ def _data_name(name: str) -> bool:
 
 
 def _kind(name: str) -> str:
-    if name.lower().endswith(".parquet") and name.startswith(CAPTURE_PREFIX):
-        return "capture"
-    if name.lower().endswith(".parquet") and name.startswith(FEEDBACK_PREFIX):
-        return "feedback"
-    return "dropped"
-
-
-class _NotAFile(Exception):
-    """The entry is not a regular file (a link, a FIFO, ...): skipped, not quarantined (nothing to hash)."""
-
-
-class _TooBig(DataError):
-    """A file over MAX_FILE_BYTES: quarantined under the sha256 of its content, hashed without keeping it."""
-
-    def __init__(self, message: str, sha256: str) -> None:
-        super().__init__(message)
-        self.sha256 = sha256
-
-
-def _hash_rest(fd: int, h) -> str:
-    while chunk := os.read(fd, 1 << 20):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_bytes(dir_fd: int, name: str) -> tuple[bytes, os.stat_result]:
-    """The content of one inbox entry and its stat when opened, opened without following a link and without
-    blocking on a FIFO."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError as e:  # ELOOP: a link (perhaps swapped in since the scan); ENXIO: a socket
-        raise _NotAFile(f"cannot be opened as a plain file ({e.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile("not a regular file")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            total += len(chunk)
-            chunks.append(chunk)
-            if total > MAX_FILE_BYTES:  # said so by its size, or grown while read
-                h = hashlib.sha256(b"".join(chunks))
-                raise _TooBig(f"is over the inbox limit of {MAX_FILE_BYTES} bytes.", _hash_rest(fd, h))
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
+    """CAPTURE, FEEDBACK (the server's files, named by refit.serve.capture) or "dropped"."""
+    return file_kind(name) or "dropped"
 
 
 def _parse(name: str, data: bytes, schema=None) -> list[dict]:
@@ -317,12 +284,12 @@ def read_inbox(
                 continue  # read by a finished cycle and not changed since: not opened again
             kind = _kind(name)
             try:
-                data, st = _read_bytes(dir_fd, name)
-            except _NotAFile as e:
+                data, st = read_entry(dir_fd, name, MAX_FILE_BYTES)
+            except NotAFile as e:
                 batch.skipped["entries that are not readable regular files (links, FIFOs, ...)"] += 1
                 batch.notes.append(f"skipped {key}: {e}")
                 continue
-            except _TooBig as e:
+            except TooBig as e:
                 if (key, e.sha256) not in quarantined:
                     batch.quarantined.append({"file": key, "sha256": e.sha256, "reason": f"{key} {e}"})
                 continue
@@ -334,13 +301,13 @@ def read_inbox(
                 batch.notes.append(f"{key} holds the same bytes as a file already read: adds nothing")
             else:
                 try:
-                    if kind == "capture":
+                    if kind == CAPTURE:
                         if stamp is not None:  # e.g. `refit maintain forget` removed rows from it
                             rewritten.add(digest)
                         for rid, text, i in _read_capture(name, data, now, batch.skipped):
                             mark = None if text is None else keyed(known.key, text)
                             captures.setdefault(rid, []).append((text, CaptureRef(mark, digest, i)))
-                    elif kind == "feedback":
+                    elif kind == FEEDBACK:
                         for rid, at, label in _read_feedback(name, data, label_names, now, batch.skipped):
                             feedback.setdefault(rid, []).append((utc_key(at), label))
                     else:
@@ -420,6 +387,7 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewri
     if hidden:
         batch.notes.append(f"{hidden} captured input(s) without a stored text (privacy) are not used")
     unmatched, labelled = 0, []  # labelled: (text or _ELSEWHERE, request_id, label id) in feedback order
+    relabelled: set[str] = set()  # requests trained on with another label by a finished cycle
     for rid in [*feedback, *(r for r in captures if r in old_fb and r not in feedback)]:
         rows = [(at, y, True) for at, y in feedback.get(rid, [])]
         if rid in old_fb:
@@ -438,22 +406,47 @@ def _join(batch: InboxBatch, captures: dict, feedback: dict, known: Known, rewri
             unmatched += fb_new
             continue
         text, cap_new = texts.get(rid, (None, False))
-        if text is not None and (fb_new or cap_new):
+        if text is None:
+            continue
+        used = _used_label(old_fb.get(rid)) if not cap_new else None  # what a finished cycle trained on
+        if used is not None and fb_new and winners[0][0] == used:
+            batch.skipped[REPEATED] += 1  # posted again (a retry): the pair was used once already
+        elif used is not None and rid in feedback and all(at < latest for at, _ in feedback[rid]):
+            batch.skipped[STALE] += 1  # every new row is older than the label used: that label stays
+        elif fb_new or cap_new:
             labelled.append((text, rid, winners[0][0]))
+            if used is not None:
+                relabelled.add(rid)
     recalled = _recall({rid: old_caps[rid] for t, rid, _ in labelled if t is _ELSEWHERE}, known)
     for text, rid, label in labelled:
         text = recalled.get(rid) if text is _ELSEWHERE else text
         if text is None:
             batch.skipped[FORGOTTEN] += 1
+            relabelled.discard(rid)
         else:
             batch.labelled.append((text, label))
+    if relabelled:
+        batch.notes.append(f"{len(relabelled)} {RELABELLED}")
     if unmatched:
         batch.notes.append(
             f"{unmatched} feedback label(s) match no captured request yet; kept for later cycles"
         )
 
 
+def _used_label(old: tuple[str, frozenset[int]] | None) -> int | None:
+    """The label finished cycles decided for a request from its old feedback (latest time, one label), i.e.
+    the one they trained on when its capture was read too; None when none was decided (a tie, no feedback)."""
+    return next(iter(old[1])) if old is not None and len(old[1]) == 1 else None
+
+
 _ELSEWHERE = object()  # an old capture's text: in its capture file, read back only when a label needs it
+REPEATED = "feedback labels posted again for a request already trained on with that label: not new"
+STALE = "feedback labels older than the label a finished cycle trained on: not used (the newest wins)"
+RELABELLED = (
+    "request(s) relabelled after an earlier cycle trained on their old label: trained on the newest label "
+    "now; the earlier runs' training data (which replay draws from) and the versions trained on it keep "
+    "the old label"
+)
 FORGOTTEN = "labelled requests whose capture was deleted or changed: not used"
 DUPLICATE = "duplicate capture rows of one request (kept once)"
 REREAD_REWRITTEN = (
@@ -500,8 +493,8 @@ def _capture_columns(paths: list[str], sha256: str):
         except OSError:
             continue
         try:
-            data, _ = _read_bytes(dir_fd, p.name)
-        except (OSError, _NotAFile, _TooBig):
+            data, _ = read_entry(dir_fd, p.name, MAX_FILE_BYTES)
+        except (OSError, NotAFile, TooBig):
             continue
         finally:
             os.close(dir_fd)

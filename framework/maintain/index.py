@@ -480,10 +480,15 @@ def rebuild_paths(done_runs: list[dict]) -> set[str]:
 
 def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, dict[str, set[str]]]:
     """The registry's key and, per request id of `rids`, the keyed hashes of the texts the index holds for
-    it, read without changing anything (`folder`: <registry>/maintain). A forget scrubs by them too, so a
-    text whose capture file is already gone is still found in the run folders (and said per request).
-    (None, empty) without a key or index; rows of runs that are not done are included: they can only make
-    a forget remove more."""
+    it, read without changing what is committed (`folder`: <registry>/maintain). A forget scrubs by them
+    too, so a text whose capture file is already gone is still found in the run folders (and said per
+    request). (None, empty) without a key or index; rows of runs that are not done are included: they can
+    only make a forget remove more.
+
+    Opened for writing (never created: mode=rw), not read-only: after a cycle killed inside a transaction
+    the index has a hot rollback journal, which SQLite rolls back on the first read, and cannot on a
+    read-only connection ("attempt to write a readonly database"): the forget then found no hash at all
+    and the journal stayed. The caller holds the maintenance lock, so no cycle is writing meanwhile."""
     key_file, db_file = folder / KEY_FILE, folder / INDEX_FILE
     try:
         text = key_file.read_text(encoding="ascii").strip()
@@ -495,7 +500,7 @@ def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, dict[st
     if not db_file.is_file():
         return key, found
     try:
-        db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=rw", uri=True)
         try:
             ids = sorted(rids)
             for i in range(0, len(ids), _CHUNK):

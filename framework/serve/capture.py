@@ -1,14 +1,17 @@
 """Capture and feedback files: rotating Parquet written by one background thread that never blocks a request.
 
-The contract with the maintenance cycle (which reads these files):
-- complete files are `<prefix>-<UTC %Y%m%dT%H%M%SZ>-<6 hex>.parquet` in the capture folder;
+The contract with the maintenance cycle (which reads these files), owned here (`file_kind`, `being_written`:
+the inbox, `refit maintain forget` and the request-id check name files through them):
+- complete files are `<prefix>-<UTC %Y%m%dT%H%M%SZ>-<6 hex>.parquet` in the capture folder, the prefix
+  being CAPTURE or FEEDBACK;
 - a file being written is the dot-file `.<prefix>-<stamp>-<hex>@<host>~<pid namespace>.<pid>.parquet.tmp`,
   renamed to its final name when it rotates (by rows or by seconds) and on shutdown, so a reader never sees
   half a file;
 - capture rows: request_id, at, version_id, text (null when texts are not stored), text_sha256 (the text's
   sha256, null with the text: an unsalted hash of a short text is reversed by guessing, and its one reader,
   the inbox's edit check, needs the text beside it anyway), prediction (int64), label, probs
-  (list<float32>); feedback rows: request_id, label, at (all strings).
+  (list<float32>); feedback rows: request_id, label, at (all strings; a feedback `at` to the microsecond,
+  strictly increasing within a server process: FeedbackClock).
 
 Files holding user text are created 0o600 through a descriptor of the capture folder opened without
 following links, written through that descriptor, fsynced, renamed within the same folder, and the folder
@@ -35,7 +38,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,12 +47,18 @@ import pyarrow.parquet as pq
 from refit.io import private_dir
 
 __all__ = [
+    "CAPTURE",
     "CAPTURE_SCHEMA",
+    "FEEDBACK",
     "FEEDBACK_SCHEMA",
+    "FeedbackClock",
+    "SUFFIX",
     "RotatingParquetWriter",
+    "being_written",
     "capture_row",
     "clean_abandoned",
     "feedback_row",
+    "file_kind",
     "utc_now",
 ]
 
@@ -68,6 +77,23 @@ CAPTURE_SCHEMA = pa.schema(
     ]
 )
 FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()), ("at", pa.string())])
+CAPTURE, FEEDBACK = "capture", "feedback"  # the two kinds of file a server writes: the prefix of their names
+SUFFIX = ".parquet"
+
+
+def file_kind(name: str) -> str | None:
+    """CAPTURE or FEEDBACK for the name of a complete file of that kind (`<kind>-....parquet`, the suffix in
+    any case), None for any other name, a dot-file still being written included."""
+    if name.lower().endswith(SUFFIX):
+        for kind in (CAPTURE, FEEDBACK):
+            if name.startswith(f"{kind}-"):
+                return kind
+    return None
+
+
+def being_written(name: str, kind: str) -> bool:
+    """Whether `name` is a dot-file of a `kind` file: a server is still writing it (or died writing it)."""
+    return name.startswith(f".{kind}-")
 
 
 _TEMP = re.compile(r"\.(?P<stem>[a-z]+-\d{8}T\d{6}Z-[0-9a-f]{6})@(?P<owner>.+)\.(?P<pid>\d+)\.parquet\.tmp")
@@ -134,6 +160,27 @@ def clean_abandoned(folder: str | Path) -> list[tuple[str, int]]:
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class FeedbackClock:
+    """The `at` of feedback rows: the UTC time to the microsecond (the precision the cycle compares them at,
+    refit.maintain.known.utc_key), never repeating or going back within this process (a step of 1 us when
+    the clock has not moved). The cycle takes a request's newest label, and drops the request when two
+    labels tie at its latest time: two labels posted in one call, stamped to the millisecond, tied, so a
+    correction was lost; with this the later post wins. Posts to two workers in the same microsecond can
+    still tie (the cycle then drops the request and counts it)."""
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            if self._last is not None and now <= self._last:
+                now = self._last + timedelta(microseconds=1)
+            self._last = now
+        return now.isoformat(timespec="microseconds")
 
 
 def capture_row(
@@ -303,7 +350,7 @@ class RotatingParquetWriter:
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         stem = f"{self.prefix}-{stamp}-{secrets.token_hex(3)}"
-        name = f"{stem}.parquet"
+        name = f"{stem}{SUFFIX}"
         if not self.folder.is_symlink():
             private_dir(self.folder)
         try:  # O_NOFOLLOW: a link swapped in between the check and here is refused too
@@ -317,7 +364,7 @@ class RotatingParquetWriter:
             ) from None
         self._final = self.folder / name
         self._tmp = (
-            self.folder / f".{stem}@{_owner()}.{os.getpid()}.parquet.tmp"
+            self.folder / f".{stem}@{_owner()}.{os.getpid()}{SUFFIX}.tmp"
         )  # its owner: clean_abandoned
         # Captured inputs and labels are user data: owner-only (0o600) whatever the umask, created new
         # (O_EXCL: never an existing file or link) and written through this descriptor only.

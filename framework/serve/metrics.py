@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from refit.errors import RefitError
+from refit.serve.capture import CAPTURE, FEEDBACK
 
 try:  # the `serve` extra; the rest of the library (and `refit serve --help`) works without it
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -73,7 +74,7 @@ class ServeMetrics:
         self.reloads = Counter(
             "refit_serve_reloads", "Hot-swap attempts by result (swapped, refused)", ["result"], registry=r
         )
-        for kind in ("capture", "feedback"):
+        for kind in (CAPTURE, FEEDBACK):  # the writers' kinds (refit.serve.capture names the files)
             self.capture_written.labels(kind)
             self.capture_dropped.labels(kind)
         for result in ("swapped", "refused"):

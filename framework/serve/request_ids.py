@@ -28,6 +28,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from refit.serve.capture import CAPTURE, file_kind
+
 __all__ = ["KEY_FILE", "RequestIds"]
 
 KEY_FILE = "request-ids.key"  # not a data file (.jsonl, .csv, .parquet): the cycle never reads it
@@ -102,7 +104,7 @@ def _legacy_ids(folder: Path, tag) -> frozenset[str]:
     found: set[str] = set()
     for name in names:
         path = folder / name
-        if not (name.startswith("capture-") and name.endswith(".parquet")):
+        if file_kind(name) != CAPTURE:
             continue
         try:
             if not path.is_file() or path.is_symlink() or path.stat().st_mtime > cutoff:

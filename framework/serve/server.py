@@ -24,8 +24,11 @@ from refit.models.version import read_version
 from refit.registry.store import NoRegistry, Registry, RegistryError
 from refit.serve.batcher import MicroBatcher
 from refit.serve.capture import (
+    CAPTURE,
     CAPTURE_SCHEMA,
+    FEEDBACK,
     FEEDBACK_SCHEMA,
+    FeedbackClock,
     RotatingParquetWriter,
     capture_row,
     clean_abandoned,
@@ -124,11 +127,12 @@ class Server:
             max_pending=options.max_pending,
         )
         self.capture = self.feedback = None
+        self._feedback_at = FeedbackClock()  # a later label for a request wins, even within one call
         self.request_ids = RequestIds(self._key_folder() if options.capture else None)
         if options.capture:
             self._clean_abandoned()
-            self.capture = self._writer("capture", CAPTURE_SCHEMA)
-            self.feedback = self._writer("feedback", FEEDBACK_SCHEMA)
+            self.capture = self._writer(CAPTURE, CAPTURE_SCHEMA)
+            self.feedback = self._writer(FEEDBACK, FEEDBACK_SCHEMA)
         self.accepting = True
         self._stop = threading.Event()
         self._watcher = None
@@ -248,7 +252,9 @@ class Server:
 
         A label is read against the served version's label names by refit.data.labels' rule (a string is
         a name, an integer an id; true/false, 1.5 and "1" for an id are refused) and stored as the name,
-        so the cycle that reads it later cannot take an id for a name or a stray value for a new class."""
+        so the cycle that reads it later cannot take an id for a name or a stray value for a new class.
+        Every row is stored, stamped later than the row before it (FeedbackClock): a later label for a
+        request corrects an earlier one, and the same label again changes nothing (refit.maintain.inbox)."""
         if self.feedback is None:
             raise FeedbackError(
                 "Feedback needs capture on (capture.enabled: true); this server stores nothing."
@@ -272,7 +278,7 @@ class Server:
                 name = feedback_label(label, labels)
             except DataError as e:
                 raise FeedbackError(f"{where}{e}") from None
-            rows.append(feedback_row(str(request_id), name, utc_now()))
+            rows.append(feedback_row(str(request_id), name, self._feedback_at()))
         return self.feedback.put(rows)
 
     @property

@@ -194,6 +194,34 @@ def test_capture_and_feedback_files_follow_the_contract(registry):
     ]
 
 
+def test_feedback_posted_again_corrects_or_changes_nothing_as_the_cycle_reads_it(registry, tmp_path):
+    """The promise of POST /feedback, checked through the cycle's own reader of the files the server wrote:
+    a later label for a request corrects an earlier one (even within one call: before, both rows had the
+    same millisecond stamp, the cycle saw a tie and dropped the request), and the same label posted again
+    is one labelled row."""
+    from refit.maintain.inbox import read_inbox
+
+    folder = tmp_path / "capture"
+    with serving(options(registry, capture_dir=str(folder))) as (client, _):
+        corrected, repeated = client.post("/predict", json={"texts": TEXTS[:2]}).json()["predictions"]
+        posts = [
+            [{"request_id": corrected["request_id"], "label": "negative"}],
+            [
+                {"request_id": corrected["request_id"], "label": "negative"},
+                {"request_id": corrected["request_id"], "label": "positive"},  # the last word, same call
+                {"request_id": repeated["request_id"], "label": "positive"},
+            ],
+            [{"request_id": repeated["request_id"], "label": "positive"}],  # a client's retry
+        ]
+        answers = [client.post("/feedback", json=body) for body in posts]
+    assert [a.json() for a in answers] == [{"accepted": len(b), "dropped": 0} for b in posts]
+    batch = read_inbox(
+        folder, quarantined=set(), text_column="text", label_column="label", label_names=LABELS
+    )
+    assert sorted(batch.labelled) == sorted([(TEXTS[0], 1), (TEXTS[1], 1)]), batch.labelled
+    assert batch.skipped == {}, batch.skipped
+
+
 def test_store_texts_false_keeps_no_text_and_no_hash_of_it(registry, tmp_path):
     folder = tmp_path / "elsewhere"
     with serving(options(registry, store_texts=False, capture_dir=str(folder))) as (client, _):

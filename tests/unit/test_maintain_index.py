@@ -252,3 +252,58 @@ def test_an_index_of_format_2_is_converted_in_place_not_rebuilt(loop):
     after = (reg.root / "maintain" / INDEX_FILE).read_bytes().count(sha.encode())
     assert (before, after) == (4, 2)  # files row + its index; format 2 added one per capture row
     assert _cycle(reg, inbox)[1] == []
+
+
+# --- SQLite's rollback journal -------------------------------------------------------------------------
+def _journals(reg: Registry) -> list[str]:
+    return sorted(p.name for p in (reg.root / "maintain").iterdir() if p.name.startswith(INDEX_FILE + "-"))
+
+
+_KILLED_IN_A_TRANSACTION = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size = 1")  # pages spill into the file before the commit: the journal is hot
+db.execute("BEGIN IMMEDIATE")
+db.executemany("INSERT INTO captures (run_id, request_id, digest, file_seq, row) VALUES (999, ?, 'x', 1, 0)",
+               [(f"junk{i:06d}" * 8,) for i in range(20000)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_index_leaves_no_journal_after_a_cycle_and_a_killed_one_is_rolled_back(loop):
+    """A cycle (new captures and feedback, a cycle with nothing new, a rebuild) leaves only the index and its
+    key: SQLite's rollback journal exists only inside a transaction. A process killed inside one leaves its
+    journal (that is what keeps the index whole), and whoever opens the index next rolls it back. Before,
+    `refit maintain forget` opened it read-only: SQLite cannot roll back a read-only connection, so the
+    forget found none of the index's hashes (silently: it scrubbed only by the texts it still found) and left
+    the journal behind."""
+    import subprocess
+    import sys
+
+    from refit.maintain.index import request_digests
+
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", "zero"), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _write(inbox / "feedback-1.parquet", [_fb("r0", "negative", _now(-1))], FEEDBACK_SCHEMA)
+    assert _cycle(reg, inbox)[0].labelled == [("zero", 0)]
+    assert _journals(reg) == []
+    _cycle(reg, inbox)  # nothing new
+    _index_db(reg).execute("UPDATE captures SET row = row + 100")  # edited: the next cycle rebuilds
+    _jsonl(inbox / "a.jsonl", [("good film", "positive")])
+    assert any("rebuilt" in n for n in _cycle(reg, inbox)[1])
+    assert _journals(reg) == []
+    maintain = reg.root / "maintain"
+    _, before = request_digests(maintain, {"r0", "r1"})
+    assert set(before) == {"r0", "r1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IN_A_TRANSACTION, str(maintain / INDEX_FILE)])
+    assert proc.returncode == -9 and _journals(reg) == [INDEX_FILE + "-journal"]  # a hot journal
+    assert request_digests(maintain, {"r0", "r1"})[1] == before  # the index as last committed
+    assert _journals(reg) == []
+    assert _index_db(reg).execute("SELECT count(*) FROM captures WHERE run_id = 999").fetchone() == (0,)
+    subprocess.run([sys.executable, "-c", _KILLED_IN_A_TRANSACTION, str(maintain / INDEX_FILE)])
+    assert _journals(reg) == [INDEX_FILE + "-journal"]  # killed again: this time a cycle opens it next
+    _write(inbox / "feedback-2.parquet", [_fb("r1", "positive", _now(-1))], FEEDBACK_SCHEMA)
+    batch, notes = _cycle(reg, inbox)
+    assert batch.labelled == [("one", 1)] and not any("rebuilt" in n for n in notes), notes
+    assert _journals(reg) == []
+    assert _index_db(reg).execute("SELECT count(*) FROM captures WHERE run_id = 999").fetchone() == (0,)

@@ -12,11 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from refit.serve.capture import (
+    CAPTURE,
     CAPTURE_SCHEMA,
+    FEEDBACK,
     FEEDBACK_SCHEMA,
     RotatingParquetWriter,
+    being_written,
     capture_row,
     feedback_row,
+    file_kind,
 )
 
 FINAL = re.compile(r"^capture-\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet$")
@@ -45,6 +49,29 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_the_writers_file_names_are_told_apart_by_the_one_naming_rule(tmp_path):
+    """The inbox, `refit maintain forget` and the request-id check name the server's files through
+    file_kind / being_written (before, each spelt "capture-" and ".parquet" again): the names the writer
+    really gives are what those read."""
+    writers = {
+        kind: RotatingParquetWriter(tmp_path / kind, kind, schema, flush_seconds=0.05)
+        for kind, schema in ((CAPTURE, CAPTURE_SCHEMA), (FEEDBACK, FEEDBACK_SCHEMA))
+    }
+    writers[CAPTURE].put(rows(1))
+    writers[FEEDBACK].put([feedback_row(f"{0:032x}", "positive", "2026-01-01T00:00:00.000+00:00")])
+    for kind, writer in writers.items():
+        wait_for(lambda w=writer: w.in_open_file == 1)
+        (dot,) = [p.name for p in (tmp_path / kind).iterdir()]
+        assert file_kind(dot) is None and being_written(dot, kind), dot
+        assert not being_written(dot, CAPTURE if kind == FEEDBACK else FEEDBACK)
+        writer.close()
+        (final,) = [p.name for p in (tmp_path / kind).iterdir()]
+        assert file_kind(final) == kind and not being_written(final, kind), final
+    for other in ("capture-1.jsonl", "captures.parquet", "x-capture-1.parquet", "feedback.parquet"):
+        assert file_kind(other) is None, other
+    assert file_kind("capture-1.PARQUET") == CAPTURE  # the suffix in any case, as the inbox always read it
 
 
 def test_open_file_is_a_dot_file_until_rotation_by_rows(tmp_path):
@@ -254,3 +281,19 @@ def test_cleaning_spares_the_open_file_of_a_live_writer_in_this_process(tmp_path
     assert clean_abandoned(tmp_path) == [] and not (tmp_path / open_file).exists()  # finalised, not deleted
     (tmp_path / open_file).write_bytes(b"left by an earlier process with this pid")
     assert clean_abandoned(tmp_path) == [(open_file, 40)] and not (tmp_path / open_file).exists()
+
+
+def test_feedback_stamps_never_tie_within_a_process():
+    """Two labels posted for one request in one call were stamped alike (to the millisecond), and the cycle
+    drops a request whose latest labels tie: the correction was lost. Each stamp is now later than the one
+    before it, at the precision written and compared (microseconds), and stays with the clock."""
+    from datetime import datetime, timezone
+
+    from refit.serve.capture import FeedbackClock
+
+    clock = FeedbackClock()
+    stamps = [clock() for _ in range(2000)]  # faster than the clock's milliseconds move
+    times = [datetime.fromisoformat(s) for s in stamps]
+    assert all(a < b for a, b in zip(times, times[1:]))
+    assert all(s == t.isoformat(timespec="microseconds") for s, t in zip(stamps, times))
+    assert abs((times[-1] - datetime.now(timezone.utc)).total_seconds()) < 1  # no drift ahead
