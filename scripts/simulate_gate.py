@@ -10,8 +10,9 @@ models disagree row by row, so the models and rows here are real:
 - models: classifiers on the shared sentiment data (0 = negative, 1 = positive). Most are linear or small
   MLP heads on frozen all-MiniLM-L6-v2 mean-pooled embeddings (fine-tuning a dozen MiniLMs does not fit this
   machine's budget), trained on different sst2 subsets and sizes, seeds, regularisation, and "drifted-domain
-  retrains" that add product-review or tweet rows; plus, when its folder is there, one fully fine-tuned
-  MiniLM version (runs/power/version: 3000 sst2 rows, part of an epoch) scored with its own head;
+  retrains" that add product-review or tweet rows; plus, when its folder is there (--finetuned), one fully
+  fine-tuned MiniLM version scored with its own head (the shipped results: runs/power/version, made by an
+  earlier session on 3000 sst2 rows, stopped at step 59 of 94; its weights' sha256 is in gate.json);
 - pools: every model's per-row correctness on three large held-out pools (never trained on): sst2
   validation + test (in-domain, also where golden sets come from), product reviews (cr_customer_reviews and
   amazon_* validation + test) and airline tweets (validation + test). Its true accuracy on a pool is the
@@ -40,6 +41,7 @@ import platform
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +61,8 @@ from refit.maintain.policy import Paired, gate, paired  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results"
 CACHE = ROOT / "runs" / "simulate-gate"
-FINETUNED = ROOT / "runs" / "power" / "version"  # optional: a fine-tuned MiniLM version made earlier
+# optional: a fine-tuned MiniLM version (--finetuned); the shipped results used one an earlier session made
+FINETUNED = ROOT / "runs" / "power" / "version"
 MARKER = "<!-- written by scripts/simulate_gate.py above this line; notes below are kept -->"
 MAX_LENGTH = 64
 
@@ -120,13 +123,17 @@ def _embeddings(data: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, np.n
 
 def _heads() -> dict[str, tuple[Callable, dict]]:
     """The model zoo: name -> (estimator factory, which training rows). Sizes are rows of each train set."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
     def lr(c: float = 1.0) -> Callable:
         return lambda seed: LogisticRegression(C=c, max_iter=2000)
 
-    def mlp(epochs: int) -> Callable:
+    def mlp(
+        epochs: int,
+    ) -> Callable:  # a fixed number of epochs, on purpose: sklearn's ConvergenceWarning is noise
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
         return lambda seed: MLPClassifier((128,), max_iter=epochs, random_state=seed, early_stopping=False)
 
     zoo = {}
@@ -144,11 +151,18 @@ def _heads() -> dict[str, tuple[Callable, dict]]:
     return zoo
 
 
+def _weights_sha(version: Path) -> str | None:
+    """The fine-tuned version's weights sha256 (from its refit.json), or None without one."""
+    meta = version / "refit.json"
+    return json.loads(meta.read_text()).get("weights_sha256") if meta.is_file() else None
+
+
 def _correctness(
-    data: dict[str, tuple[list[str], np.ndarray]], emb: dict[str, np.ndarray]
+    data: dict[str, tuple[list[str], np.ndarray]], emb: dict[str, np.ndarray], finetuned: Path
 ) -> dict[str, dict[str, np.ndarray]]:
     """model -> pool -> per-row correctness (bool), cached: what every gate situation is drawn from."""
-    path = CACHE / f"correct-{hashlib.sha256(json.dumps(sorted(_heads())).encode()).hexdigest()[:12]}.npz"
+    key = json.dumps([sorted(_heads()), _weights_sha(finetuned)])
+    path = CACHE / f"correct-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
     if path.is_file():
         flat = dict(np.load(path))
         out: dict[str, dict[str, np.ndarray]] = {}
@@ -170,18 +184,18 @@ def _correctness(
         x, y = np.concatenate(xs), np.concatenate(ys)
         model = make(seed).fit(x, y)
         out[name] = {p: model.predict(emb[f"pool:{p}"]) == data[f"pool:{p}"][1] for p in POOLS}
-    if (FINETUNED / "refit.json").is_file():
-        out["finetuned-minilm-sst2-3000"] = _finetuned(data)
+    if _weights_sha(finetuned):
+        out["finetuned-minilm"] = _finetuned(data, finetuned)
     np.savez(path, **{f"{m}|{p}": v for m, pools in out.items() for p, v in pools.items()})
     return out
 
 
-def _finetuned(data: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, np.ndarray]:
+def _finetuned(data: dict[str, tuple[list[str], np.ndarray]], version: Path) -> dict[str, np.ndarray]:
     """Per-row correctness of the fine-tuned MiniLM version on the pools, through the version loader."""
     from refit.models import load_version
     from refit.models.embed import encode_texts
 
-    model, tokenizer, _ = load_version(FINETUNED)
+    model, tokenizer, _ = load_version(version)
     out = {}
     for p in POOLS:
         texts, labels = data[f"pool:{p}"]
@@ -354,12 +368,18 @@ def main() -> None:
         "--sizes", type=int, nargs="+", default=[30, 60, 100, 200, 300], help="held-out recent rows"
     )
     ap.add_argument("--golden-tolerance", type=float, default=1.0, help="GateConfig's default")
+    ap.add_argument(
+        "--finetuned",
+        type=Path,
+        default=FINETUNED,
+        help="a fine-tuned MiniLM version folder (skipped if absent)",
+    )
     args = ap.parse_args()
     if not (DATASETS / "sst2").is_dir():
         sys.exit(f"needs the shared datasets at {DATASETS} (set REFIT_DATASETS)")
     load_before = os.getloadavg()
     data = _data()
-    correct = _correctness(data, _embeddings(data))
+    correct = _correctness(data, _embeddings(data), args.finetuned)
     accuracy = {m: {p: round(float(v.mean()), 4) for p, v in pools.items()} for m, pools in correct.items()}
     t0 = time.process_time()
     tables = {}
@@ -381,6 +401,7 @@ def main() -> None:
             "golden_tolerance": args.golden_tolerance,
             "pairs": len(correct) * (len(correct) - 1),
             "pools": {p: len(next(iter(correct.values()))[p]) for p in POOLS},
+            "finetuned_weights_sha256": _weights_sha(args.finetuned),
             "simulate_s": simulate_s,
             "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()],
