@@ -113,6 +113,7 @@ def _config(case: Path, registry: Path, golden: Path, formats: list[str]) -> Pat
         "gate": {
             "golden_tolerance": 100.0,
             "recent_margin": -100.0,
+            "recent_alpha": None,
         },  # always passes: every cycle reaches promote
         "deploy": {"formats": formats, "max_accuracy_drop": 100.0, "min_agreement": 0.0},
         "tracking": {"wandb": False},

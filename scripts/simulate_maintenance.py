@@ -241,7 +241,11 @@ def main() -> None:
             "trainer": {"max_epochs": args.retrain_epochs},
             "tracking": {"wandb": False},
         },
-        "gate": {"golden_tolerance": 2.0, "recent_margin": 0.5},
+        "gate": {
+            "golden_tolerance": 2.0,
+            "recent_margin": 0.5,
+            "recent_alpha": None,
+        },  # as its results were run
         "deploy": {"formats": ["onnx-int8"], "max_accuracy_drop": 1.0, "min_agreement": 0.97},
         "tracking": {"wandb": False},
     }

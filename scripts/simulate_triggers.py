@@ -110,7 +110,11 @@ def _run_policy(name: str, champion: Path, stream, floor: float, args) -> list[d
             "trainer": {"max_epochs": 1},
             "tracking": {"wandb": False},
         },
-        "gate": {"golden_tolerance": 2.0, "recent_margin": 0.0},
+        "gate": {
+            "golden_tolerance": 2.0,
+            "recent_margin": 0.0,
+            "recent_alpha": None,
+        },  # as its results were run
         "deploy": {"formats": []},  # export is not what is compared here (it costs minutes per retrain)
         "tracking": {"wandb": False},
     }

@@ -140,7 +140,8 @@ def gate(
     points better on the recent labelled window (when there is one).
 
     With `recent_alpha` set, the recent-window win must also be significant: one-sided McNemar p below
-    `recent_alpha`, so a gain of a few rows out of a small held-out window (noise) is not promoted. Each
+    `recent_alpha`, so a gain of a few rows out of a small held-out window (noise) is not promoted (None: the
+    margin alone; GateConfig's default is 0.2, chosen in scripts/results/gate.md). Each
     reason says the rows, the discordant counts and the two-sided p, so a reader can tell noise from a win.
     """
     reasons, passed = [], True

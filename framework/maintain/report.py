@@ -130,6 +130,32 @@ def _champion_rows(cycles: list[tuple[str, dict]]) -> str:
     )
 
 
+def _paired_table(paired: dict) -> str:
+    """The gate's paired evidence per set (cycle.json's `paired`): only the rows where the two models disagree
+    carry evidence, so the reader sees b and c and McNemar's p beside the accuracies, not the accuracies alone."""
+    if not paired:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(str(name))}</td><td>{e(str(p.get('n')))}</td><td>{e(str(p.get('c')))}</td>"
+        f"<td>{e(str(p.get('b')))}</td><td>{_p(p.get('p_two_sided'))}</td><td>{_p(p.get('p_better'))}</td></tr>"
+        for name, p in sorted(paired.items())
+        if isinstance(p, dict)
+    )
+    return (
+        "<table><tr><th>set</th><th>rows</th><th>challenger right, champion wrong (c)</th>"
+        "<th>champion right, challenger wrong (b)</th><th>McNemar p (two-sided)</th>"
+        f"<th>p (challenger better, one-sided)</th></tr>{rows}</table>"
+    )
+
+
+def _p(value: object) -> str:
+    """A p-value to 2 significant digits (as the gate's reasons write it), anything else escaped as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.2g}"
+    return "-" if value is None else html.escape(str(value))
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -162,6 +188,7 @@ def render_cycle(details: dict, history: list[dict] | None = None) -> str:
         if ab
         else "<p>No challenger this cycle: nothing to compare.</p>"
     )
+    paired_table = _paired_table(details.get("paired") or {})
     drift_table = (
         f"<table><tr><th>test</th><th>p-value</th><th>threshold</th><th>drift</th></tr>{drift_rows}</table>"
         if drift_rows
@@ -204,6 +231,7 @@ table{{border-collapse:collapse;margin:.5em 0}}</style></head><body>
     }</table>{realised_line}
 <h2>Offline A/B (accuracy on the same rows)</h2>
 {ab_table}
+{paired_table}
 <h2>Over the cycles</h2>
 {_pvalue_chart(cycles)}
 {_accuracy_chart(cycles)}

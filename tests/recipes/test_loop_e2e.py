@@ -27,8 +27,18 @@ from tests.recipes.test_maintain_init import TINY  # noqa: E402
 from tests.recipes.test_serve import _start_server  # noqa: E402
 
 # the tiny model learns little from 40 rows: the gate is opened so that the cycle promotes, which is what
-# the loop after it (hot swap, forget) needs; the gate itself is tested in test_maintain.py
-FORCE = ["--policy.always_retrain", "true", "--gate.recent_margin", "-100", "--gate.golden_tolerance", "100"]
+# the loop after it (hot swap, forget) needs (recent_alpha null too: the default 0.2 would ask 12 held-out
+# rows for a significant win); the gate itself is tested in test_maintain.py and test_maintain_gate.py
+FORCE = [
+    "--policy.always_retrain",
+    "true",
+    "--gate.recent_margin",
+    "-100",
+    "--gate.golden_tolerance",
+    "100",
+    "--gate.recent_alpha",
+    "null",
+]
 
 
 def _printed_command(out: str, *words: str) -> list[str]:

@@ -113,7 +113,7 @@ def loop(tmp_path, tiny_model_dir, monkeypatch):
             "trainer": {"max_steps": 4},
         },
         # any challenger passes: the promotion (and its W&B alias mirror) is part of what is searched
-        "gate": {"golden_tolerance": 100.0, "recent_margin": -100.0},
+        "gate": {"golden_tolerance": 100.0, "recent_margin": -100.0, "recent_alpha": None},
         "deploy": {"formats": []},
         "tracking": {"wandb": True},
     }

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from refit.maintain.policy import gate, mcnemar_p, paired
+from refit.settings import GateConfig
 
 
 def _rows(both_right: int, champion_only: int, challenger_only: int, both_wrong: int = 0):
@@ -68,7 +69,19 @@ def test_no_golden_rows_fails_closed():
     assert not result.passed and "no rows compared" in result.reasons[0]
 
 
-def test_default_decisions_are_the_margin_alone():
+def test_the_default_gate_refuses_a_noise_level_win_and_promotes_a_clear_one():
+    """GateConfig's defaults as a cycle passes them: "+3.33 points on 60 rows, 3 vs 1" (one-sided p = 0.31) is
+    kept out; 12 vs 0 on 60 rows is promoted (scripts/results/gate.md chose the default)."""
+    cfg = GateConfig()
+    golden = paired(*_rows(100, 0, 0))
+    args = (cfg.golden_tolerance, cfg.recent_margin, cfg.recent_alpha)
+    noise = gate(golden, paired(*_rows(50, 1, 3, 6)), *args)
+    assert not noise.passed and "not significant" in noise.reasons[1], noise.reasons
+    assert gate(golden, paired(*_rows(40, 0, 12, 8)), *args).passed
+    assert not gate(golden, paired(*_rows(50, 0, 0, 10)), *args).passed  # equal: no evidence, no churn
+
+
+def test_recent_alpha_null_decides_by_the_margin_alone():
     """recent_alpha null: a noise-level win passes, a loss below the margin fails, exactly as before."""
     golden = paired(*_rows(100, 0, 0))
     assert gate(golden, paired(*_rows(50, 1, 3, 6)), 1.0, 0.0).passed
