@@ -42,7 +42,7 @@ from pathlib import Path
 from refit.drift import DETECTORS
 from refit.errors import ConfigError, RefitError
 from refit.export import TARGETS
-from refit.maintain import check_cron, parse_every, run_cycle, run_forever
+from refit.maintain import CycleReport, check_cron, parse_every, run_cycle, run_forever
 from refit.maintain.lock import maintenance_lock, open_registry
 from refit.registry.mirror import mirror_alias
 from refit.settings import (
@@ -180,8 +180,7 @@ def run(cfg: Config) -> int:
         )
         # --- report --------------------------------------------------------------------------------
         print(
-            f"cycle {report.run_id}: {report.status}; champion {registry.aliases()['champion']}"
-            + (f"; challenger {report.challenger}" if report.challenger else "")
+            f"cycle {report.run_id}: {report.status}; {_champion_line(report, registry.aliases()['champion'])}"
         )
         for line in report.reasons + report.gate:
             print(f"  - {line}")
@@ -204,3 +203,13 @@ def run(cfg: Config) -> int:
     if cfg.once:
         return 1 if one_cycle() == "failed" else 0
     return run_forever(one_cycle, every_s, cfg.cron)
+
+
+def _champion_line(report: CycleReport, champion_now: str) -> str:
+    """Who serves after the cycle, and what became of its challenger: "champion B (was A)" after a
+    promotion, "champion A; challenger B not promoted" otherwise (it printed the same id twice)."""
+    if report.status == "promoted" and report.challenger == champion_now:
+        return f"champion {champion_now} (was {report.champion})"
+    if report.challenger:
+        return f"champion {champion_now}; challenger {report.challenger} not promoted"
+    return f"champion {champion_now}"

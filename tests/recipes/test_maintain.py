@@ -192,7 +192,7 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     # promotion and the run's completion were one transaction: exactly one promote row for this challenger
     assert [m.to_version for m in reg.history(CHAMPION) if m.action == "promote"].count(after) == 1
     out = capsys.readouterr().out
-    assert "promoted" in out
+    assert f"promoted; champion {after} (was {before})" in out  # not the new id twice
     html = (Path(run["details"]["work_dir"]) / "report.html").read_text()
     assert "promoted" in html and "Offline A/B" in html and "argmax agreement" in html and "MB" in html
     # the same files are not processed twice
@@ -200,7 +200,7 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert reg.runs("maintain")[-1]["status"] == "no_new_data"
 
 
-def test_worse_challenger_is_not_promoted(setup):
+def test_worse_challenger_is_not_promoted(setup, capsys):
     cfg = yaml.safe_load(setup["config"].read_text())
     cfg["retrain"]["optim"]["lr"] = 3.0  # a diverging retrain: the challenger comes out broken
     setup["config"].write_text(yaml.safe_dump(cfg))
@@ -212,6 +212,8 @@ def test_worse_challenger_is_not_promoted(setup):
     assert reg.aliases()[CHAMPION] == before
     assert reg.aliases()["challenger"] == run["details"]["challenger"]
     assert any("golden set" in line for line in run["details"]["gate"])
+    challenger = run["details"]["challenger"]
+    assert f"rejected; champion {before}; challenger {challenger} not promoted" in capsys.readouterr().out
 
 
 def test_sigkill_during_retraining_leaves_champion_and_database_intact(setup):
