@@ -17,7 +17,8 @@ starting with '#' are skipped). Under the maintenance lock (never during a cycle
 Not removed, and said: what a model learned from a text (its weights: retrain without it, or roll back to a
 version trained before it); texts in a registered version's drift reference (sealed; use
 `--privacy.store_texts false` to keep none there): each such version is named and the exit code is 1;
-capture files a running server is still writing (counted: run this again once they rotate); your own
+capture files a running server is still writing (counted: run this again once they rotate); texts whose
+capture file is already gone when the inbox index or its key is damaged (said, exit code 1); your own
 training data and golden set; dropped inbox files (no request ids); copies outside the registry.
 """
 
@@ -95,7 +96,7 @@ def run(cfg: Config) -> int:
     maintain_dir = registry.root.resolve() / "maintain"
     with maintenance_lock(registry, busy, wait_s=60):
         done = find_requests(folder, ids)  # reads only: nothing is written before the record below
-        key, digests = request_digests(maintain_dir, ids)
+        key, digests, index_problem = request_digests(maintain_dir, ids)
         match = Match(set().union(*done.texts.values()), key, set().union(*digests.values()))
         scrubs, unreadable = plan_scrubs(maintain_dir, match)
         used = trained_on(scrubs, done.texts, key, digests)
@@ -111,6 +112,7 @@ def run(cfg: Config) -> int:
             "redacted": [x.record() for x in scrubs],
             "not_removed": sealed,
             "in_progress": done.in_progress,
+            "index_problem": index_problem,
         }
         try:
             run_id = registry.start_run(FORGET_KIND, record)  # committed before any file is replaced
@@ -158,4 +160,9 @@ def run(cfg: Config) -> int:
         print("  NOT removed: what a model learned from these texts if your own training data held them")
     for line in sealed:
         print(f"  NOT removed (sealed into the version): {line}")
-    return 1 if sealed else 0
+    if index_problem:  # fail closed: the run folders may still hold texts of capture files already deleted
+        print(
+            f"  NOT checked: {index_problem}; texts of these requests whose capture file is already deleted "
+            "could not be looked for in the run folders (restore the index from a backup and forget again)"
+        )
+    return 1 if sealed or index_problem else 0

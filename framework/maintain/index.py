@@ -51,6 +51,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from refit.maintain.known import CaptureRef, FileStamp, InboxEntries, keyed
 
@@ -64,6 +65,7 @@ __all__ = [
     "file_stamp",
     "open_index",
     "rebuild_paths",
+    "Digests",
     "request_digests",
 ]
 
@@ -478,27 +480,60 @@ def rebuild_paths(done_runs: list[dict]) -> set[str]:
     return {f for r in done_runs for f in r["details"].get("files", [])}
 
 
-def request_digests(folder: Path, rids: set[str]) -> tuple[bytes | None, dict[str, set[str]]]:
+class Digests(NamedTuple):
+    """What `request_digests` found: the registry's key, per request id the keyed hashes of its texts, and
+    `problem`: why the index could not be searched (a damaged key or database), None when it was, or when
+    there is nothing to search (no cycle ever ran)."""
+
+    key: bytes | None
+    found: dict[str, set[str]]
+    problem: str | None = None
+
+
+def request_digests(folder: Path, rids: set[str]) -> Digests:
     """The registry's key and, per request id of `rids`, the keyed hashes of the texts the index holds for
     it, read without changing what is committed (`folder`: <registry>/maintain). A forget scrubs by them
     too, so a text whose capture file is already gone is still found in the run folders (and said per
-    request). (None, empty) without a key or index; rows of runs that are not done are included: they can
-    only make a forget remove more.
+    request). No key and no index: nothing to search, no problem. A key or index that exists but cannot be
+    read is a `problem` the forget must say (it fails closed: texts whose capture file is gone could not be
+    looked for); it used to be passed over in silence. Rows of runs that are not done are included: they
+    can only make a forget remove more.
 
     Opened for writing (never created: mode=rw), not read-only: after a cycle killed inside a transaction
     the index has a hot rollback journal, which SQLite rolls back on the first read, and cannot on a
     read-only connection ("attempt to write a readonly database"): the forget then found no hash at all
     and the journal stayed. The caller holds the maintenance lock, so no cycle is writing meanwhile."""
     key_file, db_file = folder / KEY_FILE, folder / INDEX_FILE
+    if not key_file.exists():
+        problem = (
+            f"the inbox index {db_file} exists but its key {key_file} is missing"
+            if db_file.exists()
+            else None
+        )
+        return Digests(None, {}, problem)
     try:
         text = key_file.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None, {}
+    except (OSError, UnicodeDecodeError) as e:
+        return Digests(None, {}, f"the inbox index's key {key_file} cannot be read ({type(e).__name__})")
     if not re.fullmatch(r"[0-9a-f]{64}", text):
-        return None, {}
+        return Digests(None, {}, f"the inbox index's key {key_file} is damaged (not 64 hex digits)")
     key, found = bytes.fromhex(text), {}
     if not db_file.is_file():
-        return key, found
+        return Digests(key, found)
+    try:
+        db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            ids = sorted(rids)
+            for i in range(0, len(ids), _CHUNK):
+                part = ids[i : i + _CHUNK]
+                query = f"SELECT request_id, digest FROM captures WHERE digest IS NOT NULL AND request_id IN ({','.join('?' * len(part))})"
+                for rid, d in db.execute(query, part):
+                    found.setdefault(rid, set()).add(d)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:  # damaged or of another format: the capture rows' texts still match
+        return Digests(key, {}, f"the inbox index {db_file} cannot be searched ({e})")
+    return Digests(key, found)
     try:
         db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=rw", uri=True)
         try:

@@ -114,6 +114,26 @@ def test_a_text_whose_capture_file_is_already_gone_is_found_by_its_keyed_hash(lo
     assert SECRET.encode() not in files["train"].read_bytes()
 
 
+@pytest.mark.parametrize("damage", ["index", "key"])
+def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage):
+    """Before: a damaged index (or key) was passed over in silence: the forget exited 0 having not looked
+    for the texts of requests whose capture file was already gone. Now it says what it could not check."""
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _, files = _trained_run(reg)
+    (inbox / "capture-1.parquet").unlink()
+    maintain = reg.root.resolve() / "maintain"
+    target = maintain / ("inbox-index.db" if damage == "index" else "inbox-index.key")
+    assert target.is_file()
+    target.write_bytes(b"not what it was" * 100)
+    assert _forget(reg, inbox, "r0") == 1
+    out = capsys.readouterr().out
+    assert "NOT checked: the inbox index" in out and str(target) in out
+    assert reg.runs(FORGET_KIND)[-1]["details"]["index_problem"]
+    assert SECRET.encode() in files["train"].read_bytes()  # what it could not find is still there, and said
+
+
 def test_a_forget_that_finds_nothing_changes_no_run_file(loop, capsys):
     reg, inbox = loop
     _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "other")], CAPTURE_SCHEMA)

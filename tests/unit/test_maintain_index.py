@@ -293,11 +293,11 @@ def test_the_index_leaves_no_journal_after_a_cycle_and_a_killed_one_is_rolled_ba
     assert any("rebuilt" in n for n in _cycle(reg, inbox)[1])
     assert _journals(reg) == []
     maintain = reg.root / "maintain"
-    _, before = request_digests(maintain, {"r0", "r1"})
+    before = request_digests(maintain, {"r0", "r1"}).found
     assert set(before) == {"r0", "r1"}
     proc = subprocess.run([sys.executable, "-c", _KILLED_IN_A_TRANSACTION, str(maintain / INDEX_FILE)])
     assert proc.returncode == -9 and _journals(reg) == [INDEX_FILE + "-journal"]  # a hot journal
-    assert request_digests(maintain, {"r0", "r1"})[1] == before  # the index as last committed
+    assert request_digests(maintain, {"r0", "r1"}).found == before  # the index as last committed
     assert _journals(reg) == []
     assert _index_db(reg).execute("SELECT count(*) FROM captures WHERE run_id = 999").fetchone() == (0,)
     subprocess.run([sys.executable, "-c", _KILLED_IN_A_TRANSACTION, str(maintain / INDEX_FILE)])
