@@ -124,10 +124,10 @@ def _graph_for(kind: str, raw: Path, staging: Path, opts: ExportOptions) -> Path
 
 def tensorrt_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> list[Artefact]:
     """model.plan (+ model.plan.json metadata, timing.cache), built here with the TensorRT Python API."""
-    from refit.export.tensorrt import TensorRTPredictor, _trt, tensorrt_major
+    from refit.export.tensorrt import TensorRTPredictor, import_tensorrt, tensorrt_major
 
     major = tensorrt_major(
-        _trt().__version__
+        import_tensorrt().__version__
     )  # fails first, with the extra to install, when TensorRT is missing
     graph = _graph_for(onnx_for_precision(opts.precision, major), _raw(model, staging, opts), staging, opts)
     cache = staging / "timing.cache"

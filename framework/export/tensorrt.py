@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -41,6 +42,7 @@ __all__ = [
     "engine_metadata",
     "TensorRTPredictor",
     "tensorrt_major",
+    "import_tensorrt",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -63,7 +65,8 @@ class Profile:
         return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
 
 
-def _trt():
+def import_tensorrt() -> ModuleType:
+    """The one place TensorRT is imported: missing, it fails with the extra to install (not a bare ImportError)."""
     try:
         import tensorrt
     except ImportError:
@@ -146,7 +149,7 @@ def build_engine(
 ) -> dict:
     """Build and serialise an engine from `onnx_path` (already in the graph form `onnx_for_precision`
     names); writes the plan, its metadata JSON and the timing cache; returns the metadata."""
-    trt = _trt()
+    trt = import_tensorrt()
     major = tensorrt_major(trt.__version__)
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     profile = profile or Profile()
@@ -205,7 +208,7 @@ class TensorRTPredictor:
     def __init__(self, plan: str | Path, name: str = "tensorrt") -> None:
         import torch
 
-        trt = _trt()
+        trt = import_tensorrt()
         plan = Path(plan)
         meta = engine_metadata(plan)
         if meta["tensorrt"] != trt.__version__:
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     bundle = json.loads((args.bundle / "bundle.json").read_text())
-    major = tensorrt_major(_trt().__version__)
+    major = tensorrt_major(import_tensorrt().__version__)
     onnx_file = args.bundle / bundle["onnx"][onnx_for_precision(bundle["precision"], major)]
     plan = args.bundle / "model.plan"
     build_engine(
