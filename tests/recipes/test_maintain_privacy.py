@@ -254,6 +254,9 @@ FAILURES = {
     "feedback-label": (_feedback_label_is_a_text, 0, "promoted"),  # quarantined; the cycle goes on
     "training": (_training_fails, 1, "failed"),
     "gate": (_gate_refuses, 0, "rejected"),
+    # the control: with store_texts true the promoted champion's reference keeps texts, and W&B's staging
+    # copy of it under HOME holds them too: the search outside the registry sees what is there
+    "control-store_texts-true": (lambda tmp_path, cfg: None, 0, "promoted"),
 }
 
 
@@ -273,7 +276,8 @@ def test_a_cycle_that_fails_or_refuses_keeps_inputs_out_of_what_it_writes_and_pr
     cfg = yaml.safe_load(config.read_text())
     change, code, status = FAILURES[case]
     change(tmp_path, cfg)
-    config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": False}}))
+    control = case.startswith("control")
+    config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": control}}))
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     home.mkdir(), tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k == "WANDB_SILENT"}
@@ -293,7 +297,12 @@ def test_a_cycle_that_fails_or_refuses_keeps_inputs_out_of_what_it_writes_and_pr
         assert "(privacy.store_texts false: it may quote an input text)" in proc.stderr, proc.stderr
     else:
         assert runs[-1]["status"] == status, runs[-1]["details"]
-    assert _leaks(registry, texts, home, tmp, stdout=proc.stdout, stderr=proc.stderr) == {}
+    leaks = _leaks(registry, texts, home, tmp, stdout=proc.stdout, stderr=proc.stderr)
+    if control:
+        staged = [rel for rel in leaks if rel.startswith("home/.local/share/wandb/artifacts/staging/")]
+        assert staged and any(rel.endswith("texts.jsonl") for rel in leaks), sorted(leaks)
+    else:
+        assert leaks == {}
 
 
 def test_a_golden_set_label_refusal_names_the_row_and_quotes_the_value_only_when_texts_may_be_kept(
@@ -328,19 +337,41 @@ def _quoting_tokenizer(monkeypatch, error: type[Exception]) -> None:
     monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", call)
 
 
-@pytest.mark.parametrize("error", [ValueError, DataError], ids=["library-error", "refit-error"])
-def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(loop, monkeypatch, capsys, error):
+def _quoting_onnxruntime(monkeypatch, error: type[Exception], text: str) -> None:
+    """A fault injected into ONNX Runtime (not refit): running the exported challenger fails with an error
+    that quotes an input, at the export and parity point of the cycle."""
+    import onnxruntime
+
+    def run(self, *args, **kwargs):
+        raise error(f"cannot run the session on {text!r}")
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", run)
+
+
+@pytest.mark.parametrize(
+    "point, error",
+    [("drift", ValueError), ("drift", DataError), ("export", RuntimeError)],
+    ids=["drift-library-error", "drift-refit-error", "export-library-error"],
+)
+def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(
+    loop, monkeypatch, capsys, point, error
+):
     """The net under every failure: a cycle failing on an error whose message quotes an input (a library's,
     not kept at all; refit's own, kept with the text replaced) records and prints no input text."""
     registry, config, texts = loop
     cfg = yaml.safe_load(config.read_text())
+    if point == "drift":
+        _quoting_tokenizer(monkeypatch, error)
+    else:
+        cfg["deploy"] = {"formats": ["onnx"]}
+        _quoting_onnxruntime(monkeypatch, error, texts[0])
     config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": False}}))
-    _quoting_tokenizer(monkeypatch, error)
     assert main(["maintain", "--config", str(config), "--once"]) == 1
     out = capsys.readouterr()
     run = Registry(registry).runs("maintain")[-1]
     assert run["status"] == "failed" and run["details"]["error"].startswith(error.__name__), run["details"]
-    assert "_check_drift" in run["details"]["traceback"]  # where it failed is kept
+    # where it failed is kept
+    assert ("_check_drift" if point == "drift" else "_export") in run["details"]["traceback"]
     if error is DataError:
         assert "cannot tokenize '<an input text>'" in run["details"]["error"]
     assert _leaks(registry, texts, stdout=out.out, stderr=out.err) == {}
