@@ -606,12 +606,18 @@ def _failure(e: Exception, c: _Cycle, store_texts: bool) -> tuple[str, str]:
 
 
 def _without(message: str, texts: set[str]) -> str:
-    """`message` with every text in `texts` (as itself, or escaped as repr and JSON write it) replaced."""
+    """`message` with every text in `texts` (as itself, or escaped as repr and JSON write it) replaced, and
+    every quoted piece of one (messages cut a long value, e.g. to its first 40 or 80 characters)."""
     for text in sorted(texts, key=len, reverse=True):
         for form in dict.fromkeys((text, repr(text)[1:-1], json.dumps(text)[1:-1])):
             if len(form) >= 4:  # shorter ones would match inside words of the message itself
                 message = message.replace(form, "<an input text>")
-    return message
+
+    def piece(quoted: re.Match) -> str:
+        inner = quoted.group(2).removesuffix("...").removesuffix("\u2026")
+        return "'<part of an input text>'" if any(inner in t for t in texts) else quoted.group(0)
+
+    return re.sub(r"(['\"])([^'\"\n]{8,}?)\1", piece, message)
 
 
 def _record(c: _Cycle, trace: str | None = None) -> None:

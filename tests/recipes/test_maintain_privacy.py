@@ -320,9 +320,9 @@ def test_a_golden_set_label_refusal_names_the_row_and_quotes_the_value_only_when
     assert Registry(registry).runs("maintain") == []
 
 
-def _quoting_tokenizer(monkeypatch, error: type[Exception]) -> None:
+def _quoting_tokenizer(monkeypatch, error: type[Exception], cut: int | None = None) -> None:
     """A fault injected into transformers (not refit): the tokenizer fails on a batch holding a marked text
-    with an error that quotes it, as library errors quote their input."""
+    with an error that quotes it (its first `cut` characters), as library errors quote their input."""
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
     real = PreTrainedTokenizerBase.__call__
@@ -331,7 +331,7 @@ def _quoting_tokenizer(monkeypatch, error: type[Exception]) -> None:
         batch = [text] if isinstance(text, str) else list(text or [])
         marked = next((t for t in batch if isinstance(t, str) and MARKER in t), None)
         if marked is not None:
-            raise error(f"cannot tokenize {marked!r}")
+            raise error(f"cannot tokenize {marked[:cut]!r}" + ("..." if cut else ""))
         return real(self, text, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", call)
@@ -350,8 +350,8 @@ def _quoting_onnxruntime(monkeypatch, error: type[Exception], text: str) -> None
 
 @pytest.mark.parametrize(
     "point, error",
-    [("drift", ValueError), ("drift", DataError), ("export", RuntimeError)],
-    ids=["drift-library-error", "drift-refit-error", "export-library-error"],
+    [("drift", ValueError), ("drift", DataError), ("drift-cut", DataError), ("export", RuntimeError)],
+    ids=["drift-library-error", "drift-refit-error", "drift-refit-error-cut", "export-library-error"],
 )
 def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(
     loop, monkeypatch, capsys, point, error
@@ -360,8 +360,8 @@ def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(
     not kept at all; refit's own, kept with the text replaced) records and prints no input text."""
     registry, config, texts = loop
     cfg = yaml.safe_load(config.read_text())
-    if point == "drift":
-        _quoting_tokenizer(monkeypatch, error)
+    if point.startswith("drift"):
+        _quoting_tokenizer(monkeypatch, error, 20 if point == "drift-cut" else None)
     else:
         cfg["deploy"] = {"formats": ["onnx"]}
         _quoting_onnxruntime(monkeypatch, error, texts[0])
@@ -371,7 +371,8 @@ def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(
     run = Registry(registry).runs("maintain")[-1]
     assert run["status"] == "failed" and run["details"]["error"].startswith(error.__name__), run["details"]
     # where it failed is kept
-    assert ("_check_drift" if point == "drift" else "_export") in run["details"]["traceback"]
+    assert ("_export" if point == "export" else "_check_drift") in run["details"]["traceback"]
     if error is DataError:
-        assert "cannot tokenize '<an input text>'" in run["details"]["error"]
+        quoted = "'<part of an input text>'" if point == "drift-cut" else "'<an input text>'"
+        assert f"cannot tokenize {quoted}" in run["details"]["error"], run["details"]["error"]
     assert _leaks(registry, texts, stdout=out.out, stderr=out.err) == {}
