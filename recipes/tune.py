@@ -24,7 +24,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 
 from refit import report
 from refit.config import config_to_dict
-from refit.data import check_data_file
+from refit.data import check_data_file, load_splits
 from refit.errors import ConfigError
 from refit.io import RUN_LOCK, hold_folder
 from refit.settings import FinetuneConfig
@@ -186,8 +186,22 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
         for split in ("train", "validation", "test"):
             if getattr(data, split):
                 check_data_file(split, getattr(data, split))
-    base = _absolute_paths(config_to_dict(cfg.finetune))
     monitor, mode = cfg.finetune.trainer.monitor, cfg.finetune.trainer.mode
+    if monitor.endswith("/auroc"):  # finetune's own up-front check, once here rather than in every trial
+        from refit.train import check_monitor_defined  # here: refit.train imports Lightning
+
+        splits = load_splits(
+            data.train,
+            data.validation,
+            data.test,
+            data.dataset,
+            data.dataset_config,
+            data.text_column,
+            data.label_column,
+            data.max_train_samples,
+        )
+        check_monitor_defined(monitor, splits, data.validation)
+    base = _absolute_paths(config_to_dict(cfg.finetune))
     check_storage_path(cfg.storage_path)
     storage = Path(cfg.storage_path).resolve()
     out = storage / cfg.name

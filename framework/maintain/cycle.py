@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import traceback
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig
 __all__ = ["CycleInterrupted", "CycleReport", "run_cycle", "DONE_STATUSES"]
 
 DONE_STATUSES = ("no_action", "promoted", "rejected")
+_NOT_SHOWN = "privacy.store_texts false: it may quote an input text"
 
 
 class CycleInterrupted(RefitError):
@@ -141,9 +143,10 @@ def run_cycle(
             "'interrupted'; the next cycle reads its files again."
         ) from e
     except Exception as e:  # any failure is recorded with its traceback; the next cycle retries
-        cycle.report.status, cycle.report.error = "failed", f"{type(e).__name__}: {e}"
+        cycle.report.status = "failed"
+        cycle.report.error, trace = _failure(e, cycle, retrain.privacy.store_texts)
         log(f"cycle failed: {cycle.report.error}")
-        _record(cycle, traceback.format_exc()[-4000:])
+        _record(cycle, trace)
         return cycle.report
     _record(cycle)
     return cycle.report
@@ -176,8 +179,7 @@ def _setup(
     champion = registry.get(CHAMPION)
     meta = read_version(champion.path)
     names = meta.get("labels", [])
-    texts, labels = read_table(inbox.golden, inbox.text_column, inbox.label_column)
-    golden = list(zip(texts, to_label_ids(labels, names)))
+    golden = _read_golden(inbox, names, store_texts)
     replay_path, replay_note = _resolve_replay(meta, inbox, log, redactions(registry.runs(FORGET_KIND)))
 
     runs = registry.runs("maintain")
@@ -219,6 +221,39 @@ def _setup(
     for reason, n in sorted(batch.skipped.items()):
         log(f"inbox: skipped {n} {reason}")
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
+
+
+def _read_golden(inbox: InboxConfig, names: list[str], store_texts: bool) -> list[tuple[str, int]]:
+    """The golden set's (text, label id) rows. A refusal names the file and the row; with store_texts false
+    it does not quote the file's values: a golden set with its columns swapped (texts in the label column)
+    printed a text to stderr in "label '...' is not one of the model's labels"."""
+    path = inbox.golden
+    try:
+        texts, labels = read_table(path, inbox.text_column, inbox.label_column)
+    except DataError as e:
+        if store_texts:
+            raise
+        where = ", ".join(dict.fromkeys(re.findall(r"\b(?:line|row) \d+", str(e))))  # every one it names
+        raise DataError(
+            f"The golden set ('inbox.golden' {path}) was refused{f' ({where})' if where else ''}; "
+            f"why is not shown ({_NOT_SHOWN}). Check its columns ('inbox.text_column' {inbox.text_column!r}, "
+            f"'inbox.label_column' {inbox.label_column!r}) and its labels (the model's: {names})."
+        ) from None
+    ids = []
+    for row, value in enumerate(labels, 1):
+        try:
+            ids += to_label_ids([value], names)
+        except DataError as e:
+            shown = (
+                str(e)
+                if store_texts
+                else f"its label is not one of the model's labels {names} ({_NOT_SHOWN})"
+            )
+            raise DataError(
+                f"The golden set ('inbox.golden' {path}), row {row}: {shown}. Check 'inbox.label_column' "
+                f"({inbox.label_column!r}) and the file."
+            ) from None
+    return list(zip(texts, ids))
 
 
 def _read_and_open_run(
@@ -554,6 +589,37 @@ def _promote(c: _Cycle, challenger: RegisteredVersion) -> None:
 
 
 # --- record --------------------------------------------------------------------------------------------
+def _failure(e: Exception, c: _Cycle, store_texts: bool) -> tuple[str, str]:
+    """The error and traceback a failed cycle records (run row, cycle.json, report.html, W&B, the log).
+
+    With store_texts false, fail closed: the message of an error refit did not write (a library's, a bug's)
+    is not kept, since it may quote an input, and the traceback keeps only where it happened (file, line,
+    function, code), not the messages of the errors chained into it; any input text of the cycle a message
+    still quotes whole is replaced."""
+    if store_texts:
+        return f"{type(e).__name__}: {e}", traceback.format_exc()[-4000:]
+    message = str(e) if isinstance(e, RefitError) else f"message not kept ({_NOT_SHOWN})"
+    error = f"{type(e).__name__}: {message}"
+    trace = "".join(traceback.format_list(traceback.extract_tb(e.__traceback__))) + error
+    texts = {*c.batch.texts, *(t for t, _ in c.batch.labelled), *(t for t, _ in c.golden)}
+    return _without(error, texts), _without(trace, texts)[-4000:]
+
+
+def _without(message: str, texts: set[str]) -> str:
+    """`message` with every text in `texts` (as itself, or escaped as repr and JSON write it) replaced, and
+    every quoted piece of one (messages cut a long value, e.g. to its first 40 or 80 characters)."""
+    for text in sorted(texts, key=len, reverse=True):
+        for form in dict.fromkeys((text, repr(text)[1:-1], json.dumps(text)[1:-1])):
+            if len(form) >= 4:  # shorter ones would match inside words of the message itself
+                message = message.replace(form, "<an input text>")
+
+    def piece(quoted: re.Match) -> str:
+        inner = quoted.group(2).removesuffix("...").removesuffix("\u2026")
+        return "'<part of an input text>'" if any(inner in t for t in texts) else quoted.group(0)
+
+    return re.sub(r"(['\"])([^'\"\n]{8,}?)\1", piece, message)
+
+
 def _record(c: _Cycle, trace: str | None = None) -> None:
     """cycle.json and report.html in the run folder, then the run row (unless the promotion finished it)."""
     fault_point("report")

@@ -1,7 +1,10 @@
 """The registry folder on disk: ROOT/versions/<id>/, the staging of writes in progress, and the marker.
 
 ROOT/refit-registry.json names the database, written by every writer that opens the registry: it is what
-makes ROOT/versions/ID recognisable as a registry's (pinned) version whatever --db is.
+makes ROOT/versions/ID recognisable as a registry's (pinned) version whatever --db is, and what makes an
+open with another database refused (the store's `_refuse_other_database`): two databases must never both
+believe they own ROOT/versions/. A database inside ROOT is also named relative to it, so a registry copied
+or moved whole (a backup restored elsewhere) still names its own database.
 """
 
 from __future__ import annotations
@@ -50,19 +53,29 @@ def registry_holding(version_dir: str | Path) -> Path | None:
 
 
 def marker_database(root: Path) -> Path | None:
-    """The database ROOT/refit-registry.json names, or None (no marker, or one that cannot be read).
+    """The database ROOT/refit-registry.json names (ROOT/<relative> when it names one inside the root), or
+    None (no marker, or one that cannot be read).
 
-    Only for advice: a command given the root but not --db found ROOT/registry.db missing and advised
-    re-registering every version, while the marker said where the database was (found driving the loop,
-    s9). The path is never opened on the marker's word; the user gives it with --db."""
+    For advice (a command given the root but not --db found ROOT/registry.db missing and advised
+    re-registering every version, while the marker said where the database was: found driving the loop,
+    s9) and for refusing an open with another database. The path is never opened on the marker's word;
+    the user gives it with --db."""
     marker = root / MARKER
     try:
         if marker.is_symlink() or not marker.is_file() or marker.stat().st_size > 65536:
             return None
-        named = json.loads(marker.read_text(encoding="utf-8")).get("database")
+        content = json.loads(marker.read_text(encoding="utf-8"))
+        named, relative = content.get("database"), content.get("relative")
     except (OSError, ValueError, AttributeError):
         return None
+    if isinstance(relative, str) and relative and _inside(Path(relative)):
+        return root / relative  # where the root is now, not where it was when the marker was written
     return Path(named) if isinstance(named, str) and named else None
+
+
+def _inside(relative: Path) -> bool:
+    """A path that stays under the root it is joined to (no absolute path, no `..`)."""
+    return not relative.is_absolute() and ".." not in relative.parts
 
 
 def is_staging(name: str) -> bool:
@@ -77,7 +90,10 @@ def write_marker(root: Path, db_path: Path) -> None:
     marker = root / MARKER
     if marker.exists() or marker.is_symlink():
         return
-    write_json(marker, {"format": MARKER_FORMAT, "database": str(db_path)})
+    content = {"format": MARKER_FORMAT, "database": str(db_path)}
+    if db_path.is_relative_to(root):  # the usual ROOT/registry.db: travels with the root
+        content["relative"] = str(db_path.relative_to(root))
+    write_json(marker, content)
     os.chmod(marker, 0o600)
 
 

@@ -127,6 +127,8 @@ class Registry:
             )
         if not self.db_path.is_file():
             self._refuse_missing_db(create and not must_exist)
+        self._refuse_other_database()
+        if not self.db_path.is_file():
             private_dir(self.versions_dir)
             private_dir(self.db_path.parent)
             database.create(self.db_path)
@@ -167,6 +169,28 @@ class Registry:
             raise NoRegistry(
                 f"No registry at {self.root} ({what}); `refit registry register --version DIR` creates one."
             )
+
+    def _refuse_other_database(self) -> None:
+        """Refuse a database other than the one ROOT/refit-registry.json names, whether or not that one still
+        exists: two databases would both believe they own ROOT/versions/ (each registering, pinning and
+        gc-ing folders the other holds rows for). A root without a marker (an older registry) opens with
+        any database, and its first writer names that one."""
+        named = marker_database(self.root)
+        if named is None or named.expanduser().resolve() == self.db_path:
+            return
+        given = (
+            f"{self.db_path} (the default, no --db given)"
+            if self.db_path == self.root / "registry.db"
+            else f"{self.db_path} (given with --db)"
+        )
+        state = "" if named.is_file() else ", which no longer exists"
+        raise RegistryError(
+            f"The registry {self.root} belongs to the database {named}{state} (its {MARKER} names it), not to "
+            f"{given}. Refusing to open it with a second database: both would claim the version folders in "
+            f"{self.versions_dir}. Give --db {named} (--registry.db for serve, maintain and drift) to use "
+            f"this registry, or a new --root for a new one. If you moved the database to {self.db_path} on "
+            f"purpose, delete {self.root / MARKER}; the next command that writes names the new one."
+        )
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """One transaction on the database (refit.registry.db.transaction)."""

@@ -13,7 +13,7 @@ from refit.lazy import lazy_exports
 from refit.train.evaluate import evaluate_version
 
 if TYPE_CHECKING:
-    from refit.train.job import VERSION_DIRNAME, FinetuneResult, run_finetune
+    from refit.train.job import VERSION_DIRNAME, FinetuneResult, check_monitor_defined, run_finetune
     from refit.train.module import SequenceClassifier
     from refit.train.optim import adamw_param_groups, linear_warmup_decay
     from refit.train.trainer import LAST_CKPT, ResumeCheckpoint, build_trainer
@@ -23,6 +23,7 @@ _LAZY = {
     "VERSION_DIRNAME": "refit.train.job",
     "FinetuneResult": "refit.train.job",
     "run_finetune": "refit.train.job",
+    "check_monitor_defined": "refit.train.job",
     "SequenceClassifier": "refit.train.module",
     "adamw_param_groups": "refit.train.optim",
     "linear_warmup_decay": "refit.train.optim",
@@ -39,6 +40,7 @@ __all__ = [
     "VERSION_DIRNAME",
     "adamw_param_groups",
     "build_trainer",
+    "check_monitor_defined",
     "evaluate_version",
     "linear_warmup_decay",
     "run_finetune",

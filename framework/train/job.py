@@ -36,7 +36,7 @@ from refit.train.module import SequenceClassifier
 from refit.train.resume import check_resume
 from refit.train.trainer import LAST_CKPT, build_trainer
 
-__all__ = ["FinetuneResult", "run_finetune", "VERSION_DIRNAME"]
+__all__ = ["FinetuneResult", "run_finetune", "check_monitor_defined", "VERSION_DIRNAME"]
 
 VERSION_DIRNAME = "version"
 log = logging.getLogger("refit.train")
@@ -96,10 +96,11 @@ def _split_metrics(values: dict, prefix: str) -> dict[str, float | None]:
     return metrics
 
 
-def _check_monitor_defined(monitor: str, splits: Splits, validation_file: str | None) -> None:
+def check_monitor_defined(monitor: str, splits: Splits, validation_file: str | None) -> None:
     """Refuse to monitor AUROC on a validation split of one class, before any training: it is undefined
     there every epoch, so the best checkpoint and early stopping would have nothing to compare (Lightning
-    stops at the first validation, after an epoch of training, with a message about a missing key)."""
+    stops at the first validation, after an epoch of training, with a message about a missing key).
+    `refit tune` makes the same check once, before Ray starts (each trial's worker failed on it in turn)."""
     if not monitor.endswith("/auroc") or "validation" not in splits.labels:
         return
     present = sorted(set(splits.labels["validation"]))
@@ -155,7 +156,7 @@ def _setup(
         d.label_column,
         d.max_train_samples,
     )
-    _check_monitor_defined(t.monitor, splits, d.validation)
+    check_monitor_defined(t.monitor, splits, d.validation)
     hf_model, tokenizer, model_parent = load_classifier(model, splits.label_names)
     check_max_length(hf_model, d.max_length)
     encoder = reference_encoder(d.reference_encoder, model) if d.reference_size else None

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ import yaml
 
 from refit.cli import main
 from refit.data import demo_dir
+from refit.errors import DataError
 from refit.maintain.index import INDEX_FILE
 from refit.registry import CHAMPION, Registry
 from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA, capture_row, feedback_row
@@ -210,3 +214,165 @@ def test_a_damaged_index_of_format_3_is_still_set_aside_for_a_look(tmp_path):
     assert any("was unreadable" in n and "moved to" in n for n in notes), notes
     assert len(list(index.parent.glob(f"{INDEX_FILE}.damaged-*"))) == 1
     assert b"zero" not in next(index.parent.glob(f"{INDEX_FILE}.damaged-*")).read_bytes()
+
+
+# --- a cycle that fails or refuses, with privacy.store_texts false ------------------------------------------
+# Each case stops the cycle at one point with marked texts in play (the inbox's captures and files, the golden
+# set). What is searched: every file under the registry (its W&B run included) but the run folder's training
+# rows, what W&B and the libraries wrote outside it (HOME's cache, config and data folders, and TMPDIR: the
+# command runs in a subprocess with both set to folders of the test), and the command's stdout and stderr.
+def _golden_swapped(tmp_path: Path, cfg: dict) -> None:  # the golden set's columns swapped: texts as labels
+    rows = [{"text": str(r["label"]), "label": f"{MARKER} {r['text']}"} for r in _rows("validation")[:20]]
+    cfg["inbox"]["golden"] = str(write_jsonl(tmp_path / "golden-swapped.jsonl", rows))
+
+
+def _golden_mixed(tmp_path: Path, cfg: dict) -> None:  # a text in one row's label: the label kinds mix
+    rows = [{"text": r["text"], "label": r["label"]} for r in _rows("validation")[:20]]
+    rows[3]["label"] = f"{MARKER} in the label column"
+    cfg["inbox"]["golden"] = str(write_jsonl(tmp_path / "golden-mixed.jsonl", rows))
+
+
+def _feedback_label_is_a_text(tmp_path: Path, cfg: dict) -> None:  # a late label that holds a text
+    rows = _marked(_rows("shifted")[170:180])
+    _captures(tmp_path / "production", rows, True, "c")
+    labels = [feedback_row(f"c-{i}", f"{MARKER} label {i}", _now(-1)) for i in range(len(rows))]
+    _write(tmp_path / "production" / "feedback-c.parquet", labels, FEEDBACK_SCHEMA)
+
+
+def _training_fails(tmp_path: Path, cfg: dict) -> None:  # an accelerator this machine lacks
+    cfg["retrain"]["trainer"]["accelerator"] = "gpu"
+
+
+def _gate_refuses(tmp_path: Path, cfg: dict) -> None:
+    cfg["gate"] = {"golden_tolerance": 0.0, "recent_margin": 100.0}
+
+
+# case -> (change to the config and inbox, exit code, status of the run or None where no run is opened)
+FAILURES = {
+    "golden-label": (_golden_swapped, 2, None),
+    "golden-label-kinds": (_golden_mixed, 2, None),
+    "feedback-label": (_feedback_label_is_a_text, 0, "promoted"),  # quarantined; the cycle goes on
+    "training": (_training_fails, 1, "failed"),
+    "gate": (_gate_refuses, 0, "rejected"),
+    # the control: with store_texts true the promoted champion's reference keeps texts, and W&B's staging
+    # copy of it under HOME holds them too: the search outside the registry sees what is there
+    "control-store_texts-true": (lambda tmp_path, cfg: None, 0, "promoted"),
+}
+
+
+def _leaks(registry: Path, texts: list[str], *folders: Path, **streams: str) -> dict[str, list[str]]:
+    """Where a marked text or the sha256 of one turns up outside the run folder's training rows."""
+    needles = [MARKER, *(hashlib.sha256(t.encode()).hexdigest() for t in texts)]
+    found = {rel: hits for rel, hits in _holding(registry, needles).items() if not _allowed(rel)}
+    for folder in folders:
+        found |= {f"{folder.name}/{rel}": hits for rel, hits in _holding(folder, needles).items()}
+    return found | {name: [MARKER] for name, text in streams.items() if MARKER in text}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_a_cycle_that_fails_or_refuses_keeps_inputs_out_of_what_it_writes_and_prints(loop, tmp_path, case):
+    registry, config, texts = loop
+    cfg = yaml.safe_load(config.read_text())
+    change, code, status = FAILURES[case]
+    change(tmp_path, cfg)
+    control = case.startswith("control")
+    config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": control}}))
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k == "WANDB_SILENT"}
+    env |= {"HOME": str(home), "TMPDIR": str(tmp), "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "refit", "maintain", "--config", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = Registry(registry).runs("maintain")
+    if status is None:  # refused before the cycle opened a run: the message says where, not what
+        assert runs == [] and "Traceback" not in proc.stderr
+        assert "The golden set ('inbox.golden' " in proc.stderr, proc.stderr
+        assert "(privacy.store_texts false: it may quote an input text)" in proc.stderr, proc.stderr
+    else:
+        assert runs[-1]["status"] == status, runs[-1]["details"]
+    leaks = _leaks(registry, texts, home, tmp, stdout=proc.stdout, stderr=proc.stderr)
+    if control:
+        staged = [rel for rel in leaks if rel.startswith("home/.local/share/wandb/artifacts/staging/")]
+        assert staged and any(rel.endswith("texts.jsonl") for rel in leaks), sorted(leaks)
+    else:
+        assert leaks == {}
+
+
+def test_a_golden_set_label_refusal_names_the_row_and_quotes_the_value_only_when_texts_may_be_kept(
+    loop, tmp_path, capsys
+):
+    registry, config, _ = loop
+    cfg = yaml.safe_load(config.read_text())
+    _golden_swapped(tmp_path, cfg)
+    for store_texts in (True, False):
+        config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": store_texts}}))
+        assert main(["maintain", "--config", str(config), "--once"]) == 2
+        err = capsys.readouterr().err
+        assert f"The golden set ('inbox.golden' {cfg['inbox']['golden']}), row 1: " in err, err
+        assert (MARKER in err) == store_texts and "Traceback" not in err, err
+    assert Registry(registry).runs("maintain") == []
+
+
+def _quoting_tokenizer(monkeypatch, error: type[Exception], cut: int | None = None) -> None:
+    """A fault injected into transformers (not refit): the tokenizer fails on a batch holding a marked text
+    with an error that quotes it (its first `cut` characters), as library errors quote their input."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    real = PreTrainedTokenizerBase.__call__
+
+    def call(self, text=None, *args, **kwargs):
+        batch = [text] if isinstance(text, str) else list(text or [])
+        marked = next((t for t in batch if isinstance(t, str) and MARKER in t), None)
+        if marked is not None:
+            raise error(f"cannot tokenize {marked[:cut]!r}" + ("..." if cut else ""))
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", call)
+
+
+def _quoting_onnxruntime(monkeypatch, error: type[Exception], text: str) -> None:
+    """A fault injected into ONNX Runtime (not refit): running the exported challenger fails with an error
+    that quotes an input, at the export and parity point of the cycle."""
+    import onnxruntime
+
+    def run(self, *args, **kwargs):
+        raise error(f"cannot run the session on {text!r}")
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", run)
+
+
+@pytest.mark.parametrize(
+    "point, error",
+    [("drift", ValueError), ("drift", DataError), ("drift-cut", DataError), ("export", RuntimeError)],
+    ids=["drift-library-error", "drift-refit-error", "drift-refit-error-cut", "export-library-error"],
+)
+def test_an_error_quoting_an_input_is_not_recorded_with_store_texts_false(
+    loop, monkeypatch, capsys, point, error
+):
+    """The net under every failure: a cycle failing on an error whose message quotes an input (a library's,
+    not kept at all; refit's own, kept with the text replaced) records and prints no input text."""
+    registry, config, texts = loop
+    cfg = yaml.safe_load(config.read_text())
+    if point.startswith("drift"):
+        _quoting_tokenizer(monkeypatch, error, 20 if point == "drift-cut" else None)
+    else:
+        cfg["deploy"] = {"formats": ["onnx"]}
+        _quoting_onnxruntime(monkeypatch, error, texts[0])
+    config.write_text(yaml.safe_dump({**cfg, "privacy": {"store_texts": False}}))
+    assert main(["maintain", "--config", str(config), "--once"]) == 1
+    out = capsys.readouterr()
+    run = Registry(registry).runs("maintain")[-1]
+    assert run["status"] == "failed" and run["details"]["error"].startswith(error.__name__), run["details"]
+    # where it failed is kept
+    assert ("_export" if point == "export" else "_check_drift") in run["details"]["traceback"]
+    if error is DataError:
+        quoted = "'<part of an input text>'" if point == "drift-cut" else "'<an input text>'"
+        assert f"cannot tokenize {quoted}" in run["details"]["error"], run["details"]["error"]
+    assert _leaks(registry, texts, stdout=out.out, stderr=out.err) == {}

@@ -355,3 +355,37 @@ def test_resume_refuses_a_planted_state_file_before_unpickling_it(tmp_path, tiny
     assert f"{out / 'tuner.pkl'} is writable by group and others (mode 0666)" in err, err
     assert "chmod go-w" in err and "Traceback" not in err
     assert not marker.exists(), "the planted state was unpickled"
+
+
+def test_monitoring_auroc_on_a_one_class_validation_split_is_refused_before_ray_starts(
+    tmp_path, tiny_model_dir, toy_data, capsys
+):
+    """The check `refit finetune` makes up front, made once by the driver: before, every trial's worker
+    failed on it in turn (a Ray start and a worker start each, then a search with no result)."""
+    import ray
+
+    from tests.conftest import finetune_args, toy_rows, write_jsonl
+
+    one_class = write_jsonl(
+        tmp_path / "data" / "one-class.jsonl", [r for r in toy_rows(8, 1) if r["label"] == 0]
+    )
+    data = {**toy_data, "validation": one_class}
+    config = _config(tmp_path, tiny_model_dir, data, "auroc")
+    auroc = ["--finetune.trainer.monitor", "val/auroc", "--finetune.trainer.mode", "max"]
+    assert main(["tune", "--config", str(config), *auroc]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not ray.is_initialized() and not (tmp_path / "tune" / "auroc").exists()  # refused before Ray
+    ft_args = finetune_args(tiny_model_dir, data, tmp_path / "ft", "--trainer.monitor", "val/auroc")
+    assert main(ft_args) == 2
+    finetune_err = capsys.readouterr().err
+    message = next(x for x in finetune_err.splitlines() if "one class" in x).split(" error: ", 1)[1]
+    assert str(one_class) in message and "'trainer.monitor' is 'val/auroc'" in message, finetune_err
+    assert err.splitlines() == [f"refit tune: error: {message}"], err  # finetune's message, alone
+    # a monitor that is defined on one class still searches as before: not refused up front
+    assert "one class" not in _refusal(config, ["--finetune.trainer.monitor", "val/loss", "--resume"], capsys)
+
+
+def _refusal(config: Path, args: list[str], capsys) -> str:
+    assert main(["tune", "--config", str(config), *args]) == 2
+    return capsys.readouterr().err
