@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from refit.io import write_json
+from refit.registry.db import RegistryError
 
 __all__ = [
     "STALE_AFTER_S",
@@ -54,23 +55,40 @@ def registry_holding(version_dir: str | Path) -> Path | None:
 
 def marker_database(root: Path) -> Path | None:
     """The database ROOT/refit-registry.json names (ROOT/<relative> when it names one inside the root), or
-    None (no marker, or one that cannot be read).
+    None when there is no marker (an older registry).
 
     For advice (a command given the root but not --db found ROOT/registry.db missing and advised
     re-registering every version, while the marker said where the database was: found driving the loop,
     s9) and for refusing an open with another database. The path is never opened on the marker's word;
-    the user gives it with --db."""
+    the user gives it with --db. A marker that is there but cannot be read (a link, too big, not JSON, no
+    database named) is refused, not taken for no marker: that would open the root with any database, the
+    very thing the marker is there to stop."""
     marker = root / MARKER
+    if not marker.exists() and not marker.is_symlink():
+        return None
     try:
-        if marker.is_symlink() or not marker.is_file() or marker.stat().st_size > 65536:
-            return None
+        if marker.is_symlink() or not marker.is_file():
+            raise ValueError("a link or not a regular file")
+        if marker.stat().st_size > 65536:
+            raise ValueError("over 64 KiB")
         content = json.loads(marker.read_text(encoding="utf-8"))
         named, relative = content.get("database"), content.get("relative")
-    except (OSError, ValueError, AttributeError):
-        return None
+    except (OSError, ValueError, AttributeError) as e:
+        raise _bad_marker(marker, str(e) if isinstance(e, ValueError) else type(e).__name__) from None
     if isinstance(relative, str) and relative and _inside(Path(relative)):
         return root / relative  # where the root is now, not where it was when the marker was written
-    return Path(named) if isinstance(named, str) and named else None
+    if isinstance(named, str) and named:
+        return Path(named)
+    raise _bad_marker(marker, "it names no database")
+
+
+def _bad_marker(marker: Path, why: str) -> RegistryError:
+    return RegistryError(
+        f"The registry marker {marker} cannot be read ({why}). It names the database that owns this "
+        "registry's version folders, so the registry is not opened without it. Restore it from a backup; "
+        "or, if you know which database is this registry's, delete it and give that one with --db: the "
+        "next command that writes names it again."
+    )
 
 
 def _inside(relative: Path) -> bool:

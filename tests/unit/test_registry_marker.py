@@ -101,3 +101,27 @@ def test_a_registry_copied_whole_opens_at_its_new_place(tmp_path, tiny_versions)
     Registry(copy).register(tiny_versions[1])
     assert [v.id for v in Registry(reg.root).list_versions()] == ["v0"]  # the original is untouched
     assert "belongs to the database" in _refused(copy, reg.db_path)  # nor opened with the original's
+
+
+@pytest.mark.parametrize("damage", ["not json", "no database", "a link", "a folder"])
+def test_a_marker_that_cannot_be_read_is_refused_not_taken_for_none(tmp_path, tiny_versions, damage):
+    """Before: a marker that could not be read was taken for no marker, so the root opened with any
+    database (the fail-open the marker exists to stop). Now it is refused, naming the marker."""
+    reg = Registry(tmp_path / "reg")
+    reg.register(tiny_versions[0])
+    marker = reg.root / MARKER
+    marker.unlink()
+    if damage == "not json":
+        marker.write_text("{half a marker")
+    elif damage == "no database":
+        marker.write_text(json.dumps({"format": "refit-registry/1"}))
+    elif damage == "a link":
+        (tmp_path / "planted.json").write_text(json.dumps({"database": str(tmp_path / "other.db")}))
+        marker.symlink_to(tmp_path / "planted.json")
+    else:
+        marker.mkdir()
+    other = tmp_path / "other.db"
+    for db in (None, other):
+        message = _refused(reg.root, db)
+        assert f"The registry marker {marker} cannot be read" in message, message
+    assert not other.exists()
