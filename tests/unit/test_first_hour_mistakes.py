@@ -435,3 +435,32 @@ def test_benchmark_of_the_champion_by_alias_writes_beside_it(finetuned_champion,
     results = json.loads((out / "benchmark.json").read_text())
     assert results["version_id"] == folder.name and [r["format"] for r in results["rows"]] == ["pytorch"]
     assert not (folder / "exports" / "benchmark.json").exists()
+
+
+def test_a_csv_without_a_header_line_says_to_add_one(tmp_path, capsys):
+    """`great film,1` as the first line became the column names; 'Set data.text_column' could not help."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("great film,1\nawful film,0\nfine film,1\n")
+    code = main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "Columns found: great film, 1" in err and "add a header line (e.g. text,label)" in err
+
+
+def test_a_csv_with_other_column_names_gets_no_header_hint(tmp_path, capsys):
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,stars\ngreat film,1\n")
+    assert main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "header line" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["export", "compress"])
+def test_an_alias_where_a_folder_is_expected_says_where_aliases_go(recipe, tmp_path, monkeypatch, capsys):
+    """`refit export --version champion` said only "champion is not a refit model version (no such folder)"."""
+    monkeypatch.chdir(tmp_path)
+    extra = ["--output_dir", str(tmp_path / "out")] if recipe == "compress" else []
+    code = main([recipe, "--version", "champion", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "If 'champion' is a registry alias or id" in err
+    assert "refit registry show --version champion" in err and "--registry.root" in err
