@@ -400,6 +400,10 @@ def test_a_copy_of_the_champion_refreshes_as_the_refusal_advises(finetuned_champ
     code = main(["drift", "--version", str(copy), "--refresh_reference", "--tracking.wandb", "false"])
     assert code == 0, capsys.readouterr().err
     assert "Reference refreshed" in capsys.readouterr().out
+    # and what the refusal says cannot be done (its old advice was "register the copy as a new version")
+    code = main(["registry", "register", "--root", str(finetuned_champion[0]), "--version", str(copy)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"A different version with id {folder.name} is already registered" in err
 
 
 @pytest.mark.parametrize("recipe", ["drift", "benchmark"])
