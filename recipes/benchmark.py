@@ -7,7 +7,8 @@
 One row per format (PyTorch eager fp32, PyTorch dynamic int8, ONNX Runtime fp32 and int8, TensorRT):
 file size, validation accuracy, p50/p95 latency at batch 1, throughput at batch 32 and speed-up over
 eager fp32. A format that cannot run here gets a row saying why. Results go to VERSION/exports/
-benchmark.{json,md} and, when tracking is on, to a W&B run (offline by default) in OUTPUT_DIR.
+benchmark.{json,md} (for a registry's version, pinned at registration: to OUTPUT_DIR) and, when tracking
+is on, to a W&B run (offline by default) in OUTPUT_DIR.
 """
 
 from __future__ import annotations
