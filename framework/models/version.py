@@ -417,9 +417,10 @@ def _not_a_version(folder: Path, why: str) -> VersionError:
     elif not folder.exists() and len(folder.parts) == 1 and _is_name(folder.name):
         # `--version champion`: a bare name is most often a registry alias or id
         hint = (
-            f" If '{folder}' is a registry alias or id: refit drift and refit benchmark take one with "
-            f"--registry.root; the other commands take a folder (`refit registry show --version {folder}` "
-            "prints its path; a registered version is read-only, so export before registering)."
+            f" If '{folder}' is a registry alias or id: refit drift and refit benchmark take it as --version "
+            "and refit serve (an alias) as --alias, each with --registry.root; the other commands take a "
+            f"folder (`refit registry show --version {folder}` prints its path; a registered version is "
+            "read-only, so export before registering)."
         )
     else:
         hint = f" Give the folder a fine-tune printed as 'Model version:' (OUTPUT_DIR/version, with {REFIT_JSON})."

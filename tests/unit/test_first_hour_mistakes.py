@@ -468,3 +468,4 @@ def test_an_alias_where_a_folder_is_expected_says_where_aliases_go(recipe, tmp_p
     assert code == 2 and "Traceback" not in err
     assert "If 'champion' is a registry alias or id" in err
     assert "refit registry show --version champion" in err and "--registry.root" in err
+    assert "refit serve (an alias) as --alias" in err
