@@ -226,7 +226,10 @@ def run(cfg: Config) -> int:
             "refresh: --encoder MODEL."
         )
     if not cfg.data and not cfg.refresh_reference:
-        raise ConfigError("refit drift needs --data (a file or folder of production inputs).")
+        raise ConfigError(
+            "refit drift needs --data: production inputs, a JSONL/CSV/Parquet file or a folder of them "
+            "(--data refit-demo checks the bundled demo windows; a registry's captures are in REGISTRY/inbox)."
+        )
     windows = (
         read_windows(
             cfg.data,

@@ -469,3 +469,11 @@ def test_an_alias_where_a_folder_is_expected_says_where_aliases_go(recipe, tmp_p
     assert "If 'champion' is a registry alias or id" in err
     assert "refit registry show --version champion" in err and "--registry.root" in err
     assert "refit serve (an alias) as --alias" in err
+
+
+def test_drift_without_data_says_what_data_to_give(demo_trained, capsys):
+    """'needs --data (a file or folder of production inputs)' left a new user without one to try."""
+    code = main(["drift", "--version", str(demo_trained), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--data refit-demo" in err and "REGISTRY/inbox" in err
