@@ -477,3 +477,26 @@ def test_drift_without_data_says_what_data_to_give(demo_trained, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "--data refit-demo" in err and "REGISTRY/inbox" in err
+
+
+def test_drift_finds_a_champion_whose_database_is_elsewhere(finetuned, tmp_path, capsys):
+    """`--registry.db` as for serve and maintain; without it the registry's marker names the database."""
+    import json
+
+    from refit.registry import Registry
+    from tests.conftest import toy_rows, write_jsonl
+
+    root, db = tmp_path / "registry", tmp_path / "db" / "registry.db"
+    registry = Registry(root, db)
+    registry.promote(registry.register(finetuned[2] / "run" / "version").id, reason="first release")
+    data = write_jsonl(tmp_path / "prod.jsonl", toy_rows(12, 3))
+    argv = ["drift", "--version", "champion", "--registry.root", str(root), "--data", str(data)]
+    argv += ["--output_dir", str(tmp_path / "d"), "--tracking.wandb", "false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"Give it with --db {db}" in err and "--registry.db for serve, maintain, drift and benchmark" in err
+    )
+    code = main([*argv, "--registry.db", str(db)])
+    assert code in (0, 3), capsys.readouterr().err
+    assert json.loads((tmp_path / "d" / "drift.json").read_text())["version"]["path"].startswith(str(root))
