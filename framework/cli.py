@@ -111,6 +111,9 @@ _NOISY_WARNINGS = [
     # resumed epoch's remaining batches come from a restarted loader order (in that one epoch some examples
     # may repeat and others be skipped), which is what the notice warns about.
     r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not.*",
+    # Lightning on every `--resume`: the folder is the run's own OUTPUT_DIR/checkpoints, holding its
+    # last.ckpt (a run without --resume on a folder holding one is refused before training)
+    r"Checkpoint directory .* exists and is not empty.*",
 ]
 # Lightning's per-run notices (accelerator availability, the litlogger tip, checkpoint restore chatter).
 _NOISY_LOGGERS = [

@@ -2,11 +2,13 @@
 
     refit benchmark --config configs/benchmark/cpu.yaml --version runs/demo/version
     refit benchmark --version runs/demo/version --formats '[pytorch, onnx-int8]' --seq_len 128
+    refit benchmark --version champion --registry.root registry   # results to --output_dir
 
 One row per format (PyTorch eager fp32, PyTorch dynamic int8, ONNX Runtime fp32 and int8, TensorRT):
 file size, validation accuracy, p50/p95 latency at batch 1, throughput at batch 32 and speed-up over
 eager fp32. A format that cannot run here gets a row saying why. Results go to VERSION/exports/
-benchmark.{json,md} and, when tracking is on, to a W&B run (offline by default) in OUTPUT_DIR.
+benchmark.{json,md} (for a registry's version, pinned at registration: to OUTPUT_DIR) and, when tracking
+is on, to a W&B run (offline by default) in OUTPUT_DIR.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from refit.export.lock import export_lock, exports_read_lock
 from refit.inference import encode
 from refit.io import atomic_write_text, write_json
 from refit.models import MANIFEST, adding_exports, load_version, settle_exports
-from refit.registry import registry_holding
-from refit.settings import TrackingConfig
+from refit.registry import registry_holding, version_folder
+from refit.settings import RegistryConfig, TrackingConfig
 from refit.tracking import build_loggers, finish, resolve_wandb_mode
 
 
@@ -47,7 +49,8 @@ class Config:
     """Benchmark a model version across formats.
 
     Args:
-        version: The model version folder (required).
+        version: The model version (required): its folder, or an id or alias (champion, ...) of the
+            registry at registry.root.
         formats: Rows to measure: pytorch, pytorch-int8, onnx, onnx-int8, tensorrt. ONNX files missing from
             exports/ are built for the run only.
         seq_len: Tokens per input for latency and throughput (validation texts padded or cut to this).
@@ -56,6 +59,8 @@ class Config:
         iters: Timed calls per latency measurement (a tenth of that, at least 3, for throughput).
         max_samples: Validation inputs scored for accuracy (0 = all).
         validation: Validation file (default: the one in the version's refit.json config).
+        registry: Where an id or alias given as version is looked up (root default ./registry; db
+            default ROOT/registry.db).
         tracking: W&B logging of the table (offline by default).
         output_dir: Folder for the W&B run and CSV logs, and for the results of a registry's version
             (benchmark.json/.md; any other version gets them in its exports/).
@@ -73,6 +78,7 @@ class Config:
     iters: PositiveInt = 50
     max_samples: NonNegativeInt = 0
     validation: str | None = None
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs/benchmark"
     lock_wait_s: NonNegativeFloat = 600.0
@@ -163,14 +169,17 @@ def _measure(
 def run(cfg: Config) -> Path:
     # setup
     if not cfg.version:
-        raise ConfigError("refit benchmark needs --version DIR (the model version to measure).")
+        raise ConfigError(
+            "refit benchmark needs --version: the model version to measure (its folder, or an id or alias "
+            "of a registry: --version champion --registry.root registry)."
+        )
     makers = formats()
     unknown = [f for f in cfg.formats if f not in makers]
     if unknown:
         raise ConfigError(
             f"Unknown format(s) {', '.join(unknown)} in 'formats'; choose from {', '.join(makers)}."
         )
-    version = Path(cfg.version)
+    version, _ = version_folder(cfg.version, cfg.registry.root, cfg.registry.db)
     # a registry's version is pinned at registration (exports/ included): writing the results into it made
     # the registry refuse it from then on, the champion too; it is only read, and the results go elsewhere
     registered = registry_holding(version) is not None

@@ -3,6 +3,7 @@
     refit drift --version runs/demo/version --data production/ --window 200
     refit drift --version runs/demo/version --data events.jsonl --by_time day --tests [mmd,ks,bbsd]
     refit drift --version runs/demo/version --refresh_reference --reference_data holdout.jsonl
+    refit drift --version champion --registry.root registry --data registry/inbox
 
 Each window of inputs is embedded as the version's reference was (by the version's base model for new
 versions, or the version's own layers; --encoder tries another for one check), the version itself gives
@@ -41,8 +42,8 @@ from refit.estimate import PRIMARY, load_calibration, twoview_unavailable
 from refit.export.lock import export_lock
 from refit.io import atomic_write_text, write_json
 from refit.models import Pooling, editing_version, read_version
-from refit.registry import registry_holding
-from refit.settings import PrivacyConfig, TrackingConfig
+from refit.registry import registry_holding, version_folder
+from refit.settings import PrivacyConfig, RegistryConfig, TrackingConfig
 from refit.tracking import log_drift_run, resolve_wandb_mode
 
 DRIFT_EXIT = 3
@@ -56,7 +57,8 @@ class Config:
     """Drift check of production windows against a version's reference.
 
     Args:
-        version: The model version folder whose reference is the baseline.
+        version: The model version whose reference is the baseline: its folder, or an id or alias
+            (champion, challenger, ...) of the registry at registry.root.
         data: Production inputs: a JSONL/CSV/Parquet file or a folder of them (one window per file).
         window: Cut the inputs into windows of this many rows (0 = one window per file).
         by_time: Instead, one window per 'hour', 'day', 'week' or 'month' of `time_column`.
@@ -86,6 +88,8 @@ class Config:
             reference was made). Windows are then embedded the same way, with no flag.
         output_dir: Where drift.json and report.html go (default runs/drift/<version id>-<time>).
         seed: Seed for permutations and sampling.
+        registry: Where an id or alias given as version is looked up (root default ./registry, as
+            `refit registry` uses; db default ROOT/registry.db).
         tracking: W&B run of the check (offline by default).
         privacy: store_texts false keeps only sha256 hashes of inputs in drift.json, the report and W&B.
     """
@@ -111,6 +115,7 @@ class Config:
     layers: list[int] | None = None
     output_dir: str | None = None
     seed: int = 0
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
@@ -200,11 +205,31 @@ def _accuracy_text(w: dict) -> str:
 def run(cfg: Config) -> int:
     # --- setup -------------------------------------------------------------------------------------
     if not cfg.version:
-        raise ConfigError("refit drift needs --version (a model version folder).")
-    version = Path(cfg.version)
+        raise ConfigError(
+            "refit drift needs --version: a model version folder (runs/demo/version after the quickstart), "
+            "or an id or alias of a registry (--version champion --registry.root registry)."
+        )
+    version, registered = version_folder(cfg.version, cfg.registry.root, cfg.registry.db)
+    if registered:
+        print(f"--version {cfg.version}: {version}")
     meta = read_version(version)
+    # before any data is read: nothing else of this run could change the answer
+    if cfg.refresh_reference and (root := registry_holding(version)) is not None:
+        raise ConfigError(
+            f"--refresh_reference rewrites the version's reference in place, but --version {cfg.version} "
+            f"({version}) is registered in the registry {root}: its files are pinned at registration, so "
+            "the registry would refuse it from then on (the champion too, in serve and maintain). To check "
+            f"against a refreshed reference, refresh a copy outside the registry: cp -r {version} "
+            "my-copy, then refit drift --version my-copy --refresh_reference ... (the copy keeps its "
+            "version id, so it cannot be registered beside the original; a retrain by refit maintain "
+            "gets a new version with a new reference). A one-off check with another encoder needs no "
+            "refresh: --encoder MODEL."
+        )
     if not cfg.data and not cfg.refresh_reference:
-        raise ConfigError("refit drift needs --data (a file or folder of production inputs).")
+        raise ConfigError(
+            "refit drift needs --data: production inputs, a JSONL/CSV/Parquet file or a folder of them "
+            "(--data refit-demo checks the bundled demo windows; a registry's captures are in REGISTRY/inbox)."
+        )
     windows = (
         read_windows(
             cfg.data,
@@ -221,12 +246,6 @@ def run(cfg: Config) -> int:
     if cfg.data:
         _require_testable(windows, cfg)
         check_window_labels(windows, meta.get("labels") or [])  # before any window is embedded
-    if cfg.refresh_reference and (root := registry_holding(version)) is not None:
-        raise ConfigError(
-            f"--version {version} is registered in the registry {root}: its files are pinned at registration, "
-            "so refreshing its reference in place would make the registry refuse it (the champion too) "
-            "everywhere. Copy the folder out, refresh the copy, and register that as a new version."
-        )
     if cfg.refresh_reference:
         if cfg.reference_data and not (version / REFERENCE_DIRNAME).exists():
             # a version trained with data.reference_size 0 has none: its first one is embedded as a version's

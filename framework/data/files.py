@@ -261,6 +261,25 @@ def _read(path: Path, limits: ReadLimits, lines: list[int] | None) -> list[dict]
         raise _located(path, e) from None
 
 
+def _headerless_hint(path: Path, columns: list[str]) -> str:
+    """A CSV without a header line has its first row read as the column names ("great film, 1"): say so,
+    since 'Set data.text_column' cannot help there."""
+    if path.suffix.lower() != ".csv" or not any(_is_number(c) or not c.strip() for c in columns):
+        return ""
+    return (
+        " A CSV's first line is its header, and this one looks like a row of data: add a header line "
+        "(e.g. text,label) at the top of the file."
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_table(path: str | Path, text_column: str, label_column: str | None) -> tuple[list[str], list]:
     """Texts and raw labels of one file (labels are None when `label_column` is None). A label column
     that mixes kinds of value (1 beside "negative") is refused here, where the file and lines are known."""
@@ -280,6 +299,7 @@ def read_table(path: str | Path, text_column: str, label_column: str | None) -> 
     if missing:
         raise DataError(
             f"{path}: {' and '.join(missing)}. Columns found: {', '.join(columns)}. Set {' and '.join(keys)}."
+            + _headerless_hint(path, columns)
         )
     texts, labels = [], []
     for i, row in enumerate(rows, 1):

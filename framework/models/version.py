@@ -400,12 +400,28 @@ def _check(
             )
 
 
+def _is_name(text: str) -> bool:
+    try:
+        check_name(text)
+    except VersionError:
+        return False
+    return True
+
+
 def _not_a_version(folder: Path, why: str) -> VersionError:
     """The error for a folder that is not a version, with the likely fix: the first mistake users make is
     giving a fine-tune's run folder (OUTPUT_DIR) instead of the version inside it (OUTPUT_DIR/version)."""
     inner = folder / "version"
     if (inner / REFIT_JSON).is_file():
         hint = f" It is a run folder: its model version is {inner}."
+    elif not folder.exists() and len(folder.parts) == 1 and _is_name(folder.name):
+        # `--version champion`: a bare name is most often a registry alias or id
+        hint = (
+            f" If '{folder}' is a registry alias or id: refit drift and refit benchmark take it as --version "
+            "and refit serve (an alias) as --alias, each with --registry.root; the other commands take a "
+            f"folder (`refit registry show --version {folder}` prints its path; a registered version is "
+            "read-only, so export before registering)."
+        )
     else:
         hint = f" Give the folder a fine-tune printed as 'Model version:' (OUTPUT_DIR/version, with {REFIT_JSON})."
     return VersionError(f"{folder} is not a refit model version ({why}).{hint}")

@@ -5,6 +5,7 @@ from refit.registry.check import Finding, verify_registry
 from refit.registry.db import NoRegistry, RegistryError
 from refit.registry.gc import GcPlan, apply_gc, plan_gc
 from refit.registry.layout import registry_holding
+from refit.registry.lookup import version_folder
 from refit.registry.store import RegisteredVersion, Registry
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "plan_gc",
     "registry_holding",
     "verify_registry",
+    "version_folder",
 ]

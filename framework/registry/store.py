@@ -155,7 +155,7 @@ class Registry:
         if named is not None and named.is_file() and named.resolve() != self.db_path.resolve():
             raise RegistryError(
                 f"The registry {self.root} has no database {self.db_path}: its {MARKER} says the database is "
-                f"{named}. Give it with --db {named} (--registry.db for serve, maintain and drift)."
+                f"{named}. Give it with --db {named} (--registry.db for serve, maintain, drift and benchmark)."
             )
         if versions:
             raise RegistryError(

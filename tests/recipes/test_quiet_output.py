@@ -166,3 +166,5 @@ def test_mid_epoch_resume_prints_no_dataloader_not_resumable_warning(tmp_path, t
     text = _refit_output([*args, "--resume", "--trainer.max_steps", "11"], tmp_path)
     assert json.loads((out / "version" / "refit.json").read_text())["training"]["global_step"] == 11
     assert "not resumable" not in text and "resuming from a checkpoint that ended" not in text, text
+    # and Lightning's "Checkpoint directory ... exists and is not empty": on a resume it is refit's own
+    assert "exists and is not empty" not in text, text

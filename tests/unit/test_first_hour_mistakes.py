@@ -342,3 +342,161 @@ def test_drift_prints_its_numbers_as_p_values(finetuned, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code in (0, 3), out
     assert "mmd p=" in out and "bbsd p=" in out and "mmd=" not in out
+
+
+@pytest.fixture
+def finetuned_champion(finetuned, tmp_path) -> tuple[Path, Path]:
+    """(registry root, the champion's folder in it): the fine-tuned version registered and promoted."""
+    from refit.registry import Registry
+
+    registry = Registry(tmp_path / "registry")
+    champion = registry.register(finetuned[2] / "run" / "version")
+    registry.promote(champion.id, reason="first release")
+    return registry.root, champion.path
+
+
+def test_drift_checks_production_against_the_champion_by_alias(finetuned_champion, tmp_path, capsys):
+    """`refit drift --version champion` was refused ("not a refit model version"): the most common drift call
+    of a maintained model needed `refit registry show` first to find the champion's folder."""
+    import json
+
+    from tests.conftest import toy_rows, write_jsonl
+
+    root, folder = finetuned_champion
+    data = write_jsonl(tmp_path / "prod.jsonl", toy_rows(12, 3))
+    argv = ["drift", "--version", "champion", "--registry.root", str(root), "--data", str(data)]
+    code = main([*argv, "--output_dir", str(tmp_path / "d"), "--tracking.wandb", "false"])
+    captured = capsys.readouterr()
+    assert code in (0, 3), captured.err
+    assert f"--version champion: {folder}" in captured.out
+    report = json.loads((tmp_path / "d" / "drift.json").read_text())
+    assert report["version"]["path"] == str(folder)
+
+
+def test_refresh_reference_of_the_champion_stays_refused_saying_what_to_do(
+    finetuned_champion, tmp_path, capsys
+):
+    from refit.registry import Registry, verify_registry
+
+    root, folder = finetuned_champion
+    before = (folder / "manifest.json").read_bytes()
+    argv = ["drift", "--version", "champion", "--registry.root", str(root), "--refresh_reference"]
+    code = main([*argv, "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"--version champion ({folder}) is registered in the registry {root}" in err
+    assert f"cp -r {folder} my-copy" in err and "--encoder MODEL" in err
+    assert (folder / "manifest.json").read_bytes() == before
+    assert not [f for f in verify_registry(Registry(root, create=False)) if not f.ok]
+
+
+def test_a_copy_of_the_champion_refreshes_as_the_refusal_advises(finetuned_champion, tmp_path, capsys):
+    """The refusal's advice, followed: the copy outside the registry is refreshed and checked."""
+    import shutil
+
+    _, folder = finetuned_champion
+    copy = tmp_path / "my-copy"
+    shutil.copytree(folder, copy)
+    code = main(["drift", "--version", str(copy), "--refresh_reference", "--tracking.wandb", "false"])
+    assert code == 0, capsys.readouterr().err
+    assert "Reference refreshed" in capsys.readouterr().out
+    # and what the refusal says cannot be done (its old advice was "register the copy as a new version")
+    code = main(["registry", "register", "--root", str(finetuned_champion[0]), "--version", str(copy)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"A different version with id {folder.name} is already registered" in err
+
+
+@pytest.mark.parametrize("recipe", ["drift", "benchmark"])
+def test_an_alias_without_a_registry_says_where_it_was_looked_up(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main([recipe, "--version", "champion", "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert (
+        "--version champion is not a folder here" in err and f"No registry at {tmp_path / 'registry'}" in err
+    )
+    assert "--registry.root" in err
+    assert not (tmp_path / "registry").exists(), "a lookup creates nothing"
+
+
+def test_a_misspelt_alias_lists_the_registry_aliases(finetuned_champion, tmp_path, capsys):
+    root, _ = finetuned_champion
+    code = main(["drift", "--version", "champoin", "--registry.root", str(root), "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "No version or alias 'champoin'" in err and "(aliases: champion)" in err
+
+
+def test_benchmark_of_the_champion_by_alias_writes_beside_it(finetuned_champion, tmp_path, capsys):
+    """The registered version stays as registered: the results go to --output_dir."""
+    import json
+
+    root, folder = finetuned_champion
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--version", "champion", "--registry.root", str(root), "--formats", "[pytorch]"]
+    code = main([*argv, "--iters", "3", "--output_dir", str(out), "--tracking.wandb", "false"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "benchmark.json").read_text())
+    assert results["version_id"] == folder.name and [r["format"] for r in results["rows"]] == ["pytorch"]
+    assert not (folder / "exports" / "benchmark.json").exists()
+
+
+def test_a_csv_without_a_header_line_says_to_add_one(tmp_path, capsys):
+    """`great film,1` as the first line became the column names; 'Set data.text_column' could not help."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("great film,1\nawful film,0\nfine film,1\n")
+    code = main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "Columns found: great film, 1" in err and "add a header line (e.g. text,label)" in err
+
+
+def test_a_csv_with_other_column_names_gets_no_header_hint(tmp_path, capsys):
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,stars\ngreat film,1\n")
+    assert main(["finetune", "--data.train", str(data), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "header line" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["export", "compress"])
+def test_an_alias_where_a_folder_is_expected_says_where_aliases_go(recipe, tmp_path, monkeypatch, capsys):
+    """`refit export --version champion` said only "champion is not a refit model version (no such folder)"."""
+    monkeypatch.chdir(tmp_path)
+    extra = ["--output_dir", str(tmp_path / "out")] if recipe == "compress" else []
+    code = main([recipe, "--version", "champion", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "If 'champion' is a registry alias or id" in err
+    assert "refit registry show --version champion" in err and "--registry.root" in err
+    assert "refit serve (an alias) as --alias" in err
+
+
+def test_drift_without_data_says_what_data_to_give(demo_trained, capsys):
+    """'needs --data (a file or folder of production inputs)' left a new user without one to try."""
+    code = main(["drift", "--version", str(demo_trained), "--tracking.wandb", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--data refit-demo" in err and "REGISTRY/inbox" in err
+
+
+def test_drift_finds_a_champion_whose_database_is_elsewhere(finetuned, tmp_path, capsys):
+    """`--registry.db` as for serve and maintain; without it the registry's marker names the database."""
+    import json
+
+    from refit.registry import Registry
+    from tests.conftest import toy_rows, write_jsonl
+
+    root, db = tmp_path / "registry", tmp_path / "db" / "registry.db"
+    registry = Registry(root, db)
+    registry.promote(registry.register(finetuned[2] / "run" / "version").id, reason="first release")
+    data = write_jsonl(tmp_path / "prod.jsonl", toy_rows(12, 3))
+    argv = ["drift", "--version", "champion", "--registry.root", str(root), "--data", str(data)]
+    argv += ["--output_dir", str(tmp_path / "d"), "--tracking.wandb", "false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"Give it with --db {db}" in err and "--registry.db for serve, maintain, drift and benchmark" in err
+    )
+    code = main([*argv, "--registry.db", str(db)])
+    assert code in (0, 3), capsys.readouterr().err
+    assert json.loads((tmp_path / "d" / "drift.json").read_text())["version"]["path"].startswith(str(root))
