@@ -271,6 +271,9 @@ def _moved(cfg, registry: Registry, move, console: Console) -> None:
     _mirror(cfg, registry, move)
 
 
+REASON_WIDTH = 72
+
+
 def _table(title: str, columns: tuple[str, ...]) -> Table:
     return _plain_table(escape(title), columns)  # a --root path holding '[' is shown as it is
 
@@ -392,6 +395,9 @@ def _history(registry: Registry, alias: str | None, fmt: str, console: Console) 
         print(json.dumps(rows, indent=2, default=str))
         return
     table = _table("alias moves (audit log)", ("#", "at", "alias", "from", "to", "action", "by", "reason"))
+    # a cycle's reason holds the whole gate text (hundreds of characters): it folds onto lines of at most
+    # REASON_WIDTH instead of making every row as wide (ids and times are never cut: refit.report)
+    table.columns[-1].max_width = REASON_WIDTH
     for m in moves:
         _row(
             table,

@@ -135,3 +135,20 @@ def test_verify_ok_then_damaged(root, capsys):
     assert "config.json" in capsys.readouterr().out
     assert main(["registry", "show", "--root", root, "--version", "v0"]) == 2
     assert "corrupt or was altered" in capsys.readouterr().err
+
+
+def test_a_long_reason_folds_in_history_instead_of_widening_every_row(tmp_path, versions, capsys):
+    """Before: a cycle's reason (the whole gate text, hundreds of characters) made every piped row of
+    `registry history` as wide as itself (about 250 columns, up to the pipe width of 400). Now it folds
+    onto lines of at most REASON_WIDTH; ids are still never cut."""
+    from refit.recipes.registry import REASON_WIDTH
+
+    root, off = str(tmp_path / "reg"), ["--tracking.wandb", "false"]
+    words = " ".join(f"word{i:03d}" for i in range(60))  # 479 characters
+    assert main(["registry", "register", "--root", root, "--version", str(versions[0])]) == 0
+    assert main(["registry", "promote", "--root", root, "--version", "v0", "--reason", words, *off]) == 0
+    capsys.readouterr()
+    assert main(["registry", "history", "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert all(f"word{i:03d}" in out for i in range(60)) and "…" not in out  # folded, nothing cut
+    assert max(len(line.rstrip()) for line in out.splitlines()) < 90 + REASON_WIDTH, out
