@@ -534,17 +534,3 @@ def request_digests(folder: Path, rids: set[str]) -> Digests:
     except sqlite3.DatabaseError as e:  # damaged or of another format: the capture rows' texts still match
         return Digests(key, {}, f"the inbox index {db_file} cannot be searched ({e})")
     return Digests(key, found)
-    try:
-        db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=rw", uri=True)
-        try:
-            ids = sorted(rids)
-            for i in range(0, len(ids), _CHUNK):
-                part = ids[i : i + _CHUNK]
-                query = f"SELECT request_id, digest FROM captures WHERE digest IS NOT NULL AND request_id IN ({','.join('?' * len(part))})"
-                for rid, d in db.execute(query, part):
-                    found.setdefault(rid, set()).add(d)
-        finally:
-            db.close()
-    except sqlite3.DatabaseError:  # damaged or of another format: the capture rows' texts still match
-        pass
-    return key, found
