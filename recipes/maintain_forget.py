@@ -114,9 +114,7 @@ def run(cfg: Config) -> int:
             [s.path for s in scrubs],
             unreadable,
             redactions(registry.runs(FORGET_KIND)),
-            incomplete="the inbox index could not be read, so not every text was looked for"
-            if index_problem
-            else None,
+            incomplete=index_problem and "the inbox index could not be read: not every text was looked for",
         )
         champion = registry.aliases().get(CHAMPION)
         leftovers = [(str(p.parent), p.parent) for p in maintain_dir.glob("run-*/finetune/**/reference")]

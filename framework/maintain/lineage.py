@@ -10,8 +10,8 @@ data fingerprints: path and sha256) and its parent, so:
 - a version whose recorded file is a run file that cannot be judged is UNKNOWN, never called clean (fail
   closed): the file is gone (run folder deleted), unreadable, no longer the file it was trained on, or was
   already rewritten by an earlier forget (the texts that one removed are not recorded, so these may have
-  been among them), or its run file belongs to another registry's loop; likewise every version when the
-  forget could not look for all of its texts (a damaged inbox index);
+  been among them), or its run file belongs to another registry's loop; likewise every version trained on
+  run files (or descended from one) when the forget could not look for all its texts (a damaged index);
 - a version whose files are not run files (trained outside the loop on your own data) is judged by its
   ancestors only: what is in your own data is yours to know;
 - every descendant (the `parent` chain) of a version that learned learned too; of one unknown, is unknown;
@@ -52,14 +52,7 @@ class Lineage:
 
     def clean_ancestor(self, version: str) -> str | None:
         """The newest clean version on `version`'s parent chain (itself excluded), or None."""
-        seen = {version}
-        parent = self.parents.get(version)
-        while parent in self.status and parent not in seen:
-            if self.status[parent] == CLEAN:
-                return parent
-            seen.add(parent)
-            parent = self.parents.get(parent)
-        return None
+        return next((a for a in _chain(version, self.parents)[1:] if self.status.get(a) == CLEAN), None)
 
     def record(self, champion: str | None) -> dict:
         """What the forget's registry run keeps: version ids only."""
@@ -83,7 +76,7 @@ def judge_versions(
     """Judge every registered version against this forget: `rewritten` are the run files its scrubs rewrite
     (still in their state before it), `unreadable` the "path: why" lines plan_scrubs could not read,
     `redactions` what earlier forgets recorded (refit.maintain.scrub.redactions), `incomplete` why the
-    forget could not look for all its texts (then nothing not found is called clean)."""
+    forget could not look for all its texts (then no version trained on run files is called clean)."""
     versions = list(versions)
     rewritten = {Path(p).resolve() for p in rewritten}
     unreadable = list(unreadable)
@@ -92,18 +85,31 @@ def judge_versions(
     own = {v.id: _own(v, maintain_dir, rewritten, unreadable, redactions) for v in versions}
     for v in versions:
         out.status[v.id], why = _inherited(v.id, own, out.parents)
-        if out.status[v.id] == CLEAN and incomplete:
+        if out.status[v.id] == CLEAN and incomplete and _loop_trained(v.id, own, out.parents):
             out.status[v.id], why = UNKNOWN, incomplete
         if why:
             out.why[v.id] = why
     return out
 
 
+def _chain(vid: str, parents: dict) -> list[str]:
+    """`vid` and its ancestors, newest first (a parent loop, which only a hand edit makes, ends it)."""
+    chain: list[str] = []
+    while vid is not None and vid not in chain:
+        chain.append(vid)
+        vid = parents.get(vid)
+    return chain
+
+
+def _loop_trained(vid: str, own: dict, parents: dict) -> bool:
+    """Whether `vid` or an ancestor was trained on the loop's run files (what a forget looks in)."""
+    return any(own[a][2] for a in _chain(vid, parents) if a in own)
+
+
 def _inherited(vid: str, own: dict, parents: dict) -> tuple[str, str]:
     """The worst verdict on `vid`'s parent chain: learned over unknown over clean."""
-    verdict, why, seen, at = CLEAN, "", set(), vid
-    while at is not None and at not in seen:
-        seen.add(at)
+    verdict, why = CLEAN, ""
+    for at in _chain(vid, parents):
         if at not in own:
             if verdict == CLEAN:
                 verdict, why = (
@@ -111,12 +117,11 @@ def _inherited(vid: str, own: dict, parents: dict) -> tuple[str, str]:
                     f"its ancestor {at} is not in the registry: what it learned is unknown",
                 )
             break
-        status, reason = own[at]
+        status, reason, _ = own[at]
         if status == LEARNED:
             return LEARNED, reason if at == vid else f"warm-started from {at}, which {reason}"
         if status == UNKNOWN and verdict == CLEAN:
             verdict, why = UNKNOWN, reason if at == vid else f"descends from {at}: {reason}"
-        at = parents.get(at)
     return verdict, why
 
 
@@ -126,19 +131,21 @@ def _own(
     rewritten: set[Path],
     unreadable: list[str],
     redactions: dict[str, tuple[str, int]],
-) -> tuple[str, str]:
-    """The verdict on a version's own recorded training/validation files, ignoring its ancestors."""
+) -> tuple[str, str, bool]:
+    """The verdict on a version's own recorded training/validation files, ignoring its ancestors, and
+    whether any of them is one of the loop's run files."""
     try:
         meta = read_version(v.path, verify=False)  # its lineage record only; the weights are not read here
     except (RefitError, OSError) as e:
-        return UNKNOWN, f"its refit.json cannot be read ({e})"
-    verdict = (CLEAN, "")
+        return UNKNOWN, f"its refit.json cannot be read ({e})", True
+    verdict, loop = (CLEAN, ""), False
     for split, fingerprint, path in _recorded_files(meta):
         if not _RUN_FILE.search(path.as_posix()):
             continue  # your own data, not the loop's: judged by ancestors only
+        loop = True
         if path in rewritten:
             did = "trained" if split == "train" else "validated"
-            return LEARNED, f"was {did} on them (its {split} file {path} held them)"
+            return LEARNED, f"was {did} on them (its {split} file {path} held them)", True
         if verdict[0] != CLEAN:
             continue  # the first reason it cannot be judged is said; a later file may still show it learned
         if not path.is_relative_to(maintain_dir):
@@ -149,7 +156,7 @@ def _own(
             verdict = (UNKNOWN, f"its {split} file {path} is gone: what it was trained on cannot be checked")
         elif state := _state(path, fingerprint.get("sha256"), redactions):
             verdict = (UNKNOWN, f"its {split} file {path} {state}")
-    return verdict
+    return (*verdict, loop)
 
 
 def _recorded_files(meta: dict) -> list[tuple[str, dict, Path]]:

@@ -117,13 +117,14 @@ def test_a_text_whose_capture_file_is_already_gone_is_found_by_its_keyed_hash(lo
 
 
 @pytest.mark.parametrize("damage", ["index", "key"])
-def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage):
+def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage, tiny_pair):
     """Before: a damaged index (or key) was passed over in silence: the forget exited 0 having not looked
     for the texts of requests whose capture file was already gone. Now it says what it could not check."""
     reg, inbox = loop
     _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
     _cycle(reg, inbox)
     _, files = _trained_run(reg)
+    _version(reg, tiny_pair, "v1", None, [(SECRET, 0), ("one", 1)])  # its text cannot be looked for
     (inbox / "capture-1.parquet").unlink()
     maintain = reg.root.resolve() / "maintain"
     target = maintain / ("inbox-index.db" if damage == "index" else "inbox-index.key")
@@ -133,6 +134,8 @@ def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage):
     out = capsys.readouterr().out
     assert "NOT checked: the inbox index" in out and str(target) in out
     assert reg.runs(FORGET_KIND)[-1]["details"]["index_problem"]
+    assert "may have learned from them (unknown, not called clean): v1 (champion)" in out  # fail closed
+    assert "no clean version on the champion v1's lineage to roll back to" in out
     assert SECRET.encode() in files["train"].read_bytes()  # what it could not find is still there, and said
 
 
