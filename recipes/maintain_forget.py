@@ -195,8 +195,10 @@ def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path |
 
     if learned:
         print(f"  versions that learned from them (their weights keep it): {named(learned)}")
+    elif unknown:
+        print("  no registered version is known to have learned from them")
     else:
-        print("  no registered version was trained on them")
+        print("  no registered version learned from them")
     if unknown:
         print(f"  versions that may have learned from them (unknown, not called clean): {named(unknown)}")
     for vid in [*learned, *unknown]:

@@ -282,7 +282,7 @@ def test_a_forget_of_texts_no_version_trained_on_says_none_learned(loop, capsys,
     _version(reg, tiny_pair, "v2", "v1", [("hello", 0), ("one", 1)])
     assert _forget(reg, inbox, "r1") == 0
     out = capsys.readouterr().out
-    assert "no registered version was trained on them" in out
+    assert "no registered version learned from them" in out
     assert "the champion v2 did not learn from them" in out
     assert "may have learned" not in out and "roll back" not in out
     details = reg.runs(FORGET_KIND)[-1]["details"]["versions"]
@@ -302,7 +302,7 @@ def test_a_version_whose_run_files_are_gone_is_unknown_never_clean(loop, capsys,
     _version(reg, tiny_pair, "v3", "v2", [("later", 0), ("rows", 1)])
     assert _forget(reg, inbox, "r0") == 0
     out = capsys.readouterr().out
-    assert "no registered version was trained on them" in out
+    assert "no registered version is known to have learned from them" in out
     assert "versions that may have learned from them (unknown, not called clean): v2, v3 (champion)" in out
     assert "is gone: what it was trained on cannot be checked" in out
     assert "newest clean ancestor of the champion, to roll back to: v1" in out
