@@ -14,8 +14,11 @@ starting with '#' are skipped). Under the maintenance lock (never during a cycle
   carry no request id, so the same text from any source goes. The trained versions' refit.json still holds
   the old sha256 of these files: the forget's run in the registry (kind "forget") records each rewrite
   (sha256 and rows before and after) before the file is replaced, and replay accepts exactly that state.
-Not removed, and said: what a model learned from a text (its weights: retrain without it, or roll back to a
-version trained before it); texts in a registered version's drift reference (sealed; use
+Said: which registered versions learned from these texts (trained or validated on a run file that held
+one, or warm-started from such a version; "unknown" when that cannot be checked, never "clean";
+refit.maintain.lineage), and, when the champion is one, its newest clean ancestor with the `refit registry
+promote` line that rolls back to it (or that none is left: retrain from the base model without them).
+Not removed, and said: what a model learned from a text (its weights); texts in a registered version's drift reference (sealed; use
 `--privacy.store_texts false` to keep none there): each such version is named and the exit code is 1;
 capture files a running server is still writing (counted: run this again once they rotate); texts whose
 capture file is already gone when the inbox index or its key is damaged (said, exit code 1); your own
@@ -24,12 +27,14 @@ training data and golden set; dropped inbox files (no request ids); copies outsi
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from refit.errors import ConfigError, DataError, RefitError
 from refit.maintain.forget import find_requests, remove_rows
 from refit.maintain.index import request_digests
+from refit.maintain.lineage import LEARNED, UNKNOWN, Lineage, judge_versions
 from refit.maintain.lock import maintenance_lock, open_registry
 from refit.maintain.scrub import (
     FORGET_KIND,
@@ -37,9 +42,11 @@ from refit.maintain.scrub import (
     apply_scrubs,
     discard,
     plan_scrubs,
+    redactions,
     sealed_copies,
     trained_on,
 )
+from refit.registry import CHAMPION
 from refit.settings import RegistryConfig
 
 
@@ -100,9 +107,18 @@ def run(cfg: Config) -> int:
         match = Match(set().union(*done.texts.values()), key, set().union(*digests.values()))
         scrubs, unreadable = plan_scrubs(maintain_dir, match)
         used = trained_on(scrubs, done.texts, key, digests)
-        versions = [(v.id, v.path) for v in registry.list_versions()]
+        registered = registry.list_versions()
+        lineage = judge_versions(
+            registered,
+            maintain_dir,
+            [s.path for s in scrubs],
+            unreadable,
+            redactions(registry.runs(FORGET_KIND)),
+            incomplete=index_problem and "the inbox index could not be read: not every text was looked for",
+        )
+        champion = registry.aliases().get(CHAMPION)
         leftovers = [(str(p.parent), p.parent) for p in maintain_dir.glob("run-*/finetune/**/reference")]
-        sealed = sealed_copies([*versions, *leftovers], match)
+        sealed = sealed_copies([*((v.id, v.path) for v in registered), *leftovers], match)
         record = {
             "ids": len(ids),
             "found": len(done.found),
@@ -111,6 +127,7 @@ def run(cfg: Config) -> int:
             "capture_files": {"rewritten": done.rewritten, "deleted": done.deleted},
             "redacted": [x.record() for x in scrubs],
             "not_removed": sealed,
+            "versions": lineage.record(champion),
             "in_progress": done.in_progress,
             "index_problem": index_problem,
         }
@@ -154,10 +171,11 @@ def run(cfg: Config) -> int:
     if used:
         print(
             f"  NOT removed: what models trained on these {len(used)} request(s) learned from them: their "
-            "weights keep it (retrain without them, or roll back to a version trained before them)"
+            "weights keep it (the versions, and what to roll back to, are named below)"
         )
     else:
         print("  NOT removed: what a model learned from these texts if your own training data held them")
+    _say_versions(lineage, champion, registry.root, cfg.registry.db and registry.db_path, run_id)
     for line in sealed:
         print(f"  NOT removed (sealed into the version): {line}")
     if index_problem:  # fail closed: the run folders may still hold texts of capture files already deleted
@@ -166,3 +184,40 @@ def run(cfg: Config) -> int:
             "could not be looked for in the run folders (restore the index from a backup and forget again)"
         )
     return 1 if sealed or index_problem else 0
+
+
+def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path | None, run_id: int) -> None:
+    """Which registered versions learned from the forgotten texts, and what to serve instead of the champion."""
+    learned, unknown = lineage.ids(LEARNED), lineage.ids(UNKNOWN)
+
+    def named(ids: list[str]) -> str:
+        return ", ".join(f"{v} (champion)" if v == champion else v for v in ids)
+
+    if learned:
+        print(f"  versions that learned from them (their weights keep it): {named(learned)}")
+    elif unknown:
+        print("  no registered version is known to have learned from them")
+    else:
+        print("  no registered version learned from them")
+    if unknown:
+        print(f"  versions that may have learned from them (unknown, not called clean): {named(unknown)}")
+    for vid in [*learned, *unknown]:
+        print(f"    {vid}: {lineage.why[vid]}")
+    if champion not in (*learned, *unknown):
+        if champion:
+            print(f"  the champion {champion} did not learn from them")
+        return
+    target = lineage.clean_ancestor(champion)
+    if target is None:
+        print(
+            f"  no clean version on the champion {champion}'s lineage to roll back to: retrain from the base "
+            "model without them"
+        )
+        return
+    where = f"--root {shlex.quote(str(root))}" + (f" --db {shlex.quote(str(db))}" if db else "")
+    how = "learned" if champion in learned else "may have learned"
+    reason = shlex.quote(f"forget run {run_id}: {champion} {how} from forgotten requests")
+    print(
+        f"  newest clean ancestor of the champion, to roll back to: {target}\n"
+        f"    refit registry promote --version {target} {where} --reason {reason}"
+    )

@@ -10,7 +10,9 @@ cycle's own writer, and its fingerprint by refit.data's."""
 from __future__ import annotations
 
 import json
+import shlex
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,13 +117,14 @@ def test_a_text_whose_capture_file_is_already_gone_is_found_by_its_keyed_hash(lo
 
 
 @pytest.mark.parametrize("damage", ["index", "key"])
-def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage):
+def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage, tiny_pair):
     """Before: a damaged index (or key) was passed over in silence: the forget exited 0 having not looked
     for the texts of requests whose capture file was already gone. Now it says what it could not check."""
     reg, inbox = loop
     _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
     _cycle(reg, inbox)
     _, files = _trained_run(reg)
+    _version(reg, tiny_pair, "v1", None, [(SECRET, 0), ("one", 1)])  # its text cannot be looked for
     (inbox / "capture-1.parquet").unlink()
     maintain = reg.root.resolve() / "maintain"
     target = maintain / ("inbox-index.db" if damage == "index" else "inbox-index.key")
@@ -131,6 +134,8 @@ def test_a_damaged_inbox_index_or_key_is_said_and_exits_1(loop, capsys, damage):
     out = capsys.readouterr().out
     assert "NOT checked: the inbox index" in out and str(target) in out
     assert reg.runs(FORGET_KIND)[-1]["details"]["index_problem"]
+    assert "may have learned from them (unknown, not called clean): v1 (champion)" in out  # fail closed
+    assert "no clean version on the champion v1's lineage to roll back to" in out
     assert SECRET.encode() in files["train"].read_bytes()  # what it could not find is still there, and said
 
 
@@ -189,3 +194,129 @@ def test_a_forgotten_text_sealed_in_a_version_reference_is_named_and_exits_1(loo
     assert "NOT removed (sealed into the version): vref: 1 forgotten text(s) in its drift reference" in out
     reg.verify("vref")  # still intact: the forget did not break its seal
     assert reg.runs(FORGET_KIND)[-1]["details"]["not_removed"]
+
+
+# --- which versions learned from the forgotten texts -----------------------------------------------------
+# Before: the forget said only "NOT removed: what models trained on these N request(s) learned from them",
+# leaving the user to work out which versions those were and which one to roll back to. Now it names them
+# from each version's refit.json (its run files and parent chain) and prints the promote line to the newest
+# clean ancestor of the champion. Versions are written by the real version writer and registered.
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return (
+        AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+
+
+def _version(reg: Registry, tiny_pair, vid: str, parent: str | None, rows: list[tuple[str, int]]) -> Path:
+    """Register `vid`, warm-started from `parent`, trained and validated by a cycle on `rows` (its run folder's
+    files, written by the cycle's own writer); returns the run folder."""
+    from refit.models import write_version
+
+    run = reg.root.resolve() / "maintain" / f"run-{vid}"
+    train = _write_split(run / "data" / "train.jsonl", rows, LABELS)
+    val = _write_split(run / "data" / "validation.jsonl", rows[-1:], LABELS)
+    meta = {
+        "version_id": vid,
+        "recipe": "maintain",
+        "parent": parent,
+        "labels": LABELS,
+        "config": {"data": {"train": train, "validation": val}},
+        "data": {"train": file_fingerprint(train, len(rows)), "validation": file_fingerprint(val, 1)},
+    }
+    model, tok = tiny_pair
+    reg.register(write_version(reg.root.parent / "written" / vid, model, tok, meta))
+    reg.promote(vid, "test")
+    return run
+
+
+def test_a_forget_names_the_versions_that_learned_and_the_clean_ancestor_to_roll_back_to(
+    loop, capsys, tiny_pair
+):
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "one")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _version(reg, tiny_pair, "v1", None, [("hello", 0), ("one", 1)])
+    _version(reg, tiny_pair, "v2", "v1", [(SECRET, 0), ("other", 1)])  # trained on the text
+    _version(reg, tiny_pair, "v3", "v2", [("later", 0), ("rows", 1)])  # not, but warm-started from v2
+    assert reg.aliases()["champion"] == "v3"
+
+    assert _forget(reg, inbox, "r0") == 0
+    out = capsys.readouterr().out
+    assert "versions that learned from them (their weights keep it): v2, v3 (champion)" in out
+    assert "v3: warm-started from v2, which was trained on them" in out
+    assert "newest clean ancestor of the champion, to roll back to: v1" in out
+    details = reg.runs(FORGET_KIND)[-1]["details"]
+    assert details["versions"] == {
+        "learned": ["v2", "v3"],
+        "unknown": [],
+        "champion": "v3",
+        "clean_ancestor": "v1",
+    }
+
+    # the printed line is a working command: it makes v1 the champion
+    line = next(x.strip() for x in out.splitlines() if x.strip().startswith("refit registry promote"))
+    assert f"--root {reg.root}" in line
+    assert main(shlex.split(line)[1:]) == 0
+    assert reg.aliases()["champion"] == "v1"
+    capsys.readouterr()
+
+    # forgotten again: v2's file no longer holds the text, but an earlier forget rewrote it: not called clean
+    assert _forget(reg, inbox, "r0") == 0
+    out = capsys.readouterr().out
+    assert "versions that may have learned from them (unknown, not called clean): v2, v3" in out
+    assert "already rewritten by forget run" in out
+    assert "the champion v1 did not learn from them" in out
+
+
+def test_a_forget_of_texts_no_version_trained_on_says_none_learned(loop, capsys, tiny_pair):
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET), _cap("r1", "never trained on")], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _version(reg, tiny_pair, "v1", None, [(SECRET, 0), ("one", 1)])
+    _version(reg, tiny_pair, "v2", "v1", [("hello", 0), ("one", 1)])
+    assert _forget(reg, inbox, "r1") == 0
+    out = capsys.readouterr().out
+    assert "no registered version learned from them" in out
+    assert "the champion v2 did not learn from them" in out
+    assert "may have learned" not in out and "roll back" not in out
+    details = reg.runs(FORGET_KIND)[-1]["details"]["versions"]
+    assert details == {"learned": [], "unknown": [], "champion": "v2", "clean_ancestor": None}
+
+
+def test_a_version_whose_run_files_are_gone_is_unknown_never_clean(loop, capsys, tiny_pair):
+    """Fail closed: v2's run folder was deleted, so what it was trained on cannot be checked; it and its
+    descendant are "unknown", and the rollback target is the newest ancestor that can be checked."""
+    import shutil
+
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _version(reg, tiny_pair, "v1", None, [("hello", 0), ("one", 1)])
+    shutil.rmtree(_version(reg, tiny_pair, "v2", "v1", [(SECRET, 0), ("one", 1)]))
+    _version(reg, tiny_pair, "v3", "v2", [("later", 0), ("rows", 1)])
+    assert _forget(reg, inbox, "r0") == 0
+    out = capsys.readouterr().out
+    assert "no registered version is known to have learned from them" in out
+    assert "versions that may have learned from them (unknown, not called clean): v2, v3 (champion)" in out
+    assert "is gone: what it was trained on cannot be checked" in out
+    assert "newest clean ancestor of the champion, to roll back to: v1" in out
+    assert reg.runs(FORGET_KIND)[-1]["details"]["versions"]["unknown"] == ["v2", "v3"]
+
+
+def test_a_champion_with_no_clean_ancestor_is_told_to_retrain_from_the_base_model(loop, capsys, tiny_pair):
+    reg, inbox = loop
+    _write(inbox / "capture-1.parquet", [_cap("r0", SECRET)], CAPTURE_SCHEMA)
+    _cycle(reg, inbox)
+    _version(reg, tiny_pair, "v1", None, [(SECRET, 0), ("one", 1)])
+    _version(reg, tiny_pair, "v2", "v1", [("hello", 0), ("one", 1)])
+    assert _forget(reg, inbox, "r0") == 0
+    out = capsys.readouterr().out
+    assert "versions that learned from them (their weights keep it): v1, v2 (champion)" in out
+    assert "no clean version on the champion v2's lineage to roll back to: retrain from the base model" in out
+    assert reg.runs(FORGET_KIND)[-1]["details"]["versions"]["clean_ancestor"] is None
