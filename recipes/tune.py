@@ -44,6 +44,9 @@ from refit.tune import (
 )
 from refit.tune.cluster import PROBE_FILE, check_storage_on_nodes, check_storage_path, connect
 
+# Ray adds its CSV, JSON and TensorBoard loggers unless told not to; refit passes the first two itself
+_NO_AUTO_LOGGERS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
 
 @dataclass
 class Config:
@@ -167,6 +170,7 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     try:
         import ray
         from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     except ImportError:
         raise ConfigError("refit tune needs Ray Tune: `pip install refit-ml[tune]`.") from None
     space = validate_space(cfg.space)
@@ -309,12 +313,17 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
                     name=cfg.name,
                     storage_path=str(storage),
                     verbose=1,
+                    # Ray's CSV and JSON loggers (its results read them), not its TensorBoard one: that one
+                    # made Ray print "To visualize your results with TensorBoard, run: tensorboard --logdir
+                    # /tmp/ray/..." pointing at its session staging, not at refit's outputs (printed below)
+                    callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
                     # the latest few per trial, not one per validation: a restore reads the last one; PBT
                     # may exploit one a little older (Ray warns below 3)
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if cfg.scheduler == "pbt" else 2),
                 ),
             )
-        results = tuner.fit()
+        with _environment(_NO_AUTO_LOGGERS):  # read by the driver only, when fit() sets up the loggers
+            results = tuner.fit()
         clock.append(("search", time.perf_counter()))
     finally:
         if owned:  # on a cluster: disconnects this driver only, the cluster stays up for the next search

@@ -389,3 +389,17 @@ def test_monitoring_auroc_on_a_one_class_validation_split_is_refused_before_ray_
 def _refusal(config: Path, args: list[str], capsys) -> str:
     assert main(["tune", "--config", str(config), *args]) == 2
     return capsys.readouterr().err
+
+
+def test_tune_names_refits_results_not_rays_tensorboard_hint(tmp_path, tiny_model_dir, toy_data, capsys):
+    """Ray printed "To visualize your results with TensorBoard, run: tensorboard --logdir /tmp/ray/...":
+    its session staging, not refit's outputs. Its CSV/JSON loggers still run (the trial history is read)."""
+    config = _config(tmp_path, tiny_model_dir, toy_data, "hint", samples=1, scheduler="fifo")
+    assert main(["tune", "--config", str(config), "--finetune.trainer.max_epochs", "1"]) == 0
+    out = tmp_path / "tune" / "hint"
+    text = capsys.readouterr().out
+    assert "TensorBoard" not in text and "tensorboard --logdir" not in text, text
+    assert f"Results: {out / 'results.csv'}" in text and "Best version:" in text, text
+    rows = _rows(out)
+    assert len(rows) == 1 and rows[0]["status"] == "finished" and int(rows[0]["iterations"]) == 1, rows
+    assert not list(out.rglob("events.out.tfevents*"))  # no TensorBoard logger wrote beside the trials
