@@ -163,6 +163,18 @@ def run(cfg: Config) -> int:
         return _run(cfg, stack)
 
 
+def _carries_loggers(tuner: Any) -> bool:
+    """Whether the search passes Ray's CSV and JSON loggers itself, so Ray's automatic ones (TensorBoard's
+    among them) may be off. A search started before refit passed them resumes with Ray's automatic ones: its
+    trials' history is read from their files. Ray has no public getter for a restored Tuner's RunConfig."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    local = getattr(tuner, "_local_tuner", None)  # None through a Ray client: Ray's loggers stay on
+    callbacks = getattr(local.get_run_config(), "callbacks", None) if local is not None else None
+    kinds = (CSVLoggerCallback, JsonLoggerCallback)
+    return all(any(isinstance(c, kind) for c in callbacks or ()) for kind in kinds)
+
+
 def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     # --- setup -------------------------------------------------------------------------------------
     started_at = time.time()  # where the search's own seconds go, into results.json
@@ -322,7 +334,8 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if cfg.scheduler == "pbt" else 2),
                 ),
             )
-        with _environment(_NO_AUTO_LOGGERS):  # read by the driver only, when fit() sets up the loggers
+        # read by the driver only, when fit() sets up the loggers
+        with _environment(_NO_AUTO_LOGGERS if _carries_loggers(tuner) else {}):
             results = tuner.fit()
         clock.append(("search", time.perf_counter()))
     finally:

@@ -147,7 +147,9 @@ def test_a_trial_alone_on_the_local_ray_also_trains_on_the_idle_cpu(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, toy_data):
+def test_interrupted_search_resumes_without_rerunning_finished_trials(
+    tmp_path, tiny_model_dir, toy_data, capsys
+):
     config = _config(tmp_path, tiny_model_dir, toy_data, "resumable")
     cfg = yaml.safe_load(config.read_text())
     cfg["scheduler"], cfg["max_concurrent_trials"] = "fifo", 1
@@ -169,7 +171,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     proc.wait(timeout=120)
     first = {p: p.read_text() for p in out.glob("trials/*/run-*/version/refit.json")}
 
+    capsys.readouterr()
     assert main(["tune", "--config", str(config), "--resume"]) == 0
+    assert "TensorBoard" not in capsys.readouterr().out  # the restored search carries refit's loggers
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
     for path, text in first.items():
