@@ -137,20 +137,27 @@ def finish(loggers: list) -> str | None:
     return str(Path(run_dir).parent)
 
 
-def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: str) -> str | None:
-    """One W&B run per drift check: p-values per window and test, the decision, the HTML report."""
+def _start_run(job_type: str, name: str, config: dict, out_dir: str | Path, wandb_mode: str, project: str):
+    """The one W&B run of a standalone job (drift check, maintenance cycle), or None when tracking is off:
+    the drift and summary runs are set up the same way, so they share this."""
     if wandb_mode == "disabled":
         return None
     import wandb
 
-    run = wandb.init(
-        project=project,
-        dir=str(out_dir),
-        mode=wandb_mode,
-        job_type="drift",
-        name=f"drift-{report['version']['id']}",
-        config=report["config"],
+    return wandb.init(
+        project=project, dir=str(out_dir), mode=wandb_mode, job_type=job_type, name=name, config=config
     )
+
+
+def log_drift_run(report: dict, out_dir: str | Path, wandb_mode: str, project: str) -> str | None:
+    """One W&B run per drift check: p-values per window and test, the decision, the HTML report."""
+    run = _start_run(
+        "drift", f"drift-{report['version']['id']}", report["config"], out_dir, wandb_mode, project
+    )
+    if run is None:
+        return None
+    import wandb
+
     tests = report["tests"]
     table = wandb.Table(columns=["window", "n", "drift", *[f"{t}_p" for t in tests]])
     for step, w in enumerate(report["windows"]):
@@ -184,18 +191,12 @@ def log_summary_run(
     """One short W&B run holding a job's outcome (e.g. a maintenance cycle) and its HTML report.
 
     `also(run)` logs more into the same run before it ends (a cycle's promotion mirror), so one job is one run."""
-    if wandb_mode == "disabled":
+    scalars = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
+    run = _start_run(job_type, name, scalars, out_dir, wandb_mode, project)
+    if run is None:
         return None
     import wandb
 
-    run = wandb.init(
-        project=project,
-        dir=str(out_dir),
-        mode=wandb_mode,
-        job_type=job_type,
-        name=name,
-        config={k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))},
-    )
     flat = {
         f"{k}/{k2}": v2
         for k, v in summary.items()
@@ -204,7 +205,7 @@ def log_summary_run(
         if isinstance(v2, (int, float, bool))
     }
     run.log({**flat, **({"report": wandb.Html(str(html_path))} if html_path else {})})
-    run.summary.update({k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))})
+    run.summary.update(scalars)
     if also is not None:
         also(run)
     folder = str(Path(run.dir).parent)

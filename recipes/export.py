@@ -29,7 +29,7 @@ from refit.errors import ConfigError
 from refit.evaluate import check_gate, check_parent_reproduces, load_gate_data, score
 from refit.export.lock import export_lock
 from refit.export.parity import parity
-from refit.export.targets import TARGETS, ExportOptions, install
+from refit.export.targets import TARGETS, ExportOptions, install, is_installed
 from refit.export.tensorrt import Profile
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import write_json
@@ -181,7 +181,9 @@ def _export(cfg: Config, version: Path) -> Path:
     )
 
     # run: build beside the version, gate every artefact, then add them to exports/ as a whole
-    records, scores = {}, {"pytorch": baseline}
+    records, scores, notes = {}, {"pytorch": baseline}, []
+    parity_file = exports / "parity.json"
+    existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
     with (
         adding_exports(version) as staging,  # the new exports/ is swapped in only if this block ends
         tempfile.TemporaryDirectory(dir=version, prefix=".staging-build-") as build,
@@ -207,9 +209,13 @@ def _export(cfg: Config, version: Path) -> Path:
                 "settings": config_to_dict(cfg),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
+            if artefact.name != TARGETS[cfg.format].file and artefact.name in existing:
+                same = is_installed(artefact, exports)
+                records[artefact.name], note = _by_product(
+                    artefact.name, existing[artefact.name], records[artefact.name], same
+                )
+                notes.append(note)
         staged = install(artefacts, staging)
-        parity_file = exports / "parity.json"
-        existing = json.loads(parity_file.read_text()) if parity_file.is_file() else {}
         write_json(staging / "parity.json", {**existing, **records})
     placed = [exports / p.name for p in staged]
 
@@ -221,5 +227,19 @@ def _export(cfg: Config, version: Path) -> Path:
             f"{name}: max-abs logit diff {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} "
             f"on {p['n']} validation inputs; accuracy drop {rec['accuracy_drop_points']:.2f} points"
         )
+    for note in notes:
+        print(note)
     print("Wrote " + ", ".join(str(p) for p in placed) + f" and {parity_file}")
     return exports
+
+
+def _by_product(name: str, old: dict, new: dict, same: bool) -> tuple[dict, str]:
+    """The record of a file this format builds on the way (onnx-int8's float32 model.onnx) that an earlier
+    export already wrote, and what to say about it. A record says which build made the file and with which
+    options: an identical rebuild keeps the earlier record, a different one replaces it and says so (the
+    rebuild took the earlier record's place under its own format, silently, before)."""
+    made_by = f"the {old.get('format', '?')} export of {old.get('created_at', '?')}"
+    if same:
+        return old, f"{name}: identical to the one {made_by} wrote; its record in parity.json is kept."
+    note = f"{name}: differs from the one {made_by} wrote; replaced, parity.json records this {new['format']} build."
+    return {**new, "replaces": {k: old.get(k) for k in ("format", "created_at")}}, note

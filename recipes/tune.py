@@ -44,6 +44,9 @@ from refit.tune import (
 )
 from refit.tune.cluster import PROBE_FILE, check_storage_on_nodes, check_storage_path, connect
 
+# Ray adds its CSV, JSON and TensorBoard loggers unless told not to; refit passes the first two itself
+_NO_AUTO_LOGGERS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
 
 @dataclass
 class Config:
@@ -160,6 +163,18 @@ def run(cfg: Config) -> int:
         return _run(cfg, stack)
 
 
+def _carries_loggers(tuner: Any) -> bool:
+    """Whether the search passes Ray's CSV and JSON loggers itself, so Ray's automatic ones (TensorBoard's
+    among them) may be off. A search started before refit passed them resumes with Ray's automatic ones: its
+    trials' history is read from their files. Ray has no public getter for a restored Tuner's RunConfig."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    local = getattr(tuner, "_local_tuner", None)  # None through a Ray client: Ray's loggers stay on
+    callbacks = getattr(local.get_run_config(), "callbacks", None) if local is not None else None
+    kinds = (CSVLoggerCallback, JsonLoggerCallback)
+    return all(any(isinstance(c, kind) for c in callbacks or ()) for kind in kinds)
+
+
 def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     # --- setup -------------------------------------------------------------------------------------
     started_at = time.time()  # where the search's own seconds go, into results.json
@@ -167,6 +182,7 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     try:
         import ray
         from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     except ImportError:
         raise ConfigError("refit tune needs Ray Tune: `pip install refit-ml[tune]`.") from None
     space = validate_space(cfg.space)
@@ -309,12 +325,18 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
                     name=cfg.name,
                     storage_path=str(storage),
                     verbose=1,
+                    # Ray's CSV and JSON loggers (its results read them), not its TensorBoard one: that one
+                    # made Ray print "To visualize your results with TensorBoard, run: tensorboard --logdir
+                    # /tmp/ray/..." pointing at its session staging, not at refit's outputs (printed below)
+                    callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
                     # the latest few per trial, not one per validation: a restore reads the last one; PBT
                     # may exploit one a little older (Ray warns below 3)
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if cfg.scheduler == "pbt" else 2),
                 ),
             )
-        results = tuner.fit()
+        # read by the driver only, when fit() sets up the loggers
+        with _environment(_NO_AUTO_LOGGERS if _carries_loggers(tuner) else {}):
+            results = tuner.fit()
         clock.append(("search", time.perf_counter()))
     finally:
         if owned:  # on a cluster: disconnects this driver only, the cluster stays up for the next search

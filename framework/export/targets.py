@@ -9,6 +9,7 @@ moves it into the version's exports/ folder, so a failed export leaves nothing h
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import uuid
@@ -32,7 +33,7 @@ from refit.inference import (
     predict_logits,
 )
 
-__all__ = ["ExportOptions", "Artefact", "Target", "TARGETS", "install", "load_export"]
+__all__ = ["ExportOptions", "Artefact", "Target", "TARGETS", "install", "is_installed", "load_export"]
 
 
 @dataclass
@@ -228,6 +229,17 @@ def load_export(version_dir: str | Path, fmt: str, device: str = "cpu") -> Predi
             f"{path} is missing: run `refit export --version {version_dir} --format {fmt}` first."
         )
     return target.run(path, device)
+
+
+def is_installed(artefact: Artefact, exports: Path) -> bool:
+    """Whether exports/ already holds this artefact byte for byte (every one of its files), e.g. the model.onnx
+    an onnx-int8 build rebuilds as its float32 intermediate with the options the onnx export used."""
+    return all(
+        src.is_file()
+        and (exports / src.name).is_file()
+        and filecmp.cmp(src, exports / src.name, shallow=False)
+        for src in artefact.files
+    )
 
 
 def install(artefacts: Sequence[Artefact], exports: Path) -> list[Path]:

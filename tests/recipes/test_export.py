@@ -263,3 +263,29 @@ def test_export_with_a_relative_version_path(version, monkeypatch):
     assert main(["export", "--version", str(relative), "--format", "onnx", "--onnx.optimize", "false"]) == 0
     sealed = json.loads((trained / "exports" / "manifest.json").read_text())
     assert {"model.onnx", "parity.json"} <= {f["path"] for f in sealed["files"]}
+
+
+def test_onnx_int8_keeps_or_replaces_the_record_of_the_onnx_exports_model_onnx(version, tmp_path, capsys):
+    """onnx-int8 rebuilds model.onnx as its float32 intermediate: it recorded it under format onnx-int8, in
+    place of the onnx export's record. Now an identical rebuild keeps the onnx record; a different one (other
+    options) replaces it, names the record it replaces and says so."""
+    copy = shutil.copytree(version, tmp_path / "version")
+
+    def parity_of() -> dict:
+        return json.loads((copy / "exports" / "parity.json").read_text())
+
+    assert main(["export", "--version", str(copy), "--format", "onnx"]) == 0
+    onnx_record = parity_of()["model.onnx"]
+    assert onnx_record["format"] == "onnx"
+    capsys.readouterr()
+    assert main(["export", "--version", str(copy), "--format", "onnx-int8"]) == 0
+    records = parity_of()
+    assert records["model.onnx"] == onnx_record and records["model.int8.onnx"]["format"] == "onnx-int8"
+    assert "model.onnx: identical to the one the onnx export of" in capsys.readouterr().out
+    args = ["export", "--version", str(copy), "--format", "onnx-int8", "--onnx.optimize", "false"]
+    assert main(args) == 0
+    record = parity_of()["model.onnx"]
+    assert record["format"] == "onnx-int8" and record["settings"]["onnx"]["optimize"] is False
+    assert record["info"]["optimized"] is False
+    assert record["replaces"] == {"format": "onnx", "created_at": onnx_record["created_at"]}
+    assert "model.onnx: differs from the one the onnx export of" in capsys.readouterr().out

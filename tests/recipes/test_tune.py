@@ -147,7 +147,9 @@ def test_a_trial_alone_on_the_local_ray_also_trains_on_the_idle_cpu(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, toy_data):
+def test_interrupted_search_resumes_without_rerunning_finished_trials(
+    tmp_path, tiny_model_dir, toy_data, capsys
+):
     config = _config(tmp_path, tiny_model_dir, toy_data, "resumable")
     cfg = yaml.safe_load(config.read_text())
     cfg["scheduler"], cfg["max_concurrent_trials"] = "fifo", 1
@@ -169,7 +171,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     proc.wait(timeout=120)
     first = {p: p.read_text() for p in out.glob("trials/*/run-*/version/refit.json")}
 
+    capsys.readouterr()
     assert main(["tune", "--config", str(config), "--resume"]) == 0
+    assert "TensorBoard" not in capsys.readouterr().out  # the restored search carries refit's loggers
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
     for path, text in first.items():
@@ -389,3 +393,17 @@ def test_monitoring_auroc_on_a_one_class_validation_split_is_refused_before_ray_
 def _refusal(config: Path, args: list[str], capsys) -> str:
     assert main(["tune", "--config", str(config), *args]) == 2
     return capsys.readouterr().err
+
+
+def test_tune_names_refits_results_not_rays_tensorboard_hint(tmp_path, tiny_model_dir, toy_data, capsys):
+    """Ray printed "To visualize your results with TensorBoard, run: tensorboard --logdir /tmp/ray/...":
+    its session staging, not refit's outputs. Its CSV/JSON loggers still run (the trial history is read)."""
+    config = _config(tmp_path, tiny_model_dir, toy_data, "hint", samples=1, scheduler="fifo")
+    assert main(["tune", "--config", str(config), "--finetune.trainer.max_epochs", "1"]) == 0
+    out = tmp_path / "tune" / "hint"
+    text = capsys.readouterr().out
+    assert "TensorBoard" not in text and "tensorboard --logdir" not in text, text
+    assert f"Results: {out / 'results.csv'}" in text and "Best version:" in text, text
+    rows = _rows(out)
+    assert len(rows) == 1 and rows[0]["status"] == "finished" and int(rows[0]["iterations"]) == 1, rows
+    assert not list(out.rglob("events.out.tfevents*"))  # no TensorBoard logger wrote beside the trials
