@@ -31,6 +31,7 @@ from refit.export.benchmark import (
     benchmark_row,
     formats,
     machine,
+    noise_warning,
     rows_to_json,
     skipped_row,
     to_markdown,
@@ -202,6 +203,7 @@ def run(cfg: Config) -> Path:
     host = machine()
     markdown = to_markdown(rows, f"refit benchmark: {meta.get('version_id')}", settings, host)
     results = {"version_id": meta.get("version_id"), "machine": host, "settings": settings}
+    results["noisy"] = noise_warning(rows, host)  # also in the Markdown, under the table
     results["rows"] = rows_to_json(rows)
     if registered:  # pinned by its registry: the results go beside the W&B run, the version stays as it is
         where = Path(cfg.output_dir)

@@ -43,7 +43,14 @@ __all__ = [
     "to_markdown",
     "rows_to_json",
     "machine",
+    "noise_warning",
+    "NOISY_P95_OVER_P50",
 ]
+
+# p95 over p50 at batch 1 beyond which a row's timing is called noisy: quiet runs here measure 1.0-1.6
+# (scripts/results/export.md); a run shared with other work measured 0.44x where 1.5x was true, with
+# nothing but a p95 of 379 ms (8x its p50) to show for it (first-hour walkthrough, s10).
+NOISY_P95_OVER_P50 = 2.0
 
 
 @dataclass
@@ -145,12 +152,30 @@ def to_markdown(rows: Sequence[Row], title: str, settings: dict, host: dict) -> 
             f"{_cell(r.p50_ms, '{:.2f}')} | {_cell(r.p95_ms, '{:.2f}')} | {_cell(r.throughput, '{:.1f}')} | "
             f"{_cell(r.speedup, '{:.2f}x')} | {r.note} |"
         )
-    lines += [
+    warning = noise_warning(rows, host)
+    lines += (["", f"**{warning}**"] if warning else []) + [
         "",
         "Unstructured (magnitude) sparsity stores and multiplies its zeros: it does not shrink the file or "
         "speed up dense kernels; only removed structure (heads, FFN neurons) or int8/fp16 kernels do.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def noise_warning(rows: Sequence[Row], host: dict) -> str | None:
+    """A sentence saying the timings are not to be trusted, or None: one run on a machine doing other work
+    can invert a speed-up, and the table alone does not show it. Judged by each row's p95/p50 spread."""
+    noisy = [
+        f"{r.format} {r.p95_ms / r.p50_ms:.1f}x"
+        for r in rows
+        if r.p50_ms and r.p95_ms and r.p95_ms / r.p50_ms > NOISY_P95_OVER_P50
+    ]
+    if not noisy:
+        return None
+    return (
+        f"Noisy timings: p95 over p50 is {', '.join(noisy)} (a quiet run stays under {NOISY_P95_OVER_P50:g}x; "
+        f"load average {host.get('load_average_1m')} on {host.get('cores')} cores): other work shared the "
+        "machine, so the speed-ups may be wrong. Run again on an idle machine before trusting them."
+    )
 
 
 def rows_to_json(rows: Sequence[Row]) -> list[dict]:
