@@ -342,6 +342,7 @@ def test_version_stores_its_calibrator_and_drift_reports_estimated_accuracy(vers
     test = {w["name"]: w for w in report["windows"]}["test"]
     assert abs(test["estimate"]["cbpe"]["value"] - test["accuracy"]) < 0.15  # in-domain: calibration holds
     assert printed.count("est.acc=") == len(report["windows"])
+    assert printed.count("est.acc [low, high]: 95% for the window's sampling only") == 1  # said once, under
     assert "estimated accuracy" in (out / "report.html").read_text()
     # under a one-off fixed encoder the probabilities are still the version's: the same estimates, but no
     # twoview (its probe reads the reference encoder's embeddings, not another encoder's)
