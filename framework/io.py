@@ -25,6 +25,7 @@ __all__ = [
     "sha256_file",
     "sha256_file_cached",
     "check_name",
+    "is_bare_name",
     "child_path",
     "private_dir",
     "make_private",
@@ -52,6 +53,15 @@ def check_name(value: object, what: str = "version id", where: str | Path | None
         place = f" in {where}" if where else ""
         raise VersionError(f"Invalid {what} {value!r}{place}: use {NAME_RULE}.")
     return value
+
+
+def is_bare_name(ref: str) -> bool:
+    """Whether a `--version` value is a bare id or alias (a safe name, no path separator, no such folder
+    here) rather than a path: the one rule by which recipes look it up in a registry, and by which an error
+    for a missing folder suggests the registry options."""
+    if os.sep in ref or (os.altsep and os.altsep in ref) or Path(ref).expanduser().exists():
+        return False
+    return bool(_NAME.fullmatch(ref)) and ".." not in ref
 
 
 def child_path(parent: str | Path, name: str, what: str = "version id") -> Path:

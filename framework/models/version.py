@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from refit.errors import VersionError
-from refit.io import atomic_dir, check_name, sha256_file, sha256_file_cached, write_json
+from refit.io import atomic_dir, check_name, is_bare_name, sha256_file, sha256_file_cached, write_json
 
 __all__ = [
     "REFIT_JSON",
@@ -400,21 +400,13 @@ def _check(
             )
 
 
-def _is_name(text: str) -> bool:
-    try:
-        check_name(text)
-    except VersionError:
-        return False
-    return True
-
-
 def _not_a_version(folder: Path, why: str) -> VersionError:
     """The error for a folder that is not a version, with the likely fix: the first mistake users make is
     giving a fine-tune's run folder (OUTPUT_DIR) instead of the version inside it (OUTPUT_DIR/version)."""
     inner = folder / "version"
     if (inner / REFIT_JSON).is_file():
         hint = f" It is a run folder: its model version is {inner}."
-    elif not folder.exists() and len(folder.parts) == 1 and _is_name(folder.name):
+    elif is_bare_name(str(folder)):
         # `--version champion`: a bare name is most often a registry alias or id
         hint = (
             f" If '{folder}' is a registry alias or id: refit drift and refit benchmark take it as --version "

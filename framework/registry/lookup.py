@@ -8,24 +8,11 @@ must match what was registered), so a recipe never reads an alias some other way
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from refit.errors import VersionError
-from refit.io import check_name
+from refit.io import is_bare_name
 from refit.registry.db import NoRegistry
 from refit.registry.store import Registry
-
-
-def looks_like_a_name(ref: str) -> bool:
-    """True when `ref` is a bare id or alias (no path separator, not a folder here): look it up in a registry."""
-    if os.sep in ref or (os.altsep and os.altsep in ref) or Path(ref).expanduser().exists():
-        return False
-    try:
-        check_name(ref, "version id or alias")
-    except VersionError:
-        return False
-    return True
 
 
 def version_folder(ref: str, root: str | Path, db: str | Path | None = None) -> tuple[Path, bool]:
@@ -35,7 +22,7 @@ def version_folder(ref: str, root: str | Path, db: str | Path | None = None) -> 
     own load says what is wrong with it. A bare name is a version id or alias of the registry at `root`
     (`--registry.root`, default ./registry), opened read-only, resolved and verified by the registry.
     """
-    if not looks_like_a_name(ref):
+    if not is_bare_name(ref):
         return Path(ref), False
     try:
         registry = Registry(root, db, create=False)
