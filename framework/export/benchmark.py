@@ -49,7 +49,7 @@ __all__ = [
 
 # p95 over p50 at batch 1 beyond which a row's timing is called noisy: a quiet run here measured 1.1-1.4
 # (scripts/results/export.md); a run shared with other work measured 0.44x where 1.5x was true, with
-# nothing but a p95 of 379 ms (8x its p50) to show for it (first-hour walkthrough, s10).
+# nothing but a pytorch-int8 p95 of 379 ms to show for it (first-hour walkthrough, s10).
 NOISY_P95_OVER_P50 = 2.0
 
 

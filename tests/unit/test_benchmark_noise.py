@@ -1,6 +1,6 @@
 """`refit benchmark` says when its timings are noisy: one run on a machine doing other work showed ONNX
 Runtime fp32 at 0.44x eager where 1.5x was true (first-hour walkthrough), with nothing in the table but a
-p95 of 379 ms, 8x its p50, to show it. Rows are refit.export.benchmark's own, the Markdown its writer's."""
+pytorch-int8 p95 of 379 ms to show it. Rows are refit.export.benchmark's own, the Markdown its writer's."""
 
 from __future__ import annotations
 
