@@ -22,6 +22,23 @@ __all__ = ["DISTRIBUTIONS", "validate_space", "to_ray", "apply_overrides"]
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint", "grid")
 _BOUNDED = ("loguniform", "uniform", "randint")
 
+# Keys a search cannot vary, and why. Each trial reports its own `trainer.monitor` to Tune under one name, so a
+# space over the objective or over what the trials are scored on would rank a loss against an accuracy, or one
+# validation set against another, as if they were one measure; the trial itself sets where it writes.
+_FIXED_PER_SEARCH = {
+    "trainer.monitor": "it is the search's objective, one per search: set it once under finetune.trainer",
+    "trainer.mode": "it is the search's objective, one per search: set it once under finetune.trainer",
+    "data.validation": "every trial is scored on the same validation split: set it once under finetune.data",
+    "data.dataset": "every trial is scored on the same validation split: set it once under finetune.data",
+    "data.dataset_config": "every trial is scored on the same validation split: set it once under finetune.data",
+    "data.text_column": "every trial is scored on the same validation split: set it once under finetune.data",
+    "data.label_column": "every trial is scored on the same validation split: set it once under finetune.data",
+    "data.test": "the best trial is tested on one test split: set it once under finetune.data",
+    "output_dir": "each trial writes under the search's folder (set --storage_path / --name)",
+    "resume": "Tune restarts trials itself (resume a search with refit tune --resume)",
+    "resume_with_changes": "Tune restarts trials itself (resume a search with refit tune --resume)",
+}
+
 
 def validate_space(space: dict[str, Any]) -> dict[str, tuple[str, list]]:
     """{dotted key: (distribution, arguments)}; every problem is a ConfigError naming the key."""
@@ -37,6 +54,8 @@ def validate_space(space: dict[str, Any]) -> dict[str, tuple[str, list]]:
             close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"space: '{key}' is not a key of the finetune config.{hint}")
+        if key in _FIXED_PER_SEARCH:
+            raise ConfigError(f"space: '{key}' cannot be searched: {_FIXED_PER_SEARCH[key]}.")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
             raise ConfigError(
                 f"space.{key}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "

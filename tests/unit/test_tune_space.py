@@ -18,6 +18,16 @@ from refit.tune import apply_overrides, validate_space
         ({"optim.lr": {"normal": [0, 1]}}, "exactly one of loguniform"),
         ({"optim.lr": {"uniform": [1e-5]}}, "expected [low, high]"),
         ({"data.batch_size": {"choice": []}}, "non-empty list"),
+        # each trial reports its own monitor under one name: a loss would be ranked against an accuracy
+        (
+            {"trainer.monitor": {"choice": ["val/loss", "val/accuracy"]}},
+            "'trainer.monitor' cannot be searched",
+        ),
+        ({"trainer.mode": {"choice": ["min", "max"]}}, "the search's objective"),
+        ({"data.validation": {"choice": ["a.jsonl", "b.jsonl"]}}, "the same validation split"),
+        # the trial sets these itself: a searched value would be ignored in silence
+        ({"output_dir": {"choice": ["runs/a", "runs/b"]}}, "each trial writes under the search's folder"),
+        ({"resume": {"choice": [True, False]}}, "Tune restarts trials itself"),
     ],
 )
 def test_bad_space_is_a_clear_error(space, fragment):
