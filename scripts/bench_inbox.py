@@ -51,7 +51,7 @@ import refit.maintain.inbox as inbox_now  # noqa: E402
 from refit.io import atomic_write_text  # noqa: E402
 from refit.maintain.index import INDEX_FILE, INDEX_KEY  # noqa: E402
 from refit.registry import Registry  # noqa: E402
-from refit.serve.capture import CAPTURE_SCHEMA, FEEDBACK_SCHEMA  # noqa: E402
+from refit.serve.capture import CAPTURE, CAPTURE_SCHEMA, FEEDBACK, FEEDBACK_SCHEMA, SUFFIX  # noqa: E402
 
 WORK = ROOT / "runs" / "bench_inbox"
 RESULTS = ROOT / "scripts" / "results"
@@ -91,13 +91,13 @@ def build(n: int) -> Path:
     for f in range(n):
         rids = [f"f{f}-r{i}" for i in range(ROWS)]
         _write(
-            inbox / f"capture-{f:05d}.parquet",
+            inbox / f"{CAPTURE}-{f:05d}{SUFFIX}",
             [_capture(r, f"synthetic request {r} about item {i % 97}", at) for i, r in enumerate(rids)],
             CAPTURE_SCHEMA,
         )
         # labels for the first half of each file's requests; the rest may arrive late
         _write(
-            inbox / f"feedback-{f:05d}.parquet",
+            inbox / f"{FEEDBACK}-{f:05d}{SUFFIX}",
             [{"request_id": r, "label": LABELS[i % 2], "at": at} for i, r in enumerate(rids[: ROWS // 2])],
             FEEDBACK_SCHEMA,
         )
@@ -114,13 +114,13 @@ def _new_files(inbox: Path, n: int, k: int) -> None:
     spread over the old capture files: the same new work whatever the history's size."""
     rids = [f"new{k}-r{i}" for i in range(ROWS)]
     _write(
-        inbox / f"capture-new{k:03d}.parquet",
+        inbox / f"{CAPTURE}-new{k:03d}{SUFFIX}",
         [_capture(r, f"synthetic new request {r}", "2026-11-21T10:00:00+00:00") for r in rids],
         CAPTURE_SCHEMA,
     )
     late = [f"f{g % n}-r{ROWS // 2 + g // n}" for g in range(LATE * k, LATE * (k + 1))]
     _write(
-        inbox / f"feedback-new{k:03d}.parquet",
+        inbox / f"{FEEDBACK}-new{k:03d}{SUFFIX}",
         [
             {"request_id": r, "label": "positive", "at": "2026-11-21T11:00:00+00:00"}
             for r in late + rids[:100]

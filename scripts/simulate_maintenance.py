@@ -137,11 +137,20 @@ def _serve_window(client, base: str, rows: list[dict], batch: int) -> list[dict]
     return out
 
 
+def _files(inbox: Path, kind: str) -> list[Path]:
+    """The inbox's complete files of one kind, named as the server names them (refit.serve.capture)."""
+    from refit.serve.capture import file_kind
+
+    return [p for p in inbox.iterdir() if file_kind(p.name) == kind]
+
+
 def _captured_ids(inbox: Path) -> set[str]:
     import pyarrow.parquet as pq
 
+    from refit.serve.capture import CAPTURE
+
     ids: set[str] = set()
-    for p in inbox.glob("capture-*.parquet"):
+    for p in _files(inbox, CAPTURE):
         ids.update(pq.read_table(p, columns=["request_id"]).column("request_id").to_pylist())
     return ids
 
@@ -149,7 +158,9 @@ def _captured_ids(inbox: Path) -> set[str]:
 def _feedback_count(inbox: Path) -> int:
     import pyarrow.parquet as pq
 
-    return sum(pq.read_metadata(p).num_rows for p in inbox.glob("feedback-*.parquet"))
+    from refit.serve.capture import FEEDBACK
+
+    return sum(pq.read_metadata(p).num_rows for p in _files(inbox, FEEDBACK))
 
 
 def _wait_finalised(inbox: Path, request_ids: list[str], feedback_rows: int, timeout: float) -> float:
