@@ -26,7 +26,7 @@ from refit import report
 from refit.config import config_to_dict
 from refit.data import check_data_file, load_splits
 from refit.errors import ConfigError
-from refit.io import RUN_LOCK, hold_folder
+from refit.io import RUN_LOCK, atomic_write_text, hold_folder
 from refit.settings import FinetuneConfig
 from refit.tune import (
     REPORTED_METRIC,
@@ -46,6 +46,11 @@ from refit.tune.cluster import PROBE_FILE, check_storage_on_nodes, check_storage
 
 # Ray adds its CSV, JSON and TensorBoard loggers unless told not to; refit passes the first two itself
 _NO_AUTO_LOGGERS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+# Marks a search that passes Ray's CSV and JSON loggers itself, so that Ray's automatic ones (TensorBoard's
+# among them) may stay off when it resumes. A search started before refit passed them has no mark and
+# resumes with Ray's automatic loggers, which its trials' history is read from. Refit's own file, because
+# Ray has no public getter for a restored Tuner's RunConfig.
+OWN_LOGGERS = ".refit-own-loggers"
 
 
 @dataclass
@@ -163,18 +168,6 @@ def run(cfg: Config) -> int:
         return _run(cfg, stack)
 
 
-def _carries_loggers(tuner: Any) -> bool:
-    """Whether the search passes Ray's CSV and JSON loggers itself, so Ray's automatic ones (TensorBoard's
-    among them) may be off. A search started before refit passed them resumes with Ray's automatic ones: its
-    trials' history is read from their files. Ray has no public getter for a restored Tuner's RunConfig."""
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    local = getattr(tuner, "_local_tuner", None)  # None through a Ray client: Ray's loggers stay on
-    callbacks = getattr(local.get_run_config(), "callbacks", None) if local is not None else None
-    kinds = (CSVLoggerCallback, JsonLoggerCallback)
-    return all(any(isinstance(c, kind) for c in callbacks or ()) for kind in kinds)
-
-
 def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     # --- setup -------------------------------------------------------------------------------------
     started_at = time.time()  # where the search's own seconds go, into results.json
@@ -223,7 +216,11 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
     out = storage / cfg.name
     saved = (out / "tuner.pkl").is_file()
     # the run lock, and the cluster's storage probe of a driver killed while it checked the nodes
-    held = [p for p in out.iterdir() if p.name not in (RUN_LOCK, PROBE_FILE)] if out.is_dir() else []
+    held = (
+        [p for p in out.iterdir() if p.name not in (RUN_LOCK, PROBE_FILE, OWN_LOGGERS)]
+        if out.is_dir()
+        else []
+    )
     unsaved = (
         " It holds a search stopped before Ray saved it (no tuner.pkl), which cannot be resumed: remove "
         f"{out}, or pick a new --name."
@@ -334,8 +331,9 @@ def _run(cfg: Config, stack: contextlib.ExitStack) -> int:
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if cfg.scheduler == "pbt" else 2),
                 ),
             )
+            atomic_write_text(out / OWN_LOGGERS, "refit passes Ray's CSV and JSON loggers to this search\n")
         # read by the driver only, when fit() sets up the loggers
-        with _environment(_NO_AUTO_LOGGERS if _carries_loggers(tuner) else {}):
+        with _environment(_NO_AUTO_LOGGERS if (out / OWN_LOGGERS).is_file() else {}):
             results = tuner.fit()
         clock.append(("search", time.perf_counter()))
     finally:

@@ -319,16 +319,21 @@ def test_a_search_stopped_before_ray_saved_it_is_not_a_dead_end(tmp_path, tiny_m
     assert "stopped before Ray saved it" in capsys.readouterr().err
 
 
-def test_a_storage_probe_left_by_a_killed_driver_does_not_make_the_folder_a_search(
-    tmp_path, tiny_model_dir, toy_data, capsys
+@pytest.mark.parametrize("left", ["storage probe", "own-loggers mark"])
+def test_a_file_left_by_a_driver_killed_before_ray_saved_does_not_make_the_folder_a_search(
+    tmp_path, tiny_model_dir, toy_data, capsys, left
 ):
     """A driver killed during the cluster's storage check leaves `.refit-storage-probe`; the folder was
-    then "a search stopped before Ray saved it" (remove it, or pick a new --name) instead of empty."""
+    then "a search stopped before Ray saved it" (remove it, or pick a new --name) instead of empty. The
+    mark that refit passes its own loggers is written just before Ray's first save, and is no search either."""
+    from refit.recipes.tune import OWN_LOGGERS
     from refit.tune.cluster import PROBE_FILE
 
     config = _config(tmp_path, tiny_model_dir, toy_data, "probe")
     (tmp_path / "tune" / "probe").mkdir(parents=True)
-    (tmp_path / "tune" / "probe" / PROBE_FILE).write_text("token")
+    (
+        tmp_path / "tune" / "probe" / {"storage probe": PROBE_FILE, "own-loggers mark": OWN_LOGGERS}[left]
+    ).write_text("token")
     assert main(["tune", "--config", str(config), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "no search to resume" in err and "stopped before Ray saved it" not in err, err
