@@ -2,6 +2,7 @@
 
     refit maintain forget --ids deletion-requests.txt --registry.root registry   # inbox: registry/inbox
     refit maintain forget --ids ids.txt --registry.root registry --inbox production
+    refit maintain forget --ids ids.txt --registry.root registry --retrain --loop maintain.yaml  # and repair
 
 IDS is a text file with one request id per line (as `refit serve` returned them; blank lines and lines
 starting with '#' are skipped). Under the maintenance lock (never during a cycle), it removes:
@@ -23,6 +24,15 @@ Not removed, and said: what a model learned from a text (its weights); texts in 
 capture files a running server is still writing (counted: run this again once they rotate); texts whose
 capture file is already gone when the inbox index or its key is damaged (said, exit code 1); your own
 training data and golden set; dropped inbox files (no request ids); copies outside the registry.
+
+With --retrain (and --loop, the loop's maintain.yaml), the forget then repairs the model, still under the
+lock, when the champion learned from the texts (refit.maintain.repair has the design): ONE clean challenger
+trained from the loop's base model (retrain.model) on the union of the scrubbed training files of the
+champion's lineage (checked first for every forgotten text: one found and nothing is trained), gated
+against the champion's newest clean ancestor, or without one against policy.min_accuracy on the golden
+set, never against the tainted champion; the winner is promoted. Exit code 1 when nothing clean could be
+promoted: the champion then still carries the texts, and it says so. A rerun with the same ids after a
+kill finishes the job once (a clean champion is left alone).
 """
 
 from __future__ import annotations

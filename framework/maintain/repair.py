@@ -171,6 +171,12 @@ def repair_champion(
     )
     # --- data: the union of the lineage's training files, checked for every forgotten text -------------
     chain = [versions[v] for v in lineage.chain(champion_id) if v in versions]
+    started = (read_version(chain[-1].path, verify=False).get("config") or {}).get("model")
+    if started and started != base_model:
+        log(
+            f"retrain: note: the lineage's first version {chain[-1].id} was fine-tuned from {started}, not from "
+            f"retrain.model {base_model}: set retrain.model in the loop config if that is the base you mean"
+        )
     rows, out.files, out.left_out = lineage_rows(chain, names, redactions(registry.runs(FORGET_KIND)), seed)
     out.rows = len(rows)
     for line in out.left_out:
