@@ -244,7 +244,11 @@ def repair_champion(
         verdict = gate(
             paired(an, cl), None, gate_cfg.golden_tolerance, gate_cfg.recent_margin, gate_cfg.recent_alpha
         )
-        out.gate = [f"vs the clean ancestor {out.ancestor}: {r}" for r in verdict.reasons] + export_reasons
+        # the loop's gate words its reasons for a champion: here the other side is the clean ancestor
+        out.gate = [
+            f"vs the clean ancestor {out.ancestor}: {r.replace('the champion', 'the ancestor')}"
+            for r in verdict.reasons
+        ] + export_reasons
         target = challenger.id if verdict.passed and exported else out.ancestor
         log(f"retrain: gate between the clean ancestor and the challenger: {'; '.join(out.gate)}")
     else:
