@@ -44,12 +44,15 @@ the same maintenance lock, makes ONE clean challenger and decides what serves, i
 
 Exactly once: a kill before the promote commit leaves the tainted champion serving, its run 'running'
 (the next forget records it 'abandoned' and drops its checkpoints), and the scrub already done (a rerun
-finds nothing to rewrite); the rerun trains again and promotes once. A kill after the commit leaves a clean
+finds nothing to rewrite). The rerun gates the clean challenger that killed run registered, when it got
+that far (`_left_by_killed`: registered, trained from the same base into a run-forget-N folder of an
+abandoned run, and still clean), else trains one; it promotes once. A kill after the commit leaves a clean
 champion: the rerun says so and trains nothing. Only version ids and counts are recorded, never texts.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from collections.abc import Callable
@@ -169,8 +172,109 @@ def repair_champion(
         f"retrain: from the loop's base model {base_model} (retrain.model), not from the champion "
         f"{champion_id}" + (f" nor its clean ancestor {out.ancestor}" if out.ancestor else "")
     )
+    left = _left_by_killed(registry, versions, lineage, base_model)
+    if left is not None:  # a killed forget trained and registered it, and was killed before its gate
+        challenger = left
+        exported = not deploy.formats or _exports_passed(challenger.path, deploy.formats)
+        export_reasons = [] if exported else [f"export {', '.join(deploy.formats)}: not built or FAILED"]
+        out.challenger = challenger.id
+        log(
+            f"retrain: reusing the clean challenger {challenger.id}, trained and registered by a forget run "
+            "that was killed before its gate: not trained again"
+        )
+    else:
+        challenger, exported, export_reasons = _train_clean(
+            registry,
+            run_id,
+            out,
+            champion_id,
+            [versions[v] for v in lineage.chain(champion_id) if v in versions],
+            names,
+            match,
+            base_model,
+            inbox,
+            retrain,
+            deploy,
+            seed,
+            log,
+        )
+    # --- gate: never against the tainted champion --------------------------------------------------------
+    fault_point("gate")
+    golden = read_golden(inbox, names, retrain.privacy.store_texts)
+    cl = correct_rows(challenger.path, golden, retrain.data.max_length) or []
+    out.golden[challenger.id] = sum(cl) / len(cl) if cl else None
+    if out.ancestor:
+        an = correct_rows(versions[out.ancestor].path, golden, retrain.data.max_length) or []
+        out.golden[out.ancestor] = sum(an) / len(an) if an else None
+        verdict = gate(
+            paired(an, cl), None, gate_cfg.golden_tolerance, gate_cfg.recent_margin, gate_cfg.recent_alpha
+        )
+        # the loop's gate words its reasons for a champion: here the other side is the clean ancestor
+        out.gate = [
+            f"vs the clean ancestor {out.ancestor}: {r.replace('the champion', 'the ancestor')}"
+            for r in verdict.reasons
+        ] + export_reasons
+        target = challenger.id if verdict.passed and exported else out.ancestor
+        log(f"retrain: gate between the clean ancestor and the challenger: {'; '.join(out.gate)}")
+    else:
+        acc = out.golden[challenger.id]
+        floor = "none (policy.min_accuracy is not set)" if min_accuracy is None else f"{min_accuracy:g}"
+        passed = acc is not None and (min_accuracy is None or acc >= min_accuracy) and exported
+        out.gate = [
+            f"no clean ancestor: golden set accuracy {acc if acc is None else round(acc, 4)} on {len(cl)} rows, "
+            f"floor {floor}: {'passed' if passed else 'FAILED'}",
+            *export_reasons,
+        ]
+        target = challenger.id if passed else None
+        log(f"retrain: {'; '.join(out.gate)}")
+    if target is None:
+        out.status = "kept"
+        log(
+            f"retrain: NOT repaired: the champion {champion_id} still serves and still carries the forgotten "
+            f"texts (no clean ancestor, and the clean challenger {challenger.id} failed the loop's floor). "
+            f"Fix the loop config (retrain settings, policy.min_accuracy) and run this again, or promote a "
+            f"clean version by hand: refit registry promote --version ID"
+        )
+        return out
+    # --- promote: compare-and-swap against the tainted champion, finishing the forget's run ---------------
+    out.status, out.promoted = "promoted", target
+    fault_point("promote")
+    try:
+        registry.promote(
+            target,
+            f"forget run {run_id}: {champion_id} learned from forgotten requests; clean "
+            f"{'challenger' if target == challenger.id else 'ancestor'} {target}",
+            {"golden": out.golden.get(target)},
+            expected_champion=champion_id,
+            run=(run_id, "done", {**record, "retrain": out.record()}),
+        )
+    except Superseded as e:
+        out.status, out.promoted = "superseded", None
+        log(f"retrain: NOT promoted: {e} Run this forget again with the same ids.")
+        return out
+    fault_point("promoted")
+    log(f"retrain: promoted {target} (was {champion_id}): the served model no longer carries the texts")
+    return out
+
+
+def _train_clean(
+    registry: Registry,
+    run_id: int,
+    out: Repair,
+    champion_id: str,
+    chain: list[RegisteredVersion],
+    names: list[str],
+    match: Match,
+    base_model: str,
+    inbox: InboxConfig,
+    retrain: FinetuneConfig,
+    deploy: DeployConfig,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[RegisteredVersion, bool, list[str]]:
+    """Steps 3-5 of the module doc: the checked union of the lineage's training files, then the cycle's
+    own train, export gate and register. Returns (challenger, whether its exports passed, their reasons)."""
     # --- data: the union of the lineage's training files, checked for every forgotten text -------------
-    chain = [versions[v] for v in lineage.chain(champion_id) if v in versions]
     started = (read_version(chain[-1].path, verify=False).get("config") or {}).get("model")
     if started and started != base_model:
         log(
@@ -233,63 +337,40 @@ def repair_champion(
     challenger = register_challenger(registry, version_dir, f"clean retrain of forget run {run_id}")
     out.challenger = challenger.id
     log(f"retrain: trained and registered the clean challenger {challenger.id}")
-    # --- gate: never against the tainted champion --------------------------------------------------------
-    fault_point("gate")
-    golden = read_golden(inbox, names, retrain.privacy.store_texts)
-    cl = correct_rows(challenger.path, golden, retrain.data.max_length) or []
-    out.golden[challenger.id] = sum(cl) / len(cl) if cl else None
-    if out.ancestor:
-        an = correct_rows(versions[out.ancestor].path, golden, retrain.data.max_length) or []
-        out.golden[out.ancestor] = sum(an) / len(an) if an else None
-        verdict = gate(
-            paired(an, cl), None, gate_cfg.golden_tolerance, gate_cfg.recent_margin, gate_cfg.recent_alpha
-        )
-        # the loop's gate words its reasons for a champion: here the other side is the clean ancestor
-        out.gate = [
-            f"vs the clean ancestor {out.ancestor}: {r.replace('the champion', 'the ancestor')}"
-            for r in verdict.reasons
-        ] + export_reasons
-        target = challenger.id if verdict.passed and exported else out.ancestor
-        log(f"retrain: gate between the clean ancestor and the challenger: {'; '.join(out.gate)}")
-    else:
-        acc = out.golden[challenger.id]
-        floor = "no floor (policy.min_accuracy is not set)" if min_accuracy is None else f"{min_accuracy:g}"
-        passed = acc is not None and (min_accuracy is None or acc >= min_accuracy) and exported
-        out.gate = [
-            f"no clean ancestor: golden set accuracy {acc if acc is None else round(acc, 4)} on {len(cl)} rows, "
-            f"floor {floor}: {'passed' if passed else 'FAILED'}",
-            *export_reasons,
-        ]
-        target = challenger.id if passed else None
-        log(f"retrain: {'; '.join(out.gate)}")
-    if target is None:
-        out.status = "kept"
-        log(
-            f"retrain: NOT repaired: the champion {champion_id} still serves and still carries the forgotten "
-            f"texts (no clean ancestor, and the clean challenger {challenger.id} failed the loop's floor). "
-            f"Fix the loop config (retrain settings, policy.min_accuracy) and run this again, or promote a "
-            f"clean version by hand: refit registry promote --version ID"
-        )
-        return out
-    # --- promote: compare-and-swap against the tainted champion, finishing the forget's run ---------------
-    out.status, out.promoted = "promoted", target
-    fault_point("promote")
-    try:
-        registry.promote(
-            target,
-            f"forget run {run_id}: {champion_id} learned from forgotten requests; clean "
-            f"{'challenger' if target == challenger.id else 'ancestor'} {target}",
-            {"golden": out.golden.get(target)},
-            expected_champion=champion_id,
-            run=(run_id, "done", {**record, "retrain": out.record()}),
-        )
-    except Superseded as e:
-        out.status, out.promoted = "superseded", None
-        log(f"retrain: NOT promoted: {e} Run this forget again with the same ids.")
-        return out
-    fault_point("promoted")
-    log(f"retrain: promoted {target} (was {champion_id}): the served model no longer carries the texts")
-    return out
+    return challenger, exported, export_reasons
+
+
+def _left_by_killed(
+    registry: Registry, versions: dict[str, RegisteredVersion], lineage: Lineage, base_model: str
+) -> RegisteredVersion | None:
+    """The newest registered clean challenger of a forget run killed before its gate (status abandoned:
+    trained from `base_model` into its run-forget-N folder, then registered), so a rerun gates it instead of
+    training again; None when there is none."""
+    killed = {
+        f"{REPAIR_PREFIX}{r['id']:05d}" for r in registry.runs(FORGET_KIND) if r["status"] == "abandoned"
+    }
+    maintain_dir = registry.root.resolve() / "maintain"
+    for vid in reversed(lineage.ids(CLEAN)):
+        meta = read_version(versions[vid].path, verify=False)
+        train = Path(((meta.get("config") or {}).get("data") or {}).get("train") or "")
+        if (
+            meta.get("parent") is None
+            and (meta.get("config") or {}).get("model") == base_model
+            and train.parent.parent.name in killed
+            and train.parent.parent.parent == maintain_dir
+        ):
+            return versions[vid]
+    return None
+
+
+def _exports_passed(version_dir: Path, formats: list[str]) -> bool:
+    """Whether the version carries exports of every format in `formats`, all passed (refit.maintain.deploy
+    installs exports only when every artefact passed, with their parity.json)."""
+    parity = version_dir / "exports" / "parity.json"
+    if not parity.is_file():
+        return False
+    records = json.loads(parity.read_text()).values()
+    return all(any(r.get("format") == f and r.get("passed") for r in records) for f in formats)
 
 
 def _check_base(base_model: str, lineage: Lineage) -> None:

@@ -249,14 +249,15 @@ def test_retrain_without_a_loop_config_is_a_clear_error(loop, capsys):
 @pytest.mark.slow
 def test_a_kill_during_the_retrain_leaves_the_champion_and_a_rerun_finishes_once(loop, tiny, tiny_model_dir):
     """A real `refit maintain forget --retrain` subprocess SIGKILLs itself (REFIT_FAULT_AT, the cycle's own
-    fault points): mid-training, then just after the promote commit; a third run has nothing left to do."""
+    fault points): mid-training, then after registering its challenger, then just after the promote commit
+    (that rerun gates the registered challenger instead of training another); a fourth has nothing to do."""
     reg, inbox = loop
     _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
     config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
     argv = [sys.executable, "-m", "refit.cli", *_argv(reg, inbox, config, "r0")]
 
     def forget(fault: str | None) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"}
+        env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"} | {"PYTHONUNBUFFERED": "1"}
         return subprocess.run(
             argv,
             env={**env, **({"REFIT_FAULT_AT": fault} if fault else {})},
@@ -270,12 +271,20 @@ def test_a_kill_during_the_retrain_leaves_the_champion_and_a_rerun_finishes_once
     assert reg.aliases()["champion"] == "v1"  # the old champion still serves
     assert [r["status"] for r in reg.runs(FORGET_KIND)] == ["running"]
 
-    killed = forget("promoted")  # the rerun trains, promotes, and is killed just after the commit
+    killed = forget("gate")  # the rerun trains and registers a challenger, and is killed before its gate
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert "recorded as abandoned" in killed.stdout
+    assert reg.aliases()["champion"] == "v1"
+    challenger = reg.aliases()["challenger"]
+
+    # gates and promotes that challenger (not trained again), and is killed just after the commit
+    killed = forget("promoted")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert f"reusing the clean challenger {challenger}" in killed.stdout
     champion = reg.aliases()["champion"]
-    assert champion != "v1"
-    assert [r["status"] for r in reg.runs(FORGET_KIND)] == ["abandoned", "done"]
+    assert champion == challenger
+    assert [r["status"] for r in reg.runs(FORGET_KIND)] == ["abandoned", "abandoned", "done"]
+    assert len(reg.list_versions()) == 2  # v1 and the one clean challenger
 
     last = forget(None)
     assert last.returncode == 0, last.stderr[-2000:]
@@ -283,4 +292,4 @@ def test_a_kill_during_the_retrain_leaves_the_champion_and_a_rerun_finishes_once
     assert reg.aliases()["champion"] == champion
     promotions = [m for m in reg.history("champion") if m.action == "promote" and m.from_version == "v1"]
     assert [m.to_version for m in promotions] == [champion]  # promoted exactly once
-    assert not list((reg.root / "maintain" / "run-forget-00002" / "finetune").glob("checkpoints"))
+    assert not list((reg.root / "maintain").glob("run-forget-*/finetune/checkpoints"))
