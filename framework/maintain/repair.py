@@ -59,13 +59,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refit.errors import RefitError
+from refit.errors import DataError, RefitError
 from refit.maintain.cycle import correct_rows, read_golden, register_challenger, train_challenger
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
 from refit.maintain.lineage import CLEAN, LEARNED, UNKNOWN, Lineage
 from refit.maintain.policy import gate, paired
-from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
+from refit.maintain.replay import draw_replay, replay_source
 from refit.maintain.scrub import FORGET_KIND, Match, redactions
 from refit.models import read_version
 from refit.registry import RegisteredVersion, Registry, Superseded
@@ -128,12 +128,12 @@ def lineage_rows(
             left_out.append(f"{version.id}: its labels {meta.get('labels')} are not the champion's {names}")
             continue
         try:
-            path = replay_source(meta, redacted)
-        except ReplayUnavailable as e:
+            drawn = draw_replay(meta, replay_source(meta, redacted), _ALL, seed)
+        except DataError as e:  # ReplayUnavailable (gone, changed, a hub dataset), or a file it cannot read
             left_out.append(f"{version.id}: {str(e).split(' Set ')[0]}")
             continue
         used += 1
-        for text, label in draw_replay(meta, path, _ALL, seed):
+        for text, label in drawn:
             rows.setdefault(text, label)
     return list(rows.items()), used, left_out
 
@@ -238,11 +238,12 @@ def repair_champion(
         return out
     # --- promote: compare-and-swap against the tainted champion, finishing the forget's run ---------------
     out.status, out.promoted = "promoted", target
+    how = "learned" if lineage.status[champion_id] == LEARNED else "may have learned"
     fault_point("promote")
     try:
         registry.promote(
             target,
-            f"forget run {run_id}: {champion_id} learned from forgotten requests; clean "
+            f"forget run {run_id}: {champion_id} {how} from forgotten requests; clean "
             f"{'challenger' if target == challenger.id else 'ancestor'} {target}",
             {"golden": out.golden.get(target)},
             expected_champion=champion_id,
