@@ -238,11 +238,35 @@ def test_training_data_still_holding_a_forgotten_text_is_refused_before_training
     assert reg.runs(FORGET_KIND)[-1]["details"]["retrain"]["status"] == "refused"
 
 
-def test_retrain_without_a_loop_config_is_a_clear_error(loop, capsys):
+@pytest.mark.parametrize(
+    "mistake, said",
+    [
+        ("no loop", "--retrain needs the loop's config: --loop LOOP.yaml"),
+        ("no retrain", "--loop is read only with --retrain"),
+        ("other registry", "maintains the registry"),
+        ("no golden", "'inbox.golden' in --loop"),
+    ],
+)
+def test_a_bad_retrain_request_is_refused_before_anything_is_forgotten(
+    loop, tiny_model_dir, tmp_path, capsys, mistake, said
+):
     reg, inbox = loop
-    argv = _argv(reg, inbox, None, "r0") + ["--retrain"]
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    argv = _argv(reg, inbox, config, "r0")
+    if mistake == "no loop":
+        argv = argv[: argv.index("--loop")]
+    elif mistake == "no retrain":
+        argv.remove("--retrain")
+    else:
+        values = yaml.safe_load(config.read_text())
+        if mistake == "other registry":
+            values["registry"]["root"] = str(tmp_path / "elsewhere")
+        else:
+            values["inbox"]["golden"] = str(tmp_path / "missing.jsonl")
+        config.write_text(yaml.safe_dump(values))
     assert main(argv) == 2
-    assert "--retrain needs the loop's config: --loop LOOP.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
     assert reg.runs(FORGET_KIND) == []  # nothing forgotten by a command that was refused
 
 
