@@ -65,7 +65,7 @@ from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
 from refit.maintain.lineage import CLEAN, LEARNED, UNKNOWN, Lineage
 from refit.maintain.policy import gate, paired
-from refit.maintain.replay import draw_replay, replay_source
+from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.scrub import FORGET_KIND, Match, redactions
 from refit.models import read_version
 from refit.registry import RegisteredVersion, Registry, Superseded
@@ -128,9 +128,14 @@ def lineage_rows(
             left_out.append(f"{version.id}: its labels {meta.get('labels')} are not the champion's {names}")
             continue
         try:
-            drawn = draw_replay(meta, replay_source(meta, redacted), _ALL, seed)
-        except DataError as e:  # ReplayUnavailable (gone, changed, a hub dataset), or a file it cannot read
+            path = replay_source(meta, redacted)
+        except ReplayUnavailable as e:  # gone, changed since training, a hub dataset: says which (no text)
             left_out.append(f"{version.id}: {str(e).split(' Set ')[0]}")
+            continue
+        try:
+            drawn = draw_replay(meta, path, _ALL, seed)
+        except DataError:  # not quoted: a reader's message may quote a value of the file
+            left_out.append(f"{version.id}: its training file {path} cannot be read as text and label rows")
             continue
         used += 1
         for text, label in drawn:
@@ -159,7 +164,10 @@ def repair_champion(
     transaction, or by the caller on any other outcome. Raises RepairRefused before training when unsafe."""
     out = Repair()
     champion_id = registry.aliases().get("champion")
-    if champion_id is None or lineage.status.get(champion_id) not in (LEARNED, UNKNOWN):
+    if champion_id is None:
+        log("retrain: not needed: the registry has no champion")
+        return out
+    if lineage.status.get(champion_id) not in (LEARNED, UNKNOWN):
         log(f"retrain: not needed: the champion {champion_id} did not learn from them")
         return out
     versions = {v.id: v for v in registry.list_versions()}

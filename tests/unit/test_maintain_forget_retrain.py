@@ -27,7 +27,8 @@ import yaml
 from refit.cli import main
 from refit.data import file_fingerprint
 from refit.maintain.cycle import _write_split
-from refit.maintain.scrub import FORGET_KIND
+from refit.maintain.replay import replay_source
+from refit.maintain.scrub import FORGET_KIND, redactions
 from refit.models import read_version, write_version
 from refit.registry import Registry
 from refit.serve.capture import CAPTURE_SCHEMA
@@ -160,6 +161,8 @@ def test_a_tainted_champion_is_replaced_by_a_clean_challenger_trained_from_the_b
     # trained on the union of the lineage's training files (scrubbed), not on the replay file alone
     assert all(f"a {tag} review number 5" in text for tag in ("first", "second"))
     assert "/maintain/run-forget-" in meta["config"]["data"]["train"]  # where later forgets scrub it
+    # the next cycle's replay source: the new champion's training file, verified by its fingerprint
+    assert replay_source(meta, redactions(reg.runs(FORGET_KIND))) == Path(meta["config"]["data"]["train"])
 
     run = reg.runs(FORGET_KIND)[-1]
     assert run["status"] == "done"
@@ -236,6 +239,25 @@ def test_training_data_still_holding_a_forgotten_text_is_refused_before_training
     assert reg.aliases()["champion"] == "v2" and len(reg.list_versions()) == 2
     assert not list((reg.root / "maintain").glob("run-forget-*"))
     assert reg.runs(FORGET_KIND)[-1]["details"]["retrain"]["status"] == "refused"
+
+
+def test_a_lineage_training_file_that_is_gone_is_left_out_and_named(loop, tiny, tiny_model_dir, capsys):
+    """v1's run folder was deleted: v1 and v2 are "unknown" (tainted, never clean); the clean retrain trains
+    on what can still be verified (v2's scrubbed file) and names what it left out."""
+    import shutil
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, _rows(0, 6, "first"))
+    shutil.rmtree(reg.root.resolve() / "maintain" / "run-v1")
+    _version(reg, tiny, "v2", "v1", [(SECRET, 0), *_rows(0, 6, "second")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    assert _forget_retrain(reg, inbox, config) == 0
+    out = capsys.readouterr().out
+    assert "retrain: training file left out: v1: v1's training data is gone" in out
+    retrain = reg.runs(FORGET_KIND)[-1]["details"]["retrain"]
+    assert (retrain["files"], retrain["rows"], retrain["status"]) == (1, 8, "promoted")
+    _, text = _champion_data(reg)
+    assert "second" in text and "first" not in text and SECRET not in text
 
 
 @pytest.mark.parametrize(
