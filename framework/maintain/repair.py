@@ -8,8 +8,8 @@ the same maintenance lock, makes ONE clean challenger and decides what serves, i
    "unknown"). A clean champion (e.g. a rerun after a forget that already promoted) is said and left:
    that is what makes a rerun finish the job instead of repeating it.
 2. Starting point: the loop's BASE model, the loop config's `retrain.model` (a pre-trained model, what the
-   loop's first champion was fine-tuned from), never a registered version: not the tainted champion, and
-   not the newest clean ancestor either, though warm-starting from it would be allowed. Chosen so: the gate
+   loop's first champion was fine-tuned from), never a version that learned them (not the tainted
+   champion), and not the newest clean ancestor either, though warm-starting from it would be allowed. Chosen so: the gate
    below compares the challenger with that ancestor, and a challenger warm-started from it would be judged
    against its own parent, not as an independent second candidate; and a base-model challenger does not
    depend on the lineage verdict "clean", which only says no run file the forget could read held a text.
