@@ -2,6 +2,7 @@
 
     refit maintain forget --ids deletion-requests.txt --registry.root registry   # inbox: registry/inbox
     refit maintain forget --ids ids.txt --registry.root registry --inbox production
+    refit maintain forget --ids ids.txt --registry.root registry --retrain --loop maintain.yaml  # and repair
 
 IDS is a text file with one request id per line (as `refit serve` returned them; blank lines and lines
 starting with '#' are skipped). Under the maintenance lock (never during a cycle), it removes:
@@ -23,19 +24,31 @@ Not removed, and said: what a model learned from a text (its weights); texts in 
 capture files a running server is still writing (counted: run this again once they rotate); texts whose
 capture file is already gone when the inbox index or its key is damaged (said, exit code 1); your own
 training data and golden set; dropped inbox files (no request ids); copies outside the registry.
+
+With --retrain (and --loop, the loop's maintain.yaml), the forget then repairs the model, still under the
+lock, when the champion learned from the texts (refit.maintain.repair has the design): ONE clean challenger
+trained from the loop's base model (retrain.model) on the union of the scrubbed training files of the
+champion's lineage (checked first for every forgotten text: one found and nothing is trained), gated
+against the champion's newest clean ancestor, or without one against policy.min_accuracy on the golden
+set, never against the tainted champion; the winner is promoted. Exit code 1 when nothing clean could be
+promoted: the champion then still carries the texts, and it says so. A rerun with the same ids after a
+kill finishes the job once (a clean champion is left alone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refit.config import load_yaml_file, parse_config_dict
 from refit.errors import ConfigError, DataError, RefitError
 from refit.maintain.forget import find_requests, remove_rows
 from refit.maintain.index import request_digests
 from refit.maintain.lineage import LEARNED, UNKNOWN, Lineage, judge_versions
 from refit.maintain.lock import maintenance_lock, open_registry
+from refit.maintain.repair import Repair, RepairRefused, close_abandoned, repair_champion
 from refit.maintain.scrub import (
     FORGET_KIND,
     Match,
@@ -46,6 +59,7 @@ from refit.maintain.scrub import (
     sealed_copies,
     trained_on,
 )
+from refit.recipes.maintain import Config as LoopConfig
 from refit.registry import CHAMPION
 from refit.settings import RegistryConfig
 
@@ -63,11 +77,45 @@ class Config:
     Args:
         ids: Text file of request ids to forget, one a line.
         inbox: Inbox folder holding the capture files (default: REGISTRY/inbox, where `refit serve` captures).
+        retrain: Then repair the model: when the champion learned from these texts, train ONE clean
+            challenger from the loop's base model (the loop config's retrain.model) on the scrubbed
+            training files of the champion's lineage, and promote it or the champion's newest clean
+            ancestor, whichever the loop's gate prefers (never compared with the tainted champion); exit 1
+            when neither passes (the champion then still carries the texts). Needs --loop.
+        loop: The loop's config (the maintain.yaml its cycles run with), read by --retrain: retrain.model
+            and settings, inbox.golden, policy.min_accuracy, gate, deploy, privacy and seed.
     """
 
     ids: str = ""
     inbox: str = ""
+    retrain: bool = False
+    loop: str = ""
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+
+def _read_loop(cfg: Config, registry_root: Path) -> LoopConfig | None:
+    """The loop's config for --retrain, checked before any work (a bad one exits 2, nothing forgotten)."""
+    if not cfg.retrain:
+        if cfg.loop:
+            raise ConfigError("--loop is read only with --retrain: add --retrain, or drop --loop.")
+        return None
+    if not cfg.loop:
+        raise ConfigError(
+            "--retrain needs the loop's config: --loop LOOP.yaml (the maintain.yaml its cycles run with), "
+            "for the base model (retrain.model), the golden set and the gate."
+        )
+    loop = parse_config_dict(LoopConfig, load_yaml_file(cfg.loop) or {}, where=f"in --loop {cfg.loop}")
+    if Path(loop.registry.root).resolve() != registry_root.resolve():
+        raise ConfigError(
+            f"--loop {cfg.loop} maintains the registry {Path(loop.registry.root).resolve()} (registry.root), "
+            f"not {registry_root.resolve()} (--registry.root): give the config of this registry's loop."
+        )
+    if not loop.inbox.golden or not Path(loop.inbox.golden).is_file():
+        raise DataError(
+            f"--retrain gates on the loop's golden set: 'inbox.golden' in --loop {cfg.loop} is "
+            f"{loop.inbox.golden!r}, not a file. Point it at the labelled file the loop's cycles gate on."
+        )
+    return loop
 
 
 def _read_ids(path: str) -> set[str]:
@@ -89,6 +137,7 @@ def run(cfg: Config) -> int:
     # --- setup -------------------------------------------------------------------------------------
     ids = _read_ids(cfg.ids)
     registry = open_registry(cfg.registry.root, cfg.registry.db)
+    loop = _read_loop(cfg, registry.root)
     folder = Path(cfg.inbox) if cfg.inbox else registry.root / "inbox"
     if not folder.is_dir():
         raise DataError(
@@ -102,6 +151,8 @@ def run(cfg: Config) -> int:
     # --- run ----------------------------------------------------------------------------------------
     maintain_dir = registry.root.resolve() / "maintain"
     with maintenance_lock(registry, busy, wait_s=60):
+        for old in close_abandoned(registry):  # a forget killed during its retrain
+            print(f"forget run {old} was killed before it finished: recorded as abandoned")
         done = find_requests(folder, ids)  # reads only: nothing is written before the record below
         key, digests, index_problem = request_digests(maintain_dir, ids)
         match = Match(set().union(*done.texts.values()), key, set().union(*digests.values()))
@@ -138,8 +189,67 @@ def run(cfg: Config) -> int:
             raise
         apply_scrubs(scrubs)
         remove_rows(folder, done)
-        registry.finish_run(run_id, "done", record)
-    # --- report ------------------------------------------------------------------------------------
+        if loop is None:
+            registry.finish_run(run_id, "done", record)
+        # --- report (and the repair, still under the lock) ------------------------------------------
+        _say_removed(done, ids, folder, scrubs, unreadable, used, run_id)
+        _say_versions(lineage, champion, registry.root, cfg.registry.db and registry.db_path, run_id)
+        _say_not_removed(sealed, index_problem)
+        repaired = (
+            True if loop is None else _repair(registry, run_id, record, lineage, match, loop, index_problem)
+        )
+    return 1 if sealed or index_problem or not repaired else 0
+
+
+def _repair(
+    registry, run_id: int, record: dict, lineage: Lineage, match: Match, loop: LoopConfig, index_problem
+) -> bool:
+    """--retrain: the clean challenger and what serves (refit.maintain.repair), one line a step; whether
+    the champion no longer carries the texts. The forget's run is finished here on every outcome the
+    promotion's transaction did not finish."""
+    retrain = dataclasses.replace(
+        loop.retrain,
+        privacy=loop.privacy,
+        tracking=dataclasses.replace(loop.retrain.tracking, wandb=False),
+    )
+    outcome = Repair()
+    try:
+        if index_problem:
+            raise RepairRefused(
+                "Refusing to retrain: the inbox index could not be read, so the training data cannot be "
+                "checked for every forgotten text. Restore the index and forget again with --retrain."
+            )
+        outcome = repair_champion(
+            registry,
+            run_id,
+            record,
+            lineage=lineage,
+            match=match,
+            base_model=loop.retrain.model,
+            inbox=loop.inbox,
+            retrain=retrain,
+            gate_cfg=loop.gate,
+            deploy=loop.deploy,
+            min_accuracy=loop.policy.min_accuracy,
+            seed=loop.seed,
+        )
+    except RepairRefused as e:
+        outcome.status = "refused"
+        print(f"retrain: REFUSED: {e}")
+    except Exception as e:
+        registry.finish_run(
+            run_id, "failed", {**record, "retrain": {**outcome.record(), "error": type(e).__name__}}
+        )
+        raise
+    if outcome.status != "promoted":
+        registry.finish_run(run_id, "done", {**record, "retrain": outcome.record()})
+    return outcome.status in ("promoted", "not_needed")
+
+
+def _say_removed(
+    done, ids: set[str], folder: Path, scrubs, unreadable: list[str], used: set[str], run_id: int
+) -> None:
+    """What the forget removed from the inbox and the run folders, and that weights keep what they learned."""
     print(
         f"forgot {len(done.found)} of {len(ids)} request id(s): {done.rows} capture row(s) removed; "
         f"{len(done.rewritten)} file(s) rewritten, {len(done.deleted)} deleted"
@@ -175,7 +285,9 @@ def run(cfg: Config) -> int:
         )
     else:
         print("  NOT removed: what a model learned from these texts if your own training data held them")
-    _say_versions(lineage, champion, registry.root, cfg.registry.db and registry.db_path, run_id)
+
+
+def _say_not_removed(sealed: list[str], index_problem: str | None) -> None:
     for line in sealed:
         print(f"  NOT removed (sealed into the version): {line}")
     if index_problem:  # fail closed: the run folders may still hold texts of capture files already deleted
@@ -183,7 +295,6 @@ def run(cfg: Config) -> int:
             f"  NOT checked: {index_problem}; texts of these requests whose capture file is already deleted "
             "could not be looked for in the run folders (restore the index from a backup and forget again)"
         )
-    return 1 if sealed or index_problem else 0
 
 
 def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path | None, run_id: int) -> None:
@@ -211,7 +322,7 @@ def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path |
     if target is None:
         print(
             f"  no clean version on the champion {champion}'s lineage to roll back to: retrain from the base "
-            "model without them"
+            "model without them (--retrain --loop LOOP.yaml does it)"
         )
         return
     where = f"--root {shlex.quote(str(root))}" + (f" --db {shlex.quote(str(db))}" if db else "")

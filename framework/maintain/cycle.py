@@ -49,7 +49,16 @@ from refit.models import encode_texts, load_version, read_version
 from refit.registry import CHALLENGER, CHAMPION, RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig, PolicyConfig
 
-__all__ = ["CycleInterrupted", "CycleReport", "run_cycle", "DONE_STATUSES"]
+__all__ = [
+    "CycleInterrupted",
+    "CycleReport",
+    "run_cycle",
+    "DONE_STATUSES",
+    "correct_rows",
+    "read_golden",
+    "register_challenger",
+    "train_challenger",
+]
 
 DONE_STATUSES = ("no_action", "promoted", "rejected")
 _NOT_SHOWN = "privacy.store_texts false: it may quote an input text"
@@ -179,7 +188,7 @@ def _setup(
     champion = registry.get(CHAMPION)
     meta = read_version(champion.path)
     names = meta.get("labels", [])
-    golden = _read_golden(inbox, names, store_texts)
+    golden = read_golden(inbox, names, store_texts)
     replay_path, replay_note = _resolve_replay(meta, inbox, log, redactions(registry.runs(FORGET_KIND)))
 
     runs = registry.runs("maintain")
@@ -223,7 +232,7 @@ def _setup(
     return _Cycle(registry, champion, meta, names, batch, golden, replay_path, report, work, seed, log)
 
 
-def _read_golden(inbox: InboxConfig, names: list[str], store_texts: bool) -> list[tuple[str, int]]:
+def read_golden(inbox: InboxConfig, names: list[str], store_texts: bool) -> list[tuple[str, int]]:
     """The golden set's (text, label id) rows. A refusal names the file and the row; with store_texts false
     it does not quote the file's values: a golden set with its columns swapped (texts in the label column)
     printed a text to stderr in "label '...' is not one of the model's labels"."""
@@ -460,39 +469,70 @@ def _retrain(c: _Cycle, inbox: InboxConfig, retrain: FinetuneConfig) -> Path:
     describes what it now serves (see _reference_texts). Returns the (unregistered) version folder."""
     replay = draw_replay(c.meta, c.replay_path, inbox.replay_size, c.seed) if c.replay_path else []
     c.report.replay["rows"] = len(replay)
-    mix = c.recent_train + replay
-    random.Random(c.seed + 1).shuffle(mix)
+
+    def reference(trained: set[str], validation: list[str]) -> list[str]:
+        return _reference_texts(c, trained=trained, validation=validation, size=retrain.data.reference_size)
+
+    return train_challenger(
+        c.work,
+        c.recent_train + replay,
+        c.names,
+        model=str(c.champion.path),
+        parent=c.champion.id,
+        golden=inbox.golden,
+        retrain=retrain,
+        seed=c.seed,
+        reference=reference,
+    )
+
+
+def train_challenger(
+    work: Path,
+    rows: list[tuple[str, int]],
+    names: list[str],
+    *,
+    model: str,
+    parent: str | None,
+    golden: str,
+    retrain: FinetuneConfig,
+    seed: int,
+    reference: Callable[[set[str], list[str]], list[str]],
+) -> Path:
+    """Fine-tune `model` on `rows` (shuffled, a sixth held out for validation) into WORK/finetune/version,
+    the splits written to WORK/data/{train,validation}.jsonl (what replay and a forget read again), tested
+    on the golden set; `reference(trained texts, validation texts)` picks the drift reference. Shared by a
+    cycle's retrain (warm start from the champion) and a forget's clean retrain (refit.maintain.repair)."""
+    mix = list(rows)
+    random.Random(seed + 1).shuffle(mix)
     n_val = max(1, len(mix) // 6)
     validation, train = mix[:n_val], mix[n_val:]
     data = replace(
         retrain.data,
-        train=_write_split(c.work / "data" / "train.jsonl", train, c.names),
-        validation=_write_split(c.work / "data" / "validation.jsonl", validation, c.names),
-        test=str(Path(inbox.golden).resolve()),
+        train=_write_split(work / "data" / "train.jsonl", train, names),
+        validation=_write_split(work / "data" / "validation.jsonl", validation, names),
+        test=str(Path(golden).resolve()),
         dataset=None,
         dataset_config=None,
         text_column="text",
         label_column="label",
     )
-    out = c.work / "finetune"
-    config = config_to_dict(replace(retrain, model=str(c.champion.path), data=data, output_dir=str(out)))
-    reference = _reference_texts(
-        c, trained={t for t, _ in train}, validation=[t for t, _ in validation], size=data.reference_size
-    )
+    out = work / "finetune"
+    config = config_to_dict(replace(retrain, model=model, data=data, output_dir=str(out)))
+    texts = reference({t for t, _ in train}, [t for t, _ in validation])
     # Imported here: Lightning loads only in a cycle that retrains (a cycle with nothing to do stays light).
     from refit.train import run_finetune
 
     result = run_finetune(
-        str(c.champion.path),
+        model,
         data=data,
         optim=retrain.optim,
         trainer=retrain.trainer,
         tracking=retrain.tracking,
         output_dir=out,
-        parent=c.champion.id,
+        parent=parent,
         config=config,
         callbacks=[training_fault_callback()],
-        reference_texts=reference,
+        reference_texts=texts,
         store_texts=retrain.privacy.store_texts,
     )
     return result.version_dir
@@ -535,10 +575,17 @@ def _export(c: _Cycle, version_dir: Path, deploy: DeployConfig) -> bool:
 
 
 def _register(c: _Cycle, version_dir: Path) -> RegisteredVersion:
-    """Register the challenger, then drop what the version does not need (checkpoints, the unregistered copy)."""
-    challenger = c.registry.register(version_dir)
+    challenger = register_challenger(
+        c.registry, version_dir, f"retrained in maintenance run {c.report.run_id}"
+    )
     c.report.challenger = challenger.id
-    c.registry.set_alias(CHALLENGER, challenger.id, f"retrained in maintenance run {c.report.run_id}")
+    return challenger
+
+
+def register_challenger(registry: Registry, version_dir: Path, why: str) -> RegisteredVersion:
+    """Register the challenger, then drop what the version does not need (checkpoints, the unregistered copy)."""
+    challenger = registry.register(version_dir)
+    registry.set_alias(CHALLENGER, challenger.id, why)
     for folder in (version_dir.parent / "checkpoints", version_dir):
         shutil.rmtree(folder, ignore_errors=True)
     return challenger
@@ -552,8 +599,8 @@ def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_le
     """
     correct = {
         name: {
-            "golden": _correct(v.path, c.golden, max_length),
-            "recent": _correct(v.path, c.recent_eval, max_length),
+            "golden": correct_rows(v.path, c.golden, max_length),
+            "recent": correct_rows(v.path, c.recent_eval, max_length),
         }
         for name, v in (("champion", c.champion), ("challenger", challenger))
     }
@@ -646,11 +693,11 @@ def _write_split(path: Path, pairs: list[tuple[str, int]], label_names: list[str
 def _accuracy(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> float | None:
     """The version's accuracy on the rows, from the same per-row scoring the gate's paired test uses (one
     way to score a version in a cycle, not two that could disagree at a threshold)."""
-    rows = _correct(version_dir, pairs, max_length)
+    rows = correct_rows(version_dir, pairs, max_length)
     return None if rows is None else sum(rows) / len(rows)
 
 
-def _correct(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> list[bool] | None:
+def correct_rows(version_dir: Path, pairs: list[tuple[str, int]], max_length: int) -> list[bool] | None:
     """Whether the version's top class is the label, row by row (None for no rows): what a paired test needs."""
     if not pairs:
         return None

@@ -50,6 +50,10 @@ class Lineage:
     def ids(self, status: str) -> list[str]:
         return [v for v, s in self.status.items() if s == status]
 
+    def chain(self, version: str) -> list[str]:
+        """`version` and its ancestors, newest first."""
+        return _chain(version, self.parents)
+
     def clean_ancestor(self, version: str) -> str | None:
         """The newest clean version on `version`'s parent chain (itself excluded), or None."""
         return next((a for a in _chain(version, self.parents)[1:] if self.status.get(a) == CLEAN), None)
