@@ -57,6 +57,9 @@ def _maintain_yaml(root: Path, cfg: Config) -> str:
     values = yaml.safe_load(shipped.read_text())
     values["registry"]["root"] = str(root / "registry")
     values["inbox"].update(windows=str(root / "production"), golden=str(root / "golden.jsonl"))
+    # what the champion was fine-tuned from: `forget --retrain` trains its clean challenger from it (a local
+    # folder made absolute, as the other paths are, so the config works from any directory)
+    values["retrain"]["model"] = str(Path(cfg.model).resolve()) if Path(cfg.model).is_dir() else cfg.model
     values["retrain"]["data"]["max_length"] = cfg.max_length
     values["retrain"]["optim"]["lr"] = cfg.lr
     header = (

@@ -32,6 +32,8 @@ def test_init_then_one_cycle_runs_the_loop(tmp_path, tiny_model_dir, capsys):
     assert cfg["registry"]["root"] == str(loop / "registry") and cfg["inbox"]["windows"] == str(
         loop / "production"
     )
+    # the base the champion was fine-tuned from, for `forget --retrain` (it retrained from minilm before)
+    assert cfg["retrain"]["model"] == str(tiny_model_dir.resolve())
     assert not (loop / "runs" / "champion" / "checkpoints").exists()  # no 2x-model-size leftovers
     # the second command: one cycle sees the drift, retrains and gates (replay from the bundled data)
     assert main(["maintain", "--config", str(config), "--once"]) == 0
