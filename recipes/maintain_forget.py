@@ -194,7 +194,7 @@ def run(cfg: Config) -> int:
         # --- report (and the repair, still under the lock) ------------------------------------------
         _say_removed(done, ids, folder, scrubs, unreadable, used, run_id)
         _say_versions(lineage, champion, registry.root, cfg.registry.db and registry.db_path, run_id)
-        _say_not_removed(sealed, index_problem)
+        _say_not_removed(sealed, index_problem, _where(registry.root, cfg.registry.db and registry.db_path))
         repaired = (
             True if loop is None else _repair(registry, run_id, record, lineage, match, loop, index_problem)
         )
@@ -287,9 +287,20 @@ def _say_removed(
         print("  NOT removed: what a model learned from these texts if your own training data held them")
 
 
-def _say_not_removed(sealed: list[str], index_problem: str | None) -> None:
+def _where(root: Path, db: Path | None) -> str:
+    """The registry options of a printed command line."""
+    return f"--root {shlex.quote(str(root))}" + (f" --db {shlex.quote(str(db))}" if db else "")
+
+
+def _say_not_removed(sealed: list[str], index_problem: str | None, where: str) -> None:
     for line in sealed:
         print(f"  NOT removed (sealed into the version): {line}")
+    if sealed:  # a version is immutable (its manifest is verified on every load): it goes whole, or stays
+        print(
+            "  to remove them, remove each such version once no alias points at it: `refit registry remove "
+            f"--version ID {where} --yes` (a champion: promote a clean version first, or forget with "
+            "--retrain)"
+        )
     if index_problem:  # fail closed: the run folders may still hold texts of capture files already deleted
         print(
             f"  NOT checked: {index_problem}; texts of these requests whose capture file is already deleted "
@@ -325,7 +336,7 @@ def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path |
             "model without them (--retrain --loop LOOP.yaml does it)"
         )
         return
-    where = f"--root {shlex.quote(str(root))}" + (f" --db {shlex.quote(str(db))}" if db else "")
+    where = _where(root, db)
     how = "learned" if champion in learned else "may have learned"
     reason = shlex.quote(f"forget run {run_id}: {champion} {how} from forgotten requests")
     print(

@@ -9,9 +9,10 @@
     refit registry history [--alias champion] [--format json]  # the audit log of alias moves
     refit registry verify                                    # every version, the audit hash chain, the aliases
     refit registry gc [--keep 3] [--yes]                     # dry run unless --yes
+    refit registry remove --version v2026... --reason "..." [--yes]  # one version no alias points at
     refit registry ACTION --help                             # the options of one action
 
-list, show, history, verify and gc without --yes only read: they never create or change anything (a misspelt
+list, show, history, verify, and gc and remove without --yes only read: they never create or change anything (a misspelt
 --root is an error).
 """
 
@@ -178,6 +179,23 @@ class Gc(Where):
     yes: bool = False
 
 
+@dataclass(kw_only=True)
+class Remove(Where):
+    """Delete one version no alias points at: one a forget names as holding forgotten texts in its drift
+    reference, say, which gc would keep as a recent champion. A dry run unless --yes; recorded as a
+    registry run of kind 'remove' (the id and the reason). Rollback can then no longer step back to it.
+
+    Args:
+        version: The version id to delete (an id, not an alias: an aliased version is refused).
+        reason: Why: kept in the registry's run record.
+        yes: Really delete (without it, only say what would go).
+    """
+
+    version: str
+    reason: str = "manual removal"
+    yes: bool = False
+
+
 ACTIONS: dict[str, type] = {
     "register": Register,
     "list": List,
@@ -188,6 +206,7 @@ ACTIONS: dict[str, type] = {
     "history": History,
     "verify": Verify,
     "gc": Gc,
+    "remove": Remove,
 }
 READ_ONLY = (List, Show, History, Verify)
 
@@ -291,7 +310,7 @@ def _visible(text: str) -> str:
 
 
 def run(cfg) -> int:
-    dry_run = isinstance(cfg, Gc) and not cfg.yes
+    dry_run = isinstance(cfg, (Gc, Remove)) and not cfg.yes
     try:
         registry = Registry(cfg.root, cfg.db, create=not isinstance(cfg, READ_ONLY) and not dry_run)
     except NoRegistry as e:
@@ -346,6 +365,8 @@ def run(cfg) -> int:
         return _verify(registry, console)
     elif isinstance(cfg, Gc):
         return _gc(registry, cfg.keep, cfg.yes, console)
+    elif isinstance(cfg, Remove):
+        _remove(registry, cfg.version, cfg.reason, cfg.yes, console)
     return 0
 
 
@@ -456,3 +477,31 @@ def _gc(registry: Registry, keep: int, yes: bool, console: Console) -> int:
     else:
         console.print("Dry run: nothing was removed. Add --yes to remove the above.", markup=False)
     return 0
+
+
+def _remove(registry: Registry, ref: str, reason: str, yes: bool, console: Console) -> None:
+    """One named version out of the registry (Registry.remove_version refuses an aliased one again, in the
+    transaction that deletes its row)."""
+    vid = registry.resolve(ref)  # an unknown id or a bad name is refused here, naming it
+    holders = sorted(a for a, v in registry.aliases().items() if v == vid)
+    if holders:
+        raise ConfigError(
+            f"Version {vid} is pointed at by {', '.join(holders)}: not removing it. Point "
+            f"{'that alias' if len(holders) == 1 else 'those aliases'} at another version first (`refit "
+            "registry promote` / `refit registry alias`), then remove it."
+        )
+    path = registry.get(vid, verify=False).path
+    # the audit log keeps its moves; rollback refuses to step back to a version that is gone, saying so
+    was_champion = any(m.to_version == vid for m in registry.history(CHAMPION))
+    note = (
+        " (a former champion: `refit registry rollback` can no longer step back to it)"
+        if was_champion
+        else ""
+    )
+    if not yes:
+        console.print(f"Would remove {vid} at {path}{note}. Dry run: add --yes to remove it.", markup=False)
+        return
+    run_id = registry.start_run("remove", {"version": vid, "reason": reason})
+    registry.remove_version(vid)
+    registry.finish_run(run_id, "done", {"version": vid, "reason": reason})
+    console.print(f"Removed {vid} ({path}){note}; recorded as registry run {run_id}.", markup=False)

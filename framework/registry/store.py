@@ -559,7 +559,8 @@ class Registry:
         if self._row(previous) is None:
             raise VersionError(
                 f"'{alias}' would step back to {previous}, which is no longer in the registry (`refit registry gc` "
-                f"removed it: gc keeps only the last --keep champions). Nothing was changed; promote a version "
+                f"removed it, keeping only the last --keep champions, or `refit registry remove` did). Nothing "
+                "was changed; promote a version "
                 "that is still registered (`refit registry list`)."
             )
         return self.set_alias(alias, previous, reason, action="rollback", actor=actor, expected=current)

@@ -46,7 +46,8 @@ def root(tmp_path, versions):
 
 
 @pytest.mark.parametrize(
-    "action", ["register", "list", "show", "promote", "rollback", "alias", "history", "verify", "gc"]
+    "action",
+    ["register", "list", "show", "promote", "rollback", "alias", "history", "verify", "gc", "remove"],
 )
 def test_every_action_has_its_own_help(action, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -152,3 +153,32 @@ def test_a_long_reason_folds_in_history_instead_of_widening_every_row(tmp_path, 
     out = capsys.readouterr().out
     assert all(f"word{i:03d}" in out for i in range(60)) and "…" not in out  # folded, nothing cut
     assert max(len(line.rstrip()) for line in out.splitlines()) < 90 + REASON_WIDTH, out
+
+
+def test_remove_deletes_one_former_champion_that_gc_would_keep(root, capsys):
+    """A forget names versions whose drift reference holds forgotten texts; gc keeps the last champions, so
+    there was no way to delete one. `remove` is a dry run without --yes, refuses an aliased version (by id
+    or alias), and records the removal; rollback then says the version is gone instead of stepping to it."""
+    reg = Registry(root)
+    path = reg.get("v0").path
+    assert main(["registry", "remove", "--root", root, "--version", LONG_ID, "--yes"]) == 2
+    assert f"Version {LONG_ID} is pointed at by champion: not removing it" in capsys.readouterr().err
+    assert main(["registry", "remove", "--root", root, "--version", "champion", "--yes"]) == 2
+    assert "pointed at by champion" in capsys.readouterr().err
+    assert main(["registry", "remove", "--root", root, "--version", "v9"]) == 2
+    assert "No version or alias 'v9'" in capsys.readouterr().err
+    assert main(["registry", "remove", "--root", root, "--version", "v0"]) == 0  # dry run
+    out = capsys.readouterr().out
+    assert "Would remove v0" in out and "a former champion" in out and path.is_dir()
+    assert {v.id for v in reg.list_versions()} == {"v0", LONG_ID}
+    assert (
+        main(["registry", "remove", "--root", root, "--version", "v0", "--reason", "forget 3", "--yes"]) == 0
+    )
+    assert "Removed v0" in capsys.readouterr().out
+    assert not path.exists() and {v.id for v in reg.list_versions()} == {LONG_ID}
+    assert reg.runs("remove")[-1]["details"] == {"version": "v0", "reason": "forget 3"}
+    assert main(["registry", "verify", "--root", root]) == 0  # the audit chain still holds
+    capsys.readouterr()
+    assert main(["registry", "rollback", "--root", root, "--tracking.wandb", "false"]) == 2
+    assert "no longer in the registry" in capsys.readouterr().err
+    assert reg.aliases()["champion"] == LONG_ID

@@ -192,6 +192,7 @@ def test_a_forgotten_text_sealed_in_a_version_reference_is_named_and_exits_1(loo
     assert _forget(reg, inbox, "r0") == 1
     out = capsys.readouterr().out
     assert "NOT removed (sealed into the version): vref: 1 forgotten text(s) in its drift reference" in out
+    assert f"`refit registry remove --version ID --root {reg.root} --yes`" in out  # the way out, said
     reg.verify("vref")  # still intact: the forget did not break its seal
     assert reg.runs(FORGET_KIND)[-1]["details"]["not_removed"]
 
