@@ -311,7 +311,11 @@ def _record(
         "base_model": model,
         "config": config,
         "labels": s.splits.label_names,
-        "data": s.splits.fingerprints,
+        # rows cut at max_length beside each split's fingerprint: a metric on cut text says so
+        "data": {
+            split: {**fp, "truncated_rows": s.datamodule.truncated.get(split, 0)}
+            for split, fp in s.splits.fingerprints.items()
+        },
         "metrics": metrics,
         "training": {
             "global_step": s.trainer.global_step,
