@@ -100,6 +100,8 @@ def test_a_four_class_life_through_the_cli(tmp_path, tiny_model_dir, capsys):
         assert len(window["class_shares"]) == 4
         assert window["accuracy"] is not None  # labelled windows: realised accuracy over 4 classes
         assert set(window["results"]["bbsd"]["details"]["per_class_p"]) <= set(names)
+        assert 0 < window["truncated_rows"] <= window["size"]  # ag_news rows at 32 tokens: most are cut
+    assert "Cut at max_length 32 tokens" in capsys.readouterr().out
 
     # --- maintain once: late labels as names, retrain, gate with recall per class -----------------------
     registry = Registry(tmp_path / "registry")
