@@ -64,6 +64,9 @@ def test_a_four_class_life_through_the_cli(tmp_path, tiny_model_dir, capsys):
     calibration = json.loads((version / "calibration.json").read_text())
     assert len(calibration["class_prior"]) == 4 and len(calibration["confusion"]) == 4
     # ag_news title + description is ~40-60 tokens: at max_length 32 most rows are cut, and that is said
+    assert set(meta["metrics"]["per_class"]["validation"]) == set(names)
+    assert all(r["n"] == 10 for r in meta["metrics"]["per_class"]["validation"].values())
+    assert "Lowest recall on validation: " in capsys.readouterr().out
     cut = meta["data"]["train"]["truncated_rows"]
     assert 0 < cut <= 120 and meta["data"]["validation"]["truncated_rows"] > 0
 
