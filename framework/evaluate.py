@@ -135,8 +135,8 @@ def score(logits: np.ndarray, labels: list[int] | np.ndarray, num_classes: int) 
 def per_class_scores(scores: np.ndarray, labels: Sequence[int], names: Sequence[str]) -> dict[str, dict]:
     """rows, precision, recall and F1 of each class, by name, from logits or probabilities [n, K] (argmax).
 
-    The macro averages hide which class is failing: a 6-type question model at accuracy 0.89 had macro F1
-    0.74 because its rarest type (ABBR, 2% of rows) was never predicted. A class with no rows has recall
+    The macro averages hide which class is failing: a trec6 model at validation accuracy 0.72 (macro F1 0.60)
+    never predicted its rarest question type (ABBR, 9 of 545 rows). A class with no rows has recall
     None; one never predicted has precision None (not 0: nothing to divide), and F1 0 when it has rows.
     """
     predicted = np.asarray(scores).argmax(1)
