@@ -365,6 +365,12 @@ def run(cfg: Config) -> int:
         # "mmd p=0.002" as `refit maintain` prints it: a bare "mmd=0.002" read as the statistic
         pvals = "  ".join(f"{t} p={r['p_value']:.3g}" for t, r in w.get("results", {}).items())
         print(f"{w['name']:<28} n={w['size']:<6} {status:<10} {pvals}{_accuracy_text(w)}")
+    if cut := [w for w in results if w.get("truncated_rows")]:  # a long post is judged on its head only
+        print(
+            f"Cut at max_length {encoder.max_length} tokens (embedded and classified on their first "
+            f"{encoder.max_length} tokens only): "
+            + ", ".join(f"{w['name']} {w['truncated_rows']} of {w['size']} rows" for w in cut)
+        )
     if any(w.get("estimate") for w in results):
         print(ESTIMATE_CAVEAT)
     for name, why in report["unavailable_estimates"].items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from refit.config import config_to_dict
-from refit.models import REFIT_JSON
+from refit.models import REFIT_JSON, read_version
 from refit.report import print_metrics
 from refit.settings import FinetuneConfig
 
@@ -50,6 +50,14 @@ def run(cfg: FinetuneConfig) -> Path | int | None:
         # a train row below validation read as a broken run: it is not the final model on the training set
         print("train: averaged over the last epoch's batches while the weights still changed; the other")
         print("splits: scored by the best checkpoint, the weights the version holds.")
+    from refit.evaluate import weakest_classes  # torch-heavy: not for `refit finetune --help`
+
+    per_class = (read_version(result.version_dir, verify=False).get("metrics") or {}).get("per_class", {})
+    per_class = per_class.get("validation")
+    if per_class and len(per_class) > 2:  # macro averages hide which of K classes fails
+        print(
+            f"Lowest recall on validation: {weakest_classes(per_class)} (all classes: refit.json per_class)"
+        )
     print(f"Model version: {result.version_dir}")
     print(
         f"Logs: {Path(cfg.output_dir) / 'logs'}"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 from torch.utils.data import DataLoader, SequentialSampler
 
-from refit.data.batching import LengthGroupedSampler, PadCollator, TokenizedDataset, tokenize
+from refit.data.batching import LengthGroupedSampler, PadCollator, TokenizedDataset, tokenize_counting_cuts
 from refit.data.splits import Splits
 
 __all__ = ["TextDataModule"]
+
+log = logging.getLogger("refit.data")
 
 
 class TextDataModule(L.LightningDataModule):
@@ -32,10 +36,20 @@ class TextDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.collate = PadCollator(tokenizer.pad_token_id or 0)
-        self.datasets = {
-            split: TokenizedDataset(tokenize(tokenizer, texts, max_length), splits.labels[split])
-            for split, texts in splits.texts.items()
-        }
+        self.datasets = {}
+        self.truncated: dict[str, int] = {}  # rows per split cut at max_length (recorded in refit.json)
+        for split, texts in splits.texts.items():
+            ids, self.truncated[split] = tokenize_counting_cuts(tokenizer, texts, max_length)
+            self.datasets[split] = TokenizedDataset(ids, splits.labels[split])
+        cut = {split: n for split, n in self.truncated.items() if n}
+        if cut:
+            log.warning(
+                "Inputs longer than data.max_length %d tokens are cut to their first %d tokens: %s. Training "
+                "and metrics see only that part; raise --data.max_length to keep more.",
+                max_length,
+                max_length,
+                ", ".join(f"{split} {n} of {len(splits.texts[split])} rows" for split, n in cut.items()),
+            )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]

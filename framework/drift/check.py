@@ -86,6 +86,7 @@ def run_window(
         )
         entry["estimate"] = {k: e.to_dict() for k, e in estimates.items()}
     entry["class_shares"] = class_shares(encoded.probs)
+    entry["truncated_rows"] = encoded.truncated  # cut at max_length: tested on their first tokens only
     entry["most_unlike"] = most_unlike(reference.embeddings, encoded.embeddings, window.texts)
     _, (entry["projection"],) = pca_2d(reference.embeddings, encoded.embeddings, seed=seed)
     if window.labels is not None and label_names:

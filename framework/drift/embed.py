@@ -125,7 +125,7 @@ class VersionEncoder:
         if self._embedder is None:
             return own
         fixed = self._encode(*self._embedder, texts)
-        return Encoded(fixed.embeddings, own.probs)
+        return Encoded(fixed.embeddings, own.probs, max(own.truncated, fixed.truncated))
 
     def _encode(self, model, tokenizer, texts: Sequence[str]) -> Encoded:
         return encode_texts(

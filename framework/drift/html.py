@@ -111,6 +111,16 @@ class _Frame:
 _SHAPES = ["circle", "square", "triangle", "diamond"]
 
 
+def _style(series: int) -> tuple[str, str]:
+    """(colour, shape) of a series, distinct for up to len(_COLORS) * len(_SHAPES) = 32 series.
+
+    Colour and shape by `series % len` each repeated the pair every 8 series: a 20-topic model's classes
+    0, 8 and 16 (alt.atheism, rec.motorcycles, talk.politics.guns) were the same blue circle in the chart and
+    its legend. Each round of 8 colours now shifts the shapes by one; the first 8 series look as before.
+    """
+    return _COLORS[series % len(_COLORS)], _SHAPES[(series + series // len(_COLORS)) % len(_SHAPES)]
+
+
 def _marker(shape: str, x: float, y: float, color: str, tip: str, cls: str = "pt") -> str:
     """One point; a different shape per series, so points drawn at the same place are still told apart."""
     title = f"<title>{html.escape(tip)}</title>" if tip else ""
@@ -167,7 +177,7 @@ def _pvalue_chart(windows: list[dict], tests: list[str], alpha: float) -> str:
             f'text-anchor="end" fill="{color}">{html.escape(names)} threshold {thr:.3g}</text>'
         )
     for t, test in enumerate(tests):
-        color, shape = _COLORS[t % len(_COLORS)], _SHAPES[t % len(_SHAPES)]
+        color, shape = _style(t)
         pts = [
             (
                 frame.x(i, t, len(tests)),
@@ -231,7 +241,7 @@ def _shares_chart(windows: list[dict], reference_shares: list[float], labels: li
     for v in (0, 0.5, 1):
         parts.append(f'<text x="{frame.left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
     for c, label in enumerate(labels):
-        color, shape = _COLORS[c % len(_COLORS)], _SHAPES[c % len(_SHAPES)]
+        color, shape = _style(c)
         if c < len(reference_shares):
             parts.append(
                 f'<line x1="{frame.left}" y1="{y(reference_shares[c]):.1f}" x2="{W - 10}" '

@@ -41,7 +41,7 @@ from refit.maintain.faults import fault_point, training_fault_callback
 from refit.maintain.inbox import FORGOTTEN, InboxBatch, read_inbox
 from refit.maintain.index import INDEX_FILE, InboxIndex, open_index
 from refit.maintain.known import InboxEntries, Overlay
-from refit.maintain.policy import gate, paired, retrain_reasons
+from refit.maintain.policy import gate, largest_class_fall, paired, per_class_recall, retrain_reasons
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.report import render_cycle
 from refit.maintain.scrub import FORGET_KIND, redactions
@@ -82,6 +82,8 @@ class CycleReport:
     ab: dict = field(default_factory=dict)  # {model: {set: accuracy}}: champion vs challenger, same rows
     # {set: {n, b, c, p_two_sided, p_better}}: the paired test of the A/B (b: champion-only right, c: the reverse)
     paired: dict = field(default_factory=dict)
+    # {set: {label name: {n, champion, challenger}}}: recall per class of the A/B (a forgotten class shows)
+    per_class: dict = field(default_factory=dict)
     exports: dict = field(default_factory=dict)  # parity.json records of the challenger's artefacts
     files: list[str] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)  # {"file", "sha256", "reason"}
@@ -617,6 +619,11 @@ def _gate(c: _Cycle, challenger: RegisteredVersion, gate_cfg: GateConfig, max_le
         gate_cfg.recent_alpha,
     )
     c.report.paired = {s: p.to_dict() for s, p in verdict.paired.items()}
+    if ch["golden"] and cl["golden"]:
+        golden_ids = to_label_ids([y for _, y in c.golden], c.names)
+        c.report.per_class = {"golden": per_class_recall(golden_ids, ch["golden"], cl["golden"], c.names)}
+        line = largest_class_fall(c.report.per_class["golden"])
+        verdict.reasons += [line] if line else []
     c.report.gate = verdict.reasons + c.report.gate
     return verdict.passed
 

@@ -149,6 +149,25 @@ def _paired_table(paired: dict) -> str:
     )
 
 
+def _per_class_table(per_class: dict) -> str:
+    """Recall per class of the golden set, champion vs challenger (cycle.json's `per_class`), the class whose
+    recall fell most first: a multi-class challenger can gain overall while forgetting one class."""
+    rows = (per_class or {}).get("golden") or {}
+    if not isinstance(rows, dict) or len(rows) < 2:
+        return ""
+    e = html.escape
+    order = sorted(rows.items(), key=lambda kv: (kv[1]["challenger"] - kv[1]["champion"], kv[0]))
+    body = "".join(
+        f"<tr><td>{e(str(name))}</td><td>{r['n']}</td><td>{r['champion']:.3f}</td><td>{r['challenger']:.3f}</td>"
+        f"<td>{100 * (r['challenger'] - r['champion']):+.1f}</td></tr>"
+        for name, r in order
+    )
+    return (
+        "<h3>Recall per class on the golden set (said, not gated)</h3><table><tr><th>class</th><th>rows</th>"
+        f"<th>champion</th><th>challenger</th><th>change (points)</th></tr>{body}</table>"
+    )
+
+
 def _p(value: object) -> str:
     """A p-value to 2 significant digits (as the gate's reasons write it), anything else escaped as text."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -188,7 +207,9 @@ def render_cycle(details: dict, history: list[dict] | None = None) -> str:
         if ab
         else "<p>No challenger this cycle: nothing to compare.</p>"
     )
-    paired_table = _paired_table(details.get("paired") or {})
+    paired_table = _paired_table(details.get("paired") or {}) + _per_class_table(
+        details.get("per_class") or {}
+    )
     drift_table = (
         f"<table><tr><th>test</th><th>p-value</th><th>threshold</th><th>drift</th></tr>{drift_rows}</table>"
         if drift_rows

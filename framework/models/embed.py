@@ -28,6 +28,7 @@ Layers = int | Sequence[int] | Literal["all"]
 class Encoded:
     embeddings: torch.Tensor  # float32 [n, hidden * number of layers]
     probs: torch.Tensor | None  # float32 [n, num_labels]; None from an encoder without a classifier head
+    truncated: int = 0  # inputs cut at max_length: embedded and classified on their first tokens only
 
 
 def pool_hidden(states: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -73,12 +74,20 @@ def encode_texts(
     was_training = model.training
     model.eval().to(device)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    embs, probs = [], []
+    embs, probs, cut = [], [], 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = tokenizer(
             [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-        ).to(device)
+        )
+        # a fast tokenizer keeps what it cut (exact); a slow one has no encodings: a full row counts as cut
+        encodings = batch.encodings
+        cut += (
+            sum(bool(e.overflowing) for e in encodings)
+            if encodings
+            else int((batch["attention_mask"].sum(1) >= max_length).sum())
+        )
+        batch = batch.to(device)
         out = model(**batch, output_hidden_states=True)
         pooled = [pool_hidden(out.hidden_states[i], batch["attention_mask"], pooling) for i in layers]
         embs.append(torch.cat(pooled, dim=1).float().cpu())
@@ -91,4 +100,4 @@ def encode_texts(
         return Encoded(torch.empty(0, hidden), torch.empty(0, labels))
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return Encoded(torch.cat(embs)[inverse], torch.cat(probs)[inverse] if probs else None)
+    return Encoded(torch.cat(embs)[inverse], torch.cat(probs)[inverse] if probs else None, cut)

@@ -27,6 +27,7 @@ from refit.drift.embed import ENCODER_LAYER, ENCODER_POOLING, load_encoder
 from refit.drift.reference import build_reference, reference_encoder, sample_texts
 from refit.errors import ConfigError, RunInterrupted
 from refit.estimate import Calibration, Probe, fit_calibration, fit_probe
+from refit.evaluate import per_class_scores
 from refit.inference import TorchPredictor, encode, predict_logits
 from refit.io import hold_folder
 from refit.models import check_max_length, encode_texts, load_classifier, new_version_id, write_version
@@ -302,6 +303,12 @@ def _record(
     calibration = _calibrate(s, d, seed, val_logits, encoder, encoder_sha256=digest)
     if calibration is not None:
         metrics = {**metrics, "calibration": calibration.metrics()}
+    val_labels = s.splits.labels.get("validation") or []
+    if val_logits is not None and len(val_logits) == len(val_labels):  # the best checkpoint's, in split order
+        metrics = {
+            **metrics,
+            "per_class": {"validation": per_class_scores(val_logits, val_labels, s.splits.label_names)},
+        }
     best_cb = s.trainer.checkpoint_callback if s.datamodule.has("validation") else None
     version_id = new_version_id()
     meta = {
@@ -311,7 +318,11 @@ def _record(
         "base_model": model,
         "config": config,
         "labels": s.splits.label_names,
-        "data": s.splits.fingerprints,
+        # rows cut at max_length beside each split's fingerprint: a metric on cut text says so
+        "data": {
+            split: {**fp, "truncated_rows": s.datamodule.truncated.get(split, 0)}
+            for split, fp in s.splits.fingerprints.items()
+        },
         "metrics": metrics,
         "training": {
             "global_step": s.trainer.global_step,

@@ -108,3 +108,33 @@ def test_label_ids_are_ascii_digits_in_range_or_names(label):
     assert to_label_ids(["negative", "1", 0], ["negative", "positive"]) == [0, 1, 0]
     with pytest.raises(DataError, match="is not one of the model's labels"):
         to_label_ids([label], ["negative", "positive"])
+
+
+def test_rows_cut_at_max_length_are_counted_and_said(minilm_dir, caplog):
+    """A long input is truncated silently by the tokenizer: the data module counts the cut rows per split
+    (exactly, from the fast tokenizer's overflow) and warns with the counts, so a 20newsgroups run at
+    max_length 128 says that most of its posts were cut."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from refit.data import TextDataModule
+    from refit.data.splits import Splits
+
+    long, short = "word " * 40, "a short one"
+    splits = Splits(
+        texts={"train": [long, short, long, short], "validation": [short, short]},
+        labels={"train": [0, 1, 2, 0], "validation": [1, 2]},
+        label_names=["a", "b", "c"],
+    )
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    exact = len(tokenizer("word " * 40)["input_ids"])  # 42: fits at 42, is cut at 41
+    with caplog.at_level(logging.WARNING, logger="refit.data"):
+        dm = TextDataModule(splits, tokenizer, max_length=exact - 1)
+    assert dm.truncated == {"train": 2, "validation": 0}
+    assert max(dm.datasets["train"].lengths) == exact - 1
+    assert "train 2 of 4 rows" in caplog.text and "validation" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="refit.data"):
+        assert TextDataModule(splits, tokenizer, max_length=exact).truncated == {"train": 0, "validation": 0}
+    assert "cut" not in caplog.text

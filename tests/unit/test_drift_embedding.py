@@ -63,6 +63,19 @@ def test_several_layers_are_pooled_one_by_one_and_concatenated(tiny):
     )
 
 
+def test_inputs_cut_at_max_length_are_counted_across_batches(tiny):
+    """A 2,000-character post at max_length 16 is judged on its first 16 tokens: the count says how many
+    of a window's rows that happened to (refit drift prints it and writes it to drift.json)."""
+    model, tok = tiny
+    long = "words " * 30
+    texts = [long, *TEXTS, long, long]
+    exact = len(tok(long)["input_ids"])
+    cut = encode_texts(model, tok, texts, batch_size=2, max_length=16, device="cpu")
+    assert cut.truncated == 3 and cut.embeddings.shape[0] == len(texts)
+    assert encode_texts(model, tok, texts, batch_size=2, max_length=exact, device="cpu").truncated == 0
+    assert encode_texts(model, tok, TEXTS, max_length=16, device="cpu").truncated == 0
+
+
 def _version_with(root, model, tok, reference) -> Path:
     from refit.models import write_version
 

@@ -92,3 +92,20 @@ def test_auroc_is_no_parent_mismatch_where_its_two_definitions_differ():
     meta = {"metrics": {"validation": {"accuracy": 0.8, "auroc": 0.9}}}
     with pytest.raises(ParentMismatchError, match="accuracy"):  # the other metrics still catch damage
         check_parent_reproduces(meta, {"accuracy": 0.7, "auroc": 0.9}, tolerance=0.5, recipe="export")
+
+
+def test_per_class_scores_name_the_class_the_macro_average_hides():
+    """Three classes, the rare one never predicted: accuracy 0.8 and a mild macro F1, while its own recall
+    is 0 and its precision undefined (None, never 0/0); the weakest line leads with it."""
+    from refit.evaluate import per_class_scores, weakest_classes
+
+    labels = [0] * 5 + [1] * 4 + [2]
+    predicted = [0] * 5 + [1, 1, 1, 0] + [1]
+    logits = np.eye(3)[predicted]
+    scores = per_class_scores(logits, labels, ["a", "b", "rare"])
+    assert scores["rare"] == {"n": 1, "precision": None, "recall": 0.0, "f1": 0.0}
+    assert scores["a"]["precision"] == pytest.approx(5 / 6) and scores["a"]["recall"] == 1.0
+    assert scores["b"] == {"n": 4, "precision": 0.75, "recall": 0.75, "f1": 0.75}
+    assert weakest_classes(scores, 2) == "rare 0.00 (1 rows), b 0.75 (4 rows)"
+    absent = per_class_scores(np.eye(3)[[0, 1]], [0, 1], ["a", "b", "c"])["c"]
+    assert absent == {"n": 0, "precision": None, "recall": None, "f1": None}

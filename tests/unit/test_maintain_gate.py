@@ -117,3 +117,33 @@ def test_recent_alpha_outside_the_open_unit_interval_is_refused_naming_the_key(v
     assert proc.returncode == 2, proc.stderr
     assert "gate.recent_alpha" in proc.stderr and "(0, 1)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_per_class_recall_names_the_class_a_challenger_forgot():
+    """Four topics, 10 golden rows each: the challenger gains 4 rows on three classes and loses 3 of
+    'Business', so overall it is 1 row better and the accuracy gate passes; the per-class line names it."""
+    from refit.maintain.policy import largest_class_fall, per_class_recall
+
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    labels = [k for k in range(4) for _ in range(10)]
+    champion = [i % 10 < 7 for i in range(40)]  # 7 of 10 right in every class
+    challenger = list(champion)
+    for k, row in ((0, 7), (1, 7), (3, 7), (3, 8)):  # 4 rows gained outside Business
+        challenger[10 * k + row] = True
+    for row in (0, 1, 2):  # 3 Business rows lost
+        challenger[20 + row] = False
+    recall = per_class_recall(labels, champion, challenger, names)
+    assert recall["Business"] == {"n": 10, "champion": 0.7, "challenger": 0.4}
+    assert recall["Sci/Tech"]["challenger"] == 0.9
+    assert gate(paired(champion, challenger), None, 1.0, 0.0).passed
+    line = largest_class_fall(recall)
+    assert "Business 0.700 -> 0.400" in line and "-30.0 points on 10 rows" in line
+    assert "no class" in largest_class_fall(per_class_recall(labels, champion, champion, names))
+
+
+def test_per_class_recall_leaves_out_absent_classes_and_one_class_says_nothing():
+    from refit.maintain.policy import largest_class_fall, per_class_recall
+
+    recall = per_class_recall([2, 2, 0], [True, False, True], [True, True, False], ["a", "b", "c"])
+    assert set(recall) == {"a", "c"}  # "b" has no rows: no recall, not 0
+    assert largest_class_fall(per_class_recall([1, 1], [True, True], [False, False], ["a", "b"])) is None

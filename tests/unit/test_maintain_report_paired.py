@@ -85,3 +85,18 @@ def test_paired_values_are_escaped_like_the_rest_of_the_page():
 def test_a_cycle_without_a_paired_record_has_no_paired_table():
     page = render_cycle({"status": "no_action", "champion": "v1"})
     assert "McNemar" not in page
+
+
+def test_the_report_draws_recall_per_class_with_the_largest_fall_first():
+    per_class = {
+        "golden": {
+            "World": {"n": 10, "champion": 0.7, "challenger": 0.8},
+            "Business": {"n": 10, "champion": 0.7, "challenger": 0.4},
+            "Sports": {"n": 10, "champion": 0.9, "challenger": 0.9},
+        }
+    }
+    page = render_cycle({**_details({}), "per_class": per_class})
+    table = next(t for t in _tables(page) if t[0][0] == "class")
+    assert table[1] == ["Business", "10", "0.700", "0.400", "-30.0"]
+    assert [row[0] for row in table[1:]] == ["Business", "Sports", "World"]
+    assert "Recall per class" not in render_cycle(_details({}))  # older cycle.json: no such table

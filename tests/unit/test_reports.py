@@ -178,3 +178,19 @@ def test_every_window_says_what_moved_and_keeps_its_full_name_on_the_axis():
         r'class="xlabel"[^>]*><title>[^<]*</title>([^<]*)</text>', render_report(_windows_report([long], 0.4))
     )
     assert label.group(1).endswith("[1000:2000]") and len(label.group(1)) < len(long)  # the end tells apart
+
+
+def test_twenty_classes_each_get_their_own_colour_and_shape_in_the_shares_legend():
+    """A 20-topic model: colour and shape each cycled alone repeated the pair every 8 classes, so classes 0,
+    8 and 16 were one blue circle in the chart and the legend."""
+    labels = [f"topic-{k}" for k in range(20)]
+    report = _windows_report(["w1", "w2"], 0.4)
+    report["labels"] = labels
+    report["reference"]["class_shares"] = [1 / 20] * 20
+    for w in report["windows"]:
+        w["class_shares"] = [1 / 20] * 20
+    shares = re.findall(r"<svg.*?</svg>", render_report(report), flags=re.S)[1]
+    assert "topic-19" in shares
+    keys = re.findall(r'<(circle|rect|polygon) class="key" (?:points="([^"]+)" )?[^>]*?fill="(#\w+)"', shares)
+    styles = [(tag, len(points.split()), color) for tag, points, color in keys]
+    assert len(styles) == 20 and len(set(styles)) == 20, styles
