@@ -679,7 +679,9 @@ def _record(c: _Cycle, trace: str | None = None) -> None:
     fault_point("report")
     details = _details(c.report)
     write_json(c.work / "cycle.json", details)
-    atomic_write_text(c.work / "report.html", render_cycle(details, c.registry.runs("maintain")))
+    # this cycle is drawn from `details`: its own row is left out, finished already when it promoted
+    earlier = [r for r in c.registry.runs("maintain") if r["id"] != c.report.run_id]
+    atomic_write_text(c.work / "report.html", render_cycle(details, earlier))
     if not c.finished:
         c.registry.finish_run(
             c.report.run_id, c.report.status, {**details, **({"traceback": trace} if trace else {})}

@@ -182,8 +182,9 @@ def _fmt(value: float | None) -> str:
 def render_cycle(details: dict, history: list[dict] | None = None) -> str:
     """One self-contained page from a cycle's details (the same dict as cycle.json).
 
-    `history` is the registry's maintenance runs (Registry.runs("maintain")); finished ones are drawn with
-    this cycle, the still-running row (this cycle itself, under the cycle lock) is replaced by `details`."""
+    `history` is the registry's other maintenance runs (Registry.runs("maintain") without this cycle's own,
+    which `details` draws); finished ones are drawn before this cycle, a row still 'running' (a killed
+    cycle's) is not."""
     e = html.escape
     earlier = [(f"#{r['id']}", r["details"]) for r in (history or []) if r.get("status") != "running"]
     cycles = [*earlier, ("this", details)]

@@ -195,6 +195,9 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert f"promoted; champion {after} (was {before})" in out  # not the new id twice
     html = (Path(run["details"]["work_dir"]) / "report.html").read_text()
     assert "promoted" in html and "Offline A/B" in html and "argmax agreement" in html and "MB" in html
+    # the champion history draws this cycle once: its row, finished by the promotion, was drawn again as #N
+    history = html.split("<h3>Champion history</h3>")[1].split("</table>")[0]
+    assert history.count("<td>this</td>") == 1 and f"<td>#{run['id']}</td>" not in history, history
     # the same files are not processed twice
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     assert reg.runs("maintain")[-1]["status"] == "no_new_data"
