@@ -26,7 +26,12 @@ _AXES = {
     "attention_mask": {0: "batch", 1: "sequence"},
     "logits": {0: "batch"},
 }
-# transformers model_type -> the onnxruntime.transformers optimizer's model type (the BERT family).
+# transformers model_type -> the onnxruntime.transformers optimizer's model type. Its "bert" optimizer
+# matches patterns, so on each family it fuses what it recognises (tiny random models, ORT 1.32,
+# scripts/results/architectures.md): BERT, DistilBERT, ELECTRA: Attention + EmbedLayerNormalization +
+# GELU + LayerNorm; RoBERTa, XLM-R: Attention, GELU, LayerNorm (their padding-aware position ids hide the
+# embedding pattern); DeBERTa-v2 (relative attention) and ModernBERT (fused QKV, rotary): GELU and
+# LayerNorm only. Parity is measured on every export, so a fusion that changed the logits would be caught.
 _ORT_MODEL_TYPES = {
     "bert": "bert",
     "roberta": "bert",
@@ -35,6 +40,7 @@ _ORT_MODEL_TYPES = {
     "distilbert": "bert",
     "camembert": "bert",
     "deberta-v2": "bert",
+    "modernbert": "bert",
 }
 
 

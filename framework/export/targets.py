@@ -93,6 +93,12 @@ def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
         "fused_ops": fused or {},
         "skip_layer_norm_fused": bool(fused) and sln,
     }
+    if opts.optimize and fused is None:  # said, not silently skipped: the user asked for optimize
+        info["not_optimized"] = (
+            f"ONNX Runtime's transformer optimizer has no fusions for model_type "
+            f"'{getattr(model.config, 'model_type', '?')}' (refit passes it the BERT family only); "
+            "model.onnx is the exported graph as is, which ONNX Runtime still optimises generically at load."
+        )
     return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
 
 

@@ -72,7 +72,7 @@ TINY_ARCHS: dict[str, tuple[str, str, dict]] = {
     "distilbert": (
         "DistilBertConfig",
         "wordpiece",
-        {"n_layers": 2, "dim": 32, "n_heads": 2, "hidden_dim": 64},
+        {"n_layers": 2, "dim": 32, "n_heads": 2, "hidden_dim": 64, "initializer_range": 0.2},
     ),
     "electra": ("ElectraConfig", "wordpiece", {"embedding_size": 16}),
     "roberta": ("RobertaConfig", "bpe", {}),
@@ -95,6 +95,10 @@ _COMMON = {
     "num_attention_heads": 2,
     "intermediate_size": 64,
     "max_position_embeddings": 130,
+    # 10x the usual 0.02: at 0.02 a random model's logits hardly move with the input (std 1e-5 over 32
+    # sst2 sentences), so an export that mishandled positions or padding could still match PyTorch to
+    # 1e-4; at 0.2 they vary by 0.04-0.3, and parity means something.
+    "initializer_range": 0.2,
 }
 # The ids the real checkpoints use for their special tokens, by tokenizer style.
 _SPECIALS = {
