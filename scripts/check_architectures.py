@@ -164,6 +164,14 @@ def check(arch: str, data: dict[str, Path]) -> dict[str, dict]:
         "drift", "--version", str(version), "--data", str(data["window"]), "--window", "100",
         "--tests", "[mmd,ks,bbsd]", "--permutations", "100", "--output_dir", str(base / "drift"), ok=(0, 3),
     )  # fmt: skip
+    # the other drift reference: the version's own hidden layers instead of the base model's last one
+    stages["finetune (reference: own layers)"] = _finetune(
+        model, data, base / "ft-own", "--data.reference_encoder", "version"
+    )
+    stages["drift (own layers)"] = _cli(
+        "drift", "--version", str(base / "ft-own" / "version"), "--data", str(data["window"]), "--window", "100",
+        "--tests", "[mmd,ks]", "--permutations", "100", "--output_dir", str(base / "drift-own"), ok=(0, 3),
+    )  # fmt: skip
     stages["serve /predict"] = _serve(version)
     return stages
 
@@ -177,6 +185,8 @@ def _markdown(report: dict) -> str:
         f"Machine: {report['machine']}. Made by `scripts/check_architectures.py` on {report['date']}: each",
         "architecture a random tiny model (hidden 32, 2 layers) with an offline tokenizer of its family's kind,",
         "1 epoch on 300 sst2 rows. Correctness only: random weights, so no accuracy here means anything.",
+        f"Load average (uptime) before: {report['load_before'].split('load average:')[-1].strip()}; after: "
+        f"{report['load_after'].split('load average:')[-1].strip()}. Stage times are not benchmarks.",
         "",
         "| stage | " + " | ".join(report["architectures"]) + " |",
         "|---|" + "---|" * len(report["architectures"]),
@@ -196,6 +206,10 @@ def _markdown(report: dict) -> str:
                         f"- {arch}, {stage}, {name}: {p['max_abs_diff']:.1e}, argmax agreement "
                         f"{p['argmax_agreement']:.2f}; ORT fusions: {p['fused'] or 'none'}"
                     )
+    served = ", ".join(
+        f"{a} {r['serve /predict'].get('backend', '-')}" for a, r in report["architectures"].items()
+    )
+    lines += ["", f"`/predict` backend chosen (auto): {served}."]
     lines += ["", "Refused or broken, with the message:", ""]
     for arch, r in report["architectures"].items():
         for stage, s in r.items():

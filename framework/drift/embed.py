@@ -56,8 +56,8 @@ def _without_fresh_weights(model, missing: Sequence[str], spec: str | Path):
     """The encoder with no randomly initialised part left: such weights differ at every load, so the
     fingerprint would too, and a reference would be refused by the very encoder that made it.
 
-    RoBERTa, XLM-R and ELECTRA-style checkpoints (roberta-base itself, and every fine-tuned classifier of
-    them) carry no pooler, which AutoModel then adds at random. The pooler is not used by any embedding
+    A RoBERTa or XLM-R sequence classifier (its head replaces the pooler, so every fine-tuned one, refit's
+    versions included) carries no pooler, which AutoModel then adds at random. The pooler is not used by any embedding
     (they pool hidden states), so it is dropped. Any other weight missing would change the embeddings
     themselves from load to load: refused."""
     fresh = sorted(k for k in missing if k.split(".", 1)[0] != "pooler")
