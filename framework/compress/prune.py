@@ -137,7 +137,8 @@ def _layers(model: nn.Module) -> tuple[Layout, list[nn.Module]]:
             f"Structured pruning (methods 'heads' and 'ffn') supports the encoder families "
             f"{', '.join(LAYOUTS)}; this model is {model_type or type(model).__name__!r} "
             f"({type(model).__name__}), whose attention or feed-forward layers are laid out otherwise "
-            "(ModernBERT, for one, fuses query/key/value into one projection and gates its feed-forward). "
+            "(ModernBERT fuses query/key/value into one projection; MPNet shares a per-head position bias "
+            "across layers). "
             "Use method 'magnitude' or '2:4', or compress with fp16/bf16."
         )
     return layout, list(layers)

@@ -95,9 +95,9 @@ def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
     }
     if opts.optimize and fused is None:  # said, not silently skipped: the user asked for optimize
         info["not_optimized"] = (
-            f"ONNX Runtime's transformer optimizer has no fusions for model_type "
-            f"'{getattr(model.config, 'model_type', '?')}' (refit.export.onnx passes it the families it knows); "
-            "model.onnx is the exported graph as is, which ONNX Runtime still optimises generically at load."
+            "ONNX Runtime's transformer optimizer was not run: refit.export.onnx gives it only the model "
+            f"types checked with it, and '{getattr(model.config, 'model_type', '?')}' is not one. model.onnx "
+            "is the exported graph as is (ONNX Runtime still applies its generic optimisations at load)."
         )
     return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
 

@@ -88,6 +88,7 @@ TINY_ARCHS: dict[str, tuple[str, str, dict]] = {
         },
     ),
     "modernbert": ("ModernBertConfig", "bpe", {"global_attn_every_n_layers": 2, "local_attention": 16}),
+    "mpnet": ("MPNetConfig", "wordpiece", {}),  # all-mpnet-base-v2's architecture (WordPiece vocabulary)
 }
 _COMMON = {
     "hidden_size": 32,
