@@ -190,3 +190,37 @@ def test_training_ece_softmaxes_logits_that_look_like_probabilities():
     expected = score(logits.numpy(), labels.numpy(), 2)
     assert float(got["val/ece"]) == pytest.approx(expected["ece"], abs=1e-6)
     assert float(got["val/accuracy"]) == pytest.approx(expected["accuracy"], abs=1e-6)
+
+
+def test_a_new_encoder_family_is_one_layout_line(arch_dirs, tmp_path, monkeypatch):
+    """The extension point: MPNet is refused until its layout is registered, then `ffn` prunes it and plain
+    transformers reloads the smaller model (its heads are not registered here: MPNet's position bias is
+    per head and shared by the layers, which physical head removal would have to follow)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refit.compress.prune import LAYOUTS, PRUNERS, Layout
+    from refit.errors import ModelError
+
+    model = AutoModelForSequenceClassification.from_pretrained(arch_dirs["mpnet"])
+    tokenizer = AutoTokenizer.from_pretrained(arch_dirs["mpnet"])
+    enc = tokenizer(["a warm film", "a dull mess"], padding=True, return_tensors="pt")
+    importance = [
+        type(
+            "B",
+            (),
+            {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": [1, 0]},
+        )
+    ]
+    with pytest.raises(ModelError, match="'mpnet'"):
+        PRUNERS["ffn"](model, 0.5, importance)
+    monkeypatch.setitem(
+        LAYOUTS,
+        "mpnet",
+        Layout("encoder.layer", "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+               "intermediate.dense", "output.dense"),
+    )  # fmt: skip
+    assert PRUNERS["ffn"](model, 0.5, importance)["intermediate_size"]["after"] == 32
+    model.save_pretrained(tmp_path)
+    batch = _batch(tokenizer)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch))
