@@ -127,15 +127,24 @@ def _set(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(_get(root, parent) if parent else root, name, module)
 
 
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    layers = _get(model.base_model, _BERT.layers)
+    return layers[0] if isinstance(layers, nn.ModuleList) and len(layers) else None
+
+
 def _layers(model: nn.Module) -> tuple[Layout, list[nn.Module]]:
     """The model's layout and encoder layers, or a clear refusal naming what is supported."""
     model_type = getattr(model.config, "model_type", "")
-    layout = LAYOUTS.get(model_type)
+    # a model type not in the table that is laid out like BERT (ERNIE, Data2VecText, a custom BERT
+    # clone) is pruned as BERT, as it was before the table existed
+    layout = LAYOUTS.get(model_type) or (
+        _BERT if isinstance(_get(_first_layer(model), _BERT.query), nn.Linear) else None
+    )
     layers = _get(model.base_model, layout.layers) if layout else None
     if not layers or not isinstance(_get(layers[0], layout.query), nn.Linear):
         raise ModelError(
             f"Structured pruning (methods 'heads' and 'ffn') supports the encoder families "
-            f"{', '.join(LAYOUTS)}; this model is {model_type or type(model).__name__!r} "
+            f"{', '.join(LAYOUTS)} and any model laid out like BERT; this model is {model_type or type(model).__name__!r} "
             f"({type(model).__name__}), whose attention or feed-forward layers are laid out otherwise "
             "(ModernBERT fuses query/key/value into one projection; MPNet shares a per-head position bias "
             "across layers). "

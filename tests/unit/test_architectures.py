@@ -224,3 +224,23 @@ def test_a_new_encoder_family_is_one_layout_line(arch_dirs, tmp_path, monkeypatc
     batch = _batch(tokenizer)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch))
+
+
+def test_a_model_type_outside_the_table_laid_out_like_bert_is_pruned_as_bert():
+    """ERNIE copies BERT's modules under its own model_type: pruned as BERT (as before the table), not
+    refused for its name."""
+    from transformers import ErnieConfig, ErnieForSequenceClassification
+
+    from refit.compress.prune import LAYOUTS, PRUNERS
+
+    assert "ernie" not in LAYOUTS
+    torch.manual_seed(0)
+    model = ErnieForSequenceClassification(
+        ErnieConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100
+        )
+    )
+    ids = torch.randint(3, 100, (2, 8))
+    importance = [type("B", (), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": [0, 1]})]
+    assert PRUNERS["heads"](model, 0.5, importance)["heads_pruned"] == 2
+    assert PRUNERS["ffn"](model, 0.5, importance)["intermediate_size"]["after"] == 32
