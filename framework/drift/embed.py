@@ -56,10 +56,10 @@ def _without_fresh_weights(model, missing: Sequence[str], spec: str | Path):
     """The encoder with no randomly initialised part left: such weights differ at every load, so the
     fingerprint would too, and a reference would be refused by the very encoder that made it.
 
-    A RoBERTa or XLM-R sequence classifier (its head replaces the pooler, so every fine-tuned one, refit's
-    versions included) carries no pooler, which AutoModel then adds at random. The pooler is not used by any embedding
-    (they pool hidden states), so it is dropped. Any other weight missing would change the embeddings
-    themselves from load to load: refused."""
+    A RoBERTa or XLM-R sequence classifier (every fine-tuned one, refit's versions included: its head
+    replaces the pooler) carries no pooler, which AutoModel then adds at random. No embedding uses the
+    pooler (they pool hidden states), so it is dropped. Any other weight missing would change the
+    embeddings themselves from load to load: refused."""
     fresh = sorted(k for k in missing if k.split(".", 1)[0] != "pooler")
     if fresh:
         raise ModelError(
