@@ -244,3 +244,25 @@ def test_a_model_type_outside_the_table_laid_out_like_bert_is_pruned_as_bert():
     importance = [type("B", (), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": [0, 1]})]
     assert PRUNERS["heads"](model, 0.5, importance)["heads_pruned"] == 2
     assert PRUNERS["ffn"](model, 0.5, importance)["intermediate_size"]["after"] == 32
+
+
+def test_a_drift_encoder_missing_weights_beyond_the_pooler_is_refused(arch_dirs, tmp_path):
+    """Only the unused pooler may be missing: an encoder weight absent from the checkpoint would be random
+    at every load (other embeddings each time), so it is refused by name, not fingerprinted."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from refit.drift.embed import load_encoder
+    from refit.errors import ModelError
+
+    folder = tmp_path / "roberta-incomplete"
+    shutil.copytree(arch_dirs["roberta"], folder)
+    weights = load_file(folder / "model.safetensors")
+    gone = next(k for k in weights if k.endswith("layer.0.attention.self.query.weight"))
+    del weights[gone]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        ModelError, match=r"lacks trained weights for encoder\.layer\.0\.attention\.self\.query"
+    ):
+        load_encoder(folder)
