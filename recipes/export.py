@@ -227,6 +227,8 @@ def _export(cfg: Config, version: Path) -> Path:
             f"{name}: max-abs logit diff {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} "
             f"on {p['n']} validation inputs; accuracy drop {rec['accuracy_drop_points']:.2f} points"
         )
+        if rec["info"].get("not_optimized"):
+            print(f"{name}: not graph-optimised: {rec['info']['not_optimized']}")
     for note in notes:
         print(note)
     print("Wrote " + ", ".join(str(p) for p in placed) + f" and {parity_file}")

@@ -19,6 +19,7 @@ a different head count per layer. So head pruning zeroes the heads' query/key/va
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ from transformers.pytorch_utils import prune_linear_layer
 from refit.errors import ConfigError, ModelError
 
 __all__ = [
+    "LAYOUTS",
+    "Layout",
     "PRUNERS",
     "Pruner",
     "prunable_linears",
@@ -60,14 +63,94 @@ def sparsity(model: nn.Module) -> dict[str, float | int]:
     return {"prunable_sparsity": zeros / max(total, 1), "parameters": params, "nonzero_parameters": nonzero}
 
 
-def _bert_layers(model: nn.Module) -> list[nn.Module]:
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if not layers or not hasattr(getattr(layers[0], "attention", None), "self"):
+@dataclass(frozen=True)
+class Layout:
+    """Where one encoder family keeps what structured pruning changes, as dotted paths: `layers` from the
+    base model, the rest from one layer. `qk_extra`: further per-head projections whose output rows go
+    with the heads (DeBERTa's relative-position key/query projections, when not shared). `ffn_config`:
+    the config field holding the feed-forward width."""
+
+    layers: str
+    query: str
+    key: str
+    value: str
+    out: str
+    ffn_in: str
+    ffn_out: str
+    ffn_config: str = "intermediate_size"
+    qk_extra: tuple[str, ...] = ()
+
+
+_BERT = Layout(
+    "encoder.layer",
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+# transformers model_type -> layout. One table: supporting another encoder family is one line here.
+LAYOUTS: dict[str, Layout] = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"), _BERT),
+    "distilbert": Layout(
+        "transformer.layer",
+        "attention.q_lin",
+        "attention.k_lin",
+        "attention.v_lin",
+        "attention.out_lin",
+        "ffn.lin1",
+        "ffn.lin2",
+        ffn_config="hidden_dim",
+    ),
+    "deberta-v2": Layout(
+        "encoder.layer",
+        "attention.self.query_proj",
+        "attention.self.key_proj",
+        "attention.self.value_proj",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+        qk_extra=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+    ),
+}
+
+
+def _get(root: nn.Module, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part, None)
+    return root
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(_get(root, parent) if parent else root, name, module)
+
+
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    layers = _get(model.base_model, _BERT.layers)
+    return layers[0] if isinstance(layers, nn.ModuleList) and len(layers) else None
+
+
+def _layers(model: nn.Module) -> tuple[Layout, list[nn.Module]]:
+    """The model's layout and encoder layers, or a clear refusal naming what is supported."""
+    model_type = getattr(model.config, "model_type", "")
+    # a model type not in the table that is laid out like BERT (ERNIE, Data2VecText, a custom BERT
+    # clone) is pruned as BERT, as it was before the table existed
+    layout = LAYOUTS.get(model_type) or (
+        _BERT if isinstance(_get(_first_layer(model), _BERT.query), nn.Linear) else None
+    )
+    layers = _get(model.base_model, layout.layers) if layout else None
+    if not layers or not isinstance(_get(layers[0], layout.query), nn.Linear):
         raise ModelError(
-            f"Structured pruning supports BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM); "
-            f"{type(model).__name__} has another layout. Use method 'magnitude' or '2:4'."
+            f"Structured pruning (methods 'heads' and 'ffn') supports the encoder families "
+            f"{', '.join(LAYOUTS)} and any model laid out like BERT; this model is {model_type or type(model).__name__!r} "
+            f"({type(model).__name__}), whose attention or feed-forward layers are laid out otherwise "
+            "(ModernBERT fuses query/key/value into one projection; MPNet shares a per-head position bias "
+            "across layers). "
+            "Use method 'magnitude' or '2:4', or compress with fp16/bf16."
         )
-    return list(layers)
+    return layout, list(layers)
 
 
 def _taylor_scores(
@@ -144,13 +227,19 @@ def _pruned_heads(config) -> dict[int, set[int]]:
     return {int(k): set(v) for k, v in (getattr(config, "refit_pruned_heads", None) or {}).items()}
 
 
+def _head_rows(layer: nn.Module, layout: Layout) -> list[nn.Linear]:
+    """The projections whose output rows belong to the heads: query, key, value, and any extra ones."""
+    paths = (layout.query, layout.key, layout.value, *layout.qk_extra)
+    return [m for m in (_get(layer, p) for p in paths) if isinstance(m, nn.Linear)]
+
+
 def heads(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
     """Zero the least important `amount` share of all attention heads (at least one head per layer stays)."""
-    layers = _bert_layers(model)
+    layout, layers = _layers(model)
     n_heads = model.config.num_attention_heads
     size = model.config.hidden_size // n_heads
     dead = _pruned_heads(model.config)
-    scores = _taylor_scores(model, [layer.attention.output.dense for layer in layers], size, batches)
+    scores = _taylor_scores(model, [_get(layer, layout.out) for layer in layers], size, batches)
     # Scores are normalised per layer (Michel et al.): raw magnitudes differ a lot between layers.
     ranked = sorted(
         (float(s[h] / (s.norm() + 1e-12)), i, h)
@@ -168,13 +257,13 @@ def heads(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
             removed += 1
     with torch.no_grad():
         for i, layer in enumerate(layers):
-            att = layer.attention
             for h in dead.get(i, ()):
                 cols = slice(h * size, (h + 1) * size)
-                for lin in (att.self.query, att.self.key, att.self.value):
+                for lin in _head_rows(layer, layout):
                     lin.weight[cols] = 0
-                    lin.bias[cols] = 0
-                att.output.dense.weight[:, cols] = 0
+                    if lin.bias is not None:
+                        lin.bias[cols] = 0
+                _get(layer, layout.out).weight[:, cols] = 0
     model.config.refit_pruned_heads = {str(i): sorted(v) for i, v in sorted(dead.items()) if v}
     return {
         "heads_pruned": sum(len(v) for v in dead.values()),
@@ -185,15 +274,16 @@ def heads(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
 
 def ffn(model: nn.Module, amount: float, batches: Iterable[Any]) -> dict:
     """Remove the least important `amount` share of feed-forward neurons, the same count in every layer."""
-    layers = _bert_layers(model)
-    width = layers[0].intermediate.dense.out_features
+    layout, layers = _layers(model)
+    width = _get(layers[0], layout.ffn_in).out_features
     keep_n = max(1, round(width * (1 - amount)))
-    scores = _taylor_scores(model, [layer.output.dense for layer in layers], 1, batches)
+    scores = _taylor_scores(model, [_get(layer, layout.ffn_out) for layer in layers], 1, batches)
     for layer, s in zip(layers, scores):
         keep = s.topk(keep_n).indices.sort().values
-        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
-        layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
-    model.config.intermediate_size = keep_n  # uniform width, so plain transformers loads the smaller model
+        _set(layer, layout.ffn_in, prune_linear_layer(_get(layer, layout.ffn_in), keep, dim=0))
+        _set(layer, layout.ffn_out, prune_linear_layer(_get(layer, layout.ffn_out), keep, dim=1))
+    # uniform width, so plain transformers loads the smaller model
+    setattr(model.config, layout.ffn_config, keep_n)
     return {"intermediate_size": {"before": width, "after": keep_n}}
 
 
@@ -206,18 +296,24 @@ def shrink_pruned_heads(model: nn.Module) -> nn.Module:
     dead = _pruned_heads(model.config)
     if not dead:
         return model
-    layers = _bert_layers(model)
+    layout, layers = _layers(model)
     size = model.config.hidden_size // model.config.num_attention_heads
     for i, gone in dead.items():
-        att = layers[i].attention
-        alive = [h for h in range(att.self.num_attention_heads) if h not in gone]
+        layer = layers[i]
+        alive = [h for h in range(model.config.num_attention_heads) if h not in gone]
         index = torch.tensor([h * size + d for h in alive for d in range(size)], dtype=torch.long)
-        att.self.query = prune_linear_layer(att.self.query, index, dim=0)
-        att.self.key = prune_linear_layer(att.self.key, index, dim=0)
-        att.self.value = prune_linear_layer(att.self.value, index, dim=0)
-        att.output.dense = prune_linear_layer(att.output.dense, index, dim=1)
-        att.self.num_attention_heads = len(alive)
-        att.self.all_head_size = len(alive) * size
+        for path in (layout.query, layout.key, layout.value, *layout.qk_extra):
+            if isinstance(_get(layer, path), nn.Linear):
+                _set(layer, path, prune_linear_layer(_get(layer, path), index, dim=0))
+        _set(layer, layout.out, prune_linear_layer(_get(layer, layout.out), index, dim=1))
+        attention = _get(layer, layout.query.rpartition(".")[0])
+        # the head count each family's forward reads (BERT, DeBERTa: num_attention_heads and all_head_size;
+        # DistilBERT infers it from the projection's width)
+        for name, value in (("num_attention_heads", len(alive)), ("n_heads", len(alive))):
+            if hasattr(attention, name):
+                setattr(attention, name, value)
+        if hasattr(attention, "all_head_size"):
+            attention.all_head_size = len(alive) * size
     model.config.refit_pruned_heads = {}
     return model
 

@@ -45,9 +45,31 @@ def load_encoder(spec: str | Path):
     source, _ = resolve_model(str(spec))
     try:
         with quiet_transformers():  # a classifier checkpoint's head is not needed: no notice about it
-            return AutoModel.from_pretrained(source).eval(), AutoTokenizer.from_pretrained(source), False
+            model, info = AutoModel.from_pretrained(source, output_loading_info=True)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise ModelError(f"Cannot load the drift encoder '{spec}': {e}") from None
+    return _without_fresh_weights(model, info["missing_keys"], spec).eval(), tokenizer, False
+
+
+def _without_fresh_weights(model, missing: Sequence[str], spec: str | Path):
+    """The encoder with no randomly initialised part left: such weights differ at every load, so the
+    fingerprint would too, and a reference would be refused by the very encoder that made it.
+
+    A RoBERTa or XLM-R sequence classifier (every fine-tuned one, refit's versions included: its head
+    replaces the pooler) carries no pooler, which AutoModel then adds at random. No embedding uses the
+    pooler (they pool hidden states), so it is dropped. Any other weight missing would change the
+    embeddings themselves from load to load: refused."""
+    fresh = sorted(k for k in missing if k.split(".", 1)[0] != "pooler")
+    if fresh:
+        raise ModelError(
+            f"The drift encoder '{spec}' lacks trained weights for {', '.join(fresh[:3])}"
+            f"{' ...' if len(fresh) > 3 else ''} ({len(fresh)} tensors), which would be random at every load. "
+            "Use a complete pre-trained checkpoint, or 'version' (the version's own hidden layers)."
+        )
+    if len(missing) and getattr(model, "pooler", None) is not None:
+        model.pooler = None  # BertModel/RobertaModel skip a None pooler (pooler_output is then None)
+    return model
 
 
 class VersionEncoder:

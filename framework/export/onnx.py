@@ -26,7 +26,12 @@ _AXES = {
     "attention_mask": {0: "batch", 1: "sequence"},
     "logits": {0: "batch"},
 }
-# transformers model_type -> the onnxruntime.transformers optimizer's model type (the BERT family).
+# transformers model_type -> the onnxruntime.transformers optimizer's model type. Its "bert" optimizer
+# matches patterns, so on each family it fuses what it recognises (tiny random models, ORT 1.32,
+# scripts/results/architectures.md): BERT, DistilBERT, ELECTRA: Attention + EmbedLayerNormalization +
+# GELU + LayerNorm; RoBERTa, XLM-R: Attention, GELU, LayerNorm (their padding-aware position ids hide the
+# embedding pattern); DeBERTa-v2 (relative attention) and ModernBERT (fused QKV, rotary): GELU and
+# LayerNorm only. Parity is measured on every export, so a fusion that changed the logits would be caught.
 _ORT_MODEL_TYPES = {
     "bert": "bert",
     "roberta": "bert",
@@ -35,6 +40,7 @@ _ORT_MODEL_TYPES = {
     "distilbert": "bert",
     "camembert": "bert",
     "deberta-v2": "bert",
+    "modernbert": "bert",
 }
 
 
@@ -47,6 +53,15 @@ class _Logits(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _sample_ids(config) -> torch.Tensor:
+    """Two tracing inputs, the second padded with the model's own pad id (RoBERTa's is 1, not 0). The ids
+    come from the middle of the vocabulary, which every vocabulary holds and no family uses for its special
+    tokens: BERT's fixed [CLS] 101 and 2023 were past the end of a small one (an IndexError at export)."""
+    mid = config.vocab_size // 2
+    pad = getattr(config, "pad_token_id", None) or 0
+    return torch.tensor([[mid, mid + 1, mid + 2, mid + 3], [mid, mid + 4, mid + 3, pad]])
 
 
 def onnx_files(path: str | Path) -> list[Path]:
@@ -84,10 +99,7 @@ def export_onnx(
     if exporter == "torchscript" and hasattr(work, "set_attn_implementation"):
         work.set_attn_implementation("eager")
     wrapper = _Logits(work).eval()
-    sample = (
-        torch.tensor([[101, 2023, 2003, 102], [101, 2204, 102, 0]]),
-        torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
-    )
+    sample = (_sample_ids(work.config), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             wrapper,

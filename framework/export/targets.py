@@ -93,6 +93,12 @@ def onnx_target(model: torch.nn.Module, staging: Path, opts: ExportOptions) -> l
         "fused_ops": fused or {},
         "skip_layer_norm_fused": bool(fused) and sln,
     }
+    if opts.optimize and fused is None:  # said, not silently skipped: the user asked for optimize
+        info["not_optimized"] = (
+            "ONNX Runtime's transformer optimizer was not run: refit.export.onnx gives it only the model "
+            f"types checked with it, and '{getattr(model.config, 'model_type', '?')}' is not one. model.onnx "
+            "is the exported graph as is (ONNX Runtime still applies its generic optimisations at load)."
+        )
     return [Artefact("model.onnx", onnx_files(out), _ort(out, opts, "onnx"), info)]
 
 

@@ -32,8 +32,8 @@ class PresentClassAUROC(Metric):
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.probs.append(logits.float().softmax(-1))
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        self.probs.append(probs.float())
         self.target.append(target)
 
     def compute(self) -> torch.Tensor:
@@ -41,8 +41,20 @@ class PresentClassAUROC(Metric):
         return torch.tensor(float("nan") if value is None else value)
 
 
+class _FromLogits(MetricCollection):
+    """Softmax first, then every metric. torchmetrics' classification metrics softmax their input only
+    when some value lies outside [0, 1]: a batch of logits that all fall inside it (a random or barely
+    trained model: tiny ModernBERT's sat at 0.2 and 0.73) was scored as if the logits were probabilities,
+    so training recorded an ECE of 0.31 where refit.evaluate (which always softmaxes) measured 0.21, and
+    compress and export then refused the version as damaged."""
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(logits.float().softmax(-1), target)
+
+
 def training_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """refit.evaluate's metric set for one stage ('train/', 'val/', 'test/'), its AUROC evaluation's."""
+    """refit.evaluate's metric set for one stage ('train/', 'val/', 'test/'), its AUROC evaluation's;
+    updated with logits."""
     metrics = classification_metrics(num_classes, prefix, with_auroc=False)
     metrics.add_metrics({"auroc": PresentClassAUROC()})
-    return metrics
+    return _FromLogits(dict(metrics.items(keep_base=True)), prefix=prefix)

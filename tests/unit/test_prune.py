@@ -83,12 +83,14 @@ def test_ffn_pruning_shrinks_every_layer_and_saves(model, batches, tmp_path):
 
 
 def test_structured_pruning_refuses_other_layouts(batches):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    """ModernBERT fuses query/key/value into one projection: refused, naming the families that work
+    (DistilBERT and DeBERTa-v2 are supported now: tests/unit/test_architectures.py)."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
 
     from refit.errors import ModelError
 
-    distil = DistilBertForSequenceClassification(
-        DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    modern = ModernBertForSequenceClassification(
+        ModernBertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     )
-    with pytest.raises(ModelError, match="BERT-family"):
-        PRUNERS["heads"](distil, 0.5, batches)
+    with pytest.raises(ModelError, match="supports the encoder families bert, .*distilbert, deberta-v2"):
+        PRUNERS["heads"](modern, 0.5, batches)
