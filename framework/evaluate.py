@@ -65,7 +65,9 @@ def classification_metrics(num_classes: int, prefix: str, *, with_auroc: bool = 
 
     `with_auroc=False` leaves AUROC out, for score_probs, which computes it only where it is defined.
 
-    All take logits (softmax is applied inside), so binary and multi-class share one code path.
+    Give them probabilities (softmax first), binary and multi-class alike: torchmetrics applies softmax
+    itself only when some value lies outside [0, 1], so logits that all fall inside it (a weakly trained
+    model's) were scored as if they were probabilities.
     torchmetrics is imported here, not at module level: it pulls in transformers and Lightning's
     utilities (about 4 s on a small machine), which every command that only imports this module for its
     gate or its metric names (`refit drift`, every `--help`) would pay for.
