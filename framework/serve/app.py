@@ -258,6 +258,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             body["refused_version_id"] = s.refused
         if s.registry_problem:  # the alias disagrees with the audit log: the old slot serves on (why)
             body["registry_problem"] = s.registry_problem
+        if problem := s.capture_problem:  # predictions go on, their records do not: said, not only counted
+            body["capture_problem"] = problem
         return JSONResponse(body, status_code=200 if s.accepting else 503)
 
     @app.get("/metrics")

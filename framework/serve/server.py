@@ -120,6 +120,9 @@ class Server:
         self.registry_problem: str | None = None
         self.slot: Slot = self._load(self._target())
         self.metrics.set_version(self.slot.version_id, self.slot.backend)
+        # label list -> the first version served with it, by this process: an integer feedback label is an
+        # index into the labels of the version that answered, which is no longer known once they differ
+        self._label_lists: dict[tuple[str, ...], str] = {tuple(self.slot.labels): self.slot.version_id}
         self.batcher = MicroBatcher(
             options.max_batch_size,
             options.max_wait_ms,
@@ -182,7 +185,7 @@ class Server:
             on_written=self.metrics.capture_written.labels(kind).inc,
             on_dropped=self.metrics.capture_dropped.labels(kind).inc,
         )
-        self.metrics.watch_backlog(kind, lambda: writer.backlog)
+        self.metrics.watch_writer(kind, lambda: writer.backlog, lambda: writer.problem is not None)
         return writer
 
     def _target_id(self, registry: Registry | None = None) -> str:
@@ -274,12 +277,35 @@ class Server:
                     "this capture folder (its last 12 characters check the first 20): feedback is taken "
                     "for requests /predict answered, by any worker or earlier run sharing the folder."
                 )
+            if isinstance(label, int) and not isinstance(label, bool) and len(self._label_lists) > 1:
+                raise FeedbackError(f"{where}{self._ambiguous_id(label)}")
             try:
                 name = feedback_label(label, labels)
             except DataError as e:
                 raise FeedbackError(f"{where}{e}") from None
             rows.append(feedback_row(str(request_id), name, self._feedback_at()))
         return self.feedback.put(rows)
+
+    def _ambiguous_id(self, label: int) -> str:
+        """Why an integer label is refused after a swap changed the label ids. Before: the id was read with
+        the new version's names, so label 1 ("positive" in the old version's answer) was stored as
+        "negative" once the new champion listed the same classes in the other order."""
+        served = "; ".join(f"{v}: {', '.join(names)}" for names, v in self._label_lists.items())
+        return (
+            f"label {label} is an id, but the label ids changed at a hot swap while this server ran "
+            f"({served}): an id cannot say which version's labels it means. Send the label's name as a "
+            f"JSON string (the label /predict returned); names now: {', '.join(self.slot.labels)}."
+        )
+
+    @property
+    def capture_problem(self) -> str | None:
+        """Why capture is losing rows now (a writer cannot write), for /readyz; None while it works."""
+        said = [
+            f"{w.prefix}: {w.problem} ({w.dropped} rows dropped so far)"
+            for w in (self.capture, self.feedback)
+            if w is not None and w.problem is not None
+        ]
+        return "; ".join(said) or None
 
     @property
     def refused(self) -> str | None:
@@ -307,6 +333,7 @@ class Server:
             previous = self.slot.version_id
             target_id = self._target_id(registry)
             if target_id == previous and not force:
+                self._refused = None  # the alias is back at what serves: no refusal stands (see _watch)
                 return {"version_id": previous, "swapped": False, "previous": previous}
             try:  # second slot: verified, warmed up, parity-checked
                 new = self._load(self._target(target_id, registry), registry)
@@ -324,6 +351,16 @@ class Server:
             except Exception as e:  # anything wrong with the new version: refuse it, keep the old one
                 self._refuse(str(e), target_id)
                 raise VersionError(f"Refused version {target_id}; still serving {previous}. {e}") from None
+            if new.labels != self.slot.labels:
+                log.warning(
+                    "refit serve: %s labels its classes %s, %s labelled them %s: integer feedback labels are "
+                    "refused from now on (send label names)",
+                    new.version_id,
+                    new.labels,
+                    previous,
+                    self.slot.labels,
+                )
+            self._label_lists.setdefault(tuple(new.labels), new.version_id)
             self.slot = new  # one reference assignment: requests that hold the old slot finish on it
             self._refused = None
             self.metrics.set_version(new.version_id, new.backend)
@@ -363,7 +400,13 @@ class Server:
                     )
                 continue
             said = self.registry_problem = None
-            if current in (self.slot.version_id, self._refused):
+            if current == self.slot.version_id:
+                # the alias has left the refused version (rolled back): forget the refusal, so a repaired
+                # version promoted again is tried. Before, it was skipped until a restart, and /readyz
+                # named a refusal the alias no longer pointed at.
+                self._refused = None
+                continue
+            if current == self._refused:
                 continue
             with contextlib.suppress(RefitError):  # refused: logged and counted by reload
                 self.reload()
@@ -375,9 +418,23 @@ class Server:
         self._stop.set()
         started = time.perf_counter()
         self.batcher.close()
+        lost = []
         for writer in (self.capture, self.feedback):
-            if writer is not None:
-                writer.close()
+            if writer is None:
+                continue
+            if not writer.close():
+                lost.append(
+                    f"the {writer.prefix} writer had not finished after 30 s: {writer.backlog} queued rows "
+                    f"and {writer.in_open_file} in its open file are lost"
+                )
+            if writer.dropped:
+                lost.append(
+                    f"{writer.dropped} {writer.prefix} rows were dropped while serving (see /metrics)"
+                )
         if self._watcher is not None:
             self._watcher.join(timeout=5)
-        log.info("refit serve: shut down cleanly in %.2f s", time.perf_counter() - started)
+        took = time.perf_counter() - started
+        if lost:  # before: "shut down cleanly" after a run on a full disk that kept none of its 500 rows
+            log.error("refit serve: shut down in %.2f s, but capture lost rows: %s", took, "; ".join(lost))
+        else:
+            log.info("refit serve: shut down cleanly in %.2f s", took)
