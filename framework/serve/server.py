@@ -113,10 +113,10 @@ class Server:
             self._open_registry(options) if options.registry_root and not options.version else None
         )
         self._reload_lock = threading.Lock()
-        self._refused: str | None = None  # a version refused once is not retried until the alias moves again
+        self._refused: str | None = None  # not retried while the alias stays on it (see _watch)
         self.last_error: str | None = None
-        # the watcher's standing reason not to follow the alias (it disagrees with the audit log), for
-        # /readyz: a server still serving its old slot for that reason says so to its operator
+        # the watcher's standing reason it cannot follow the alias (it disagrees with the audit log, or the
+        # registry is locked or unreadable), for /readyz: a server still serving its old slot says why
         self.registry_problem: str | None = None
         self.slot: Slot = self._load(self._target())
         self.metrics.set_version(self.slot.version_id, self.slot.backend)
@@ -389,7 +389,10 @@ class Server:
                 current = self.registry.resolve(self.options.alias)
             except Exception as e:  # unreadable, or disagrees with its audit log: keep serving, look again
                 busy = not isinstance(e, RegistryError) or "locked" in str(e)
-                self.registry_problem = None if busy else str(e)
+                # said on /readyz either way: a lock is only reported after the registry's whole wait (30 s
+                # by default), and meanwhile the alias may have moved unseen. Before, a locked registry was
+                # a log line only, and /readyz looked healthy while the server could not follow the alias.
+                self.registry_problem = str(e)
                 if str(e) != said:
                     said = self.last_error = str(e)
                     (log.warning if busy else log.error)(

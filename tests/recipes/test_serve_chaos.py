@@ -189,3 +189,43 @@ def test_a_refused_version_repaired_and_promoted_again_is_served(registry):
         registry.promote(b, "repaired")
         _wait(lambda: server.slot.version_id == b, "the repaired version to be served")
         assert client.get("/readyz").json()["version_id"] == b
+
+
+def test_a_registry_locked_past_its_wait_is_said_on_readyz_and_the_watcher_recovers(registry):
+    """Before: while another process held the registry database locked past the registry's whole wait,
+    the watcher logged a warning and /readyz looked healthy, though the server could not see whether the
+    alias had moved. Now /readyz names the lock as registry_problem while predictions go on; once the lock
+    goes the problem clears and a promotion made meanwhile is followed."""
+    import sys
+
+    a = registry.aliases()["champion"]
+    b = next(v.id for v in registry.list_versions() if v.id != a)
+    holder = None
+    try:
+        with serving(options(registry, watch_interval_s=0.1)) as (client, server):
+            server.registry = server.registry.with_lock_timeout(0.5)  # the registry's own wait, shortened
+            holder = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                    "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.readline()",
+                    str(registry.db_path),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert holder.stdout.readline().strip() == "locked"
+            _wait(lambda: "registry_problem" in client.get("/readyz").json(), "the lock on /readyz")
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and "locked" in ready.json()["registry_problem"], ready.text
+            assert client.post("/predict", json={"text": "still answered"}).status_code == 200
+            holder.communicate("release\n", timeout=30)
+            registry.promote(b, "promoted once the lock is gone")
+            _wait(lambda: server.slot.version_id == b, "the promotion to be followed")
+            _wait(lambda: "registry_problem" not in client.get("/readyz").json(), "the problem to clear")
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait()
