@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -256,8 +257,11 @@ class Server:
         A label is read against the served version's label names by refit.data.labels' rule (a string is
         a name, an integer an id; true/false, 1.5 and "1" for an id are refused) and stored as the name,
         so the cycle that reads it later cannot take an id for a name or a stray value for a new class.
-        Every row is stored, stamped later than the row before it (FeedbackClock): a later label for a
-        request corrects an earlier one, and the same label again changes nothing (refit.maintain.inbox)."""
+        Every call's rows are stored, stamped later than the rows before them (FeedbackClock): a later label
+        for a request corrects an earlier one, and the same label again changes nothing (refit.maintain.inbox).
+        Within one call only the last row per request id is stored, since it would supersede the others at
+        once: one client posting 256 rows for one real id, call after call, stored 5 400 rows/s (107 520 in
+        20 s) for the cycle to read back. Returns the rows honoured (the superseded ones included)."""
         if self.feedback is None:
             raise FeedbackError(
                 "Feedback needs capture on (capture.enabled: true); this server stores nothing."
@@ -283,8 +287,11 @@ class Server:
                 name = feedback_label(label, labels)
             except DataError as e:
                 raise FeedbackError(f"{where}{e}") from None
-            rows.append(feedback_row(str(request_id), name, self._feedback_at()))
-        return self.feedback.put(rows)
+            rows.append((str(request_id), name))
+        last = {rid: name for rid, name in rows}  # the last label per id (ids in their first-posted order)
+        kept = [feedback_row(rid, name, self._feedback_at()) for rid, name in last.items()]
+        posted = Counter(rid for rid, _ in rows)
+        return sum(posted[row["request_id"]] for row in kept[: self.feedback.put(kept)])
 
     def _ambiguous_id(self, label: int) -> str:
         """Why an integer label is refused after a swap changed the label ids. Before: the id was read with
