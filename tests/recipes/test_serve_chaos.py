@@ -259,3 +259,25 @@ def test_a_registry_locked_past_its_wait_is_said_on_readyz_and_the_watcher_recov
         if holder is not None and holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+# --- concurrency --------------------------------------------------------------------------------------
+def test_concurrent_long_texts_are_all_cut_to_max_length(versions):
+    """Before: requests are tokenised on worker threads at once, and a Hugging Face fast tokenizer keeps
+    its truncation setting in shared state that each call sets: the long-text check's call (truncation
+    off) let a concurrent request's texts through whole. 4 clients posting 256 texts of 16 KB each got a
+    500 for a batch padded to 206 tokens (max_length 32; the model has 128 positions), and other clients'
+    texts in that batch failed with it. Now a slot's tokenizer calls are serialised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from refit.serve.slot import load_slot
+
+    slot = load_slot(versions[0], "pytorch")
+    texts = [("word " * 3200)[:16000] for _ in range(64)] + ["short one"] * 8
+
+    def lengths(_):
+        return max(len(ids) for ids in slot.tokenize(texts))
+
+    with ThreadPoolExecutor(8) as pool:
+        longest = max(pool.map(lengths, range(48)))
+    assert longest == slot.max_length == 32
