@@ -260,6 +260,8 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
             body["registry_problem"] = s.registry_problem
         if problem := s.capture_problem:  # predictions go on, their records do not: said, not only counted
             body["capture_problem"] = problem
+        if dropped := s.capture_dropped:  # any loss since start, a full queue under overload included
+            body["capture_dropped"] = dropped
         return JSONResponse(body, status_code=200 if s.accepting else 503)
 
     @app.get("/metrics")

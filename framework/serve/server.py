@@ -315,6 +315,11 @@ class Server:
         return "; ".join(said) or None
 
     @property
+    def capture_dropped(self) -> dict[str, int]:
+        """Rows dropped since start, per kind with any (a full queue or a failing writer), for /readyz."""
+        return {w.prefix: w.dropped for w in (self.capture, self.feedback) if w is not None and w.dropped}
+
+    @property
     def refused(self) -> str | None:
         """The version last refused since the last swap (the alias points at it, the old one serves)."""
         return self._refused

@@ -88,6 +88,7 @@ def test_capture_that_cannot_be_written_is_said_on_readyz_metrics_and_at_shutdow
         assert ready.status_code == 200 and ready.json()["ready"]  # predictions still work
         problem = ready.json()["capture_problem"]
         assert problem.startswith("capture: writing ") and "(3 rows dropped so far)" in problem, problem
+        assert ready.json()["capture_dropped"] == {"capture": 3}
         assert _metric(metrics, "refit_serve_capture_failing", "capture") == 1.0
         assert _metric(metrics, "refit_serve_capture_failing", "feedback") == 0.0
 
@@ -136,6 +137,17 @@ def test_a_full_disk_under_a_real_server_is_said_not_silent(registry):
     assert proc.returncode == 0 and "capture lost rows" in out and "shut down cleanly" not in out, out[-2000:]
     inbox = registry.root / "inbox"
     assert not [p.name for p in inbox.iterdir() if p.name.startswith(".")]
+
+
+def test_rows_dropped_by_a_full_queue_are_counted_on_readyz(registry):
+    """Before: rows dropped because the writer's queue was full (overload) were a counter and one log line;
+    /readyz looked healthy. Now it says how many since start (not a capture_problem: the writer works)."""
+    with serving(options(registry, capture_queue=2)) as (client, server):
+        assert "capture_dropped" not in client.get("/readyz").json()
+        assert client.post("/predict", json={"texts": [f"t {i}" for i in range(50)]}).status_code == 200
+        ready = client.get("/readyz").json()
+    assert ready["capture_dropped"]["capture"] == server.capture.dropped >= 40, ready
+    assert "capture_problem" not in ready
 
 
 # --- feedback across a swap ---------------------------------------------------------------------------
