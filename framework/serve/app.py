@@ -256,8 +256,12 @@ def build_app(options: ServeOptions | None = None, server: Server | None = None)
         body = {"ready": s.accepting, "version_id": s.slot.version_id, "backend": s.slot.backend}
         if s.refused:  # the alias points elsewhere, at a version this server refused: say so (why: the log)
             body["refused_version_id"] = s.refused
-        if s.registry_problem:  # the alias disagrees with the audit log: the old slot serves on (why)
+        if s.registry_problem:  # the alias cannot be read or disagrees with the audit log: the old serves on
             body["registry_problem"] = s.registry_problem
+        if problem := s.capture_problem:  # predictions go on, their records do not: said, not only counted
+            body["capture_problem"] = problem
+        if dropped := s.capture_dropped:  # any loss since start, a full queue under overload included
+            body["capture_dropped"] = dropped
         return JSONResponse(body, status_code=200 if s.accepting else 503)
 
     @app.get("/metrics")

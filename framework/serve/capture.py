@@ -246,6 +246,9 @@ class RotatingParquetWriter:
         self._dropped = 0
         self._written = 0
         self._warned = False  # one log line per episode of dropping, not one per row
+        # Why the last write or finalise failed, until a file is finalised again: for /readyz, so that a
+        # full disk is said where an operator looks (it was said once in the log and as a counter only).
+        self._problem: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._writer: pq.ParquetWriter | None = None
@@ -291,10 +294,22 @@ class RotatingParquetWriter:
         """Rows in the file being written (a dot-file until it is finalised)."""
         return self._file_rows
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, finalise the open file (rename it to its final name) and stop."""
+    @property
+    def problem(self) -> str | None:
+        """Why writing failed, from a failed write until the next file is finalised; None while it works.
+
+        Cleared only by a finalised file, not by one good write: on a full disk the first small write to a
+        fresh file succeeded and the next failed, so "working" flapped while no row reached a reader."""
+        return self._problem
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write everything queued, finalise the open file (rename it to its final name) and stop.
+
+        Returns False when the writer had not finished within `timeout` (a hung disk): what it still held
+        is lost with the process, and the caller must say so rather than report a clean shutdown."""
         self._stop.set()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # --- writer thread -----------------------------------------------------------------------------
     def _drop(self, n: int, why: str) -> None:
@@ -395,7 +410,8 @@ class RotatingParquetWriter:
                 self._warned = False  # writing works again: the next failure gets its own log line
         except Exception as e:  # disk full, folder gone, permissions: degrade capture, never the server
             # The open file may be half-written: it is deleted, so its earlier rows are lost too.
-            self._drop(len(rows) + self._file_rows, f"writing {self._tmp or self.folder} failed: {e}")
+            self._problem = f"writing {self._tmp or self.folder} failed: {e}"
+            self._drop(len(rows) + self._file_rows, self._problem)
             self._abandon()
 
     def _finish(self) -> None:
@@ -416,8 +432,10 @@ class RotatingParquetWriter:
             # failure later threw away with their file, so written + dropped exceeded what was put.
             self._written += self._file_rows
             self._on_written(self._file_rows)
+            self._problem = None
         except Exception as e:
-            self._drop(self._file_rows, f"finalising {self._tmp} failed: {e}")
+            self._problem = f"finalising {self._tmp} failed: {e}"
+            self._drop(self._file_rows, self._problem)
             self._abandon()
             return
         self._close_dir()

@@ -65,6 +65,12 @@ class ServeMetrics:
             ["kind"],
             registry=r,
         )
+        self.capture_failing = Gauge(
+            "refit_serve_capture_failing",
+            "1 while the writer cannot write (disk full, folder gone) until a file is finalised again, else 0",
+            ["kind"],
+            registry=r,
+        )
         self.version = Gauge(
             "refit_serve_version_info",
             "The version being served (value 1)",
@@ -80,8 +86,10 @@ class ServeMetrics:
         for result in ("swapped", "refused"):
             self.reloads.labels(result)
 
-    def watch_backlog(self, kind: str, size: Callable[[], int]) -> None:
-        self.capture_backlog.labels(kind).set_function(size)
+    def watch_writer(self, kind: str, backlog: Callable[[], int], failing: Callable[[], bool]) -> None:
+        """The writer's backlog and whether it is failing, read at each scrape."""
+        self.capture_backlog.labels(kind).set_function(backlog)
+        self.capture_failing.labels(kind).set_function(lambda: float(failing()))
 
     def set_version(self, version_id: str, backend: str) -> None:
         self.version.clear()

@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,10 @@ class Slot:
     max_length: int
     pad_id: int = 0
     parity: dict = field(default_factory=dict)
+    # A fast tokenizer keeps its truncation setting in state that every call sets, so concurrent calls
+    # (requests tokenise on worker threads) must not overlap: _prefix's call with truncation off let another
+    # request's texts through whole (3 202 tokens where max_length is 32), and its batch failed.
+    _tokenizing: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, unpadded (the batcher pads each bucket). Runs off the event loop.
@@ -145,8 +150,9 @@ class Slot:
         first cut at a space; the cut is used only when it still holds more than `max_length` tokens, so
         the ids are exactly those of the whole text (no word before the cut changes), else the whole text.
         """
-        texts = [self._prefix(t) for t in texts]
-        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        with self._tokenizing:
+            texts = [self._prefix(t) for t in texts]
+            return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def _prefix(self, text: str) -> str:
         chars = _CHARS_PER_TOKEN * self.max_length

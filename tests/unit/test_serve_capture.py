@@ -297,3 +297,22 @@ def test_feedback_stamps_never_tie_within_a_process():
     assert all(a < b for a, b in zip(times, times[1:]))
     assert all(s == t.isoformat(timespec="microseconds") for s, t in zip(stamps, times))
     assert abs((times[-1] - datetime.now(timezone.utc)).total_seconds()) < 1  # no drift ahead
+
+
+def test_close_says_when_the_writer_could_not_finish_in_time(tmp_path):
+    """Before: close() returned None whether or not the writer had finished, so a server on a hung disk
+    logged "shut down cleanly" while its queued rows died with the process. Row makers that take 50 ms
+    each stand in for the slow disk (they run on the writer thread, as the server's do)."""
+
+    def slow(i: int):
+        def make() -> dict:
+            time.sleep(0.05)
+            return rows(i + 1)[i]
+
+        return make
+
+    w = RotatingParquetWriter(tmp_path, "capture", CAPTURE_SCHEMA)
+    w.put([slow(i) for i in range(40)])  # 2 s of work
+    assert w.close(timeout=0.2) is False and w.backlog > 0
+    assert w.close(timeout=30) is True  # it goes on and finishes: every row in one finalised file
+    assert w.written == 40 and len(list(tmp_path.glob("capture-*.parquet"))) == 1
