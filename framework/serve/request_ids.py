@@ -20,6 +20,7 @@ files are the server's own (owner-only), so an id found there was served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -41,25 +42,32 @@ log = logging.getLogger("refit.serve")
 
 
 def _read_key(folder: Path) -> bytes | None:
-    """The folder's key, created (0o600, O_EXCL: the first of several starting workers wins) if missing.
+    """The folder's key, created (0o600) if missing: written whole to a private temporary file, then linked
+    into place, which fails if another starting worker linked its key first (that one wins). A key created
+    empty and written after, as before, could be read half-made by a worker starting beside it, or left
+    empty by a crash in between: every server then checked feedback against its own ids only.
     None when the folder cannot hold one (read-only, a link in its place, a key of another owner)."""
     path = folder / KEY_FILE
     flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        fd = None
-    except OSError as e:
-        log.warning(
-            "refit serve: cannot create %s (%s): feedback is checked against this process's ids", path, e
-        )
-        return None
-    if fd is not None:
+    if not os.path.lexists(path):
+        temp = folder / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
-            os.write(fd, secrets.token_bytes(_KEY_BYTES))
-            os.fsync(fd)
+            fd = os.open(temp, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_bytes(_KEY_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):  # another worker's key is in place: read it below
+                os.link(temp, path, follow_symlinks=False)
+        except OSError as e:
+            log.warning(
+                "refit serve: cannot create %s (%s): feedback is checked against this process's ids", path, e
+            )
+            return None
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
     try:
         fd = os.open(path, flags | os.O_RDONLY)
         try:

@@ -88,3 +88,28 @@ def test_ids_served_before_the_upgrade_still_take_their_late_labels(tmp_path):
     stamp = (tmp_path / KEY_FILE).stat().st_mtime + 7200
     os.utime(path, (stamp, stamp))
     assert not any(RequestIds(tmp_path).issued(i) for i in late)
+
+
+def test_a_worker_that_dies_making_the_key_leaves_no_empty_key_behind(tmp_path, monkeypatch):
+    """Before: the key file was created empty and written after, so a worker that died in between (here:
+    its write fails) left an empty key, and every later server checked feedback against its own ids only
+    ("not a private 32-byte file"). Now the key is written whole aside and linked into place."""
+    import refit.serve.request_ids as request_ids
+
+    real_write = os.write
+
+    def dies(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(request_ids.os, "write", dies)
+    try:
+        lone = RequestIds(tmp_path)  # it serves on, with a key of its own
+    except OSError:
+        lone = None  # (before: the failed write escaped, the empty file stayed)
+    monkeypatch.setattr(request_ids.os, "write", real_write)
+    assert not (tmp_path / KEY_FILE).exists() or (tmp_path / KEY_FILE).stat().st_size == 32
+    first, second = RequestIds(tmp_path), RequestIds(tmp_path)
+    issued = first.new()
+    assert second.issued(issued) and (tmp_path / KEY_FILE).stat().st_size == 32
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary file left beside it
+    assert lone is None or not second.issued(lone.new())
