@@ -84,6 +84,11 @@ class Config:
         device: cpu or cuda.
         threads: Inference threads (0 = PyTorch's default).
         max_length: Token limit per text (0 = the version's training max_length).
+        probabilities: calibrated: each version's fitted temperature (calibration.json, fitted on its
+            validation split) scales the logits before the softmax, so a served 0.9 means right about 9
+            times in 10 on data like the validation split; raw: the softmax as the model gives it (a short
+            fine-tune is often far from calibrated). The label served is the same either way; each
+            prediction says which it got ("calibrated"), raw for a version without calibration.json.
         host: Address to listen on.
         port: Port to listen on.
         workers: uvicorn worker processes; each loads the model and writes its own capture files.
@@ -102,6 +107,7 @@ class Config:
     device: Literal["cpu", "cuda"] = "cpu"
     threads: NonNegativeInt = 0
     max_length: NonNegativeInt = 0
+    probabilities: Literal["calibrated", "raw"] = "calibrated"
     host: str = "127.0.0.1"
     port: NonNegativeInt = 8000
     workers: PositiveInt = 1
@@ -125,6 +131,7 @@ def options(cfg: Config) -> ServeOptions:
         device=cfg.device,
         threads=cfg.threads,
         max_length=cfg.max_length,
+        probabilities=cfg.probabilities,
         max_batch_size=b.max_batch_size,
         max_wait_ms=b.max_wait_ms,
         max_texts_per_request=b.max_texts_per_request,

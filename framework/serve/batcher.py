@@ -23,7 +23,7 @@ from itertools import groupby
 
 import numpy as np
 
-from refit.serve.slot import Slot, pad_batch, softmax
+from refit.serve.slot import Slot, pad_batch
 
 __all__ = ["MicroBatcher", "BatcherClosed", "BatcherBusy"]
 
@@ -165,7 +165,7 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             ids, mask = pad_batch([it.ids for it in batch], slot.pad_id)
-            probs = softmax(slot.predictor(ids, mask))
+            probs = slot.probabilities(slot.predictor(ids, mask))
         except Exception as e:  # the requests in this batch fail; the server and the next batch do not
             log.exception("refit serve: inference failed on a batch of %d", len(batch))
             for it in batch:

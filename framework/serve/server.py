@@ -89,6 +89,7 @@ class ServeOptions:
     rotate_seconds: float = 300.0
     watch_interval_s: float = 5.0
     admin_token_env: str = "REFIT_SERVE_ADMIN_TOKEN"
+    probabilities: str = "calibrated"  # or "raw": softmax of the logits as they are
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,7 +213,15 @@ class Server:
         o = self.options
         registry = registry or self.registry
         check = None if registry is None else (lambda: registry.verify(target[0]))
-        return load_slot(target[1], o.backend, o.device, o.threads or None, o.max_length, check=check)
+        return load_slot(
+            target[1],
+            o.backend,
+            o.device,
+            o.threads or None,
+            o.max_length,
+            check=check,
+            calibrated=o.probabilities == "calibrated",
+        )
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -237,6 +246,7 @@ class Server:
                     "label": label,
                     "label_id": label_id,
                     "probabilities": {slot.label_of(i): float(p) for i, p in enumerate(probs)},
+                    "calibrated": slot.temperature is not None,
                     "version_id": slot.version_id,
                 }
             )

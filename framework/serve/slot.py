@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from refit.errors import VersionError
+from refit.estimate import apply_temperature, load_calibration
 from refit.export.parity import parity
 from refit.inference import OrtPredictor, Predictor, TorchPredictor
 from refit.models.version import load_version
@@ -138,6 +139,17 @@ class Slot:
     max_length: int
     pad_id: int = 0
     parity: dict = field(default_factory=dict)
+    # The version's fitted temperature (calibration.json) that served logits are divided by before the
+    # softmax; None for raw softmax (asked for, or a version without calibration). One scalar: the argmax,
+    # and so every label served, is the same either way.
+    temperature: float | None = None
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Served probabilities of a batch of logits."""
+        if self.temperature is None:
+            return softmax(logits)
+        return apply_temperature(logits, self.temperature).astype(np.float32)
+
     # A fast tokenizer keeps its truncation setting in state that every call sets, so concurrent calls
     # (requests tokenise on worker threads) must not overlap: _prefix's call with truncation off let another
     # request's texts through whole (3 202 tokens where max_length is 32), and its batch failed.
@@ -294,6 +306,7 @@ def load_slot(
     threads: int | None = None,
     max_length: int = 0,
     check: Callable[[], None] | None = None,
+    calibrated: bool = True,
 ) -> Slot:
     """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
 
@@ -312,7 +325,7 @@ def load_slot(
     try:
         if check is not None:
             check()
-        slot = _build(version_dir, backend, device, threads, max_length)
+        slot = _build(version_dir, backend, device, threads, max_length, calibrated)
     except VersionError as e:  # a file that went missing mid-load is a change, not a damaged version
         if changed := _changed(before, _snapshot(version_dir)):
             raise _changed_error(version_dir, changed, e) from None
@@ -336,9 +349,12 @@ def _changed_error(version_dir: Path, changed: str, cause: Exception | None = No
     )
 
 
-def _build(version_dir: Path, backend: str, device: str, threads: int | None, max_length: int) -> Slot:
+def _build(
+    version_dir: Path, backend: str, device: str, threads: int | None, max_length: int, calibrated: bool
+) -> Slot:
     """The slot itself: load (verified), choose the backend, warm up, check the outputs and parity."""
     model, tokenizer, meta = load_version(version_dir)
+    calibration = load_calibration(version_dir) if calibrated else None  # read after the verification
     model = _in_memory(model)
     order = AUTO_ORDER["cuda" if device == "cuda" else "cpu"] if backend == "auto" else (backend,)
     reasons = []
@@ -361,6 +377,7 @@ def _build(version_dir: Path, backend: str, device: str, threads: int | None, ma
         labels,
         _max_length(meta, tokenizer, max_length),
         tokenizer.pad_token_id or 0,
+        temperature=calibration.temperature if calibration is not None else None,
     )
     ids, mask = pad_batch(slot.tokenize(_warm_texts(version_dir)), slot.pad_id)
     try:
