@@ -196,7 +196,8 @@ def repair_champion(
             run_id,
             out,
             champion_id,
-            [versions[v] for v in lineage.chain(champion_id) if v in versions],
+            lineage.chain(champion_id),
+            versions,
             names,
             match,
             base_model,
@@ -271,7 +272,8 @@ def _train_clean(
     run_id: int,
     out: Repair,
     champion_id: str,
-    chain: list[RegisteredVersion],
+    chain_ids: list[str],
+    versions: dict[str, RegisteredVersion],
     names: list[str],
     match: Match,
     base_model: str,
@@ -284,13 +286,22 @@ def _train_clean(
     """Steps 3-5 of the module doc: the checked union of the lineage's training files, then the cycle's
     own train, export gate and register. Returns (challenger, whether its exports passed, their reasons)."""
     # --- data: the union of the lineage's training files, checked for every forgotten text -------------
+    chain = [versions[v] for v in chain_ids if v in versions]
+    # an ancestor removed from the registry (`refit registry remove`, gc): its refit.json, so its training
+    # file and fingerprint, went with it; named as left out (it used to be dropped in silence)
+    gone = [
+        f"{v}: not in the registry (removed): its training file cannot be found and verified"
+        for v in chain_ids
+        if v not in versions
+    ]
     started = (read_version(chain[-1].path, verify=False).get("config") or {}).get("model")
     if started and started != base_model:
         log(
             f"retrain: note: the lineage's first version {chain[-1].id} was fine-tuned from {started}, not from "
             f"retrain.model {base_model}: set retrain.model in the loop config if that is the base you mean"
         )
-    rows, out.files, out.left_out = lineage_rows(chain, names, redactions(registry.runs(FORGET_KIND)), seed)
+    rows, out.files, left_out = lineage_rows(chain, names, redactions(registry.runs(FORGET_KIND)), seed)
+    out.left_out = gone + left_out
     out.rows = len(rows)
     for line in out.left_out:
         log(f"retrain: training file left out: {line}")

@@ -1,0 +1,122 @@
+"""Chaos on the newest trust paths: `refit registry remove` and `refit maintain forget --retrain`, attacked as an
+adversary and a crash would (real processes, real registry, SIGKILL through the REFIT_FAULT_AT test hook).
+What was tried, what held and what was fixed: scripts/results/chaos_forget.md."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from refit.cli import main
+from refit.maintain.scrub import FORGET_KIND
+from refit.registry import Registry, apply_gc, plan_gc
+from tests.conftest import backdate_registrations, registry_with
+from tests.unit.test_maintain_forget_retrain import (  # noqa: F401  (loop, tiny: fixtures)
+    SECRET,
+    _argv,
+    _champion_data,
+    _loop_yaml,
+    _rows,
+    _version,
+    loop,
+    tiny,
+)
+
+
+def _cli(*argv: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """`refit ARGV` in a real subprocess, SIGKILLed at the REFIT_FAULT_AT phase `fault` when given."""
+    env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"} | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "refit.cli", *argv],
+        env={**env, **({"REFIT_FAULT_AT": fault} if fault else {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def reg(tmp_path, tiny_versions) -> Registry:
+    """v0 <- v1 <- v2 registered; v2 is the champion, v0 and v1 former champions no alias points at."""
+    return registry_with(tmp_path / "reg", tiny_versions[:3], ("v0", "a"), ("v1", "b"), ("v2", "c"))
+
+
+def test_a_remove_killed_between_the_row_delete_and_the_folder_move_leaves_no_run_running(reg):
+    """Killed after the row delete: the version is gone, its folder is an orphan that gc removes (never
+    registered again), and the remove's run is not left 'running' for ever (before: it was)."""
+    killed = _cli(
+        "registry", "remove", "--root", str(reg.root), "--version", "v0", "--yes", fault="gc-row-removed"
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert "v0" not in {v.id for v in reg.list_versions()}
+    assert (reg.versions_dir / "v0").is_dir()  # the orphan folder
+    assert [r["status"] for r in reg.runs("remove")] == ["done"]
+    backdate_registrations(reg)
+    os.utime(
+        reg.versions_dir / "v0", (0, 0)
+    )  # gc leaves young folders alone (a registration may be under way)
+    plan = plan_gc(reg, keep=5)
+    assert [p.name for p in plan.orphans] == ["v0"] and plan.versions == []
+    assert apply_gc(reg, plan) == ["v0"]
+    assert not (reg.versions_dir / "v0").exists()
+    assert _cli("registry", "verify", "--root", str(reg.root)).returncode == 0
+
+
+def test_removing_one_version_twice_says_the_second_time_that_it_is_gone(reg):
+    """Two removes racing past the same checks: the second deletes no row, so it must not report (and
+    record) a removal it did not make (before: both said 'Removed' and both recorded a done run)."""
+    reg.remove_version("v0")
+    with pytest.raises(Exception, match="v0.*(no longer|not) in the registry"):
+        reg.remove_version("v0")
+
+
+@pytest.mark.parametrize("ref", ["../x", "/etc", "v0/../v1", "..", "v0/", "~"])
+def test_a_version_id_crafted_to_escape_the_registry_is_refused_and_nothing_is_deleted(reg, ref, capsys):
+    before = sorted(p.name for p in reg.versions_dir.iterdir())
+    assert main(["registry", "remove", "--root", str(reg.root), "--version", ref, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip()
+    assert sorted(p.name for p in reg.versions_dir.iterdir()) == before
+    assert reg.runs("remove") == []
+
+
+def test_a_symlinked_version_folder_is_never_followed_by_remove(reg, tmp_path):
+    """versions/v0 replaced by a symlink to a folder outside the registry: remove deletes the row but never
+    what the link points at."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    import shutil
+
+    shutil.rmtree(reg.versions_dir / "v0")
+    (reg.versions_dir / "v0").symlink_to(outside, target_is_directory=True)
+    main(["registry", "remove", "--root", str(reg.root), "--version", "v0", "--yes"])
+    assert (outside / "precious.txt").read_text() == "keep me"
+
+
+# --- forget and forget --retrain on a registry that remove changed -----------------------------------
+
+
+def test_a_removed_parent_makes_its_descendants_unknown_never_clean(loop, tiny, tiny_model_dir, capsys):  # noqa: F811
+    """v1 learned SECRET, the champion v2 was warm-started from v1 on clean rows; v1 (a former champion)
+    is removed. A later forget must call v2 tainted ("unknown": its ancestor is gone), never clean, and
+    --retrain must name the removed ancestor as left out of its training data, not drop it in silence."""
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
+    _version(reg, tiny, "v2", "v1", _rows(0, 6, "second"))
+    assert main(["registry", "remove", "--root", str(reg.root), "--version", "v1", "--yes"]) == 0
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    assert main(_argv(reg, inbox, config, "r0")) == 0
+    out = capsys.readouterr().out
+    run = reg.runs(FORGET_KIND)[-1]
+    assert run["details"]["versions"]["unknown"] == ["v2"] and run["details"]["versions"]["learned"] == []
+    assert "v2: its ancestor v1 is not in the registry" in out
+    retrain = run["details"]["retrain"]
+    assert retrain["status"] == "promoted" and reg.aliases()["champion"] == retrain["challenger"]
+    assert any(line.startswith("v1: ") and "not in the registry" in line for line in retrain["left_out"])
+    assert "retrain: training file left out: v1: " in out
+    _, text = _champion_data(reg)
+    assert SECRET not in text and "second" in text
