@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refit.errors import DataError, RefitError
+from refit.io import sha256_file
 from refit.maintain.cycle import correct_rows, read_golden, register_challenger, train_challenger
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
@@ -68,6 +69,7 @@ from refit.maintain.policy import gate, paired
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.scrub import FORGET_KIND, Match, redactions
 from refit.models import read_version
+from refit.models.version import WEIGHTS
 from refit.registry import RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig
 
@@ -174,7 +176,7 @@ def repair_champion(
     champion = versions[champion_id]
     names = list(read_version(champion.path, verify=False).get("labels") or [])
     out.base = base_model
-    _check_base(base_model, lineage)
+    _check_base(base_model, lineage, versions)
     out.ancestor = lineage.clean_ancestor(champion_id)
     log(
         f"retrain: from the loop's base model {base_model} (retrain.model), not from the champion "
@@ -393,16 +395,32 @@ def _exports_passed(version_dir: Path, formats: list[str]) -> bool:
     return all(any(r.get("format") == f and r.get("passed") for r in records) for f in formats)
 
 
-def _check_base(base_model: str, lineage: Lineage) -> None:
-    """A base that is a refit version folder must be a registered version the forget calls clean."""
+def _check_base(base_model: str, lineage: Lineage, versions: dict[str, RegisteredVersion]) -> None:
+    """A base that is a refit version, or a version's `model/` folder, or a copy of the weights of a
+    registered version, must be one the forget calls clean.
+
+    A version's `model/` folder is plain Hugging Face files (loadable with no refit installed), so a base
+    pointed at it, or at a copy of it, warm-starts from that version's weights: before, only a folder
+    holding refit.json itself was checked, and the "clean" challenger of such a base learned the texts."""
     folder = Path(base_model).expanduser()
-    if not (folder / "refit.json").is_file():
-        return
-    vid = read_version(folder, verify=False).get("version_id")
+    for at in (folder, folder.parent):
+        if (at / "refit.json").is_file():
+            _refuse_unless_clean(base_model, read_version(at, verify=False).get("version_id"), lineage)
+            return
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        return  # a hub id or a folder without our weights file: not one of ours
+    sha = sha256_file(weights)
+    for vid, version in versions.items():
+        if version.weights_sha256 == sha:
+            _refuse_unless_clean(base_model, vid, lineage)
+
+
+def _refuse_unless_clean(base_model: str, vid: str | None, lineage: Lineage) -> None:
     if lineage.status.get(vid) != CLEAN:
         why = lineage.why.get(vid, "it is not in this registry, so what it learned cannot be judged")
         raise RepairRefused(
-            f"The loop's retrain.model {base_model} is the version {vid}, which is not clean ({why}): a "
-            "clean retrain must not start from it. Set retrain.model in the loop config to the pre-trained "
-            "model the first champion was fine-tuned from."
+            f"The loop's retrain.model {base_model} is (the weights of) the version {vid}, which is not clean "
+            f"({why}): a clean retrain must not start from it. Set retrain.model in the loop config to the "
+            "pre-trained model the first champion was fine-tuned from."
         )

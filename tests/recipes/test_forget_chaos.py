@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures loop and tiny are imported from the forget --retrain tests, then requested)
 """Chaos on the newest trust paths: `refit registry remove` and `refit maintain forget --retrain`, attacked as an
 adversary and a crash would (real processes, real registry, SIGKILL through the REFIT_FAULT_AT test hook).
 What was tried, what held and what was fixed: scripts/results/chaos_forget.md."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +102,7 @@ def test_a_symlinked_version_folder_is_never_followed_by_remove(reg, tmp_path):
 # --- forget and forget --retrain on a registry that remove changed -----------------------------------
 
 
-def test_a_removed_parent_makes_its_descendants_unknown_never_clean(loop, tiny, tiny_model_dir, capsys):  # noqa: F811
+def test_a_removed_parent_makes_its_descendants_unknown_never_clean(loop, tiny, tiny_model_dir, capsys):
     """v1 learned SECRET, the champion v2 was warm-started from v1 on clean rows; v1 (a former champion)
     is removed. A later forget must call v2 tainted ("unknown": its ancestor is gone), never clean, and
     --retrain must name the removed ancestor as left out of its training data, not drop it in silence."""
@@ -120,3 +122,113 @@ def test_a_removed_parent_makes_its_descendants_unknown_never_clean(loop, tiny, 
     assert "retrain: training file left out: v1: " in out
     _, text = _champion_data(reg)
     assert SECRET not in text and "second" in text
+
+
+def _forget_proc(reg, inbox, config, fault: str | None) -> subprocess.CompletedProcess:
+    argv = _argv(reg, inbox, config, "r0")
+    return _cli(*argv, fault=fault)
+
+
+@pytest.mark.slow
+def test_kills_at_every_step_of_forget_retrain_then_a_rerun_promote_exactly_once(loop, tiny, tiny_model_dir):
+    """SIGKILL before training, before the export, before registering, after registering (before the gate's
+    promote), inside the promote (after the target was verified, and just after the alias commit), each a
+    real `refit maintain forget --retrain` process on one registry; then a clean rerun. Exactly one
+    promotion away from the tainted champion, at most one clean challenger registered, no forget run left
+    'running', no forgotten text in the champion's training/validation files or drift reference, and
+    `refit registry verify` passes."""
+    from refit.drift.reference import load_reference
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    for fault in ("retrain", "export", "register", "promote", "alias-verified", "alias-moved"):
+        killed = _forget_proc(reg, inbox, config, fault)
+        assert killed.returncode == -9, (fault, killed.stdout[-2000:], killed.stderr[-2000:])
+        if fault != "alias-moved":
+            assert reg.aliases()["champion"] == "v1", fault  # the tainted champion serves until the commit
+    last = _forget_proc(reg, inbox, config, None)
+    assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
+    assert "retrain: not needed" in last.stdout
+    champion = reg.aliases()["champion"]
+    assert champion != "v1"
+    promotions = [m for m in reg.history("champion") if m.action == "promote" and m.from_version == "v1"]
+    assert [m.to_version for m in promotions] == [champion]
+    assert len(reg.list_versions()) == 2  # v1 and the one clean challenger: trained once it was registered
+    statuses = [r["status"] for r in reg.runs(FORGET_KIND)]
+    assert "running" not in statuses and statuses[-2:] == ["done", "done"], statuses
+    _, text = _champion_data(reg)
+    assert SECRET not in text
+    assert SECRET not in load_reference(reg.get(champion).path, finite=False).texts
+    assert _cli("registry", "verify", "--root", str(reg.root)).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_cycle_started_while_forget_retrain_holds_the_lock_is_refused_never_interleaved(
+    loop, tiny, tiny_model_dir
+):
+    """The forget is frozen (SIGSTOP) in the middle of its retrain, holding the maintenance lock; a
+    `refit maintain --once` of the same loop is refused (exit 75) and changes nothing; the forget then
+    finishes alone."""
+    import signal
+    import time
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"} | {"PYTHONUNBUFFERED": "1"}
+    forget = subprocess.Popen(
+        [sys.executable, "-m", "refit.cli", *_argv(reg, inbox, config, "r0")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while not any("retrain: training data:" in line for line in lines):
+            assert time.monotonic() < deadline and forget.poll() is None, lines
+            lines.append(forget.stdout.readline())
+        forget.send_signal(signal.SIGSTOP)
+        runs_before, aliases_before = reg.runs(), reg.aliases()
+        cycle = _cli("maintain", "--config", str(config), "--once")
+        assert cycle.returncode == 75, cycle.stdout[-2000:] + cycle.stderr[-2000:]
+        assert "holds" in cycle.stderr + cycle.stdout and "Traceback" not in cycle.stderr
+        assert reg.runs() == runs_before and reg.aliases() == aliases_before
+        forget.send_signal(signal.SIGCONT)
+        rest, _ = forget.communicate(timeout=240)
+    finally:
+        if forget.poll() is None:
+            forget.send_signal(signal.SIGCONT)
+            forget.kill()
+            forget.wait()
+    assert forget.returncode == 0, "".join(lines) + rest
+    assert "retrain: promoted" in rest
+    assert [r["status"] for r in reg.runs(FORGET_KIND)] == ["done"]
+
+
+@pytest.mark.parametrize("where", ["registered", "version copy", "model folder copy"])
+def test_a_base_model_that_is_the_model_folder_of_a_tainted_version_is_refused(
+    loop, tiny, tiny_model_dir, capsys, where
+):
+    """retrain.model pointed at the `model/` folder inside a version (plain Hugging Face files, loadable by
+    transformers: what a user copies from `refit registry show`) of the tainted champion: before, only a
+    folder holding refit.json itself was checked, so the "clean" challenger was warm-started from the
+    weights that learned the texts, and promoted."""
+    import shutil
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")], predicts=0)
+    base = reg.get("v1").path / "model"
+    if where == "version copy":  # an unregistered copy of the version, e.g. a run's finetune/version
+        shutil.copytree(reg.get("v1").path, inbox.parent / "copy" / "version")
+        base = inbox.parent / "copy" / "version" / "model"
+    elif where == "model folder copy":  # its weights alone, copied elsewhere: known by their sha256
+        base = Path(shutil.copytree(base, inbox.parent / "base-model"))
+    config = _loop_yaml(reg, inbox, base, golden_label=0)
+    assert main(_argv(reg, inbox, config, "r0")) == 1
+    out = capsys.readouterr().out
+    assert "retrain: REFUSED" in out and "v1" in out and "must not start from it" in out
+    assert reg.aliases()["champion"] == "v1" and len(reg.list_versions()) == 1
+    assert reg.runs(FORGET_KIND)[-1]["details"]["retrain"]["status"] == "refused"
