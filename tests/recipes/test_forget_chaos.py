@@ -232,3 +232,55 @@ def test_a_base_model_that_is_the_model_folder_of_a_tainted_version_is_refused(
     assert "retrain: REFUSED" in out and "v1" in out and "must not start from it" in out
     assert reg.aliases()["champion"] == "v1" and len(reg.list_versions()) == 1
     assert reg.runs(FORGET_KIND)[-1]["details"]["retrain"]["status"] == "refused"
+
+
+@pytest.mark.slow
+def test_a_server_running_during_the_repair_swaps_to_the_clean_champion_and_keeps_capturing(
+    loop, tiny, tiny_model_dir
+):
+    """`refit serve` (its watcher polling the registry) serves the tainted v1 while forget --retrain runs
+    in another process; it keeps answering throughout, swaps to the clean champion once promoted, and its
+    capture goes on (rows captured after the swap)."""
+    import time
+
+    pytest.importorskip("fastapi", reason="needs the [serve] extra")
+    pytest.importorskip("httpx", reason="needs httpx (a FastAPI test dependency)")
+    from refit.serve.capture import CAPTURE
+    from tests.recipes.test_serve import options, read_rows, serving
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    served = inbox.parent / "served"
+    with serving(options(reg, watch_interval_s=0.2, capture_dir=str(served))) as (client, server):
+        assert server.slot.version_id == "v1"
+        env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"}
+        forget = subprocess.Popen(
+            [sys.executable, "-m", "refit.cli", *_argv(reg, inbox, config, "r0")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        answered = 0
+        try:
+            while forget.poll() is None:  # the server answers all along the repair
+                assert client.post("/predict", json={"text": f"during {answered}"}).status_code == 200
+                answered += 1
+                time.sleep(0.05)
+        finally:
+            if forget.poll() is None:
+                forget.kill()
+            out = forget.communicate()[0]
+        assert forget.returncode == 0, out[-3000:]
+        champion = reg.aliases()["champion"]
+        assert champion != "v1"
+        deadline = time.monotonic() + 60
+        while server.slot.version_id != champion:
+            assert time.monotonic() < deadline, "the server never swapped to the clean champion"
+            time.sleep(0.1)
+        after = client.post("/predict", json={"text": "after the swap"})
+        assert after.status_code == 200 and after.json()["version_id"] == champion
+    rows = read_rows(served, CAPTURE)
+    assert answered > 0 and {r["text"] for r in rows} >= {"during 0", "after the swap"}
+    assert any(r["version_id"] == champion and r["text"] == "after the swap" for r in rows)
