@@ -46,7 +46,10 @@ Exactly once: a kill before the promote commit leaves the tainted champion servi
 (the next forget records it 'abandoned' and drops its checkpoints), and the scrub already done (a rerun
 finds nothing to rewrite). The rerun gates the clean challenger that killed run registered, when it got
 that far (`_left_by_killed`: registered, trained from the same base into a run-forget-N folder of an
-abandoned run, and still clean), else trains one; it promotes once. A kill after the commit leaves a clean
+abandoned run, or of a run that failed after registering it, e.g. its promote's target was removed
+meanwhile, and still clean), else trains one; it promotes once. `refit registry remove` takes no
+maintenance lock: a clean ancestor removed (or damaged) during the retrain is not gated against, as when
+there is none. A kill after the commit leaves a clean
 champion: the rerun says so and trains nothing. Only version ids and counts are recorded, never texts.
 """
 
@@ -160,11 +163,14 @@ def repair_champion(
     min_accuracy: float | None,
     seed: int,
     log: Callable[[str], None] = print,
+    out: Repair | None = None,
 ) -> Repair:
     """Retrain a clean challenger from `base_model` and promote it or the newest clean ancestor (see the
     module doc). The forget's run `run_id` is finished with `record` + {"retrain": ...} in the promote's
-    transaction, or by the caller on any other outcome. Raises RepairRefused before training when unsafe."""
-    out = Repair()
+    transaction, or by the caller on any other outcome. Raises RepairRefused before training when unsafe.
+    `out` (filled in as it goes) is what the caller records when this raises: the challenger it registered
+    is then named in the failed run, and a rerun gates it instead of training another."""
+    out = Repair() if out is None else out
     champion_id = registry.aliases().get("champion")
     if champion_id is None:
         log("retrain: not needed: the registry has no champion")
@@ -214,8 +220,17 @@ def repair_champion(
     golden = read_golden(inbox, names, retrain.privacy.store_texts)
     cl = correct_rows(challenger.path, golden, retrain.data.max_length) or []
     out.golden[challenger.id] = sum(cl) / len(cl) if cl else None
+    if out.ancestor and (ancestor := _still_registered(registry, out.ancestor)) is None:
+        # `refit registry remove` takes no maintenance lock: the ancestor went (or was damaged) meanwhile.
+        # Before, the gate then read its missing folder and failed with a misleading "not a refit model
+        # version"; it can no longer be promoted, so the challenger is gated as when there is none.
+        log(
+            f"retrain: the clean ancestor {out.ancestor} is no longer in the registry or fails its check "
+            "(removed meanwhile?): gating as without one"
+        )
+        out.ancestor = None
     if out.ancestor:
-        an = correct_rows(versions[out.ancestor].path, golden, retrain.data.max_length) or []
+        an = correct_rows(ancestor.path, golden, retrain.data.max_length) or []
         out.golden[out.ancestor] = sum(an) / len(an) if an else None
         verdict = gate(
             paired(an, cl), None, gate_cfg.golden_tolerance, gate_cfg.recent_margin, gate_cfg.recent_alpha
@@ -365,11 +380,13 @@ def _train_clean(
 def _left_by_killed(
     registry: Registry, versions: dict[str, RegisteredVersion], lineage: Lineage, base_model: str
 ) -> RegisteredVersion | None:
-    """The newest registered clean challenger of a forget run killed before its gate (status abandoned:
-    trained from `base_model` into its run-forget-N folder, then registered), so a rerun gates it instead of
-    training again; None when there is none."""
-    killed = {
-        f"{REPAIR_PREFIX}{r['id']:05d}" for r in registry.runs(FORGET_KIND) if r["status"] == "abandoned"
+    """The newest registered clean challenger of a forget run killed (abandoned) or failed before its promote
+    committed (trained from `base_model` into its run-forget-N folder, then registered), so a rerun gates it
+    instead of training again; None when there is none."""
+    killed = {  # a run that failed after registering it (an error in its gate or promote) left one too
+        f"{REPAIR_PREFIX}{r['id']:05d}"
+        for r in registry.runs(FORGET_KIND)
+        if r["status"] in ("abandoned", "failed")
     }
     maintain_dir = registry.root.resolve() / "maintain"
     for vid in reversed(lineage.ids(CLEAN)):
@@ -383,6 +400,14 @@ def _left_by_killed(
         ):
             return versions[vid]
     return None
+
+
+def _still_registered(registry: Registry, vid: str) -> RegisteredVersion | None:
+    """`vid` as the registry has it now, verified; None when it is gone or fails its check."""
+    try:
+        return registry.get(vid)
+    except RefitError:
+        return None
 
 
 def _exports_passed(version_dir: Path, formats: list[str]) -> bool:

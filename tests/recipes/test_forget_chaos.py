@@ -284,3 +284,87 @@ def test_a_server_running_during_the_repair_swaps_to_the_clean_champion_and_keep
     rows = read_rows(served, CAPTURE)
     assert answered > 0 and {r["text"] for r in rows} >= {"during 0", "after the swap"}
     assert any(r["version_id"] == champion and r["text"] == "after the swap" for r in rows)
+
+
+@pytest.mark.slow
+def test_removing_the_clean_ancestor_while_forget_retrain_trains_fails_closed(loop, tiny, tiny_model_dir):
+    """`registry remove` takes no maintenance lock: the forget is frozen mid-retrain, the clean ancestor v1
+    it will gate against (a former champion, no alias) is removed, and the forget goes on. It must not
+    promote anything it cannot verify, must say why without a traceback, and must not leave its run
+    'running'."""
+    import signal
+    import time
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, _rows(0, 6, "first"), predicts=1)
+    _version(reg, tiny, "v2", "v1", [(SECRET, 0), *_rows(0, 6, "second")], predicts=0)
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    env = {k: v for k, v in os.environ.items() if k != "REFIT_FAULT_AT"} | {"PYTHONUNBUFFERED": "1"}
+    forget = subprocess.Popen(
+        [sys.executable, "-m", "refit.cli", *_argv(reg, inbox, config, "r0")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any("retrain: training data:" in line for line in lines):
+            assert time.monotonic() < deadline and forget.poll() is None, lines
+            lines.append(forget.stdout.readline())
+        forget.send_signal(signal.SIGSTOP)
+        removed = _cli("registry", "remove", "--root", str(reg.root), "--version", "v1", "--yes")
+        assert removed.returncode == 0, removed.stderr
+        forget.send_signal(signal.SIGCONT)
+        rest = forget.communicate(timeout=240)[0]
+    finally:
+        if forget.poll() is None:
+            forget.send_signal(signal.SIGCONT)
+            forget.kill()
+            forget.wait()
+    out = "".join(lines) + rest
+    assert "Traceback" not in out and "is not a refit model version" not in out, out[-3000:]
+    assert "the clean ancestor v1 is no longer in the registry" in out, out[-3000:]
+    assert forget.returncode == 0, out[-3000:]
+    retrain = reg.runs(FORGET_KIND)[-1]["details"]["retrain"]
+    assert retrain["status"] == "promoted" and retrain["ancestor"] is None
+    assert reg.aliases()["champion"] == retrain["challenger"] != "v2"
+    assert [r["status"] for r in reg.runs(FORGET_KIND)] == ["done"]
+    assert _cli("registry", "verify", "--root", str(reg.root)).returncode == 0
+
+
+def test_a_promote_that_fails_records_its_challenger_and_the_rerun_gates_it_not_a_second(
+    loop, tiny, tiny_model_dir, monkeypatch, capsys
+):
+    """The gate picks the clean ancestor v1; a real `registry remove` of v1 lands just before the promote
+    (the real Registry.promote, wrapped to let it in), which then fails (VersionError). Before: the failed
+    run recorded no challenger (an empty retrain record), and the rerun trained and registered a second
+    clean challenger. Now the run names it and the rerun gates that one."""
+    from refit.registry import Registry as RealRegistry
+
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, _rows(1, 6, "first"), predicts=0)  # right on the golden set: wins
+    _version(reg, tiny, "v2", "v1", [(SECRET, 1), *_rows(1, 6, "second")], predicts=0)
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    real = RealRegistry.promote
+
+    def remove_first(self, ref, *args, **kwargs):
+        if ref == "v1":
+            assert main(["registry", "remove", "--root", str(reg.root), "--version", "v1", "--yes"]) == 0
+        return real(self, ref, *args, **kwargs)
+
+    monkeypatch.setattr(RealRegistry, "promote", remove_first)
+    assert main(_argv(reg, inbox, config, "r0")) != 0
+    err = capsys.readouterr().err
+    assert "v1" in err and "Traceback" not in err
+    failed = reg.runs(FORGET_KIND)[-1]
+    challenger = failed["details"]["retrain"]["challenger"]
+    assert failed["status"] == "failed" and challenger and reg.aliases()["champion"] == "v2"
+
+    monkeypatch.setattr(RealRegistry, "promote", real)
+    assert main(_argv(reg, inbox, config, "r0")) == 0
+    out = capsys.readouterr().out
+    assert f"reusing the clean challenger {challenger}" in out
+    assert reg.aliases()["champion"] == challenger
+    assert len(reg.list_versions()) == 2  # v2 and the one clean challenger
