@@ -75,6 +75,45 @@ def test_removing_one_version_twice_says_the_second_time_that_it_is_gone(reg):
         reg.remove_version("v0")
 
 
+def test_an_alias_moved_onto_the_version_during_its_remove_keeps_it_and_records_no_run(
+    reg, monkeypatch, capsys
+):
+    """A cycle points `challenger` at v0 after `remove` checked that no alias does (a real alias move, let
+    in just before the real Registry.remove_version): the transaction refuses, v0 stays whole, and no run
+    is left behind (before: the remove's run was started first and stayed 'running')."""
+    real = Registry.remove_version
+
+    def alias_first(self, vid, *args, **kwargs):
+        Registry(reg.root).set_alias("challenger", vid, "a cycle registered it")
+        return real(self, vid, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "remove_version", alias_first)
+    assert main(["registry", "remove", "--root", str(reg.root), "--version", "v0", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "pointed at by an alias" in err and "Traceback" not in err
+    assert reg.runs("remove") == [] and reg.aliases()["challenger"] == "v0"
+    reg.get("v0")  # still registered and whole (verified)
+
+
+def test_an_alias_cannot_be_moved_onto_a_version_removed_after_its_check(reg, monkeypatch):
+    """The other order: a real remove lands after a cycle's alias move verified v1 (the real Registry.get,
+    wrapped to let it in) and before its transaction: the move refuses and no alias points at a gone one."""
+    real = Registry.get
+
+    def then_remove(self, ref, *args, **kwargs):
+        out = real(self, ref, *args, **kwargs)
+        if ref == "v1":
+            Registry(reg.root).remove_version("v1")
+        return out
+
+    monkeypatch.setattr(Registry, "get", then_remove)
+    with pytest.raises(Exception, match="v1 was removed from the registry"):
+        reg.set_alias("challenger", "v1", "a cycle registered it")
+    monkeypatch.setattr(Registry, "get", real)
+    assert "challenger" not in reg.aliases()
+    assert _cli("registry", "verify", "--root", str(reg.root)).returncode == 0
+
+
 @pytest.mark.parametrize("ref", ["../x", "/etc", "v0/../v1", "..", "v0/", "~"])
 def test_a_version_id_crafted_to_escape_the_registry_is_refused_and_nothing_is_deleted(reg, ref, capsys):
     before = sorted(p.name for p in reg.versions_dir.iterdir())
