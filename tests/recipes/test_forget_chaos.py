@@ -407,3 +407,51 @@ def test_a_promote_that_fails_records_its_challenger_and_the_rerun_gates_it_not_
     assert f"reusing the clean challenger {challenger}" in out
     assert reg.aliases()["champion"] == challenger
     assert len(reg.list_versions()) == 2  # v2 and the one clean challenger
+
+
+def test_forget_then_forget_retrain_still_finds_the_text_in_your_own_data(
+    loop, tiny, tiny_model_dir, tmp_path, capsys
+):
+    """A forget without --retrain first (the capture rows are deleted), then the same ids with --retrain:
+    the texts can now be matched only by the inbox index's keyed hashes; your own training file that
+    still holds one must still be refused, not trained on."""
+    reg, inbox = loop
+    own = tmp_path / "own-data" / "train.jsonl"
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "own")], own_file=own)
+    _version(reg, tiny, "v2", "v1", [(SECRET, 0), *_rows(0, 6, "second")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    assert main(_argv(reg, inbox, None, "r0")) == 0  # plain forget: capture row gone, run file scrubbed
+    capsys.readouterr()
+    assert main(_argv(reg, inbox, config, "r0")) == 1
+    out = capsys.readouterr().out
+    assert "retrain: REFUSED: Refusing to train: 1 row(s)" in out
+    assert reg.aliases()["champion"] == "v2" and len(reg.list_versions()) == 2
+
+
+def test_removing_the_version_a_server_still_serves_keeps_it_answering_and_the_next_swap_works(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The champion moved from v0 to v1 but the server (no watcher) still serves v0; v0 is removed. The
+    server keeps answering from memory, and its next swap (to v1) does not need the removed folder."""
+    pytest.importorskip("fastapi", reason="needs the [serve] extra")
+    pytest.importorskip("httpx", reason="needs httpx (a FastAPI test dependency)")
+    from refit.models import read_version
+    from tests.recipes.test_serve import make_version, options, serving
+
+    monkeypatch.setenv("REFIT_TEST_ADMIN_TOKEN", "s3cret")
+    made = [make_version(tmp_path / "made" / f"v{i}", tiny_model_dir, seed=i) for i in range(2)]
+    v0, v1 = (read_version(v)["version_id"] for v in made)
+    reg = registry_with(tmp_path / "reg", made, (v0, "first"))
+    auth = {"Authorization": "Bearer s3cret"}
+    opts = options(reg, admin_token_env="REFIT_TEST_ADMIN_TOKEN", watch_interval_s=0)
+    with serving(opts) as (client, server):
+        assert server.slot.version_id == v0
+        reg.promote(v1, "better")
+        assert main(["registry", "remove", "--root", str(reg.root), "--version", v0, "--yes"]) == 0
+        assert not (reg.versions_dir / v0).exists()
+        during = client.post("/predict", json={"text": "still served from memory"})
+        swap = client.post("/admin/reload", headers=auth)
+        after = client.post("/predict", json={"text": "served by the new champion"})
+    assert during.status_code == 200 and during.json()["version_id"] == v0
+    assert swap.status_code == 200, swap.text
+    assert after.status_code == 200 and after.json()["version_id"] == v1 == server.slot.version_id
