@@ -455,3 +455,19 @@ def test_removing_the_version_a_server_still_serves_keeps_it_answering_and_the_n
     assert during.status_code == 200 and during.json()["version_id"] == v0
     assert swap.status_code == 200, swap.text
     assert after.status_code == 200 and after.json()["version_id"] == v1 == server.slot.version_id
+
+
+def test_after_a_repair_a_rollback_would_serve_the_tainted_champion_again_and_the_forget_says_so(
+    loop, tiny, tiny_model_dir, capsys
+):
+    """Not fixed here (rollback is not this area's): the tainted champion stays registered and is the
+    rollback target. The forget must say so, with the way to remove it (before: it said nothing)."""
+    reg, inbox = loop
+    _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
+    config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
+    assert main(_argv(reg, inbox, config, "r0")) == 0
+    out = capsys.readouterr().out
+    assert "NOT removed: v1 is still registered, and `refit registry rollback` would serve it again" in out
+    assert "refit registry remove --version ID" in out
+    reg.rollback("an operator's rollback")
+    assert reg.aliases()["champion"] == "v1"  # what the line warns of
