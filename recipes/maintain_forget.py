@@ -232,6 +232,7 @@ def _repair(
             deploy=loop.deploy,
             min_accuracy=loop.policy.min_accuracy,
             seed=loop.seed,
+            out=outcome,  # filled in as it goes: a failure's run names the challenger it registered
         )
     except RepairRefused as e:
         outcome.status = "refused"

@@ -501,7 +501,6 @@ def _remove(registry: Registry, ref: str, reason: str, yes: bool, console: Conso
     if not yes:
         console.print(f"Would remove {vid} at {path}{note}. Dry run: add --yes to remove it.", markup=False)
         return
-    run_id = registry.start_run("remove", {"version": vid, "reason": reason})
-    registry.remove_version(vid)
-    registry.finish_run(run_id, "done", {"version": vid, "reason": reason})
+    # recorded in the transaction that deletes the row: a kill after it never leaves a run 'running'
+    run_id = registry.remove_version(vid, run=("remove", {"version": vid, "reason": reason}))
     console.print(f"Removed {vid} ({path}){note}; recorded as registry run {run_id}.", markup=False)

@@ -46,7 +46,10 @@ Exactly once: a kill before the promote commit leaves the tainted champion servi
 (the next forget records it 'abandoned' and drops its checkpoints), and the scrub already done (a rerun
 finds nothing to rewrite). The rerun gates the clean challenger that killed run registered, when it got
 that far (`_left_by_killed`: registered, trained from the same base into a run-forget-N folder of an
-abandoned run, and still clean), else trains one; it promotes once. A kill after the commit leaves a clean
+abandoned run, or of a run that failed after registering it, e.g. its promote's target was removed
+meanwhile, and still clean), else trains one; it promotes once. `refit registry remove` takes no
+maintenance lock: a clean ancestor removed (or damaged) during the retrain is not gated against, as when
+there is none. A kill after the commit leaves a clean
 champion: the rerun says so and trains nothing. Only version ids and counts are recorded, never texts.
 """
 
@@ -54,12 +57,14 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from refit.errors import DataError, RefitError
+from refit.io import sha256_file
 from refit.maintain.cycle import correct_rows, read_golden, register_challenger, train_challenger
 from refit.maintain.deploy import export_and_gate
 from refit.maintain.faults import fault_point
@@ -68,6 +73,7 @@ from refit.maintain.policy import gate, paired
 from refit.maintain.replay import ReplayUnavailable, draw_replay, replay_source
 from refit.maintain.scrub import FORGET_KIND, Match, redactions
 from refit.models import read_version
+from refit.models.version import WEIGHTS
 from refit.registry import RegisteredVersion, Registry, Superseded
 from refit.settings import DeployConfig, FinetuneConfig, GateConfig, InboxConfig
 
@@ -158,11 +164,14 @@ def repair_champion(
     min_accuracy: float | None,
     seed: int,
     log: Callable[[str], None] = print,
+    out: Repair | None = None,
 ) -> Repair:
     """Retrain a clean challenger from `base_model` and promote it or the newest clean ancestor (see the
     module doc). The forget's run `run_id` is finished with `record` + {"retrain": ...} in the promote's
-    transaction, or by the caller on any other outcome. Raises RepairRefused before training when unsafe."""
-    out = Repair()
+    transaction, or by the caller on any other outcome. Raises RepairRefused before training when unsafe.
+    `out` (filled in as it goes) is what the caller records when this raises: the challenger it registered
+    is then named in the failed run, and a rerun gates it instead of training another."""
+    out = Repair() if out is None else out
     champion_id = registry.aliases().get("champion")
     if champion_id is None:
         log("retrain: not needed: the registry has no champion")
@@ -174,7 +183,7 @@ def repair_champion(
     champion = versions[champion_id]
     names = list(read_version(champion.path, verify=False).get("labels") or [])
     out.base = base_model
-    _check_base(base_model, lineage)
+    _check_base(base_model, lineage, versions)
     out.ancestor = lineage.clean_ancestor(champion_id)
     log(
         f"retrain: from the loop's base model {base_model} (retrain.model), not from the champion "
@@ -196,7 +205,8 @@ def repair_champion(
             run_id,
             out,
             champion_id,
-            [versions[v] for v in lineage.chain(champion_id) if v in versions],
+            lineage.chain(champion_id),
+            versions,
             names,
             match,
             base_model,
@@ -211,8 +221,17 @@ def repair_champion(
     golden = read_golden(inbox, names, retrain.privacy.store_texts)
     cl = correct_rows(challenger.path, golden, retrain.data.max_length) or []
     out.golden[challenger.id] = sum(cl) / len(cl) if cl else None
+    if out.ancestor and (ancestor := _still_registered(registry, out.ancestor)) is None:
+        # `refit registry remove` takes no maintenance lock: the ancestor went (or was damaged) meanwhile.
+        # Before, the gate then read its missing folder and failed with a misleading "not a refit model
+        # version"; it can no longer be promoted, so the challenger is gated as when there is none.
+        log(
+            f"retrain: the clean ancestor {out.ancestor} is no longer in the registry or fails its check "
+            "(removed meanwhile?): gating as without one"
+        )
+        out.ancestor = None
     if out.ancestor:
-        an = correct_rows(versions[out.ancestor].path, golden, retrain.data.max_length) or []
+        an = correct_rows(ancestor.path, golden, retrain.data.max_length) or []
         out.golden[out.ancestor] = sum(an) / len(an) if an else None
         verdict = gate(
             paired(an, cl), None, gate_cfg.golden_tolerance, gate_cfg.recent_margin, gate_cfg.recent_alpha
@@ -263,6 +282,13 @@ def repair_champion(
         return out
     fault_point("promoted")
     log(f"retrain: promoted {target} (was {champion_id}): the served model no longer carries the texts")
+    # the tainted champion stays registered and is what `refit registry rollback` steps back to
+    tainted = [v for v in lineage.ids(LEARNED) + lineage.ids(UNKNOWN) if v in versions]
+    log(
+        f"retrain: NOT removed: {champion_id} is still registered, and `refit registry rollback` would serve "
+        f"it again; remove each version that (may have) learned them ({', '.join(tainted)}) once no alias "
+        f"points at it: refit registry remove --version ID --root {shlex.quote(str(registry.root))} --yes"
+    )
     return out
 
 
@@ -271,7 +297,8 @@ def _train_clean(
     run_id: int,
     out: Repair,
     champion_id: str,
-    chain: list[RegisteredVersion],
+    chain_ids: list[str],
+    versions: dict[str, RegisteredVersion],
     names: list[str],
     match: Match,
     base_model: str,
@@ -284,13 +311,22 @@ def _train_clean(
     """Steps 3-5 of the module doc: the checked union of the lineage's training files, then the cycle's
     own train, export gate and register. Returns (challenger, whether its exports passed, their reasons)."""
     # --- data: the union of the lineage's training files, checked for every forgotten text -------------
+    chain = [versions[v] for v in chain_ids if v in versions]
+    # an ancestor removed from the registry (`refit registry remove`, gc): its refit.json, so its training
+    # file and fingerprint, went with it; named as left out (it used to be dropped in silence)
+    gone = [
+        f"{v}: not in the registry (removed): its training file cannot be found and verified"
+        for v in chain_ids
+        if v not in versions
+    ]
     started = (read_version(chain[-1].path, verify=False).get("config") or {}).get("model")
     if started and started != base_model:
         log(
             f"retrain: note: the lineage's first version {chain[-1].id} was fine-tuned from {started}, not from "
             f"retrain.model {base_model}: set retrain.model in the loop config if that is the base you mean"
         )
-    rows, out.files, out.left_out = lineage_rows(chain, names, redactions(registry.runs(FORGET_KIND)), seed)
+    rows, out.files, left_out = lineage_rows(chain, names, redactions(registry.runs(FORGET_KIND)), seed)
+    out.left_out = gone + left_out
     out.rows = len(rows)
     for line in out.left_out:
         log(f"retrain: training file left out: {line}")
@@ -352,11 +388,13 @@ def _train_clean(
 def _left_by_killed(
     registry: Registry, versions: dict[str, RegisteredVersion], lineage: Lineage, base_model: str
 ) -> RegisteredVersion | None:
-    """The newest registered clean challenger of a forget run killed before its gate (status abandoned:
-    trained from `base_model` into its run-forget-N folder, then registered), so a rerun gates it instead of
-    training again; None when there is none."""
-    killed = {
-        f"{REPAIR_PREFIX}{r['id']:05d}" for r in registry.runs(FORGET_KIND) if r["status"] == "abandoned"
+    """The newest registered clean challenger of a forget run killed (abandoned) or failed before its promote
+    committed (trained from `base_model` into its run-forget-N folder, then registered), so a rerun gates it
+    instead of training again; None when there is none."""
+    killed = {  # a run that failed after registering it (an error in its gate or promote) left one too
+        f"{REPAIR_PREFIX}{r['id']:05d}"
+        for r in registry.runs(FORGET_KIND)
+        if r["status"] in ("abandoned", "failed")
     }
     maintain_dir = registry.root.resolve() / "maintain"
     for vid in reversed(lineage.ids(CLEAN)):
@@ -372,6 +410,14 @@ def _left_by_killed(
     return None
 
 
+def _still_registered(registry: Registry, vid: str) -> RegisteredVersion | None:
+    """`vid` as the registry has it now, verified; None when it is gone or fails its check."""
+    try:
+        return registry.get(vid)
+    except RefitError:
+        return None
+
+
 def _exports_passed(version_dir: Path, formats: list[str]) -> bool:
     """Whether the version carries exports of every format in `formats`, all passed (refit.maintain.deploy
     installs exports only when every artefact passed, with their parity.json)."""
@@ -382,16 +428,32 @@ def _exports_passed(version_dir: Path, formats: list[str]) -> bool:
     return all(any(r.get("format") == f and r.get("passed") for r in records) for f in formats)
 
 
-def _check_base(base_model: str, lineage: Lineage) -> None:
-    """A base that is a refit version folder must be a registered version the forget calls clean."""
+def _check_base(base_model: str, lineage: Lineage, versions: dict[str, RegisteredVersion]) -> None:
+    """A base that is a refit version, or a version's `model/` folder, or a copy of the weights of a
+    registered version, must be one the forget calls clean.
+
+    A version's `model/` folder is plain Hugging Face files (loadable with no refit installed), so a base
+    pointed at it, or at a copy of it, warm-starts from that version's weights: before, only a folder
+    holding refit.json itself was checked, and the "clean" challenger of such a base learned the texts."""
     folder = Path(base_model).expanduser()
-    if not (folder / "refit.json").is_file():
-        return
-    vid = read_version(folder, verify=False).get("version_id")
+    for at in (folder, folder.parent):
+        if (at / "refit.json").is_file():
+            _refuse_unless_clean(base_model, read_version(at, verify=False).get("version_id"), lineage)
+            return
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        return  # a hub id or a folder without our weights file: not one of ours
+    sha = sha256_file(weights)
+    for vid, version in versions.items():
+        if version.weights_sha256 == sha:
+            _refuse_unless_clean(base_model, vid, lineage)
+
+
+def _refuse_unless_clean(base_model: str, vid: str | None, lineage: Lineage) -> None:
     if lineage.status.get(vid) != CLEAN:
         why = lineage.why.get(vid, "it is not in this registry, so what it learned cannot be judged")
         raise RepairRefused(
-            f"The loop's retrain.model {base_model} is the version {vid}, which is not clean ({why}): a "
-            "clean retrain must not start from it. Set retrain.model in the loop config to the pre-trained "
-            "model the first champion was fine-tuned from."
+            f"The loop's retrain.model {base_model} is (the weights of) the version {vid}, which is not clean "
+            f"({why}): a clean retrain must not start from it. Set retrain.model in the loop config to the "
+            "pre-trained model the first champion was fine-tuned from."
         )

@@ -591,16 +591,35 @@ class Registry:
                 removed.append(path)
         return removed
 
-    def remove_version(self, version_id: str) -> None:
-        """Delete an unreferenced version: its row (refused if an alias points at it) and then its folder."""
+    def remove_version(self, version_id: str, run: tuple[str, dict] | None = None) -> int | None:
+        """Delete an unreferenced version: its row (refused if an alias points at it) and then its folder.
+
+        With `run=(kind, details)` a finished ('done') run recording the removal is inserted in the
+        transaction that deletes the row, and its id returned: a removal killed before its folder is moved
+        (gc removes that folder) is recorded done, never left 'running' (a run started before and finished
+        after did). A version whose row is already gone (another remove, or gc, won the race) is refused
+        (VersionError), so two removes never both say and record that they removed it."""
         self._require_writable("remove a version")
         path = child_path(self.versions_dir, check_name(version_id))
+        run_id = None
         with self._tx() as db:
             if db.execute("SELECT 1 FROM aliases WHERE version_id = ?", (version_id,)).fetchone():
                 raise RegistryError(f"Version {version_id} is pointed at by an alias; not removing it.")
-            db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
+            if db.execute("DELETE FROM versions WHERE id = ?", (version_id,)).rowcount != 1:
+                raise VersionError(
+                    f"Version {version_id} is no longer in the registry (removed meanwhile by another "
+                    "`refit registry remove` or gc): not removed again."
+                )
+            if run is not None:
+                now = database.now()
+                cur = db.execute(
+                    "INSERT INTO runs (kind, started_at, finished_at, status, details) VALUES (?, ?, ?, 'done', ?)",
+                    (run[0], now, now, json.dumps(run[1], default=str)),
+                )
+                run_id = int(cur.lastrowid)
         kill_at("gc-row-removed", FAULT_PHASES)
         self.remove_unregistered(path.name)  # a kill before this leaves an unregistered folder: gc's next run
+        return run_id
 
     def remove_unregistered(self, name: str) -> bool:
         """Delete versions/NAME unless it is a registered version (again); True if it was removed.

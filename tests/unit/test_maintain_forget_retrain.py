@@ -50,12 +50,14 @@ def tiny(tiny_model_dir):
 
 
 def _biased(tiny, label: int | None):
-    """The tiny model, or (label given) one that predicts `label` for every input: a known golden score."""
+    """The tiny model nudged off the base, or (label given) one that predicts `label` for every input: a known
+    golden score."""
     model, tok = tiny
-    if label is None:
-        return model, tok
     model = copy.deepcopy(model)
     with torch.no_grad():
+        if label is None:  # a trained version never has the base's weights (forget --retrain refuses a
+            model.classifier.bias.add_(1e-3)  # base holding a tainted version's weights: by their sha256)
+            return model, tok
         model.classifier.weight.zero_()
         model.classifier.bias.copy_(torch.tensor([10.0, -10.0] if label == 0 else [-10.0, 10.0]))
     return model, tok
