@@ -183,7 +183,9 @@ def run(cfg: Config) -> int:
             "index_problem": index_problem,
         }
         try:
-            run_id = registry.start_run(FORGET_KIND, record)  # committed before any file is replaced
+            # committed before any file is replaced, with the versions that learned the texts withdrawn: once
+            # the files are rewritten, a rerun could no longer tell that they did
+            run_id = registry.start_run(FORGET_KIND, record, withdraw=lineage.ids(LEARNED))
         except BaseException:
             discard(scrubs)
             raise
@@ -318,6 +320,10 @@ def _say_versions(lineage: Lineage, champion: str | None, root: Path, db: Path |
 
     if learned:
         print(f"  versions that learned from them (their weights keep it): {named(learned)}")
+        print(
+            f"  withdrawn by forget run {run_id}: no alias can be moved to {'it' if len(learned) == 1 else 'them'} "
+            "again (promote and rollback refuse; an alias already on one stays until it moves)"
+        )
     elif unknown:
         print("  no registered version is known to have learned from them")
     else:

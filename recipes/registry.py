@@ -400,7 +400,9 @@ def _list(registry: Registry, fmt: str, console: Console) -> None:
         _row(
             table,
             v.id,
-            ", ".join(sorted(by_version.get(v.id, []))),
+            ", ".join(
+                [*sorted(by_version.get(v.id, [])), *([f"withdrawn ({v.withdrawn})"] if v.withdrawn else [])]
+            ),
             v.parent or "-",
             v.recipe or "-",
             f"{acc:.4f}" if acc is not None else "-",

@@ -462,6 +462,14 @@ def _decide(c: _Cycle, inbox: InboxConfig, policy: PolicyConfig, max_length: int
         # one line: "retrain because ..." followed by "not retraining" read as a contradiction
         c.log(f"a retrain is called for ({called_for}), but {c.report.reasons[-1]}")
         return False
+    if c.champion.withdrawn:  # a warm start from it would carry the forgotten texts into the challenger
+        c.report.reasons.append(
+            f"the champion {c.champion.id} was withdrawn by {c.champion.withdrawn} (it learned texts that run "
+            "forgot): not warm-starting from it; repair with `refit maintain forget --ids IDS --retrain --loop "
+            "LOOP.yaml`, or promote a clean version"
+        )
+        c.log(f"a retrain is called for ({called_for}), but {c.report.reasons[-1]}")
+        return False
     c.log("retrain because " + called_for)
     return True
 

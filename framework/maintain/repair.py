@@ -282,12 +282,12 @@ def repair_champion(
         return out
     fault_point("promoted")
     log(f"retrain: promoted {target} (was {champion_id}): the served model no longer carries the texts")
-    # the tainted champion stays registered and is what `refit registry rollback` steps back to
+    # the tainted champion stays registered: withdrawn (no alias moves back to it) when it learned them
     tainted = [v for v in lineage.ids(LEARNED) + lineage.ids(UNKNOWN) if v in versions]
     log(
-        f"retrain: NOT removed: {champion_id} is still registered, and `refit registry rollback` would serve "
-        f"it again; remove each version that (may have) learned them ({', '.join(tainted)}) once no alias "
-        f"points at it: refit registry remove --version ID --root {shlex.quote(str(registry.root))} --yes"
+        f"retrain: NOT removed: {champion_id} is still registered (withdrawn if it learned them: rollback and "
+        f"promote refuse it); remove each version that (may have) learned them ({', '.join(tainted)}) once no "
+        f"alias points at it: refit registry remove --version ID --root {shlex.quote(str(registry.root))} --yes"
     )
     return out
 

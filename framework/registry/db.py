@@ -47,7 +47,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, parent TEXT, recipe TEXT, created_at TEXT,
     registered_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT,
-    exports_manifest_sha256 TEXT
+    exports_manifest_sha256 TEXT, withdrawn TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT PRIMARY KEY, version_id TEXT NOT NULL REFERENCES versions(id), updated_at TEXT NOT NULL
@@ -72,6 +72,7 @@ _MIGRATIONS = (
     ("versions", "exports_manifest_sha256", "TEXT"),  # '' = registered without exports; NULL = before this
     ("audit", "prev_hash", "TEXT"),
     ("audit", "hash", "TEXT"),
+    ("versions", "withdrawn", "TEXT"),  # why no alias may be moved to it again (a forget); NULL = not
 )
 _TABLES = {"versions", "aliases", "audit", "runs"}
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -85,6 +86,7 @@ class RegisteredVersion:
     registered_at: str
     weights_sha256: str
     metrics: dict
+    withdrawn: str | None = None  # why no alias may be moved to it again (Registry.start_run's `withdraw`)
 
 
 class Registry:
@@ -305,6 +307,8 @@ class Registry:
             row["registered_at"],
             row["weights_sha256"],
             metrics,
+            # a reader of a registry not yet migrated has no such column (`in row` would test the values)
+            row["withdrawn"] if "withdrawn" in row.keys() else None,  # noqa: SIM118
         )
 
     def _json(self, text: str | None, what: str):
@@ -481,6 +485,13 @@ class Registry:
                     f"Version {target} was removed from the registry (`refit registry gc`?) while '{alias}' was "
                     "being moved to it; nothing was changed."
                 )
+            withdrawn = db.execute("SELECT withdrawn FROM versions WHERE id = ?", (target,)).fetchone()[0]
+            if withdrawn and previous != target:
+                raise VersionError(
+                    f"Version {target} was withdrawn by {withdrawn} (it learned texts that run forgot): no alias "
+                    f"can be moved to it again, so '{alias}' was not changed. Promote a version trained without "
+                    "them (`refit maintain forget --help` names them; `refit registry remove` deletes this one)."
+                )
             if expected is not None and previous != expected:
                 raise Superseded(
                     f"'{alias}' now points at {previous or 'nothing'}, not {expected} as expected: someone else "
@@ -641,14 +652,24 @@ class Registry:
         return True
 
     # --- runs (drift checks, maintenance cycles) ---------------------------------------------------
-    def start_run(self, kind: str, details: dict | None = None) -> int:
+    def start_run(self, kind: str, details: dict | None = None, withdraw: Iterable[str] = ()) -> int:
+        """Record a run as started; in the same transaction, mark the versions in `withdraw` as withdrawn by
+        it: no alias may be moved to them again (set_alias refuses; an alias already on one stays). A forget
+        withdraws the versions that learned the forgotten texts before it rewrites a file, since a rerun
+        after a kill can no longer tell from the rewritten files that they did."""
         self._require_writable("start a run")
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO runs (kind, started_at, status, details) VALUES (?, ?, 'running', ?)",
                 (kind, database.now(), json.dumps(details or {})),
             )
-            return int(cur.lastrowid)
+            run_id = int(cur.lastrowid)
+            for vid in withdraw:
+                db.execute(
+                    "UPDATE versions SET withdrawn = ? WHERE id = ? AND withdrawn IS NULL",
+                    (f"{kind} run {run_id}", check_name(vid)),
+                )
+            return run_id
 
     def finish_run(self, run_id: int, status: str, details: dict | None = None) -> None:
         self._require_writable("finish a run")

@@ -457,17 +457,28 @@ def test_removing_the_version_a_server_still_serves_keeps_it_answering_and_the_n
     assert after.status_code == 200 and after.json()["version_id"] == v1 == server.slot.version_id
 
 
-def test_after_a_repair_a_rollback_would_serve_the_tainted_champion_again_and_the_forget_says_so(
+def test_after_a_repair_no_rollback_or_promote_serves_the_tainted_champion_again(
     loop, tiny, tiny_model_dir, capsys
 ):
-    """Not fixed here (rollback is not this area's): the tainted champion stays registered and is the
-    rollback target. The forget must say so, with the way to remove it (before: it said nothing)."""
+    """Before: the tainted champion stayed registered and was the rollback target, so one `refit registry
+    rollback` served the forgotten texts' model again (the forget only warned). Now the forget withdraws
+    the versions that learned them, in the transaction that starts its run: promote and rollback refuse
+    them, and the cycle will not warm-start from a withdrawn champion."""
+    from refit.errors import VersionError
+
     reg, inbox = loop
     _version(reg, tiny, "v1", None, [(SECRET, 0), *_rows(0, 6, "first")])
     config = _loop_yaml(reg, inbox, tiny_model_dir, golden_label=0)
     assert main(_argv(reg, inbox, config, "r0")) == 0
     out = capsys.readouterr().out
-    assert "NOT removed: v1 is still registered, and `refit registry rollback` would serve it again" in out
+    assert "withdrawn by forget run" in out and "rollback and promote refuse it" in out
     assert "refit registry remove --version ID" in out
-    reg.rollback("an operator's rollback")
-    assert reg.aliases()["champion"] == "v1"  # what the line warns of
+    clean = reg.aliases()["champion"]
+    assert clean != "v1" and reg.get("v1", verify=False).withdrawn.startswith("forget run ")
+    with pytest.raises(VersionError, match="v1 was withdrawn by forget run"):
+        reg.rollback("an operator's rollback")
+    with pytest.raises(VersionError, match="no alias can be moved to it again"):
+        reg.promote("v1", "by hand")
+    assert main(["registry", "rollback", "--root", str(reg.root), "--tracking.wandb", "false"]) == 2
+    assert "was withdrawn" in capsys.readouterr().err
+    assert reg.aliases()["champion"] == clean  # the clean version serves on

@@ -203,6 +203,20 @@ def test_shift_triggers_retrain_and_promotion(setup, capsys):
     assert reg.runs("maintain")[-1]["status"] == "no_new_data"
 
 
+def test_a_withdrawn_champion_is_not_warm_started_from(setup, capsys):
+    """A champion a forget withdrew learned forgotten texts: a challenger warm-started from it carries them
+    too. The cycle still tests drift, but does not retrain from it, and says how to repair."""
+    reg = Registry(setup["registry"])
+    champion = _champion(setup["registry"])
+    run_id = reg.start_run("forget", {}, withdraw=[champion])
+    assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
+    run = reg.runs("maintain")[-1]
+    assert run["status"] == "no_action" and run["details"]["drift"]["drift"] is True, run["details"]
+    assert not run["details"].get("challenger") and reg.aliases()[CHAMPION] == champion
+    said = f"the champion {champion} was withdrawn by forget run {run_id}"
+    assert any(said in r for r in run["details"]["reasons"]) and said in capsys.readouterr().out
+
+
 def test_worse_challenger_is_not_promoted(setup, capsys):
     cfg = yaml.safe_load(setup["config"].read_text())
     cfg["retrain"]["optim"]["lr"] = 3.0  # a diverging retrain: the challenger comes out broken
@@ -723,7 +737,8 @@ def test_a_hostile_inbox_neither_crashes_the_cycle_nor_changes_what_it_reads(set
 def test_a_forgotten_text_leaves_the_run_folder_and_the_next_retrain_replays_without_it(setup, capsys):
     """Before: `refit maintain forget` removed the capture rows only; the text a cycle had trained on stayed
     in its run folder's train.jsonl, and the next retrain replayed it from the champion's training file.
-    Scrubbing that file must not break replay: its sha256 is sealed in the champion's refit.json."""
+    Scrubbing that file must not break replay: its sha256 is sealed in the champion's refit.json. The
+    champion that learned it is withdrawn, so the next retrain is the forget's repair, from the base model."""
     _edit(setup, policy={"always_retrain": True}, gate={"golden_tolerance": 100.0, "recent_margin": -100.0})
     inbox = setup["inbox"]
     (inbox / "2026-11-20.jsonl").unlink()
@@ -758,7 +773,7 @@ def test_a_forgotten_text_leaves_the_run_folder_and_the_next_retrain_replays_wit
     kept = len(train.read_text().splitlines())
     assert secret not in {json.loads(line)["text"] for line in train.read_text().splitlines()}
 
-    # the next retrain replays from the (scrubbed) training file of the promoted champion, not failing
+    # the champion learned the text, so the forget withdrew it: the next cycle does not warm-start from it
     _parquet(
         inbox / "capture-0002.parquet", [_capture(f"s{i}", r["text"]) for i, r in enumerate(shifted[120:200])]
     )
@@ -769,10 +784,18 @@ def test_a_forgotten_text_leaves_the_run_folder_and_the_next_retrain_replays_wit
     _parquet(inbox / "feedback-0002.parquet", fb2)
     assert main(["maintain", "--config", str(setup["config"]), "--once"]) == 0
     second = reg.runs("maintain")[-1]
-    assert second["status"] in ("promoted", "rejected"), second["details"]
-    assert second["details"]["replay"]["source"] == str(train.resolve())
-    assert second["details"]["replay"]["rows"] == min(400, kept)
-    again = Path(second["details"]["work_dir"]) / "data"
+    assert second["status"] == "no_action" and not second["details"]["challenger"], second["details"]
+    assert any("withdrawn by forget run" in r for r in second["details"]["reasons"])
+    # the repair retrains from the base model on the lineage's training files: the scrubbed one (its sealed
+    # sha256 no longer matches) is accepted in the state the forget run recorded, not left out
+    capsys.readouterr()
+    main([*forget, "--inbox", str(inbox), "--retrain", "--loop", str(setup["config"])])
+    repair = reg.runs("forget")[-1]["details"]["retrain"]
+    assert repair["files"] >= 1 and not [x for x in repair["left_out"] if str(train.resolve()) in x], repair
+    assert repair["rows"] >= min(kept, 1) and repair["challenger"], repair
+    again = reg.root.resolve() / "maintain" / f"run-forget-{reg.runs('forget')[-1]['id']:05d}"
+    assert sorted(p.name for p in again.rglob("*.jsonl") if p.name in ("train.jsonl", "validation.jsonl"))
     for name in ("train.jsonl", "validation.jsonl"):
-        assert secret not in {json.loads(line)["text"] for line in (again / name).read_text().splitlines()}
+        for path in again.rglob(name):
+            assert secret not in {json.loads(line)["text"] for line in path.read_text().splitlines()}
     capsys.readouterr()

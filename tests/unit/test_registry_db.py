@@ -206,3 +206,39 @@ def test_old_database_is_migrated_and_its_rows_counted_as_unchained(tmp_path, ve
     assert all(f.ok for f in findings), findings
     assert any("1 older row(s) predate the chain" in f.detail for f in findings)
     assert json.loads(json.dumps([m.to_version for m in reg.history()])) == ["v0", "v1"]
+
+
+def test_a_withdrawn_version_gets_no_alias_again_and_an_old_database_reads_without_the_column(
+    tmp_path, versions
+):
+    """A forget withdraws the versions that learned forgotten texts, in the transaction that starts its run
+    (Registry.start_run's `withdraw`): no alias may be moved to one again (before: one rollback served it),
+    an alias already on it stays (a no-op promote is no move), and a reader of a registry from before the
+    column still lists its versions."""
+    from refit.errors import VersionError
+
+    reg = Registry(tmp_path / "reg")
+    v0, v1 = (reg.register(v).id for v in versions[:2])
+    reg.promote(v0, "first")
+    reg.promote(v1, "second")
+    run = reg.start_run("forget", {"ids": 1}, withdraw=[v0, v1])
+    assert reg.get(v0).withdrawn == f"forget run {run}" == reg.get(v1).withdrawn
+    reg.promote(v1, "again")  # already the champion: nothing moves, so nothing is refused
+    for move in (lambda: reg.rollback("back"), lambda: reg.promote(v0, "by hand")):
+        with pytest.raises(VersionError, match=f"{v0} was withdrawn by forget run {run}"):
+            move()
+    with pytest.raises(VersionError, match="no alias can be moved to it again"):
+        reg.set_alias("staging", v1)
+    assert reg.aliases() == {CHAMPION: v1}
+    assert (
+        reg.start_run("forget", {}, withdraw=[v1]) and reg.get(v1).withdrawn == f"forget run {run}"
+    )  # the first
+
+    old = tmp_path / "old"
+    Registry(old).register(versions[0])
+    db = sqlite3.connect(old / "registry.db")
+    db.execute("ALTER TABLE versions DROP COLUMN withdrawn")  # as a registry.db from before it
+    db.commit()
+    db.close()
+    assert [v.withdrawn for v in Registry(old, create=False).list_versions()] == [None]
+    assert [v.withdrawn for v in Registry(old).list_versions()] == [None]  # a writer adds the column
