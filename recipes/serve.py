@@ -84,11 +84,12 @@ class Config:
         device: cpu or cuda.
         threads: Inference threads (0 = PyTorch's default).
         max_length: Token limit per text (0 = the version's training max_length).
-        probabilities: calibrated: each version's fitted temperature (calibration.json, fitted on its
-            validation split) scales the logits before the softmax, so a served 0.9 means right about 9
-            times in 10 on data like the validation split; raw: the softmax as the model gives it (a short
-            fine-tune is often far from calibrated). The label served is the same either way; each
-            prediction says which it got ("calibrated"), raw for a version without calibration.json.
+        probabilities: raw: the softmax as the model gives it; calibrated: the logits divided by the
+            version's fitted temperature (calibration.json, fitted on its validation split) first, so a
+            served 0.9 is right about 9 times in 10 on data like that split. Not the default: a validation
+            split the model gets all right gives no bound on the temperature (the demo's fit 0.04, which
+            serves 1 - 1e-15 on any input), and under drift a sharpened softmax is more wrong. The label is
+            the same either way; each prediction says which it got ("calibrated").
         host: Address to listen on.
         port: Port to listen on.
         workers: uvicorn worker processes; each loads the model and writes its own capture files.
@@ -107,7 +108,7 @@ class Config:
     device: Literal["cpu", "cuda"] = "cpu"
     threads: NonNegativeInt = 0
     max_length: NonNegativeInt = 0
-    probabilities: Literal["calibrated", "raw"] = "calibrated"
+    probabilities: Literal["raw", "calibrated"] = "raw"
     host: str = "127.0.0.1"
     port: NonNegativeInt = 8000
     workers: PositiveInt = 1

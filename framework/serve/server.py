@@ -89,7 +89,9 @@ class ServeOptions:
     rotate_seconds: float = 300.0
     watch_interval_s: float = 5.0
     admin_token_env: str = "REFIT_SERVE_ADMIN_TOKEN"
-    probabilities: str = "calibrated"  # or "raw": softmax of the logits as they are
+    probabilities: str = (
+        "raw"  # or "calibrated": the version's temperature first (recipes/serve.py says why not)
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)

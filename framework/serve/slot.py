@@ -306,7 +306,7 @@ def load_slot(
     threads: int | None = None,
     max_length: int = 0,
     check: Callable[[], None] | None = None,
-    calibrated: bool = True,
+    calibrated: bool = False,
 ) -> Slot:
     """Verify, load, warm up and parity-check a version; raise VersionError instead of serving a bad one.
 

@@ -568,9 +568,9 @@ def test_workers_write_their_own_capture_files(registry):
 
 def test_served_probabilities_are_calibrated_by_the_versions_temperature(tmp_path, tiny_model_dir):
     """A short fine-tune's softmax is far from calibrated (ECE 0.30-0.41 on the multi-class sets) while its
-    version carries the temperature fitted on validation: serve used to return the raw softmax. Now the
-    logits are divided by it (the label unchanged), each prediction says so, and `probabilities: raw`
-    keeps the old answer."""
+    version carries the temperature fitted on validation, which serve could not use. `probabilities:
+    calibrated` divides the logits by it (the label unchanged); the default stays the raw softmax (a
+    perfectly classified validation split leaves the temperature unbounded); each prediction says which."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -600,6 +600,9 @@ def test_served_probabilities_are_calibrated_by_the_versions_temperature(tmp_pat
     for kind in ("calibrated", "raw"):
         with serving(options(reg, probabilities=kind, capture=False)) as (client, _):
             served[kind] = client.post("/predict", json={"texts": TEXTS}).json()["predictions"]
+    with serving(options(reg, capture=False)) as (client, _):
+        default = client.post("/predict", json={"texts": TEXTS}).json()["predictions"]
+    assert [p["probabilities"] for p in default] == [p["probabilities"] for p in served["raw"]]
     for kind, scale in (("calibrated", 0.25), ("raw", 1.0)):
         z = logits / scale
         expected = np.exp(z - z.max(-1, keepdims=True))
