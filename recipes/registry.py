@@ -12,8 +12,8 @@
     refit registry remove --version v2026... --reason "..." [--yes]  # one version no alias points at
     refit registry ACTION --help                             # the options of one action
 
-list, show, history, verify, and gc and remove without --yes only read: they never create or change anything (a misspelt
---root is an error).
+list, show, history and verify, and gc or remove without --yes, only read: they never create or change
+anything (a misspelt --root is an error).
 """
 
 from __future__ import annotations
