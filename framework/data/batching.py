@@ -7,7 +7,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["TokenizedDataset", "LengthGroupedSampler", "PadCollator", "tokenize", "tokenize_counting_cuts"]
+__all__ = [
+    "TokenizedDataset",
+    "LengthGroupedSampler",
+    "PadCollator",
+    "tokenize",
+    "tokenize_counting_cuts",
+    "cut_rows",
+]
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -24,13 +31,20 @@ def tokenize_counting_cuts(tokenizer, texts: Sequence[str], max_length: int) -> 
     is counted as cut (it may have been exactly that long).
     """
     out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-    ids = out["input_ids"]
-    encodings = getattr(out, "encodings", None)
+    return out["input_ids"], cut_rows(out, max_length)
+
+
+def cut_rows(encoded, max_length: int) -> int:
+    """How many rows of one `tokenizer(..., truncation=True, max_length=...)` call were cut: the one rule,
+    for training data and for the texts drift and evaluation encode. A fast tokenizer keeps what it cut in
+    each encoding's `overflowing` (exact); a slow one has no encodings, so a row whose tokens (its
+    attention mask, padded or not) fill max_length counts as cut (it may have been exactly that long)."""
+    encodings = getattr(encoded, "encodings", None)
     if encodings:
-        cut = sum(bool(e.overflowing) for e in encodings)
-    else:
-        cut = sum(len(row) >= max_length for row in ids)
-    return ids, cut
+        return sum(bool(e.overflowing) for e in encodings)
+    if "attention_mask" in encoded:
+        return sum(int(sum(row)) >= max_length for row in encoded["attention_mask"])
+    return sum(len(row) >= max_length for row in encoded["input_ids"])
 
 
 class TokenizedDataset(Dataset):

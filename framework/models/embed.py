@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from refit.data.batching import cut_rows
 from refit.errors import ConfigError
 
 __all__ = ["Encoded", "Layers", "Pooling", "encode_texts", "layer_list", "pool_hidden"]
@@ -80,13 +81,7 @@ def encode_texts(
         batch = tokenizer(
             [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         )
-        # a fast tokenizer keeps what it cut (exact); a slow one has no encodings: a full row counts as cut
-        encodings = batch.encodings
-        cut += (
-            sum(bool(e.overflowing) for e in encodings)
-            if encodings
-            else int((batch["attention_mask"].sum(1) >= max_length).sum())
-        )
+        cut += cut_rows(batch, max_length)
         batch = batch.to(device)
         out = model(**batch, output_hidden_states=True)
         pooled = [pool_hidden(out.hidden_states[i], batch["attention_mask"], pooling) for i in layers]
