@@ -89,9 +89,8 @@ class ServeOptions:
     rotate_seconds: float = 300.0
     watch_interval_s: float = 5.0
     admin_token_env: str = "REFIT_SERVE_ADMIN_TOKEN"
-    probabilities: str = (
-        "raw"  # or "calibrated": the version's temperature first (recipes/serve.py says why not)
-    )
+    # or "calibrated": the version's temperature first (recipes/serve.py says why it is not the default)
+    probabilities: str = "raw"
 
     def to_dict(self) -> dict:
         return asdict(self)
